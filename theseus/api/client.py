@@ -1,0 +1,210 @@
+"""Typed clients for the server's HTTP API, over httpx.
+
+``ServerClient`` (sync) serves the CLI; ``AsyncServerClient`` serves the agent. Both raise
+``ServerUnreachable`` when nothing answers and ``ApiError`` (with the server's message and
+field paths) on a 4xx/5xx. The transport is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+
+from theseus.api.schemas import (
+    AssignmentList,
+    DeployResult,
+    GroupList,
+    Health,
+    NodeInfo,
+    NodeList,
+    NodeRegistration,
+    RegistrationAnswer,
+    ReportBatch,
+    TaskInfo,
+    TaskList,
+)
+
+DEFAULT_SERVER = "http://127.0.0.1:5000"
+
+
+class ServerUnreachable(ConnectionError):
+    def __init__(self, address: str, cause: Exception) -> None:
+        self.address = address
+        super().__init__(f"cannot reach the Theseus server at {address} ({cause.__class__.__name__})")
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, message: str, details: list[dict[str, str]]) -> None:
+        self.status = status
+        self.message = message
+        self.details = details
+        lines = [message] + [f"  {d.get('path')}: {d.get('message')}" for d in details]
+        super().__init__("\n".join(lines))
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"message": response.text or response.reason_phrase}
+    if isinstance(body, dict) and "detail" in body and "message" not in body:
+        detail = body["detail"]
+        body = {"message": detail if isinstance(detail, str) else json.dumps(detail)}
+    message = str(body.get("message", response.reason_phrase)) if isinstance(body, dict) else str(body)
+    details = body.get("details", []) if isinstance(body, dict) else []
+    raise ApiError(response.status_code, message, list(details))
+
+
+def _labels_param(labels: list[str] | None) -> dict[str, str]:
+    return {} if labels is None else {"labels": json.dumps(sorted(set(labels)))}
+
+
+class ServerClient:
+    """Blocking client, for the CLI and tests."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_SERVER,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,  # None except in tests
+    ) -> None:
+        self.address = address.rstrip("/")
+        self._http = httpx.Client(base_url=self.address, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ServerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.address, exc) from exc
+        _raise_for(response)
+        return response
+
+    def health(self) -> Health:
+        return Health.model_validate(self._request("GET", "/v1/health").json())
+
+    def deploy(self, document: str | bytes, content_type: str = "application/x-yaml") -> DeployResult:
+        response = self._request(
+            "POST", "/deploy", content=document, headers={"Content-Type": content_type}
+        )
+        return DeployResult.model_validate(response.json())
+
+    def groups(self, service: str | None = None) -> GroupList:
+        params = {"service": service} if service else {}
+        return GroupList.model_validate(self._request("GET", "/v1/groups", params=params).json())
+
+    def scale(self, service: str, instances: int, labels: list[str] | None = None) -> DeployResult:
+        body = {"instances": instances, "labels": labels}
+        response = self._request("POST", f"/v1/groups/{service}/scale", json=body)
+        return DeployResult.model_validate(response.json())
+
+    def remove(self, service: str, labels: list[str] | None = None) -> DeployResult:
+        response = self._request("DELETE", f"/v1/groups/{service}", params=_labels_param(labels))
+        return DeployResult.model_validate(response.json())
+
+    def tasks(
+        self, service: str | None = None, node: str | None = None, include_stopped: bool = False
+    ) -> TaskList:
+        params: dict[str, str] = {}
+        if service:
+            params["service"] = service
+        if node:
+            params["node"] = node
+        if include_stopped:
+            params["all"] = "true"
+        return TaskList.model_validate(self._request("GET", "/v1/tasks", params=params).json())
+
+    def task(self, task_id: str) -> TaskInfo:
+        return TaskInfo.model_validate(self._request("GET", f"/v1/tasks/{task_id}").json())
+
+    def nodes(self) -> NodeList:
+        return NodeList.model_validate(self._request("GET", "/v1/nodes").json())
+
+    def node(self, name: str) -> NodeInfo:
+        return NodeInfo.model_validate(self._request("GET", f"/v1/nodes/{name}").json())
+
+    def logs(self, task_id: str, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """Yield the task's log lines (stdout and stderr interleaved) as text."""
+        params: dict[str, str] = {"follow": "true" if follow else "false"}
+        if tail is not None:
+            params["tail"] = str(tail)
+        try:
+            with self._http.stream(
+                "GET", f"/v1/tasks/{task_id}/logs", params=params, timeout=None
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                yield from response.iter_lines()
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.address, exc) from exc
+
+
+class AsyncServerClient:
+    """Asyncio client, for the agent."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_SERVER,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # None except in tests
+    ) -> None:
+        self.address = address.rstrip("/")
+        limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+        self._http = httpx.AsyncClient(
+            base_url=self.address, timeout=timeout, transport=transport, limits=limits
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.address, exc) from exc
+        _raise_for(response)
+        return response
+
+    async def register(self, registration: NodeRegistration) -> RegistrationAnswer:
+        response = await self._request(
+            "POST", "/v1/agent/register", json=registration.model_dump(mode="json")
+        )
+        return RegistrationAnswer.model_validate(response.json())
+
+    async def heartbeat(self, node: str) -> None:
+        await self._request("POST", f"/v1/agent/{node}/heartbeat")
+
+    async def assignments(self, node: str, index: int, wait: float) -> AssignmentList:
+        """Long-poll: returns when the node's assignments change after ``index``, or after
+        ``wait`` seconds with the current list."""
+        response = await self._request(
+            "GET",
+            f"/v1/agent/{node}/assignments",
+            params={"index": str(index), "wait": str(wait)},
+            timeout=wait + 10.0,
+        )
+        return AssignmentList.model_validate(response.json())
+
+    async def report(self, node: str, batch: ReportBatch) -> None:
+        await self._request("POST", f"/v1/agent/{node}/reports", json=batch.model_dump(mode="json"))
+
+    async def stream_logs(self, url: str, params: dict[str, str]) -> AsyncIterator[bytes]:
+        """Raw byte stream from an absolute URL (used by the server to proxy agent logs)."""
+        async with self._http.stream("GET", url, params=params, timeout=None) as response:
+            _raise_for(response)
+            async for chunk in response.aiter_bytes():
+                yield chunk

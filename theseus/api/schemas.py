@@ -1,0 +1,181 @@
+"""Wire types of the ``/v1`` API, shared by the server (which produces them), the agent and
+the CLI (which consume them).
+
+The deploy document itself (``theseus.model.spec``) is also a wire format and is reused as is.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from theseus.model.spec import GroupSpec
+
+ChangeAction = Literal["created", "scaled", "updated", "unchanged", "removed", "absent"]
+GroupStatus = Literal["converged", "deploying", "pending", "failing", "removing"]
+TaskStateName = Literal[
+    "pending", "assigned", "starting", "running", "exited", "failed", "stopped", "lost"
+]
+
+
+class GroupChange(BaseModel):
+    service: str
+    labels: list[str]
+    action: ChangeAction
+    instances: int | None = None
+
+
+class DeployResult(BaseModel):
+    """Answer to ``POST /deploy``; ``result`` keeps the original Theseus's shape."""
+
+    result: dict[str, int] = {"status": 200}
+    changes: list[GroupChange]
+
+
+class ErrorDetail(BaseModel):
+    path: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class PortInfo(BaseModel):
+    container_port: int
+    host_port: int | None = None
+
+
+class TaskInfo(BaseModel):
+    id: str
+    service: str
+    labels: list[str]
+    group: str
+    version: str
+    node: str | None
+    address: str | None
+    ports: dict[str, PortInfo]
+    desired: Literal["run", "stop"]
+    state: TaskStateName
+    exit_code: int | None = None
+    message: str | None = None
+    pending_reason: str | None = None
+    stop_reason: str | None = None
+    attempt: int = 0
+    not_before: float | None = None
+    container_id: str | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskInfo]
+
+
+class GroupInfo(BaseModel):
+    service: str
+    labels: list[str]
+    group: str
+    version: str
+    instances: int
+    running: int
+    running_current: int
+    pending: int
+    status: GroupStatus
+    message: str | None = None
+    spec: GroupSpec
+    created_at: float
+    updated_at: float
+
+
+class GroupList(BaseModel):
+    groups: list[GroupInfo]
+
+
+class ScaleRequest(BaseModel):
+    instances: int = Field(ge=0, le=100_000)
+    labels: list[str] | None = None
+
+
+class NodeInfo(BaseModel):
+    name: str
+    address: str
+    agent_port: int
+    status: Literal["ready", "lost"]
+    driver: str
+    cpus: float
+    mem: float
+    used_cpus: float
+    used_mem: float
+    tasks: int
+    port_range: tuple[int, int]
+    attributes: dict[str, str]
+    registered_at: float
+
+
+class NodeList(BaseModel):
+    nodes: list[NodeInfo]
+
+
+# --- agent <-> server ---------------------------------------------------------------------
+
+
+class NodeRegistration(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    address: str
+    agent_port: int = Field(ge=1, le=65535)
+    cpus: float = Field(gt=0)
+    mem: float = Field(gt=0)
+    port_range: tuple[int, int] = (31000, 32000)
+    attributes: dict[str, str] = {}
+    driver: str = "docker"
+
+
+class RegistrationAnswer(BaseModel):
+    cluster_id: str  # label every container with it: `theseus down` removes exactly these
+    node: NodeInfo
+    heartbeat_interval: float
+    liveness_timeout: float
+
+
+class Assignment(BaseModel):
+    """One task the agent must run (``desired == "run"``) or stop (``"stop"``)."""
+
+    task_id: str
+    service: str
+    labels: list[str]
+    group: str
+    version: str
+    desired: Literal["run", "stop"]
+    spec: GroupSpec
+    host_ports: dict[str, int]
+    attempt: int = 0
+
+
+class AssignmentList(BaseModel):
+    """Everything assigned to one node. ``index`` resumes the long-poll."""
+
+    index: int
+    tasks: list[Assignment]
+
+
+class TaskReport(BaseModel):
+    task_id: str
+    state: Literal["starting", "running", "exited", "failed", "stopped"]
+    exit_code: int | None = None
+    message: str | None = None
+    container_id: str | None = None
+    at: float
+
+
+class ReportBatch(BaseModel):
+    reports: list[TaskReport]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    leader: bool
+    revision: int

@@ -1,0 +1,65 @@
+"""Group identity and the stored group record.
+
+A group is a service plus a *set* of labels: ``['frontend', 'dev']`` and ``['dev', 'frontend']``
+are the same group. ``GroupKey.key`` is the one string form used in etcd keys and task records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+
+from theseus.model.spec import GroupSpec
+
+
+@dataclass(frozen=True, order=True)
+class GroupKey:
+    """Service name plus the sorted, de-duplicated label tuple."""
+
+    service: str
+    labels: tuple[str, ...]
+
+    @classmethod
+    def of(cls, service: str, labels: Iterable[str]) -> GroupKey:
+        return cls(service, tuple(sorted(set(labels))))
+
+    @property
+    def label_key(self) -> str:
+        """The labels as compact JSON, e.g. ``["dev","frontend"]``: any printable label fits."""
+        return json.dumps(list(self.labels), separators=(",", ":"), ensure_ascii=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.service}/{self.label_key}"
+
+    @classmethod
+    def parse(cls, key: str) -> GroupKey:
+        service, _, label_key = key.partition("/")
+        return cls.of(service, json.loads(label_key))
+
+    def __str__(self) -> str:
+        return f"{self.service}[{','.join(self.labels)}]" if self.labels else self.service
+
+
+class GroupRecord(BaseModel):
+    """The desired state of one group, as stored in etcd by the deploy and scale routes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    labels: list[str]
+    spec: GroupSpec
+    version: str
+    created_at: float
+    updated_at: float
+
+    @property
+    def group_key(self) -> GroupKey:
+        return GroupKey.of(self.service, self.labels)
+
+    @property
+    def instances(self) -> int:
+        return self.spec.instances

@@ -1,0 +1,82 @@
+"""Tasks: one running copy of a group's spec on one node.
+
+A task has two records, written by different parties so that they never race:
+
+* ``TaskRecord`` (desired state) is written only by the leader: which spec, which node, which
+  host ports, and whether it should run or stop.
+* ``TaskStatus`` (observed state) is written by the server from the agent's reports, or by the
+  leader when the task's node is lost.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from theseus.model.groups import GroupKey
+from theseus.model.spec import GroupSpec
+
+
+class Desired(StrEnum):
+    RUN = "run"
+    STOP = "stop"
+
+
+class TaskState(StrEnum):
+    """Observed states. ``pending`` and ``assigned`` are derived (no status written yet)."""
+
+    PENDING = "pending"  # no node yet
+    ASSIGNED = "assigned"  # placed on a node, the agent has not reported yet
+    STARTING = "starting"
+    RUNNING = "running"
+    EXITED = "exited"  # the process ended by itself (exit code in the status)
+    FAILED = "failed"  # could not be started (driver error in the message)
+    STOPPED = "stopped"  # stopped because Theseus asked
+    LOST = "lost"  # its node was declared lost
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({TaskState.EXITED, TaskState.FAILED, TaskState.STOPPED, TaskState.LOST})
+
+
+class TaskRecord(BaseModel):
+    """Desired state of one task (leader-owned)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    service: str
+    labels: list[str]
+    version: str
+    spec: GroupSpec
+    node: str | None = None
+    host_ports: dict[str, int] = {}
+    desired: Desired = Desired.RUN
+    stop_reason: str | None = None
+    attempt: int = 0  # consecutive quick failures before this task (drives the backoff)
+    not_before: float | None = None  # backoff: not placed before this time
+    pending_reason: str | None = None
+    created_at: float
+
+    @property
+    def group_key(self) -> GroupKey:
+        return GroupKey.of(self.service, self.labels)
+
+
+class TaskStatus(BaseModel):
+    """Observed state of one task (from the agent's reports)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    state: TaskState
+    exit_code: int | None = None
+    message: str | None = None
+    container_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float
