@@ -179,3 +179,4 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     leader: bool
     revision: int
+    cluster_id: str | None = None

@@ -10,8 +10,8 @@ Deviations from the original (``reference/original-system.md`` section 2.1), all
   typo such as ``cpu`` (singular, silently ignored by the original) is reported.
 * ``labels`` is optional (the empty label set is a group of its own); the original crashed.
 * JSON ``true``/``false``/``null`` are accepted (the original used ``ast.literal_eval``).
-* Environment values may be strings, numbers or booleans; they are passed to the container as
-  strings (booleans as ``true``/``false``).
+* Environment values may be strings, numbers or booleans; they are stored and passed to the
+  container as strings (booleans as ``true``/``false``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    StrictBool,
-    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -45,6 +44,18 @@ ServiceName = Annotated[str, Field(pattern=SERVICE_NAME_PATTERN)]
 PortName = Annotated[str, Field(pattern=PORT_NAME_PATTERN)]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 PortNumber = Annotated[StrictInt, Field(ge=1, le=65535)]
+
+
+def _env_string(value: object) -> str:
+    """Environment values reach the container as strings; YAML/JSON scalars are converted."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ValueError("must be a string, a number or a boolean")
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_string)]
 
 
 class SpecError(ValueError):
@@ -78,9 +89,7 @@ class GroupSpec(BaseModel):
     image: Annotated[StrictStr, Field(min_length=1)]
     labels: list[StrictStr] = Field(default_factory=list)
     ports: dict[PortName, PortNumber] = Field(default_factory=dict)
-    environment: dict[EnvName, StrictStr | StrictInt | StrictFloat | StrictBool] = Field(
-        default_factory=dict
-    )
+    environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
     instances: Annotated[StrictInt, Field(ge=0, le=100_000)] = 1
     cpus: Annotated[float, Field(gt=0, le=1024)] = 0.3
     mem: Annotated[float, Field(gt=0, le=4_194_304)] = 512
@@ -117,21 +126,11 @@ class GroupSpec(BaseModel):
             raise ValueError("give either 'command' (a shell string) or 'args' (a list), not both")
         return self
 
-    def environment_strings(self) -> dict[str, str]:
-        """The environment as the container sees it: every value a string."""
-        return {name: _env_string(value) for name, value in self.environment.items()}
-
     def version(self) -> str:
         """A digest of everything but ``instances``: tasks of another version get replaced."""
         body = self.model_dump(mode="json", exclude={"instances"})
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-def _env_string(value: str | int | float | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 class RemoveSpec(BaseModel):

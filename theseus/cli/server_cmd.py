@@ -1,0 +1,37 @@
+"""``theseus server``: run the control plane (HTTP API; leader when elected)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+import uvicorn
+
+from theseus.server.app import create_app
+from theseus.server.context import ServerConfig
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def server(
+        host: str = typer.Option("127.0.0.1", help="Address to serve the API on."),
+        port: int = typer.Option(5000, help="Port to serve the API on (the original's 5000)."),
+        etcd: list[str] = typer.Option(
+            ["127.0.0.1:2379"], help="etcd endpoint host:port (repeat for several members)."
+        ),
+        liveness_timeout: int = typer.Option(
+            4,
+            min=2,
+            help="Seconds without a heartbeat before a node is declared lost. Lower detects "
+            "machine loss sooner; higher tolerates longer network or load hiccups.",
+        ),
+        log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    ) -> None:
+        """Run a Theseus server against etcd."""
+        logging.basicConfig(
+            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        config = ServerConfig(host=host, port=port, etcd=etcd, liveness_timeout=liveness_timeout)
+        uvicorn.run(
+            create_app(config), host=host, port=port, log_level=log_level, access_log=False
+        )

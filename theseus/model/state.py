@@ -1,0 +1,49 @@
+"""``ClusterState``: a consistent copy of everything in etcd at one revision.
+
+The store's cache produces it; the reconciler and the routes read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from theseus.model.groups import GroupRecord
+from theseus.model.nodes import NodeRecord
+from theseus.model.tasks import TaskRecord, TaskState, TaskStatus
+
+
+@dataclass
+class ClusterState:
+    revision: int
+    groups: dict[str, GroupRecord] = field(default_factory=dict)
+    group_revisions: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    statuses: dict[str, TaskStatus] = field(default_factory=dict)
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    alive: dict[str, int] = field(default_factory=dict)  # node -> lease id
+    cluster_id: str | None = None
+    leader: tuple[str, int] | None = None  # (leader id, create revision of its key)
+
+    def copy(self) -> ClusterState:
+        return ClusterState(
+            self.revision,
+            dict(self.groups),
+            dict(self.group_revisions),
+            dict(self.tasks),
+            dict(self.statuses),
+            dict(self.nodes),
+            dict(self.alive),
+            self.cluster_id,
+            self.leader,
+        )
+
+    def task_state(self, task: TaskRecord) -> TaskState:
+        """The observed state, with the derived ``pending``/``assigned`` and node loss."""
+        status = self.statuses.get(task.id)
+        if status is not None and status.state.terminal:
+            return status.state
+        if task.node is not None and task.node not in self.alive:
+            return TaskState.LOST
+        if status is not None:
+            return status.state
+        return TaskState.ASSIGNED if task.node else TaskState.PENDING

@@ -1,0 +1,67 @@
+"""What a deploy document changes (pure): per group created / scaled / updated / unchanged /
+removed / absent, and the new group records to write.
+
+Fixes the original's bugs 13 and 14: an identical re-deploy changes nothing, label order does
+not matter, and a spec change keeps the *new* ``instances``. Called by the server's deploy,
+scale and remove routes, which commit the result atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from theseus.model.groups import GroupKey, GroupRecord
+from theseus.model.spec import DeployDocument, GroupSpec
+
+
+@dataclass(frozen=True)
+class GroupChangePlan:
+    key: GroupKey
+    action: str  # created | scaled | updated | unchanged | removed | absent
+    record: GroupRecord | None  # the record to write; None for removals and no-ops
+    instances: int | None = None
+
+
+def plan_document(
+    document: DeployDocument, groups: dict[str, GroupRecord], now: float
+) -> list[GroupChangePlan]:
+    changes = [plan_group(service, spec, groups, now) for service, spec in document.deploy.items()]
+    for service, removal in document.remove.items():
+        changes.append(plan_removal(GroupKey.of(service, removal.labels), groups))
+    return changes
+
+
+def plan_group(
+    service: str, spec: GroupSpec, groups: dict[str, GroupRecord], now: float
+) -> GroupChangePlan:
+    key = GroupKey.of(service, spec.labels)
+    existing = groups.get(key.key)
+    version = spec.version()
+    if existing is None:
+        record = GroupRecord(
+            service=service,
+            labels=list(key.labels),
+            spec=spec,
+            version=version,
+            created_at=now,
+            updated_at=now,
+        )
+        return GroupChangePlan(key, "created", record, spec.instances)
+    if existing.spec == spec:
+        return GroupChangePlan(key, "unchanged", None, spec.instances)
+    record = existing.model_copy(update={"spec": spec, "version": version, "updated_at": now})
+    action = "scaled" if existing.version == version else "updated"
+    return GroupChangePlan(key, action, record, spec.instances)
+
+
+def plan_scale(existing: GroupRecord, instances: int, now: float) -> GroupChangePlan:
+    if existing.instances == instances:
+        return GroupChangePlan(existing.group_key, "unchanged", None, instances)
+    spec = existing.spec.model_copy(update={"instances": instances})
+    record = existing.model_copy(update={"spec": spec, "updated_at": now})
+    return GroupChangePlan(existing.group_key, "scaled", record, instances)
+
+
+def plan_removal(key: GroupKey, groups: dict[str, GroupRecord]) -> GroupChangePlan:
+    action = "removed" if key.key in groups else "absent"
+    return GroupChangePlan(key, action, None)

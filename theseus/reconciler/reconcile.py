@@ -1,0 +1,288 @@
+"""The reconciler: one pure pass from the cluster state to a ``Plan``.
+
+Vocabulary, in the order a pass applies it:
+
+* **lost**: a task on a node that is no longer alive gets a ``lost`` status.
+* **dead**: a task meant to run whose state is terminal (exited, failed, lost) is marked
+  ``stop`` and leaves a *seed* (attempt number, backoff) for its replacement.
+* **scale**: a group with fewer current tasks than ``instances`` gets new tasks (seeds first);
+  one with more stops the surplus, least advanced and youngest first.
+* **roll**: a group with tasks of an older spec version replaces them with Marathon's
+  arithmetic (``minimum_health_capacity``, ``maximum_over_capacity``): an old task is stopped
+  only while enough running tasks remain, and new ones start within the capacity bound.
+* **orphan**: a task whose group was removed is stopped.
+* **place**: tasks without a node are placed (``theseus.scheduler``), or keep a reason.
+* **collect**: finished tasks are deleted, except a short history of those that died on
+  their own (for ``theseus ps -a`` and logs).
+
+``reconcile`` never mutates its input and does no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from theseus.model.groups import GroupRecord
+from theseus.model.state import ClusterState
+from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
+from theseus.reconciler.backoff import successor_attempt, successor_not_before
+from theseus.scheduler.placement import Holding, Placement, Placer
+
+HISTORY_PER_GROUP = 5
+HISTORY_MAX_AGE = 3600.0
+
+# Order in which surplus tasks are stopped: the least advanced first.
+_STOP_ORDER = {
+    TaskState.PENDING: 0,
+    TaskState.ASSIGNED: 1,
+    TaskState.STARTING: 2,
+    TaskState.RUNNING: 3,
+}
+
+
+@dataclass
+class Plan:
+    task_puts: dict[str, TaskRecord] = field(default_factory=dict)
+    task_deletes: set[str] = field(default_factory=set)
+    status_puts: dict[str, TaskStatus] = field(default_factory=dict)
+    status_deletes: set[str] = field(default_factory=set)
+    wake_at: float | None = None  # the earliest backoff deadline, if any
+
+    @property
+    def empty(self) -> bool:
+        return not (self.task_puts or self.task_deletes or self.status_puts or self.status_deletes)
+
+
+@dataclass(frozen=True)
+class Seed:
+    attempt: int
+    not_before: float | None
+
+
+def new_task_id(service: str) -> str:
+    import uuid
+
+    return f"{service}.{uuid.uuid4().hex[:12]}"
+
+
+def reconcile(
+    state: ClusterState, now: float, new_id: Callable[[str], str] = new_task_id
+) -> Plan:
+    return _Pass(state, now, new_id).run()
+
+
+class _Pass:
+    def __init__(self, state: ClusterState, now: float, new_id: Callable[[str], str]) -> None:
+        self.state = state.copy()  # working copy: tasks/statuses are updated as we decide
+        self.now = now
+        self.new_id = new_id
+        self.plan = Plan()
+        self.seeds: dict[str, list[Seed]] = defaultdict(list)
+
+    def run(self) -> Plan:
+        self._mark_lost()
+        self._mark_dead()
+        for group_id, group in sorted(self.state.groups.items()):
+            self._converge_group(group_id, group)
+        self._stop_orphans()
+        self._place()
+        self._collect()
+        return self.plan
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _put_task(self, task: TaskRecord) -> None:
+        self.state.tasks[task.id] = task
+        self.plan.task_puts[task.id] = task
+
+    def _stop(self, task: TaskRecord, reason: str) -> None:
+        self._put_task(task.model_copy(update={"desired": Desired.STOP, "stop_reason": reason}))
+
+    def _running_tasks(self, group_id: str) -> list[TaskRecord]:
+        return [
+            t
+            for t in self.state.tasks.values()
+            if t.desired is Desired.RUN and t.group_key.key == group_id
+        ]
+
+    # -- passes -----------------------------------------------------------------------------
+
+    def _mark_lost(self) -> None:
+        for task in list(self.state.tasks.values()):
+            if task.node is None or task.node in self.state.alive:
+                continue
+            status = self.state.statuses.get(task.id)
+            if status is not None and status.state.terminal:
+                continue
+            lost = TaskStatus(
+                task_id=task.id,
+                state=TaskState.LOST,
+                message=f"node {task.node} lost",
+                container_id=status.container_id if status else None,
+                started_at=status.started_at if status else None,
+                finished_at=self.now,
+                updated_at=self.now,
+            )
+            self.state.statuses[task.id] = lost
+            self.plan.status_puts[task.id] = lost
+
+    def _mark_dead(self) -> None:
+        for task in list(self.state.tasks.values()):
+            if task.desired is not Desired.RUN:
+                continue
+            state = self.state.task_state(task)
+            if not state.terminal:
+                continue
+            status = self.state.statuses.get(task.id)
+            self._stop(task, _describe_death(state, status))
+            group = self.state.groups.get(task.group_key.key)
+            if group is not None:
+                attempt = successor_attempt(task, state, status)
+                not_before = successor_not_before(group.spec, attempt, status, self.now)
+                self.seeds[task.group_key.key].append(Seed(attempt, not_before))
+
+    def _converge_group(self, group_id: str, group: GroupRecord) -> None:
+        tasks = self._running_tasks(group_id)
+        current = [t for t in tasks if t.version == group.version]
+        old = [t for t in tasks if t.version != group.version]
+        wanted = group.instances
+        if not old:
+            if len(current) < wanted:
+                self._create(group, wanted - len(current))
+            elif len(current) > wanted:
+                for victim in self._stop_candidates(current)[: len(current) - wanted]:
+                    self._stop(victim, f"scaled down to {wanted}")
+            return
+        self._roll(group, current, old)
+
+    def _roll(self, group: GroupRecord, current: list[TaskRecord], old: list[TaskRecord]) -> None:
+        wanted = group.instances
+        strategy = group.spec.upgrade_strategy
+        min_healthy = math.ceil(wanted * strategy.minimum_health_capacity)
+        max_capacity = math.floor(wanted * (1 + strategy.maximum_over_capacity))
+        if max_capacity <= min_healthy:
+            max_capacity = min_healthy + 1  # Marathon's rule: allow one extra so progress is possible
+        reason = f"replaced by version {group.version}"
+        is_running = [self.state.task_state(t) is TaskState.RUNNING for t in old]
+        # Old tasks that are not running yet count for nothing: stop them now.
+        remaining_old = []
+        for task, running in zip(old, is_running, strict=True):
+            if running:
+                remaining_old.append(task)
+            else:
+                self._stop(task, reason)
+        healthy = sum(self.state.task_state(t) is TaskState.RUNNING for t in current)
+        healthy += len(remaining_old)
+        can_stop = max(0, healthy - min_healthy)
+        if len(current) > wanted:
+            for victim in self._stop_candidates(current)[: len(current) - wanted]:
+                self._stop(victim, f"scaled down to {wanted}")
+            current = self._running_tasks(group.group_key.key)
+            current = [t for t in current if t.version == group.version]
+        for task in sorted(remaining_old, key=lambda t: t.created_at)[:can_stop]:
+            self._stop(task, reason)
+            remaining_old.remove(task)
+        room = max_capacity - (len(current) + len(remaining_old))
+        to_start = min(wanted - len(current), room)
+        if to_start > 0:
+            self._create(group, to_start)
+
+    def _create(self, group: GroupRecord, count: int) -> None:
+        seeds = self.seeds.get(group.group_key.key, [])
+        for _ in range(count):
+            seed = seeds.pop(0) if seeds else Seed(0, None)
+            task = TaskRecord(
+                id=self.new_id(group.service),
+                service=group.service,
+                labels=list(group.labels),
+                version=group.version,
+                spec=group.spec,
+                attempt=seed.attempt,
+                not_before=seed.not_before,
+                created_at=self.now,
+            )
+            self._put_task(task)
+
+    def _stop_candidates(self, tasks: list[TaskRecord]) -> list[TaskRecord]:
+        def order(task: TaskRecord) -> tuple[int, float]:
+            return (_STOP_ORDER.get(self.state.task_state(task), 0), -task.created_at)
+
+        return sorted(tasks, key=order)
+
+    def _stop_orphans(self) -> None:
+        for task in list(self.state.tasks.values()):
+            if task.desired is Desired.RUN and task.group_key.key not in self.state.groups:
+                self._stop(task, "group removed")
+
+    def _place(self) -> None:
+        holdings = []
+        for task in self.state.tasks.values():
+            if task.node is not None and not self.state.task_state(task).terminal:
+                holdings.append(Holding(task.node, task.group_key.key, task.spec, task.host_ports))
+        ready = [n for name, n in self.state.nodes.items() if name in self.state.alive]
+        placer = Placer(ready, holdings)
+        waiting = [
+            t
+            for t in self.state.tasks.values()
+            if t.desired is Desired.RUN and t.node is None
+        ]
+        for task in sorted(waiting, key=lambda t: (t.created_at, t.id)):
+            if task.not_before is not None and task.not_before > self.now:
+                self.plan.wake_at = min(self.plan.wake_at or task.not_before, task.not_before)
+                reason = f"restart backoff after {task.attempt} quick failures"
+                if task.pending_reason != reason:
+                    self._put_task(task.model_copy(update={"pending_reason": reason}))
+                continue
+            result = placer.place(task.id, task.group_key.key, task.spec)
+            if isinstance(result, Placement):
+                update = {"node": result.node, "host_ports": result.host_ports, "pending_reason": None}
+                self._put_task(task.model_copy(update=update))
+            elif task.pending_reason != result.reason:
+                self._put_task(task.model_copy(update={"pending_reason": result.reason}))
+
+    def _collect(self) -> None:
+        history: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        for task in list(self.state.tasks.values()):
+            if task.desired is not Desired.STOP:
+                continue
+            if task.node is None:
+                self._delete(task.id)
+                continue
+            state = self.state.task_state(task)
+            if not state.terminal:
+                continue
+            if state is TaskState.STOPPED or task.group_key.key not in self.state.groups:
+                self._delete(task.id)
+                continue
+            status = self.state.statuses.get(task.id)
+            ended = status.finished_at if status and status.finished_at else task.created_at
+            history[task.group_key.key].append((ended, task.id))
+        for entries in history.values():
+            entries.sort(reverse=True)
+            for index, (ended, task_id) in enumerate(entries):
+                if index >= HISTORY_PER_GROUP or self.now - ended > HISTORY_MAX_AGE:
+                    self._delete(task_id)
+        for task_id in self.state.statuses:
+            if task_id not in self.state.tasks:
+                self.plan.status_deletes.add(task_id)
+
+    def _delete(self, task_id: str) -> None:
+        self.state.tasks.pop(task_id, None)
+        self.plan.task_puts.pop(task_id, None)
+        self.plan.task_deletes.add(task_id)
+        if task_id in self.state.statuses:
+            self.plan.status_deletes.add(task_id)
+        self.plan.status_puts.pop(task_id, None)
+
+
+def _describe_death(state: TaskState, status: TaskStatus | None) -> str:
+    if state is TaskState.EXITED and status is not None:
+        return f"exited with code {status.exit_code}"
+    if state is TaskState.FAILED and status is not None:
+        return f"failed to start: {status.message}"
+    if state is TaskState.LOST and status is not None and status.message:
+        return status.message
+    return state.value

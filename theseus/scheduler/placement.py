@@ -1,0 +1,143 @@
+"""Place tasks on nodes by cpus, memory and host ports; spread each group across nodes.
+
+``Placer`` is built once per reconcile round from the nodes that are alive and the tasks that
+already hold resources on them, then places tasks one by one, updating its books as it goes
+so that one round never over-commits a node. It never does I/O; the leader commits the result.
+
+Filters run in a fixed order and each rejection carries a reason, so a task that fits nowhere
+says why (``0/3 nodes can run it: 3 insufficient cpus``), like kube-scheduler's messages.
+Scoring prefers the node with the fewest tasks of the same group (spread), then the one with
+the most free cpu share, then the name (for determinism).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from theseus.model.nodes import NodeRecord
+from theseus.model.spec import GroupSpec
+
+EPSILON = 1e-9
+# Random probes before falling back to a scan of the whole port range.
+PORT_PROBES = 32
+
+
+@dataclass
+class NodeBooks:
+    """What is already committed on one node."""
+
+    node: NodeRecord
+    cpus: float = 0.0
+    mem: float = 0.0
+    ports: set[int] = field(default_factory=set)
+    groups: Counter[str] = field(default_factory=Counter)
+    tasks: int = 0
+
+    @property
+    def free_cpus(self) -> float:
+        return self.node.cpus - self.cpus
+
+    @property
+    def free_mem(self) -> float:
+        return self.node.mem - self.mem
+
+    def free_port_count(self) -> int:
+        low, high = self.node.port_range
+        return (high - low + 1) - len([p for p in self.ports if low <= p <= high])
+
+
+@dataclass(frozen=True)
+class Placement:
+    node: str
+    host_ports: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Unplaceable:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Holding:
+    """Resources a task holds on a node (for building the books)."""
+
+    node: str
+    group: str
+    spec: GroupSpec
+    host_ports: dict[str, int]
+
+
+class Placer:
+    def __init__(self, nodes: Iterable[NodeRecord], holdings: Iterable[Holding]) -> None:
+        self.books: dict[str, NodeBooks] = {node.name: NodeBooks(node) for node in nodes}
+        for holding in holdings:
+            books = self.books.get(holding.node)
+            if books is not None:
+                self._charge(books, holding.group, holding.spec, holding.host_ports)
+
+    def place(self, task_id: str, group: str, spec: GroupSpec) -> Placement | Unplaceable:
+        if not self.books:
+            return Unplaceable("no ready nodes")
+        rejections: Counter[str] = Counter()
+        candidates: list[NodeBooks] = []
+        for books in self.books.values():
+            reason = _reject(books, spec)
+            if reason is None:
+                candidates.append(books)
+            else:
+                rejections[reason] += 1
+        if not candidates:
+            summary = ", ".join(f"{count} {reason}" for reason, count in sorted(rejections.items()))
+            return Unplaceable(f"0/{len(self.books)} nodes can run it: {summary}")
+        best = min(candidates, key=lambda b: _score(b, group))
+        host_ports = _choose_ports(best, task_id, list(spec.ports))
+        self._charge(best, group, spec, host_ports)
+        return Placement(best.node.name, host_ports)
+
+    @staticmethod
+    def _charge(books: NodeBooks, group: str, spec: GroupSpec, host_ports: dict[str, int]) -> None:
+        books.cpus += spec.cpus
+        books.mem += spec.mem
+        books.ports.update(host_ports.values())
+        books.groups[group] += 1
+        books.tasks += 1
+
+
+def _reject(books: NodeBooks, spec: GroupSpec) -> str | None:
+    if spec.cpus > books.free_cpus + EPSILON:
+        return f"insufficient cpus (needs {spec.cpus:g})"
+    if spec.mem > books.free_mem + EPSILON:
+        return f"insufficient memory (needs {spec.mem:g} MB)"
+    if len(spec.ports) > books.free_port_count():
+        return f"insufficient host ports (needs {len(spec.ports)})"
+    return None
+
+
+def _score(books: NodeBooks, group: str) -> tuple[int, float, str]:
+    cpu_share_used = books.cpus / books.node.cpus if books.node.cpus else 1.0
+    return (books.groups[group], cpu_share_used, books.node.name)
+
+
+def _choose_ports(books: NodeBooks, task_id: str, names: list[str]) -> dict[str, int]:
+    """Free host ports from the node's range, drawn pseudo-randomly (seeded by the task id, so
+    the choice is reproducible) so that a port someone else holds on the host is unlikely to
+    be retried by the replacement task."""
+    low, high = books.node.port_range
+    rng = random.Random(task_id)
+    taken = set(books.ports)
+    chosen: dict[str, int] = {}
+    for name in names:
+        port = None
+        for _ in range(PORT_PROBES):
+            probe = rng.randint(low, high)
+            if probe not in taken:
+                port = probe
+                break
+        if port is None:
+            port = next(p for p in range(low, high + 1) if p not in taken)
+        taken.add(port)
+        chosen[name] = port
+    return chosen

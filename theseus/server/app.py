@@ -1,0 +1,114 @@
+"""The server's FastAPI app: routes, error format, and a lifespan that connects to etcd,
+starts the cache's watch and the leader's campaign, and stops them on shutdown.
+
+Errors always answer ``{"message": ..., "details": [{"path", "message"}]}``; validation
+errors of the deploy document are 422 and name the path of every bad field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from theseus import __version__
+from theseus.api.schemas import Health
+from theseus.model.spec import SpecError
+from theseus.server.context import ServerConfig, ServerContext
+from theseus.server.leader import Leader
+from theseus.server.routes import agent, deploy, groups, tasks
+from theseus.server.writes import ConflictError, TooLargeError, Writer
+from theseus.store.cache import StateCache
+from theseus.store.etcd import EtcdStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = EtcdStore(config.etcd)
+        await store.connect()
+        cache = StateCache(store)
+        server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
+        writer = Writer(store, cache, config.liveness_timeout)
+        leader = Leader(store, cache, server_id)
+        ctx = ServerContext(config, store, cache, writer, leader)
+        ctx.cluster_id = await writer.ensure_cluster_id()
+        app.state.ctx = ctx
+        background = [
+            asyncio.create_task(cache.run(), name="cache"),
+            asyncio.create_task(leader.run(), name="leader"),
+        ]
+        await asyncio.wait_for(cache.wait_ready(), timeout=30)
+        log.info("theseus server %s ready (cluster %s)", server_id, ctx.cluster_id)
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await store.close()
+
+    app = FastAPI(
+        title="Theseus",
+        version=__version__,
+        description="Deploy services from a short spec and keep them running.",
+        lifespan=lifespan,
+    )
+    app.include_router(deploy.router)
+    app.include_router(groups.router)
+    app.include_router(tasks.router)
+    app.include_router(agent.router)
+
+    @app.get("/v1/health", response_model=Health, tags=["health"])
+    async def health(request: Request) -> Health:
+        ctx: ServerContext = request.app.state.ctx
+        return Health(
+            leader=ctx.leader.is_leader, revision=ctx.cache.revision, cluster_id=ctx.cluster_id
+        )
+
+    _install_error_handlers(app)
+    return app
+
+
+def _error(status: int, message: str, details: list[dict[str, str]] | None = None) -> JSONResponse:
+    return JSONResponse({"message": message, "details": details or []}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SpecError)
+    async def spec_error(request: Request, exc: SpecError) -> JSONResponse:
+        return _error(422, "invalid deploy document; nothing was applied", exc.errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"path": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        return _error(422, "invalid request; nothing was applied", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(ConflictError)
+    async def conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(TooLargeError)
+    async def too_large(request: Request, exc: TooLargeError) -> JSONResponse:
+        return _error(413, str(exc))
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return _error(503, f"etcd unavailable: {exc}")

@@ -1,0 +1,36 @@
+"""``ServerContext``: the per-process objects the routes share (store, cache, writer, leader)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from theseus.server.leader import Leader
+from theseus.store.cache import StateCache
+from theseus.store.etcd import EtcdStore
+from theseus.server.writes import Writer
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    liveness_timeout: int = 4  # seconds without a heartbeat before a node is lost
+    heartbeat_interval: float = 1.0
+
+
+@dataclass
+class ServerContext:
+    config: ServerConfig
+    store: EtcdStore
+    cache: StateCache
+    writer: Writer
+    leader: Leader
+    cluster_id: str = ""
+
+
+def context(request: Request) -> ServerContext:
+    ctx: ServerContext = request.app.state.ctx
+    return ctx

@@ -1,0 +1,139 @@
+"""Leader election and the reconcile loop.
+
+Every server campaigns for ``/theseus/leader`` with a lease; the holder runs the loop:
+snapshot the cache → ``reconcile()`` (pure) → commit the plan. Each commit is guarded by the
+create revision of the leader key, so a deposed leader's writes are refused by etcd (fencing).
+The loop is level-triggered: it runs on every change, at the next backoff deadline, and at
+least every ``TICK`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from theseus.model.state import ClusterState
+from theseus.reconciler.reconcile import Plan, reconcile
+from theseus.store import keys
+from theseus.store.cache import StateCache
+from theseus.store.etcd import (
+    MAX_TXN_OPS,
+    CreateRevisionIs,
+    Delete,
+    EtcdStore,
+    Op,
+    Put,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0
+# Changes arriving within this window are reconciled in one pass (e.g. a burst of reports).
+COALESCE = 0.005
+
+
+class Leader:
+    def __init__(self, store: EtcdStore, cache: StateCache, server_id: str, lease_ttl: int = 5) -> None:
+        self._store = store
+        self._cache = cache
+        self.server_id = server_id
+        self._lease_ttl = lease_ttl
+        self._fence: int | None = None  # create revision of our leader key while we lead
+        self.passes = 0
+
+    @property
+    def is_leader(self) -> bool:
+        return self._fence is not None
+
+    async def run(self) -> None:
+        await self._cache.wait_ready()
+        while True:
+            try:
+                await self._campaign_once()
+            except StoreUnavailable as exc:
+                log.warning("leadership: etcd unavailable (%s)", exc)
+                self._fence = None
+                await asyncio.sleep(0.5)
+
+    async def _campaign_once(self) -> None:
+        lease = await self._store.grant_lease(self._lease_ttl)
+        revision = await self._store.commit(
+            [Put(keys.LEADER, self.server_id.encode(), lease=lease)],
+            [CreateRevisionIs(keys.LEADER, 0)],
+        )
+        if revision is None:
+            await self._store.revoke_lease(lease)
+            # Someone else leads: wait for the key to go away (or re-check periodically).
+            await self._cache.wait_changed(self._lease_ttl / 2)
+            return
+        self._fence = revision
+        log.info("%s is now the leader (fence %d)", self.server_id, revision)
+        keepalive = asyncio.create_task(self._keep_alive(lease))
+        try:
+            await self._reconcile_while_leading(keepalive)
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
+                await keepalive
+            self._fence = None
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.revoke_lease(lease)
+
+    async def _keep_alive(self, lease: int) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ttl / 3)
+            if not await self._store.refresh_lease(lease):
+                log.warning("leader lease expired; stepping down")
+                return
+
+    async def _reconcile_while_leading(self, keepalive: asyncio.Task[None]) -> None:
+        last_commit = 0
+        while not keepalive.done():
+            await self._cache.wait_for_revision(last_commit)
+            snapshot = self._cache.snapshot()
+            if snapshot.leader is None or snapshot.leader[1] != self._fence:
+                if snapshot.revision >= (self._fence or 0):
+                    log.warning("leader key no longer ours; stepping down")
+                    return
+            now = time.time()
+            plan = reconcile(snapshot, now)
+            self.passes += 1
+            if not plan.empty:
+                committed = await self.commit(plan)
+                if committed is None:
+                    log.warning("plan refused by the fence; stepping down")
+                    return
+                last_commit = committed
+                continue
+            await self._wait_for_work(snapshot, plan, now)
+
+    async def _wait_for_work(self, snapshot: ClusterState, plan: Plan, now: float) -> None:
+        timeout = TICK
+        if plan.wake_at is not None:
+            timeout = max(0.0, min(timeout, plan.wake_at - now))
+        if self._cache.revision == snapshot.revision:
+            await self._cache.wait_changed(timeout)
+        await asyncio.sleep(COALESCE)
+
+    async def commit(self, plan: Plan) -> int | None:
+        """Write the plan in fenced transactions of at most ``MAX_TXN_OPS`` operations."""
+        assert self._fence is not None
+        ops: list[Op] = []
+        for task in plan.task_puts.values():
+            ops.append(Put(keys.task_key(task.id), task.model_dump_json().encode()))
+        for status in plan.status_puts.values():
+            ops.append(Put(keys.status_key(status.task_id), status.model_dump_json().encode()))
+        ops.extend(Delete(keys.task_key(task_id)) for task_id in plan.task_deletes)
+        ops.extend(Delete(keys.status_key(task_id)) for task_id in plan.status_deletes)
+        fence = [CreateRevisionIs(keys.LEADER, self._fence)]
+        revision = 0
+        size = MAX_TXN_OPS - len(fence)
+        for start in range(0, len(ops), size):
+            committed = await self._store.commit(ops[start : start + size], fence)
+            if committed is None:
+                return None
+            revision = committed
+        return revision

@@ -1,0 +1,87 @@
+"""``/v1/agent``: what agents call: register, heartbeat, long-poll assignments, report."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from theseus.api.schemas import (
+    Assignment,
+    AssignmentList,
+    NodeRegistration,
+    RegistrationAnswer,
+    ReportBatch,
+)
+from theseus.model.state import ClusterState
+from theseus.server.context import ServerContext, context
+from theseus.server.views import node_info
+
+router = APIRouter(prefix="/v1/agent", tags=["agents"])
+
+MAX_WAIT = 60.0
+
+
+@router.post("/register", response_model=RegistrationAnswer)
+async def register(
+    registration: NodeRegistration, ctx: ServerContext = Depends(context)
+) -> RegistrationAnswer:
+    await ctx.writer.register_node(registration)
+    return RegistrationAnswer(
+        cluster_id=ctx.cluster_id,
+        node=node_info(ctx.cache.state, registration.name),
+        heartbeat_interval=ctx.config.heartbeat_interval,
+        liveness_timeout=float(ctx.config.liveness_timeout),
+    )
+
+
+@router.post("/{node}/heartbeat")
+async def heartbeat(node: str, ctx: ServerContext = Depends(context)) -> dict[str, bool]:
+    if not await ctx.writer.heartbeat(node):
+        raise HTTPException(404, f"node {node!r} is not registered (or was declared lost)")
+    return {"ok": True}
+
+
+def _assignments(state: ClusterState, node: str, index: int) -> AssignmentList:
+    return AssignmentList(
+        index=index,
+        tasks=[
+            Assignment(
+                task_id=task.id,
+                service=task.service,
+                labels=task.labels,
+                group=task.group_key.key,
+                version=task.version,
+                desired=task.desired.value,
+                spec=task.spec,
+                host_ports=task.host_ports,
+                attempt=task.attempt,
+            )
+            for task in state.tasks.values()
+            if task.node == node
+        ],
+    )
+
+
+@router.get("/{node}/assignments", response_model=AssignmentList)
+async def assignments(
+    node: str, index: int = 0, wait: float = 30.0, ctx: ServerContext = Depends(context)
+) -> AssignmentList:
+    """Every task assigned to ``node``. Blocks until that list changes after ``index``."""
+    cache = ctx.cache
+    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+    while cache.node_index.get(node, 0) <= index:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        await cache.wait_changed(remaining)
+    current = cache.node_index.get(node, 0)
+    return _assignments(cache.state, node, max(current, index))
+
+
+@router.post("/{node}/reports")
+async def reports(
+    node: str, batch: ReportBatch, ctx: ServerContext = Depends(context)
+) -> dict[str, int]:
+    written = await ctx.writer.record_reports(batch.reports)
+    return {"accepted": len(batch.reports), "written": written}

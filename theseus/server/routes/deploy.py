@@ -1,0 +1,51 @@
+"""``POST /deploy``: the original Theseus's endpoint, document as JSON or YAML."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+
+from theseus.api.schemas import DeployResult, GroupChange
+from theseus.model.spec import DeployDocument, parse_deploy_document, parse_document_text
+from theseus.model.state import ClusterState
+from theseus.reconciler.deploy import GroupChangePlan, plan_document
+from theseus.server.context import ServerContext, context
+
+router = APIRouter()
+
+_DOCUMENT_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": DeployDocument.model_json_schema()},
+            "application/x-yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+def changes_result(changes: list[GroupChangePlan]) -> DeployResult:
+    return DeployResult(
+        changes=[
+            GroupChange(
+                service=c.key.service,
+                labels=list(c.key.labels),
+                action=c.action,
+                instances=c.instances,
+            )
+            for c in changes
+        ]
+    )
+
+
+@router.post("/deploy", response_model=DeployResult, openapi_extra=_DOCUMENT_SCHEMA, tags=["deploy"])
+async def deploy(request: Request, ctx: ServerContext = Depends(context)) -> DeployResult:
+    """Apply a ``deploy:``/``remove:`` document atomically; answers at once with what changed
+    per group (rollouts continue in the background)."""
+    document = parse_deploy_document(parse_document_text(await request.body()))
+
+    def planner(state: ClusterState) -> list[GroupChangePlan]:
+        return plan_document(document, state.groups, time.time())
+
+    return changes_result(await ctx.writer.apply_group_changes(planner))

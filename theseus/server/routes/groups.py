@@ -1,0 +1,90 @@
+"""``/v1/groups``: list, scale and remove groups (service + label set)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from theseus.api.schemas import DeployResult, GroupList, ScaleRequest
+from theseus.model.groups import GroupKey, GroupRecord
+from theseus.model.state import ClusterState
+from theseus.reconciler.deploy import GroupChangePlan, plan_removal, plan_scale
+from theseus.server.context import ServerContext, context
+from theseus.server.routes.deploy import changes_result
+from theseus.server.views import group_info
+
+router = APIRouter(prefix="/v1/groups", tags=["groups"])
+
+
+@router.get("", response_model=GroupList)
+async def list_groups(
+    service: str | None = None, ctx: ServerContext = Depends(context)
+) -> GroupList:
+    state = ctx.cache.state
+    return GroupList(
+        groups=[
+            group_info(state, group_id, group)
+            for group_id, group in sorted(state.groups.items())
+            if service is None or group.service == service
+        ]
+    )
+
+
+def _parse_labels(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    try:
+        labels = json.loads(raw)
+    except ValueError:
+        labels = None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise HTTPException(422, "labels: must be a JSON list of strings, e.g. [\"dev\"]")
+    return labels
+
+
+def _groups_of(state: ClusterState, service: str) -> list[GroupRecord]:
+    return [g for g in state.groups.values() if g.service == service]
+
+
+@router.post("/{service}/scale", response_model=DeployResult)
+async def scale(
+    service: str, body: ScaleRequest, ctx: ServerContext = Depends(context)
+) -> DeployResult:
+    """Change only ``instances``: no task is restarted."""
+
+    def planner(state: ClusterState) -> list[GroupChangePlan]:
+        groups = _groups_of(state, service)
+        if body.labels is not None:
+            key = GroupKey.of(service, body.labels)
+            groups = [g for g in groups if g.group_key == key]
+        if not groups:
+            raise HTTPException(404, f"no group {service!r} with those labels")
+        if len(groups) > 1:
+            raise HTTPException(
+                409, f"service {service!r} has {len(groups)} groups; say which with labels"
+            )
+        return [plan_scale(groups[0], body.instances, time.time())]
+
+    return changes_result(await ctx.writer.apply_group_changes(planner))
+
+
+@router.delete("/{service}", response_model=DeployResult)
+async def remove(
+    service: str,
+    labels: str | None = Query(None, description='JSON list, e.g. ["dev"]; omit for all groups'),
+    ctx: ServerContext = Depends(context),
+) -> DeployResult:
+    """Remove one group (``labels``) or every group of the service; their tasks stop."""
+    wanted = _parse_labels(labels)
+
+    def planner(state: ClusterState) -> list[GroupChangePlan]:
+        if wanted is not None:
+            return [plan_removal(GroupKey.of(service, wanted), state.groups)]
+        groups = _groups_of(state, service)
+        if not groups:
+            raise HTTPException(404, f"no service {service!r}")
+        return [plan_removal(g.group_key, state.groups) for g in groups]
+
+    return changes_result(await ctx.writer.apply_group_changes(planner))

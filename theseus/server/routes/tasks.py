@@ -1,0 +1,103 @@
+"""``/v1/tasks`` and ``/v1/nodes``: read-only views, and task logs proxied from the agent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import StreamingResponse
+
+from theseus.api.schemas import NodeInfo, NodeList, TaskInfo, TaskList
+from theseus.model.tasks import Desired
+from theseus.server.context import ServerContext, context
+from theseus.server.views import node_info, task_info
+
+router = APIRouter(tags=["tasks and nodes"])
+
+
+@router.get("/v1/tasks", response_model=TaskList)
+async def list_tasks(
+    service: str | None = None,
+    node: str | None = None,
+    all: bool = False,
+    ctx: ServerContext = Depends(context),
+) -> TaskList:
+    """Tasks meant to run (and those still stopping); ``all=true`` adds recent history."""
+    state = ctx.cache.state
+    tasks = []
+    for task in sorted(state.tasks.values(), key=lambda t: (t.service, t.created_at, t.id)):
+        if service is not None and task.service != service:
+            continue
+        if node is not None and task.node != node:
+            continue
+        if not all and task.desired is Desired.STOP and state.task_state(task).terminal:
+            continue
+        tasks.append(task_info(state, task))
+    return TaskList(tasks=tasks)
+
+
+@router.get("/v1/tasks/{task_id}", response_model=TaskInfo)
+async def get_task(task_id: str, ctx: ServerContext = Depends(context)) -> TaskInfo:
+    state = ctx.cache.state
+    task = state.tasks.get(task_id)
+    if task is None:
+        raise HTTPException(404, f"no task {task_id!r}")
+    return task_info(state, task)
+
+
+@router.get("/v1/tasks/{task_id}/logs")
+async def task_logs(
+    task_id: str,
+    follow: bool = False,
+    tail: int | None = None,
+    ctx: ServerContext = Depends(context),
+) -> StreamingResponse:
+    """The task's stdout and stderr, streamed from the agent of its node."""
+    state = ctx.cache.state
+    task = state.tasks.get(task_id)
+    if task is None:
+        raise HTTPException(404, f"no task {task_id!r}")
+    node = state.nodes.get(task.node) if task.node else None
+    if node is None:
+        raise HTTPException(409, f"task {task_id} has not been placed on a node yet")
+    url = f"http://{node.address}:{node.agent_port}/v1/tasks/{task_id}/logs"
+    params = {"follow": "true" if follow else "false"}
+    if tail is not None:
+        params["tail"] = str(tail)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+    try:
+        request = client.build_request("GET", url, params=params)
+        response = await client.send(request, stream=True)
+    except httpx.TransportError as exc:
+        await client.aclose()
+        raise HTTPException(502, f"agent of node {node.name} did not answer: {exc}") from exc
+    if response.status_code >= 400:
+        body = (await response.aread()).decode(errors="replace")
+        await response.aclose()
+        await client.aclose()
+        raise HTTPException(response.status_code, f"agent of node {node.name}: {body}")
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        finally:
+            await response.aclose()
+            await client.aclose()
+
+    return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")
+
+
+@router.get("/v1/nodes", response_model=NodeList)
+async def list_nodes(ctx: ServerContext = Depends(context)) -> NodeList:
+    state = ctx.cache.state
+    return NodeList(nodes=[node_info(state, name) for name in sorted(state.nodes)])
+
+
+@router.get("/v1/nodes/{name}", response_model=NodeInfo)
+async def get_node(name: str, ctx: ServerContext = Depends(context)) -> NodeInfo:
+    state = ctx.cache.state
+    if name not in state.nodes:
+        raise HTTPException(404, f"no node {name!r}")
+    return node_info(state, name)

@@ -1,0 +1,120 @@
+"""Pure conversions from ``ClusterState`` to the ``/v1`` wire types, including each group's
+progress (``converged`` / ``deploying`` / ``pending`` / ``failing``) that ``theseus deploy``
+shows. Called by the routes.
+"""
+
+from __future__ import annotations
+
+from theseus.api.schemas import GroupInfo, NodeInfo, PortInfo, TaskInfo
+from theseus.model.groups import GroupRecord
+from theseus.model.state import ClusterState
+from theseus.model.tasks import Desired, TaskRecord, TaskState
+
+# A group whose replacement tasks have failed this many times in a row is "failing".
+FAILING_ATTEMPTS = 2
+
+
+def task_info(state: ClusterState, task: TaskRecord) -> TaskInfo:
+    status = state.statuses.get(task.id)
+    node = state.nodes.get(task.node) if task.node else None
+    ports = {
+        name: PortInfo(container_port=port, host_port=task.host_ports.get(name))
+        for name, port in task.spec.ports.items()
+    }
+    return TaskInfo(
+        id=task.id,
+        service=task.service,
+        labels=task.labels,
+        group=task.group_key.key,
+        version=task.version,
+        node=task.node,
+        address=node.address if node else None,
+        ports=ports,
+        desired=task.desired.value,
+        state=state.task_state(task).value,
+        exit_code=status.exit_code if status else None,
+        message=status.message if status else None,
+        pending_reason=task.pending_reason if task.node is None else None,
+        stop_reason=task.stop_reason,
+        attempt=task.attempt,
+        not_before=task.not_before,
+        container_id=status.container_id if status else None,
+        created_at=task.created_at,
+        started_at=status.started_at if status else None,
+        finished_at=status.finished_at if status else None,
+    )
+
+
+def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupInfo:
+    tasks = [t for t in state.tasks.values() if t.group_key.key == group_id]
+    active = [t for t in tasks if t.desired is Desired.RUN]
+    running = [t for t in active if state.task_state(t) is TaskState.RUNNING]
+    running_current = [t for t in running if t.version == group.version]
+    pending = [t for t in active if t.node is None]
+    stopping = [t for t in tasks if t.desired is Desired.STOP and not state.task_state(t).terminal]
+    status, message = "deploying", None
+    converged = (
+        len(running_current) == group.instances
+        and len(active) == group.instances
+        and not stopping
+    )
+    failing = [t for t in active if t.attempt >= FAILING_ATTEMPTS and t.version == group.version]
+    if converged:
+        status = "converged"
+    elif failing:
+        status = "failing"
+        message = _last_failure(state, group_id) or f"{len(failing)} tasks restarting with backoff"
+    elif pending and any(t.pending_reason and t.not_before is None for t in pending):
+        status = "pending"
+        message = next(t.pending_reason for t in pending if t.pending_reason)
+    return GroupInfo(
+        service=group.service,
+        labels=group.labels,
+        group=group_id,
+        version=group.version,
+        instances=group.instances,
+        running=len(running),
+        running_current=len(running_current),
+        pending=len(pending),
+        status=status,
+        message=message,
+        spec=group.spec,
+        created_at=group.created_at,
+        updated_at=group.updated_at,
+    )
+
+
+def _last_failure(state: ClusterState, group_id: str) -> str | None:
+    dead = [
+        t
+        for t in state.tasks.values()
+        if t.group_key.key == group_id and t.desired is Desired.STOP and t.stop_reason
+    ]
+    if not dead:
+        return None
+    latest = max(dead, key=lambda t: t.created_at)
+    return f"task {latest.id} {latest.stop_reason}"
+
+
+def node_info(state: ClusterState, name: str) -> NodeInfo:
+    node = state.nodes[name]
+    holding = [
+        t
+        for t in state.tasks.values()
+        if t.node == name and not state.task_state(t).terminal
+    ]
+    return NodeInfo(
+        name=node.name,
+        address=node.address,
+        agent_port=node.agent_port,
+        status="ready" if name in state.alive else "lost",
+        driver=node.driver,
+        cpus=node.cpus,
+        mem=node.mem,
+        used_cpus=round(sum(t.spec.cpus for t in holding), 6),
+        used_mem=round(sum(t.spec.mem for t in holding), 6),
+        tasks=len(holding),
+        port_range=node.port_range,
+        attributes=node.attributes,
+        registered_at=node.registered_at,
+    )

@@ -1,0 +1,162 @@
+"""Every etcd write the API makes on behalf of a request (the leader writes its own plans).
+
+* group changes from ``/deploy``, scale and remove: one transaction guarded by each group's
+  mod revision, so a document is applied atomically or not at all, retried on a race;
+* node registration and heartbeats: a node record plus a leased ``alive`` key;
+* task reports from agents: observed status, batched into as few transactions as possible.
+
+After a write it waits until the cache has seen it, so the caller reads its own writes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from theseus.api.schemas import NodeRegistration, TaskReport
+from theseus.model.groups import GroupRecord
+from theseus.model.nodes import NodeRecord
+from theseus.model.state import ClusterState
+from theseus.model.tasks import TaskState, TaskStatus
+from theseus.reconciler.deploy import GroupChangePlan
+from theseus.store import keys
+from theseus.store.cache import StateCache
+from theseus.store.etcd import (
+    MAX_TXN_OPS,
+    CreateRevisionIs,
+    Delete,
+    EtcdStore,
+    Guard,
+    ModRevisionIs,
+    Op,
+    Put,
+)
+
+ATTEMPTS = 5
+
+
+class ConflictError(RuntimeError):
+    """The same groups kept changing under us; the client may retry."""
+
+
+class TooLargeError(ValueError):
+    """A document touches more groups than one etcd transaction can hold."""
+
+
+class Writer:
+    def __init__(self, store: EtcdStore, cache: StateCache, liveness_timeout: int) -> None:
+        self._store = store
+        self._cache = cache
+        self.liveness_timeout = liveness_timeout
+
+    async def ensure_cluster_id(self) -> str:
+        new_id = uuid.uuid4().hex[:12]
+        await self._store.commit(
+            [Put(keys.CLUSTER_ID, new_id.encode())], [CreateRevisionIs(keys.CLUSTER_ID, 0)]
+        )
+        entry = await self._store.get(keys.CLUSTER_ID)
+        assert entry is not None
+        return entry.value.decode()
+
+    async def apply_group_changes(
+        self, planner: Callable[[ClusterState], list[GroupChangePlan]]
+    ) -> list[GroupChangePlan]:
+        """Plan against the cache and commit, guarded; re-plan after a concurrent change."""
+        for _ in range(ATTEMPTS):
+            state = self._cache.snapshot()
+            changes = planner(state)
+            ops: list[Op] = []
+            guards: list[Guard] = []
+            for change in changes:
+                key = keys.group_key(change.key.key)
+                if change.action in ("created", "scaled", "updated") and change.record:
+                    ops.append(Put(key, change.record.model_dump_json().encode()))
+                elif change.action == "removed":
+                    ops.append(Delete(key))
+                else:
+                    continue
+                guards.append(ModRevisionIs(key, state.group_revisions.get(change.key.key, 0)))
+            if not ops:
+                return changes
+            if len(ops) + len(guards) > MAX_TXN_OPS:
+                raise TooLargeError(f"a document may change at most {MAX_TXN_OPS // 2} groups")
+            revision = await self._store.commit(ops, guards)
+            if revision is not None:
+                await self._cache.wait_for_revision(revision)
+                return changes
+            # Someone changed one of these groups since our snapshot: catch up and re-plan.
+            await self._cache.wait_for_revision(state.revision + 1, timeout=1.0)
+        raise ConflictError("the groups kept changing concurrently; try again")
+
+    async def register_node(self, registration: NodeRegistration) -> NodeRecord:
+        state = self._cache.snapshot()
+        previous = state.nodes.get(registration.name)
+        record = NodeRecord(
+            name=registration.name,
+            address=registration.address,
+            agent_port=registration.agent_port,
+            cpus=registration.cpus,
+            mem=registration.mem,
+            port_range=registration.port_range,
+            attributes=registration.attributes,
+            driver=registration.driver,
+            registered_at=previous.registered_at if previous else time.time(),
+        )
+        ops: list[Op] = []
+        if previous != record:
+            ops.append(Put(keys.node_key(record.name), record.model_dump_json().encode()))
+        lease = state.alive.get(record.name)
+        if lease is None or not await self._store.refresh_lease(lease):
+            lease = await self._store.grant_lease(self.liveness_timeout)
+            ops.append(Put(keys.alive_key(record.name), str(time.time()).encode(), lease=lease))
+        if ops:
+            revision = await self._store.commit(ops)
+            if revision is not None:
+                await self._cache.wait_for_revision(revision)
+        return record
+
+    async def heartbeat(self, node: str) -> bool:
+        """Refresh the node's liveness lease; False if the node must register again."""
+        lease = self._cache.state.alive.get(node)
+        if lease is None:
+            return False
+        return await self._store.refresh_lease(lease)
+
+    async def record_reports(self, reports: list[TaskReport]) -> int:
+        state = self._cache.state
+        statuses: dict[str, TaskStatus] = {}
+        for report in reports:
+            if report.task_id not in state.tasks:
+                continue  # the task is gone: the agent will drop its container
+            previous = statuses.get(report.task_id) or state.statuses.get(report.task_id)
+            status = _next_status(previous, report)
+            if status != previous:
+                statuses[report.task_id] = status
+        ops: list[Op] = [
+            Put(keys.status_key(task_id), status.model_dump_json().encode())
+            for task_id, status in statuses.items()
+        ]
+        revision = 0
+        for start in range(0, len(ops), MAX_TXN_OPS):
+            revision = await self._store.commit(ops[start : start + MAX_TXN_OPS]) or revision
+        if revision:
+            await self._cache.wait_for_revision(revision)
+        return len(statuses)
+
+
+def _next_status(previous: TaskStatus | None, report: TaskReport) -> TaskStatus:
+    state = TaskState(report.state)
+    started_at = previous.started_at if previous else None
+    if state is TaskState.RUNNING and started_at is None:
+        started_at = report.at
+    return TaskStatus(
+        task_id=report.task_id,
+        state=state,
+        exit_code=report.exit_code,
+        message=report.message,
+        container_id=report.container_id or (previous.container_id if previous else None),
+        started_at=started_at,
+        finished_at=report.at if state.terminal else None,
+        updated_at=previous.updated_at if previous and previous.state is state else report.at,
+    )

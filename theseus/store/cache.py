@@ -1,0 +1,162 @@
+"""An in-memory mirror of ``/theseus/`` kept current by one resumable etcd watch.
+
+Every server holds one. Routes read from it (no etcd round trip per request), the leader
+takes its snapshots from it, and agents' long-polls wait on it. After a write, a caller waits
+for ``revision >= write revision`` before reading again, so it always sees its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel, ValidationError
+
+from theseus.model.groups import GroupRecord
+from theseus.model.nodes import NodeRecord
+from theseus.model.state import ClusterState
+from theseus.model.tasks import TaskRecord, TaskStatus
+from theseus.store import keys
+from theseus.store.etcd import Change, Entry, EtcdStore, HistoryCompacted, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class StateCache:
+    def __init__(self, store: EtcdStore) -> None:
+        self._store = store
+        self.state = ClusterState(revision=0)
+        self._changed = asyncio.Event()
+        self._ready = asyncio.Event()
+        # Revision of the last change to each node's assignment list (for agent long-polls).
+        self.node_index: dict[str, int] = {}
+        self.listeners: list[Callable[[Change], None]] = []
+
+    @property
+    def revision(self) -> int:
+        return self.state.revision
+
+    def snapshot(self) -> ClusterState:
+        return self.state.copy()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def wait_for_revision(self, revision: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.state.revision < revision:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await self.wait_changed(remaining)
+        return True
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait for the next applied change; False on timeout."""
+        event = self._changed
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Load, then follow the watch forever; reload after compaction or a long outage."""
+        delay = 0.1
+        while True:
+            try:
+                revision, entries = await self._store.load(keys.PREFIX)
+                self._replace(revision, entries)
+                delay = 0.1
+                while True:
+                    try:
+                        async for change in self._store.watch(keys.PREFIX, self.state.revision + 1):
+                            self._apply(change)
+                    except StoreUnavailable as exc:
+                        log.warning("etcd watch interrupted (%s); resuming", exc)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 2.0)
+            except HistoryCompacted:
+                log.warning("etcd history compacted under our watch; reloading")
+            except StoreUnavailable as exc:
+                log.warning("etcd unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _replace(self, revision: int, entries: list[Entry]) -> None:
+        self.state = ClusterState(revision=revision)
+        for entry in entries:
+            self._set(entry.key, entry.value, entry.mod_revision, entry.create_revision, entry.lease)
+        self.state.revision = revision
+        for node in set(self.node_index) | set(self.state.nodes):
+            self.node_index[node] = revision
+        self._ready.set()
+        self._notify()
+
+    def _apply(self, change: Change) -> None:
+        if change.value is None:
+            self._unset(change.key, change.revision)
+        else:
+            self._set(change.key, change.value, change.revision, change.create_revision, change.lease)
+        self.state.revision = max(self.state.revision, change.revision)
+        for listener in self.listeners:
+            listener(change)
+        self._notify()
+
+    def _set(self, key: str, value: bytes, revision: int, create_revision: int, lease: int) -> None:
+        state = self.state
+        try:
+            if key.startswith(keys.TASKS):
+                task = TaskRecord.model_validate_json(value)
+                old = state.tasks.get(task.id)
+                state.tasks[task.id] = task
+                self._touch_nodes(revision, old, task)
+            elif key.startswith(keys.STATUS):
+                status = TaskStatus.model_validate_json(value)
+                state.statuses[status.task_id] = status
+            elif key.startswith(keys.GROUPS):
+                group_id = key.removeprefix(keys.GROUPS)
+                state.groups[group_id] = GroupRecord.model_validate_json(value)
+                state.group_revisions[group_id] = revision
+            elif key.startswith(keys.NODES):
+                node = NodeRecord.model_validate_json(value)
+                state.nodes[node.name] = node
+                self.node_index[node.name] = revision
+            elif key.startswith(keys.ALIVE):
+                state.alive[key.removeprefix(keys.ALIVE)] = lease
+            elif key == keys.CLUSTER_ID:
+                state.cluster_id = value.decode()
+            elif key == keys.LEADER:
+                state.leader = (value.decode(), create_revision)
+        except (ValidationError, ValueError) as exc:
+            log.error("ignoring undecodable value at %s: %s", key, exc)
+
+    def _unset(self, key: str, revision: int) -> None:
+        state = self.state
+        if key.startswith(keys.TASKS):
+            old = state.tasks.pop(key.removeprefix(keys.TASKS), None)
+            self._touch_nodes(revision, old, None)
+        elif key.startswith(keys.STATUS):
+            state.statuses.pop(key.removeprefix(keys.STATUS), None)
+        elif key.startswith(keys.GROUPS):
+            group_id = key.removeprefix(keys.GROUPS)
+            state.groups.pop(group_id, None)
+            state.group_revisions.pop(group_id, None)
+        elif key.startswith(keys.NODES):
+            state.nodes.pop(key.removeprefix(keys.NODES), None)
+        elif key.startswith(keys.ALIVE):
+            state.alive.pop(key.removeprefix(keys.ALIVE), None)
+        elif key == keys.LEADER:
+            state.leader = None
+
+    def _touch_nodes(self, revision: int, old: BaseModel | None, new: TaskRecord | None) -> None:
+        for task in (old, new):
+            node = getattr(task, "node", None)
+            if node:
+                self.node_index[node] = revision

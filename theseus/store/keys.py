@@ -1,0 +1,45 @@
+"""The etcd key layout of Theseus's own state (the service registry lives apart, see docs).
+
+::
+
+    /theseus/cluster_id            random id of this cluster, written once
+    /theseus/leader                the elected leader (attached to its lease)
+    /theseus/groups/<service>/<labels JSON>   GroupRecord
+    /theseus/tasks/<task id>       TaskRecord   (desired state; written by the leader only)
+    /theseus/status/<task id>      TaskStatus   (observed state; from agents' reports)
+    /theseus/nodes/<node>          NodeRecord   (what the agent declared)
+    /theseus/alive/<node>          liveness, attached to the node's lease
+
+All values are JSON.
+"""
+
+from __future__ import annotations
+
+PREFIX = "/theseus/"
+CLUSTER_ID = PREFIX + "cluster_id"
+LEADER = PREFIX + "leader"
+GROUPS = PREFIX + "groups/"
+TASKS = PREFIX + "tasks/"
+STATUS = PREFIX + "status/"
+NODES = PREFIX + "nodes/"
+ALIVE = PREFIX + "alive/"
+
+
+def group_key(group: str) -> str:
+    return GROUPS + group
+
+
+def task_key(task_id: str) -> str:
+    return TASKS + task_id
+
+
+def status_key(task_id: str) -> str:
+    return STATUS + task_id
+
+
+def node_key(name: str) -> str:
+    return NODES + name
+
+
+def alive_key(name: str) -> str:
+    return ALIVE + name
