@@ -33,7 +33,9 @@ DEFAULT_SERVER = "http://127.0.0.1:5000"
 class ServerUnreachable(ConnectionError):
     def __init__(self, address: str, cause: Exception) -> None:
         self.address = address
-        super().__init__(f"cannot reach the Theseus server at {address} ({cause.__class__.__name__})")
+        super().__init__(
+            f"cannot reach the Theseus server at {address} ({cause.__class__.__name__})"
+        )
 
 
 class ApiError(RuntimeError):
@@ -55,7 +57,9 @@ def _raise_for(response: httpx.Response) -> None:
     if isinstance(body, dict) and "detail" in body and "message" not in body:
         detail = body["detail"]
         body = {"message": detail if isinstance(detail, str) else json.dumps(detail)}
-    message = str(body.get("message", response.reason_phrase)) if isinstance(body, dict) else str(body)
+    message = (
+        str(body.get("message", response.reason_phrase)) if isinstance(body, dict) else str(body)
+    )
     details = body.get("details", []) if isinstance(body, dict) else []
     raise ApiError(response.status_code, message, list(details))
 
@@ -96,7 +100,9 @@ class ServerClient:
     def health(self) -> Health:
         return Health.model_validate(self._request("GET", "/v1/health").json())
 
-    def deploy(self, document: str | bytes, content_type: str = "application/x-yaml") -> DeployResult:
+    def deploy(
+        self, document: str | bytes, content_type: str = "application/x-yaml"
+    ) -> DeployResult:
         response = self._request(
             "POST", "/deploy", content=document, headers={"Content-Type": content_type}
         )

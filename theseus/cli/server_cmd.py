@@ -32,6 +32,4 @@ def register(app: typer.Typer) -> None:
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         config = ServerConfig(host=host, port=port, etcd=etcd, liveness_timeout=liveness_timeout)
-        uvicorn.run(
-            create_app(config), host=host, port=port, log_level=log_level, access_log=False
-        )
+        uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, access_log=False)

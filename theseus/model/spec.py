@@ -174,7 +174,8 @@ def parse_document_text(text: str | bytes) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError([{"path": "(document)", "message": f"not valid JSON or YAML: {exc}"}])
+        message = f"not valid JSON or YAML: {exc}"
+        raise SpecError([{"path": "(document)", "message": message}]) from None
 
 
 def parse_deploy_document(raw: Any) -> DeployDocument:
@@ -182,7 +183,9 @@ def parse_deploy_document(raw: Any) -> DeployDocument:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise SpecError([{"path": "(document)", "message": "must be a mapping with 'deploy' and/or 'remove'"}])
+        raise SpecError(
+            [{"path": "(document)", "message": "must be a mapping with 'deploy' and/or 'remove'"}]
+        )
     try:
         return DeployDocument.model_validate(raw)
     except ValidationError as exc:

@@ -68,9 +68,7 @@ def new_task_id(service: str) -> str:
     return f"{service}.{uuid.uuid4().hex[:12]}"
 
 
-def reconcile(
-    state: ClusterState, now: float, new_id: Callable[[str], str] = new_task_id
-) -> Plan:
+def reconcile(state: ClusterState, now: float, new_id: Callable[[str], str] = new_task_id) -> Plan:
     return _Pass(state, now, new_id).run()
 
 
@@ -164,7 +162,9 @@ class _Pass:
         min_healthy = math.ceil(wanted * strategy.minimum_health_capacity)
         max_capacity = math.floor(wanted * (1 + strategy.maximum_over_capacity))
         if max_capacity <= min_healthy:
-            max_capacity = min_healthy + 1  # Marathon's rule: allow one extra so progress is possible
+            max_capacity = (
+                min_healthy + 1
+            )  # Marathon's rule: allow one extra so progress is possible
         reason = f"replaced by version {group.version}"
         is_running = [self.state.task_state(t) is TaskState.RUNNING for t in old]
         # Old tasks that are not running yet count for nothing: stop them now.
@@ -225,9 +225,7 @@ class _Pass:
         ready = [n for name, n in self.state.nodes.items() if name in self.state.alive]
         placer = Placer(ready, holdings)
         waiting = [
-            t
-            for t in self.state.tasks.values()
-            if t.desired is Desired.RUN and t.node is None
+            t for t in self.state.tasks.values() if t.desired is Desired.RUN and t.node is None
         ]
         for task in sorted(waiting, key=lambda t: (t.created_at, t.id)):
             if task.not_before is not None and task.not_before > self.now:
@@ -238,7 +236,11 @@ class _Pass:
                 continue
             result = placer.place(task.id, task.group_key.key, task.spec)
             if isinstance(result, Placement):
-                update = {"node": result.node, "host_ports": result.host_ports, "pending_reason": None}
+                update = {
+                    "node": result.node,
+                    "host_ports": result.host_ports,
+                    "pending_reason": None,
+                }
                 self._put_task(task.model_copy(update=update))
             elif task.pending_reason != result.reason:
                 self._put_task(task.model_copy(update={"pending_reason": result.reason}))

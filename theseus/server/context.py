@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from theseus.server.leader import Leader
+from theseus.server.writes import Writer
 from theseus.store.cache import StateCache
 from theseus.store.etcd import EtcdStore
-from theseus.server.writes import Writer
 
 
 @dataclass

@@ -36,7 +36,9 @@ COALESCE = 0.005
 
 
 class Leader:
-    def __init__(self, store: EtcdStore, cache: StateCache, server_id: str, lease_ttl: int = 5) -> None:
+    def __init__(
+        self, store: EtcdStore, cache: StateCache, server_id: str, lease_ttl: int = 5
+    ) -> None:
         self._store = store
         self._cache = cache
         self.server_id = server_id
@@ -94,10 +96,10 @@ class Leader:
         while not keepalive.done():
             await self._cache.wait_for_revision(last_commit)
             snapshot = self._cache.snapshot()
-            if snapshot.leader is None or snapshot.leader[1] != self._fence:
-                if snapshot.revision >= (self._fence or 0):
-                    log.warning("leader key no longer ours; stepping down")
-                    return
+            ours = snapshot.leader is not None and snapshot.leader[1] == self._fence
+            if not ours and snapshot.revision >= (self._fence or 0):
+                log.warning("leader key no longer ours; stepping down")
+                return
             now = time.time()
             plan = reconcile(snapshot, now)
             self.passes += 1

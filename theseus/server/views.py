@@ -54,9 +54,7 @@ def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupI
     stopping = [t for t in tasks if t.desired is Desired.STOP and not state.task_state(t).terminal]
     status, message = "deploying", None
     converged = (
-        len(running_current) == group.instances
-        and len(active) == group.instances
-        and not stopping
+        len(running_current) == group.instances and len(active) == group.instances and not stopping
     )
     failing = [t for t in active if t.attempt >= FAILING_ATTEMPTS and t.version == group.version]
     if converged:
@@ -99,9 +97,7 @@ def _last_failure(state: ClusterState, group_id: str) -> str | None:
 def node_info(state: ClusterState, name: str) -> NodeInfo:
     node = state.nodes[name]
     holding = [
-        t
-        for t in state.tasks.values()
-        if t.node == name and not state.task_state(t).terminal
+        t for t in state.tasks.values() if t.node == name and not state.task_state(t).terminal
     ]
     return NodeInfo(
         name=node.name,

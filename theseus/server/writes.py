@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable
 
 from theseus.api.schemas import NodeRegistration, TaskReport
-from theseus.model.groups import GroupRecord
 from theseus.model.nodes import NodeRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskState, TaskStatus

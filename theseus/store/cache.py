@@ -92,7 +92,9 @@ class StateCache:
     def _replace(self, revision: int, entries: list[Entry]) -> None:
         self.state = ClusterState(revision=revision)
         for entry in entries:
-            self._set(entry.key, entry.value, entry.mod_revision, entry.create_revision, entry.lease)
+            self._set(
+                entry.key, entry.value, entry.mod_revision, entry.create_revision, entry.lease
+            )
         self.state.revision = revision
         for node in set(self.node_index) | set(self.state.nodes):
             self.node_index[node] = revision
@@ -103,7 +105,9 @@ class StateCache:
         if change.value is None:
             self._unset(change.key, change.revision)
         else:
-            self._set(change.key, change.value, change.revision, change.create_revision, change.lease)
+            self._set(
+                change.key, change.value, change.revision, change.create_revision, change.lease
+            )
         self.state.revision = max(self.state.revision, change.revision)
         for listener in self.listeners:
             listener(change)

@@ -39,7 +39,9 @@ def changes_result(changes: list[GroupChangePlan]) -> DeployResult:
     )
 
 
-@router.post("/deploy", response_model=DeployResult, openapi_extra=_DOCUMENT_SCHEMA, tags=["deploy"])
+@router.post(
+    "/deploy", response_model=DeployResult, openapi_extra=_DOCUMENT_SCHEMA, tags=["deploy"]
+)
 async def deploy(request: Request, ctx: ServerContext = Depends(context)) -> DeployResult:
     """Apply a ``deploy:``/``remove:`` document atomically; answers at once with what changed
     per group (rollouts continue in the background)."""

@@ -40,7 +40,7 @@ def _parse_labels(raw: str | None) -> list[str] | None:
     except ValueError:
         labels = None
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise HTTPException(422, "labels: must be a JSON list of strings, e.g. [\"dev\"]")
+        raise HTTPException(422, 'labels: must be a JSON list of strings, e.g. ["dev"]')
     return labels
 
 

@@ -1,0 +1,107 @@
+"""Builders for test records with realistic defaults; override what a test cares about."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from theseus.model.groups import GroupKey, GroupRecord
+from theseus.model.nodes import NodeRecord
+from theseus.model.spec import GroupSpec
+from theseus.model.state import ClusterState
+from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
+
+_ids = itertools.count(1)
+
+
+def make_spec(**overrides: Any) -> GroupSpec:
+    fields: dict[str, Any] = {
+        "image": "theseus/busybox:latest",
+        "ports": {"api": 5000},
+        "instances": 3,
+        "cpus": 0.1,
+        "mem": 64,
+        "labels": ["dev"],
+    }
+    fields.update(overrides)
+    return GroupSpec.model_validate(fields)
+
+
+def make_group(service: str = "web", **spec_overrides: Any) -> GroupRecord:
+    spec = make_spec(**spec_overrides)
+    return GroupRecord(
+        service=service,
+        labels=spec.labels,
+        spec=spec,
+        version=spec.version(),
+        created_at=0.0,
+        updated_at=0.0,
+    )
+
+
+def make_node(name: str = "n1", **overrides: Any) -> NodeRecord:
+    fields: dict[str, Any] = {
+        "name": name,
+        "address": "127.0.0.2",
+        "agent_port": 5051,
+        "cpus": 2.0,
+        "mem": 4096.0,
+        "port_range": (31000, 31999),
+        "registered_at": 0.0,
+    }
+    fields.update(overrides)
+    return NodeRecord.model_validate(fields)
+
+
+def make_task(group: GroupRecord, node: str | None = "n1", **overrides: Any) -> TaskRecord:
+    fields: dict[str, Any] = {
+        "id": f"{group.service}.t{next(_ids)}",
+        "service": group.service,
+        "labels": group.labels,
+        "version": group.version,
+        "spec": group.spec,
+        "node": node,
+        "host_ports": {"api": 31000 + next(_ids)} if node else {},
+        "desired": Desired.RUN,
+        "created_at": 1.0,
+    }
+    fields.update(overrides)
+    return TaskRecord.model_validate(fields)
+
+
+def make_status(task: TaskRecord, state: TaskState, **overrides: Any) -> TaskStatus:
+    fields: dict[str, Any] = {
+        "task_id": task.id,
+        "state": state,
+        "started_at": 1.0 if state is not TaskState.FAILED else None,
+        "updated_at": 1.0,
+    }
+    if state.terminal:
+        fields["finished_at"] = 2.0
+    fields.update(overrides)
+    return TaskStatus.model_validate(fields)
+
+
+def make_state(
+    groups: list[GroupRecord] = (),  # type: ignore[assignment]
+    nodes: list[NodeRecord] = (),  # type: ignore[assignment]
+    tasks: list[TaskRecord] = (),  # type: ignore[assignment]
+    statuses: list[TaskStatus] = (),  # type: ignore[assignment]
+    lost: set[str] = frozenset(),  # type: ignore[assignment]
+) -> ClusterState:
+    return ClusterState(
+        revision=1,
+        groups={g.group_key.key: g for g in groups},
+        tasks={t.id: t for t in tasks},
+        statuses={s.task_id: s for s in statuses},
+        nodes={n.name: n for n in nodes},
+        alive={n.name: 1 for n in nodes if n.name not in lost},
+    )
+
+
+def running(tasks: list[TaskRecord]) -> list[TaskStatus]:
+    return [make_status(t, TaskState.RUNNING) for t in tasks]
+
+
+def key_of(group: GroupRecord) -> str:
+    return GroupKey.of(group.service, group.labels).key

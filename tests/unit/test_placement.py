@@ -1,0 +1,60 @@
+"""Placement: resources, host ports, spreading and the reasons a task fits nowhere."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tests.builders import make_group, make_node, make_spec
+from theseus.scheduler.placement import Holding, Placement, Placer, Unplaceable
+
+
+def test_a_group_spreads_across_nodes() -> None:
+    placer = Placer([make_node("n1"), make_node("n2"), make_node("n3")], [])
+    spec = make_spec()
+    nodes = [placer.place(f"t{i}", "g", spec) for i in range(4)]
+    assert all(isinstance(p, Placement) for p in nodes)
+    counts = Counter(p.node for p in nodes if isinstance(p, Placement))
+    assert sorted(counts.values()) == [1, 1, 2]
+
+
+def test_cpu_memory_and_ports_are_respected() -> None:
+    placer = Placer([make_node("n1", cpus=1.0, mem=1000.0)], [])
+    big_cpu = placer.place("a", "g", make_spec(cpus=1.5))
+    big_mem = placer.place("b", "g", make_spec(mem=2000))
+    assert isinstance(big_cpu, Unplaceable) and "insufficient cpus" in big_cpu.reason
+    assert isinstance(big_mem, Unplaceable) and "insufficient memory" in big_mem.reason
+    small = make_spec(cpus=0.4)
+    assert isinstance(placer.place("c", "g", small), Placement)
+    assert isinstance(placer.place("d", "g", small), Placement)
+    third = placer.place("e", "g", small)
+    assert isinstance(third, Unplaceable)
+    assert third.reason == "0/1 nodes can run it: 1 insufficient cpus (needs 0.4)"
+
+
+def test_host_ports_are_unique_per_node_and_within_range() -> None:
+    node = make_node("n1", port_range=(31000, 31009), cpus=100.0, mem=1e6)
+    placer = Placer([node], [])
+    spec = make_spec(ports={"a": 1, "b": 2}, cpus=0.01, mem=1)
+    seen: set[int] = set()
+    for i in range(5):
+        placement = placer.place(f"t{i}", "g", spec)
+        assert isinstance(placement, Placement)
+        ports = set(placement.host_ports.values())
+        assert len(ports) == 2 and not ports & seen
+        assert all(31000 <= p <= 31009 for p in ports)
+        seen |= ports
+    full = placer.place("t9", "g", spec)
+    assert isinstance(full, Unplaceable) and "host ports" in full.reason
+
+
+def test_existing_holdings_count_against_capacity() -> None:
+    group = make_group()
+    holding = Holding("n1", "g", make_spec(cpus=1.9), {"api": 31005})
+    placer = Placer([make_node("n1"), make_node("n2")], [holding])
+    placement = placer.place("t", group.group_key.key, make_spec(cpus=0.5))
+    assert isinstance(placement, Placement) and placement.node == "n2"
+
+
+def test_no_nodes_is_a_reason() -> None:
+    result = Placer([], []).place("t", "g", make_spec())
+    assert isinstance(result, Unplaceable) and result.reason == "no ready nodes"

@@ -1,0 +1,217 @@
+"""The reconciler: scale, roll, heal, back off, orphan, place and collect (pure)."""
+
+from __future__ import annotations
+
+import itertools
+
+from tests.builders import (
+    make_group,
+    make_node,
+    make_state,
+    make_status,
+    make_task,
+    running,
+)
+from theseus.model.state import ClusterState
+from theseus.model.tasks import Desired, TaskRecord, TaskState
+from theseus.reconciler.reconcile import HISTORY_PER_GROUP, Plan, reconcile
+
+NODES = [make_node("n1"), make_node("n2"), make_node("n3")]
+_counter = itertools.count()
+
+
+def plan_of(state: ClusterState, now: float = 100.0) -> Plan:
+    return reconcile(state, now, lambda service: f"{service}.new{next(_counter)}")
+
+
+def created(plan: Plan, state: ClusterState) -> list[TaskRecord]:
+    return [t for tid, t in plan.task_puts.items() if tid not in state.tasks]
+
+
+def stopped(plan: Plan) -> list[TaskRecord]:
+    return [t for t in plan.task_puts.values() if t.desired is Desired.STOP]
+
+
+def test_new_group_gets_its_instances_placed_and_spread() -> None:
+    group = make_group(instances=4)
+    state = make_state([group], NODES)
+    plan = plan_of(state)
+    new = created(plan, state)
+    assert len(new) == 4
+    assert {t.node for t in new} == {"n1", "n2", "n3"}
+    assert all(t.host_ports["api"] for t in new)
+
+
+def test_converged_group_needs_no_change() -> None:
+    group = make_group(instances=2)
+    tasks = [make_task(group, "n1"), make_task(group, "n2")]
+    assert plan_of(make_state([group], NODES, tasks, running(tasks))).empty
+
+
+def test_scale_down_stops_least_advanced_then_youngest() -> None:
+    group = make_group(instances=1)
+    old = make_task(group, "n1", created_at=1.0)
+    young = make_task(group, "n2", created_at=5.0)
+    waiting = make_task(group, None, created_at=0.5)
+    state = make_state([group], NODES, [old, young, waiting], running([old, young]))
+    plan = plan_of(state)
+    assert {t.id for t in stopped(plan)} == {young.id}
+    assert plan.task_deletes == {waiting.id}  # never placed: nothing to stop on a node
+
+
+def test_only_instances_changed_creates_without_restarting() -> None:
+    group = make_group(instances=2)
+    tasks = [make_task(group, "n1"), make_task(group, "n2")]
+    scaled = group.model_copy(update={"spec": group.spec.model_copy(update={"instances": 4})})
+    plan = plan_of(make_state([scaled], NODES, tasks, running(tasks)))
+    assert len(created(plan, make_state([scaled], NODES, tasks))) == 2
+    assert not stopped(plan)
+
+
+def test_rolling_update_starts_one_new_before_stopping_an_old() -> None:
+    old_group = make_group(instances=3)
+    tasks = [make_task(old_group, n.name) for n in NODES]
+    new_group = make_group(instances=3, environment={"A": "2"})
+    state = make_state([new_group], NODES, tasks, running(tasks))
+    plan = plan_of(state)
+    assert len(created(plan, state)) == 1
+    assert not stopped(plan)
+
+
+def test_rolling_update_stops_an_old_once_a_new_runs() -> None:
+    old_group = make_group(instances=3)
+    new_group = make_group(instances=3, environment={"A": "2"})
+    olds = [make_task(old_group, n.name) for n in NODES]
+    new = make_task(new_group, "n1")
+    state = make_state([new_group], NODES, [*olds, new], running([*olds, new]))
+    plan = plan_of(state)
+    assert len(stopped(plan)) == 1 and stopped(plan)[0].version == old_group.version
+    assert len(created(plan, state)) == 1  # and the next new one starts at once
+
+
+def test_rolling_update_never_drops_below_instances_until_done() -> None:
+    """Simulate the rollout to the end: running tasks never fall below ``instances``."""
+    old_group = make_group(instances=4)
+    new_group = make_group(instances=4, environment={"A": "2"})
+    tasks = {t.id: t for t in (make_task(old_group, n) for n in ["n1", "n2", "n3", "n1"])}
+    statuses = {t.id: make_status(t, TaskState.RUNNING) for t in tasks.values()}
+    state = make_state([new_group], NODES)
+    state.tasks, state.statuses = tasks, statuses
+    for _ in range(30):
+        plan = plan_of(state)
+        state.tasks.update(plan.task_puts)
+        for tid in plan.task_deletes:
+            state.tasks.pop(tid)
+            state.statuses.pop(tid, None)
+        # The agents: run what is placed, stop what is asked to stop.
+        for task in state.tasks.values():
+            if task.node and task.desired is Desired.RUN:
+                state.statuses[task.id] = make_status(task, TaskState.RUNNING)
+            elif task.node and task.desired is Desired.STOP:
+                state.statuses[task.id] = make_status(task, TaskState.STOPPED)
+        live = [
+            t
+            for t in state.tasks.values()
+            if t.desired is Desired.RUN and state.statuses.get(t.id, None) is not None
+        ]
+        assert len(live) >= 4
+        if plan.empty:
+            break
+    versions = {t.version for t in state.tasks.values()}
+    assert versions == {new_group.version} and len(state.tasks) == 4
+
+
+def test_rolling_update_honours_the_new_instances() -> None:
+    old_group = make_group(instances=2)
+    new_group = make_group(instances=3, environment={"A": "2"})
+    olds = [make_task(old_group, "n1"), make_task(old_group, "n2")]
+    news = [make_task(new_group, n.name) for n in NODES]
+    state = make_state([new_group], NODES, [*olds, *news], running([*olds, *news]))
+    plan = plan_of(state)
+    assert {t.id for t in stopped(plan)} == {t.id for t in olds}
+
+
+def test_a_dead_task_is_replaced_at_once_after_a_healthy_run() -> None:
+    group = make_group(instances=2)
+    alive, dead = make_task(group, "n1"), make_task(group, "n2")
+    statuses = [
+        make_status(alive, TaskState.RUNNING),
+        make_status(dead, TaskState.EXITED, exit_code=137, started_at=0.0, finished_at=50.0),
+    ]
+    state = make_state([group], NODES, [alive, dead], statuses)
+    plan = plan_of(state)
+    assert stopped(plan)[0].id == dead.id
+    assert stopped(plan)[0].stop_reason == "exited with code 137"
+    (replacement,) = created(plan, state)
+    assert replacement.attempt == 0 and replacement.node is not None
+
+
+def test_crash_loop_backs_off_exponentially() -> None:
+    group = make_group(instances=1, backoff_seconds=1.0, backoff_factor=2.0)
+    delays = []
+    for attempt in range(1, 5):
+        task = make_task(group, "n1", attempt=attempt)
+        status = make_status(task, TaskState.EXITED, exit_code=1, started_at=99.0, finished_at=99.5)
+        state = make_state([group], NODES, [task], [status])
+        (replacement,) = created(plan_of(state), state)
+        assert replacement.attempt == attempt + 1
+        delays.append((replacement.not_before or 99.5) - 99.5)
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_backoff_keeps_a_task_pending_until_its_time() -> None:
+    group = make_group(instances=1)
+    waiting = make_task(group, None, attempt=3, not_before=150.0)
+    plan = plan_of(make_state([group], NODES, [waiting]))
+    assert plan.task_puts[waiting.id].node is None
+    assert "backoff" in (plan.task_puts[waiting.id].pending_reason or "")
+    assert plan.wake_at == 150.0
+    later = plan_of(make_state([group], NODES, [waiting]), now=151.0)
+    assert later.task_puts[waiting.id].node is not None
+
+
+def test_tasks_of_a_lost_node_are_marked_lost_and_replaced_elsewhere() -> None:
+    group = make_group(instances=1)
+    task = make_task(group, "n1")
+    state = make_state([group], NODES, [task], running([task]), lost={"n1"})
+    plan = plan_of(state)
+    assert plan.status_puts[task.id].state is TaskState.LOST
+    (replacement,) = created(plan, state)
+    assert replacement.node in {"n2", "n3"} and replacement.attempt == 0
+
+
+def test_unplaceable_tasks_wait_with_a_reason() -> None:
+    group = make_group(instances=3, cpus=1.5)
+    state = make_state([group], [make_node("n1", cpus=2.0), make_node("n2", cpus=2.0)])
+    new = created(plan_of(state), state)
+    assert sum(t.node is not None for t in new) == 2
+    (waiting,) = [t for t in new if t.node is None]
+    assert waiting.pending_reason == "0/2 nodes can run it: 2 insufficient cpus (needs 1.5)"
+
+
+def test_removed_group_tasks_stop_and_are_collected() -> None:
+    group = make_group(instances=1)
+    task = make_task(group, "n1")
+    plan = plan_of(make_state([], NODES, [task], running([task])))
+    assert stopped(plan)[0].stop_reason == "group removed"
+    done = task.model_copy(update={"desired": Desired.STOP})
+    plan = plan_of(make_state([], NODES, [done], [make_status(done, TaskState.STOPPED)]))
+    assert plan.task_deletes == {done.id} and plan.status_deletes == {done.id}
+
+
+def test_history_of_dead_tasks_is_bounded() -> None:
+    group = make_group(instances=0)
+    dead = [make_task(group, "n1", desired=Desired.STOP) for _ in range(HISTORY_PER_GROUP + 3)]
+    statuses = [
+        make_status(t, TaskState.EXITED, exit_code=1, finished_at=float(i))
+        for i, t in enumerate(dead)
+    ]
+    plan = plan_of(make_state([group], NODES, dead, statuses))
+    assert plan.task_deletes == {t.id for t in dead[:3]}
+
+
+def test_orphan_statuses_are_deleted() -> None:
+    group = make_group(instances=0)
+    ghost = make_task(group, "n1")
+    plan = plan_of(make_state([group], NODES, [], [make_status(ghost, TaskState.RUNNING)]))
+    assert plan.status_deletes == {ghost.id}

@@ -1,0 +1,127 @@
+"""The deploy document: parsing, defaults, validation paths, versions and group identity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from theseus.model.groups import GroupKey
+from theseus.model.spec import SpecError, parse_deploy_document, parse_document_text
+
+README_EXAMPLE = """
+deploy:
+  ingestor:
+    image: 54.189.193.228:5000/flask
+    ports:
+      ssh: 22
+      api: 5000
+    environment:
+      APP_NAME: Ingestor
+      KEYSPACE_NAME: 'flask_keyspace2'
+      TABLE_NAME: 'flask_table2'
+    instances: 4
+    cpus: 0.1
+    mem: 128
+    labels: ['dev']
+"""
+
+
+def errors_of(raw: object) -> dict[str, str]:
+    with pytest.raises(SpecError) as caught:
+        parse_deploy_document(raw)
+    return {e["path"]: e["message"] for e in caught.value.errors}
+
+
+def test_readme_example_parses_with_its_values() -> None:
+    doc = parse_deploy_document(parse_document_text(README_EXAMPLE))
+    spec = doc.deploy["ingestor"]
+    assert spec.instances == 4 and spec.cpus == 0.1 and spec.mem == 128
+    assert spec.ports == {"ssh": 22, "api": 5000}
+    assert spec.environment["KEYSPACE_NAME"] == "flask_keyspace2"
+    assert spec.labels == ["dev"]
+
+
+def test_json_booleans_and_numbers_become_strings_in_the_environment() -> None:
+    raw = parse_document_text(
+        json.dumps({"deploy": {"a": {"image": "i", "environment": {"X": True, "Y": 3, "Z": "s"}}}})
+    )
+    env = parse_deploy_document(raw).deploy["a"].environment
+    assert env == {"X": "true", "Y": "3", "Z": "s"}
+
+
+def test_defaults_follow_the_original() -> None:
+    spec = parse_deploy_document({"deploy": {"a": {"image": "i"}}}).deploy["a"]
+    assert (spec.instances, spec.cpus, spec.mem, spec.labels, spec.ports) == (1, 0.3, 512, [], {})
+
+
+@pytest.mark.parametrize(
+    ("group", "path", "fragment"),
+    [
+        ({}, "deploy.svc.image", "required"),
+        ({"image": "i", "instances": -1}, "deploy.svc.instances", "greater than or equal to 0"),
+        ({"image": "i", "ports": {"api": 0}}, "deploy.svc.ports.api", "greater than or equal to 1"),
+        ({"image": "i", "ports": {"api": 70000}}, "deploy.svc.ports.api", "less than or equal"),
+        ({"image": "i", "ports": {"api": "80"}}, "deploy.svc.ports.api", "valid integer"),
+        ({"image": "i", "labels": ["ok", 3]}, "deploy.svc.labels.1", "valid string"),
+        ({"image": "i", "labels": "dev"}, "deploy.svc.labels", "valid list"),
+        ({"image": "i", "cpu": 1}, "deploy.svc.cpu", "did you mean 'cpus'"),
+        ({"image": "i", "instances": True}, "deploy.svc.instances", "valid integer"),
+        (
+            {"image": "i", "environment": {"N": None}},
+            "deploy.svc.environment.N",
+            "string, a number",
+        ),
+        ({"image": "i", "volumes": ["relative:/x"]}, "deploy.svc.volumes", "/host/path"),
+        ({"image": "i", "labels": ["bad\nlabel"]}, "deploy.svc.labels", "printable"),
+    ],
+)
+def test_bad_fields_are_named_by_path(group: dict[str, object], path: str, fragment: str) -> None:
+    errors = errors_of({"deploy": {"svc": group}})
+    assert path in errors, errors
+    assert fragment in errors[path]
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    errors = errors_of({"deploy": {"a": {"instances": -1}, "b": {"image": "i", "mem": -5}}})
+    assert {"deploy.a.image", "deploy.a.instances", "deploy.b.mem"} <= set(errors)
+
+
+def test_unknown_top_level_key_and_bad_service_name() -> None:
+    assert "services" in errors_of({"services": {}})
+    assert any(
+        p.startswith("deploy.") for p in errors_of({"deploy": {"bad name!": {"image": "i"}}})
+    )
+
+
+def test_a_group_cannot_be_deployed_and_removed_in_one_document() -> None:
+    with pytest.raises(SpecError, match="also deployed"):
+        parse_deploy_document(
+            {"deploy": {"a": {"image": "i", "labels": ["x"]}}, "remove": {"a": {"labels": ["x"]}}}
+        )
+
+
+def test_undecodable_text_is_a_spec_error() -> None:
+    with pytest.raises(SpecError):
+        parse_document_text("deploy: [unclosed")
+
+
+def test_label_order_and_duplicates_do_not_change_the_group() -> None:
+    a = parse_deploy_document({"deploy": {"s": {"image": "i", "labels": ["b", "a", "a"]}}})
+    b = parse_deploy_document({"deploy": {"s": {"image": "i", "labels": ["a", "b"]}}})
+    assert a.deploy["s"] == b.deploy["s"]
+    assert GroupKey.of("s", ["b", "a"]) == GroupKey.of("s", ["a", "b", "a"])
+
+
+def test_group_key_round_trips_any_printable_label() -> None:
+    key = GroupKey.of("svc", ["a,b", "it's", 'quo"te', "sl/ash", "D.L", "ünï"])
+    assert GroupKey.parse(key.key) == key
+
+
+def test_version_ignores_instances_but_not_other_fields() -> None:
+    base = {"image": "i", "instances": 2}
+    v1 = parse_deploy_document({"deploy": {"s": base}}).deploy["s"].version()
+    v2 = parse_deploy_document({"deploy": {"s": {**base, "instances": 5}}}).deploy["s"].version()
+    v3 = parse_deploy_document({"deploy": {"s": {**base, "environment": {"A": "1"}}}}).deploy["s"]
+    assert v1 == v2
+    assert v3.version() != v1
