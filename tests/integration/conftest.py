@@ -1,0 +1,92 @@
+"""Fixtures for integration tests: a real Docker Engine, the locally built busybox image, and
+one 3-node cluster (etcd + server + three docker agents at 127.0.0.2-4) per test session.
+
+Each test starts from an empty cluster: after it, every group is removed and the fixture waits
+until no task and no container of the cluster is left, also when the test failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from theseus.agent.drivers.docker_images import build_busybox_image
+
+from tests.integration.harness import Cluster, new_cluster, wait_until
+
+IMAGE = "theseus/busybox:latest"
+NODES = {"node-1": "127.0.0.2", "node-2": "127.0.0.3", "node-3": "127.0.0.4"}
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"integration tests need a running Docker Engine: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client: docker.DockerClient) -> str:
+    asyncio.run(build_busybox_image(IMAGE))
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[Cluster]:
+    cluster = new_cluster(Path(tmp_path_factory.mktemp("cluster")))
+    try:
+        cluster.start_etcd()
+        cluster.start_server()
+        for name, address in NODES.items():
+            cluster.start_agent(name, address, cpus=1.0, mem=2048)
+        cluster.wait_nodes_ready()
+    except BaseException:
+        print(cluster.logs())
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_id(cluster: Cluster) -> str:
+    with cluster.client() as client:
+        cid = client.health().cluster_id
+    assert cid
+    return cid
+
+
+def containers_of(docker_client: docker.DockerClient, cluster_id: str) -> list[object]:
+    return list(
+        docker_client.containers.list(all=True, filters={"label": f"theseus.cluster={cluster_id}"})
+    )
+
+
+@pytest.fixture(autouse=True)
+def empty_cluster_after(
+    request: pytest.FixtureRequest,
+) -> Iterator[None]:
+    yield
+    if "cluster" not in request.fixturenames:
+        return
+    cluster: Cluster = request.getfixturevalue("cluster")
+    docker_client: docker.DockerClient = request.getfixturevalue("docker_client")
+    with cluster.client() as client:
+        cid = client.health().cluster_id or ""
+        for service in {g.service for g in client.groups().groups}:
+            client.remove(service)
+        try:
+            wait_until(
+                lambda: not client.tasks(include_stopped=True).tasks, 60, "all tasks collected"
+            )
+            wait_until(lambda: not containers_of(docker_client, cid), 60, "all containers removed")
+        except AssertionError:
+            print(cluster.logs())
+            raise
