@@ -13,9 +13,9 @@ from pathlib import Path
 
 import docker
 import pytest
-from theseus.agent.drivers.docker_images import build_busybox_image
 
 from tests.integration.harness import Cluster, new_cluster, wait_until
+from theseus.agent.drivers.docker_images import build_busybox_image
 
 IMAGE = "theseus/busybox:latest"
 NODES = {"node-1": "127.0.0.2", "node-2": "127.0.0.3", "node-3": "127.0.0.4"}
@@ -64,9 +64,9 @@ def cluster_id(cluster: Cluster) -> str:
 
 
 def containers_of(docker_client: docker.DockerClient, cluster_id: str) -> list[object]:
-    return list(
-        docker_client.containers.list(all=True, filters={"label": f"theseus.cluster={cluster_id}"})
-    )
+    """The cluster's containers, without a per-container inspect (which races removals)."""
+    label = f"theseus.cluster={cluster_id}"
+    return list(docker_client.api.containers(all=True, filters={"label": label}))
 
 
 @pytest.fixture(autouse=True)
