@@ -1,0 +1,263 @@
+"""The docker driver against the real Docker Engine: the locally built busybox image serves
+HTTP on a published port, logs are readable, a killed container is noticed from the event
+stream, a graceful stop exits 0 quickly, a missing image fails clearly (never pulled), and a
+restarted agent adopts its running container instead of restarting it.
+
+Every container carries a ``theseus.cluster`` value unique to the test and is force-removed
+after it, also when the test fails. Skipped (with the reason) only if no Docker Engine answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import httpx
+import pytest
+
+from tests.unit.test_agent_loop import FakeServer
+from theseus.agent.agent import Agent, AgentConfig
+from theseus.agent.drivers.base import DriverError, ExitNotice, Launch, Owner, PortBinding
+from theseus.agent.drivers.docker import DockerDriver, docker_answers
+from theseus.agent.drivers.docker_images import build_busybox_image, remove_cluster_containers
+from theseus.api.schemas import Assignment
+from theseus.model.spec import GroupSpec
+
+pytestmark = pytest.mark.integration
+
+IMAGE = "theseus/busybox:latest"
+ADDRESS = "127.0.0.2"
+
+
+def free_host_port(address: str = ADDRESS) -> int:
+    for port in range(31000 + uuid.uuid4().int % 900, 32000):
+        with socket.socket() as sock:
+            try:
+                sock.bind((address, port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 31000-32000")
+
+
+async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``check`` (sync or async) until truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s: {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    if not asyncio.run(docker_answers()):
+        pytest.skip(
+            "no Docker Engine answers on this machine (DOCKER_HOST or /var/run/docker.sock)"
+        )
+    asyncio.run(build_busybox_image(IMAGE))
+    return IMAGE
+
+
+@pytest.fixture
+def owner() -> Owner:
+    suffix = uuid.uuid4().hex[:10]
+    return Owner(node=f"itest-{suffix}", address=ADDRESS, cluster_id=f"itest-{suffix}")
+
+
+@pytest.fixture
+async def cleanup(owner: Owner) -> AsyncIterator[None]:
+    yield
+    await remove_cluster_containers(owner.cluster_id)
+
+
+@pytest.fixture
+async def driver(
+    image: str, owner: Owner, cleanup: None
+) -> AsyncIterator[tuple[DockerDriver, asyncio.Queue[ExitNotice]]]:
+    exits: asyncio.Queue[ExitNotice] = asyncio.Queue()
+    driver = DockerDriver()
+    await driver.open(owner, exits.put_nowait)
+    try:
+        yield driver, exits
+    finally:
+        await driver.close()
+
+
+def launch(owner: Owner, image: str, host_port: int, **overrides: Any) -> Launch:
+    task_id = f"web.{uuid.uuid4().hex[:8]}"
+    fields: dict[str, Any] = {
+        "task_id": task_id,
+        "image": image,
+        "environment": {"CONTAINER_NAME": task_id, "SERVICE_NAME": "web", "APP_NAME": "Ingestor"},
+        "labels": {
+            "theseus.task": task_id,
+            "theseus.node": owner.node,
+            "theseus.cluster": owner.cluster_id,
+        },
+        "ports": [PortBinding("api", 5000, host_port)],
+        "cpus": 0.1,
+        "mem": 32,
+    }
+    fields.update(overrides)
+    return Launch(**fields)
+
+
+async def page(url: str) -> str | None:
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            response = await client.get(url)
+    except httpx.HTTPError:
+        return None
+    return response.text if response.status_code == 200 else None
+
+
+async def test_serves_http_logs_and_stops_gracefully(
+    driver: tuple[DockerDriver, asyncio.Queue[ExitNotice]], owner: Owner, image: str
+) -> None:
+    docker_driver, _ = driver
+    port = free_host_port()
+    task = launch(owner, image, port)
+    handle = await docker_driver.start(task)
+
+    body = await until(lambda: page(f"http://{ADDRESS}:{port}/"), 15, "the container serving")
+    assert f"CONTAINER_NAME={task.task_id}" in body
+    assert "APP_NAME=Ingestor" in body
+
+    async def logged() -> str:
+        return b"".join([c async for c in docker_driver.logs(handle, False, None)]).decode()
+
+    lines = await until(logged, 5, "the start line in the logs")
+    assert f"started {task.task_id} APP_NAME=Ingestor" in lines
+
+    began = time.monotonic()
+    assert await docker_driver.stop(handle, grace=10) == 0
+    assert time.monotonic() - began < 3, "SIGTERM is trapped: no wait for the SIGKILL"
+    await docker_driver.remove(handle)
+    assert await docker_driver.list_tasks() == []
+
+
+async def test_a_killed_container_is_noticed_from_the_event_stream(
+    driver: tuple[DockerDriver, asyncio.Queue[ExitNotice]], owner: Owner, image: str
+) -> None:
+    docker_driver, exits = driver
+    task = launch(owner, image, free_host_port())
+    handle = await docker_driver.start(task)
+    await until(lambda: page(f"http://{ADDRESS}:{task.ports[0].host_port}/"), 15, "serving")
+
+    async with aiodocker.Docker() as docker:
+        killed = time.monotonic()
+        await docker.containers.container(handle).kill()
+    notice = await asyncio.wait_for(exits.get(), 5)
+    noticed = time.monotonic() - killed
+    assert notice == ExitNotice(task.task_id, handle, 137)
+    print(f"exit noticed {noticed * 1000:.1f} ms after the kill call")
+    assert noticed < 1.0, f"the exit took {noticed:.3f}s to be noticed"
+
+    (seen,) = await docker_driver.list_tasks()
+    assert (seen.task_id, seen.running, seen.exit_code) == (task.task_id, False, 137)
+
+
+async def test_a_missing_image_fails_clearly_and_is_never_pulled(
+    driver: tuple[DockerDriver, asyncio.Queue[ExitNotice]], owner: Owner, image: str
+) -> None:
+    docker_driver, _ = driver
+    missing = f"theseus/absent-{uuid.uuid4().hex[:8]}:never"
+    with pytest.raises(DriverError) as failure:
+        await docker_driver.start(launch(owner, missing, free_host_port()))
+    assert str(failure.value) == (
+        f"image '{missing}' is not present on node {owner.node}; Theseus never pulls, "
+        "build or load it first"
+    )
+    assert await docker_driver.list_tasks() == []
+
+
+def assignment(task_id: str, host_port: int, desired: str = "run") -> Assignment:
+    spec = GroupSpec.model_validate(
+        {
+            "image": IMAGE,
+            "ports": {"api": 5000},
+            "cpus": 0.1,
+            "mem": 32,
+            "environment": {"APP_NAME": "Adopted"},
+            "task_kill_grace_period_seconds": 5,
+        }
+    )
+    return Assignment.model_validate(
+        {
+            "task_id": task_id,
+            "service": "web",
+            "labels": [],
+            "group": "web/[]",
+            "version": spec.version(),
+            "desired": desired,
+            "spec": spec,
+            "host_ports": {"api": host_port},
+        }
+    )
+
+
+async def test_a_restarted_agent_adopts_its_running_container(
+    image: str, owner: Owner, cleanup: None, tmp_path: Path
+) -> None:
+    server = FakeServer()
+    server.cluster_id = owner.cluster_id
+    port = free_host_port()
+    task_id = f"web.{uuid.uuid4().hex[:8]}"
+    await server.set_tasks([assignment(task_id, port)])
+
+    def config() -> AgentConfig:
+        return AgentConfig(
+            server="http://fake",
+            name=owner.node,
+            address=ADDRESS,
+            cpus=1,
+            mem=512,
+            driver="docker",
+            state_dir=tmp_path,
+            serve_http=False,
+            handle_signals=False,
+            transport=httpx.MockTransport(server.handle),
+            poll_wait=5,
+        )
+
+    async def run_until(check: Callable[[], Any], what: str) -> None:
+        stop = asyncio.Event()
+        agent = asyncio.create_task(Agent(config(), DockerDriver()).run(stop))
+        try:
+            await until(check, 20, what)
+        finally:
+            stop.set()
+            await asyncio.wait_for(agent, 10)
+
+    await run_until(lambda: server.states(task_id) == ["starting", "running"], "running")
+    first_id = server.reports[-1].container_id
+    assert first_id
+    await until(lambda: page(f"http://{ADDRESS}:{port}/"), 15, "serving after the agent left")
+
+    # A second agent for the node: keeps the container (same id), reports it running again.
+    await run_until(lambda: len(server.states(task_id)) == 3, "re-reported")
+    assert server.states(task_id) == ["starting", "running", "running"]
+    assert server.reports[-1].container_id == first_id
+
+    # The task leaves the node while no agent runs; the next agent stops and removes it.
+    await server.set_tasks([])
+
+    async def gone() -> bool:
+        async with aiodocker.Docker() as docker:
+            return not await docker.containers.list(
+                all=True, filters={"label": [f"theseus.cluster={owner.cluster_id}"]}
+            )
+
+    await run_until(gone, "the unassigned container removed")

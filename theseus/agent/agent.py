@@ -1,0 +1,291 @@
+"""The node agent: one per machine. Registers its node, heartbeats, long-polls its
+assignments, runs them through a driver and reports every state change to the server.
+
+Entry point: ``run_agent(AgentConfig)`` (the ``theseus agent`` command and tests call it). The
+agent talks to the server only over HTTP (``AsyncServerClient``). It never stops tasks because
+the server is away, nor when it shuts down itself: containers carry labels naming their task
+and a restarted agent re-adopts them (DESIGN principle 4). Concurrent loops, each bounded:
+
+* registration (again whenever the server answers 404: node unknown or lease expired);
+* heartbeat every ``heartbeat_interval`` seconds;
+* assignments long-poll, resumable by index, fed to the task runner (level-triggered);
+* resync with the driver every ``resync_interval`` seconds (the safety net for missed events);
+* the report sender; the HTTP endpoint (health, logs).
+
+Unreachable server: every call retries with capped exponential backoff (0.2 s doubling to 5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from theseus.agent.drivers import make_driver
+from theseus.agent.drivers.base import Owner, TaskDriver
+from theseus.agent.http import AgentHttpServer, create_app
+from theseus.agent.reports import ReportQueue
+from theseus.agent.runner import TaskRunner
+from theseus.api.client import DEFAULT_SERVER, ApiError, AsyncServerClient, ServerUnreachable
+from theseus.api.schemas import NodeRegistration, RegistrationAnswer, ReportBatch
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+
+
+def machine_mem_mib() -> float:
+    """Total memory from /proc/meminfo, in MiB (1024 when unreadable)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 1024.0
+
+
+def default_state_dir(node: str) -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "theseus" / "agents" / node
+
+
+@dataclass
+class AgentConfig:
+    server: str = DEFAULT_SERVER
+    name: str = field(default_factory=socket.gethostname)
+    address: str = "127.0.0.1"  # advertised, published on, and the HTTP endpoint's address
+    port: int = 5051
+    cpus: float = field(default_factory=lambda: float(os.cpu_count() or 1))
+    mem: float = field(default_factory=machine_mem_mib)
+    port_range: tuple[int, int] = (31000, 32000)
+    attributes: dict[str, str] = field(default_factory=dict)
+    driver: str | None = None  # None: docker if the daemon answers, else process
+    state_dir: Path | None = None  # None: default_state_dir(name)
+    resync_interval: float = 7.0
+    poll_wait: float = 30.0
+    serve_http: bool = True  # hollow agents of a benchmark may go without
+    handle_signals: bool = True  # SIGTERM/SIGINT end run_agent (tests cancel it instead)
+    transport: httpx.AsyncBaseTransport | None = None  # tests only
+
+
+class NodeUnknown(Exception):
+    """The server answered 404 for our node: register again."""
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, driver: TaskDriver) -> None:
+        self.config = config
+        self.driver = driver
+        self.client = AsyncServerClient(config.server, transport=config.transport)
+        self.owner = Owner(node=config.name, address=config.address)
+        self.reports = ReportQueue()
+        self.runner = TaskRunner(driver, self.owner, self.reports)
+        self.answer: RegistrationAnswer | None = None
+        self._registered = asyncio.Event()
+        self._unregistered = asyncio.Event()
+        self._unregistered.set()
+
+    # --- registration -------------------------------------------------------------------
+
+    def registration(self) -> NodeRegistration:
+        c = self.config
+        return NodeRegistration(
+            name=c.name,
+            address=c.address,
+            agent_port=c.port,
+            cpus=c.cpus,
+            mem=c.mem,
+            port_range=c.port_range,
+            attributes=c.attributes,
+            driver=self.driver.name,
+        )
+
+    async def register(self) -> RegistrationAnswer:
+        answer = await _retrying("register", lambda: self.client.register(self.registration()))
+        if self.owner.cluster_id and answer.cluster_id != self.owner.cluster_id:
+            log.warning(
+                "the server's cluster changed (%s → %s): tasks of the old cluster are not in "
+                "the new one's assignments and will be removed",
+                self.owner.cluster_id,
+                answer.cluster_id,
+            )
+        self.owner.cluster_id = answer.cluster_id
+        self.answer = answer
+        self._unregistered.clear()
+        self._registered.set()
+        log.info("registered node %s in cluster %s", self.config.name, answer.cluster_id)
+        return answer
+
+    def _node_unknown(self) -> None:
+        self._registered.clear()
+        self._unregistered.set()
+
+    async def _registration_loop(self) -> None:
+        while True:
+            await self._unregistered.wait()
+            try:
+                await self.register()
+            except ApiError as exc:  # refused (4xx): keep trying, the operator sees the log
+                log.error("the server refused to register node %s: %s", self.config.name, exc)
+                await asyncio.sleep(BACKOFF_MAX)
+
+    async def _call(
+        self, what: str, call: Callable[[], Awaitable[T]], raise_refusals: bool = False
+    ) -> T:
+        """``call`` once registered, retried while the server is away or failing; a 404
+        (node unknown, lease expired) registers again. With ``raise_refusals``, other 4xx
+        answers (the request itself is wrong: retrying cannot help) are raised."""
+        delay = BACKOFF_FIRST
+        while True:
+            await self._registered.wait()
+            try:
+                return await call()
+            except ApiError as exc:
+                if exc.status == 404:
+                    log.warning("the server does not know node %s: registering", self.config.name)
+                    self._node_unknown()
+                    continue
+                if raise_refusals and 400 <= exc.status < 500 and exc.status not in (408, 429):
+                    raise
+                log.warning("%s: the server answered %s: %s", what, exc.status, exc.message)
+            except ServerUnreachable as exc:
+                log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    # --- loops ----------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self._call("heartbeat", lambda: self.client.heartbeat(self.config.name))
+            assert self.answer is not None
+            await asyncio.sleep(self.answer.heartbeat_interval)
+
+    async def _assignment_loop(self) -> None:
+        index = 0
+        while True:
+            poll = partial(self.client.assignments, self.config.name, index, self.config.poll_wait)
+            answer = await self._call("assignments", poll)
+            index = answer.index
+            self.runner.apply(answer.tasks)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_interval)
+            try:
+                await self.runner.resync()
+            except Exception:  # the backend is away: keep everything, try next time
+                log.exception("resync with the %s driver failed", self.driver.name)
+
+    async def _send(self, batch: ReportBatch) -> None:
+        try:
+            await self._call("reports", lambda: self.client.report(self.config.name, batch), True)
+        except ApiError as exc:  # a malformed batch would block every later report: drop it
+            log.error("the server refused %d reports (%s); dropped", len(batch.reports), exc)
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        http: AgentHttpServer | None = None
+        loops: list[asyncio.Task[None]] = []
+        try:
+            await self.register()
+            await self.driver.open(self.owner, self.runner.observe_exit)
+            await self.runner.resync()  # adopt what a previous run left (decided once assigned)
+            if self.config.serve_http:
+                http = AgentHttpServer(
+                    create_app(self.runner, self.config.name), self.config.address, self.config.port
+                )
+                await http.start()
+            for name, loop in (
+                ("registration", self._registration_loop()),
+                ("heartbeat", self._heartbeat_loop()),
+                ("assignments", self._assignment_loop()),
+                ("resync", self._resync_loop()),
+                ("reports", self.reports.run(self._send)),
+            ):
+                loops.append(asyncio.create_task(loop, name=f"agent-{name}"))
+            log.info(
+                "agent %s ready (driver %s, %s:%s)",
+                self.config.name,
+                self.driver.name,
+                self.config.address,
+                self.config.port,
+            )
+            stopped = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([stopped, *loops], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            for task in done:
+                if task is not stopped:
+                    task.result()  # a loop that ended is a bug: surface it
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self.runner.close()
+            await self._flush_reports()
+            if http is not None:
+                await http.stop()
+            await self.driver.close()
+            await self.client.aclose()
+            log.info("agent %s stopped; its tasks keep running", self.config.name)
+
+    async def _flush_reports(self) -> None:
+        """Give queued reports one short chance to reach the server before exiting."""
+        if not len(self.reports):
+            return
+        sender = asyncio.create_task(self.reports.run(self._send_once))
+        await self.reports.drained(2.0)
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+
+    async def _send_once(self, batch: ReportBatch) -> None:
+        await self.client.report(self.config.name, batch)
+
+
+async def _retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Retry while the server is away or failing (5xx); a 4xx is a configuration error."""
+    delay = BACKOFF_FIRST
+    while True:
+        try:
+            return await call()
+        except ServerUnreachable as exc:
+            log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
+        except ApiError as exc:
+            if exc.status < 500:
+                raise
+            log.warning("%s: the server answered %s: %s", what, exc.status, exc.message)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, BACKOFF_MAX)
+
+
+async def run_agent(config: AgentConfig) -> None:
+    """Run an agent until SIGTERM/SIGINT (``config.handle_signals``) or cancellation.
+    Never stops its tasks on the way out."""
+    state_dir = config.state_dir or default_state_dir(config.name)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    driver = await make_driver(config.driver, state_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if config.handle_signals else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await Agent(config, driver).run(stop)
+    finally:
+        for sig in signals:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,119 @@
+"""The contract between the agent's task runner and its drivers (docker, process, sim).
+
+Owns the ``TaskDriver`` protocol and the small value types that cross it. The runner
+(``theseus.agent.runner``) is the only caller; drivers stay thin: they translate one operation
+into their backend's calls and never decide anything (what to start, stop or report is the
+runner's pure ``decide`` module's job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Labels every container carries, so that a restarted agent (and `theseus down`) can find them.
+LABEL_TASK = "theseus.task"
+LABEL_SERVICE = "theseus.service"
+LABEL_GROUP = "theseus.group"
+LABEL_NODE = "theseus.node"
+LABEL_CLUSTER = "theseus.cluster"
+LABEL_VERSION = "theseus.version"
+
+
+class DriverError(RuntimeError):
+    """A task could not be started; the message is reported to the server as is."""
+
+
+@dataclass
+class Owner:
+    """Who the driver's containers belong to. ``cluster_id`` is known only after registration
+    and may change if the server's etcd was wiped, so drivers read it at every call."""
+
+    node: str
+    address: str
+    cluster_id: str = ""
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    name: str
+    container_port: int
+    host_port: int
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything a driver needs to start one task, already resolved by the runner."""
+
+    task_id: str
+    image: str
+    environment: dict[str, str]
+    labels: dict[str, str]
+    ports: list[PortBinding]
+    cpus: float
+    mem: float  # MiB
+    volumes: list[str] = field(default_factory=list)
+    command: str | None = None
+    args: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A task's container (or process) as the driver sees it now."""
+
+    task_id: str
+    handle: str  # container id, "pid-<n>" or "sim-<task>": what `running` reports carry
+    running: bool
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class ExitNotice:
+    """A hint that a task's container died; the exit code is from the event itself."""
+
+    task_id: str
+    handle: str
+    exit_code: int | None
+
+
+ExitCallback = Callable[[ExitNotice], None]
+
+
+class TaskDriver(Protocol):
+    """One backend that runs tasks. All methods but ``logs`` are coroutines."""
+
+    name: str
+
+    async def open(self, owner: Owner, on_exit: ExitCallback) -> None:
+        """Connect, and start whatever watches exits (calls ``on_exit`` for each death)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop watching and release connections. Never stops tasks."""
+        ...
+
+    async def list_tasks(self) -> list[Observed]:
+        """Every task of this node and cluster that has a container, running or not."""
+        ...
+
+    async def start(self, launch: Launch) -> str:
+        """Create and start; return the handle. Raise ``DriverError`` with a clear message."""
+        ...
+
+    async def stop(self, handle: str, grace: float) -> int | None:
+        """SIGTERM, SIGKILL after ``grace`` seconds; return the exit code if known."""
+        ...
+
+    async def remove(self, handle: str) -> None:
+        """Remove the (stopped) container and its logs; a missing one is not an error."""
+        ...
+
+    def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
+        """The task's stdout and stderr, interleaved; ``follow`` keeps streaming."""
+        ...
+
+
+def exit_code_of_returncode(returncode: int) -> int:
+    """A child killed by signal N reports -N; containers report 128+N: use the latter."""
+    return 128 - returncode if returncode < 0 else returncode

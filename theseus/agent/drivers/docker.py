@@ -1,0 +1,232 @@
+"""The ``docker`` driver: tasks as Docker Engine containers, through aiodocker.
+
+Called by the task runner (``theseus.agent.runner``) through the ``TaskDriver`` protocol. This
+module and ``docker_images`` are the only ones that import aiodocker. Thin by design: it maps a
+``Launch`` onto the Engine API and reports what the Engine says; it never pulls an image (no
+registry is reachable, and a silent pull hides a missing build).
+
+Exits are noticed from the Engine's event stream (``die`` events of this node's containers),
+resubscribed with capped backoff when the stream breaks; the runner's periodic resync is the
+safety net for anything missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiodocker
+from aiodocker.containers import DockerContainer
+from aiodocker.exceptions import DockerError
+
+from theseus.agent.drivers.base import (
+    LABEL_CLUSTER,
+    LABEL_NODE,
+    LABEL_TASK,
+    DriverError,
+    ExitCallback,
+    ExitNotice,
+    Launch,
+    Observed,
+    Owner,
+)
+
+log = logging.getLogger(__name__)
+
+CONTAINER_PREFIX = "theseus-"
+
+
+async def docker_answers(timeout: float = 2.0) -> bool:
+    """Whether a Docker Engine answers here (the agent's default driver depends on it)."""
+    try:
+        async with asyncio.timeout(timeout), aiodocker.Docker() as docker:
+            await docker.version()
+    except Exception:  # no socket, no permission, no answer: all mean "no Docker"
+        return False
+    return True
+
+
+def container_config(launch: Launch, address: str) -> dict[str, Any]:
+    """The Engine's ``containers/create`` body for ``launch`` (pure; unit-tested)."""
+    exposed: dict[str, dict[str, object]] = {}
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for port in launch.ports:
+        key = f"{port.container_port}/tcp"
+        exposed[key] = {}
+        # Several names may share one container port: publish it at each of their host ports.
+        bindings.setdefault(key, []).append({"HostIp": address, "HostPort": str(port.host_port)})
+    config: dict[str, Any] = {
+        "Image": launch.image,
+        "Env": [f"{key}={value}" for key, value in launch.environment.items()],
+        "Labels": dict(launch.labels),
+        "ExposedPorts": exposed,
+        "HostConfig": {
+            "NanoCpus": int(launch.cpus * 1e9),
+            "Memory": int(launch.mem * 1024 * 1024),
+            "PortBindings": bindings,
+            "Binds": list(launch.volumes),
+        },
+    }
+    if launch.command is not None:
+        config["Cmd"] = ["/bin/sh", "-c", launch.command]
+    elif launch.args is not None:
+        config["Cmd"] = list(launch.args)
+    return config
+
+
+def missing_image_message(image: str, node: str) -> str:
+    return (
+        f"image '{image}' is not present on node {node}; Theseus never pulls, "
+        "build or load it first"
+    )
+
+
+class DockerDriver:
+    name = "docker"
+
+    def __init__(self) -> None:
+        self._docker: aiodocker.Docker | None = None
+        self._owner = Owner(node="", address="")
+        self._events: asyncio.Task[None] | None = None
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            raise RuntimeError("DockerDriver.open() was not called")
+        return self._docker
+
+    async def open(self, owner: Owner, on_exit: ExitCallback) -> None:
+        self._owner = owner
+        self._docker = aiodocker.Docker()
+        await self._docker.version()  # fail now, clearly, if the Engine does not answer
+        self._events = asyncio.create_task(self._watch_events(on_exit), name="docker-events")
+
+    async def close(self) -> None:
+        if self._events is not None:
+            self._events.cancel()
+            await asyncio.gather(self._events, return_exceptions=True)
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    def _filters(self, with_cluster: bool = True) -> dict[str, list[str]]:
+        labels = [f"{LABEL_NODE}={self._owner.node}"]
+        if with_cluster:
+            labels.append(f"{LABEL_CLUSTER}={self._owner.cluster_id}")
+        return {"label": labels}
+
+    async def _watch_events(self, on_exit: ExitCallback) -> None:
+        # Filter on the node only: the cluster id can change at re-registration, so it is
+        # checked per event instead of being baked into the subscription.
+        filters = {"type": ["container"], "event": ["die"], **self._filters(with_cluster=False)}
+        delay = 0.2
+        while True:
+            events = self.docker.events
+            subscriber = events.subscribe(filters=filters)  # type: ignore[no-untyped-call]
+            try:
+                while (event := await subscriber.get()) is not None:
+                    delay = 0.2
+                    self._on_event(event, on_exit)
+            finally:
+                # Lets the next subscribe() start a fresh stream; re-raises the stream's own
+                # error (daemon restarting, connection refused), which only means "retry".
+                with contextlib.suppress(Exception):
+                    await events.stop()  # type: ignore[no-untyped-call]
+            log.warning("the Docker event stream ended; resubscribing in %.1fs", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _on_event(self, event: dict[str, Any], on_exit: ExitCallback) -> None:
+        actor = event.get("Actor") or {}
+        attributes: dict[str, str] = actor.get("Attributes") or {}
+        task_id = attributes.get(LABEL_TASK)
+        if task_id is None or attributes.get(LABEL_CLUSTER) != self._owner.cluster_id:
+            return
+        code = attributes.get("exitCode")
+        handle = str(actor.get("ID") or event.get("id") or "")
+        exit_code = int(code) if code is not None and code.lstrip("-").isdigit() else None
+        on_exit(ExitNotice(task_id, handle, exit_code))
+
+    async def list_tasks(self) -> list[Observed]:
+        containers = await self.docker.containers.list(all=True, filters=self._filters())
+        observed: list[Observed] = []
+        for container in containers:
+            task_id = (container["Labels"] or {}).get(LABEL_TASK)
+            if task_id is None:
+                continue
+            running = container["State"] in ("running", "paused", "restarting")
+            code = None if running else await self._exit_code(container.id)
+            observed.append(Observed(task_id, container.id, running, code))
+        return observed
+
+    async def _exit_code(self, handle: str) -> int | None:
+        try:
+            info = await self.docker.containers.container(handle).show()
+        except DockerError:
+            return None
+        state = info.get("State") or {}
+        # A container created but never started reports 0: that is not an exit code.
+        if not state.get("StartedAt") or state["StartedAt"].startswith("0001-"):
+            return None
+        code = state.get("ExitCode")
+        return int(code) if code is not None else None
+
+    async def start(self, launch: Launch) -> str:
+        name = CONTAINER_PREFIX + launch.task_id
+        config = container_config(launch, self._owner.address)
+        try:
+            container = await self._create(config, name)
+        except DockerError as exc:
+            if exc.status == 404:
+                raise DriverError(missing_image_message(launch.image, self._owner.node)) from exc
+            raise DriverError(f"could not create the container: {exc.message}") from exc
+        try:
+            await container.start()
+        except DockerError as exc:
+            # E.g. the host port is taken: leave nothing behind, the server places a new task.
+            await self.remove(container.id)
+            raise DriverError(f"could not start the container: {exc.message}") from exc
+        return container.id
+
+    async def _create(self, config: dict[str, Any], name: str) -> DockerContainer:
+        try:
+            return await self.docker.containers.create(config, name=name)
+        except DockerError as exc:
+            if exc.status != 409:
+                raise
+        # A leftover of an earlier attempt of this very task (e.g. the agent died between
+        # create and report): it never ran as far as the server knows, so replace it.
+        await self.remove(name)
+        return await self.docker.containers.create(config, name=name)
+
+    async def stop(self, handle: str, grace: float) -> int | None:
+        container = self.docker.containers.container(handle)
+        try:
+            await container.stop(t=math.ceil(grace))
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
+            return None
+        return await self._exit_code(handle)
+
+    async def remove(self, handle: str) -> None:
+        try:
+            await self.docker.containers.container(handle).delete(force=True, v=True)
+        except DockerError as exc:
+            if exc.status not in (404, 409):  # 409: removal already in progress
+                raise
+
+    async def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
+        container = self.docker.containers.container(handle)
+        params: dict[str, Any] = {"tail": "all" if tail is None else str(tail)}
+        if follow:
+            async for chunk in container.log(stdout=True, stderr=True, follow=True, **params):
+                yield chunk.encode()
+        else:
+            lines = await container.log(stdout=True, stderr=True, follow=False, **params)
+            for line in lines:
+                yield line.encode()

@@ -1,0 +1,46 @@
+"""The ``sim`` driver: tasks that only pretend to run, so that one process can drive
+thousands of hollow nodes (benchmarks, scheduler tests).
+
+Called by the task runner through the ``TaskDriver`` protocol. A start is "running" at once, a
+stop is "stopped" at once, and logs are one synthetic line. Cheap by construction: one dict
+entry per task, no threads, timers or tasks; simulated tasks never exit by themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from theseus.agent.drivers.base import ExitCallback, Launch, Observed, Owner
+
+
+class SimDriver:
+    name = "sim"
+
+    def __init__(self) -> None:
+        self._owner = Owner(node="", address="")
+        self._tasks: dict[str, str] = {}  # handle -> task id
+
+    async def open(self, owner: Owner, on_exit: ExitCallback) -> None:
+        self._owner = owner
+
+    async def close(self) -> None:
+        return None
+
+    async def list_tasks(self) -> list[Observed]:
+        return [Observed(task_id, handle, True) for handle, task_id in self._tasks.items()]
+
+    async def start(self, launch: Launch) -> str:
+        handle = f"sim-{launch.task_id}"
+        self._tasks[handle] = launch.task_id
+        return handle
+
+    async def stop(self, handle: str, grace: float) -> int | None:
+        return 0 if handle in self._tasks else None
+
+    async def remove(self, handle: str) -> None:
+        self._tasks.pop(handle, None)
+
+    async def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
+        task_id = self._tasks.get(handle)
+        if task_id is not None and tail != 0:
+            yield f"simulated task {task_id} on node {self._owner.node}\n".encode()

@@ -1,0 +1,111 @@
+"""The agent's own small HTTP endpoint, served inside the agent's event loop.
+
+Routes (the server proxies ``theseus logs`` to the second one):
+
+* ``GET /v1/health`` → ``{"status": "ok", "node": <name>}``
+* ``GET /v1/tasks/{task_id}/logs?follow=true|false&tail=N`` → the task's stdout and stderr as
+  ``text/plain``, streamed; ``404 {"message": ...}`` for a task without a container here.
+
+Built by ``theseus.agent.agent``; ``AgentHttpServer`` runs uvicorn without letting it touch
+the process's signal handlers (the agent owns SIGTERM/SIGINT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Generator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from theseus.agent.runner import TaskRunner, UnknownTask
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes", "on")
+
+
+def create_app(runner: TaskRunner, node: str) -> Starlette:
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "node": node})
+
+    async def logs(request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        follow = _flag(request.query_params.get("follow"))
+        tail_text = request.query_params.get("tail")
+        tail: int | None = None
+        if tail_text not in (None, "", "all"):
+            try:
+                tail = max(0, int(tail_text))
+            except ValueError:
+                return JSONResponse({"message": f"tail must be a number, not {tail_text!r}"}, 400)
+        try:
+            stream = runner.logs(task_id, follow, tail)
+        except UnknownTask:
+            message = f"task {task_id} has no container on node {node}"
+            return JSONResponse({"message": message}, 404)
+        return StreamingResponse(_guarded(stream), media_type="text/plain; charset=utf-8")
+
+    return Starlette(
+        routes=[
+            Route("/v1/health", health),
+            Route("/v1/tasks/{task_id}/logs", logs),
+        ]
+    )
+
+
+async def _guarded(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """End the stream quietly when the container goes away mid-read (removed by a stop)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    except Exception as exc:  # the backend's error is a normal end for a log reader
+        yield f"\n[theseus: log stream ended: {exc}]\n".encode()
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the agent handles signals itself and keeps its tasks running
+
+
+class AgentHttpServer:
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+        self._server = _QuietServer(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Serve in the background; return once listening. A taken port raises ``OSError``
+        here (uvicorn would call ``sys.exit`` from inside the loop), so we bind ourselves."""
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"the agent cannot listen on {self.host}:{self.port}: {exc}") from exc
+        self.port = sock.getsockname()[1]
+        self._task = asyncio.create_task(self._server.serve([sock]), name="agent-http")
+        async with asyncio.timeout(timeout):
+            while not self._server.started:
+                if self._task.done():
+                    self._task.result()
+                    raise OSError("the agent's HTTP endpoint stopped while starting")
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        self._server.force_exit = True  # do not wait for followed log streams to end
+        with contextlib.suppress(Exception):
+            await self._task

@@ -1,0 +1,297 @@
+"""The task runner: keeps this node's tasks where the server wants them, through a driver.
+
+Owned by the agent (``theseus.agent.agent``), which feeds it each new assignment list
+(``apply``), driver exit notices (``observe_exit``) and periodic resyncs (``resync``); the HTTP
+endpoint reads logs through it. Every decision comes from the pure ``decide.next_step``; this
+module only performs steps. Each task has at most one worker coroutine at a time, created when
+the task has something to do and gone when it has not, so operations on one task never
+interleave while many tasks start concurrently, and an idle node costs no coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from theseus.agent.decide import PHASE_REPORT, DesiredState, Local, Phase, Step, next_step
+from theseus.agent.drivers.base import (
+    LABEL_CLUSTER,
+    LABEL_GROUP,
+    LABEL_NODE,
+    LABEL_SERVICE,
+    LABEL_TASK,
+    LABEL_VERSION,
+    DriverError,
+    ExitNotice,
+    Launch,
+    Owner,
+    PortBinding,
+    TaskDriver,
+)
+from theseus.agent.environment import task_environment
+from theseus.agent.reports import ReportQueue
+from theseus.api.schemas import Assignment, TaskReport
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE = 10.0  # for a container whose assignment we never saw (adopted, then dropped)
+RETRY_FIRST = 0.5
+RETRY_MAX = 5.0
+
+
+class UnknownTask(KeyError):
+    """No container of that task on this node (the logs endpoint answers 404)."""
+
+
+@dataclass
+class Slot:
+    """Local knowledge of one task."""
+
+    task_id: str
+    phase: Phase = Phase.NEW
+    handle: str | None = None
+    exit_code: int | None = None
+    message: str | None = None
+    reported: str | None = None
+    grace: float = DEFAULT_GRACE
+    busy: Step | None = None  # the step in flight, if any
+    worker: asyncio.Task[None] | None = None
+    early_exit: ExitNotice | None = None  # a death noticed while the start was in flight
+    changed: int = 0  # runner epoch of the last change (resync ignores newer slots)
+
+    def local(self) -> Local:
+        return Local(self.phase, self.handle is not None, self.reported)
+
+
+def launch_of(assignment: Assignment, owner: Owner) -> Launch:
+    """The driver's view of an assignment (pure)."""
+    spec = assignment.spec
+    labels = {
+        LABEL_TASK: assignment.task_id,
+        LABEL_SERVICE: assignment.service,
+        LABEL_GROUP: assignment.group,
+        LABEL_NODE: owner.node,
+        LABEL_CLUSTER: owner.cluster_id,
+        LABEL_VERSION: assignment.version,
+    }
+    ports = [
+        PortBinding(name, container_port, assignment.host_ports[name])
+        for name, container_port in spec.ports.items()
+        if name in assignment.host_ports
+    ]
+    return Launch(
+        task_id=assignment.task_id,
+        image=spec.image,
+        environment=task_environment(assignment, owner.node, owner.address),
+        labels=labels,
+        ports=ports,
+        cpus=spec.cpus,
+        mem=spec.mem,
+        volumes=list(spec.volumes),
+        command=spec.command,
+        args=list(spec.args) if spec.args is not None else None,
+    )
+
+
+class TaskRunner:
+    def __init__(self, driver: TaskDriver, owner: Owner, reports: ReportQueue) -> None:
+        self.driver = driver
+        self.owner = owner
+        self.reports = reports
+        self.slots: dict[str, Slot] = {}
+        self.assigned: dict[str, Assignment] | None = None  # None until the first list
+        self._epoch = itertools.count(1)
+        self._last_epoch = 0
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def apply(self, assignments: list[Assignment]) -> None:
+        """A new full assignment list from the server."""
+        self.assigned = {a.task_id: a for a in assignments}
+        for assignment in assignments:
+            slot = self.slots.get(assignment.task_id)
+            if slot is not None:
+                slot.grace = assignment.spec.task_kill_grace_period_seconds
+        self.kick_all()
+
+    def observe_exit(self, notice: ExitNotice) -> None:
+        """A driver saw a task's container die (a hint; resync is the safety net)."""
+        slot = self.slots.get(notice.task_id)
+        if slot is None:
+            return
+        if slot.busy is Step.START:
+            slot.early_exit = notice
+        elif slot.busy is None and slot.phase is Phase.RUNNING and slot.handle == notice.handle:
+            self._exited(slot, notice.exit_code)
+            self.kick(slot.task_id)
+
+    async def resync(self) -> None:
+        """Compare the driver's containers with local knowledge; adopt unknown ones."""
+        before = self._last_epoch
+        observed = {o.task_id: o for o in await self.driver.list_tasks()}
+        for task_id, seen in observed.items():
+            slot = self.slots.get(task_id)
+            if slot is None:  # adoption: a container of ours we did not know (agent restart)
+                slot = self.slots[task_id] = Slot(task_id)
+                if self.assigned is not None and task_id in self.assigned:
+                    slot.grace = self.assigned[task_id].spec.task_kill_grace_period_seconds
+                slot.handle = seen.handle
+                slot.phase = Phase.RUNNING if seen.running else Phase.EXITED
+                slot.exit_code = seen.exit_code
+                log.info("adopted %s (%s)", task_id, slot.phase)
+            elif slot.busy is not None or slot.changed > before:
+                continue  # changed while we listed: the listing may be stale for it
+            elif slot.handle != seen.handle:
+                slot.handle = seen.handle  # e.g. a leftover of a failed start: remove it later
+            elif slot.phase is Phase.RUNNING and not seen.running:
+                self._exited(slot, seen.exit_code)
+        for slot in list(self.slots.values()):
+            if slot.task_id in observed or slot.handle is None:
+                continue
+            if slot.busy is not None or slot.changed > before:
+                continue
+            if slot.phase is Phase.RUNNING:
+                self._exited(slot, None, "the container disappeared")
+            slot.handle = None
+        self.kick_all()
+
+    # --- decisions --------------------------------------------------------------------------
+
+    def desired(self, task_id: str) -> DesiredState:
+        assert self.assigned is not None
+        assignment = self.assigned.get(task_id)
+        return assignment.desired if assignment is not None else None
+
+    def kick_all(self) -> None:
+        if self.assigned is None:
+            return
+        for task_id in self.assigned.keys() | self.slots.keys():
+            self.kick(task_id)
+
+    def kick(self, task_id: str) -> None:
+        """Make sure a worker runs for ``task_id`` if it has something to do."""
+        if self.assigned is None:
+            return  # nothing is decided before the server's list arrives (adoption waits)
+        slot = self.slots.get(task_id)
+        if slot is not None and slot.worker is not None:
+            return  # the running worker asks next_step again after its current step
+        local = slot.local() if slot is not None else Local(Phase.NEW)
+        if next_step(self.desired(task_id), local) is None:
+            return
+        if slot is None:
+            slot = self.slots[task_id] = Slot(task_id)
+        slot.worker = asyncio.create_task(self._work(slot), name=f"task-{task_id}")
+
+    async def _work(self, slot: Slot) -> None:
+        delay = RETRY_FIRST
+        try:
+            while self.slots.get(slot.task_id) is slot:
+                step = next_step(self.desired(slot.task_id), slot.local())
+                if step is None:
+                    return
+                slot.busy = step
+                try:
+                    await self._perform(step, slot)
+                    delay = RETRY_FIRST
+                except Exception:  # the backend hiccupped: decide again after a pause
+                    log.exception(
+                        "%s of task %s failed; retrying in %.1fs", step, slot.task_id, delay
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+                finally:
+                    slot.busy = None
+                    slot.changed = self._last_epoch = next(self._epoch)
+        finally:
+            slot.worker = None
+
+    # --- steps ------------------------------------------------------------------------------
+
+    async def _perform(self, step: Step, slot: Slot) -> None:
+        if step is Step.START:
+            await self._start(slot)
+        elif step is Step.STOP:
+            if slot.handle is not None:
+                slot.exit_code = await self.driver.stop(slot.handle, slot.grace)
+            slot.phase = Phase.STOPPED
+            self._report(slot)
+            await self._remove(slot)
+        elif step is Step.REMOVE:
+            await self._remove(slot)
+        elif step is Step.REPORT:
+            self._report(slot)
+        elif step is Step.DISCARD:
+            assert slot.handle is not None
+            if slot.phase is Phase.RUNNING:
+                await self.driver.stop(slot.handle, slot.grace)
+            await self._remove(slot)
+            del self.slots[slot.task_id]
+        elif step is Step.FORGET:
+            del self.slots[slot.task_id]
+
+    async def _start(self, slot: Slot) -> None:
+        assert self.assigned is not None
+        assignment = self.assigned[slot.task_id]
+        slot.grace = assignment.spec.task_kill_grace_period_seconds
+        slot.phase = Phase.STARTING
+        self._report(slot)
+        try:
+            slot.handle = await self.driver.start(launch_of(assignment, self.owner))
+        except DriverError as exc:
+            slot.phase, slot.message = Phase.FAILED, str(exc)
+            self._report(slot)
+            return
+        except Exception as exc:  # an unexpected backend error is still a failed start
+            log.exception("starting task %s failed", slot.task_id)
+            slot.phase, slot.message = Phase.FAILED, f"{exc.__class__.__name__}: {exc}"
+            self._report(slot)
+            return
+        slot.phase = Phase.RUNNING
+        self._report(slot)
+        early, slot.early_exit = slot.early_exit, None
+        if early is not None and early.handle == slot.handle:
+            self._exited(slot, early.exit_code)
+
+    async def _remove(self, slot: Slot) -> None:
+        if slot.handle is not None:
+            await self.driver.remove(slot.handle)
+            slot.handle = None
+
+    def _exited(self, slot: Slot, exit_code: int | None, message: str | None = None) -> None:
+        slot.phase, slot.exit_code, slot.message = Phase.EXITED, exit_code, message
+        slot.changed = self._last_epoch = next(self._epoch)
+        self._report(slot)
+
+    def _report(self, slot: Slot) -> None:
+        state = PHASE_REPORT[slot.phase]
+        terminal = slot.phase in (Phase.EXITED, Phase.STOPPED)
+        self.reports.put(
+            TaskReport(
+                task_id=slot.task_id,
+                state=state,
+                exit_code=slot.exit_code if terminal else None,
+                message=slot.message if slot.phase in (Phase.FAILED, Phase.EXITED) else None,
+                container_id=slot.handle,
+                at=time.time(),
+            )
+        )
+        slot.reported = state
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def logs(self, task_id: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
+        slot = self.slots.get(task_id)
+        if slot is None or slot.handle is None:
+            raise UnknownTask(task_id)
+        return self.driver.logs(slot.handle, follow, tail)
+
+    async def close(self) -> None:
+        """Stop working (tasks keep running: a restarted agent adopts them)."""
+        workers = [s.worker for s in self.slots.values() if s.worker is not None]
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

@@ -1,0 +1,108 @@
+"""``theseus agent``: run this machine's node agent (``theseus.agent.run_agent``).
+
+Registered by ``theseus.cli.main``; ``theseus up`` and the integration harness start agents
+with it. It runs until SIGTERM/SIGINT and leaves its tasks running when it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from theseus.agent.agent import AgentConfig, machine_mem_mib, run_agent
+from theseus.agent.drivers import DRIVERS
+from theseus.api.client import DEFAULT_SERVER
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        first, last = int(low), int(high)
+    except ValueError:
+        first = last = 0
+    if not sep or not 1 <= first <= last <= 65535:
+        raise typer.BadParameter(f"{text!r} is not a port range like 31000-32000")
+    return first, last
+
+
+def parse_attributes(pairs: list[str]) -> dict[str, str]:
+    attributes: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not key=value")
+        attributes[key] = value
+    return attributes
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def agent(
+        server: Annotated[
+            str, typer.Option(envvar="THESEUS_SERVER", help="Address of a Theseus server.")
+        ] = DEFAULT_SERVER,
+        name: Annotated[
+            str | None, typer.Option(help="Node name (default: the host name).")
+        ] = None,
+        address: Annotated[
+            str,
+            typer.Option(
+                help="Address to advertise, serve the agent's endpoint on and publish "
+                "container ports on."
+            ),
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port of the agent's HTTP endpoint.")] = 5051,
+        cpus: Annotated[
+            float | None, typer.Option(help="CPUs to offer (default: this machine's).")
+        ] = None,
+        mem: Annotated[
+            float | None, typer.Option(help="Memory to offer in MiB (default: total memory).")
+        ] = None,
+        port_range: Annotated[
+            str, typer.Option(help="Host ports the server may allocate here, low-high.")
+        ] = "31000-32000",
+        attribute: Annotated[
+            list[str] | None,
+            typer.Option(help="Node attribute key=value for placement (repeatable)."),
+        ] = None,
+        driver: Annotated[
+            str | None,
+            typer.Option(help=f"{'|'.join(DRIVERS)} (default: docker if Docker answers)."),
+        ] = None,
+        state_dir: Annotated[
+            Path | None,
+            typer.Option(help="Agent state (process logs); default ~/.local/state/theseus/..."),
+        ] = None,
+        log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    ) -> None:
+        """Run this machine's node agent: register, run assigned tasks, report them."""
+        if driver is not None and driver not in DRIVERS:
+            raise typer.BadParameter(f"choose one of {', '.join(DRIVERS)}", param_hint="--driver")
+        logging.basicConfig(
+            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        config = AgentConfig(
+            server=server,
+            name=name or socket.gethostname(),
+            address=address,
+            port=port,
+            cpus=cpus if cpus is not None else float(os.cpu_count() or 1),
+            mem=mem if mem is not None else machine_mem_mib(),
+            port_range=parse_port_range(port_range),
+            attributes=parse_attributes(attribute or []),
+            driver=driver,
+            state_dir=state_dir,
+        )
+        try:
+            asyncio.run(run_agent(config))
+        except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+            raise typer.Exit(130) from None
+        except Exception as exc:  # e.g. the server refused the registration: no traceback
+            typer.echo(f"theseus agent: {exc.__class__.__name__}: {exc}", err=True)
+            raise typer.Exit(1) from None
