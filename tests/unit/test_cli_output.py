@@ -1,0 +1,136 @@
+"""The CLI's pure formatters: task rows, node rows, change lines, label options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import typer
+from rich.text import Text
+
+from theseus.api.schemas import GroupChange, NodeInfo, PortInfo, TaskInfo
+from theseus.cli.output import (
+    change_line,
+    format_age,
+    format_ports,
+    format_state,
+    node_row,
+    parse_label_options,
+    task_row,
+)
+
+NOW = 1_700_000_000.0
+
+
+def make_task(**overrides: Any) -> TaskInfo:
+    fields: dict[str, Any] = {
+        "id": "ingestor.0123456789ab",
+        "service": "ingestor",
+        "labels": ["monkey"],
+        "group": "ingestor/monkey",
+        "version": "abc",
+        "node": "node-1",
+        "address": "127.0.0.2",
+        "ports": {
+            "ssh": PortInfo(container_port=22, host_port=31000),
+            "api": PortInfo(container_port=5000, host_port=31001),
+        },
+        "desired": "run",
+        "state": "running",
+        "created_at": NOW - 125,
+    }
+    fields.update(overrides)
+    return TaskInfo(**fields)
+
+
+def test_task_row_of_a_running_task() -> None:
+    assert task_row(make_task(), NOW) == [
+        "ingestor.0123456789ab",
+        "ingestor",
+        "monkey",
+        "node-1",
+        "api=127.0.0.2:31001 ssh=127.0.0.2:31000",
+        "running",
+        "2m",
+    ]
+
+
+def test_pending_task_shows_its_reason_and_no_node() -> None:
+    task = make_task(
+        state="pending", node=None, address=None, ports={}, pending_reason="no node has 0.1 cpus"
+    )
+    row = task_row(task, NOW)
+    assert row[3] == "-"
+    assert row[4] == "-"
+    assert row[5] == "pending (no node has 0.1 cpus)"
+
+
+def test_exited_task_shows_exit_code_attempt_and_backoff() -> None:
+    task = make_task(state="exited", exit_code=3, attempt=2, not_before=NOW + 4)
+    assert format_state(task, NOW) == "exited (code 3), attempt 3, backoff 4s"
+
+
+def test_task_asked_to_stop_but_still_running_is_stopping() -> None:
+    assert format_state(make_task(desired="stop"), NOW) == "stopping"
+
+
+def test_unallocated_port_shows_container_port() -> None:
+    task = make_task(ports={"api": PortInfo(container_port=5000)})
+    assert format_ports(task) == "api=-:5000"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(-1, "0s"), (59, "59s"), (60, "1m"), (7200, "2h"), (3 * 86400, "3d")]
+)
+def test_format_age(seconds: float, text: str) -> None:
+    assert format_age(seconds) == text
+
+
+def test_node_row() -> None:
+    node = NodeInfo(
+        name="node-1",
+        address="127.0.0.2",
+        agent_port=5051,
+        status="ready",
+        driver="docker",
+        cpus=4.0,
+        mem=8192.0,
+        used_cpus=0.3,
+        used_mem=384.0,
+        tasks=3,
+        port_range=(31000, 32000),
+        attributes={},
+        registered_at=NOW,
+    )
+    assert node_row(node) == [
+        "node-1",
+        "127.0.0.2",
+        "ready",
+        "docker",
+        "0.3/4",
+        "384/8192 MB",
+        "3",
+    ]
+
+
+def test_change_line_names_the_group_and_instances() -> None:
+    change = GroupChange(service="ingestor", labels=["dev"], action="created", instances=4)
+    # Rendered, not raw markup: "[dev]" must survive rich's markup parser.
+    assert Text.from_markup(change_line(change)).plain == "created   ingestor [dev] (4 instances)"
+    removed = GroupChange(service="ingestor", labels=[], action="removed", instances=0)
+    assert Text.from_markup(change_line(removed)).plain == "removed   ingestor [-]"
+
+
+def test_label_options_are_taken_whole_deduplicated_and_sorted() -> None:
+    assert parse_label_options(None) is None
+    assert parse_label_options([]) is None
+    assert parse_label_options(["b, c", "a b", "b, c"]) == ["a b", "b, c"]
+
+
+def test_empty_label_option_names_the_unlabelled_group() -> None:
+    assert parse_label_options([""]) == []
+
+
+def test_unprintable_label_is_rejected() -> None:
+    with pytest.raises(typer.BadParameter):
+        parse_label_options(["a\nb"])

@@ -1,0 +1,224 @@
+"""Shared CLI plumbing: the per-invocation context, error reporting and row formatting.
+
+Owns how the CLI turns ``ServerUnreachable`` / ``ApiError`` into one clear message and exit
+code 1 (no tracebacks), and the pure formatters of task, node and change rows. Called by every
+command module; the formatters are unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import httpx
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from theseus.api.client import DEFAULT_SERVER, ApiError, ServerClient, ServerUnreachable
+from theseus.api.schemas import GroupChange, NodeInfo, TaskInfo
+
+# soft_wrap: lines are never hard-wrapped (copy-paste and grep keep working); tables still fit.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+PIPE_WIDTH = 400
+
+
+@dataclass
+class CliState:
+    """``ctx.obj``: the global options. Tests pass one with a mock ``transport``."""
+
+    server: str = DEFAULT_SERVER
+    transport: httpx.BaseTransport | None = None
+
+    def client(self, timeout: float = 10.0) -> ServerClient:
+        return ServerClient(self.server, timeout=timeout, transport=self.transport)
+
+
+def state_of(ctx: typer.Context) -> CliState:
+    return ctx.ensure_object(CliState)
+
+
+def fail(message: str) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def unreachable_message(address: str) -> str:
+    return (
+        f"cannot reach the Theseus server at {address} "
+        "(is it running? try `theseus up`, or pass --server / set THESEUS_SERVER)"
+    )
+
+
+def report_api_error(exc: ApiError) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+    for detail in exc.details:
+        err_console.print(f"  {detail.get('path')}: {detail.get('message')}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Turn the client's exceptions into one message on stderr and exit code 1."""
+    try:
+        yield
+    except ServerUnreachable as exc:
+        fail(unreachable_message(exc.address))
+    except ApiError as exc:
+        report_api_error(exc)
+
+
+@contextmanager
+def connect(ctx: typer.Context, timeout: float = 10.0) -> Iterator[ServerClient]:
+    with api_errors(), state_of(ctx).client(timeout) as client:
+        yield client
+
+
+def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
+    if isinstance(value, BaseModel):
+        data: Any = value.model_dump(mode="json")
+    elif isinstance(value, dict):
+        data = value
+    else:
+        data = [item.model_dump(mode="json") for item in value]
+    # print() rather than rich: scripts want the exact bytes, with no wrapping or markup.
+    print(json.dumps(data, indent=2))
+
+
+def table(*columns: str) -> Table:
+    """A borderless table; the first column (an id or a name) is never wrapped."""
+    result = Table(box=None, pad_edge=False, header_style="bold")
+    for index, column in enumerate(columns):
+        result.add_column(column, overflow="fold", no_wrap=index == 0)
+    return result
+
+
+def print_table(view: Table) -> None:
+    # Piped output is for grep and awk: never wrap it at rich's default of 80 columns.
+    if console.is_terminal:
+        console.print(view)
+    else:
+        Console(highlight=False, width=PIPE_WIDTH, file=sys.stdout).print(view)
+
+
+# --- formatters (pure) --------------------------------------------------------------------
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def format_labels(labels: Sequence[str]) -> str:
+    return ",".join(labels) if labels else "-"
+
+
+def format_group(service: str, labels: Sequence[str]) -> str:
+    return f"{service} [{format_labels(labels)}]"
+
+
+def format_ports(task: TaskInfo) -> str:
+    parts = []
+    for name, port in sorted(task.ports.items()):
+        if port.host_port is None:
+            parts.append(f"{name}=-:{port.container_port}")
+        else:
+            parts.append(f"{name}={task.address or '?'}:{port.host_port}")
+    return " ".join(parts) or "-"
+
+
+def format_state(task: TaskInfo, now: float) -> str:
+    state: str = task.state
+    if task.desired == "stop" and task.state in ("assigned", "starting", "running"):
+        state = "stopping"
+    if task.state == "pending" and task.pending_reason:
+        state += f" ({task.pending_reason})"
+    elif task.state == "exited" and task.exit_code is not None:
+        state += f" (code {task.exit_code})"
+    elif task.state in ("failed", "lost") and task.message:
+        state += f" ({task.message})"
+    extra = []
+    if task.attempt:
+        extra.append(f"attempt {task.attempt + 1}")
+    if task.not_before is not None and task.not_before > now:
+        extra.append(f"backoff {math.ceil(task.not_before - now)}s")
+    if extra:
+        state += ", " + ", ".join(extra)
+    return state
+
+
+def task_row(task: TaskInfo, now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    return [
+        task.id,
+        task.service,
+        format_labels(task.labels),
+        task.node or "-",
+        format_ports(task),
+        format_state(task, now),
+        format_age(now - task.created_at),
+    ]
+
+
+TASK_COLUMNS = ("ID", "SERVICE", "LABELS", "NODE", "PORTS", "STATE", "AGE")
+
+
+def node_row(node: NodeInfo) -> list[str]:
+    return [
+        node.name,
+        node.address,
+        node.status,
+        node.driver,
+        f"{node.used_cpus:g}/{node.cpus:g}",
+        f"{node.used_mem:.0f}/{node.mem:.0f} MB",
+        str(node.tasks),
+    ]
+
+
+NODE_COLUMNS = ("NAME", "ADDRESS", "STATUS", "DRIVER", "CPUS", "MEM", "TASKS")
+
+_ACTION_STYLE = {
+    "created": "green",
+    "scaled": "cyan",
+    "updated": "yellow",
+    "unchanged": "dim",
+    "removed": "red",
+    "absent": "dim",
+}
+
+
+def change_line(change: GroupChange) -> str:
+    """``created  ingestor [monkey] (3 instances)``, with rich markup."""
+    line = f"[{_ACTION_STYLE[change.action]}]{change.action:<9}[/] "
+    line += escape(format_group(change.service, change.labels))
+    if change.instances is not None and change.action not in ("removed", "absent"):
+        line += f" ({change.instances} instance{'s' if change.instances != 1 else ''})"
+    return line
+
+
+def parse_label_options(values: Sequence[str] | None) -> list[str] | None:
+    """``--labels`` given once per label. None when absent (all groups / the only group);
+    ``--labels ''`` alone names the group without labels. Labels may contain commas or
+    spaces, so values are taken whole, never split."""
+    if not values:
+        return None
+    labels = {value for value in values if value != ""}
+    for label in labels:
+        if not label.isprintable():
+            raise typer.BadParameter(f"label {label!r} must be printable", param_hint="--labels")
+    return sorted(labels)

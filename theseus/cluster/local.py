@@ -1,0 +1,264 @@
+"""``theseus up`` / ``theseus down``: supervise a one-machine cluster (etcd, server, N agents).
+
+Called by ``theseus.cli.cluster_cmds``; prints nothing itself (progress goes through the
+``report`` callback, failures are raised as ``ClusterError`` carrying the failing process's log
+tail). Processes are detached children recorded in ``STATE/cluster.json``; ``down`` stops them
+from that record in the reverse order of start, so that no agent outlives its server and no
+server outlives etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from theseus.api.client import ApiError, ServerClient, ServerUnreachable
+from theseus.api.schemas import NodeInfo
+from theseus.cluster import procs, statefile
+from theseus.cluster.commands import (
+    AGENT_PORT,
+    ClusterConfig,
+    agent_command,
+    etcd_command,
+    node_address,
+    node_name,
+    server_command,
+)
+from theseus.cluster.statefile import ClusterRecord, ProcessRecord, ProcessRole
+
+Report = Callable[[str], None]
+UP_DEADLINE = 60.0
+STOP_GRACE = 10.0
+
+
+class ClusterError(RuntimeError):
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
+        self.log_tail = procs.tail(log) if log is not None else None
+
+
+@dataclass
+class UpResult:
+    record: ClusterRecord
+    already_running: bool
+    nodes: list[NodeInfo] = field(default_factory=list)
+
+
+# --- probes -------------------------------------------------------------------------------
+
+
+def etcd_healthy(port: int) -> bool:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and '"true"' in response.text
+
+
+def _client(api_url: str) -> ServerClient:
+    return ServerClient(api_url, timeout=2.0)
+
+
+def server_cluster_id(api_url: str) -> str | None:
+    """The server's cluster id, or None when it does not answer."""
+    try:
+        with _client(api_url) as client:
+            return client.health().cluster_id or ""
+    except (ServerUnreachable, ApiError):
+        return None
+
+
+def ready_nodes(api_url: str, names: set[str]) -> list[NodeInfo]:
+    try:
+        with _client(api_url) as client:
+            nodes = client.nodes().nodes
+    except (ServerUnreachable, ApiError):
+        return []
+    return [n for n in nodes if n.name in names and n.status == "ready"]
+
+
+def is_running(record: ClusterRecord) -> bool:
+    """Every recorded process is alive and ours, and etcd and the server answer."""
+    if not record.processes or not all(procs.is_ours(p) for p in record.processes):
+        return False
+    return etcd_healthy(record.etcd_port) and server_cluster_id(record.api_url) is not None
+
+
+# --- up -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Starter:
+    """The processes started so far by one ``up``, with their Popen handles (to see early
+    exits) and the record that is saved after each start."""
+
+    config: ClusterConfig
+    record: ClusterRecord
+    deadline: float
+    started: list[tuple[ProcessRecord, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(
+        self, name: str, role: ProcessRole, command: list[str], address: str | None = None
+    ) -> None:
+        log = self.config.log_file(name)
+        popen = procs.spawn(command, log, cwd=self.config.state_dir)
+        entry = ProcessRecord(
+            name=name, role=role, pid=popen.pid, command=command, log=str(log), address=address
+        )
+        self.record.processes.append(entry)
+        self.started.append((entry, popen))
+        statefile.save(self.config.state_dir, self.record)
+
+    def wait_until(self, what: str, check: Callable[[], bool], blame: str) -> None:
+        """Poll ``check`` until true; fail early if any started process has exited."""
+        while True:
+            for entry, popen in self.started:
+                code = popen.poll()
+                if code is not None:
+                    raise ClusterError(
+                        f"{entry.name} exited with code {code} while {what}", Path(entry.log)
+                    )
+            if check():
+                return
+            if time.monotonic() > self.deadline:
+                raise ClusterError(
+                    f"timed out after {UP_DEADLINE:.0f} s {what}", self.config.log_file(blame)
+                )
+            time.sleep(0.2)
+
+    def rollback(self) -> None:
+        procs.stop([entry for entry, _ in reversed(self.started)], grace=STOP_GRACE)
+        for _, popen in self.started:
+            popen.poll()  # reap our own children so that they do not linger as zombies
+        statefile.clear(self.config.state_dir)
+
+
+def _check_ports(config: ClusterConfig) -> None:
+    wanted = [
+        ("127.0.0.1", config.port, "--port"),
+        ("127.0.0.1", config.etcd_port, "--etcd-port"),
+        ("127.0.0.1", config.etcd_peer_port, "--etcd-port (peer port = etcd port + 1)"),
+    ] + [(node_address(i), AGENT_PORT, "agent port") for i in range(1, config.nodes + 1)]
+    for host, port, option in wanted:
+        if procs.port_in_use(host, port):
+            raise ClusterError(
+                f"{host}:{port} is already in use ({option}); is another cluster running? "
+                "stop it with `theseus down` or choose other ports"
+            )
+
+
+def up(config: ClusterConfig, report: Report) -> UpResult:
+    """Start etcd, a server and ``config.nodes`` agents; idempotent for a running cluster."""
+    state_dir = config.state_dir
+    previous = statefile.load(state_dir)
+    if previous is not None:
+        if is_running(previous):
+            names = {p.name for p in previous.by_role("agent")}
+            return UpResult(previous, True, ready_nodes(previous.api_url, names))
+        leftovers = [p for p in reversed(previous.processes) if procs.is_ours(p)]
+        if leftovers:
+            report(f"stopping what is left of the previous cluster in {state_dir}")
+            procs.stop(leftovers, grace=STOP_GRACE)
+        statefile.clear(state_dir)
+
+    etcd = shutil.which(config.etcd_binary)
+    if etcd is None:
+        raise ClusterError(
+            f"`{config.etcd_binary}` not found on PATH: install Debian's etcd-server "
+            "(scripts/setup does it)"
+        )
+    _check_ports(config)
+    for sub in ("logs", "etcd", "agents"):
+        (state_dir / sub).mkdir(parents=True, exist_ok=True)
+    (state_dir / "etcd").chmod(0o700)  # etcd refuses a data dir readable by others
+
+    record = ClusterRecord(
+        state_dir=str(state_dir),
+        api_url=config.api_url,
+        etcd_endpoint=config.etcd_endpoint,
+        port=config.port,
+        etcd_port=config.etcd_port,
+        driver=config.driver,
+    )
+    starter = _Starter(config, record, time.monotonic() + UP_DEADLINE)
+    try:
+        report(f"starting etcd on {config.etcd_endpoint}")
+        starter.start("etcd", "etcd", [etcd, *etcd_command(config)[1:]])
+        starter.wait_until("waiting for etcd", lambda: etcd_healthy(config.etcd_port), "etcd")
+
+        report(f"starting the server on {config.api_url}")
+        starter.start("server", "server", server_command(config))
+        cluster_id: list[str | None] = [None]
+
+        def server_up() -> bool:
+            cluster_id[0] = server_cluster_id(config.api_url)
+            return cluster_id[0] is not None
+
+        starter.wait_until("waiting for the server", server_up, "server")
+        record.cluster_id = cluster_id[0] or None
+        statefile.save(state_dir, record)
+
+        names = {node_name(i) for i in range(1, config.nodes + 1)}
+        report(f"starting {config.nodes} agents ({', '.join(sorted(names))})")
+        for i in range(1, config.nodes + 1):
+            starter.start(node_name(i), "agent", agent_command(config, i), node_address(i))
+        nodes: list[NodeInfo] = []
+
+        def agents_ready() -> bool:
+            nodes[:] = ready_nodes(config.api_url, names)
+            return len(nodes) == len(names)
+
+        starter.wait_until("waiting for the nodes to be ready", agents_ready, "node-1")
+    except BaseException:
+        starter.rollback()
+        raise
+    return UpResult(record, False, sorted(nodes, key=lambda n: n.name))
+
+
+# --- down ---------------------------------------------------------------------------------
+
+
+def _remove_containers(cluster_id: str) -> int:
+    # Imported here: the Docker client is only needed when there are containers to remove.
+    from theseus.agent.drivers.docker_images import remove_cluster_containers
+
+    removed: int = asyncio.run(remove_cluster_containers(cluster_id))
+    return removed
+
+
+def down(state_dir: Path, purge: bool, report: Report) -> None:
+    """Stop agents, then the server, remove the cluster's containers, stop etcd. Safe to run
+    when nothing runs. ``purge`` also deletes the state dir (only if it is Theseus's)."""
+    record = statefile.load(state_dir)
+    if record is None:
+        report(f"no cluster recorded in {state_dir}; nothing to stop")
+    else:
+        cluster_id = record.cluster_id or server_cluster_id(record.api_url) or None
+        for role in ("agent", "server"):
+            for name, outcome in procs.stop(record.by_role(role), STOP_GRACE).items():
+                report(f"{name}: {outcome}")
+        if record.driver in (None, "docker") and cluster_id:
+            try:
+                removed = _remove_containers(cluster_id)
+            except Exception as exc:  # Docker down or absent: report, and keep tearing down
+                report(f"containers: could not remove ({exc.__class__.__name__}: {exc})")
+            else:
+                report(f"containers: removed {removed}")
+        elif record.driver in (None, "docker"):
+            report("containers: cluster id unknown, none removed")
+        for name, outcome in procs.stop(record.by_role("etcd"), STOP_GRACE).items():
+            report(f"{name}: {outcome}")
+        statefile.clear(state_dir)
+    if purge and state_dir.exists():
+        if not statefile.is_state_dir(state_dir):
+            raise ClusterError(f"{state_dir} does not look like a Theseus state dir; not deleting")
+        shutil.rmtree(state_dir)
+        report(f"deleted {state_dir}")
