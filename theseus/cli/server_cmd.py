@@ -32,4 +32,13 @@ def register(app: typer.Typer) -> None:
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         config = ServerConfig(host=host, port=port, etcd=etcd, liveness_timeout=liveness_timeout)
-        uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(
+            create_app(config),
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            # Agents hold long-polls open for up to a minute; don't let them delay a stop
+            # (a quick stop also hands leadership over at once, by revoking our lease).
+            timeout_graceful_shutdown=2,
+        )
