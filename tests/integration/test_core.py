@@ -295,3 +295,11 @@ def test_surplus_waits_pending_with_a_reason_until_capacity_appears(cluster: Clu
 
         client.remove("filler")
         wait_running(client, "extra", 2)
+
+
+def test_openapi_document_describes_the_api(cluster: Cluster) -> None:
+    document = httpx.get(f"{cluster.server_url}/openapi.json", timeout=5).json()
+    for path in ("/deploy", "/v1/groups", "/v1/tasks", "/v1/tasks/{task_id}", "/v1/nodes"):
+        assert path in document["paths"], path
+    body = document["paths"]["/deploy"]["post"]["requestBody"]["content"]
+    assert "deploy" in body["application/json"]["schema"]["properties"]

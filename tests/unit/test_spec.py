@@ -50,6 +50,16 @@ def test_json_booleans_and_numbers_become_strings_in_the_environment() -> None:
     assert env == {"X": "true", "Y": "3", "Z": "s"}
 
 
+def test_null_means_the_default() -> None:
+    raw = parse_document_text(
+        '{"deploy": {"a": {"image": "i", "labels": null, "ports": null, "command": null,'
+        ' "instances": null, "environment": {"EMPTY": null, "ON": false}}}}'
+    )
+    spec = parse_deploy_document(raw).deploy["a"]
+    assert (spec.labels, spec.ports, spec.command, spec.instances) == ([], {}, None, 1)
+    assert spec.environment == {"EMPTY": "", "ON": "false"}
+
+
 def test_defaults_follow_the_original() -> None:
     spec = parse_deploy_document({"deploy": {"a": {"image": "i"}}}).deploy["a"]
     assert (spec.instances, spec.cpus, spec.mem, spec.labels, spec.ports) == (1, 0.3, 512, [], {})
@@ -68,10 +78,11 @@ def test_defaults_follow_the_original() -> None:
         ({"image": "i", "cpu": 1}, "deploy.svc.cpu", "did you mean 'cpus'"),
         ({"image": "i", "instances": True}, "deploy.svc.instances", "valid integer"),
         (
-            {"image": "i", "environment": {"N": None}},
+            {"image": "i", "environment": {"N": [1]}},
             "deploy.svc.environment.N",
             "string, a number",
         ),
+        ({"image": None}, "deploy.svc.image", "valid string"),
         ({"image": "i", "volumes": ["relative:/x"]}, "deploy.svc.volumes", "/host/path"),
         ({"image": "i", "labels": ["bad\nlabel"]}, "deploy.svc.labels", "printable"),
     ],

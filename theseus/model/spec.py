@@ -10,8 +10,9 @@ Deviations from the original (``reference/original-system.md`` section 2.1), all
   typo such as ``cpu`` (singular, silently ignored by the original) is reported.
 * ``labels`` is optional (the empty label set is a group of its own); the original crashed.
 * JSON ``true``/``false``/``null`` are accepted (the original used ``ast.literal_eval``).
-* Environment values may be strings, numbers or booleans; they are stored and passed to the
-  container as strings (booleans as ``true``/``false``).
+* Environment values may be strings, numbers, booleans or null; they are stored and passed to
+  the container as strings (booleans as ``true``/``false``, null as the empty string).
+* ``null`` on any optional key means its default, exactly as if the key were absent.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ PortNumber = Annotated[StrictInt, Field(ge=1, le=65535)]
 
 def _env_string(value: object) -> str:
     """Environment values reach the container as strings; YAML/JSON scalars are converted."""
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
@@ -101,6 +104,15 @@ class GroupSpec(BaseModel):
     backoff_factor: Annotated[float, Field(ge=1, le=10)] = 2.0
     max_launch_delay_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
     task_kill_grace_period_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        # JSON null (YAML ~) on an optional key means "the default", as an absent key does.
+        if isinstance(data, dict):
+            required = {"image"}
+            return {k: v for k, v in data.items() if v is not None or k in required}
+        return data
 
     @field_validator("labels")
     @classmethod
