@@ -15,6 +15,7 @@ import httpx
 
 from theseus.api.schemas import (
     AssignmentList,
+    CleanupResult,
     DeployResult,
     GroupList,
     Health,
@@ -22,6 +23,8 @@ from theseus.api.schemas import (
     NodeList,
     NodeRegistration,
     RegistrationAnswer,
+    RegistryService,
+    RegistryWatch,
     ReportBatch,
     TaskInfo,
     TaskList,
@@ -142,6 +145,13 @@ class ServerClient:
     def node(self, name: str) -> NodeInfo:
         return NodeInfo.model_validate(self._request("GET", f"/v1/nodes/{name}").json())
 
+    def cleanup(self) -> CleanupResult:
+        return CleanupResult.model_validate(self._request("GET", "/cleanup").json())
+
+    def registry(self, service: str) -> RegistryService:
+        response = self._request("GET", f"/v1/registry/{service}")
+        return RegistryService.model_validate(response.json())
+
     def logs(self, task_id: str, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         """Yield the task's log lines (stdout and stderr interleaved) as text."""
         params: dict[str, str] = {"follow": "true" if follow else "false"}
@@ -207,6 +217,20 @@ class AsyncServerClient:
 
     async def report(self, node: str, batch: ReportBatch) -> None:
         await self._request("POST", f"/v1/agent/{node}/reports", json=batch.model_dump(mode="json"))
+
+    async def registry(self, service: str) -> RegistryService:
+        response = await self._request("GET", f"/v1/registry/{service}")
+        return RegistryService.model_validate(response.json())
+
+    async def registry_watch(self, services: list[str], index: int, wait: float) -> RegistryWatch:
+        """Long-poll: returns when one of ``services`` changes after ``index``."""
+        response = await self._request(
+            "GET",
+            "/v1/registry/watch",
+            params={"services": ",".join(services), "index": str(index), "wait": str(wait)},
+            timeout=wait + 10.0,
+        )
+        return RegistryWatch.model_validate(response.json())
 
     async def stream_logs(self, url: str, params: dict[str, str]) -> AsyncIterator[bytes]:
         """Raw byte stream from an absolute URL (used by the server to proxy agent logs)."""

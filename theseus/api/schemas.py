@@ -180,3 +180,60 @@ class Health(BaseModel):
     leader: bool
     revision: int
     cluster_id: str | None = None
+
+
+# --- service registry (discovery) ---------------------------------------------------------
+
+
+class PortMapping(BaseModel):
+    """One named port of a registered container. ``external``/``exposed`` keep the original's
+    shape (``["<host ip>", "<port>/tcp"]`` and ``"<port>/tcp"``); the ints are for new code."""
+
+    external: tuple[str, str]
+    exposed: str
+    host_port: int
+    container_port: int
+
+
+class ContainerEntry(BaseModel):
+    """``/services/<service>/<labels>/containers/<task id>/info`` in etcd."""
+
+    service_name: str
+    instance_name: str  # the task id (= CONTAINER_NAME inside the container)
+    instance_host: str  # the node's address
+    labels: list[str]
+    node: str
+    port_mapping: dict[str, PortMapping]
+
+
+class RegistryGroup(BaseModel):
+    labels: list[str]
+    config: dict[str, object]  # the group's spec, as deployed
+    containers: list[ContainerEntry]
+
+
+class RegistryService(BaseModel):
+    """``GET /v1/registry/{service}``: every group of the service and its running containers.
+    A service that does not exist answers 200 with no groups."""
+
+    service: str
+    index: int
+    groups: list[RegistryGroup]
+
+
+class RegistryWatch(BaseModel):
+    """``GET /v1/registry/watch?services=a,b&index=N&wait=S``: the instance names (task ids)
+    registered for each requested service, returned as soon as one of them changes after
+    ``index`` (or after ``wait`` seconds). Resume with the returned ``index``."""
+
+    index: int
+    services: dict[str, list[str]]
+
+
+class CleanupResult(BaseModel):
+    """``GET /cleanup``: what a rebuild of the registry from task state changed."""
+
+    result: dict[str, int] = {"status": 200}
+    added: list[str]
+    removed: list[str]
+    updated: list[str]
