@@ -120,7 +120,9 @@ class Cluster:
             "etcd answers",
         )
 
-    def start_server(self, liveness_timeout: int = 4) -> None:
+    def start_server(
+        self, liveness_timeout: int = 4, registry_repair_interval: float = 3.0
+    ) -> None:
         self.spawn(
             "server",
             [
@@ -134,6 +136,8 @@ class Cluster:
                 f"127.0.0.1:{self.etcd_port}",
                 "--liveness-timeout",
                 str(liveness_timeout),
+                "--registry-repair-interval",
+                str(registry_repair_interval),
             ],
         )
         wait_until(lambda: _answers(f"{self.server_url}/v1/health"), 30, "server answers")

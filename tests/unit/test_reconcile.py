@@ -15,6 +15,7 @@ from tests.builders import (
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState
 from theseus.reconciler.reconcile import HISTORY_PER_GROUP, Plan, reconcile
+from theseus.reconciler.registry import desired_registry
 
 NODES = [make_node("n1"), make_node("n2"), make_node("n3")]
 _counter = itertools.count()
@@ -45,7 +46,9 @@ def test_new_group_gets_its_instances_placed_and_spread() -> None:
 def test_converged_group_needs_no_change() -> None:
     group = make_group(instances=2)
     tasks = [make_task(group, "n1"), make_task(group, "n2")]
-    assert plan_of(make_state([group], NODES, tasks, running(tasks))).empty
+    state = make_state([group], NODES, tasks, running(tasks))
+    state.registry = desired_registry(state)
+    assert plan_of(state).empty
 
 
 def test_scale_down_stops_least_advanced_then_youngest() -> None:

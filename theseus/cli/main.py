@@ -12,7 +12,15 @@ from typing import Annotated
 import typer
 
 from theseus.api.client import DEFAULT_SERVER
-from theseus.cli import agent_cmd, cluster_cmds, images_cmd, logs_cmd, server_cmd, workloads
+from theseus.cli import (
+    agent_cmd,
+    cluster_cmds,
+    images_cmd,
+    logs_cmd,
+    registry_cmd,
+    server_cmd,
+    workloads,
+)
 from theseus.cli.output import state_of
 
 app = typer.Typer(
@@ -41,6 +49,7 @@ def _global_options(
 
 workloads.register(app)
 logs_cmd.register(app)
+registry_cmd.register(app)
 cluster_cmds.register(app)
 images_cmd.register(app)
 server_cmd.register(app)

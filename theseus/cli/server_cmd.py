@@ -25,13 +25,25 @@ def register(app: typer.Typer) -> None:
             help="Seconds without a heartbeat before a node is declared lost. Lower detects "
             "machine loss sooner; higher tolerates longer network or load hiccups.",
         ),
+        registry_repair_interval: float = typer.Option(
+            3.0,
+            min=0.1,
+            help="Seconds between the leader's full comparisons of the service registry with "
+            "task state (repairs entries edited by hand; /cleanup does it on demand).",
+        ),
         log_level: str = typer.Option("info", help="debug, info, warning or error."),
     ) -> None:
         """Run a Theseus server against etcd."""
         logging.basicConfig(
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-        config = ServerConfig(host=host, port=port, etcd=etcd, liveness_timeout=liveness_timeout)
+        config = ServerConfig(
+            host=host,
+            port=port,
+            etcd=etcd,
+            liveness_timeout=liveness_timeout,
+            registry_repair_interval=registry_repair_interval,
+        )
         uvicorn.run(
             create_app(config),
             host=host,

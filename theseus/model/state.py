@@ -23,6 +23,8 @@ class ClusterState:
     alive: dict[str, int] = field(default_factory=dict)  # node -> lease id
     cluster_id: str | None = None
     leader: tuple[str, int] | None = None  # (leader id, create revision of its key)
+    registry: dict[str, bytes] = field(default_factory=dict)  # key under /services/ -> value
+    registry_revisions: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> ClusterState:
         return ClusterState(
@@ -35,6 +37,8 @@ class ClusterState:
             dict(self.alive),
             self.cluster_id,
             self.leader,
+            dict(self.registry),
+            dict(self.registry_revisions),
         )
 
     def task_state(self, task: TaskRecord) -> TaskState:

@@ -14,6 +14,8 @@ Vocabulary, in the order a pass applies it:
 * **place**: tasks without a node are placed (``theseus.scheduler``), or keep a reason.
 * **collect**: finished tasks are deleted, except a short history of those that died on
   their own (for ``theseus ps -a`` and logs).
+* **register**: the service registry is brought in line with the tasks as decided above
+  (``theseus.reconciler.registry``).
 
 ``reconcile`` never mutates its input and does no I/O.
 """
@@ -29,6 +31,7 @@ from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
 from theseus.reconciler.backoff import successor_attempt, successor_not_before
+from theseus.reconciler.registry import registry_diff
 from theseus.scheduler.placement import Holding, Placement, Placer
 
 HISTORY_PER_GROUP = 5
@@ -49,11 +52,20 @@ class Plan:
     task_deletes: set[str] = field(default_factory=set)
     status_puts: dict[str, TaskStatus] = field(default_factory=dict)
     status_deletes: set[str] = field(default_factory=set)
+    registry_puts: dict[str, bytes] = field(default_factory=dict)
+    registry_deletes: set[str] = field(default_factory=set)
     wake_at: float | None = None  # the earliest backoff deadline, if any
 
     @property
     def empty(self) -> bool:
-        return not (self.task_puts or self.task_deletes or self.status_puts or self.status_deletes)
+        return not (
+            self.task_puts
+            or self.task_deletes
+            or self.status_puts
+            or self.status_deletes
+            or self.registry_puts
+            or self.registry_deletes
+        )
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,8 @@ class _Pass:
         self._stop_orphans()
         self._place()
         self._collect()
+        diff = registry_diff(self.state)
+        self.plan.registry_puts, self.plan.registry_deletes = diff.puts, diff.deletes
         return self.plan
 
     # -- bookkeeping ------------------------------------------------------------------------
@@ -275,7 +289,7 @@ class _Pass:
         self.state.tasks.pop(task_id, None)
         self.plan.task_puts.pop(task_id, None)
         self.plan.task_deletes.add(task_id)
-        if task_id in self.state.statuses:
+        if self.state.statuses.pop(task_id, None) is not None:
             self.plan.status_deletes.add(task_id)
         self.plan.status_puts.pop(task_id, None)
 

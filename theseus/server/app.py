@@ -24,7 +24,7 @@ from theseus.api.schemas import Health
 from theseus.model.spec import SpecError
 from theseus.server.context import ServerConfig, ServerContext
 from theseus.server.leader import Leader
-from theseus.server.routes import agent, deploy, groups, tasks
+from theseus.server.routes import agent, deploy, groups, registry, tasks
 from theseus.server.writes import ConflictError, TooLargeError, Writer
 from theseus.store.cache import StateCache
 from theseus.store.etcd import EtcdStore, StoreUnavailable
@@ -40,7 +40,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         cache = StateCache(store)
         server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
         writer = Writer(store, cache, config.liveness_timeout)
-        leader = Leader(store, cache, server_id)
+        leader = Leader(
+            store, cache, server_id, registry_repair_interval=config.registry_repair_interval
+        )
         ctx = ServerContext(config, store, cache, writer, leader)
         ctx.cluster_id = await writer.ensure_cluster_id()
         app.state.ctx = ctx
@@ -68,6 +70,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(groups.router)
     app.include_router(tasks.router)
     app.include_router(agent.router)
+    app.include_router(registry.router)
 
     @app.get("/v1/health", response_model=Health, tags=["health"])
     async def health(request: Request) -> Health:

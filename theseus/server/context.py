@@ -19,6 +19,7 @@ class ServerConfig:
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     liveness_timeout: int = 4  # seconds without a heartbeat before a node is lost
     heartbeat_interval: float = 1.0
+    registry_repair_interval: float = 3.0  # seconds between anti-entropy passes
 
 
 @dataclass

@@ -5,6 +5,12 @@ snapshot the cache → ``reconcile()`` (pure) → commit the plan. Each commit i
 create revision of the leader key, so a deposed leader's writes are refused by etcd (fencing).
 The loop is level-triggered: it runs on every change, at the next backoff deadline, and at
 least every ``TICK`` seconds.
+
+The registry is kept in two ways. Each pass writes what task changes imply, compared with the
+leader's own view of what it has written (so a task that starts running is registered within
+milliseconds). Every ``registry_repair_interval`` seconds a pass compares with what etcd
+actually holds instead, which repairs entries edited or deleted by hand (anti-entropy);
+``GET /cleanup`` does the same on demand and reports what it changed.
 """
 
 from __future__ import annotations
@@ -37,13 +43,21 @@ COALESCE = 0.005
 
 class Leader:
     def __init__(
-        self, store: EtcdStore, cache: StateCache, server_id: str, lease_ttl: int = 5
+        self,
+        store: EtcdStore,
+        cache: StateCache,
+        server_id: str,
+        lease_ttl: int = 5,
+        registry_repair_interval: float = 3.0,
     ) -> None:
         self._store = store
         self._cache = cache
         self.server_id = server_id
         self._lease_ttl = lease_ttl
+        self._repair_interval = registry_repair_interval
         self._fence: int | None = None  # create revision of our leader key while we lead
+        self._registry_view: dict[str, bytes] = {}  # what we believe /services/ holds
+        self._last_repair = 0.0
         self.passes = 0
 
     @property
@@ -93,6 +107,7 @@ class Leader:
 
     async def _reconcile_while_leading(self, keepalive: asyncio.Task[None]) -> None:
         last_commit = 0
+        self._last_repair = 0.0  # the first pass as leader compares with etcd itself
         while not keepalive.done():
             await self._cache.wait_for_revision(last_commit)
             snapshot = self._cache.snapshot()
@@ -101,6 +116,10 @@ class Leader:
                 log.warning("leader key no longer ours; stepping down")
                 return
             now = time.time()
+            if now - self._last_repair >= self._repair_interval:
+                self._registry_view = dict(snapshot.registry)
+                self._last_repair = now
+            snapshot.registry = self._registry_view
             plan = reconcile(snapshot, now)
             self.passes += 1
             if not plan.empty:
@@ -130,6 +149,8 @@ class Leader:
             ops.append(Put(keys.status_key(status.task_id), status.model_dump_json().encode()))
         ops.extend(Delete(keys.task_key(task_id)) for task_id in plan.task_deletes)
         ops.extend(Delete(keys.status_key(task_id)) for task_id in plan.status_deletes)
+        ops.extend(Put(key, value) for key, value in plan.registry_puts.items())
+        ops.extend(Delete(key) for key in plan.registry_deletes)
         fence = [CreateRevisionIs(keys.LEADER, self._fence)]
         revision = 0
         size = MAX_TXN_OPS - len(fence)
@@ -138,4 +159,7 @@ class Leader:
             if committed is None:
                 return None
             revision = committed
+        self._registry_view.update(plan.registry_puts)
+        for key in plan.registry_deletes:
+            self._registry_view.pop(key, None)
         return revision

@@ -19,6 +19,7 @@ from theseus.model.nodes import NodeRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskState, TaskStatus
 from theseus.reconciler.deploy import GroupChangePlan
+from theseus.reconciler.registry import RegistryDiff, registry_diff
 from theseus.store import keys
 from theseus.store.cache import StateCache
 from theseus.store.etcd import (
@@ -87,6 +88,36 @@ class Writer:
             # Someone changed one of these groups since our snapshot: catch up and re-plan.
             await self._cache.wait_for_revision(state.revision + 1, timeout=1.0)
         raise ConflictError("the groups kept changing concurrently; try again")
+
+    async def rebuild_registry(self) -> RegistryDiff:
+        """``/cleanup``: bring the registry in line with task state now, and say what changed.
+
+        Catches the cache up with etcd first, then writes the diff guarded by each key's mod
+        revision, so it never overwrites a change it has not seen (the leader's, say).
+        """
+        for _ in range(ATTEMPTS):
+            await self._cache.wait_for_revision(await self._store.current_revision())
+            state = self._cache.snapshot()
+            diff = registry_diff(state)
+            ops: list[Op] = [Put(key, value) for key, value in diff.puts.items()]
+            ops += [Delete(key) for key in sorted(diff.deletes)]
+            if not ops:
+                return diff
+            committed = True
+            per_txn = MAX_TXN_OPS // 2  # each op carries its own guard
+            for start in range(0, len(ops), per_txn):
+                chunk = ops[start : start + per_txn]
+                guards: list[Guard] = [
+                    ModRevisionIs(op.key, state.registry_revisions.get(op.key, 0)) for op in chunk
+                ]
+                revision = await self._store.commit(chunk, guards)
+                if revision is None:
+                    committed = False
+                    break
+                await self._cache.wait_for_revision(revision)
+            if committed:
+                return diff
+        raise ConflictError("the registry kept changing during the rebuild; try again")
 
     async def register_node(self, registration: NodeRegistration) -> NodeRecord:
         state = self._cache.snapshot()

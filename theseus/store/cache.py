@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from theseus.model.groups import GroupRecord
 from theseus.model.nodes import NodeRecord
+from theseus.model.registry import service_of as registry_service_of
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskRecord, TaskStatus
 from theseus.store import keys
@@ -30,8 +31,10 @@ class StateCache:
         self.state = ClusterState(revision=0)
         self._changed = asyncio.Event()
         self._ready = asyncio.Event()
-        # Revision of the last change to each node's assignment list (for agent long-polls).
+        # Revision of the last change to each node's assignment list (for agent long-polls)
+        # and to each service's registry entries (for discovery watches).
         self.node_index: dict[str, int] = {}
+        self.registry_index: dict[str, int] = {}
         self.listeners: list[Callable[[Change], None]] = []
 
     @property
@@ -71,12 +74,14 @@ class StateCache:
         delay = 0.1
         while True:
             try:
-                revision, entries = await self._store.load(keys.PREFIX)
+                revision, entries = await self._store.load(keys.MIRROR_START, keys.MIRROR_END)
                 self._replace(revision, entries)
                 delay = 0.1
                 while True:
                     try:
-                        async for change in self._store.watch(keys.PREFIX, self.state.revision + 1):
+                        async for change in self._store.watch(
+                            keys.MIRROR_START, keys.MIRROR_END, self.state.revision + 1
+                        ):
                             self._apply(change)
                     except StoreUnavailable as exc:
                         log.warning("etcd watch interrupted (%s); resuming", exc)
@@ -98,6 +103,8 @@ class StateCache:
         self.state.revision = revision
         for node in set(self.node_index) | set(self.state.nodes):
             self.node_index[node] = revision
+        for service in list(self.registry_index):
+            self.registry_index[service] = revision
         self._ready.set()
         self._notify()
 
@@ -116,7 +123,11 @@ class StateCache:
     def _set(self, key: str, value: bytes, revision: int, create_revision: int, lease: int) -> None:
         state = self.state
         try:
-            if key.startswith(keys.TASKS):
+            if key.startswith(keys.REGISTRY):
+                state.registry[key] = value
+                state.registry_revisions[key] = revision
+                self._touch_service(key, revision)
+            elif key.startswith(keys.TASKS):
                 task = TaskRecord.model_validate_json(value)
                 old = state.tasks.get(task.id)
                 state.tasks[task.id] = task
@@ -143,7 +154,11 @@ class StateCache:
 
     def _unset(self, key: str, revision: int) -> None:
         state = self.state
-        if key.startswith(keys.TASKS):
+        if key.startswith(keys.REGISTRY):
+            state.registry.pop(key, None)
+            state.registry_revisions.pop(key, None)
+            self._touch_service(key, revision)
+        elif key.startswith(keys.TASKS):
             old = state.tasks.pop(key.removeprefix(keys.TASKS), None)
             self._touch_nodes(revision, old, None)
         elif key.startswith(keys.STATUS):
@@ -158,6 +173,11 @@ class StateCache:
             state.alive.pop(key.removeprefix(keys.ALIVE), None)
         elif key == keys.LEADER:
             state.leader = None
+
+    def _touch_service(self, key: str, revision: int) -> None:
+        service = registry_service_of(key)
+        if service:
+            self.registry_index[service] = revision
 
     def _touch_nodes(self, revision: int, old: BaseModel | None, new: TaskRecord | None) -> None:
         for task in (old, new):

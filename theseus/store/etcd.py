@@ -126,18 +126,14 @@ class EtcdStore:
             raise StoreUnavailable(str(exc)) from exc
         return None if result is None else _entry(result)
 
-    async def load(self, prefix: str) -> tuple[int, list[Entry]]:
-        """All keys under ``prefix`` and the revision they were read at."""
+    async def load(self, start: str, end: str) -> tuple[int, list[Entry]]:
+        """All keys in ``[start, end)`` and the revision they were read at."""
         try:
-            result = await self.client.get_prefix(prefix.encode())
+            result = await self.client.get_range(start.encode(), end.encode())
         except aetcd.ClientError as exc:
             raise StoreUnavailable(str(exc)) from exc
         entries = [_entry(kv) for kv in result]
-        revision = result.header.revision if result.header is not None else 0
-        if revision == 0:
-            status = await self.client.status()
-            revision = status.raft_index  # pragma: no cover - empty-range fallback
-        return revision, entries
+        return int(result.header.revision), entries
 
     async def current_revision(self) -> int:
         try:
@@ -146,14 +142,16 @@ class EtcdStore:
             raise StoreUnavailable(str(exc)) from exc
         return int(result.header.revision)
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Change]:
-        """Every change under ``prefix`` from ``start_revision`` on, in revision order.
+    async def watch(self, start: str, end: str, start_revision: int) -> AsyncIterator[Change]:
+        """Every change to a key in ``[start, end)`` from ``start_revision`` on, in order.
 
         Raises ``HistoryCompacted`` or ``StoreUnavailable``; the caller resumes from the last
         revision it saw plus one (or reloads after compaction).
         """
         try:
-            watch = await self.client.watch_prefix(prefix.encode(), start_revision=start_revision)
+            watch = await self.client.watch(
+                start.encode(), range_end=end.encode(), start_revision=start_revision
+            )
             async for event in watch:
                 value = event.kv.value if event.kind == aetcd.EventKind.PUT else None
                 yield Change(

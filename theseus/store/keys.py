@@ -10,10 +10,17 @@
     /theseus/nodes/<node>          NodeRecord   (what the agent declared)
     /theseus/alive/<node>          liveness, attached to the node's lease
 
-All values are JSON.
+The service registry lives beside it, under ``/services/`` (``theseus.model.registry``).
+All values are JSON. The cache follows both with one watch over the key range
+``[MIRROR_START, MIRROR_END)``, which spans ``/services/`` to ``/theseus/``; keys in between
+that belong to neither are ignored.
 """
 
 from __future__ import annotations
+
+from theseus.model import registry
+
+REGISTRY = registry.PREFIX
 
 PREFIX = "/theseus/"
 CLUSTER_ID = PREFIX + "cluster_id"
@@ -23,6 +30,9 @@ TASKS = PREFIX + "tasks/"
 STATUS = PREFIX + "status/"
 NODES = PREFIX + "nodes/"
 ALIVE = PREFIX + "alive/"
+
+MIRROR_START = REGISTRY
+MIRROR_END = PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1)  # "/theseus0": just past "/theseus/..."
 
 
 def group_key(group: str) -> str:

@@ -1,0 +1,88 @@
+"""The registry is derived from task state: entries exist iff their task runs on a live node."""
+
+from __future__ import annotations
+
+import json
+
+from tests.builders import make_group, make_node, make_state, make_status, make_task, running
+from theseus.model import registry
+from theseus.model.groups import GroupKey
+from theseus.model.tasks import Desired, TaskState
+from theseus.reconciler.reconcile import reconcile
+from theseus.reconciler.registry import desired_registry, registry_diff
+
+NODES = [make_node("n1", address="127.0.0.2"), make_node("n2", address="127.0.0.3")]
+
+
+def test_entries_keep_the_original_shape_in_json() -> None:
+    group = make_group("ingestor", labels=["dev"], ports={"ssh": 22, "api": 5000})
+    task = make_task(group, "n1", host_ports={"ssh": 31001, "api": 31002})
+    wanted = desired_registry(make_state([group], NODES, [task], running([task])))
+    config = json.loads(wanted['/services/ingestor/["dev"]/config'])
+    assert config["image"] == group.spec.image and config["instances"] == group.instances
+    info = json.loads(wanted[f'/services/ingestor/["dev"]/containers/{task.id}/info'])
+    assert info["service_name"] == "ingestor" and info["instance_name"] == task.id
+    assert info["instance_host"] == "127.0.0.2" and info["labels"] == ["dev"]
+    assert info["port_mapping"]["api"] == {
+        "external": ["127.0.0.2", "31002/tcp"],
+        "exposed": "5000/tcp",
+        "host_port": 31002,
+        "container_port": 5000,
+    }
+
+
+def test_only_running_tasks_on_live_nodes_that_should_run_are_registered() -> None:
+    group = make_group(instances=4)
+    up, starting, stopping, on_lost = (make_task(group, n) for n in ("n1", "n1", "n2", "n2"))
+    stopping = stopping.model_copy(update={"desired": Desired.STOP})
+    statuses = [
+        make_status(up, TaskState.RUNNING),
+        make_status(starting, TaskState.STARTING),
+        make_status(stopping, TaskState.RUNNING),
+        make_status(on_lost, TaskState.RUNNING),
+    ]
+    state = make_state([group], NODES, [up, starting, stopping, on_lost], statuses, lost={"n2"})
+    containers = [k for k in desired_registry(state) if "/containers/" in k]
+    assert containers == [registry.container_key(group.group_key, up.id)]
+
+
+def test_a_group_without_running_tasks_keeps_its_config() -> None:
+    """The original deleted the config of an empty group (bug 1); here config = group exists."""
+    group = make_group(instances=2)
+    wanted = desired_registry(make_state([group], NODES))
+    assert list(wanted) == [registry.config_key(group.group_key)]
+
+
+def test_diff_adds_missing_updates_changed_and_removes_stale_entries() -> None:
+    group = make_group(instances=1)
+    task = make_task(group, "n1")
+    state = make_state([group], NODES, [task], running([task]))
+    wanted = desired_registry(state)
+    config = registry.config_key(group.group_key)
+    bogus = registry.container_key(group.group_key, "web.bogus")
+    state.registry = {config: b"{}", bogus: b"{}"}
+    diff = registry_diff(state)
+    assert diff.updated == [config]
+    assert diff.added == [registry.container_key(group.group_key, task.id)]
+    assert diff.deletes == {bogus}
+    assert diff.puts == {k: wanted[k] for k in diff.added + diff.updated}
+
+
+def test_reconcile_unregisters_a_task_in_the_pass_that_stops_it() -> None:
+    group = make_group(instances=1)
+    task = make_task(group, "n1")
+    state = make_state([group], NODES, [task], running([task]))
+    state.registry = desired_registry(state)
+    scaled = group.model_copy(update={"spec": group.spec.model_copy(update={"instances": 0})})
+    state.groups[group.group_key.key] = scaled
+    plan = reconcile(state, 100.0)
+    assert plan.task_puts[task.id].desired is Desired.STOP
+    assert registry.container_key(group.group_key, task.id) in plan.registry_deletes
+
+
+def test_keys_round_trip_any_printable_label() -> None:
+    group = GroupKey.of("svc", ["a/b", "x,y", "it's"])
+    assert registry.parse_key(registry.config_key(group)) == (group, None)
+    assert registry.parse_key(registry.container_key(group, "svc.123")) == (group, "svc.123")
+    assert registry.parse_key("/services/svc/not-json/config") is None
+    assert registry.service_of(registry.config_key(group)) == "svc"
