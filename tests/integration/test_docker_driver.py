@@ -1,7 +1,8 @@
 """The docker driver against the real Docker Engine: the locally built busybox image serves
 HTTP on a published port, logs are readable, a killed container is noticed from the event
-stream, a graceful stop exits 0 quickly, a missing image fails clearly (never pulled), and a
-restarted agent adopts its running container instead of restarting it.
+stream, a graceful stop exits 0 quickly, a missing image fails clearly (never pulled), a
+restarted agent adopts its running container instead of restarting it, and a container reaches
+its node's discovery endpoint at /run/theseus/agent.sock, also after the agent restarted.
 
 Every container carries a ``theseus.cluster`` value unique to the test and is force-removed
 after it, also when the test fails. Skipped (with the reason) only if no Docker Engine answers.
@@ -10,10 +11,14 @@ after it, also when the test fails. Skipped (with the reason) only if no Docker 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import stat
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,14 @@ import pytest
 
 from tests.unit.test_agent_loop import FakeServer
 from theseus.agent.agent import Agent, AgentConfig
-from theseus.agent.drivers.base import DriverError, ExitNotice, Launch, Owner, PortBinding
+from theseus.agent.drivers.base import (
+    DriverError,
+    ExitNotice,
+    Launch,
+    Owner,
+    PortBinding,
+    discovery_dir,
+)
 from theseus.agent.drivers.docker import DockerDriver, docker_answers
 from theseus.agent.drivers.docker_images import build_busybox_image, remove_cluster_containers
 from theseus.api.schemas import Assignment
@@ -183,7 +195,9 @@ async def test_a_missing_image_fails_clearly_and_is_never_pulled(
     assert await docker_driver.list_tasks() == []
 
 
-def assignment(task_id: str, host_port: int, desired: str = "run") -> Assignment:
+def assignment(
+    task_id: str, host_port: int, desired: str = "run", volumes: list[str] | None = None
+) -> Assignment:
     spec = GroupSpec.model_validate(
         {
             "image": IMAGE,
@@ -192,6 +206,7 @@ def assignment(task_id: str, host_port: int, desired: str = "run") -> Assignment
             "mem": 32,
             "environment": {"APP_NAME": "Adopted"},
             "task_kill_grace_period_seconds": 5,
+            "volumes": volumes or [],
         }
     )
     return Assignment.model_validate(
@@ -261,3 +276,128 @@ async def test_a_restarted_agent_adopts_its_running_container(
             )
 
     await run_until(gone, "the unassigned container removed")
+
+
+# --- the discovery endpoint, from inside a container -----------------------------------------
+
+REGISTRY_WEB = {"service": "web", "index": 3, "groups": []}
+# The host's python3, read-only, lets the busybox container speak HTTP over a unix socket
+# (busybox's wget and nc cannot).
+USE_PYTHON = Path("/usr/bin/python3").exists()
+HOST_PYTHON = ["/usr:/usr:ro", *(f"{d}:{d}:ro" for d in ("/lib", "/lib64") if Path(d).exists())]
+GET_OVER_THE_SOCKET = (
+    "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/theseus/agent.sock'); "
+    "s.sendall(b'GET /v1/registry/web HTTP/1.0\\r\\nHost: agent\\r\\n\\r\\n'); "
+    "print(b''.join(iter(lambda: s.recv(4096), b'')).decode())"
+)
+
+
+@pytest.fixture
+def short_state_dir() -> Iterator[Path]:
+    """Unix socket paths are limited to 107 bytes: pytest's tmp_path may be too long."""
+    path = Path(tempfile.mkdtemp(prefix="th-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def in_container(container_id: str, *cmd: str, user: str = "") -> tuple[int, str]:
+    """Run ``cmd`` in the container; its exit code and output (stdout and stderr)."""
+    async with aiodocker.Docker() as docker:
+        execution = await docker.containers.container(container_id).exec(list(cmd), user=user)
+        output = b""
+        async with asyncio.timeout(20), execution.start(detach=False) as stream:
+            while (message := await stream.read_out()) is not None:
+                output += message.data
+        code = (await execution.inspect())["ExitCode"]
+    return int(code), output.decode()
+
+
+async def test_a_container_reaches_the_discovery_endpoint_across_agent_restarts(
+    image: str, owner: Owner, cleanup: None, short_state_dir: Path
+) -> None:
+    server = FakeServer()
+    server.cluster_id = owner.cluster_id
+    asked: list[str] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/registry/web":
+            asked.append(request.url.path)
+            return httpx.Response(200, json=REGISTRY_WEB)
+        return await server.handle(request)
+
+    port = free_host_port()
+    task_id = f"web.{uuid.uuid4().hex[:8]}"
+    volumes = HOST_PYTHON if USE_PYTHON else []
+    await server.set_tasks([assignment(task_id, port, volumes=volumes)])
+    sock = discovery_dir(short_state_dir) / "agent.sock"
+
+    def config() -> AgentConfig:
+        return AgentConfig(
+            server="http://fake",
+            name=owner.node,
+            address=ADDRESS,
+            port=free_host_port(),
+            cpus=1,
+            mem=512,
+            driver="docker",
+            state_dir=short_state_dir,
+            handle_signals=False,
+            transport=httpx.MockTransport(handle),
+            poll_wait=5,
+        )
+
+    def reported(times: int) -> bool:
+        return len(server.states(task_id)) == times
+
+    async def get_from_inside(container_id: str) -> str:
+        code, output = await in_container(
+            container_id, "/usr/bin/python3", "-c", GET_OVER_THE_SOCKET, user="65534:65534"
+        )
+        assert code == 0, output
+        return output
+
+    for run in (1, 2):
+        stop = asyncio.Event()
+        agent = asyncio.create_task(
+            Agent(config(), DockerDriver(discovery_dir(short_state_dir))).run(stop)
+        )
+        try:
+            # starting, running, and running again after the restart
+            await until(partial(reported, run + 1), 20, f"reported by agent run {run}")
+            container_id = server.reports[-1].container_id
+            assert container_id
+
+            # From the host: the socket answers with the server's registry JSON.
+            assert stat.S_IMODE(sock.stat().st_mode) == 0o666
+            async with httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=str(sock)), base_url="http://agent"
+            ) as client:
+                assert (await client.get("/v1/registry/web")).json() == REGISTRY_WEB
+
+            # From inside: the socket is there, and the environment says where it is.
+            code, output = await in_container(container_id, "test", "-S", "/run/theseus/agent.sock")
+            assert code == 0, output
+            code, output = await in_container(container_id, "env")
+            env = dict(line.partition("=")[::2] for line in output.splitlines())
+            me = f"WEB_{task_id.replace('.', '_').upper()}"
+            assert env["THESEUS_DISCOVERY"] == "unix:///run/theseus/agent.sock"
+            assert env["MAESTRO_ENVIRONMENT_NAME"] == "default"
+            assert (env["DOCKER_IMAGE"], env["DOCKER_TAG"]) == ("theseus/busybox", "latest")
+            assert env[f"{me}_HOST"] == ADDRESS
+            assert env[f"{me}_API_PORT"] == str(port)
+            assert env[f"{me}_API_INTERNAL_PORT"] == "5000"
+
+            # An HTTP request from inside the container, as an unprivileged user.
+            if USE_PYTHON:
+                answer = await get_from_inside(container_id)
+                assert answer.startswith("HTTP/1.1 200"), answer
+                assert '"service":"web"' in answer
+        finally:
+            stop.set()
+            await asyncio.wait_for(agent, 10)
+        # The container outlives the agent; the socket does not.
+        assert not sock.exists()
+
+    # Same container both runs: the restarted agent's new socket is visible inside it.
+    assert server.states(task_id) == ["starting", "running", "running"]
+    assert len(asked) == (4 if USE_PYTHON else 2)

@@ -16,6 +16,7 @@ from theseus.agent.agent import Agent, AgentConfig
 from theseus.agent.drivers.sim import SimDriver
 from theseus.agent.http import AgentHttpServer, create_app
 from theseus.agent.reports import ReportQueue
+from theseus.api.client import AsyncServerClient
 from theseus.api.schemas import Assignment, ReportBatch, TaskReport
 from theseus.model.spec import GroupSpec
 
@@ -228,7 +229,8 @@ async def test_http_endpoint_health_and_logs() -> None:
     runner = TaskRunner(driver, owner, ReportQueue())
     runner.apply([assignment("t1")])
     await until(lambda: runner.slots["t1"].handle is not None)
-    server = AgentHttpServer(create_app(runner, "n1"), "127.0.0.1", 0)
+    server_client = AsyncServerClient("http://127.0.0.1:9")  # never called here
+    server = AgentHttpServer(create_app(runner, "n1", server_client), "127.0.0.1", 0)
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
@@ -243,3 +245,4 @@ async def test_http_endpoint_health_and_logs() -> None:
     finally:
         await server.stop()
         await runner.close()
+        await server_client.aclose()

@@ -27,6 +27,7 @@ class FakeDriver:
     """Containers as dict entries; every call recorded; starts can be made to fail."""
 
     name = "fake"
+    discovery: str | None = "unix:///run/theseus/agent.sock"
 
     def __init__(self) -> None:
         self.containers: dict[str, Observed] = {}  # handle -> state
@@ -143,6 +144,16 @@ async def test_launch_carries_labels_env_and_shared_container_ports(runner: Task
     assert launch.labels["theseus.task"] == "t1"
     assert [(p.container_port, p.host_port) for p in launch.ports] == [(5000, 31001), (5000, 31002)]
     assert launch.environment["PORT_API"] == "31001"
+    assert "THESEUS_DISCOVERY" not in launch.environment  # no driver address given
+
+
+async def test_started_tasks_get_the_drivers_discovery_address(
+    runner: TaskRunner, driver: FakeDriver
+) -> None:
+    runner.apply([assignment("t1")])
+    await settled(runner)
+    environment = driver.launches["t1"].environment
+    assert environment["THESEUS_DISCOVERY"] == "unix:///run/theseus/agent.sock"
 
 
 async def test_stop_reports_stopped_and_removes(runner: TaskRunner, driver: FakeDriver) -> None:

@@ -10,7 +10,9 @@ and a restarted agent re-adopts them (DESIGN principle 4). Concurrent loops, eac
 * heartbeat every ``heartbeat_interval`` seconds;
 * assignments long-poll, resumable by index, fed to the task runner (level-triggered);
 * resync with the driver every ``resync_interval`` seconds (the safety net for missed events);
-* the report sender; the HTTP endpoint (health, logs).
+* the report sender; the HTTP endpoint (health, logs, and the registry reads proxied to the
+  server for containers), on the TCP address and on the node's discovery socket
+  ``<state dir>/discovery/agent.sock`` (``theseus.agent.discovery``).
 
 Unreachable server: every call retries with capped exponential backoff (0.2 s doubling to 5 s).
 """
@@ -32,7 +34,7 @@ from typing import TypeVar
 import httpx
 
 from theseus.agent.drivers import make_driver
-from theseus.agent.drivers.base import Owner, TaskDriver
+from theseus.agent.drivers.base import DISCOVERY_SOCKET, Owner, TaskDriver, discovery_dir
 from theseus.agent.http import AgentHttpServer, create_app
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
+# Containers' registry watches each hold a connection to the server for up to a minute: give
+# them a pool of their own, so that they can never hold up the agent's heartbeats or reports.
+DISCOVERY_LIMITS = httpx.Limits(max_connections=500, max_keepalive_connections=20)
 
 
 def machine_mem_mib() -> float:
@@ -90,6 +95,12 @@ class Agent:
         self.config = config
         self.driver = driver
         self.client = AsyncServerClient(config.server, transport=config.transport)
+        self.discovery_client = AsyncServerClient(
+            config.server,
+            transport=config.transport or httpx.AsyncHTTPTransport(limits=DISCOVERY_LIMITS),
+        )
+        state_dir = config.state_dir or default_state_dir(config.name)
+        self.discovery_socket = discovery_dir(state_dir) / DISCOVERY_SOCKET
         self.owner = Owner(node=config.name, address=config.address)
         self.reports = ReportQueue()
         self.runner = TaskRunner(driver, self.owner, self.reports)
@@ -206,8 +217,9 @@ class Agent:
             await self.driver.open(self.owner, self.runner.observe_exit)
             await self.runner.resync()  # adopt what a previous run left (decided once assigned)
             if self.config.serve_http:
+                app = create_app(self.runner, self.config.name, self.discovery_client)
                 http = AgentHttpServer(
-                    create_app(self.runner, self.config.name), self.config.address, self.config.port
+                    app, self.config.address, self.config.port, self.discovery_socket
                 )
                 await http.start()
             for name, loop in (
@@ -219,11 +231,12 @@ class Agent:
             ):
                 loops.append(asyncio.create_task(loop, name=f"agent-{name}"))
             log.info(
-                "agent %s ready (driver %s, %s:%s)",
+                "agent %s ready (driver %s, %s:%s, discovery %s)",
                 self.config.name,
                 self.driver.name,
                 self.config.address,
                 self.config.port,
+                self.discovery_socket if http is not None else "off",
             )
             stopped = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait([stopped, *loops], return_when=asyncio.FIRST_COMPLETED)
@@ -241,6 +254,7 @@ class Agent:
                 await http.stop()
             await self.driver.close()
             await self.client.aclose()
+            await self.discovery_client.aclose()
             log.info("agent %s stopped; its tasks keep running", self.config.name)
 
     async def _flush_reports(self) -> None:

@@ -1,10 +1,13 @@
-"""The agent's own small HTTP endpoint, served inside the agent's event loop.
+"""The agent's own small HTTP endpoint, served inside the agent's event loop, on its TCP
+address and on the node's discovery socket (``<state dir>/discovery/agent.sock``).
 
 Routes (the server proxies ``theseus logs`` to the second one):
 
 * ``GET /v1/health`` → ``{"status": "ok", "node": <name>}``
 * ``GET /v1/tasks/{task_id}/logs?follow=true|false&tail=N`` → the task's stdout and stderr as
   ``text/plain``, streamed; ``404 {"message": ...}`` for a task without a container here.
+* ``GET /v1/registry/{service}``, ``GET /v1/registry/watch?services=&index=&wait=``: the
+  service registry, proxied to the server for the containers (``theseus.agent.discovery``).
 
 Built by ``theseus.agent.agent``; ``AgentHttpServer`` runs uvicorn without letting it touch
 the process's signal handlers (the agent owns SIGTERM/SIGINT).
@@ -16,6 +19,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Generator
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -23,14 +27,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from theseus.agent.discovery import bind_unix_socket, registry_routes, remove_unix_socket
 from theseus.agent.runner import TaskRunner, UnknownTask
+from theseus.api.client import AsyncServerClient
 
 
 def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
 
-def create_app(runner: TaskRunner, node: str) -> Starlette:
+def create_app(runner: TaskRunner, node: str, server: AsyncServerClient) -> Starlette:
+    """The agent's app; registry reads go to the server through ``server``."""
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": node})
 
@@ -55,6 +63,7 @@ def create_app(runner: TaskRunner, node: str) -> Starlette:
         routes=[
             Route("/v1/health", health),
             Route("/v1/tasks/{task_id}/logs", logs),
+            *registry_routes(server),
         ]
     )
 
@@ -75,8 +84,11 @@ class _QuietServer(uvicorn.Server):
 
 
 class AgentHttpServer:
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    """Serves ``app`` on ``host:port`` and, given ``uds``, on a unix socket at that path."""
+
+    def __init__(self, app: Starlette, host: str, port: int, uds: Path | None = None) -> None:
+        self.host, self.port, self.uds = host, port, uds
+        self._uds_inode: int | None = None
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
         )
@@ -94,7 +106,15 @@ class AgentHttpServer:
             sock.close()
             raise OSError(f"the agent cannot listen on {self.host}:{self.port}: {exc}") from exc
         self.port = sock.getsockname()[1]
-        self._task = asyncio.create_task(self._server.serve([sock]), name="agent-http")
+        sockets = [sock]
+        if self.uds is not None:
+            try:
+                sockets.append(bind_unix_socket(self.uds))
+            except OSError:
+                sock.close()
+                raise
+            self._uds_inode = self.uds.lstat().st_ino
+        self._task = asyncio.create_task(self._server.serve(sockets), name="agent-http")
         async with asyncio.timeout(timeout):
             while not self._server.started:
                 if self._task.done():
@@ -109,3 +129,5 @@ class AgentHttpServer:
         self._server.force_exit = True  # do not wait for followed log streams to end
         with contextlib.suppress(Exception):
             await self._task
+        if self.uds is not None and self._uds_inode is not None:
+            remove_unix_socket(self.uds, self._uds_inode)

@@ -67,8 +67,9 @@ class Slot:
         return Local(self.phase, self.handle is not None, self.reported)
 
 
-def launch_of(assignment: Assignment, owner: Owner) -> Launch:
-    """The driver's view of an assignment (pure)."""
+def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None) -> Launch:
+    """The driver's view of an assignment (pure); ``discovery`` is the driver's address of
+    the node's discovery endpoint (``TaskDriver.discovery``)."""
     spec = assignment.spec
     labels = {
         LABEL_TASK: assignment.task_id,
@@ -86,7 +87,7 @@ def launch_of(assignment: Assignment, owner: Owner) -> Launch:
     return Launch(
         task_id=assignment.task_id,
         image=spec.image,
-        environment=task_environment(assignment, owner.node, owner.address),
+        environment=task_environment(assignment, owner.node, owner.address, discovery),
         labels=labels,
         ports=ports,
         cpus=spec.cpus,
@@ -240,7 +241,8 @@ class TaskRunner:
         slot.phase = Phase.STARTING
         self._report(slot)
         try:
-            slot.handle = await self.driver.start(launch_of(assignment, self.owner))
+            launch = launch_of(assignment, self.owner, self.driver.discovery)
+            slot.handle = await self.driver.start(launch)
         except DriverError as exc:
             slot.phase, slot.message = Phase.FAILED, str(exc)
             self._report(slot)

@@ -77,7 +77,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         state_dir: Annotated[
             Path | None,
-            typer.Option(help="Agent state (process logs); default ~/.local/state/theseus/..."),
+            typer.Option(
+                help="Agent state (process logs, the containers' discovery socket); "
+                "default ~/.local/state/theseus/..."
+            ),
         ] = None,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from theseus.agent.drivers.base import TaskDriver
+from theseus.agent.drivers.base import TaskDriver, discovery_dir
 
 DRIVERS = ("docker", "process", "sim")
 
@@ -27,7 +27,7 @@ async def make_driver(name: str | None, state_dir: Path) -> TaskDriver:
     if name == "docker":
         from theseus.agent.drivers.docker import DockerDriver
 
-        return DockerDriver()
+        return DockerDriver(discovery_dir(state_dir))
     if name == "process":
         from theseus.agent.drivers.process import ProcessDriver
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 # Labels every container carries, so that a restarted agent (and `theseus down`) can find them.
@@ -19,6 +20,18 @@ LABEL_GROUP = "theseus.group"
 LABEL_NODE = "theseus.node"
 LABEL_CLUSTER = "theseus.cluster"
 LABEL_VERSION = "theseus.version"
+
+# The node's discovery endpoint (``theseus.agent.discovery``): a unix socket in the agent's state
+# directory. The docker driver bind-mounts that directory into every container at
+# ``DISCOVERY_MOUNT``; process tasks use the host path. Mounting the directory, not the socket
+# file, lets running containers see the new socket of a restarted agent.
+DISCOVERY_SOCKET = "agent.sock"
+DISCOVERY_MOUNT = "/run/theseus"
+
+
+def discovery_dir(state_dir: Path) -> Path:
+    """The directory of the discovery socket in an agent's state directory."""
+    return state_dir / "discovery"
 
 
 class DriverError(RuntimeError):
@@ -84,6 +97,9 @@ class TaskDriver(Protocol):
     """One backend that runs tasks. All methods but ``logs`` are coroutines."""
 
     name: str
+    discovery: str | None
+    """How this driver's tasks reach the node's discovery endpoint (``THESEUS_DISCOVERY``,
+    e.g. ``unix:///run/theseus/agent.sock``); ``None`` when they cannot."""
 
     async def open(self, owner: Owner, on_exit: ExitCallback) -> None:
         """Connect, and start whatever watches exits (calls ``on_exit`` for each death)."""

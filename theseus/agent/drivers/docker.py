@@ -5,6 +5,10 @@ module and ``docker_images`` are the only ones that import aiodocker. Thin by de
 ``Launch`` onto the Engine API and reports what the Engine says; it never pulls an image (no
 registry is reachable, and a silent pull hides a missing build).
 
+Every container gets the node's discovery directory bind-mounted read-only at
+``/run/theseus`` (connecting to a unix socket needs no write access to the mount), so that
+``THESEUS_DISCOVERY=unix:///run/theseus/agent.sock`` reaches this node's agent.
+
 Exits are noticed from the Engine's event stream (``die`` events of this node's containers),
 resubscribed with capped backoff when the stream breaks; the runner's periodic resync is the
 safety net for anything missed meanwhile.
@@ -17,6 +21,7 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiodocker
@@ -24,6 +29,8 @@ from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
 from theseus.agent.drivers.base import (
+    DISCOVERY_MOUNT,
+    DISCOVERY_SOCKET,
     LABEL_CLUSTER,
     LABEL_NODE,
     LABEL_TASK,
@@ -50,7 +57,19 @@ async def docker_answers(timeout: float = 2.0) -> bool:
     return True
 
 
-def container_config(launch: Launch, address: str) -> dict[str, Any]:
+def discovery_bind(discovery_dir: Path | None, volumes: list[str]) -> list[str]:
+    """The read-only bind of the node's discovery directory, unless there is none or the
+    spec mounts something of its own at ``/run/theseus`` (the user's volume wins)."""
+    if discovery_dir is None:
+        return []
+    if any(v.split(":")[1:2] in ([DISCOVERY_MOUNT], [DISCOVERY_MOUNT + "/"]) for v in volumes):
+        return []
+    return [f"{discovery_dir.absolute()}:{DISCOVERY_MOUNT}:ro"]
+
+
+def container_config(
+    launch: Launch, address: str, discovery_dir: Path | None = None
+) -> dict[str, Any]:
     """The Engine's ``containers/create`` body for ``launch`` (pure; unit-tested)."""
     exposed: dict[str, dict[str, object]] = {}
     bindings: dict[str, list[dict[str, str]]] = {}
@@ -68,7 +87,7 @@ def container_config(launch: Launch, address: str) -> dict[str, Any]:
             "NanoCpus": int(launch.cpus * 1e9),
             "Memory": int(launch.mem * 1024 * 1024),
             "PortBindings": bindings,
-            "Binds": list(launch.volumes),
+            "Binds": [*launch.volumes, *discovery_bind(discovery_dir, launch.volumes)],
         },
     }
     if launch.command is not None:
@@ -88,7 +107,13 @@ def missing_image_message(image: str, node: str) -> str:
 class DockerDriver:
     name = "docker"
 
-    def __init__(self) -> None:
+    def __init__(self, discovery_dir: Path | None = None) -> None:
+        """``discovery_dir``: the host directory of the agent's discovery socket, mounted
+        into every container (``None``: no discovery endpoint for the containers)."""
+        self._discovery_dir = discovery_dir
+        self.discovery = (
+            None if discovery_dir is None else f"unix://{DISCOVERY_MOUNT}/{DISCOVERY_SOCKET}"
+        )
         self._docker: aiodocker.Docker | None = None
         self._owner = Owner(node="", address="")
         self._events: asyncio.Task[None] | None = None
@@ -101,6 +126,8 @@ class DockerDriver:
 
     async def open(self, owner: Owner, on_exit: ExitCallback) -> None:
         self._owner = owner
+        if self._discovery_dir is not None:  # else the Engine would create it, owned by root
+            self._discovery_dir.mkdir(parents=True, exist_ok=True)
         self._docker = aiodocker.Docker()
         await self._docker.version()  # fail now, clearly, if the Engine does not answer
         self._events = asyncio.create_task(self._watch_events(on_exit), name="docker-events")
@@ -177,7 +204,7 @@ class DockerDriver:
 
     async def start(self, launch: Launch) -> str:
         name = CONTAINER_PREFIX + launch.task_id
-        config = container_config(launch, self._owner.address)
+        config = container_config(launch, self._owner.address, self._discovery_dir)
         try:
             container = await self._create(config, name)
         except DockerError as exc:

@@ -3,7 +3,9 @@
 Called by the task runner through the ``TaskDriver`` protocol. The spec's ``command`` runs
 under ``/bin/sh -c`` (``args`` are exec'd as is), in a session of its own so that a stop
 signals the whole process group; the image is ignored. stdout and stderr go to
-``<state dir>/logs/<task id>.log``. An exit is noticed by awaiting the child.
+``<state dir>/logs/<task id>.log``. An exit is noticed by awaiting the child. Tasks reach the
+node's discovery endpoint at its host path (``THESEUS_DISCOVERY=unix://<state dir>/discovery/
+agent.sock``).
 
 Limitation (documented, by design): processes are not adopted across agent restarts. A
 restarted agent does not know the processes of its previous run; they are left alone (never
@@ -21,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from theseus.agent.drivers.base import (
+    DISCOVERY_SOCKET,
     DriverError,
     ExitCallback,
     ExitNotice,
     Launch,
     Observed,
     Owner,
+    discovery_dir,
     exit_code_of_returncode,
 )
 
@@ -49,6 +53,9 @@ class ProcessDriver:
 
     def __init__(self, state_dir: Path) -> None:
         self._log_dir = state_dir / "logs"
+        self.discovery: str | None = (
+            f"unix://{discovery_dir(state_dir.absolute()) / DISCOVERY_SOCKET}"
+        )
         self._children: dict[str, _Child] = {}  # handle -> child
         self._waiters: set[asyncio.Task[None]] = set()
         self._on_exit: ExitCallback = lambda notice: None

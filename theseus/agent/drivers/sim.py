@@ -15,6 +15,7 @@ from theseus.agent.drivers.base import ExitCallback, Launch, Observed, Owner
 
 class SimDriver:
     name = "sim"
+    discovery: str | None = None  # simulated tasks look nothing up
 
     def __init__(self) -> None:
         self._owner = Owner(node="", address="")
