@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from tests.integration.harness import Cluster, new_cluster, wait_until
-from theseus.agent.drivers.docker_images import build_busybox_image
+from theseus.agent.drivers.docker_images import build_busybox_image, build_image
 
 IMAGE = "theseus/busybox:latest"
 NODES = {"node-1": "127.0.0.2", "node-2": "127.0.0.3", "node-3": "127.0.0.4"}
@@ -36,6 +36,14 @@ def docker_client() -> Iterator[docker.DockerClient]:
 def busybox_image(docker_client: docker.DockerClient) -> str:
     asyncio.run(build_busybox_image(IMAGE))
     return IMAGE
+
+
+@pytest.fixture(scope="session")
+def example_image(busybox_image: str) -> str:
+    """theseus/example (on theseus/python-base): guestutils, the watcher, watch_methods."""
+    for name in ("python-base", "example"):
+        built = asyncio.run(build_image(name))
+    return built.tag
 
 
 @pytest.fixture(scope="session")
