@@ -219,9 +219,7 @@ def test_no_event_is_lost_across_an_agent_restart(
         cluster.processes[node].stop()  # the watcher's agent goes away...
         try:
             client.scale("ingestor", 3, labels=["dev"])  # ...while its peers change...
-            wait_until(
-                lambda: len(registered(client, "ingestor")) == 3, 3, "the change registered"
-            )
+            wait_until(lambda: len(registered(client, "ingestor")) == 3, 3, "the change registered")
         finally:
             cluster.start_agent(node, cluster.nodes[node])  # ...and comes back
         wait_until(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,11 @@ def test_spawn_and_stop(tmp_path: Path) -> None:
     popen = procs.spawn(command, tmp_path / "logs" / "sleeper.log", cwd=tmp_path)
     record = ProcessRecord(name="sleeper", role="agent", pid=popen.pid, command=command, log="x")
     try:
+        # Popen returns once exec has begun, but the kernel fills in the new argv a moment
+        # later: /proc/<pid>/cmdline can read empty for a short while under load.
+        deadline = time.monotonic() + 5
+        while not procs.is_ours(record) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert procs.is_ours(record)
         assert os.getsid(popen.pid) == popen.pid  # detached into its own session
         assert procs.stop([record], grace=5) == {"sleeper": "stopped"}
