@@ -58,3 +58,21 @@ def test_existing_holdings_count_against_capacity() -> None:
 def test_no_nodes_is_a_reason() -> None:
     result = Placer([], []).place("t", "g", make_spec())
     assert isinstance(result, Unplaceable) and result.reason == "no ready nodes"
+
+
+def test_large_clusters_sample_nodes_but_still_spread_and_find_the_last_fit() -> None:
+    nodes = [make_node(f"n{i:03}", cpus=1.0) for i in range(200)]
+    placer = Placer(nodes, [])
+    assert placer.sample_size == 50
+    spec = make_spec(cpus=0.5)
+    placements = [placer.place(f"t{i}", "g", spec) for i in range(200)]
+    assert all(isinstance(p, Placement) for p in placements)
+    counts = Counter(p.node for p in placements if isinstance(p, Placement))
+    assert set(counts.values()) == {1}  # one per node: the group is spread
+    # Fill all but one slot, then the last free slot is still found, anywhere in the ring.
+    for i in range(199):
+        assert isinstance(placer.place(f"u{i}", "g", spec), Placement)
+    assert isinstance(placer.place("last", "g", spec), Placement)
+    full = placer.place("none", "g", spec)
+    assert isinstance(full, Unplaceable)
+    assert full.reason == "0/200 nodes can run it: 200 insufficient cpus (needs 0.5)"

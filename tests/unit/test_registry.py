@@ -86,3 +86,22 @@ def test_keys_round_trip_any_printable_label() -> None:
     assert registry.parse_key(registry.container_key(group, "svc.123")) == (group, "svc.123")
     assert registry.parse_key("/services/svc/not-json/config") is None
     assert registry.service_of(registry.config_key(group)) == "svc"
+
+
+def test_the_encoding_memo_changes_nothing_but_the_work() -> None:
+    group = make_group(instances=2)
+    tasks = [make_task(group, "n1"), make_task(group, "n2")]
+    state = make_state([group], NODES, tasks, running(tasks))
+    memo: dict[str, tuple[object, object, bytes]] = {}
+    first = desired_registry(state, memo)
+    assert first == desired_registry(state)
+    again = desired_registry(state, memo)
+    key = registry.container_key(group.group_key, tasks[0].id)
+    assert again[key] is first[key]  # reused, not re-encoded
+    moved = tasks[0].model_copy(update={"host_ports": {"api": 31999}})
+    state.tasks[moved.id] = moved
+    changed = desired_registry(state, memo)
+    assert changed == desired_registry(state) and changed[key] != first[key]
+    del state.tasks[tasks[1].id]
+    desired_registry(state, memo)
+    assert registry.container_key(group.group_key, tasks[1].id) not in memo

@@ -25,6 +25,10 @@ class ClusterState:
     leader: tuple[str, int] | None = None  # (leader id, create revision of its key)
     registry: dict[str, bytes] = field(default_factory=dict)  # key under /services/ -> value
     registry_revisions: dict[str, int] = field(default_factory=dict)
+    # Indexes of ``tasks`` (kept by index_task), so that per-node and per-group questions do
+    # not scan every task: the agents' long-polls and the group views ask them constantly.
+    tasks_by_node: dict[str, set[str]] = field(default_factory=dict)
+    tasks_by_group: dict[str, set[str]] = field(default_factory=dict)
 
     def copy(self) -> ClusterState:
         return ClusterState(
@@ -39,7 +43,26 @@ class ClusterState:
             self.leader,
             dict(self.registry),
             dict(self.registry_revisions),
+            {node: set(ids) for node, ids in self.tasks_by_node.items()},
+            {group: set(ids) for group, ids in self.tasks_by_group.items()},
         )
+
+    def index_task(self, old: TaskRecord | None, new: TaskRecord | None) -> None:
+        """Keep the indexes in step with one task being added, changed or removed."""
+        if old is not None:
+            if old.node:
+                self.tasks_by_node.get(old.node, set()).discard(old.id)
+            self.tasks_by_group.get(old.group_key.key, set()).discard(old.id)
+        if new is not None:
+            if new.node:
+                self.tasks_by_node.setdefault(new.node, set()).add(new.id)
+            self.tasks_by_group.setdefault(new.group_key.key, set()).add(new.id)
+
+    def tasks_on(self, node: str) -> list[TaskRecord]:
+        return [self.tasks[i] for i in self.tasks_by_node.get(node, ()) if i in self.tasks]
+
+    def tasks_of(self, group: str) -> list[TaskRecord]:
+        return [self.tasks[i] for i in self.tasks_by_group.get(group, ()) if i in self.tasks]
 
     def task_state(self, task: TaskRecord) -> TaskState:
         """The observed state, with the derived ``pending``/``assigned`` and node loss."""

@@ -31,7 +31,7 @@ from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
 from theseus.reconciler.backoff import successor_attempt, successor_not_before
-from theseus.reconciler.registry import registry_diff
+from theseus.reconciler.registry import EncodingMemo, registry_diff
 from theseus.scheduler.placement import Holding, Placement, Placer
 
 HISTORY_PER_GROUP = 5
@@ -80,17 +80,35 @@ def new_task_id(service: str) -> str:
     return f"{service}.{uuid.uuid4().hex[:12]}"
 
 
-def reconcile(state: ClusterState, now: float, new_id: Callable[[str], str] = new_task_id) -> Plan:
-    return _Pass(state, now, new_id).run()
+def reconcile(
+    state: ClusterState,
+    now: float,
+    new_id: Callable[[str], str] = new_task_id,
+    memo: EncodingMemo | None = None,
+) -> Plan:
+    """One pass. ``memo`` (kept by the caller between passes) saves re-encoding registry
+    entries whose task and node records have not changed."""
+    return _Pass(state, now, new_id, memo).run()
 
 
 class _Pass:
-    def __init__(self, state: ClusterState, now: float, new_id: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        now: float,
+        new_id: Callable[[str], str],
+        memo: EncodingMemo | None,
+    ) -> None:
         self.state = state.copy()  # working copy: tasks/statuses are updated as we decide
         self.now = now
         self.new_id = new_id
+        self.memo = memo
         self.plan = Plan()
         self.seeds: dict[str, list[Seed]] = defaultdict(list)
+        # Task ids per group, built once: a pass looks at every group's tasks.
+        self.by_group: dict[str, list[str]] = defaultdict(list)
+        for task in self.state.tasks.values():
+            self.by_group[task.group_key.key].append(task.id)
 
     def run(self) -> Plan:
         self._mark_lost()
@@ -100,13 +118,15 @@ class _Pass:
         self._stop_orphans()
         self._place()
         self._collect()
-        diff = registry_diff(self.state)
+        diff = registry_diff(self.state, self.memo)
         self.plan.registry_puts, self.plan.registry_deletes = diff.puts, diff.deletes
         return self.plan
 
     # -- bookkeeping ------------------------------------------------------------------------
 
     def _put_task(self, task: TaskRecord) -> None:
+        if task.id not in self.state.tasks:
+            self.by_group[task.group_key.key].append(task.id)
         self.state.tasks[task.id] = task
         self.plan.task_puts[task.id] = task
 
@@ -114,11 +134,8 @@ class _Pass:
         self._put_task(task.model_copy(update={"desired": Desired.STOP, "stop_reason": reason}))
 
     def _running_tasks(self, group_id: str) -> list[TaskRecord]:
-        return [
-            t
-            for t in self.state.tasks.values()
-            if t.desired is Desired.RUN and t.group_key.key == group_id
-        ]
+        tasks = (self.state.tasks.get(task_id) for task_id in self.by_group.get(group_id, ()))
+        return [t for t in tasks if t is not None and t.desired is Desired.RUN]
 
     # -- passes -----------------------------------------------------------------------------
 

@@ -15,6 +15,10 @@ from theseus.model import registry
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskState
 
+# Encoded entries from earlier passes, keyed by registry key, with the records they were made
+# from: reused while those records are the very same objects (unchanged since).
+EncodingMemo = dict[str, tuple[object, object, bytes]]
+
 
 @dataclass
 class RegistryDiff:
@@ -24,10 +28,16 @@ class RegistryDiff:
     updated: list[str] = field(default_factory=list)
 
 
-def desired_registry(state: ClusterState) -> dict[str, bytes]:
+def desired_registry(state: ClusterState, memo: EncodingMemo | None = None) -> dict[str, bytes]:
+    memo = {} if memo is None else memo
     wanted: dict[str, bytes] = {}
     for group in state.groups.values():
-        wanted[registry.config_key(group.group_key)] = registry.encode(registry.config_value(group))
+        key = registry.config_key(group.group_key)
+        cached = memo.get(key)
+        if cached is None or cached[0] is not group:
+            cached = (group, None, registry.encode(registry.config_value(group)))
+            memo[key] = cached
+        wanted[key] = cached[2]
     for task in state.tasks.values():
         if task.desired is not Desired.RUN or task.group_key.key not in state.groups:
             continue
@@ -35,12 +45,18 @@ def desired_registry(state: ClusterState) -> dict[str, bytes]:
         if node is None or state.task_state(task) is not TaskState.RUNNING:
             continue
         key = registry.container_key(task.group_key, task.id)
-        wanted[key] = registry.encode(registry.container_value(task, node))
+        cached = memo.get(key)
+        if cached is None or cached[0] is not task or cached[1] is not node:
+            cached = (task, node, registry.encode(registry.container_value(task, node)))
+            memo[key] = cached
+        wanted[key] = cached[2]
+    for key in [k for k in memo if k not in wanted]:
+        del memo[key]  # forget entries that are gone, so the memo stays the registry's size
     return wanted
 
 
-def registry_diff(state: ClusterState) -> RegistryDiff:
-    wanted = desired_registry(state)
+def registry_diff(state: ClusterState, memo: EncodingMemo | None = None) -> RegistryDiff:
+    wanted = desired_registry(state, memo)
     diff = RegistryDiff()
     for key, value in wanted.items():
         current = state.registry.get(key)

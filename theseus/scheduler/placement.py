@@ -8,6 +8,11 @@ Filters run in a fixed order and each rejection carries a reason, so a task that
 says why (``0/3 nodes can run it: 3 insufficient cpus``), like kube-scheduler's messages.
 Scoring prefers the node with the fewest tasks of the same group (spread), then the one with
 the most free cpu share, then the name (for determinism).
+
+On a large cluster a placement does not score every node: like kube-scheduler's
+``percentageOfNodesToScore``, it stops after finding ``sample_size`` feasible nodes, scanning
+from where the previous placement stopped, so consecutive tasks look at different nodes (which
+also spreads them). A task is only unplaceable after every node has been examined.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from theseus.model.nodes import NodeRecord
 from theseus.model.spec import GroupSpec
 
 EPSILON = 1e-9
+# Feasible nodes scored per placement: at least this many, or this share of the cluster.
+SAMPLE_MIN = 50
+SAMPLE_SHARE = 0.1
 # Random probes before falling back to a scan of the whole port range.
 PORT_PROBES = 32
 
@@ -73,22 +81,30 @@ class Holding:
 class Placer:
     def __init__(self, nodes: Iterable[NodeRecord], holdings: Iterable[Holding]) -> None:
         self.books: dict[str, NodeBooks] = {node.name: NodeBooks(node) for node in nodes}
+        self._ring = sorted(self.books.values(), key=lambda b: b.node.name)
+        self._cursor = 0  # where the next placement starts scanning
+        self.sample_size = max(SAMPLE_MIN, int(len(self._ring) * SAMPLE_SHARE))
         for holding in holdings:
             books = self.books.get(holding.node)
             if books is not None:
                 self._charge(books, holding.group, holding.spec, holding.host_ports)
 
     def place(self, task_id: str, group: str, spec: GroupSpec) -> Placement | Unplaceable:
-        if not self.books:
+        if not self._ring:
             return Unplaceable("no ready nodes")
         rejections: Counter[str] = Counter()
         candidates: list[NodeBooks] = []
-        for books in self.books.values():
+        count = len(self._ring)
+        examined = 0
+        while examined < count and len(candidates) < self.sample_size:
+            books = self._ring[(self._cursor + examined) % count]
+            examined += 1
             reason = _reject(books, spec)
             if reason is None:
                 candidates.append(books)
             else:
                 rejections[reason] += 1
+        self._cursor = (self._cursor + examined) % count
         if not candidates:
             summary = ", ".join(f"{count} {reason}" for reason, count in sorted(rejections.items()))
             return Unplaceable(f"0/{len(self.books)} nodes can run it: {summary}")

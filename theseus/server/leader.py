@@ -22,6 +22,7 @@ import time
 
 from theseus.model.state import ClusterState
 from theseus.reconciler.reconcile import Plan, reconcile
+from theseus.reconciler.registry import EncodingMemo
 from theseus.store import keys
 from theseus.store.cache import StateCache
 from theseus.store.etcd import (
@@ -58,6 +59,7 @@ class Leader:
         self._fence: int | None = None  # create revision of our leader key while we lead
         self._registry_view: dict[str, bytes] = {}  # what we believe /services/ holds
         self._last_repair = 0.0
+        self._encodings: EncodingMemo = {}  # registry entries encoded by earlier passes
         self.passes = 0
 
     @property
@@ -120,7 +122,7 @@ class Leader:
                 self._registry_view = dict(snapshot.registry)
                 self._last_repair = now
             snapshot.registry = self._registry_view
-            plan = reconcile(snapshot, now)
+            plan = reconcile(snapshot, now, memo=self._encodings)
             self.passes += 1
             if not plan.empty:
                 committed = await self.commit(plan)

@@ -46,7 +46,7 @@ def task_info(state: ClusterState, task: TaskRecord) -> TaskInfo:
 
 
 def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupInfo:
-    tasks = [t for t in state.tasks.values() if t.group_key.key == group_id]
+    tasks = state.tasks_of(group_id)
     active = [t for t in tasks if t.desired is Desired.RUN]
     running = [t for t in active if state.task_state(t) is TaskState.RUNNING]
     running_current = [t for t in running if t.version == group.version]
@@ -83,11 +83,7 @@ def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupI
 
 
 def _last_failure(state: ClusterState, group_id: str) -> str | None:
-    dead = [
-        t
-        for t in state.tasks.values()
-        if t.group_key.key == group_id and t.desired is Desired.STOP and t.stop_reason
-    ]
+    dead = [t for t in state.tasks_of(group_id) if t.desired is Desired.STOP and t.stop_reason]
     if not dead:
         return None
     latest = max(dead, key=lambda t: t.created_at)

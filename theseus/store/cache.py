@@ -1,18 +1,26 @@
-"""An in-memory mirror of ``/theseus/`` kept current by one resumable etcd watch.
+"""An in-memory mirror of ``/theseus/`` and ``/services/`` kept current by one resumable
+etcd watch.
 
 Every server holds one. Routes read from it (no etcd round trip per request), the leader
 takes its snapshots from it, and agents' long-polls wait on it. After a write, a caller waits
 for ``revision >= write revision`` before reading again, so it always sees its own writes.
+
+Waiting is keyed so that it scales with the cluster: an agent's long-poll wakes only when its
+own node's assignments change, a discovery watch only when one of its services changes, and a
+writer only when the cache reaches its revision. (With one shared "something changed" event,
+1,000 agents would all wake on each of the tens of thousands of changes a big deploy makes.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from theseus.model.groups import GroupRecord
 from theseus.model.nodes import NodeRecord
@@ -25,6 +33,31 @@ from theseus.store.etcd import Change, Entry, EtcdStore, HistoryCompacted, Store
 log = logging.getLogger(__name__)
 
 
+class KeyedSignal:
+    """Wake the waiters of one key (a node, a service) without waking anyone else's."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    async def wait(self, keys: Iterable[str], timeout: float) -> None:
+        events = [self._events.setdefault(key, asyncio.Event()) for key in keys]
+        waiters = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def fire(self, key: str) -> None:
+        event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    def fire_all(self) -> None:
+        for key in list(self._events):
+            self.fire(key)
+
+
 class StateCache:
     def __init__(self, store: EtcdStore) -> None:
         self._store = store
@@ -35,7 +68,10 @@ class StateCache:
         # and to each service's registry entries (for discovery watches).
         self.node_index: dict[str, int] = {}
         self.registry_index: dict[str, int] = {}
-        self.listeners: list[Callable[[Change], None]] = []
+        self._node_signal = KeyedSignal()
+        self._service_signal = KeyedSignal()
+        self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_ids = itertools.count()
 
     @property
     def revision(self) -> int:
@@ -48,13 +84,34 @@ class StateCache:
         await self._ready.wait()
 
     async def wait_for_revision(self, revision: int, timeout: float = 5.0) -> bool:
+        """Wait until the cache has applied ``revision``; False on timeout."""
+        if self.state.revision >= revision:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._revision_waiters, (revision, next(self._waiter_ids), future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_node(self, node: str, index: int, timeout: float) -> None:
+        """Wait until ``node``'s assignments change after ``index`` (or ``timeout``)."""
         deadline = time.monotonic() + timeout
-        while self.state.revision < revision:
+        while self.node_index.get(node, 0) <= index:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
-            await self.wait_changed(remaining)
-        return True
+                return
+            await self._node_signal.wait([node], remaining)
+
+    async def wait_services(self, services: list[str], index: int, timeout: float) -> None:
+        """Wait until one of ``services``' registry entries changes after ``index``."""
+        deadline = time.monotonic() + timeout
+        while not any(self.registry_index.get(s, 0) > index for s in services):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await self._service_signal.wait(services, remaining)
 
     async def wait_changed(self, timeout: float) -> bool:
         """Wait for the next applied change; False on timeout."""
@@ -68,6 +125,11 @@ class StateCache:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+        waiters = self._revision_waiters
+        while waiters and waiters[0][0] <= self.state.revision:
+            _, _, future = heapq.heappop(waiters)
+            if not future.done():
+                future.set_result(None)
 
     async def run(self) -> None:
         """Load, then follow the watch forever; reload after compaction or a long outage."""
@@ -105,6 +167,8 @@ class StateCache:
             self.node_index[node] = revision
         for service in list(self.registry_index):
             self.registry_index[service] = revision
+        self._node_signal.fire_all()
+        self._service_signal.fire_all()
         self._ready.set()
         self._notify()
 
@@ -116,8 +180,6 @@ class StateCache:
                 change.key, change.value, change.revision, change.create_revision, change.lease
             )
         self.state.revision = max(self.state.revision, change.revision)
-        for listener in self.listeners:
-            listener(change)
         self._notify()
 
     def _set(self, key: str, value: bytes, revision: int, create_revision: int, lease: int) -> None:
@@ -131,6 +193,7 @@ class StateCache:
                 task = TaskRecord.model_validate_json(value)
                 old = state.tasks.get(task.id)
                 state.tasks[task.id] = task
+                state.index_task(old, task)
                 self._touch_nodes(revision, old, task)
             elif key.startswith(keys.STATUS):
                 status = TaskStatus.model_validate_json(value)
@@ -160,6 +223,7 @@ class StateCache:
             self._touch_service(key, revision)
         elif key.startswith(keys.TASKS):
             old = state.tasks.pop(key.removeprefix(keys.TASKS), None)
+            state.index_task(old, None)
             self._touch_nodes(revision, old, None)
         elif key.startswith(keys.STATUS):
             state.statuses.pop(key.removeprefix(keys.STATUS), None)
@@ -178,9 +242,10 @@ class StateCache:
         service = registry_service_of(key)
         if service:
             self.registry_index[service] = revision
+            self._service_signal.fire(service)
 
-    def _touch_nodes(self, revision: int, old: BaseModel | None, new: TaskRecord | None) -> None:
+    def _touch_nodes(self, revision: int, old: TaskRecord | None, new: TaskRecord | None) -> None:
         for task in (old, new):
-            node = getattr(task, "node", None)
-            if node:
-                self.node_index[node] = revision
+            if task is not None and task.node:
+                self.node_index[task.node] = revision
+                self._node_signal.fire(task.node)

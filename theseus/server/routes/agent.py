@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Depends, HTTPException
 
 from theseus.api.schemas import (
@@ -57,8 +55,7 @@ def _assignments(state: ClusterState, node: str, index: int) -> AssignmentList:
                 host_ports=task.host_ports,
                 attempt=task.attempt,
             )
-            for task in state.tasks.values()
-            if task.node == node
+            for task in state.tasks_on(node)
         ],
     )
 
@@ -69,12 +66,7 @@ async def assignments(
 ) -> AssignmentList:
     """Every task assigned to ``node``. Blocks until that list changes after ``index``."""
     cache = ctx.cache
-    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
-    while cache.node_index.get(node, 0) <= index:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        await cache.wait_changed(remaining)
+    await cache.wait_node(node, index, min(max(wait, 0.0), MAX_WAIT))
     current = cache.node_index.get(node, 0)
     return _assignments(cache.state, node, max(current, index))
 

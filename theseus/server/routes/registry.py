@@ -7,7 +7,6 @@ Reads come from the server's cache of ``/services/``, i.e. exactly what etcd hol
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 
 from fastapi import APIRouter, Depends
@@ -63,16 +62,8 @@ async def watch(
     """
     names = [name for name in (s.strip() for s in services.split(",")) if name]
     cache = ctx.cache
-    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
-
-    def changed() -> bool:
-        return index == 0 or any(cache.registry_index.get(name, 0) > index for name in names)
-
-    while not changed():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        await cache.wait_changed(remaining)
+    if index > 0:
+        await cache.wait_services(names, index, min(max(wait, 0.0), MAX_WAIT))
     state = cache.state
     return RegistryWatch(
         index=max(index, state.revision),
