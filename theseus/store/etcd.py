@@ -7,7 +7,9 @@ prefix load, a prefix watch resumable by revision, and leases. Everything above 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +93,7 @@ class EtcdStore:
         self._endpoints = list(endpoints)
         self._timeout = timeout
         self._client: aetcd.Client | None = None
+        self._keeper: _LeaseKeeper | None = None
 
     @property
     def client(self) -> aetcd.Client:
@@ -115,6 +118,9 @@ class EtcdStore:
         raise StoreUnavailable("no etcd endpoint answered: " + "; ".join(errors))
 
     async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -209,15 +215,83 @@ class EtcdStore:
         return int(lease.id)
 
     async def refresh_lease(self, lease_id: int) -> bool:
-        """Keep a lease alive; False if it has already expired."""
-        try:
-            reply = await self.client.refresh_lease(lease_id)
-        except aetcd.ClientError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return reply is not None and int(reply.TTL) > 0
+        """Keep a lease alive; False if it has already expired.
+
+        Every refresh of this connection shares one long-lived LeaseKeepAlive stream (aetcd
+        opens a new stream per refresh, which at a thousand heartbeats a second is most of
+        the server's work); etcd answers on it in order, one answer per request."""
+        if self._keeper is None:
+            self._keeper = _LeaseKeeper(self.client, self._timeout)
+        return await self._keeper.refresh(lease_id)
 
     async def revoke_lease(self, lease_id: int) -> None:
         try:
             await self.client.revoke_lease(lease_id)
         except aetcd.ClientError as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+
+class _LeaseKeeper:
+    """One bidirectional LeaseKeepAlive stream shared by every refresh of a connection.
+
+    Requests are written in order and etcd answers each in order, so the answers are matched
+    to waiting refreshes first-in first-out per lease id. If the stream breaks, every waiting
+    refresh fails with ``StoreUnavailable`` and the next refresh opens a new stream.
+    """
+
+    def __init__(self, client: aetcd.Client, timeout: int) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: dict[int, deque[asyncio.Future[bool]]] = defaultdict(deque)
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, lease_id: int) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        async with self._lock:  # writes on one stream must not interleave
+            try:
+                if self._call is None:
+                    self._call = self._client.leasestub.LeaseKeepAlive(
+                        metadata=self._client.metadata
+                    )
+                    self._reader = asyncio.create_task(self._read(self._call))
+                self._waiting[lease_id].append(future)
+                await self._call.write(aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id))
+            except Exception as exc:  # grpc errors: the stream is gone
+                self._fail(self._call, exc)
+                raise StoreUnavailable(f"lease keep-alive stream: {exc}") from exc
+        try:
+            return await asyncio.wait_for(future, self._timeout)
+        except TimeoutError as exc:
+            raise StoreUnavailable("lease keep-alive timed out") from exc
+
+    async def _read(self, call: Any) -> None:
+        try:
+            async for reply in call:
+                waiting = self._waiting.get(int(reply.ID))
+                if waiting:
+                    future = waiting.popleft()
+                    if not future.done():
+                        future.set_result(int(reply.TTL) > 0)
+            self._fail(call, ConnectionError("stream ended"))
+        except Exception as exc:
+            self._fail(call, exc)
+
+    def _fail(self, call: Any, exc: BaseException) -> None:
+        if call is not self._call:
+            return
+        self._call = None
+        for waiting in self._waiting.values():
+            while waiting:
+                future = waiting.popleft()
+                if not future.done():
+                    future.set_exception(StoreUnavailable(f"lease keep-alive stream: {exc}"))
+        self._waiting.clear()
+        if call is not None:
+            call.cancel()
+
+    def close(self) -> None:
+        self._fail(self._call, ConnectionError("closed"))
+        if self._reader is not None:
+            self._reader.cancel()
