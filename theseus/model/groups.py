@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,7 +30,7 @@ class GroupKey:
     @property
     def label_key(self) -> str:
         """The labels as compact JSON, e.g. ``["dev","frontend"]``: any printable label fits."""
-        return json.dumps(list(self.labels), separators=(",", ":"), ensure_ascii=False)
+        return _label_key(self.labels)
 
     @property
     def key(self) -> str:
@@ -42,6 +43,12 @@ class GroupKey:
 
     def __str__(self) -> str:
         return f"{self.service}[{','.join(self.labels)}]" if self.labels else self.service
+
+
+@lru_cache(maxsize=4096)
+def _label_key(labels: tuple[str, ...]) -> str:
+    # Asked for on every task of every reconcile pass: the handful of label sets are memoised.
+    return json.dumps(list(labels), separators=(",", ":"), ensure_ascii=False)
 
 
 class GroupRecord(BaseModel):

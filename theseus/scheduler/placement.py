@@ -28,7 +28,7 @@ from theseus.model.spec import GroupSpec
 EPSILON = 1e-9
 # Feasible nodes scored per placement: at least this many, or this share of the cluster.
 SAMPLE_MIN = 50
-SAMPLE_SHARE = 0.1
+SAMPLE_SHARE = 0.05
 # Random probes before falling back to a scan of the whole port range.
 PORT_PROBES = 32
 
@@ -43,6 +43,7 @@ class NodeBooks:
     ports: set[int] = field(default_factory=set)
     groups: Counter[str] = field(default_factory=Counter)
     tasks: int = 0
+    ports_in_range: int = 0  # how many of ``ports`` lie in the node's range
 
     @property
     def free_cpus(self) -> float:
@@ -54,7 +55,7 @@ class NodeBooks:
 
     def free_port_count(self) -> int:
         low, high = self.node.port_range
-        return (high - low + 1) - len([p for p in self.ports if low <= p <= high])
+        return (high - low + 1) - self.ports_in_range
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,11 @@ class Placer:
     def _charge(books: NodeBooks, group: str, spec: GroupSpec, host_ports: dict[str, int]) -> None:
         books.cpus += spec.cpus
         books.mem += spec.mem
-        books.ports.update(host_ports.values())
+        low, high = books.node.port_range
+        for port in host_ports.values():
+            if port not in books.ports:
+                books.ports.add(port)
+                books.ports_in_range += low <= port <= high
         books.groups[group] += 1
         books.tasks += 1
 
