@@ -154,7 +154,11 @@ class Agent:
                 await asyncio.sleep(BACKOFF_MAX)
 
     async def _call(
-        self, what: str, call: Callable[[], Awaitable[T]], raise_refusals: bool = False
+        self,
+        what: str,
+        call: Callable[[], Awaitable[T]],
+        raise_refusals: bool = False,
+        max_delay: float = BACKOFF_MAX,
     ) -> T:
         """``call`` once registered, retried while the server is away or failing; a 404
         (node unknown, lease expired) registers again. With ``raise_refusals``, other 4xx
@@ -175,13 +179,18 @@ class Agent:
             except ServerUnreachable as exc:
                 log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX)
+            delay = min(delay * 2, max_delay)
 
     # --- loops ----------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await self._call("heartbeat", lambda: self.client.heartbeat(self.config.name))
+            # Retried no slower than the heartbeat itself: a backoff longer than the server's
+            # liveness timeout would get a node declared lost while the server is only busy.
+            interval = self.answer.heartbeat_interval if self.answer else BACKOFF_FIRST
+            await self._call(
+                "heartbeat", lambda: self.client.heartbeat(self.config.name), max_delay=interval
+            )
             assert self.answer is not None
             await asyncio.sleep(self.answer.heartbeat_interval)
 

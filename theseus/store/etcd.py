@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 
 # etcd's default --max-txn-ops; larger plans are split into several transactions.
 MAX_TXN_OPS = 128
+# gRPC's default 4 MiB receive limit is too small for etcd's watch responses when a watch
+# catches up after falling behind (etcd batches the backlog into one message): the stream
+# then fails on every resume and the cache stops following etcd. Allow much larger messages.
+CHANNEL_OPTIONS = {
+    "grpc.max_receive_message_length": 512 * 1024 * 1024,
+    "grpc.max_send_message_length": 64 * 1024 * 1024,
+}
 
 
 class StoreUnavailable(ConnectionError):
@@ -105,7 +112,9 @@ class EtcdStore:
         errors: list[str] = []
         for endpoint in self._endpoints:
             host, _, port = endpoint.removeprefix("http://").partition(":")
-            client = aetcd.Client(host=host, port=int(port or 2379), timeout=self._timeout)
+            client = aetcd.Client(
+                host=host, port=int(port or 2379), timeout=self._timeout, options=CHANNEL_OPTIONS
+            )
             try:
                 await client.connect()
                 await client.status()
