@@ -1,0 +1,109 @@
+"""Hollow nodes: one process running many ``sim``-driver agents as coroutines, each a real
+``theseus.agent`` talking to the server over HTTP (register, heartbeat every second, long-poll
+its assignments, report), with tasks that only pretend to run.
+
+Started by bench/scale.py and bench/footprint.py (a few of these processes), or by hand:
+
+    .venv/bin/python bench/hollow.py --server http://127.0.0.1:5000 --first 0 --count 250 \
+        --state-root /tmp/hollow
+
+Node ``i`` is named ``hollow-<i>`` and advertises 127.1.<i // 250>.<i % 250 + 1> (the address
+only names the node: hollow agents serve no HTTP). Runs until SIGTERM or SIGINT.
+
+Each agent gets its own connection pool (like a real agent) but one SSL context shared by the
+process: httpx builds a fresh one per client (about 15 ms of CPU), which would cost 30 s of
+CPU for 1,000 agents of two clients each and say nothing about Theseus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from theseus.agent.agent import AgentConfig, run_agent
+
+AGENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)  # as the agent's
+
+
+def hollow_name(index: int) -> str:
+    return f"hollow-{index}"
+
+
+def hollow_address(index: int) -> str:
+    return f"127.1.{index // 250}.{index % 250 + 1}"
+
+
+async def run_hollow(
+    server: str, first: int, count: int, state_root: Path, cpus: float, mem: float
+) -> None:
+    ssl_context = httpx.create_ssl_context()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    agents = [
+        asyncio.create_task(
+            run_agent(
+                AgentConfig(
+                    server=server,
+                    name=hollow_name(i),
+                    address=hollow_address(i),
+                    cpus=cpus,
+                    mem=mem,
+                    driver="sim",
+                    state_dir=state_root / hollow_name(i),
+                    serve_http=False,
+                    handle_signals=False,
+                    transport=httpx.AsyncHTTPTransport(verify=ssl_context, limits=AGENT_LIMITS),
+                )
+            )
+        )
+        for i in range(first, first + count)
+    ]
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopped, *agents], return_when=asyncio.FIRST_COMPLETED)
+    ended = [task for task in agents if task.done()]
+    for task in agents:
+        task.cancel()
+    await asyncio.gather(*agents, return_exceptions=True)
+    stopped.cancel()
+    for task in ended:
+        task.result()  # an agent that ended by itself: show why
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, default=250)
+    parser.add_argument("--state-root", type=Path, required=True)
+    parser.add_argument("--cpus", type=float, default=64.0)
+    parser.add_argument("--mem", type=float, default=256_000.0, help="MiB per node")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    coroutine = run_hollow(
+        args.server, args.first, args.count, args.state_root, args.cpus, args.mem
+    )
+    try:
+        import uvloop  # the server runs on it too (uvicorn[standard])
+
+        runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(coroutine)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,455 @@
+"""Control plane at scale with the ``sim`` driver: H hollow nodes, then T tasks in S services
+deployed at once; time until all are placed and reported running, and what it cost.
+
+    .venv/bin/python bench/scale.py [--nodes 1000] [--tasks 10000] [--services 100] \
+        [--workers 4] [--timeout 120] [--etcd-max-txn-ops 1024]
+
+Starts everything itself, on free loopback ports, in a temporary directory, and stops it all
+at the end: one etcd member, ONE ``theseus server`` process (its CPU and RSS are read from
+/proc/<pid>), and ``--workers`` processes of hollow nodes (bench/hollow.py: real agents as
+coroutines with the ``sim`` driver, each talking to the server over HTTP). Once every node is
+ready it sends the deploy: one document may change at most 64 groups (``MAX_TXN_OPS / 2``), so
+S services go as ceil(S / 64) documents back to back. Then it polls ``GET /v1/groups`` every
+0.1 s until the services' ``running_current`` add up to T.
+
+During the run two side clients measure API latency, one request at a time with
+``--probe-interval`` seconds between requests: ``GET /v1/tasks`` (every task), and a small
+deploy (one 1-task service scaled 1 <-> 2). Also measured: the server's CPU seconds and peak
+RSS (sampled VmRSS every 0.1 s, and the kernel's VmHWM), etcd's writes (deltas of its
+/metrics counters), and the CPU of etcd and of the hollow-node processes, which share the
+machine's cores with the server. Prints one table and the running count over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from procs import (
+    Child,
+    Children,
+    Sampler,
+    cpu_seconds,
+    etcd_counters,
+    machine_cpu,
+    memory_mib,
+    percentile,
+    stopped_on_sigterm,
+    wait_until,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+GROUPS_PER_DOCUMENT = 64  # MAX_TXN_OPS (128) / 2: each group write carries its guard
+PROBE_SERVICE = "bench-probe"
+
+
+@dataclass
+class Probe:
+    """A side client: one request at a time until stopped, latencies in seconds."""
+
+    name: str
+    interval: float
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def request(self, http: httpx.Client, round_: int) -> None:
+        raise NotImplementedError
+
+    def start(self, url: str) -> None:
+        self._thread = threading.Thread(target=self._run, args=(url,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self, url: str) -> None:
+        with httpx.Client(base_url=url, timeout=60.0) as http:
+            round_ = 0
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                try:
+                    self.request(http, round_)
+                except httpx.HTTPStatusError as exc:
+                    self.errors[f"HTTP {exc.response.status_code}"] += 1
+                except httpx.HTTPError as exc:
+                    self.errors[exc.__class__.__name__] += 1
+                else:
+                    self.latencies.append(time.perf_counter() - started)
+                round_ += 1
+                self._stop.wait(self.interval)
+
+
+class TasksProbe(Probe):
+    def request(self, http: httpx.Client, round_: int) -> None:
+        http.get("/v1/tasks").raise_for_status()
+
+
+class DeployProbe(Probe):
+    def request(self, http: httpx.Client, round_: int) -> None:
+        spec = {"image": "sim", "instances": 1 + round_ % 2, "cpus": 0.01, "mem": 1}
+        body = json.dumps({"deploy": {PROBE_SERVICE: spec}})
+        headers = {"Content-Type": "application/json"}
+        http.post("/deploy", content=body, headers=headers).raise_for_status()
+
+
+def service_names(count: int) -> list[str]:
+    return [f"bench-{i:03d}" for i in range(count)]
+
+
+def documents(services: list[str], tasks: int) -> list[str]:
+    """The deploy documents: T tasks spread over the services, at most 64 groups each."""
+    per_service = [
+        tasks // len(services) + (i < tasks % len(services)) for i in range(len(services))
+    ]
+    count = math.ceil(len(services) / GROUPS_PER_DOCUMENT)
+    size = math.ceil(len(services) / count)
+    docs = []
+    for start in range(0, len(services), size):
+        deploy = {
+            name: {"image": "sim", "instances": per_service[i], "cpus": 0.01, "mem": 1}
+            for i, name in enumerate(services[start : start + size], start)
+        }
+        docs.append(json.dumps({"deploy": deploy}))
+    return docs
+
+
+def ready_nodes(http: httpx.Client) -> int:
+    nodes = http.get("/v1/nodes").json()["nodes"]
+    return sum(1 for n in nodes if n["status"] == "ready")
+
+
+def running_count(http: httpx.Client, services: set[str]) -> int:
+    groups = http.get("/v1/groups").json()["groups"]
+    return sum(g["running_current"] for g in groups if g["service"] in services)
+
+
+def start_hollow(children: Children, url: str, nodes: int, workers: int) -> list[Child]:
+    started = []
+    per_worker = math.ceil(nodes / workers)
+    for w, first in enumerate(range(0, nodes, per_worker)):
+        count = min(per_worker, nodes - first)
+        argv = [sys.executable, str(BENCH_DIR / "hollow.py"), "--server", url]
+        argv += ["--first", str(first), "--count", str(count)]
+        argv += ["--state-root", str(children.root / "hollow")]
+        started.append(children.spawn(f"hollow-{w}", argv))
+    return started
+
+
+def fmt_ms(values: list[float]) -> str:
+    if not values:
+        return "no answer"
+    ms = [1000 * v for v in values]
+    return (
+        f"p50 {percentile(ms, 0.5):,.0f} ms, p99 {percentile(ms, 0.99):,.0f} ms "
+        f"(max {max(ms):,.0f}, n={len(ms)})"
+    )
+
+
+def log_count(logs: list[Path], needle: str) -> int:
+    total = 0
+    for path in logs:
+        with path.open(errors="replace") as lines:
+            total += sum(1 for line in lines if needle in line)
+    return total
+
+
+def start_profiler(children: Children, pid: int, out: Path, seconds: float) -> Child | None:
+    """py-spy recording the server (raw collapsed stacks), or None without py-spy."""
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if py_spy is None:
+        print("--py-spy: py-spy not found (pip install -e '.[bench]'); not profiling")
+        return None
+    argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100"]
+    argv += ["--output", str(out), "--nonblocking"]
+    if seconds > 0:
+        argv += ["--duration", str(max(1, round(seconds)))]
+    profiler = children.spawn("py-spy", argv)
+    profiler.stopped = True  # it may end by itself (--duration): no failure
+    return profiler
+
+
+def stop_profiler(profiler: Child) -> None:
+    if profiler.alive():
+        profiler.popen.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        profiler.popen.wait(30)
+    except subprocess.TimeoutExpired:
+        profiler.stop()
+
+
+def profile_summary(raw: Path, top: int = 25) -> str:
+    """The functions the server spent its samples in: inclusive (its own code, the first
+    frame in theseus/ of each stack and below) and self time, from py-spy's raw output."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        for frame in set(frames):
+            if "theseus/" in frame and not ("theseus/cli/" in frame or "__main__" in frame):
+                inclusive[frame] += count
+        own[frames[-1]] += count
+    if not total:
+        return "py-spy: no samples"
+    lines = [f"py-spy: {total} samples of the server; inclusive, theseus functions:"]
+    lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in inclusive.most_common(top)]
+    lines += ["self time, any function:"]
+    lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(top)]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, children: Children) -> int:
+    rows: list[tuple[str, str]] = []
+    etcd, etcd_port = children.etcd(args.etcd_max_txn_ops)
+    server, url = children.server(etcd_port, log_level=args.server_log_level)
+    print(f"server pid {server.pid} at {url}; etcd pid {etcd.pid}; logs in {children.root}")
+    http = httpx.Client(base_url=url, timeout=60.0)
+
+    # 1. hollow nodes register and become ready
+    t_nodes = time.monotonic()
+    workers = start_hollow(children, url, args.nodes, args.workers)
+
+    def all_ready() -> bool:
+        children.check_alive()
+        return bool(ready_nodes(http) >= args.nodes)
+
+    wait_until(all_ready, args.timeout, f"{args.nodes} nodes ready", interval=0.5)
+    ready_after = time.monotonic() - t_nodes
+    rows.append((f"{args.nodes} hollow nodes registered and ready", f"{ready_after:.1f} s"))
+
+    # 2. idle load: heartbeats only
+    time.sleep(1.0)
+    worker_logs = [w.log for w in workers]
+    lost_idle = log_count(worker_logs, "does not know node")
+    cpu_idle, wall_idle, machine_idle = cpu_seconds(server.pid), time.monotonic(), machine_cpu()
+    time.sleep(args.idle_window)
+    window = time.monotonic() - wall_idle
+    idle_cores = (cpu_seconds(server.pid) - cpu_idle) / window
+    idle_busy = (machine_cpu()[0] - machine_idle[0]) / window
+    lost_idle = log_count(worker_logs, "does not know node") - lost_idle
+    rows.append(
+        (
+            f"server CPU, {args.nodes} idle nodes (heartbeats)",
+            f"{idle_cores:.2f} cores (machine: {idle_busy:.2f} of {os.cpu_count()} busy; "
+            f"{lost_idle} leases lost in {window:.0f} s)",
+        )
+    )
+    rows.append(
+        (f"server RSS, {args.nodes} nodes, no tasks", f"{memory_mib(server.pid)[0]:.0f} MiB")
+    )
+
+    # 3. the deploy
+    services = service_names(args.services)
+    wanted = set(services)
+    docs = documents(services, args.tasks)
+    lost_before = log_count(worker_logs, "does not know node")
+    machine_before = machine_cpu()
+    before = etcd_counters(etcd_port)
+    cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
+    probes: list[Probe] = []
+    if args.probe_interval > 0:
+        probes = [
+            TasksProbe("GET /v1/tasks", args.probe_interval),
+            DeployProbe("POST /deploy (1 service, scale 1<->2)", args.probe_interval),
+        ]
+    profile = children.root / "server.py-spy.raw"
+    profiler = (
+        start_profiler(children, server.pid, profile, args.py_spy_seconds) if args.py_spy else None
+    )
+    timeline: list[tuple[float, int]] = []
+    converged_after: float | None = None
+    running = 0
+    with Sampler(server.pid) as sampler:
+        for probe in probes:
+            probe.start(url)
+        t0_wall, t0 = time.time(), time.monotonic()
+        deploy_answers = []
+        for doc in docs:
+            sent = time.monotonic()
+            headers = {"Content-Type": "application/json"}
+            http.post("/deploy", content=doc, headers=headers).raise_for_status()
+            deploy_answers.append(time.monotonic() - sent)
+        next_mark = 0.0
+        while time.monotonic() - t0 < args.timeout:
+            running = running_count(http, wanted)
+            elapsed = time.monotonic() - t0
+            if running >= args.tasks:
+                converged_after = elapsed
+                timeline.append((elapsed, running))
+                break
+            if elapsed >= next_mark:
+                timeline.append((elapsed, running))
+                next_mark = math.floor(elapsed / args.mark) * args.mark + args.mark
+            children.check_alive()
+            time.sleep(0.1)
+        for probe in probes:
+            probe.stop()
+    if profiler is not None:
+        stop_profiler(profiler)
+    wall = time.monotonic() - t0
+    machine_busy = (machine_cpu()[0] - machine_before[0]) / wall
+    after = etcd_counters(etcd_port)
+    cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
+    _, hwm = memory_mib(server.pid)
+    lost = log_count(worker_logs, "does not know node") - lost_before
+    step_downs = log_count([server.log], "stepping down")
+
+    # 4. at rest: when the tasks were created and started (agents' clocks), the read APIs
+    steady: dict[str, list[float]] = {"/v1/tasks": [], "/v1/nodes": []}
+    created: list[float] = []
+    started: list[float] = []
+    for path, values in steady.items():
+        for _ in range(3):
+            t = time.perf_counter()
+            response = http.get(path)
+            values.append(time.perf_counter() - t)
+            if path == "/v1/tasks":
+                tasks = [x for x in response.json()["tasks"] if x["service"] in wanted]
+                created = [x["created_at"] - t0_wall for x in tasks]
+                started = [x["started_at"] - t0_wall for x in tasks if x["started_at"]]
+    http.close()
+
+    # 5. the table
+    answered = ", ".join(f"{1000 * s:,.0f} ms" for s in deploy_answers)
+    rows.append(
+        (
+            f"deploy: {args.tasks} tasks in {args.services} services",
+            f"{len(docs)} document(s) back to back, answered in {answered}",
+        )
+    )
+    if created:
+        rows.append(("last task created (created_at)", f"{max(created):.2f} s"))
+    if len(started) >= args.tasks:
+        rows.append(("last task started on its node (agent's started_at)", f"{max(started):.2f} s"))
+    if converged_after is not None:
+        rows.append(
+            (f"all {args.tasks} reported running (GET /v1/groups)", f"{converged_after:.2f} s")
+        )
+        rows.append(
+            (
+                "placements per second (T / time to all running)",
+                f"{args.tasks / converged_after:,.0f}",
+            )
+        )
+    else:
+        rows.append(
+            (f"NOT converged within {args.timeout:.0f} s", f"{running} of {args.tasks} running")
+        )
+    rows.append(
+        (
+            "server CPU during the run",
+            f"{cpu_used['server']:.1f} s ({cpu_used['server'] / wall:.2f} cores)",
+        )
+    )
+    rows.append(
+        ("server peak RSS (sampled VmRSS / VmHWM)", f"{sampler.peak_rss:.0f} / {hwm:.0f} MiB")
+    )
+    rows.append(("etcd CPU during the run", f"{cpu_used['etcd']:.1f} s"))
+    rows.append(
+        ("machine CPU busy during the run", f"{machine_busy:.2f} of {os.cpu_count()} cores")
+    )
+    hollow_cpu = sum(v for k, v in cpu_used.items() if k.startswith("hollow-"))
+    rows.append((f"hollow nodes' CPU ({len(workers)} processes)", f"{hollow_cpu:.1f} s"))
+    rows.append(("node leases lost during the run (re-registrations)", f"{lost:,}"))
+    rows.append(("leader step-downs (whole server life)", f"{step_downs}"))
+
+    def delta(name: str) -> int:
+        return int(after.get(name, 0) - before.get(name, 0))
+
+    puts, deletes = delta("etcd_mvcc_put_total"), delta("etcd_mvcc_delete_total")
+    rows.append(
+        ("etcd keys written (put + deleted)", f"{puts + deletes:,} ({puts:,} + {deletes:,})")
+    )
+    rows.append(
+        (
+            "etcd revisions / txns / raft proposals",
+            f"{delta('etcd_debugging_mvcc_current_revision'):,} / "
+            f"{delta('etcd_mvcc_txn_total'):,} / "
+            f"{delta('etcd_server_proposals_committed_total'):,}",
+        )
+    )
+    for probe in probes:
+        errors = ", ".join(f"{n} x {kind}" for kind, n in probe.errors.items())
+        rows.append(
+            (
+                f"during the run: {probe.name}",
+                fmt_ms(probe.latencies) + (f"; errors: {errors}" if errors else ""),
+            )
+        )
+    for path, values in steady.items():
+        rows.append((f"all running, at rest: GET {path}", fmt_ms(values)))
+
+    print()
+    print(
+        f"control plane at scale: {args.nodes} hollow nodes ({len(workers)} processes), "
+        f"{args.tasks} tasks in {args.services} services, etcd --max-txn-ops "
+        f"{args.etcd_max_txn_ops}, {os.cpu_count()} cores"
+    )
+    width = max(len(label) for label, _ in rows) + 2
+    print(f"{'measure':<{width}}value")
+    for label, value in rows:
+        print(f"{label:<{width}}{value}")
+    print()
+    print("running over time: " + ", ".join(f"{t:.1f}s={n}" for t, n in timeline))
+    if profiler is not None and profile.exists():
+        print()
+        print(profile_summary(profile))
+    return 0 if converged_after is not None else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--services", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=4, help="hollow-node processes")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds, per phase")
+    parser.add_argument(
+        "--probe-interval", type=float, default=1.0, help="seconds between probe requests; 0: none"
+    )
+    parser.add_argument("--idle-window", type=float, default=3.0)
+    parser.add_argument("--mark", type=float, default=2.0, help="timeline step, seconds")
+    parser.add_argument("--etcd-max-txn-ops", type=int, default=1024)
+    parser.add_argument("--server-log-level", default="info")
+    parser.add_argument("--py-spy", action="store_true", help="profile the server's deploy phase")
+    parser.add_argument(
+        "--py-spy-seconds", type=float, default=0, help="profile only the first N seconds"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    root = Path(tempfile.mkdtemp(prefix="theseus-scale-"))
+    children = Children(root)
+    code = 1
+    with stopped_on_sigterm():
+        try:
+            code = run(args, children)
+        finally:
+            children.stop_all()
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
