@@ -14,7 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.harness import Cluster, new_cluster, wait_until
+from tests.integration.harness import Cluster, start_cluster, wait_until
 from theseus.agent.drivers.docker_images import build_busybox_image, build_image
 
 IMAGE = "theseus/busybox:latest"
@@ -48,17 +48,10 @@ def example_image(busybox_image: str) -> str:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[Cluster]:
-    cluster = new_cluster(Path(tmp_path_factory.mktemp("cluster")))
-    try:
-        cluster.start_etcd()
-        cluster.start_server()
-        for name, address in NODES.items():
-            cluster.start_agent(name, address, cpus=1.0, mem=2048)
-        cluster.wait_nodes_ready()
-    except BaseException:
-        print(cluster.logs())
-        cluster.stop()
-        raise
+    agents = {
+        name: {"address": address, "cpus": 1.0, "mem": 2048} for name, address in NODES.items()
+    }
+    cluster = start_cluster(Path(tmp_path_factory.mktemp("cluster")), agents)
     yield cluster
     cluster.stop()
 

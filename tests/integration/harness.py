@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -200,6 +200,28 @@ def _answers(url: str) -> bool:
 def new_cluster(root: Path) -> Cluster:
     root.mkdir(parents=True, exist_ok=True)
     return Cluster(root=root, etcd_port=free_port(), server_port=free_port())
+
+
+def start_cluster(
+    root: Path,
+    agents: dict[str, dict[str, Any]],
+    liveness_timeout: int = 4,
+    registry_repair_interval: float = 3.0,
+) -> Cluster:
+    """etcd, a server and the agents (name -> start_agent keyword arguments, ``address``
+    included), all ready; on failure, print every process's log tail and stop them all."""
+    cluster = new_cluster(root)
+    try:
+        cluster.start_etcd()
+        cluster.start_server(liveness_timeout, registry_repair_interval)
+        for name, options in agents.items():
+            cluster.start_agent(name, **options)
+        cluster.wait_nodes_ready()
+    except BaseException:
+        print(cluster.logs())
+        cluster.stop()
+        raise
+    return cluster
 
 
 def remove_tree(path: Path) -> None:

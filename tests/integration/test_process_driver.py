@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.harness import Cluster, new_cluster, wait_until
+from tests.integration.harness import Cluster, start_cluster, wait_until
 from theseus.api.schemas import TaskInfo
 
 pytestmark = pytest.mark.integration
@@ -20,16 +20,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def process_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = new_cluster(Path(tmp_path_factory.mktemp("process-cluster")))
-    try:
-        cluster.start_etcd()
-        cluster.start_server()
-        cluster.start_agent("proc-1", "127.0.0.5", driver="process", cpus=2.0, mem=1024)
-        cluster.wait_nodes_ready()
-    except BaseException:
-        print(cluster.logs())
-        cluster.stop()
-        raise
+    agent = {"address": "127.0.0.5", "driver": "process", "cpus": 2.0, "mem": 1024}
+    cluster = start_cluster(Path(tmp_path_factory.mktemp("process-cluster")), {"proc-1": agent})
     yield cluster
     with cluster.client() as client:
         for group in client.groups().groups:

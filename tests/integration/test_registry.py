@@ -17,7 +17,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.harness import Cluster, new_cluster, wait_until
+from tests.integration.harness import Cluster, start_cluster, wait_until
 from theseus.api.client import ServerClient
 
 pytestmark = pytest.mark.integration
@@ -153,17 +153,12 @@ def test_the_leader_repairs_hand_made_damage_by_itself(cluster: Cluster) -> None
 def quiet_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two nodes, a short liveness timeout, and no periodic registry repair (so that only
     /cleanup can repair, and the test can see what it reports)."""
-    cluster = new_cluster(Path(tmp_path_factory.mktemp("quiet-cluster")))
-    try:
-        cluster.start_etcd()
-        cluster.start_server(liveness_timeout=2, registry_repair_interval=3600)
-        cluster.start_agent("q-1", "127.0.0.6")
-        cluster.start_agent("q-2", "127.0.0.7")
-        cluster.wait_nodes_ready()
-    except BaseException:
-        print(cluster.logs())
-        cluster.stop()
-        raise
+    cluster = start_cluster(
+        Path(tmp_path_factory.mktemp("quiet-cluster")),
+        {"q-1": {"address": "127.0.0.6"}, "q-2": {"address": "127.0.0.7"}},
+        liveness_timeout=2,
+        registry_repair_interval=3600,
+    )
     yield cluster
     with cluster.client() as client:
         cluster_id = client.health().cluster_id
