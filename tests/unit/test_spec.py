@@ -136,3 +136,22 @@ def test_version_ignores_instances_but_not_other_fields() -> None:
     v3 = parse_deploy_document({"deploy": {"s": {**base, "environment": {"A": "1"}}}}).deploy["s"]
     assert v1 == v2
     assert v3.version() != v1
+
+
+def test_sticky_and_the_originals_fixed_host_mean_the_same() -> None:
+    for extra in ({"sticky": True}, {"custom_constraints": "fixed-host"}):
+        doc = parse_deploy_document({"deploy": {"web": {"image": "x", **extra}}})
+        assert doc.deploy["web"].sticky is True
+    plain = parse_deploy_document({"deploy": {"web": {"image": "x"}}}).deploy["web"]
+    sticky = parse_deploy_document({"deploy": {"web": {"image": "x", "sticky": True}}})
+    # A restart policy change does not restart running containers.
+    assert sticky.deploy["web"].version() == plain.version()
+
+
+def test_other_custom_constraints_are_refused_by_name() -> None:
+    raw = {"deploy": {"web": {"image": "x", "custom_constraints": ["rack=r1"]}}}
+    errors = errors_of(raw)
+    assert "only 'fixed-host'" in errors["deploy.web.custom_constraints"]
+    assert "boolean" in errors_of({"deploy": {"web": {"image": "x", "sticky": "yes"}}})[
+        "deploy.web.sticky"
+    ]

@@ -145,6 +145,15 @@ class ServerClient:
     def node(self, name: str) -> NodeInfo:
         return NodeInfo.model_validate(self._request("GET", f"/v1/nodes/{name}").json())
 
+    def drain_node(self, name: str, enable: bool = True) -> NodeInfo:
+        response = self._request("POST", f"/v1/nodes/{name}/drain", json={"enable": enable})
+        return NodeInfo.model_validate(response.json())
+
+    def set_eligibility(self, name: str, eligible: bool) -> NodeInfo:
+        body = {"eligible": eligible}
+        response = self._request("POST", f"/v1/nodes/{name}/eligibility", json=body)
+        return NodeInfo.model_validate(response.json())
+
     def cleanup(self) -> CleanupResult:
         return CleanupResult.model_validate(self._request("GET", "/cleanup").json())
 

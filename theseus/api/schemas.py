@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from theseus.model.spec import GroupSpec
 
@@ -105,6 +105,8 @@ class NodeInfo(BaseModel):
     address: str
     agent_port: int
     status: Literal["ready", "lost"]
+    # The operator's say: "ineligible" takes no new tasks; "draining" also moves its tasks.
+    eligibility: Literal["eligible", "ineligible", "draining"] = "eligible"
     driver: str
     cpus: float
     mem: float
@@ -118,6 +120,18 @@ class NodeInfo(BaseModel):
 
 class NodeList(BaseModel):
     nodes: list[NodeInfo]
+
+
+class DrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enable: StrictBool = True
+
+
+class EligibilityRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    eligible: StrictBool
 
 
 # --- agent <-> server ---------------------------------------------------------------------

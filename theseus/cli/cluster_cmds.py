@@ -1,5 +1,4 @@
-"""``theseus nodes``, ``theseus up`` and ``theseus down``: the machines, and a whole cluster on
-this one.
+"""``theseus up`` and ``theseus down``: a whole cluster on this one machine.
 
 Registered by ``theseus.cli.main``. ``up``/``down`` are thin: the supervision itself lives in
 ``theseus.cluster.local``; this module only parses options and prints.
@@ -14,14 +13,8 @@ from typing import Annotated
 import typer
 
 from theseus.cli.output import (
-    NODE_COLUMNS,
-    connect,
     console,
     err_console,
-    node_row,
-    print_json,
-    print_table,
-    table,
 )
 from theseus.cluster import local
 from theseus.cluster.commands import DRIVERS, ClusterConfig, default_state_dir
@@ -78,25 +71,6 @@ def print_summary(result: local.UpResult) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def nodes(
-        ctx: typer.Context,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    ) -> None:
-        """List the cluster's machines, their resources and how much is used."""
-        with connect(ctx) as client:
-            listing = client.nodes().nodes
-        if json_out:
-            print_json(listing)
-            return
-        if not listing:
-            console.print("no nodes registered (start agents, or `theseus up`)")
-            return
-        view = table(*NODE_COLUMNS)
-        for node in sorted(listing, key=lambda n: n.name):
-            view.add_row(*node_row(node))
-        print_table(view)
-
     @app.command()
     def up(
         nodes: Annotated[int, typer.Option(min=1, max=200, help="Number of agents.")] = 3,

@@ -17,6 +17,7 @@ from theseus.cli import (
     cluster_cmds,
     images_cmd,
     logs_cmd,
+    nodes_cmd,
     registry_cmd,
     server_cmd,
     workloads,
@@ -50,6 +51,7 @@ def _global_options(
 workloads.register(app)
 logs_cmd.register(app)
 registry_cmd.register(app)
+nodes_cmd.register(app)
 cluster_cmds.register(app)
 images_cmd.register(app)
 server_cmd.register(app)

@@ -183,6 +183,7 @@ def node_row(node: NodeInfo) -> list[str]:
         node.name,
         node.address,
         node.status,
+        node.eligibility,
         node.driver,
         f"{node.used_cpus:g}/{node.cpus:g}",
         f"{node.used_mem:.0f}/{node.mem:.0f} MB",
@@ -190,7 +191,7 @@ def node_row(node: NodeInfo) -> list[str]:
     ]
 
 
-NODE_COLUMNS = ("NAME", "ADDRESS", "STATUS", "DRIVER", "CPUS", "MEM", "TASKS")
+NODE_COLUMNS = ("NAME", "ADDRESS", "STATUS", "ELIGIBILITY", "DRIVER", "CPUS", "MEM", "TASKS")
 
 _ACTION_STYLE = {
     "created": "green",

@@ -29,6 +29,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -104,6 +105,10 @@ class GroupSpec(BaseModel):
     backoff_factor: Annotated[float, Field(ge=1, le=10)] = 2.0
     max_launch_delay_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
     task_kill_grace_period_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    # Restart a task that died on the node it ran on, as long as that node is alive; move it
+    # only when the node is lost or drained (the original's ``custom_constraints: fixed-host``
+    # intent, which it never implemented; Nomad's ``restart`` vs. ``reschedule``).
+    sticky: StrictBool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -111,7 +116,9 @@ class GroupSpec(BaseModel):
         # JSON null (YAML ~) on an optional key means "the default", as an absent key does.
         if isinstance(data, dict):
             required = {"image"}
-            return {k: v for k, v in data.items() if v is not None or k in required}
+            data = {k: v for k, v in data.items() if v is not None or k in required}
+            if "custom_constraints" in data:
+                data = _translate_custom_constraints(data)
         return data
 
     @field_validator("labels")
@@ -139,10 +146,28 @@ class GroupSpec(BaseModel):
         return self
 
     def version(self) -> str:
-        """A digest of everything but ``instances``: tasks of another version get replaced."""
-        body = self.model_dump(mode="json", exclude={"instances"})
+        """A digest of everything but ``instances`` and ``sticky`` (neither changes a running
+        container): tasks of another version get replaced."""
+        body = self.model_dump(mode="json", exclude={"instances", "sticky"})
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _translate_custom_constraints(data: dict[str, Any]) -> dict[str, Any]:
+    """The original's ``custom_constraints: fixed-host`` (or ``[fixed-host]``) means
+    ``sticky: true``; it recognized no other value, and neither do we."""
+    data = dict(data)
+    value = data.pop("custom_constraints")
+    values = value if isinstance(value, list) else [value]
+    unknown = [v for v in values if v != "fixed-host"]
+    if unknown:
+        raise ValueError(
+            f"custom_constraints: only 'fixed-host' is supported (got {unknown[0]!r}); "
+            "it means sticky: true"
+        )
+    if values:
+        data.setdefault("sticky", True)
+    return data
 
 
 class RemoveSpec(BaseModel):
@@ -179,6 +204,7 @@ class DeployDocument(BaseModel):
 
 
 _KNOWN_GROUP_KEYS = sorted(GroupSpec.model_fields)
+_ALIAS_KEYS = {"custom_constraints"}  # the original's keys, accepted and translated
 
 
 def parse_document_text(text: str | bytes) -> Any:
@@ -216,4 +242,11 @@ def _describe(error: Any) -> dict[str, str]:
             message += f"; did you mean '{close[0]}'?"
     elif error["type"] == "missing":
         message = "required"
+    elif error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+        # A whole-group check that blames one key names it first ("key: why"): say it in the
+        # path, like every other field error.
+        field, sep, rest = message.partition(": ")
+        if sep and field in _ALIAS_KEYS:
+            path, message = f"{path}.{field}", rest
     return {"path": path, "message": message}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from theseus.model.groups import GroupRecord
-from theseus.model.nodes import NodeRecord
+from theseus.model.nodes import NodeControl, NodeRecord
 from theseus.model.tasks import TaskRecord, TaskState, TaskStatus
 
 
@@ -29,6 +29,7 @@ class ClusterState:
     # not scan every task: the agents' long-polls and the group views ask them constantly.
     tasks_by_node: dict[str, set[str]] = field(default_factory=dict)
     tasks_by_group: dict[str, set[str]] = field(default_factory=dict)
+    controls: dict[str, NodeControl] = field(default_factory=dict)  # node -> operator's say
 
     def copy(self) -> ClusterState:
         return ClusterState(
@@ -45,6 +46,7 @@ class ClusterState:
             dict(self.registry_revisions),
             {node: set(ids) for node, ids in self.tasks_by_node.items()},
             {group: set(ids) for group, ids in self.tasks_by_group.items()},
+            dict(self.controls),
         )
 
     def index_task(self, old: TaskRecord | None, new: TaskRecord | None) -> None:
@@ -57,6 +59,15 @@ class ClusterState:
             if new.node:
                 self.tasks_by_node.setdefault(new.node, set()).add(new.id)
             self.tasks_by_group.setdefault(new.group_key.key, set()).add(new.id)
+
+    def schedulable(self, node: str) -> bool:
+        """Alive, and the operator has not made it ineligible or drained it."""
+        control = self.controls.get(node)
+        return node in self.alive and (control is None or control.schedulable)
+
+    def draining(self, node: str) -> bool:
+        control = self.controls.get(node)
+        return control is not None and control.drain
 
     def tasks_on(self, node: str) -> list[TaskRecord]:
         return [self.tasks[i] for i in self.tasks_by_node.get(node, ()) if i in self.tasks]

@@ -59,6 +59,7 @@ class TaskRecord(BaseModel):
     stop_reason: str | None = None
     attempt: int = 0  # consecutive quick failures before this task (drives the backoff)
     not_before: float | None = None  # backoff: not placed before this time
+    sticky_node: str | None = None  # a sticky group's replacement: the node to restart on
     pending_reason: str | None = None
     created_at: float
 

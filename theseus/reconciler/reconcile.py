@@ -7,11 +7,14 @@ Vocabulary, in the order a pass applies it:
   ``stop`` and leaves a *seed* (attempt number, backoff) for its replacement.
 * **scale**: a group with fewer current tasks than ``instances`` gets new tasks (seeds first);
   one with more stops the surplus, least advanced and youngest first.
-* **roll**: a group with tasks of an older spec version replaces them with Marathon's
-  arithmetic (``minimum_health_capacity``, ``maximum_over_capacity``): an old task is stopped
-  only while enough running tasks remain, and new ones start within the capacity bound.
+* **roll**: a group with tasks of an older spec version, or on a draining node, replaces them
+  with Marathon's arithmetic (``minimum_health_capacity``, ``maximum_over_capacity``): an old
+  task is stopped only while enough running tasks remain, and new ones start within the
+  capacity bound (so a drain starts each replacement before stopping what it replaces).
 * **orphan**: a task whose group was removed is stopped.
-* **place**: tasks without a node are placed (``theseus.scheduler``), or keep a reason.
+* **place**: tasks without a node are placed (``theseus.scheduler``) on schedulable nodes
+  (alive, not ineligible or draining), or keep a reason. A sticky group's replacement goes
+  back to the node its predecessor ran on while that node is schedulable.
 * **collect**: finished tasks are deleted, except a short history of those that died on
   their own (for ``theseus ps -a`` and logs).
 * **register**: the service registry is brought in line with the tasks as decided above
@@ -70,8 +73,11 @@ class Plan:
 
 @dataclass(frozen=True)
 class Seed:
+    """What a dead task hands down to its replacement."""
+
     attempt: int
     not_before: float | None
+    node: str | None = None  # sticky groups: restart where the dead task ran
 
 
 def new_task_id(service: str) -> str:
@@ -171,12 +177,17 @@ class _Pass:
             if group is not None:
                 attempt = successor_attempt(task, state, status)
                 not_before = successor_not_before(group.spec, attempt, status, self.now)
-                self.seeds[task.group_key.key].append(Seed(attempt, not_before))
+                # A lost node cannot take it back: the replacement goes anywhere.
+                sticky = group.spec.sticky and state is not TaskState.LOST
+                node = task.node if sticky else None
+                self.seeds[task.group_key.key].append(Seed(attempt, not_before, node))
 
     def _converge_group(self, group_id: str, group: GroupRecord) -> None:
         tasks = self._running_tasks(group_id)
-        current = [t for t in tasks if t.version == group.version]
-        old = [t for t in tasks if t.version != group.version]
+        # Tasks on a draining node are replaced like those of an older version.
+        draining = {t.id for t in tasks if t.node is not None and self.state.draining(t.node)}
+        current = [t for t in tasks if t.version == group.version and t.id not in draining]
+        old = [t for t in tasks if t.version != group.version or t.id in draining]
         wanted = group.instances
         if not old:
             if len(current) < wanted:
@@ -196,7 +207,6 @@ class _Pass:
             max_capacity = (
                 min_healthy + 1
             )  # Marathon's rule: allow one extra so progress is possible
-        reason = f"replaced by version {group.version}"
         is_running = [self.state.task_state(t) is TaskState.RUNNING for t in old]
         # Old tasks that are not running yet count for nothing: stop them now.
         remaining_old = []
@@ -204,7 +214,7 @@ class _Pass:
             if running:
                 remaining_old.append(task)
             else:
-                self._stop(task, reason)
+                self._stop(task, self._replaced_reason(group, task))
         healthy = sum(self.state.task_state(t) is TaskState.RUNNING for t in current)
         healthy += len(remaining_old)
         can_stop = max(0, healthy - min_healthy)
@@ -214,12 +224,17 @@ class _Pass:
             current = self._running_tasks(group.group_key.key)
             current = [t for t in current if t.version == group.version]
         for task in sorted(remaining_old, key=lambda t: t.created_at)[:can_stop]:
-            self._stop(task, reason)
+            self._stop(task, self._replaced_reason(group, task))
             remaining_old.remove(task)
         room = max_capacity - (len(current) + len(remaining_old))
         to_start = min(wanted - len(current), room)
         if to_start > 0:
             self._create(group, to_start)
+
+    def _replaced_reason(self, group: GroupRecord, task: TaskRecord) -> str:
+        if task.version != group.version:
+            return f"replaced by version {group.version}"
+        return f"moved off draining node {task.node}"
 
     def _create(self, group: GroupRecord, count: int) -> None:
         seeds = self.seeds.get(group.group_key.key, [])
@@ -233,6 +248,7 @@ class _Pass:
                 spec=group.spec,
                 attempt=seed.attempt,
                 not_before=seed.not_before,
+                sticky_node=seed.node,
                 created_at=self.now,
             )
             self._put_task(task)
@@ -253,7 +269,7 @@ class _Pass:
         for task in self.state.tasks.values():
             if task.node is not None and not self.state.task_state(task).terminal:
                 holdings.append(Holding(task.node, task.group_key.key, task.spec, task.host_ports))
-        ready = [n for name, n in self.state.nodes.items() if name in self.state.alive]
+        ready = [n for name, n in self.state.nodes.items() if self.state.schedulable(name)]
         placer = Placer(ready, holdings)
         waiting = [
             t for t in self.state.tasks.values() if t.desired is Desired.RUN and t.node is None
@@ -265,7 +281,11 @@ class _Pass:
                 if task.pending_reason != reason:
                     self._put_task(task.model_copy(update={"pending_reason": reason}))
                 continue
-            result = placer.place(task.id, task.group_key.key, task.spec)
+            sticky = task.sticky_node
+            if sticky is not None and self.state.schedulable(sticky):
+                result = placer.place(task.id, task.group_key.key, task.spec, only=sticky)
+            else:
+                result = placer.place(task.id, task.group_key.key, task.spec)
             if isinstance(result, Placement):
                 update = {
                     "node": result.node,

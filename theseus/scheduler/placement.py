@@ -90,7 +90,12 @@ class Placer:
             if books is not None:
                 self._charge(books, holding.group, holding.spec, holding.host_ports)
 
-    def place(self, task_id: str, group: str, spec: GroupSpec) -> Placement | Unplaceable:
+    def place(
+        self, task_id: str, group: str, spec: GroupSpec, only: str | None = None
+    ) -> Placement | Unplaceable:
+        """Choose a node (``only``: that node or none, for sticky restarts) and host ports."""
+        if only is not None:
+            return self._place_on(task_id, group, spec, only)
         if not self._ring:
             return Unplaceable("no ready nodes")
         rejections: Counter[str] = Counter()
@@ -110,9 +115,23 @@ class Placer:
             summary = ", ".join(f"{count} {reason}" for reason, count in sorted(rejections.items()))
             return Unplaceable(f"0/{len(self.books)} nodes can run it: {summary}")
         best = min(candidates, key=lambda b: _score(b, group))
-        host_ports = _choose_ports(best, task_id, list(spec.ports))
-        self._charge(best, group, spec, host_ports)
-        return Placement(best.node.name, host_ports)
+        return self._commit(best, task_id, group, spec)
+
+    def _place_on(
+        self, task_id: str, group: str, spec: GroupSpec, node: str
+    ) -> Placement | Unplaceable:
+        books = self.books.get(node)
+        if books is None:
+            return Unplaceable(f"waiting for node {node} (sticky): not ready")
+        reason = _reject(books, spec)
+        if reason is not None:
+            return Unplaceable(f"waiting for node {node} (sticky): {reason}")
+        return self._commit(books, task_id, group, spec)
+
+    def _commit(self, books: NodeBooks, task_id: str, group: str, spec: GroupSpec) -> Placement:
+        host_ports = _choose_ports(books, task_id, list(spec.ports))
+        self._charge(books, group, spec, host_ports)
+        return Placement(books.node.name, host_ports)
 
     @staticmethod
     def _charge(books: NodeBooks, group: str, spec: GroupSpec, host_ports: dict[str, int]) -> None:

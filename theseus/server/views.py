@@ -100,6 +100,7 @@ def node_info(state: ClusterState, name: str) -> NodeInfo:
         address=node.address,
         agent_port=node.agent_port,
         status="ready" if name in state.alive else "lost",
+        eligibility=state.controls[name].label if name in state.controls else "eligible",
         driver=node.driver,
         cpus=node.cpus,
         mem=node.mem,

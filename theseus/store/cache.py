@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pydantic import ValidationError
 
 from theseus.model.groups import GroupRecord
-from theseus.model.nodes import NodeRecord
+from theseus.model.nodes import NodeControl, NodeRecord
 from theseus.model.registry import service_of as registry_service_of
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskRecord, TaskStatus
@@ -208,6 +208,10 @@ class StateCache:
                 self.node_index[node.name] = revision
             elif key.startswith(keys.ALIVE):
                 state.alive[key.removeprefix(keys.ALIVE)] = lease
+            elif key.startswith(keys.CONTROL):
+                state.controls[key.removeprefix(keys.CONTROL)] = NodeControl.model_validate_json(
+                    value
+                )
             elif key == keys.CLUSTER_ID:
                 state.cluster_id = value.decode()
             elif key == keys.LEADER:
@@ -235,6 +239,8 @@ class StateCache:
             state.nodes.pop(key.removeprefix(keys.NODES), None)
         elif key.startswith(keys.ALIVE):
             state.alive.pop(key.removeprefix(keys.ALIVE), None)
+        elif key.startswith(keys.CONTROL):
+            state.controls.pop(key.removeprefix(keys.CONTROL), None)
         elif key == keys.LEADER:
             state.leader = None
 

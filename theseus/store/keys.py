@@ -9,6 +9,7 @@
     /theseus/status/<task id>      TaskStatus   (observed state; from agents' reports)
     /theseus/nodes/<node>          NodeRecord   (what the agent declared)
     /theseus/alive/<node>          liveness, attached to the node's lease
+    /theseus/control/<node>        NodeControl  (the operator's drain / eligibility)
 
 The service registry lives beside it, under ``/services/`` (``theseus.model.registry``).
 All values are JSON. The cache follows both with one watch over the key range
@@ -30,6 +31,7 @@ TASKS = PREFIX + "tasks/"
 STATUS = PREFIX + "status/"
 NODES = PREFIX + "nodes/"
 ALIVE = PREFIX + "alive/"
+CONTROL = PREFIX + "control/"
 
 MIRROR_START = REGISTRY
 MIRROR_END = PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1)  # "/theseus0": just past "/theseus/..."
@@ -53,3 +55,7 @@ def node_key(name: str) -> str:
 
 def alive_key(name: str) -> str:
     return ALIVE + name
+
+
+def control_key(name: str) -> str:
+    return CONTROL + name
