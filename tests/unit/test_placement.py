@@ -28,7 +28,7 @@ def test_cpu_memory_and_ports_are_respected() -> None:
     assert isinstance(placer.place("d", "g", small), Placement)
     third = placer.place("e", "g", small)
     assert isinstance(third, Unplaceable)
-    assert third.reason == "0/1 nodes can run it: 1 insufficient cpus (needs 0.4)"
+    assert third.reason == "0/1 nodes can run it: 1 node: insufficient cpus (needs 0.4)"
 
 
 def test_host_ports_are_unique_per_node_and_within_range() -> None:
@@ -75,4 +75,4 @@ def test_large_clusters_sample_nodes_but_still_spread_and_find_the_last_fit() ->
     assert isinstance(placer.place("last", "g", spec), Placement)
     full = placer.place("none", "g", spec)
     assert isinstance(full, Unplaceable)
-    assert full.reason == "0/200 nodes can run it: 200 insufficient cpus (needs 0.5)"
+    assert full.reason == "0/200 nodes can run it: 200 nodes: insufficient cpus (needs 0.5)"

@@ -189,7 +189,7 @@ def test_unplaceable_tasks_wait_with_a_reason() -> None:
     new = created(plan_of(state), state)
     assert sum(t.node is not None for t in new) == 2
     (waiting,) = [t for t in new if t.node is None]
-    assert waiting.pending_reason == "0/2 nodes can run it: 2 insufficient cpus (needs 1.5)"
+    assert waiting.pending_reason == "0/2 nodes can run it: 2 nodes: insufficient cpus (needs 1.5)"
 
 
 def test_removed_group_tasks_stop_and_are_collected() -> None:

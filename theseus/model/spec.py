@@ -21,7 +21,7 @@ import difflib
 import hashlib
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -36,6 +36,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from theseus.model.constraints import Constraint
 
 SERVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 PORT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -109,6 +111,10 @@ class GroupSpec(BaseModel):
     # only when the node is lost or drained (the original's ``custom_constraints: fixed-host``
     # intent, which it never implemented; Nomad's ``restart`` vs. ``reschedule``).
     sticky: StrictBool = False
+    # Where tasks may go (Marathon's operators, ``theseus.model.constraints``) and how the
+    # feasible nodes are ranked: spread over nodes (default) or binpack onto the fullest.
+    constraints: list[Constraint] = Field(default_factory=list)
+    placement_strategy: Literal["spread", "binpack"] = "spread"
 
     @model_validator(mode="before")
     @classmethod

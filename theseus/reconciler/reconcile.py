@@ -30,11 +30,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from theseus.model.constraints import Operator
 from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
 from theseus.reconciler.backoff import successor_attempt, successor_not_before
 from theseus.reconciler.registry import EncodingMemo, registry_diff
+from theseus.scheduler.constraints import field_value, spread_victims
 from theseus.scheduler.placement import Holding, Placement, Placer
 
 HISTORY_PER_GROUP = 5
@@ -193,7 +195,7 @@ class _Pass:
             if len(current) < wanted:
                 self._create(group, wanted - len(current))
             elif len(current) > wanted:
-                for victim in self._stop_candidates(current)[: len(current) - wanted]:
+                for victim in self._scale_down_victims(group, current, len(current) - wanted):
                     self._stop(victim, f"scaled down to {wanted}")
             return
         self._roll(group, current, old)
@@ -219,7 +221,7 @@ class _Pass:
         healthy += len(remaining_old)
         can_stop = max(0, healthy - min_healthy)
         if len(current) > wanted:
-            for victim in self._stop_candidates(current)[: len(current) - wanted]:
+            for victim in self._scale_down_victims(group, current, len(current) - wanted):
                 self._stop(victim, f"scaled down to {wanted}")
             current = self._running_tasks(group.group_key.key)
             current = [t for t in current if t.version == group.version]
@@ -259,6 +261,26 @@ class _Pass:
 
         return sorted(tasks, key=order)
 
+    def _scale_down_victims(
+        self, group: GroupRecord, tasks: list[TaskRecord], count: int
+    ) -> list[TaskRecord]:
+        """The least advanced and youngest first; with a GROUP_BY constraint, placed tasks
+        are taken from the most loaded value first, so the spread stays even (Marathon)."""
+        ordered = self._stop_candidates(tasks)
+        group_by = next(
+            (c for c in group.spec.constraints if c.operator is Operator.GROUP_BY), None
+        )
+        if group_by is None:
+            return ordered[:count]
+        unplaced = [t for t in ordered if t.node is None][:count]
+        placed = [t for t in ordered if t.node is not None]
+
+        def value_of(task: TaskRecord) -> str | None:
+            node = self.state.nodes.get(task.node or "")
+            return field_value(node, group_by.field) if node else None
+
+        return unplaced + spread_victims(placed, value_of, count - len(unplaced))
+
     def _stop_orphans(self) -> None:
         for task in list(self.state.tasks.values()):
             if task.desired is Desired.RUN and task.group_key.key not in self.state.groups:
@@ -281,11 +303,13 @@ class _Pass:
                 if task.pending_reason != reason:
                     self._put_task(task.model_copy(update={"pending_reason": reason}))
                 continue
+            group = self.state.groups.get(task.group_key.key)
+            instances = group.instances if group else task.spec.instances
             sticky = task.sticky_node
-            if sticky is not None and self.state.schedulable(sticky):
-                result = placer.place(task.id, task.group_key.key, task.spec, only=sticky)
-            else:
-                result = placer.place(task.id, task.group_key.key, task.spec)
+            only = sticky if sticky is not None and self.state.schedulable(sticky) else None
+            result = placer.place(
+                task.id, task.group_key.key, task.spec, only=only, instances=instances
+            )
             if isinstance(result, Placement):
                 update = {
                     "node": result.node,

@@ -1,13 +1,14 @@
-"""Place tasks on nodes by cpus, memory and host ports; spread each group across nodes.
+"""Place tasks on nodes: a pipeline of filters (``theseus.scheduler.filters``: cpus, memory,
+host ports, the group's constraints) and a scorer (``theseus.scheduler.scoring``: spread or
+binpack), over the books of what each node already holds (``theseus.scheduler.books``).
 
-``Placer`` is built once per reconcile round from the nodes that are alive and the tasks that
-already hold resources on them, then places tasks one by one, updating its books as it goes
-so that one round never over-commits a node. It never does I/O; the leader commits the result.
+``Placer`` is built once per reconcile round from the schedulable nodes and the tasks that
+hold resources on them, then places tasks one by one, updating its books as it goes so that
+one round never over-commits a node. It never does I/O; the leader commits the result.
 
-Filters run in a fixed order and each rejection carries a reason, so a task that fits nowhere
-says why (``0/3 nodes can run it: 3 insufficient cpus``), like kube-scheduler's messages.
-Scoring prefers the node with the fewest tasks of the same group (spread), then the one with
-the most free cpu share, then the name (for determinism).
+A task that fits nowhere says, per reason, how many nodes it ruled out (each rejected node
+counts once, for the first filter it failed): ``0/4 nodes can run it: 3 nodes: UNIQUE
+hostname; 1 node: insufficient memory (needs 512 MB)``, like kube-scheduler's messages.
 
 On a large cluster a placement does not score every node: like kube-scheduler's
 ``percentageOfNodesToScore``, it stops after finding ``sample_size`` feasible nodes, scanning
@@ -20,42 +21,22 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from theseus.model.nodes import NodeRecord
 from theseus.model.spec import GroupSpec
+from theseus.scheduler.books import Holding, NodeBooks
+from theseus.scheduler.constraints import field_value
+from theseus.scheduler.filters import ConstraintContext, filters_for, first_rejection
+from theseus.scheduler.scoring import STRATEGIES
 
-EPSILON = 1e-9
+__all__ = ["Holding", "Placement", "Placer", "Unplaceable"]
+
 # Feasible nodes scored per placement: at least this many, or this share of the cluster.
 SAMPLE_MIN = 50
 SAMPLE_SHARE = 0.05
 # Random probes before falling back to a scan of the whole port range.
 PORT_PROBES = 32
-
-
-@dataclass
-class NodeBooks:
-    """What is already committed on one node."""
-
-    node: NodeRecord
-    cpus: float = 0.0
-    mem: float = 0.0
-    ports: set[int] = field(default_factory=set)
-    groups: Counter[str] = field(default_factory=Counter)
-    tasks: int = 0
-    ports_in_range: int = 0  # how many of ``ports`` lie in the node's range
-
-    @property
-    def free_cpus(self) -> float:
-        return self.node.cpus - self.cpus
-
-    @property
-    def free_mem(self) -> float:
-        return self.node.mem - self.mem
-
-    def free_port_count(self) -> int:
-        low, high = self.node.port_range
-        return (high - low + 1) - self.ports_in_range
 
 
 @dataclass(frozen=True)
@@ -69,33 +50,42 @@ class Unplaceable:
     reason: str
 
 
-@dataclass(frozen=True)
-class Holding:
-    """Resources a task holds on a node (for building the books)."""
-
-    node: str
-    group: str
-    spec: GroupSpec
-    host_ports: dict[str, int]
-
-
 class Placer:
     def __init__(self, nodes: Iterable[NodeRecord], holdings: Iterable[Holding]) -> None:
         self.books: dict[str, NodeBooks] = {node.name: NodeBooks(node) for node in nodes}
         self._ring = sorted(self.books.values(), key=lambda b: b.node.name)
         self._cursor = 0  # where the next placement starts scanning
         self.sample_size = max(SAMPLE_MIN, int(len(self._ring) * SAMPLE_SHARE))
+        # Per (group, field): the group's tasks per field value; built when a constraint
+        # first asks, then kept current as tasks are placed.
+        self._placed: dict[tuple[str, str], Counter[str | None]] = {}
+        self._constraints = ConstraintContext(self._placed_by_value, self._distinct_values)
         for holding in holdings:
             books = self.books.get(holding.node)
             if books is not None:
-                self._charge(books, holding.group, holding.spec, holding.host_ports)
+                books.charge(holding.group, holding.spec, holding.host_ports)
 
     def place(
-        self, task_id: str, group: str, spec: GroupSpec, only: str | None = None
+        self,
+        task_id: str,
+        group: str,
+        spec: GroupSpec,
+        only: str | None = None,
+        instances: int | None = None,
     ) -> Placement | Unplaceable:
-        """Choose a node (``only``: that node or none, for sticky restarts) and host ports."""
+        """Choose a node (``only``: that node or none, for sticky restarts) and host ports.
+        ``instances`` (default ``spec.instances``) is the group's size, for GROUP_BY."""
+        chain = filters_for(
+            group, spec, spec.instances if instances is None else instances, self._constraints
+        )
         if only is not None:
-            return self._place_on(task_id, group, spec, only)
+            books = self.books.get(only)
+            if books is None:
+                return Unplaceable(f"waiting for node {only} (sticky): not ready")
+            reason = first_rejection(chain, books)
+            if reason is not None:
+                return Unplaceable(f"waiting for node {only} (sticky): {reason}")
+            return self._commit(books, task_id, group, spec)
         if not self._ring:
             return Unplaceable("no ready nodes")
         rejections: Counter[str] = Counter()
@@ -105,60 +95,45 @@ class Placer:
         while examined < count and len(candidates) < self.sample_size:
             books = self._ring[(self._cursor + examined) % count]
             examined += 1
-            reason = _reject(books, spec)
+            reason = first_rejection(chain, books)
             if reason is None:
                 candidates.append(books)
             else:
                 rejections[reason] += 1
         self._cursor = (self._cursor + examined) % count
         if not candidates:
-            summary = ", ".join(f"{count} {reason}" for reason, count in sorted(rejections.items()))
-            return Unplaceable(f"0/{len(self.books)} nodes can run it: {summary}")
-        best = min(candidates, key=lambda b: _score(b, group))
+            return Unplaceable(f"0/{len(self.books)} nodes can run it: {_summary(rejections)}")
+        score = STRATEGIES[spec.placement_strategy]
+        best = min(candidates, key=lambda b: score(b, group))
         return self._commit(best, task_id, group, spec)
-
-    def _place_on(
-        self, task_id: str, group: str, spec: GroupSpec, node: str
-    ) -> Placement | Unplaceable:
-        books = self.books.get(node)
-        if books is None:
-            return Unplaceable(f"waiting for node {node} (sticky): not ready")
-        reason = _reject(books, spec)
-        if reason is not None:
-            return Unplaceable(f"waiting for node {node} (sticky): {reason}")
-        return self._commit(books, task_id, group, spec)
 
     def _commit(self, books: NodeBooks, task_id: str, group: str, spec: GroupSpec) -> Placement:
         host_ports = _choose_ports(books, task_id, list(spec.ports))
-        self._charge(books, group, spec, host_ports)
+        books.charge(group, spec, host_ports)
+        for (placed_group, field), counts in self._placed.items():
+            if placed_group == group:
+                counts[field_value(books.node, field)] += 1
         return Placement(books.node.name, host_ports)
 
-    @staticmethod
-    def _charge(books: NodeBooks, group: str, spec: GroupSpec, host_ports: dict[str, int]) -> None:
-        books.cpus += spec.cpus
-        books.mem += spec.mem
-        low, high = books.node.port_range
-        for port in host_ports.values():
-            if port not in books.ports:
-                books.ports.add(port)
-                books.ports_in_range += low <= port <= high
-        books.groups[group] += 1
-        books.tasks += 1
+    def _placed_by_value(self, group: str, field: str) -> Counter[str | None]:
+        counts = self._placed.get((group, field))
+        if counts is None:
+            counts = Counter()
+            for books in self._ring:
+                if books.groups[group]:
+                    counts[field_value(books.node, field)] += books.groups[group]
+            self._placed[(group, field)] = counts
+        return counts
+
+    def _distinct_values(self, field: str) -> int:
+        values = {field_value(books.node, field) for books in self._ring}
+        return len(values - {None})
 
 
-def _reject(books: NodeBooks, spec: GroupSpec) -> str | None:
-    if spec.cpus > books.free_cpus + EPSILON:
-        return f"insufficient cpus (needs {spec.cpus:g})"
-    if spec.mem > books.free_mem + EPSILON:
-        return f"insufficient memory (needs {spec.mem:g} MB)"
-    if len(spec.ports) > books.free_port_count():
-        return f"insufficient host ports (needs {len(spec.ports)})"
-    return None
-
-
-def _score(books: NodeBooks, group: str) -> tuple[int, float, str]:
-    cpu_share_used = books.cpus / books.node.cpus if books.node.cpus else 1.0
-    return (books.groups[group], cpu_share_used, books.node.name)
+def _summary(rejections: Counter[str]) -> str:
+    """``3 nodes: UNIQUE hostname; 1 node: insufficient memory``, most frequent first."""
+    ordered = sorted(rejections.items(), key=lambda item: (-item[1], item[0]))
+    return "; ".join(f"{n} node{'s' if n != 1 else ''}: {reason}" for reason, n in ordered)
 
 
 def _choose_ports(books: NodeBooks, task_id: str, names: list[str]) -> dict[str, int]:

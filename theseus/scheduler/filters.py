@@ -1,0 +1,91 @@
+"""Filters: each says whether one node can take one task, and if not, why (pure).
+
+A filter is a callable ``(NodeBooks) -> reason | None``. ``filters_for`` builds the chain for
+one task in a fixed order (cpus, memory, host ports, then each constraint), and the placer
+keeps, per rejected node, the first reason, so that an unplaceable task can say how many
+nodes each reason ruled out (kube-scheduler's "0/5 nodes are available: ...").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from theseus.model.constraints import Constraint
+from theseus.model.spec import GroupSpec
+from theseus.scheduler.books import NodeBooks
+from theseus.scheduler.constraints import accepts, field_value
+
+EPSILON = 1e-9
+
+Filter = Callable[[NodeBooks], str | None]
+
+
+def cpus(needed: float) -> Filter:
+    def check(books: NodeBooks) -> str | None:
+        if needed > books.free_cpus + EPSILON:
+            return f"insufficient cpus (needs {needed:g})"
+        return None
+
+    return check
+
+
+def memory(needed: float) -> Filter:
+    def check(books: NodeBooks) -> str | None:
+        if needed > books.free_mem + EPSILON:
+            return f"insufficient memory (needs {needed:g} MB)"
+        return None
+
+    return check
+
+
+def host_ports(count: int) -> Filter:
+    def check(books: NodeBooks) -> str | None:
+        if count > books.free_port_count():
+            return f"insufficient host ports (needs {count})"
+        return None
+
+    return check
+
+
+def constraint(
+    rule: Constraint, placed: Counter[str | None], instances: int, expected_groups: int
+) -> Filter:
+    reason = rule.describe()
+
+    def check(books: NodeBooks) -> str | None:
+        value = field_value(books.node, rule.field)
+        return None if accepts(rule, value, placed, instances, expected_groups) else reason
+
+    return check
+
+
+class ConstraintContext:
+    """What the constraint filters of one task need to know about the round: how many of its
+    group's tasks each field value holds, and how many distinct values the nodes offer."""
+
+    def __init__(
+        self,
+        placed: Callable[[str, str], Counter[str | None]],
+        distinct_values: Callable[[str], int],
+    ) -> None:
+        self.placed = placed
+        self.distinct_values = distinct_values
+
+
+def filters_for(
+    group: str, spec: GroupSpec, instances: int, context: ConstraintContext
+) -> list[Filter]:
+    chain = [cpus(spec.cpus), memory(spec.mem), host_ports(len(spec.ports))]
+    for rule in spec.constraints:
+        placed = context.placed(group, rule.field)
+        chain.append(constraint(rule, placed, instances, context.distinct_values(rule.field)))
+    return chain
+
+
+def first_rejection(chain: list[Filter], books: NodeBooks) -> str | None:
+    for check in chain:
+        reason = check(books)
+        if reason is not None:
+            return reason
+    return None
