@@ -39,7 +39,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         await store.connect()
         cache = StateCache(store)
         server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
-        writer = Writer(store, cache, config.liveness_timeout)
+        writer = Writer(
+            store,
+            cache,
+            config.liveness_timeout,
+            config.max_heartbeats_per_second,
+            config.heartbeat_interval,
+        )
         leader = Leader(
             store, cache, server_id, registry_repair_interval=config.registry_repair_interval
         )

@@ -17,8 +17,11 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 5000
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
-    liveness_timeout: int = 4  # seconds without a heartbeat before a node is lost
+    # Seconds without a heartbeat before a node is lost, and agents' heartbeat interval, in
+    # clusters small enough; both grow with the cluster (``theseus.server.heartbeats``).
+    liveness_timeout: int = 3
     heartbeat_interval: float = 1.0
+    max_heartbeats_per_second: float = 100.0  # from all agents together
     registry_repair_interval: float = 3.0  # seconds between anti-entropy passes
 
 

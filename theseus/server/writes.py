@@ -2,7 +2,8 @@
 
 * group changes from ``/deploy``, scale and remove: one transaction guarded by each group's
   mod revision, so a document is applied atomically or not at all, retried on a race;
-* node registration and heartbeats: a node record plus a leased ``alive`` key;
+* node registration and heartbeats: a node record plus a leased ``alive`` key, whose lease
+  is replaced when the cluster's heartbeat timing changes (``theseus.server.heartbeats``);
 * task reports from agents: observed status, batched into as few transactions as possible.
 
 After a write it waits until the cache has seen it, so the caller reads its own writes.
@@ -20,8 +21,14 @@ from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskState, TaskStatus
 from theseus.reconciler.deploy import GroupChangePlan
 from theseus.reconciler.registry import RegistryDiff, registry_diff
+from theseus.server.heartbeats import (
+    HeartbeatTiming,
+    advised_interval,
+    heartbeat_timing,
+    lease_change,
+)
 from theseus.store import keys
-from theseus.store.cache import StateCache
+from theseus.store.cache import StateCache, alive_value
 from theseus.store.etcd import (
     MAX_TXN_OPS,
     CreateRevisionIs,
@@ -45,10 +52,35 @@ class TooLargeError(ValueError):
 
 
 class Writer:
-    def __init__(self, store: EtcdStore, cache: StateCache, liveness_timeout: int) -> None:
+    def __init__(
+        self,
+        store: EtcdStore,
+        cache: StateCache,
+        liveness_timeout: int,
+        max_heartbeats_per_second: float = 100.0,
+        heartbeat_interval: float = 1.0,
+    ) -> None:
         self._store = store
         self._cache = cache
         self.liveness_timeout = liveness_timeout
+        self.max_heartbeats_per_second = max_heartbeats_per_second
+        self.heartbeat_interval = heartbeat_interval  # the pace of a small cluster
+        self._last_heartbeat: dict[str, float] = {}  # node -> monotonic time, on this server
+
+    def timing(self) -> HeartbeatTiming:
+        """The heartbeat timing the cluster's size calls for now."""
+        nodes = len(self._cache.state.alive)
+        return heartbeat_timing(
+            nodes, self.liveness_timeout, self.max_heartbeats_per_second, self.heartbeat_interval
+        )
+
+    def lease_ttl(self, node: str) -> int:
+        # Unknown (an older server granted it): the shortest TTL any server grants.
+        return self._cache.lease_ttls.get(node, self.liveness_timeout)
+
+    def advised_interval(self, node: str) -> float:
+        """How often ``node``'s agent should heartbeat, given the lease it holds now."""
+        return advised_interval(self.lease_ttl(node), self.timing(), self.heartbeat_interval)
 
     async def ensure_cluster_id(self) -> str:
         new_id = uuid.uuid4().hex[:12]
@@ -138,20 +170,35 @@ class Writer:
             ops.append(Put(keys.node_key(record.name), record.model_dump_json().encode()))
         lease = state.alive.get(record.name)
         if lease is None or not await self._store.refresh_lease(lease):
-            lease = await self._store.grant_lease(self.liveness_timeout)
-            ops.append(Put(keys.alive_key(record.name), str(time.time()).encode(), lease=lease))
+            ttl = self.timing().ttl
+            lease = await self._store.grant_lease(ttl)
+            value = alive_value(time.time(), ttl)
+            ops.append(Put(keys.alive_key(record.name), value, lease=lease))
         if ops:
             revision = await self._store.commit(ops)
             if revision is not None:
                 await self._cache.wait_for_revision(revision)
         return record
 
-    async def heartbeat(self, node: str) -> bool:
-        """Refresh the node's liveness lease; False if the node must register again."""
+    async def heartbeat(self, node: str) -> HeartbeatTiming | None:
+        """Refresh the node's liveness lease, or replace it by one of the TTL the cluster's
+        size now calls for; the node's timing from now on (the interval its agent should
+        keep and its lease's TTL), or None if the node must register again."""
         lease = self._cache.state.alive.get(node)
-        if lease is None:
-            return False
-        return await self._store.refresh_lease(lease)
+        if lease is None or not await self._store.refresh_lease(lease):
+            return None
+        now = time.monotonic()
+        previous = self._last_heartbeat.get(node)
+        self._last_heartbeat[node] = now
+        ttl = self.lease_ttl(node)
+        target = self.timing()
+        if lease_change(ttl, target, None if previous is None else now - previous):
+            # Refreshed first: a node whose lease had already expired registers again.
+            lease = await self._store.grant_lease(target.ttl)
+            value = alive_value(time.time(), target.ttl)
+            await self._store.commit([Put(keys.alive_key(node), value, lease=lease)])
+            ttl = target.ttl
+        return HeartbeatTiming(advised_interval(ttl, target, self.heartbeat_interval), ttl)
 
     async def record_reports(self, reports: list[TaskReport]) -> int:
         state = self._cache.state

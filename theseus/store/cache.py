@@ -33,6 +33,24 @@ from theseus.store.etcd import Change, Entry, EtcdStore, HistoryCompacted, Store
 log = logging.getLogger(__name__)
 
 
+def alive_value(at: float, ttl: int) -> bytes:
+    """The value of a node's ``alive`` key: when its lease was granted, and the lease's TTL
+    (an etcd lease keeps the TTL it was granted with; every server must know it)."""
+    return f"{at:.3f} {ttl}".encode()
+
+
+def alive_ttl(value: bytes) -> int | None:
+    """The TTL recorded in an ``alive`` value; None if there is none (older servers wrote
+    only the time)."""
+    parts = value.split()
+    if len(parts) != 2:
+        return None
+    try:
+        return int(parts[1])
+    except ValueError:
+        return None
+
+
 class KeyedSignal:
     """Wake the waiters of one key (a node, a service) without waking anyone else's."""
 
@@ -68,6 +86,7 @@ class StateCache:
         # and to each service's registry entries (for discovery watches).
         self.node_index: dict[str, int] = {}
         self.registry_index: dict[str, int] = {}
+        self.lease_ttls: dict[str, int] = {}  # node -> TTL of its alive lease, when known
         self._node_signal = KeyedSignal()
         self._service_signal = KeyedSignal()
         self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -158,6 +177,7 @@ class StateCache:
 
     def _replace(self, revision: int, entries: list[Entry]) -> None:
         self.state = ClusterState(revision=revision)
+        self.lease_ttls = {}
         for entry in entries:
             self._set(
                 entry.key, entry.value, entry.mod_revision, entry.create_revision, entry.lease
@@ -207,7 +227,13 @@ class StateCache:
                 state.nodes[node.name] = node
                 self.node_index[node.name] = revision
             elif key.startswith(keys.ALIVE):
-                state.alive[key.removeprefix(keys.ALIVE)] = lease
+                node_name = key.removeprefix(keys.ALIVE)
+                state.alive[node_name] = lease
+                ttl = alive_ttl(value)
+                if ttl is None:
+                    self.lease_ttls.pop(node_name, None)
+                else:
+                    self.lease_ttls[node_name] = ttl
             elif key.startswith(keys.CONTROL):
                 state.controls[key.removeprefix(keys.CONTROL)] = NodeControl.model_validate_json(
                     value
@@ -239,6 +265,7 @@ class StateCache:
             state.nodes.pop(key.removeprefix(keys.NODES), None)
         elif key.startswith(keys.ALIVE):
             state.alive.pop(key.removeprefix(keys.ALIVE), None)
+            self.lease_ttls.pop(key.removeprefix(keys.ALIVE), None)
         elif key.startswith(keys.CONTROL):
             state.controls.pop(key.removeprefix(keys.CONTROL), None)
         elif key == keys.LEADER:

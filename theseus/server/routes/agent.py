@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from theseus.api.schemas import (
     Assignment,
     AssignmentList,
+    HeartbeatAnswer,
     NodeRegistration,
     RegistrationAnswer,
     ReportBatch,
@@ -24,25 +25,30 @@ MAX_WAIT = 60.0
 async def register(
     registration: NodeRegistration, ctx: ServerContext = Depends(context)
 ) -> RegistrationAnswer:
-    await ctx.writer.register_node(registration)
+    writer = ctx.writer
+    await writer.register_node(registration)
     return RegistrationAnswer(
         cluster_id=ctx.cluster_id,
         node=node_info(ctx.cache.state, registration.name),
-        heartbeat_interval=ctx.config.heartbeat_interval,
-        liveness_timeout=float(ctx.config.liveness_timeout),
+        heartbeat_interval=writer.advised_interval(registration.name),
+        liveness_timeout=float(writer.lease_ttl(registration.name)),
     )
 
 
-@router.post("/{node}/heartbeat")
-async def heartbeat(node: str, ctx: ServerContext = Depends(context)) -> dict[str, bool]:
-    if not await ctx.writer.heartbeat(node):
+@router.post("/{node}/heartbeat", response_model=HeartbeatAnswer)
+async def heartbeat(node: str, ctx: ServerContext = Depends(context)) -> HeartbeatAnswer:
+    timing = await ctx.writer.heartbeat(node)
+    if timing is None:
         raise HTTPException(404, f"node {node!r} is not registered (or was declared lost)")
-    return {"ok": True}
+    return HeartbeatAnswer(heartbeat_interval=timing.interval, liveness_timeout=timing.ttl)
 
 
-def _assignments(state: ClusterState, node: str, index: int) -> AssignmentList:
+def _assignments(
+    state: ClusterState, node: str, index: int, heartbeat_interval: float
+) -> AssignmentList:
     return AssignmentList(
         index=index,
+        heartbeat_interval=heartbeat_interval,
         tasks=[
             Assignment(
                 task_id=task.id,
@@ -68,7 +74,8 @@ async def assignments(
     cache = ctx.cache
     await cache.wait_node(node, index, min(max(wait, 0.0), MAX_WAIT))
     current = cache.node_index.get(node, 0)
-    return _assignments(cache.state, node, max(current, index))
+    interval = ctx.writer.advised_interval(node)
+    return _assignments(cache.state, node, max(current, index), interval)
 
 
 @router.post("/{node}/reports")
