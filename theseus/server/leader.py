@@ -6,6 +6,13 @@ create revision of the leader key, so a deposed leader's writes are refused by e
 The loop is level-triggered: it runs on every change, at the next backoff deadline, and at
 least every ``TICK`` seconds.
 
+The pass itself runs in a worker thread, on a snapshot no one else holds: at 10,000 tasks it
+takes a good part of a second of CPU, and on the event loop it would hold up for that long
+every heartbeat, HTTP answer and the keep-alive of the leader's own lease. (The thread still
+shares the GIL, but the loop gets it back every few milliseconds.) Only one pass runs at a
+time, even across a step-down, since the registry view and the encoding memo it works with
+are the leader's own.
+
 The registry is kept in two ways. Each pass writes what task changes imply, compared with the
 leader's own view of what it has written (so a task that starts running is registered within
 milliseconds). Every ``registry_repair_interval`` seconds a pass compares with what etcd
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 
 from theseus.model.state import ClusterState
@@ -60,6 +68,9 @@ class Leader:
         self._registry_view: dict[str, bytes] = {}  # what we believe /services/ holds
         self._last_repair = 0.0
         self._encodings: EncodingMemo = {}  # registry entries encoded by earlier passes
+        # Held by the pass's worker thread: a pass orphaned by a step-down (its coroutine was
+        # cancelled, its thread runs on) must end before the next one uses the memo.
+        self._pass_lock = threading.Lock()
         self.passes = 0
 
     @property
@@ -122,7 +133,7 @@ class Leader:
                 self._registry_view = dict(snapshot.registry)
                 self._last_repair = now
             snapshot.registry = self._registry_view
-            plan = reconcile(snapshot, now, memo=self._encodings)
+            plan = await asyncio.to_thread(self._pass, snapshot, now)
             self.passes += 1
             if not plan.empty:
                 committed = await self.commit(plan)
@@ -132,6 +143,12 @@ class Leader:
                 last_commit = committed
                 continue
             await self._wait_for_work(snapshot, plan, now)
+
+    def _pass(self, snapshot: ClusterState, now: float) -> Plan:
+        """One reconcile pass, in a worker thread. ``snapshot`` is this pass's own copy; the
+        registry view is only changed by ``commit``, which waits for the pass."""
+        with self._pass_lock:
+            return reconcile(snapshot, now, memo=self._encodings)
 
     async def _wait_for_work(self, snapshot: ClusterState, plan: Plan, now: float) -> None:
         timeout = TICK

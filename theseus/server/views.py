@@ -5,7 +5,9 @@ shows. Called by the routes.
 
 from __future__ import annotations
 
-from theseus.api.schemas import GroupInfo, NodeInfo, PortInfo, TaskInfo
+from typing import Any
+
+from theseus.api.schemas import GroupInfo, NodeInfo, TaskInfo
 from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState
@@ -15,34 +17,42 @@ FAILING_ATTEMPTS = 2
 
 
 def task_info(state: ClusterState, task: TaskRecord) -> TaskInfo:
+    return TaskInfo.model_validate(task_entry(state, task))
+
+
+def task_entry(state: ClusterState, task: TaskRecord) -> dict[str, Any]:
+    """``TaskInfo`` as plain JSON data. ``GET /v1/tasks`` sends these as they are: a pydantic
+    model per task, validated and then serialised, cost about 0.1 ms each, a second for
+    10,000 tasks on a server that also has to answer heartbeats."""
     status = state.statuses.get(task.id)
     node = state.nodes.get(task.node) if task.node else None
+    host_ports = task.host_ports
     ports = {
-        name: PortInfo(container_port=port, host_port=task.host_ports.get(name))
+        name: {"container_port": port, "host_port": host_ports.get(name)}
         for name, port in task.spec.ports.items()
     }
-    return TaskInfo(
-        id=task.id,
-        service=task.service,
-        labels=task.labels,
-        group=task.group_key.key,
-        version=task.version,
-        node=task.node,
-        address=node.address if node else None,
-        ports=ports,
-        desired=task.desired.value,
-        state=state.task_state(task).value,
-        exit_code=status.exit_code if status else None,
-        message=status.message if status else None,
-        pending_reason=task.pending_reason if task.node is None else None,
-        stop_reason=task.stop_reason,
-        attempt=task.attempt,
-        not_before=task.not_before,
-        container_id=status.container_id if status else None,
-        created_at=task.created_at,
-        started_at=status.started_at if status else None,
-        finished_at=status.finished_at if status else None,
-    )
+    return {
+        "id": task.id,
+        "service": task.service,
+        "labels": list(task.labels),
+        "group": task.group_key.key,
+        "version": task.version,
+        "node": task.node,
+        "address": node.address if node else None,
+        "ports": ports,
+        "desired": task.desired.value,
+        "state": state.task_state(task).value,
+        "exit_code": status.exit_code if status else None,
+        "message": status.message if status else None,
+        "pending_reason": task.pending_reason if task.node is None else None,
+        "stop_reason": task.stop_reason,
+        "attempt": task.attempt,
+        "not_before": task.not_before,
+        "container_id": status.container_id if status else None,
+        "created_at": task.created_at,
+        "started_at": status.started_at if status else None,
+        "finished_at": status.finished_at if status else None,
+    }
 
 
 def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupInfo:
@@ -92,9 +102,7 @@ def _last_failure(state: ClusterState, group_id: str) -> str | None:
 
 def node_info(state: ClusterState, name: str) -> NodeInfo:
     node = state.nodes[name]
-    holding = [
-        t for t in state.tasks.values() if t.node == name and not state.task_state(t).terminal
-    ]
+    holding = [t for t in state.tasks_on(name) if not state.task_state(t).terminal]
     return NodeInfo(
         name=node.name,
         address=node.address,
