@@ -1,4 +1,5 @@
-"""``ServerContext``: the per-process objects the routes share (store, cache, writer, leader)."""
+"""``ServerContext``: the per-process objects the routes share (store, cache, writer, leader,
+the memo of JSON answers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from theseus.server.leader import Leader
+from theseus.server.wire import WireMemo
 from theseus.server.writes import Writer
 from theseus.store.cache import StateCache
 from theseus.store.etcd import EtcdStore
@@ -33,6 +35,7 @@ class ServerContext:
     writer: Writer
     leader: Leader
     cluster_id: str = ""
+    wire: WireMemo = field(default_factory=WireMemo)  # pieces of the hot routes' answers
 
 
 def context(request: Request) -> ServerContext:

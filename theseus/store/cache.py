@@ -87,6 +87,10 @@ class StateCache:
         self.node_index: dict[str, int] = {}
         self.registry_index: dict[str, int] = {}
         self.lease_ttls: dict[str, int] = {}  # node -> TTL of its alive lease, when known
+        # Revision of the last change to each group's tasks or their statuses, and to the set of
+        # live nodes (a task on a lost node is lost): the group views are memoised on them.
+        self.group_index: dict[str, int] = {}
+        self.alive_index = 0
         self._node_signal = KeyedSignal()
         self._service_signal = KeyedSignal()
         self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -178,6 +182,7 @@ class StateCache:
     def _replace(self, revision: int, entries: list[Entry]) -> None:
         self.state = ClusterState(revision=revision)
         self.lease_ttls = {}
+        self.group_index.clear()
         for entry in entries:
             self._set(
                 entry.key, entry.value, entry.mod_revision, entry.create_revision, entry.lease
@@ -187,6 +192,7 @@ class StateCache:
             self.node_index[node] = revision
         for service in list(self.registry_index):
             self.registry_index[service] = revision
+        self.alive_index = revision
         self._node_signal.fire_all()
         self._service_signal.fire_all()
         self._ready.set()
@@ -215,9 +221,11 @@ class StateCache:
                 state.tasks[task.id] = task
                 state.index_task(old, task)
                 self._touch_nodes(revision, old, task)
+                self._touch_group(revision, task)
             elif key.startswith(keys.STATUS):
                 status = TaskStatus.model_validate_json(value)
                 state.statuses[status.task_id] = status
+                self._touch_group(revision, state.tasks.get(status.task_id))
             elif key.startswith(keys.GROUPS):
                 group_id = key.removeprefix(keys.GROUPS)
                 state.groups[group_id] = GroupRecord.model_validate_json(value)
@@ -228,6 +236,8 @@ class StateCache:
                 self.node_index[node.name] = revision
             elif key.startswith(keys.ALIVE):
                 node_name = key.removeprefix(keys.ALIVE)
+                if node_name not in state.alive:
+                    self.alive_index = revision
                 state.alive[node_name] = lease
                 ttl = alive_ttl(value)
                 if ttl is None:
@@ -255,8 +265,11 @@ class StateCache:
             old = state.tasks.pop(key.removeprefix(keys.TASKS), None)
             state.index_task(old, None)
             self._touch_nodes(revision, old, None)
+            self._touch_group(revision, old)
         elif key.startswith(keys.STATUS):
-            state.statuses.pop(key.removeprefix(keys.STATUS), None)
+            task_id = key.removeprefix(keys.STATUS)
+            state.statuses.pop(task_id, None)
+            self._touch_group(revision, state.tasks.get(task_id))
         elif key.startswith(keys.GROUPS):
             group_id = key.removeprefix(keys.GROUPS)
             state.groups.pop(group_id, None)
@@ -264,7 +277,8 @@ class StateCache:
         elif key.startswith(keys.NODES):
             state.nodes.pop(key.removeprefix(keys.NODES), None)
         elif key.startswith(keys.ALIVE):
-            state.alive.pop(key.removeprefix(keys.ALIVE), None)
+            if state.alive.pop(key.removeprefix(keys.ALIVE), None) is not None:
+                self.alive_index = revision
             self.lease_ttls.pop(key.removeprefix(keys.ALIVE), None)
         elif key.startswith(keys.CONTROL):
             state.controls.pop(key.removeprefix(keys.CONTROL), None)
@@ -276,6 +290,10 @@ class StateCache:
         if service:
             self.registry_index[service] = revision
             self._service_signal.fire(service)
+
+    def _touch_group(self, revision: int, task: TaskRecord | None) -> None:
+        if task is not None:
+            self.group_index[task.group_key.key] = revision
 
     def _touch_nodes(self, revision: int, old: TaskRecord | None, new: TaskRecord | None) -> None:
         for task in (old, new):

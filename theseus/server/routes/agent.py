@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import Response
 
 from theseus.api.schemas import (
-    Assignment,
     AssignmentList,
     HeartbeatAnswer,
     NodeRegistration,
     RegistrationAnswer,
     ReportBatch,
 )
-from theseus.model.state import ClusterState
 from theseus.server.context import ServerContext, context
 from theseus.server.views import node_info
 
@@ -43,39 +42,21 @@ async def heartbeat(node: str, ctx: ServerContext = Depends(context)) -> Heartbe
     return HeartbeatAnswer(heartbeat_interval=timing.interval, liveness_timeout=timing.ttl)
 
 
-def _assignments(
-    state: ClusterState, node: str, index: int, heartbeat_interval: float
-) -> AssignmentList:
-    return AssignmentList(
-        index=index,
-        heartbeat_interval=heartbeat_interval,
-        tasks=[
-            Assignment(
-                task_id=task.id,
-                service=task.service,
-                labels=task.labels,
-                group=task.group_key.key,
-                version=task.version,
-                desired=task.desired.value,
-                spec=task.spec,
-                host_ports=task.host_ports,
-                attempt=task.attempt,
-            )
-            for task in state.tasks_on(node)
-        ],
-    )
-
-
 @router.get("/{node}/assignments", response_model=AssignmentList)
 async def assignments(
     node: str, index: int = 0, wait: float = 30.0, ctx: ServerContext = Depends(context)
-) -> AssignmentList:
-    """Every task assigned to ``node``. Blocks until that list changes after ``index``."""
+) -> Response:
+    """Every task assigned to ``node``. Blocks until that list changes after ``index``.
+
+    Answered from memoised JSON (``theseus.server.wire``): a deploy wakes a node once per
+    change to its tasks, and 1,000 nodes each rebuilding their lists of pydantic models
+    cost seconds."""
     cache = ctx.cache
     await cache.wait_node(node, index, min(max(wait, 0.0), MAX_WAIT))
     current = cache.node_index.get(node, 0)
     interval = ctx.writer.advised_interval(node)
-    return _assignments(cache.state, node, max(current, index), interval)
+    body = ctx.wire.assignments_json(cache.state, node, max(current, index), interval)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{node}/reports")

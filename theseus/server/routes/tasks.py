@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,7 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from theseus.api.schemas import NodeInfo, NodeList, TaskInfo, TaskList
 from theseus.model.tasks import Desired
 from theseus.server.context import ServerContext, context
-from theseus.server.views import node_info, task_entry, task_info
+from theseus.server.views import node_info, task_info
 
 router = APIRouter(tags=["tasks and nodes"])
 
@@ -27,17 +26,16 @@ async def list_tasks(
     """Tasks meant to run (and those still stopping); ``all=true`` adds recent history."""
     state = ctx.cache.state
     candidates = state.tasks_on(node) if node is not None else state.tasks.values()
-    entries = []
-    for task in sorted(candidates, key=lambda t: (t.service, t.created_at, t.id)):
-        if service is not None and task.service != service:
-            continue
-        if not all and task.desired is Desired.STOP and state.task_state(task).terminal:
-            continue
-        entries.append(task_entry(state, task))
-    # Built as plain data and sent as is (``TaskList`` describes it in the OpenAPI document):
-    # validating 10,000 models would hold up the event loop for a second.
-    body = json.dumps({"tasks": entries}, separators=(",", ":"))
-    return Response(body, media_type="application/json")
+    chosen = [
+        task
+        for task in candidates
+        if (service is None or task.service == service)
+        and (all or task.desired is not Desired.STOP or not state.task_state(task).terminal)
+    ]
+    chosen.sort(key=lambda t: (t.service, t.created_at, t.id))
+    # Sent as is (``TaskList`` describes it in the OpenAPI document): validating 10,000
+    # models would hold up the event loop for a second.
+    return Response(ctx.wire.tasks_json(state, chosen), media_type="application/json")
 
 
 @router.get("/v1/tasks/{task_id}", response_model=TaskInfo)
