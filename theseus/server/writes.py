@@ -66,10 +66,13 @@ class Writer:
         self.max_heartbeats_per_second = max_heartbeats_per_second
         self.heartbeat_interval = heartbeat_interval  # the pace of a small cluster
         self._last_heartbeat: dict[str, float] = {}  # node -> monotonic time, on this server
+        self._joining = 0  # registrations in progress on this server
 
     def timing(self) -> HeartbeatTiming:
-        """The heartbeat timing the cluster's size calls for now."""
-        nodes = len(self._cache.state.alive)
+        """The heartbeat timing the cluster's size calls for now. Nodes registering count
+        too: when a whole cluster (re)starts, the first to register would otherwise get the
+        short leases of a small cluster and keep them while the server is at its busiest."""
+        nodes = len(self._cache.state.alive) + self._joining
         return heartbeat_timing(
             nodes, self.liveness_timeout, self.max_heartbeats_per_second, self.heartbeat_interval
         )
@@ -152,6 +155,13 @@ class Writer:
         raise ConflictError("the registry kept changing during the rebuild; try again")
 
     async def register_node(self, registration: NodeRegistration) -> NodeRecord:
+        self._joining += 1
+        try:
+            return await self._register_node(registration)
+        finally:
+            self._joining -= 1
+
+    async def _register_node(self, registration: NodeRegistration) -> NodeRecord:
         state = self._cache.state  # read two fields: no copy (a copy is O(cluster))
         previous = state.nodes.get(registration.name)
         record = NodeRecord(
