@@ -220,10 +220,11 @@ class Writer:
             status = _next_status(previous, report)
             if status != previous:
                 statuses[report.task_id] = status
-        ops: list[Op] = [
-            Put(keys.status_key(task_id), status.model_dump_json().encode())
-            for task_id, status in statuses.items()
-        ]
+        ops: list[Op] = []
+        for task_id, status in statuses.items():
+            key, value = keys.status_key(task_id), status.model_dump_json().encode()
+            self._cache.expect(key, value, status)
+            ops.append(Put(key, value))
         revision = 0
         for start in range(0, len(ops), MAX_TXN_OPS):
             revision = await self._store.commit(ops[start : start + MAX_TXN_OPS]) or revision

@@ -19,8 +19,9 @@ import itertools
 import logging
 import time
 from collections.abc import Iterable
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from theseus.model.groups import GroupRecord
 from theseus.model.nodes import NodeControl, NodeRecord
@@ -31,6 +32,9 @@ from theseus.store import keys
 from theseus.store.etcd import Change, Entry, EtcdStore, HistoryCompacted, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+MAX_EXPECTED = 100_000
 
 
 def alive_value(at: float, ttl: int) -> bytes:
@@ -93,6 +97,10 @@ class StateCache:
         self.alive_index = 0
         self._node_signal = KeyedSignal()
         self._service_signal = KeyedSignal()
+        # Records this server is writing, by key, with their encoding: when the watch brings
+        # such a value back, the record is taken as it is instead of parsed again (a 10,000-task
+        # deploy is 20,000 records, a second of parsing on the event loop).
+        self._expected: dict[str, tuple[bytes, BaseModel]] = {}
         self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = itertools.count()
 
@@ -102,6 +110,18 @@ class StateCache:
 
     def snapshot(self) -> ClusterState:
         return self.state.copy()
+
+    def expect(self, key: str, value: bytes, record: BaseModel) -> None:
+        """``record``, encoded as ``value``, is about to be written at ``key`` by us."""
+        if len(self._expected) >= MAX_EXPECTED:  # writes that failed leave theirs behind
+            self._expected.clear()
+        self._expected[key] = (value, record)
+
+    def _decode(self, key: str, value: bytes, model: type[M]) -> M:
+        expected = self._expected.pop(key, None)
+        if expected is not None and expected[0] == value and isinstance(expected[1], model):
+            return expected[1]
+        return model.model_validate_json(value)
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -216,14 +236,14 @@ class StateCache:
                 state.registry_revisions[key] = revision
                 self._touch_service(key, revision)
             elif key.startswith(keys.TASKS):
-                task = TaskRecord.model_validate_json(value)
+                task = self._decode(key, value, TaskRecord)
                 old = state.tasks.get(task.id)
                 state.tasks[task.id] = task
                 state.index_task(old, task)
                 self._touch_nodes(revision, old, task)
                 self._touch_group(revision, task)
             elif key.startswith(keys.STATUS):
-                status = TaskStatus.model_validate_json(value)
+                status = self._decode(key, value, TaskStatus)
                 state.statuses[status.task_id] = status
                 self._touch_group(revision, state.tasks.get(status.task_id))
             elif key.startswith(keys.GROUPS):
