@@ -64,6 +64,13 @@ def test_a_shorter_lease_waits_for_the_agent_to_speed_up() -> None:
     assert lease_change(30, small, gap=1.2)
 
 
+def test_a_cluster_at_a_steps_edge_does_not_replace_leases_back_and_forth() -> None:
+    at_1000, at_1001 = heartbeat_timing(1000, 3, 100.0), heartbeat_timing(1001, 3, 100.0)
+    assert lease_change(30, at_1001, gap=10.0)  # grown: 33 s
+    assert not lease_change(33, at_1000, gap=10.0)  # and it stays
+    assert not lease_change(33, at_1000, gap=11.0)
+
+
 def test_every_heartbeat_keeps_its_node_alive_under_the_rules() -> None:
     """Simulate one agent while its cluster grows and shrinks: the agent follows the advice
     it gets (after each heartbeat), the server changes leases by ``lease_change``; no gap

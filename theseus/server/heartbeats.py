@@ -29,6 +29,10 @@ BASE_INTERVAL = 1.0
 # A lease shrinks once the gap between two heartbeats is at most this many target intervals:
 # the agent has heard the faster pace (plus room for a late answer).
 SHRINK_GAP = 1.5
+# ...and only if it is this many times longer than the target: a cluster at a step's edge
+# (1,000 live nodes, a few registering) would otherwise have every node's lease replaced at
+# every heartbeat, up and down.
+SHRINK_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,11 @@ def lease_change(lease_ttl: int, target: HeartbeatTiming, gap: float | None) -> 
     ``gap`` is the time since this node's previous heartbeat (None: unknown). A longer lease
     is granted at once (the agent keeps its pace until told otherwise); a shorter one only
     once the agent already heartbeats at the target's pace, or it would be lost while
-    following the slower pace it was told before.
+    following the slower pace it was told before, and only if the lease is much longer than
+    the target (hysteresis).
     """
     if lease_ttl < target.ttl:
         return True
-    if lease_ttl > target.ttl:
+    if lease_ttl >= SHRINK_RATIO * target.ttl:
         return gap is not None and gap <= SHRINK_GAP * target.interval
     return False
