@@ -3,6 +3,8 @@ and the TTL recorded in a node's ``alive`` value."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from theseus.server.heartbeats import (
@@ -11,7 +13,8 @@ from theseus.server.heartbeats import (
     heartbeat_timing,
     lease_change,
 )
-from theseus.store.cache import alive_ttl, alive_value
+from theseus.server.writes import Writer
+from theseus.store.cache import StateCache, alive_ttl, alive_value
 
 
 @pytest.mark.parametrize(
@@ -91,3 +94,33 @@ def test_alive_values_record_the_lease_ttl() -> None:
     assert alive_ttl(alive_value(1700000000.5, 30)) == 30
     assert alive_ttl(b"1700000000.5") is None  # written by an older server
     assert alive_ttl(b"x y") is None
+
+
+class SlowStore:
+    """Just the lease calls of ``EtcdStore``: refreshes wait until released."""
+
+    def __init__(self) -> None:
+        self.refreshes = 0
+        self.release = asyncio.Event()
+
+    async def refresh_lease(self, lease: int) -> bool:
+        self.refreshes += 1
+        await self.release.wait()
+        return True
+
+
+async def test_a_nodes_concurrent_heartbeats_share_one_refresh() -> None:
+    store = SlowStore()
+    cache = StateCache(store)  # type: ignore[arg-type]
+    cache.state.alive["n1"] = 7
+    writer = Writer(store, cache, liveness_timeout=3)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(writer.heartbeat("n1"))
+    retry = asyncio.ensure_future(writer.heartbeat("n1"))  # the agent timed out and retried
+    await asyncio.sleep(0)
+    first.cancel()  # ...and hung up on the first one
+    store.release.set()
+    assert await retry == HeartbeatTiming(1.0, 3)
+    assert store.refreshes == 1
+    assert await writer.heartbeat("n1") == HeartbeatTiming(1.0, 3)  # a later one refreshes
+    assert store.refreshes == 2
+    assert await writer.heartbeat("unknown") is None

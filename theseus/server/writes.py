@@ -11,9 +11,11 @@ After a write it waits until the cache has seen it, so the caller reads its own 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 
 from theseus.api.schemas import NodeRegistration, TaskReport
 from theseus.model.nodes import NodeRecord
@@ -67,6 +69,7 @@ class Writer:
         self.heartbeat_interval = heartbeat_interval  # the pace of a small cluster
         self._last_heartbeat: dict[str, float] = {}  # node -> monotonic time, on this server
         self._joining = 0  # registrations in progress on this server
+        self._heartbeats: dict[str, asyncio.Future[HeartbeatTiming | None]] = {}  # in progress
 
     def timing(self) -> HeartbeatTiming:
         """The heartbeat timing the cluster's size calls for now. Nodes registering count
@@ -193,7 +196,26 @@ class Writer:
     async def heartbeat(self, node: str) -> HeartbeatTiming | None:
         """Refresh the node's liveness lease, or replace it by one of the TTL the cluster's
         size now calls for; the node's timing from now on (the interval its agent should
-        keep and its lease's TTL), or None if the node must register again."""
+        keep and its lease's TTL), or None if the node must register again.
+
+        A heartbeat of a node whose previous one is still in progress shares its outcome:
+        when etcd is slow, agents time out and retry, and every retry would otherwise queue
+        one more refresh behind the others and make it slower still."""
+        pending = self._heartbeats.get(node)
+        if pending is None:
+            pending = asyncio.ensure_future(self._heartbeat(node))
+            self._heartbeats[node] = pending
+            pending.add_done_callback(partial(self._heartbeat_done, node))
+        # Shielded: an agent that hangs up must not cancel the refresh others wait for.
+        return await asyncio.shield(pending)
+
+    def _heartbeat_done(self, node: str, done: asyncio.Future[HeartbeatTiming | None]) -> None:
+        if self._heartbeats.get(node) is done:
+            del self._heartbeats[node]
+        if not done.cancelled():
+            done.exception()  # retrieved, even when every caller has gone
+
+    async def _heartbeat(self, node: str) -> HeartbeatTiming | None:
         lease = self._cache.state.alive.get(node)
         if lease is None or not await self._store.refresh_lease(lease):
             return None
