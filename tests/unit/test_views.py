@@ -9,7 +9,7 @@ from tests.builders import make_group, make_node, make_state, make_status, make_
 from theseus.api.schemas import TaskInfo
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskState
-from theseus.server.views import node_info, task_entry, task_info
+from theseus.server.views import group_info, node_info, task_entry, task_info
 
 
 def indexed(state: ClusterState) -> ClusterState:
@@ -55,3 +55,38 @@ def test_node_info_counts_only_the_nodes_live_tasks() -> None:
     )
     info = node_info(state, "n1")
     assert (info.tasks, info.used_cpus, info.used_mem) == (2, 1.0, 200.0)
+
+
+def test_group_status_and_counts() -> None:
+    group = make_group(instances=3)
+    running = [make_task(group, "n1"), make_task(group, "n2")]
+    waiting = make_task(group, None, pending_reason="no node has room")
+    stopping = make_task(group, "n1", desired=Desired.STOP)
+    state = make_state(
+        [group],
+        [make_node("n1"), make_node("n2")],
+        [*running, waiting, stopping],
+        [make_status(t, TaskState.RUNNING) for t in [*running, stopping]],
+    )
+    indexed(state)
+    info = group_info(state, group.group_key.key, group)
+    assert (info.running, info.running_current, info.pending) == (2, 2, 1)
+    assert (info.status, info.message) == ("pending", "no node has room")
+
+    backing_off = waiting.model_copy(update={"not_before": 5.0})
+    state.tasks[waiting.id] = backing_off
+    assert group_info(state, group.group_key.key, group).status == "deploying"
+
+    failed = make_task(group, "n2", attempt=2)
+    state.tasks[failed.id] = failed
+    state.index_task(None, failed)
+    assert group_info(state, group.group_key.key, group).status == "failing"
+
+    del state.tasks[failed.id], state.tasks[waiting.id]
+    state.statuses[stopping.id] = make_status(stopping, TaskState.STOPPED)
+    running.append(make_task(group, "n2"))
+    state.tasks[running[-1].id] = running[-1]
+    state.index_task(None, running[-1])
+    state.statuses[running[-1].id] = make_status(running[-1], TaskState.RUNNING)
+    info = group_info(state, group.group_key.key, group)
+    assert (info.status, info.running_current, info.pending) == ("converged", 3, 0)

@@ -56,34 +56,43 @@ def task_entry(state: ClusterState, task: TaskRecord) -> dict[str, Any]:
 
 
 def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupInfo:
-    tasks = state.tasks_of(group_id)
-    active = [t for t in tasks if t.desired is Desired.RUN]
-    running = [t for t in active if state.task_state(t) is TaskState.RUNNING]
-    running_current = [t for t in running if t.version == group.version]
-    pending = [t for t in active if t.node is None]
-    stopping = [t for t in tasks if t.desired is Desired.STOP and not state.task_state(t).terminal]
+    # One loop over the group's tasks, one derived state each: ``theseus deploy`` polls this
+    # for every group while it follows a rollout.
+    active = running = running_current = pending = stopping = failing = 0
+    blocked = False  # a pending task waits for room, not for its backoff
+    pending_reason: str | None = None  # the first pending task's reason
+    for t in state.tasks_of(group_id):
+        if t.desired is not Desired.RUN:
+            stopping += not state.task_state(t).terminal
+            continue
+        active += 1
+        if state.task_state(t) is TaskState.RUNNING:
+            running += 1
+            running_current += t.version == group.version
+        if t.node is None:
+            pending += 1
+            if t.pending_reason:
+                blocked = blocked or t.not_before is None
+                pending_reason = pending_reason or t.pending_reason
+        failing += t.attempt >= FAILING_ATTEMPTS and t.version == group.version
     status, message = "deploying", None
-    converged = (
-        len(running_current) == group.instances and len(active) == group.instances and not stopping
-    )
-    failing = [t for t in active if t.attempt >= FAILING_ATTEMPTS and t.version == group.version]
-    if converged:
+    if running_current == group.instances and active == group.instances and not stopping:
         status = "converged"
     elif failing:
         status = "failing"
-        message = _last_failure(state, group_id) or f"{len(failing)} tasks restarting with backoff"
-    elif pending and any(t.pending_reason and t.not_before is None for t in pending):
+        message = _last_failure(state, group_id) or f"{failing} tasks restarting with backoff"
+    elif blocked:
         status = "pending"
-        message = next(t.pending_reason for t in pending if t.pending_reason)
+        message = pending_reason
     return GroupInfo(
         service=group.service,
         labels=group.labels,
         group=group_id,
         version=group.version,
         instances=group.instances,
-        running=len(running),
-        running_current=len(running_current),
-        pending=len(pending),
+        running=running,
+        running_current=running_current,
+        pending=pending,
         status=status,
         message=message,
         spec=group.spec,
