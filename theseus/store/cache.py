@@ -9,6 +9,11 @@ Waiting is keyed so that it scales with the cluster: an agent's long-poll wakes 
 own node's assignments change, a discovery watch only when one of its services changes, and a
 writer only when the cache reaches its revision. (With one shared "something changed" event,
 1,000 agents would all wake on each of the tens of thousands of changes a big deploy makes.)
+
+Besides the state it keeps what the server's hot paths need: the TTL of each node's lease (from
+its ``alive`` value: the heartbeat timing depends on it), a revision per group and one for the
+set of live nodes (the group views are memoised on them), and the records this server is
+writing itself (``expect``), taken back as they are when the watch returns them.
 """
 
 from __future__ import annotations
