@@ -66,8 +66,10 @@ def test_pending_task_shows_its_reason_and_no_node() -> None:
 
 
 def test_exited_task_shows_exit_code_attempt_and_backoff() -> None:
-    task = make_task(state="exited", exit_code=3, attempt=2, not_before=NOW + 4)
-    assert format_state(task, NOW) == "exited (code 3), attempt 3, backoff 4s"
+    task = make_task(
+        state="exited", exit_code=3, attempt=2, not_before=NOW + 3.5, backoff_delay=4.0
+    )
+    assert format_state(task, NOW) == "exited (code 3), attempt 3, backoff 4s of 4s"
 
 
 def test_task_asked_to_stop_but_still_running_is_stopping() -> None:

@@ -152,6 +152,7 @@ def test_other_custom_constraints_are_refused_by_name() -> None:
     raw = {"deploy": {"web": {"image": "x", "custom_constraints": ["rack=r1"]}}}
     errors = errors_of(raw)
     assert "only 'fixed-host'" in errors["deploy.web.custom_constraints"]
-    assert "boolean" in errors_of({"deploy": {"web": {"image": "x", "sticky": "yes"}}})[
-        "deploy.web.sticky"
-    ]
+    assert (
+        "boolean"
+        in errors_of({"deploy": {"web": {"image": "x", "sticky": "yes"}}})["deploy.web.sticky"]
+    )

@@ -65,6 +65,9 @@ class TaskInfo(BaseModel):
     stop_reason: str | None = None
     attempt: int = 0
     not_before: float | None = None
+    # The restart delay this task waited (or waits) after its predecessor's quick failure:
+    # backoff_seconds * backoff_factor ** (attempt - 2), capped at max_launch_delay_seconds.
+    backoff_delay: float = 0.0
     container_id: str | None = None
     created_at: float
     started_at: float | None = None

@@ -156,7 +156,7 @@ def format_state(task: TaskInfo, now: float) -> str:
     if task.attempt:
         extra.append(f"attempt {task.attempt + 1}")
     if task.not_before is not None and task.not_before > now:
-        extra.append(f"backoff {math.ceil(task.not_before - now)}s")
+        extra.append(f"backoff {math.ceil(task.not_before - now)}s of {task.backoff_delay:g}s")
     if extra:
         state += ", " + ", ".join(extra)
     return state

@@ -11,6 +11,7 @@ from theseus.api.schemas import GroupInfo, NodeInfo, TaskInfo
 from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState
+from theseus.reconciler.backoff import delay_for
 
 # A group whose replacement tasks have failed this many times in a row is "failing".
 FAILING_ATTEMPTS = 2
@@ -48,6 +49,7 @@ def task_entry(state: ClusterState, task: TaskRecord) -> dict[str, Any]:
         "stop_reason": task.stop_reason,
         "attempt": task.attempt,
         "not_before": task.not_before,
+        "backoff_delay": delay_for(task.spec, task.attempt),
         "container_id": status.container_id if status else None,
         "created_at": task.created_at,
         "started_at": status.started_at if status else None,

@@ -1,0 +1,50 @@
+"""The cluster a chaos run plays with: real processes on loopback, started by the integration
+harness, and everything it started removed afterwards (containers included)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from tests.integration.harness import Cluster, start_cluster
+
+AGENTS: dict[str, dict[str, Any]] = {
+    "chaos-1": {"address": "127.0.0.21"},
+    "chaos-2": {"address": "127.0.0.22"},
+    "chaos-3": {"address": "127.0.0.23"},
+}
+LIVENESS_TIMEOUT = 3
+
+
+@contextmanager
+def chaos_cluster(
+    root: Path, servers: int, etcd_members: int
+) -> Iterator[tuple[Cluster, dict[str, dict[str, Any]]]]:
+    if servers != 1 or etcd_members != 1:
+        raise SystemExit("this harness starts one server and one etcd member")
+    cluster = start_cluster(root, AGENTS, liveness_timeout=LIVENESS_TIMEOUT)
+    cluster_id = ""
+    try:
+        with cluster.client() as client:
+            cluster_id = client.health().cluster_id or ""
+        yield cluster, AGENTS
+    finally:
+        cluster.stop()
+        _remove_containers(cluster_id)
+
+
+def _remove_containers(cluster_id: str) -> None:
+    if not cluster_id:
+        return
+    engine = docker.from_env()
+    try:
+        for item in engine.api.containers(
+            all=True, filters={"label": f"theseus.cluster={cluster_id}"}
+        ):
+            engine.api.remove_container(item["Id"], force=True)
+    finally:
+        engine.close()

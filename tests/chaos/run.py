@@ -1,0 +1,303 @@
+"""The chaos run: faults and workload on a real cluster, in rounds, each ending with a check.
+
+A round lasts ``round_seconds``: at random moments it deploys, scales or removes one of a few
+services, and injects faults: ``docker kill`` of a container, SIGKILL of an agent (started
+again after a random pause, sometimes past the liveness timeout, so the node is lost and
+comes back), SIGKILL of the leader server (started again), and with 3 etcd members SIGKILL
+of one member at a time (started again). Then every process is brought back, and the run
+waits, up to ``settle_seconds``, for the invariants of ``tests.chaos.invariants`` to hold;
+the time that takes is the round's convergence time. Invariants still broken at the
+deadline are the round's violations.
+
+Used by ``python -m tests.chaos`` (``scripts/chaos``) and, short, by the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+
+from tests.chaos.invariants import REMOVED, Expectations, Observation, TaskView, check
+from tests.integration.harness import Cluster
+from theseus.api.client import ApiError, ServerClient, ServerUnreachable
+
+SERVICES = ("alpha", "bravo", "charlie", "delta")
+IMAGE = "theseus/busybox:latest"
+# Relative weights of what happens at each tick of a round.
+ACTIONS = {
+    "deploy": 4,
+    "remove": 1,
+    "kill_container": 3,
+    "kill_agent": 2,
+    "kill_leader": 1,
+    "kill_etcd_member": 1,
+}
+
+
+@dataclass
+class RoundResult:
+    number: int
+    faults: Counter[str]
+    converged_after: float | None  # seconds after the round's faults ended; None: never
+    violations: list[str]
+
+
+@dataclass
+class ChaosReport:
+    rounds: list[RoundResult] = field(default_factory=list)
+
+    @property
+    def faults(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for result in self.rounds:
+            total.update(result.faults)
+        return total
+
+    @property
+    def violations(self) -> list[str]:
+        return [f"round {r.number}: {v}" for r in self.rounds for v in r.violations]
+
+    @property
+    def longest_convergence(self) -> float | None:
+        times = [r.converged_after for r in self.rounds if r.converged_after is not None]
+        return max(times) if times else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rounds": len(self.rounds),
+            "faults": dict(sorted(self.faults.items())),
+            "faults_total": sum(n for kind, n in self.faults.items() if kind.startswith("kill_")),
+            "violations": len(self.violations),
+            "longest_convergence_s": self.longest_convergence,
+            "convergence_s": [r.converged_after for r in self.rounds],
+        }
+
+
+@dataclass
+class Restart:
+    due: float
+    what: str
+    start: Callable[[], None]
+
+
+class Chaos:
+    def __init__(
+        self,
+        cluster: Cluster,
+        agents: dict[str, dict[str, Any]],
+        seed: int,
+        log: Callable[[str], None] = print,
+        round_seconds: float = 10.0,
+        settle_seconds: float = 60.0,
+    ) -> None:
+        self.cluster = cluster
+        self.agents = agents
+        self.rng = random.Random(seed)
+        self.log = log
+        self.round_seconds = round_seconds
+        self.settle_seconds = settle_seconds
+        self.expected = Expectations()
+        self.docker = docker.from_env()
+        self.restarts: list[Restart] = []
+        with self._client() as client:
+            self.cluster_id = client.health().cluster_id or ""
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self, duration: float) -> ChaosReport:
+        report = ChaosReport()
+        ends = time.monotonic() + duration
+        number = 0
+        while time.monotonic() < ends or number == 0:
+            number += 1
+            faults = self._round()
+            self._restart_everything()
+            converged_after, violations = self._settle()
+            result = RoundResult(number, faults, converged_after, violations)
+            report.rounds.append(result)
+            state = (
+                f"converged in {converged_after:.2f}s"
+                if converged_after is not None
+                else (f"NOT converged: {len(violations)} violations")
+            )
+            self.log(f"round {number}: {dict(faults)}; {state}")
+            for violation in violations:
+                self.log(f"  violation: {violation}")
+        return report
+
+    def _round(self) -> Counter[str]:
+        done: Counter[str] = Counter()
+        ends = time.monotonic() + self.round_seconds
+        while time.monotonic() < ends:
+            self._restart_due()
+            kinds = [k for k in ACTIONS if self._possible(k)]
+            kind = self.rng.choices(kinds, weights=[ACTIONS[k] for k in kinds])[0]
+            if getattr(self, f"_{kind}")():
+                done[kind] += 1
+            time.sleep(self.rng.uniform(0.2, 0.8))
+        return done
+
+    def _possible(self, kind: str) -> bool:
+        if kind == "kill_etcd_member":
+            return len(self._etcd_members()) >= 3
+        return True
+
+    # --- workload -----------------------------------------------------------------------------
+
+    def _client(self) -> ServerClient:
+        return ServerClient(self._server_addresses(), timeout=5.0)
+
+    def _deploy(self) -> bool:
+        service = self.rng.choice(SERVICES)
+        instances = self.rng.randint(0, 4)
+        spec = {"image": IMAGE, "instances": instances, "cpus": 0.05, "mem": 32}
+        if self.rng.random() < 0.3:
+            spec["environment"] = {"ROUND": str(self.rng.randint(0, 3))}  # a rolling update
+        document = json.dumps({"deploy": {service: spec}})
+        return self._call(service, instances, lambda c: c.deploy(document, "application/json"))
+
+    def _remove(self) -> bool:
+        service = self.rng.choice(SERVICES)
+        return self._call(service, REMOVED, lambda c: c.remove(service))
+
+    def _call(self, service: str, outcome: int, call: Callable[[ServerClient], object]) -> bool:
+        try:
+            with self._client() as client:
+                call(client)
+        except ServerUnreachable:
+            self.expected.unanswered(service, outcome)  # it may or may not have been applied
+            return False
+        except ApiError as exc:
+            if exc.status >= 500:
+                self.expected.unanswered(service, outcome)
+            return False  # 4xx: refused, nothing applied
+        self.expected.acked(service, outcome)
+        return True
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def _kill_container(self) -> bool:
+        ours = self._containers()
+        if not ours:
+            return False
+        victim = self.rng.choice(ours)
+        try:
+            self.docker.api.kill(victim["Id"])
+        except docker.errors.APIError:
+            return False  # already gone
+        return True
+
+    def _kill_agent(self) -> bool:
+        alive = [n for n in self.agents if self.cluster.processes[n].popen.poll() is None]
+        if len(alive) <= 1:
+            return False
+        name = self.rng.choice(alive)
+        self.cluster.processes[name].stop(signal.SIGKILL)
+        pause = self.rng.uniform(0.5, 8.0)  # past the liveness timeout now and then
+        options = self.agents[name]
+        self._later(pause, f"agent {name}", lambda: self.cluster.start_agent(name, **options))
+        return True
+
+    def _kill_leader(self) -> bool:
+        for name, url in self._servers().items():
+            if self.cluster.processes[name].popen.poll() is not None:
+                continue
+            try:
+                with ServerClient(url, timeout=1.0) as client:
+                    leads = client.health().leader
+            except (ServerUnreachable, ApiError):
+                continue
+            if leads:
+                self.cluster.processes[name].stop(signal.SIGKILL)
+                self._later(self.rng.uniform(0.5, 3.0), name, self._starter(name))
+                return True
+        return False
+
+    def _kill_etcd_member(self) -> bool:
+        members = self._etcd_members()
+        alive = [m for m in members if self.cluster.processes[m].popen.poll() is None]
+        if len(alive) < len(members):
+            return False  # one member at a time
+        name = self.rng.choice(alive)
+        self.cluster.processes[name].stop(signal.SIGKILL)
+        self._later(self.rng.uniform(1.0, 4.0), name, self._starter(name))
+        return True
+
+    # --- restarts -----------------------------------------------------------------------------
+
+    def _later(self, delay: float, what: str, start: Callable[[], None]) -> None:
+        self.restarts.append(Restart(time.monotonic() + delay, what, start))
+
+    def _restart_due(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        due = [r for r in self.restarts if everything or r.due <= now]
+        for restart in due:
+            self.restarts.remove(restart)
+            restart.start()
+
+    def _restart_everything(self) -> None:
+        self._restart_due(everything=True)
+
+    # --- settling -----------------------------------------------------------------------------
+
+    def _settle(self) -> tuple[float | None, list[str]]:
+        started = time.monotonic()
+        deadline = started + self.settle_seconds
+        violations = ["never observed"]
+        while time.monotonic() < deadline:
+            try:
+                violations = check(self._observe(), self.expected)
+            except (ServerUnreachable, ApiError) as exc:
+                violations = [f"cannot observe: {exc}"]
+            if not violations:
+                return time.monotonic() - started, []
+            time.sleep(0.25)
+        return None, violations
+
+    def _observe(self) -> Observation:
+        with self._client() as client:
+            groups = {g.service: g.instances for g in client.groups().groups}
+            tasks = [TaskView(t.id, t.service, t.desired, t.state) for t in client.tasks().tasks]
+            registry = {
+                service: {
+                    c.instance_name for g in client.registry(service).groups for c in g.containers
+                }
+                for service in SERVICES
+            }
+        containers = [c["Labels"]["theseus.task"] for c in self._containers()]
+        registry = {s: ids for s, ids in registry.items() if ids or s in groups}
+        return Observation(groups, tasks, registry, containers)
+
+    def _containers(self) -> list[dict[str, Any]]:
+        """Running containers of this cluster's chaos services."""
+        running = self.docker.api.containers(
+            filters={"label": [f"theseus.cluster={self.cluster_id}", "theseus.task"]}
+        )
+        return [c for c in running if c["Labels"].get("theseus.service") in SERVICES]
+
+    # --- the cluster's shape (one server and one etcd member unless the harness has more) --
+
+    def _servers(self) -> dict[str, str]:
+        return {"server": self.cluster.server_url}
+
+    def _server_addresses(self) -> str:
+        return self.cluster.server_url
+
+    def _etcd_members(self) -> list[str]:
+        return ["etcd"]
+
+    def _starter(self, name: str) -> Callable[[], None]:
+        if name == "server":
+            return lambda: self.cluster.start_server()
+        raise ValueError(f"cannot restart {name}")
+
+    def close(self) -> None:
+        self.docker.close()
