@@ -38,6 +38,8 @@ class ServerContext:
     wire: WireMemo = field(default_factory=WireMemo)  # pieces of the hot routes' answers
 
 
-def context(request: Request) -> ServerContext:
+async def context(request: Request) -> ServerContext:
+    # ``async``: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop on
+    # every request (most of them agents' heartbeats, polls and reports).
     ctx: ServerContext = request.app.state.ctx
     return ctx
