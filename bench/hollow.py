@@ -1,6 +1,6 @@
 """Hollow nodes: one process running many ``sim``-driver agents as coroutines, each a real
-``theseus.agent`` talking to the server over HTTP (register, heartbeat every second, long-poll
-its assignments, report), with tasks that only pretend to run.
+``theseus.agent`` talking to the server over HTTP (register, heartbeat as often as the server
+says, long-poll its assignments, report), with tasks that only pretend to run.
 
 Started by bench/scale.py and bench/footprint.py (a few of these processes), or by hand:
 

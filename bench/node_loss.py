@@ -21,7 +21,7 @@ Between repetitions the agent is started again with the command recorded in ``cl
 settles. Prints one table.
 
 With default settings a node is declared lost ``--liveness-timeout`` seconds (``theseus server
---liveness-timeout``, default 4) after its last heartbeat (every second). ``--liveness-timeout
+--liveness-timeout``, default 3) after its last heartbeat (every second). ``--liveness-timeout
 N`` here restarts the cluster's server with that value before measuring.
 """
 
@@ -122,7 +122,7 @@ def measure(
     labels = [f"theseus.node={node}", f"theseus.cluster={record.cluster_id}"]
     containers = engine.api.containers(filters={"label": labels})
 
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     os.kill(agent.pid, signal.SIGKILL)
     with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
         list(pool.map(lambda c: engine.api.kill(c["Id"]), containers))
@@ -148,6 +148,11 @@ def measure(
             marks["registry"] = now
         time.sleep(0.02)
     marks.setdefault("detected", float("nan"))
+    # Where the time after detection goes: the leader's pass (the replacements' created_at)
+    # and the nodes starting them (started_at, the agents' clock: the same machine's).
+    fresh = [t for t in client.tasks(service).tasks if t.id not in lost and t.created_at > t0_wall]
+    created = max((t.created_at - t0_wall for t in fresh), default=float("nan"))
+    started = max((t.started_at - t0_wall for t in fresh if t.started_at), default=float("nan"))
     result = Round(
         node=node,
         lost_tasks=len(lost),
@@ -159,7 +164,8 @@ def measure(
     print(
         f"{node}: {len(lost)} tasks lost (kill took {1000 * killed:.0f} ms); lost after "
         f"{result.detected:.2f} s, rescheduled {result.rescheduled:.2f} s, registry "
-        f"{result.registry_clean:.2f} s",
+        f"{result.registry_clean:.2f} s (replacements created {created:.2f} s, last started "
+        f"{started:.2f} s)",
         flush=True,
     )
 
@@ -258,7 +264,7 @@ def main() -> None:
                 print(f"theseus down failed:\n{down.stdout}{down.stderr}", file=sys.stderr)
             if args.state_dir is None:
                 shutil.rmtree(state_dir.parent, ignore_errors=True)
-    liveness = args.liveness_timeout or 4
+    liveness = args.liveness_timeout or 3
     print()
     print(
         f"node loss: 3 docker nodes, {args.tasks} busybox tasks, {len(rounds)} repetitions, "

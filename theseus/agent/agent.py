@@ -7,7 +7,8 @@ the server is away, nor when it shuts down itself: containers carry labels namin
 and a restarted agent re-adopts them (DESIGN principle 4). Concurrent loops, each bounded:
 
 * registration (again whenever the server answers 404: node unknown or lease expired);
-* heartbeat every ``heartbeat_interval`` seconds;
+* heartbeat every ``heartbeat_interval`` seconds, as the server last said (in its answer to
+  the registration or to an assignments poll: the interval grows with the cluster);
 * assignments long-poll, resumable by index, fed to the task runner (level-triggered);
 * resync with the driver every ``resync_interval`` seconds (the safety net for missed events);
 * the report sender; the HTTP endpoint (health, logs, and the registry reads proxied to the
@@ -105,6 +106,7 @@ class Agent:
         self.reports = ReportQueue()
         self.runner = TaskRunner(driver, self.owner, self.reports)
         self.answer: RegistrationAnswer | None = None
+        self.heartbeat_interval = BACKOFF_FIRST  # until the server says
         self._registered = asyncio.Event()
         self._unregistered = asyncio.Event()
         self._unregistered.set()
@@ -135,6 +137,7 @@ class Agent:
             )
         self.owner.cluster_id = answer.cluster_id
         self.answer = answer
+        self.heartbeat_interval = answer.heartbeat_interval
         self._unregistered.clear()
         self._registered.set()
         log.info("registered node %s in cluster %s", self.config.name, answer.cluster_id)
@@ -187,12 +190,12 @@ class Agent:
         while True:
             # Retried no slower than the heartbeat itself: a backoff longer than the server's
             # liveness timeout would get a node declared lost while the server is only busy.
-            interval = self.answer.heartbeat_interval if self.answer else BACKOFF_FIRST
             await self._call(
-                "heartbeat", lambda: self.client.heartbeat(self.config.name), max_delay=interval
+                "heartbeat",
+                lambda: self.client.heartbeat(self.config.name),
+                max_delay=self.heartbeat_interval,
             )
-            assert self.answer is not None
-            await asyncio.sleep(self.answer.heartbeat_interval)
+            await asyncio.sleep(self.heartbeat_interval)
 
     async def _assignment_loop(self) -> None:
         index = 0
@@ -200,6 +203,9 @@ class Agent:
             poll = partial(self.client.assignments, self.config.name, index, self.config.poll_wait)
             answer = await self._call("assignments", poll)
             index = answer.index
+            if answer.heartbeat_interval is not None:
+                # The server only advises a slower pace once the node's lease allows it.
+                self.heartbeat_interval = answer.heartbeat_interval
             self.runner.apply(answer.tasks)
 
     async def _resync_loop(self) -> None:

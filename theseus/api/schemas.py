@@ -155,6 +155,14 @@ class RegistrationAnswer(BaseModel):
     cluster_id: str  # label every container with it: `theseus down` removes exactly these
     node: NodeInfo
     heartbeat_interval: float
+    liveness_timeout: float  # the node's lease: seconds without a heartbeat before it is lost
+
+
+class HeartbeatAnswer(BaseModel):
+    """The pace to keep from now on: it grows and shrinks with the cluster."""
+
+    ok: bool = True
+    heartbeat_interval: float
     liveness_timeout: float
 
 
@@ -177,6 +185,8 @@ class AssignmentList(BaseModel):
 
     index: int
     tasks: list[Assignment]
+    # How often to heartbeat from now on (it grows with the cluster); None from older servers.
+    heartbeat_interval: float | None = None
 
 
 class TaskReport(BaseModel):

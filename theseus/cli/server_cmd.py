@@ -20,10 +20,21 @@ def register(app: typer.Typer) -> None:
             ["127.0.0.1:2379"], help="etcd endpoint host:port (repeat for several members)."
         ),
         liveness_timeout: int = typer.Option(
-            4,
+            3,
             min=2,
-            help="Seconds without a heartbeat before a node is declared lost. Lower detects "
-            "machine loss sooner; higher tolerates longer network or load hiccups.",
+            help="Seconds without a heartbeat before a node is declared lost and its tasks "
+            "are replaced (agents heartbeat every second). Lower detects a dead machine "
+            "sooner; higher tolerates longer network or load hiccups (a live node declared "
+            "lost has its tasks started twice until it registers again). Clusters bigger "
+            "than --max-heartbeats-per-second nodes get more: 3 heartbeat intervals.",
+        ),
+        max_heartbeats_per_second: float = typer.Option(
+            100.0,
+            min=1.0,
+            help="Heartbeats per second the server accepts from all agents together. Beyond "
+            "that many nodes, agents heartbeat every ceil(nodes / this) seconds and a node "
+            "is lost after 3 intervals (1,000 nodes: every 10 s, lost after 30 s): a big "
+            "cluster detects a dead machine later, but heartbeats cannot flood the server.",
         ),
         registry_repair_interval: float = typer.Option(
             3.0,
@@ -42,6 +53,7 @@ def register(app: typer.Typer) -> None:
             port=port,
             etcd=etcd,
             liveness_timeout=liveness_timeout,
+            max_heartbeats_per_second=max_heartbeats_per_second,
             registry_repair_interval=registry_repair_interval,
         )
         uvicorn.run(

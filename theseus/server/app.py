@@ -37,11 +37,23 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = EtcdStore(config.etcd)
         await store.connect()
+        keepalive_store = EtcdStore(config.etcd)  # the leader lease's own connection
+        await keepalive_store.connect()
         cache = StateCache(store)
         server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
-        writer = Writer(store, cache, config.liveness_timeout)
+        writer = Writer(
+            store,
+            cache,
+            config.liveness_timeout,
+            config.max_heartbeats_per_second,
+            config.heartbeat_interval,
+        )
         leader = Leader(
-            store, cache, server_id, registry_repair_interval=config.registry_repair_interval
+            store,
+            cache,
+            server_id,
+            registry_repair_interval=config.registry_repair_interval,
+            keepalive_store=keepalive_store,
         )
         ctx = ServerContext(config, store, cache, writer, leader)
         ctx.cluster_id = await writer.ensure_cluster_id()
@@ -59,6 +71,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await store.close()
+            await keepalive_store.close()
 
     app = FastAPI(
         title="Theseus",

@@ -1,4 +1,5 @@
-"""``ServerContext``: the per-process objects the routes share (store, cache, writer, leader)."""
+"""``ServerContext``: the per-process objects the routes share (store, cache, writer, leader,
+the memo of JSON answers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from theseus.server.leader import Leader
+from theseus.server.wire import WireMemo
 from theseus.server.writes import Writer
 from theseus.store.cache import StateCache
 from theseus.store.etcd import EtcdStore
@@ -17,8 +19,11 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 5000
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
-    liveness_timeout: int = 4  # seconds without a heartbeat before a node is lost
+    # Seconds without a heartbeat before a node is lost, and agents' heartbeat interval, in
+    # clusters small enough; both grow with the cluster (``theseus.server.heartbeats``).
+    liveness_timeout: int = 3
     heartbeat_interval: float = 1.0
+    max_heartbeats_per_second: float = 100.0  # from all agents together
     registry_repair_interval: float = 3.0  # seconds between anti-entropy passes
 
 
@@ -30,8 +35,11 @@ class ServerContext:
     writer: Writer
     leader: Leader
     cluster_id: str = ""
+    wire: WireMemo = field(default_factory=WireMemo)  # pieces of the hot routes' answers
 
 
-def context(request: Request) -> ServerContext:
+async def context(request: Request) -> ServerContext:
+    # ``async``: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop on
+    # every request (most of them agents' heartbeats, polls and reports).
     ctx: ServerContext = request.app.state.ctx
     return ctx

@@ -6,6 +6,13 @@ create revision of the leader key, so a deposed leader's writes are refused by e
 The loop is level-triggered: it runs on every change, at the next backoff deadline, and at
 least every ``TICK`` seconds.
 
+The pass itself runs in a worker thread, on a snapshot no one else holds: at 10,000 tasks it
+takes a good part of a second of CPU, and on the event loop it would hold up for that long
+every heartbeat, HTTP answer and the keep-alive of the leader's own lease. (The thread still
+shares the GIL, but the loop gets it back every few milliseconds.) Only one pass runs at a
+time, even across a step-down, since the registry view and the encoding memo it works with
+are the leader's own.
+
 The registry is kept in two ways. Each pass writes what task changes imply, compared with the
 leader's own view of what it has written (so a task that starts running is registered within
 milliseconds). Every ``registry_repair_interval`` seconds a pass compares with what etcd
@@ -18,7 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
+from dataclasses import dataclass
+
+from pydantic import BaseModel
 
 from theseus.model.state import ClusterState
 from theseus.reconciler.reconcile import Plan, reconcile
@@ -40,6 +51,8 @@ log = logging.getLogger(__name__)
 TICK = 1.0
 # Changes arriving within this window are reconciled in one pass (e.g. a burst of reports).
 COALESCE = 0.005
+PARALLEL_TXNS = 4  # a plan's transactions in flight at once
+SLOW_PASS = 0.5  # seconds: passes slower than this are logged with their breakdown
 
 
 class Leader:
@@ -50,8 +63,14 @@ class Leader:
         server_id: str,
         lease_ttl: int = 5,
         registry_repair_interval: float = 3.0,
+        keepalive_store: EtcdStore | None = None,
     ) -> None:
         self._store = store
+        # A connection of its own for the leader lease's keep-alive: etcd answers the
+        # refreshes of one keep-alive stream one after the other, each after its pending
+        # writes are applied, so behind 1,000 nodes' heartbeats during a big deploy the
+        # leader's own refresh waited seconds, past its lease.
+        self._keepalive_store = keepalive_store or store
         self._cache = cache
         self.server_id = server_id
         self._lease_ttl = lease_ttl
@@ -60,6 +79,9 @@ class Leader:
         self._registry_view: dict[str, bytes] = {}  # what we believe /services/ holds
         self._last_repair = 0.0
         self._encodings: EncodingMemo = {}  # registry entries encoded by earlier passes
+        # Held by the pass's worker thread: a pass orphaned by a step-down (its coroutine was
+        # cancelled, its thread runs on) must end before the next one uses the memo.
+        self._pass_lock = threading.Lock()
         self.passes = 0
 
     @property
@@ -101,9 +123,22 @@ class Leader:
                 await self._store.revoke_lease(lease)
 
     async def _keep_alive(self, lease: int) -> None:
+        period = self._lease_ttl / 3
         while True:
-            await asyncio.sleep(self._lease_ttl / 3)
-            if not await self._store.refresh_lease(lease):
+            slept = time.monotonic()
+            await asyncio.sleep(period)
+            refreshing = time.monotonic()
+            alive = await self._keepalive_store.refresh_lease(lease)
+            done = time.monotonic()
+            if refreshing - slept > period + 1.0 or done - refreshing > 1.0:
+                # The lease only survives a stall shorter than two thirds of its TTL: say so.
+                log.warning(
+                    "leader lease refreshed late: the event loop woke %.1fs late, the refresh "
+                    "took %.1fs",
+                    refreshing - slept - period,
+                    done - refreshing,
+                )
+            if not alive:
                 log.warning("leader lease expired; stepping down")
                 return
 
@@ -112,6 +147,7 @@ class Leader:
         self._last_repair = 0.0  # the first pass as leader compares with etcd itself
         while not keepalive.done():
             await self._cache.wait_for_revision(last_commit)
+            started = time.monotonic()
             snapshot = self._cache.snapshot()
             ours = snapshot.leader is not None and snapshot.leader[1] == self._fence
             if not ours and snapshot.revision >= (self._fence or 0):
@@ -122,16 +158,27 @@ class Leader:
                 self._registry_view = dict(snapshot.registry)
                 self._last_repair = now
             snapshot.registry = self._registry_view
-            plan = reconcile(snapshot, now, memo=self._encodings)
+            copied = time.monotonic()
+            plan, encoded = await asyncio.to_thread(self._pass, snapshot, now)
             self.passes += 1
             if not plan.empty:
-                committed = await self.commit(plan)
+                planned = time.monotonic()
+                committed = await self.commit(plan, encoded)
                 if committed is None:
                     log.warning("plan refused by the fence; stepping down")
                     return
                 last_commit = committed
+                _log_slow_pass(plan, started, copied, planned, len(snapshot.tasks))
                 continue
             await self._wait_for_work(snapshot, plan, now)
+
+    def _pass(self, snapshot: ClusterState, now: float) -> tuple[Plan, EncodedPlan]:
+        """One reconcile pass and its encoding, in a worker thread. ``snapshot`` is this
+        pass's own copy; the registry view is only changed by ``commit``, which waits for the
+        pass."""
+        with self._pass_lock:
+            plan = reconcile(snapshot, now, memo=self._encodings)
+            return plan, encode_plan(plan)
 
     async def _wait_for_work(self, snapshot: ClusterState, plan: Plan, now: float) -> None:
         timeout = TICK
@@ -141,27 +188,88 @@ class Leader:
             await self._cache.wait_changed(timeout)
         await asyncio.sleep(COALESCE)
 
-    async def commit(self, plan: Plan) -> int | None:
-        """Write the plan in fenced transactions of at most ``MAX_TXN_OPS`` operations."""
+    async def commit(self, plan: Plan, encoded: EncodedPlan | None = None) -> int | None:
+        """Write the plan in fenced transactions of at most ``MAX_TXN_OPS`` operations,
+        ``PARALLEL_TXNS`` at a time (etcd then batches them into fewer raft rounds) unless
+        two of them touch the same key, whose order then matters."""
         assert self._fence is not None
-        ops: list[Op] = []
-        for task in plan.task_puts.values():
-            ops.append(Put(keys.task_key(task.id), task.model_dump_json().encode()))
-        for status in plan.status_puts.values():
-            ops.append(Put(keys.status_key(status.task_id), status.model_dump_json().encode()))
-        ops.extend(Delete(keys.task_key(task_id)) for task_id in plan.task_deletes)
-        ops.extend(Delete(keys.status_key(task_id)) for task_id in plan.status_deletes)
-        ops.extend(Put(key, value) for key, value in plan.registry_puts.items())
-        ops.extend(Delete(key) for key in plan.registry_deletes)
+        if encoded is None:
+            encoded = encode_plan(plan)
+        ops = encoded.ops
+        for op in ops:
+            record = encoded.records.get(op.key)
+            if record is not None and isinstance(op, Put):
+                self._cache.expect(op.key, op.value, record)
         fence = [CreateRevisionIs(keys.LEADER, self._fence)]
-        revision = 0
         size = MAX_TXN_OPS - len(fence)
-        for start in range(0, len(ops), size):
-            committed = await self._store.commit(ops[start : start + size], fence)
-            if committed is None:
-                return None
-            revision = committed
+        chunks = [ops[start : start + size] for start in range(0, len(ops), size)]
+        parallel = PARALLEL_TXNS if len({op.key for op in ops}) == len(ops) else 1
+        gate = asyncio.Semaphore(parallel)
+        refused = False
+
+        async def write(chunk: list[Op]) -> int:
+            nonlocal refused
+            async with gate:
+                if refused:
+                    return 0
+                committed = await self._store.commit(chunk, fence)
+                if committed is None:
+                    refused = True
+                    return 0
+                return committed
+
+        revisions = await asyncio.gather(*(write(chunk) for chunk in chunks))
+        if refused:
+            return None
         self._registry_view.update(plan.registry_puts)
         for key in plan.registry_deletes:
             self._registry_view.pop(key, None)
-        return revision
+        return max(revisions, default=0)
+
+
+@dataclass
+class EncodedPlan:
+    """A plan as etcd operations, and the records behind the puts that hold one (so that
+    the cache need not parse them back)."""
+
+    ops: list[Op]
+    records: dict[str, BaseModel]
+
+
+def encode_plan(plan: Plan) -> EncodedPlan:
+    ops: list[Op] = []
+    records: dict[str, BaseModel] = {}
+    # Grouped by node: each transaction wakes the assignment long-poll of every node it
+    # touches, so a node's new tasks had better arrive together (a 10,000-task deploy
+    # otherwise wakes each of 1,000 nodes about once per task).
+    for task in sorted(plan.task_puts.values(), key=lambda t: t.node or ""):
+        key = keys.task_key(task.id)
+        ops.append(Put(key, task.model_dump_json().encode()))
+        records[key] = task
+    for status in plan.status_puts.values():
+        key = keys.status_key(status.task_id)
+        ops.append(Put(key, status.model_dump_json().encode()))
+        records[key] = status
+    ops.extend(Delete(keys.task_key(task_id)) for task_id in plan.task_deletes)
+    ops.extend(Delete(keys.status_key(task_id)) for task_id in plan.status_deletes)
+    ops.extend(Put(key, value) for key, value in plan.registry_puts.items())
+    ops.extend(Delete(key) for key in plan.registry_deletes)
+    return EncodedPlan(ops, records)
+
+
+def _log_slow_pass(plan: Plan, started: float, copied: float, planned: float, tasks: int) -> None:
+    """Say where a slow pass spent its time (those that take half a second or more)."""
+    done = time.monotonic()
+    if done - started < SLOW_PASS:
+        return
+    ops = len(plan.task_puts) + len(plan.status_puts) + len(plan.task_deletes)
+    ops += len(plan.status_deletes) + len(plan.registry_puts) + len(plan.registry_deletes)
+    log.info(
+        "slow pass over %d tasks: %.0f ms (snapshot %.0f, plan %.0f, commit of %d writes %.0f)",
+        tasks,
+        1000 * (done - started),
+        1000 * (copied - started),
+        1000 * (planned - copied),
+        ops,
+        1000 * (done - planned),
+    )

@@ -5,7 +5,9 @@ shows. Called by the routes.
 
 from __future__ import annotations
 
-from theseus.api.schemas import GroupInfo, NodeInfo, PortInfo, TaskInfo
+from typing import Any
+
+from theseus.api.schemas import GroupInfo, NodeInfo, TaskInfo
 from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState
@@ -16,66 +18,83 @@ FAILING_ATTEMPTS = 2
 
 
 def task_info(state: ClusterState, task: TaskRecord) -> TaskInfo:
+    return TaskInfo.model_validate(task_entry(state, task))
+
+
+def task_entry(state: ClusterState, task: TaskRecord) -> dict[str, Any]:
+    """``TaskInfo`` as plain JSON data. ``GET /v1/tasks`` sends these as they are: a pydantic
+    model per task, validated and then serialised, cost about 0.1 ms each, a second for
+    10,000 tasks on a server that also has to answer heartbeats."""
     status = state.statuses.get(task.id)
     node = state.nodes.get(task.node) if task.node else None
+    host_ports = task.host_ports
     ports = {
-        name: PortInfo(container_port=port, host_port=task.host_ports.get(name))
+        name: {"container_port": port, "host_port": host_ports.get(name)}
         for name, port in task.spec.ports.items()
     }
-    return TaskInfo(
-        id=task.id,
-        service=task.service,
-        labels=task.labels,
-        group=task.group_key.key,
-        version=task.version,
-        node=task.node,
-        address=node.address if node else None,
-        ports=ports,
-        desired=task.desired.value,
-        state=state.task_state(task).value,
-        exit_code=status.exit_code if status else None,
-        message=status.message if status else None,
-        pending_reason=task.pending_reason if task.node is None else None,
-        stop_reason=task.stop_reason,
-        attempt=task.attempt,
-        not_before=task.not_before,
-        backoff_delay=delay_for(task.spec, task.attempt),
-        container_id=status.container_id if status else None,
-        created_at=task.created_at,
-        started_at=status.started_at if status else None,
-        finished_at=status.finished_at if status else None,
-    )
+    return {
+        "id": task.id,
+        "service": task.service,
+        "labels": list(task.labels),
+        "group": task.group_key.key,
+        "version": task.version,
+        "node": task.node,
+        "address": node.address if node else None,
+        "ports": ports,
+        "desired": task.desired.value,
+        "state": state.task_state(task).value,
+        "exit_code": status.exit_code if status else None,
+        "message": status.message if status else None,
+        "pending_reason": task.pending_reason if task.node is None else None,
+        "stop_reason": task.stop_reason,
+        "attempt": task.attempt,
+        "not_before": task.not_before,
+        "backoff_delay": delay_for(task.spec, task.attempt),
+        "container_id": status.container_id if status else None,
+        "created_at": task.created_at,
+        "started_at": status.started_at if status else None,
+        "finished_at": status.finished_at if status else None,
+    }
 
 
 def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupInfo:
-    tasks = state.tasks_of(group_id)
-    active = [t for t in tasks if t.desired is Desired.RUN]
-    running = [t for t in active if state.task_state(t) is TaskState.RUNNING]
-    running_current = [t for t in running if t.version == group.version]
-    pending = [t for t in active if t.node is None]
-    stopping = [t for t in tasks if t.desired is Desired.STOP and not state.task_state(t).terminal]
+    # One loop over the group's tasks, one derived state each: ``theseus deploy`` polls this
+    # for every group while it follows a rollout.
+    active = running = running_current = pending = stopping = failing = 0
+    blocked = False  # a pending task waits for room, not for its backoff
+    pending_reason: str | None = None  # the first pending task's reason
+    for t in state.tasks_of(group_id):
+        if t.desired is not Desired.RUN:
+            stopping += not state.task_state(t).terminal
+            continue
+        active += 1
+        if state.task_state(t) is TaskState.RUNNING:
+            running += 1
+            running_current += t.version == group.version
+        if t.node is None:
+            pending += 1
+            if t.pending_reason:
+                blocked = blocked or t.not_before is None
+                pending_reason = pending_reason or t.pending_reason
+        failing += t.attempt >= FAILING_ATTEMPTS and t.version == group.version
     status, message = "deploying", None
-    converged = (
-        len(running_current) == group.instances and len(active) == group.instances and not stopping
-    )
-    failing = [t for t in active if t.attempt >= FAILING_ATTEMPTS and t.version == group.version]
-    if converged:
+    if running_current == group.instances and active == group.instances and not stopping:
         status = "converged"
     elif failing:
         status = "failing"
-        message = _last_failure(state, group_id) or f"{len(failing)} tasks restarting with backoff"
-    elif pending and any(t.pending_reason and t.not_before is None for t in pending):
+        message = _last_failure(state, group_id) or f"{failing} tasks restarting with backoff"
+    elif blocked:
         status = "pending"
-        message = next(t.pending_reason for t in pending if t.pending_reason)
+        message = pending_reason
     return GroupInfo(
         service=group.service,
         labels=group.labels,
         group=group_id,
         version=group.version,
         instances=group.instances,
-        running=len(running),
-        running_current=len(running_current),
-        pending=len(pending),
+        running=running,
+        running_current=running_current,
+        pending=pending,
         status=status,
         message=message,
         spec=group.spec,
@@ -94,9 +113,7 @@ def _last_failure(state: ClusterState, group_id: str) -> str | None:
 
 def node_info(state: ClusterState, name: str) -> NodeInfo:
     node = state.nodes[name]
-    holding = [
-        t for t in state.tasks.values() if t.node == name and not state.task_state(t).terminal
-    ]
+    holding = [t for t in state.tasks_on(name) if not state.task_state(t).terminal]
     return NodeInfo(
         name=node.name,
         address=node.address,

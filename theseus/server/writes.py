@@ -2,7 +2,8 @@
 
 * group changes from ``/deploy``, scale and remove: one transaction guarded by each group's
   mod revision, so a document is applied atomically or not at all, retried on a race;
-* node registration and heartbeats: a node record plus a leased ``alive`` key;
+* node registration and heartbeats: a node record plus a leased ``alive`` key, whose lease
+  is replaced when the cluster's heartbeat timing changes (``theseus.server.heartbeats``);
 * task reports from agents: observed status, batched into as few transactions as possible.
 
 After a write it waits until the cache has seen it, so the caller reads its own writes.
@@ -10,9 +11,11 @@ After a write it waits until the cache has seen it, so the caller reads its own 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 
 from theseus.api.schemas import NodeRegistration, TaskReport
 from theseus.model.nodes import NodeRecord
@@ -20,8 +23,14 @@ from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskState, TaskStatus
 from theseus.reconciler.deploy import GroupChangePlan
 from theseus.reconciler.registry import RegistryDiff, registry_diff
+from theseus.server.heartbeats import (
+    HeartbeatTiming,
+    advised_interval,
+    heartbeat_timing,
+    lease_change,
+)
 from theseus.store import keys
-from theseus.store.cache import StateCache
+from theseus.store.cache import StateCache, alive_value
 from theseus.store.etcd import (
     MAX_TXN_OPS,
     CreateRevisionIs,
@@ -45,10 +54,39 @@ class TooLargeError(ValueError):
 
 
 class Writer:
-    def __init__(self, store: EtcdStore, cache: StateCache, liveness_timeout: int) -> None:
+    def __init__(
+        self,
+        store: EtcdStore,
+        cache: StateCache,
+        liveness_timeout: int,
+        max_heartbeats_per_second: float = 100.0,
+        heartbeat_interval: float = 1.0,
+    ) -> None:
         self._store = store
         self._cache = cache
         self.liveness_timeout = liveness_timeout
+        self.max_heartbeats_per_second = max_heartbeats_per_second
+        self.heartbeat_interval = heartbeat_interval  # the pace of a small cluster
+        self._last_heartbeat: dict[str, float] = {}  # node -> monotonic time, on this server
+        self._joining = 0  # registrations in progress on this server
+        self._heartbeats: dict[str, asyncio.Future[HeartbeatTiming | None]] = {}  # in progress
+
+    def timing(self) -> HeartbeatTiming:
+        """The heartbeat timing the cluster's size calls for now. Nodes registering count
+        too: when a whole cluster (re)starts, the first to register would otherwise get the
+        short leases of a small cluster and keep them while the server is at its busiest."""
+        nodes = len(self._cache.state.alive) + self._joining
+        return heartbeat_timing(
+            nodes, self.liveness_timeout, self.max_heartbeats_per_second, self.heartbeat_interval
+        )
+
+    def lease_ttl(self, node: str) -> int:
+        # Unknown (an older server granted it): the shortest TTL any server grants.
+        return self._cache.lease_ttls.get(node, self.liveness_timeout)
+
+    def advised_interval(self, node: str) -> float:
+        """How often ``node``'s agent should heartbeat, given the lease it holds now."""
+        return advised_interval(self.lease_ttl(node), self.timing(), self.heartbeat_interval)
 
     async def ensure_cluster_id(self) -> str:
         new_id = uuid.uuid4().hex[:12]
@@ -120,6 +158,13 @@ class Writer:
         raise ConflictError("the registry kept changing during the rebuild; try again")
 
     async def register_node(self, registration: NodeRegistration) -> NodeRecord:
+        self._joining += 1
+        try:
+            return await self._register_node(registration)
+        finally:
+            self._joining -= 1
+
+    async def _register_node(self, registration: NodeRegistration) -> NodeRecord:
         state = self._cache.state  # read two fields: no copy (a copy is O(cluster))
         previous = state.nodes.get(registration.name)
         record = NodeRecord(
@@ -138,20 +183,54 @@ class Writer:
             ops.append(Put(keys.node_key(record.name), record.model_dump_json().encode()))
         lease = state.alive.get(record.name)
         if lease is None or not await self._store.refresh_lease(lease):
-            lease = await self._store.grant_lease(self.liveness_timeout)
-            ops.append(Put(keys.alive_key(record.name), str(time.time()).encode(), lease=lease))
+            ttl = self.timing().ttl
+            lease = await self._store.grant_lease(ttl)
+            value = alive_value(time.time(), ttl)
+            ops.append(Put(keys.alive_key(record.name), value, lease=lease))
         if ops:
             revision = await self._store.commit(ops)
             if revision is not None:
                 await self._cache.wait_for_revision(revision)
         return record
 
-    async def heartbeat(self, node: str) -> bool:
-        """Refresh the node's liveness lease; False if the node must register again."""
+    async def heartbeat(self, node: str) -> HeartbeatTiming | None:
+        """Refresh the node's liveness lease, or replace it by one of the TTL the cluster's
+        size now calls for; the node's timing from now on (the interval its agent should
+        keep and its lease's TTL), or None if the node must register again.
+
+        A heartbeat of a node whose previous one is still in progress shares its outcome:
+        when etcd is slow, agents time out and retry, and every retry would otherwise queue
+        one more refresh behind the others and make it slower still."""
+        pending = self._heartbeats.get(node)
+        if pending is None:
+            pending = asyncio.ensure_future(self._heartbeat(node))
+            self._heartbeats[node] = pending
+            pending.add_done_callback(partial(self._heartbeat_done, node))
+        # Shielded: an agent that hangs up must not cancel the refresh others wait for.
+        return await asyncio.shield(pending)
+
+    def _heartbeat_done(self, node: str, done: asyncio.Future[HeartbeatTiming | None]) -> None:
+        if self._heartbeats.get(node) is done:
+            del self._heartbeats[node]
+        if not done.cancelled():
+            done.exception()  # retrieved, even when every caller has gone
+
+    async def _heartbeat(self, node: str) -> HeartbeatTiming | None:
         lease = self._cache.state.alive.get(node)
-        if lease is None:
-            return False
-        return await self._store.refresh_lease(lease)
+        if lease is None or not await self._store.refresh_lease(lease):
+            return None
+        now = time.monotonic()
+        previous = self._last_heartbeat.get(node)
+        self._last_heartbeat[node] = now
+        ttl = self.lease_ttl(node)
+        target = self.timing()
+        if lease_change(ttl, target, None if previous is None else now - previous):
+            # Refreshed first: a node whose lease had already expired registers again.
+            lease = await self._store.grant_lease(target.ttl)
+            value = alive_value(time.time(), target.ttl)
+            await self._store.commit([Put(keys.alive_key(node), value, lease=lease)])
+            ttl = target.ttl
+        return HeartbeatTiming(advised_interval(ttl, target, self.heartbeat_interval), ttl)
 
     async def record_reports(self, reports: list[TaskReport]) -> int:
         state = self._cache.state
@@ -163,10 +242,11 @@ class Writer:
             status = _next_status(previous, report)
             if status != previous:
                 statuses[report.task_id] = status
-        ops: list[Op] = [
-            Put(keys.status_key(task_id), status.model_dump_json().encode())
-            for task_id, status in statuses.items()
-        ]
+        ops: list[Op] = []
+        for task_id, status in statuses.items():
+            key, value = keys.status_key(task_id), status.model_dump_json().encode()
+            self._cache.expect(key, value, status)
+            ops.append(Put(key, value))
         revision = 0
         for start in range(0, len(ops), MAX_TXN_OPS):
             revision = await self._store.commit(ops[start : start + MAX_TXN_OPS]) or revision

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import Response
 
 from theseus.api.schemas import (
-    Assignment,
     AssignmentList,
+    HeartbeatAnswer,
     NodeRegistration,
     RegistrationAnswer,
     ReportBatch,
 )
-from theseus.model.state import ClusterState
 from theseus.server.context import ServerContext, context
 from theseus.server.views import node_info
 
@@ -24,51 +24,39 @@ MAX_WAIT = 60.0
 async def register(
     registration: NodeRegistration, ctx: ServerContext = Depends(context)
 ) -> RegistrationAnswer:
-    await ctx.writer.register_node(registration)
+    writer = ctx.writer
+    await writer.register_node(registration)
     return RegistrationAnswer(
         cluster_id=ctx.cluster_id,
         node=node_info(ctx.cache.state, registration.name),
-        heartbeat_interval=ctx.config.heartbeat_interval,
-        liveness_timeout=float(ctx.config.liveness_timeout),
+        heartbeat_interval=writer.advised_interval(registration.name),
+        liveness_timeout=float(writer.lease_ttl(registration.name)),
     )
 
 
-@router.post("/{node}/heartbeat")
-async def heartbeat(node: str, ctx: ServerContext = Depends(context)) -> dict[str, bool]:
-    if not await ctx.writer.heartbeat(node):
+@router.post("/{node}/heartbeat", response_model=HeartbeatAnswer)
+async def heartbeat(node: str, ctx: ServerContext = Depends(context)) -> HeartbeatAnswer:
+    timing = await ctx.writer.heartbeat(node)
+    if timing is None:
         raise HTTPException(404, f"node {node!r} is not registered (or was declared lost)")
-    return {"ok": True}
-
-
-def _assignments(state: ClusterState, node: str, index: int) -> AssignmentList:
-    return AssignmentList(
-        index=index,
-        tasks=[
-            Assignment(
-                task_id=task.id,
-                service=task.service,
-                labels=task.labels,
-                group=task.group_key.key,
-                version=task.version,
-                desired=task.desired.value,
-                spec=task.spec,
-                host_ports=task.host_ports,
-                attempt=task.attempt,
-            )
-            for task in state.tasks_on(node)
-        ],
-    )
+    return HeartbeatAnswer(heartbeat_interval=timing.interval, liveness_timeout=timing.ttl)
 
 
 @router.get("/{node}/assignments", response_model=AssignmentList)
 async def assignments(
     node: str, index: int = 0, wait: float = 30.0, ctx: ServerContext = Depends(context)
-) -> AssignmentList:
-    """Every task assigned to ``node``. Blocks until that list changes after ``index``."""
+) -> Response:
+    """Every task assigned to ``node``. Blocks until that list changes after ``index``.
+
+    Answered from memoised JSON (``theseus.server.wire``): a deploy wakes a node once per
+    change to its tasks, and 1,000 nodes each rebuilding their lists of pydantic models
+    cost seconds."""
     cache = ctx.cache
     await cache.wait_node(node, index, min(max(wait, 0.0), MAX_WAIT))
     current = cache.node_index.get(node, 0)
-    return _assignments(cache.state, node, max(current, index))
+    interval = ctx.writer.advised_interval(node)
+    body = ctx.wire.assignments_json(cache.state, node, max(current, index), interval)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{node}/reports")

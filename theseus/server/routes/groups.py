@@ -6,6 +6,7 @@ import json
 import time
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import Response
 
 from theseus.api.schemas import DeployResult, GroupList, ScaleRequest
 from theseus.model.groups import GroupKey, GroupRecord
@@ -13,7 +14,6 @@ from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import GroupChangePlan, plan_removal, plan_scale
 from theseus.server.context import ServerContext, context
 from theseus.server.routes.deploy import changes_result
-from theseus.server.views import group_info
 
 router = APIRouter(prefix="/v1/groups", tags=["groups"])
 
@@ -21,15 +21,19 @@ router = APIRouter(prefix="/v1/groups", tags=["groups"])
 @router.get("", response_model=GroupList)
 async def list_groups(
     service: str | None = None, ctx: ServerContext = Depends(context)
-) -> GroupList:
-    state = ctx.cache.state
-    return GroupList(
-        groups=[
-            group_info(state, group_id, group)
-            for group_id, group in sorted(state.groups.items())
-            if service is None or group.service == service
-        ]
-    )
+) -> Response:
+    """Every group (or one service's) with its progress. ``theseus deploy`` polls this while
+    it follows a rollout: each group's entry is only recomputed after one of its tasks
+    changed (``theseus.server.wire``)."""
+    cache = ctx.cache
+    state = cache.state
+    groups = [
+        (group_id, group)
+        for group_id, group in sorted(state.groups.items())
+        if service is None or group.service == service
+    ]
+    body = ctx.wire.groups_json(state, groups, cache.group_index, cache.alive_index)
+    return Response(body, media_type="application/json")
 
 
 def _parse_labels(raw: str | None) -> list[str] | None:

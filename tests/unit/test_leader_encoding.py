@@ -1,0 +1,35 @@
+"""The leader's plan as etcd operations: a node's new tasks side by side (one transaction
+wakes its long-poll once), and the records behind the puts for the cache."""
+
+from __future__ import annotations
+
+from tests.builders import make_group, make_status, make_task
+from theseus.model.tasks import TaskState
+from theseus.reconciler.reconcile import Plan
+from theseus.server.leader import encode_plan
+from theseus.store import keys
+from theseus.store.etcd import Delete, Put
+
+
+def test_task_writes_are_grouped_by_node_and_records_kept() -> None:
+    group = make_group()
+    tasks = [make_task(group, node) for node in ("n2", "n1", None, "n2", "n1")]
+    status = make_status(tasks[0], TaskState.LOST)
+    plan = Plan(
+        task_puts={t.id: t for t in tasks},
+        status_puts={status.task_id: status},
+        task_deletes={"old.1"},
+        registry_puts={"/services/web/x": b"{}"},
+        registry_deletes={"/services/web/y"},
+    )
+    encoded = encode_plan(plan)
+    task_ops = [op for op in encoded.ops if op.key.startswith(keys.TASKS)]
+    node_of = {keys.task_key(t.id): t.node for t in tasks}
+    nodes = [node_of[op.key] for op in task_ops if isinstance(op, Put)]
+    assert nodes == [None, "n1", "n1", "n2", "n2"]
+    assert encoded.records[keys.status_key(status.task_id)] is status
+    for op in encoded.ops:
+        if isinstance(op, Put) and op.key in encoded.records:
+            assert op.value == encoded.records[op.key].model_dump_json().encode()
+    assert Delete(keys.task_key("old.1")) in encoded.ops
+    assert len(encoded.ops) == 5 + 1 + 1 + 1 + 1

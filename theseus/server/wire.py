@@ -1,0 +1,126 @@
+"""JSON answers of the hot read routes, put together from memoised pieces.
+
+At 10,000 tasks the answers that list tasks cost more to build than anything else the API
+does: a pydantic model per task, validated and serialised, is about 0.1 ms, and an agent's
+assignment list is rebuilt each time one of its tasks changes (a deploy wakes every node's
+long-poll about once per task it gets). Records are frozen and the cache replaces them when
+they change, so each piece of JSON is kept with the objects it was made from and reused while
+they are the same objects (identity, not equality: that check is free).
+
+* ``tasks_json``: ``GET /v1/tasks`` (``TaskList``); a task's entry also depends on its status,
+  its node's address and its derived state.
+* ``assignments_json``: ``GET /v1/agent/{node}/assignments`` (``AssignmentList``).
+* ``groups_json``: ``GET /v1/groups`` (``GroupList``), memoised per group on the cache's
+  ``group_index`` (the revision of the last change to the group's tasks or statuses) and
+  ``alive_index`` (the last change to the set of live nodes).
+
+Everything here runs on the event loop, so the memos need no lock. Entries of records that
+are gone are dropped once the memo has grown to twice what the cluster holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from theseus.model.groups import GroupRecord
+from theseus.model.state import ClusterState
+from theseus.model.tasks import TaskRecord, TaskStatus
+from theseus.server.views import group_info, task_entry
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _assignment(task: TaskRecord) -> dict[str, Any]:
+    """``Assignment`` as plain JSON data."""
+    return {
+        "task_id": task.id,
+        "service": task.service,
+        "labels": list(task.labels),
+        "group": task.group_key.key,
+        "version": task.version,
+        "desired": task.desired.value,
+        "spec": task.spec.model_dump(mode="json"),
+        "host_ports": dict(task.host_ports),
+        "attempt": task.attempt,
+    }
+
+
+class WireMemo:
+    def __init__(self) -> None:
+        self._tasks: dict[str, tuple[TaskRecord, TaskStatus | None, str | None, str, str]] = {}
+        self._assignments: dict[str, tuple[TaskRecord, str]] = {}
+        self._groups: dict[str, tuple[GroupRecord, int, int, str]] = {}
+
+    def task_json(self, state: ClusterState, task: TaskRecord) -> str:
+        status = state.statuses.get(task.id)
+        node = state.nodes.get(task.node) if task.node else None
+        address = node.address if node else None
+        derived = state.task_state(task).value
+        kept = self._tasks.get(task.id)
+        if (
+            kept is not None
+            and kept[0] is task
+            and kept[1] is status
+            and kept[2] == address
+            and kept[3] == derived
+        ):
+            return kept[4]
+        text = _dumps(task_entry(state, task))
+        self._tasks[task.id] = (task, status, address, derived, text)
+        return text
+
+    def tasks_json(self, state: ClusterState, tasks: Iterable[TaskRecord]) -> str:
+        body = ",".join(self.task_json(state, task) for task in tasks)
+        _prune(self._tasks, state.tasks)
+        return f'{{"tasks":[{body}]}}'
+
+    def assignment_json(self, task: TaskRecord) -> str:
+        kept = self._assignments.get(task.id)
+        if kept is not None and kept[0] is task:
+            return kept[1]
+        text = _dumps(_assignment(task))
+        self._assignments[task.id] = (task, text)
+        return text
+
+    def assignments_json(
+        self, state: ClusterState, node: str, index: int, heartbeat_interval: float | None
+    ) -> str:
+        body = ",".join(self.assignment_json(task) for task in state.tasks_on(node))
+        _prune(self._assignments, state.tasks)
+        interval = _dumps(heartbeat_interval)
+        return f'{{"index":{index},"heartbeat_interval":{interval},"tasks":[{body}]}}'
+
+    def groups_json(
+        self,
+        state: ClusterState,
+        groups: Iterable[tuple[str, GroupRecord]],
+        group_index: dict[str, int],
+        alive_index: int,
+    ) -> str:
+        parts = []
+        for group_id, group in groups:
+            changed = group_index.get(group_id, 0)
+            kept = self._groups.get(group_id)
+            if (
+                kept is not None
+                and kept[0] is group
+                and kept[1] == changed
+                and kept[2] == alive_index
+            ):
+                parts.append(kept[3])
+                continue
+            text = group_info(state, group_id, group).model_dump_json()
+            self._groups[group_id] = (group, changed, alive_index, text)
+            parts.append(text)
+        _prune(self._groups, state.groups)
+        return f'{{"groups":[{",".join(parts)}]}}'
+
+
+def _prune(memo: dict[str, Any], present: dict[str, Any]) -> None:
+    if len(memo) > 2 * len(present) + 100:
+        for key in [k for k in memo if k not in present]:
+            del memo[key]
