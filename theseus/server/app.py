@@ -41,7 +41,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
         writer = Writer(store, cache, config.liveness_timeout)
         leader = Leader(
-            store, cache, server_id, registry_repair_interval=config.registry_repair_interval
+            store,
+            cache,
+            server_id,
+            lease_ttl=config.leader_lease_ttl,
+            registry_repair_interval=config.registry_repair_interval,
         )
         ctx = ServerContext(config, store, cache, writer, leader)
         ctx.cluster_id = await writer.ensure_cluster_id()

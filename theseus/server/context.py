@@ -20,6 +20,7 @@ class ServerConfig:
     liveness_timeout: int = 4  # seconds without a heartbeat before a node is lost
     heartbeat_interval: float = 1.0
     registry_repair_interval: float = 3.0  # seconds between anti-entropy passes
+    leader_lease_ttl: int = 2  # seconds: a dead leader is replaced about this much later
 
 
 @dataclass

@@ -6,6 +6,13 @@ create revision of the leader key, so a deposed leader's writes are refused by e
 The loop is level-triggered: it runs on every change, at the next backoff deadline, and at
 least every ``TICK`` seconds.
 
+Takeover: the lease lives ``lease_ttl`` seconds (2 by default, etcd's minimum with its default
+timings) and is refreshed every third of that, so a leader that dies is replaced about
+``lease_ttl`` seconds later: the followers' caches see the leader key vanish when etcd expires
+the lease, and they campaign at once. A leader that cannot refresh its lease (etcd moving to
+another member) keeps trying until the lease would have expired, then steps down. A new leader
+reconciles only once its cache holds its own election, i.e. every write of its predecessors.
+
 The registry is kept in two ways. Each pass writes what task changes imply, compared with the
 leader's own view of what it has written (so a task that starts running is registered within
 milliseconds). Every ``registry_repair_interval`` seconds a pass compares with what etcd
@@ -48,7 +55,7 @@ class Leader:
         store: EtcdStore,
         cache: StateCache,
         server_id: str,
-        lease_ttl: int = 5,
+        lease_ttl: int = 2,
         registry_repair_interval: float = 3.0,
     ) -> None:
         self._store = store
@@ -77,21 +84,31 @@ class Leader:
                 await asyncio.sleep(0.5)
 
     async def _campaign_once(self) -> None:
+        if self._cache.state.leader is not None:
+            # Someone leads: wait for its key to go away (the cache wakes us when etcd expires
+            # or revokes its lease), re-checking now and then in case the cache lags.
+            await self._cache.wait_changed(self._lease_ttl / 2)
+            return
+        granted = asyncio.get_running_loop().time()  # the lease's TTL runs from about here
         lease = await self._store.grant_lease(self._lease_ttl)
-        revision = await self._store.commit(
-            [Put(keys.LEADER, self.server_id.encode(), lease=lease)],
-            [CreateRevisionIs(keys.LEADER, 0)],
-        )
+        try:
+            revision = await self._store.commit(
+                [Put(keys.LEADER, self.server_id.encode(), lease=lease)],
+                [CreateRevisionIs(keys.LEADER, 0)],
+            )
+        except StoreUnavailable:
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.revoke_lease(lease)
+            raise
         if revision is None:
             await self._store.revoke_lease(lease)
-            # Someone else leads: wait for the key to go away (or re-check periodically).
             await self._cache.wait_changed(self._lease_ttl / 2)
             return
         self._fence = revision
         log.info("%s is now the leader (fence %d)", self.server_id, revision)
-        keepalive = asyncio.create_task(self._keep_alive(lease))
+        keepalive = asyncio.create_task(self._keep_alive(lease, granted))
         try:
-            await self._reconcile_while_leading(keepalive)
+            await self._lead(revision, keepalive)
         finally:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
@@ -100,12 +117,54 @@ class Leader:
             with contextlib.suppress(StoreUnavailable):
                 await self._store.revoke_lease(lease)
 
-    async def _keep_alive(self, lease: int) -> None:
+    async def _lead(self, elected_at: int, keepalive: asyncio.Task[None]) -> None:
+        """Reconcile while the lease holds, through etcd hiccups.
+
+        Every pass plans from the cache, so the cache must hold every write already made:
+        the predecessors' (all older than our election) before the first pass, and after a
+        failed commit (which etcd may have applied all the same) whatever etcd holds now.
+        Otherwise a pass could, say, start again a task that a lost commit already started.
+        """
+        caught_up_to = elected_at
+        while not keepalive.done():
+            try:
+                if caught_up_to == 0:
+                    caught_up_to = await self._store.current_revision()
+                if not await self._cache.wait_for_revision(caught_up_to, timeout=1.0):
+                    continue
+                await self._reconcile_while_leading(keepalive)
+                return  # stepped down: lease lost, or our key or fence refused
+            except StoreUnavailable as exc:
+                # Our lease is still being kept (or the keep-alive will give up in time):
+                # stay leader, catch up with etcd, and go on.
+                log.warning("leader: etcd unavailable (%s); retrying", exc)
+                caught_up_to = 0
+                await asyncio.sleep(0.2)
+
+    async def _keep_alive(self, lease: int, granted: float) -> None:
+        """Refresh the lease every third of its TTL; returns (which ends our leadership) when
+        etcd says it expired, or when it may have: no refresh succeeded for a whole TTL."""
+        loop = asyncio.get_running_loop()
+        expires = granted + self._lease_ttl
+        interval = self._lease_ttl / 3
         while True:
-            await asyncio.sleep(self._lease_ttl / 3)
-            if not await self._store.refresh_lease(lease):
+            await asyncio.sleep(interval)
+            sent = loop.time()
+            remaining = expires - sent
+            if remaining <= 0:
+                log.warning("leader lease not refreshed for %ss; stepping down", self._lease_ttl)
+                return
+            try:
+                alive = await asyncio.wait_for(self._store.refresh_lease(lease), remaining)
+            except (StoreUnavailable, TimeoutError) as exc:
+                log.warning("leader lease refresh failed (%s); retrying", exc)
+                interval = min(0.1, self._lease_ttl / 3)  # etcd moves to another member
+                continue
+            if not alive:
                 log.warning("leader lease expired; stepping down")
                 return
+            expires = sent + self._lease_ttl  # counted from before etcd saw the refresh
+            interval = self._lease_ttl / 3
 
     async def _reconcile_while_leading(self, keepalive: asyncio.Task[None]) -> None:
         last_commit = 0
