@@ -37,6 +37,10 @@ from theseus.api.schemas import (
 )
 
 DEFAULT_SERVER = "http://127.0.0.1:5000"
+# With several servers, a heartbeat held by a hung server must give up soon enough to reach
+# another one before the node's liveness lease runs out (4 s by default). With one server
+# there is nowhere else to go, and the default timeout applies.
+HEARTBEAT_FAILOVER_TIMEOUT = 1.5
 
 
 class ServerUnreachable(ConnectionError):
@@ -262,7 +266,9 @@ class AsyncServerClient:
         return RegistrationAnswer.model_validate(response.json())
 
     async def heartbeat(self, node: str) -> None:
-        await self._request("POST", f"/v1/agent/{node}/heartbeat")
+        several = len(self.servers.addresses) > 1
+        timeout = HEARTBEAT_FAILOVER_TIMEOUT if several else httpx.USE_CLIENT_DEFAULT
+        await self._request("POST", f"/v1/agent/{node}/heartbeat", timeout=timeout)
 
     async def assignments(self, node: str, index: int, wait: float) -> AssignmentList:
         """Long-poll: returns when the node's assignments change after ``index``, or after
