@@ -110,10 +110,14 @@ class Leader:
         try:
             await self._lead(revision, keepalive)
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
-                await keepalive
             self._fence = None
+            keepalive.cancel()
+            # Revoked in any case, so that even a keep-alive that failed to stop cannot hold
+            # the leadership for a server that no longer leads (refreshing a revoked lease
+            # fails, which ends the loop).
+            await asyncio.wait([keepalive], timeout=1.0)
+            if keepalive.done() and not keepalive.cancelled():
+                keepalive.exception()  # retrieved: it ended as intended, or we step down anyway
             with contextlib.suppress(StoreUnavailable):
                 await self._store.revoke_lease(lease)
 
@@ -155,7 +159,10 @@ class Leader:
                 log.warning("leader lease not refreshed for %ss; stepping down", self._lease_ttl)
                 return
             try:
-                alive = await asyncio.wait_for(self._store.refresh_lease(lease), remaining)
+                # Not wait_for: on Python 3.11 it can swallow a cancellation that coincides
+                # with the answer, and this loop must end when leadership does.
+                async with asyncio.timeout(remaining):
+                    alive = await self._store.refresh_lease(lease)
             except (StoreUnavailable, TimeoutError) as exc:
                 log.warning("leader lease refresh failed (%s); retrying", exc)
                 interval = min(0.1, self._lease_ttl / 3)  # etcd moves to another member

@@ -37,8 +37,8 @@ CHANNEL_OPTIONS = {
     # restarted member should be used again within a second.
     "grpc.max_reconnect_backoff_ms": 1000,
 }
-# Streams (watch, lease keep-alive) opened with this metadata are cancelled by a member that
-# loses its raft leader, so that a partitioned member cannot leave them silent.
+# Sent with every call and stream: a member without a raft leader refuses it at once (and
+# cancels such streams when it loses its leader) rather than leaving it hanging.
 REQUIRE_LEADER = (("hasleader", "true"),)
 # gRPC codes after which another member may do better: UNAVAILABLE (member down, or without
 # a leader) and DEADLINE_EXCEEDED (member too slow or cut off).
@@ -168,9 +168,11 @@ class EtcdStore:
                 errors.append(f"{endpoint}: {exc.__class__.__name__}: {exc}")
                 await client.close()
                 continue
-            # aetcd opens its watch stream without metadata; ask for a stream that the member
-            # cancels when it loses its leader (etcd's "require leader"), so that a watch
-            # never goes silent on a partitioned member.
+            # etcd's "require leader": a member without a raft leader (an election under way,
+            # or cut off) refuses requests at once instead of holding them until they time
+            # out, and cancels streams, so that a watch never goes silent on it. aetcd sends
+            # ``client.metadata`` with every call, but opened its watcher without it.
+            client.metadata = REQUIRE_LEADER
             client._watcher._metadata = REQUIRE_LEADER
             if count > 1:
                 log.info("connected to etcd member %s", endpoint)
@@ -386,7 +388,10 @@ class _LeaseKeeper:
                 self._fail(self._call, exc)
                 raise StoreUnavailable(f"lease keep-alive stream: {exc}") from exc
         try:
-            return await asyncio.wait_for(future, self._timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that coincides with the answer, and a keep-alive loop must stop when told to.
+            async with asyncio.timeout(self._timeout):
+                return await future
         except TimeoutError as exc:
             raise StoreUnavailable("lease keep-alive timed out") from exc
 
