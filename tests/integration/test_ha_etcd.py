@@ -24,7 +24,7 @@ from theseus.api.schemas import DeployResult
 
 pytestmark = pytest.mark.integration
 
-NODES = {"he-1": "127.0.0.31", "he-2": "127.0.0.32"}
+NODES = {"he-1": "127.0.0.51", "he-2": "127.0.0.52"}
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from theseus.api.schemas import Health
 
 pytestmark = pytest.mark.integration
 
-NODES = {"ha-1": "127.0.0.21", "ha-2": "127.0.0.22", "ha-3": "127.0.0.23"}
+NODES = {"ha-1": "127.0.0.41", "ha-2": "127.0.0.42", "ha-3": "127.0.0.43"}
 BASE: dict[str, Any] = {
     "image": "theseus/busybox:latest",
     "cpus": 0.1,
