@@ -40,6 +40,8 @@ CHANNEL_OPTIONS = {
 # Sent with every call and stream: a member without a raft leader refuses it at once (and
 # cancels such streams when it loses its leader) rather than leaving it hanging.
 REQUIRE_LEADER = (("hasleader", "true"),)
+# How long a member may take to elect a new raft leader before we try another member.
+ELECTION_WAIT = 3.0
 # gRPC codes after which another member may do better: UNAVAILABLE (member down, or without
 # a leader) and DEADLINE_EXCEEDED (member too slow or cut off).
 _MEMBER_FAILURES = (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError)
@@ -123,6 +125,8 @@ class EtcdStore:
         self._timeout = timeout
         self._client: aetcd.Client | None = None
         self._member = 0  # the endpoint of _client, or the first to try on the next connect
+        self._member_id = 0  # etcd's id of that member, and of the last one that failed
+        self._failed_member_id = 0
         self._connecting = asyncio.Lock()
         self._keeper: _LeaseKeeper | None = None
         self._retired: dict[aetcd.Client, asyncio.TimerHandle] = {}
@@ -158,12 +162,7 @@ class EtcdStore:
             )
             try:
                 await client.connect()
-                status = await client.maintenancestub.Status(
-                    aetcd.rpc.StatusRequest(), timeout=self._timeout
-                )
-                # A member cut off from the others answers, but cannot serve a request.
-                if count > 1 and not status.leader:
-                    raise aetcd.ConnectionFailedError("member has no raft leader")
+                status = await self._leader_known(client, several=count > 1)
             except Exception as exc:  # aetcd or gRPC errors: try the next member
                 errors.append(f"{endpoint}: {exc.__class__.__name__}: {exc}")
                 await client.close()
@@ -177,8 +176,27 @@ class EtcdStore:
             if count > 1:
                 log.info("connected to etcd member %s", endpoint)
             self._member = index
+            self._member_id = int(status.header.member_id)
             return client
         raise StoreUnavailable("no etcd endpoint answered: " + "; ".join(errors))
+
+    async def _leader_known(self, client: aetcd.Client, several: bool) -> Any:
+        """The member's status, once it has a raft leader other than the member that just
+        failed. When the lost member was the leader, the others take a second or two to notice
+        and elect another; a request sent meanwhile may be dropped and hang until it times
+        out, so the callers wait here instead, for a bounded time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ELECTION_WAIT
+        while True:
+            status = await client.maintenancestub.Status(
+                aetcd.rpc.StatusRequest(), timeout=self._timeout
+            )
+            # One member alone is its own leader; of several, one cut off has none.
+            if not several or status.leader not in (0, self._failed_member_id):
+                return status
+            if loop.time() >= deadline:
+                raise aetcd.ConnectionFailedError("member has no raft leader")
+            await asyncio.sleep(0.1)
 
     def _unavailable(
         self, client: aetcd.Client, exc: BaseException, member_failed: bool | None = None
@@ -196,6 +214,7 @@ class EtcdStore:
             )
             self._client = None
             self._member = (self._member + 1) % len(self._endpoints)
+            self._failed_member_id = self._member_id
             if self._keeper is not None:
                 self._keeper.close()
                 self._keeper = None
