@@ -125,8 +125,8 @@ class EtcdStore:
         self._timeout = timeout
         self._client: aetcd.Client | None = None
         self._member = 0  # the endpoint of _client, or the first to try on the next connect
-        self._member_id = 0  # etcd's id of that member, and of the last one that failed
-        self._failed_member_id = 0
+        self._member_id = 0  # etcd's id of that member
+        self._failed_member_id = 0  # etcd's id of the last member we left because it failed
         self._connecting = asyncio.Lock()
         self._keeper: _LeaseKeeper | None = None
         self._retired: dict[aetcd.Client, asyncio.TimerHandle] = {}
