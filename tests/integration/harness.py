@@ -1,6 +1,9 @@
 """Real processes for integration tests: an etcd member, a server and agents, each started
 as a child process on free loopback ports and stopped by PID, also when a test fails.
 
+``start_ha_cluster`` starts several servers and, optionally, an etcd of several members, for
+the tests of failover; ``Cluster.kill`` and ``Cluster.restart`` act on one process by name.
+
 Tests talk to the cluster only as users do: HTTP (``ServerClient``), the ``theseus`` command,
 and the Docker API for inspecting and killing containers.
 """
@@ -51,6 +54,7 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    argv: list[str] = field(default_factory=list)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.popen.poll() is not None:
@@ -76,13 +80,28 @@ class Cluster:
     server_port: int
     processes: dict[str, Process] = field(default_factory=dict)
     nodes: dict[str, str] = field(default_factory=dict)  # name -> address
+    servers: dict[str, int] = field(default_factory=dict)  # server name -> API port
+    etcd_members: dict[str, int] = field(default_factory=dict)  # name -> client port (if >1)
 
     @property
     def server_url(self) -> str:
         return f"http://127.0.0.1:{self.server_port}"
 
-    def client(self) -> ServerClient:
-        return ServerClient(self.server_url)
+    @property
+    def server_urls(self) -> list[str]:
+        """Every server started, in start order (just ``server_url`` for one server)."""
+        return [f"http://127.0.0.1:{port}" for port in self.servers.values()] or [self.server_url]
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        ports = list(self.etcd_members.values()) or [self.etcd_port]
+        return [f"127.0.0.1:{port}" for port in ports]
+
+    def url_of(self, server: str) -> str:
+        return f"http://127.0.0.1:{self.servers[server]}"
+
+    def client(self, addresses: str | list[str] | None = None) -> ServerClient:
+        return ServerClient(addresses or self.server_url)
 
     def spawn(self, name: str, argv: list[str]) -> Process:
         log = self.root / f"{name}.log"
@@ -91,9 +110,58 @@ class Cluster:
             argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
         handle.close()
-        process = Process(name, popen, log)
+        process = Process(name, popen, log, list(argv))
         self.processes[name] = process
         return process
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one process (SIGKILL: it gets no chance to clean up) and reap it."""
+        process = self.processes[name]
+        process.popen.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            process.popen.wait(10)
+
+    def restart(self, name: str) -> Process:
+        """Start a stopped process again with the same command line (and log)."""
+        old = self.processes[name]
+        assert old.popen.poll() is not None, f"{name} still runs"
+        return self.spawn(name, old.argv)
+
+    def start_etcd_members(self, count: int = 3) -> None:
+        """An etcd cluster of ``count`` members (etcd-1, ...) on free ports; ``etcd_port``
+        becomes the first member's client port."""
+        names = [f"etcd-{i}" for i in range(1, count + 1)]
+        peers = {name: free_port() for name in names}
+        self.etcd_members = {name: free_port() for name in names}
+        self.etcd_port = self.etcd_members[names[0]]
+        initial = ",".join(f"{name}=http://127.0.0.1:{peers[name]}" for name in names)
+        for name in names:
+            client = f"http://127.0.0.1:{self.etcd_members[name]}"
+            peer = f"http://127.0.0.1:{peers[name]}"
+            self.spawn(
+                name,
+                [
+                    "etcd",
+                    f"--name={name}",
+                    f"--data-dir={self.root / name}",
+                    f"--listen-client-urls={client}",
+                    f"--advertise-client-urls={client}",
+                    f"--listen-peer-urls={peer}",
+                    f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster={initial}",
+                    "--initial-cluster-state=new",
+                    f"--initial-cluster-token=t-{self.root.name}",
+                    "--max-txn-ops=1024",
+                    "--logger=zap",
+                    "--log-outputs=stderr",
+                ],
+            )
+        for name in names:
+            self.wait_etcd_member(name)
+
+    def wait_etcd_member(self, name: str, timeout: float = 30) -> None:
+        url = f"http://127.0.0.1:{self.etcd_members[name]}/health"
+        wait_until(lambda: _answers(url), timeout, f"{name} healthy")
 
     def start_etcd(self) -> None:
         peer = free_port()
@@ -121,29 +189,43 @@ class Cluster:
         )
 
     def start_server(
-        self, liveness_timeout: int = 4, registry_repair_interval: float = 3.0
+        self,
+        liveness_timeout: int = 4,
+        registry_repair_interval: float = 3.0,
+        name: str = "server",
+        port: int | None = None,
     ) -> None:
+        """A server against every etcd member; ``name`` and ``port`` for a further one."""
+        port = port or self.server_port
+        etcd = [arg for endpoint in self.etcd_endpoints for arg in ("--etcd", endpoint)]
         self.spawn(
-            "server",
+            name,
             [
                 sys.executable,
                 "-m",
                 "theseus",
                 "server",
                 "--port",
-                str(self.server_port),
-                "--etcd",
-                f"127.0.0.1:{self.etcd_port}",
+                str(port),
+                *etcd,
                 "--liveness-timeout",
                 str(liveness_timeout),
                 "--registry-repair-interval",
                 str(registry_repair_interval),
             ],
         )
-        wait_until(lambda: _answers(f"{self.server_url}/v1/health"), 30, "server answers")
+        self.servers[name] = port
+        url = f"http://127.0.0.1:{port}/v1/health"
+        wait_until(lambda: _answers(url), 30, f"{name} answers")
 
     def start_agent(
-        self, name: str, address: str, driver: str = "docker", cpus: float = 1.0, mem: int = 2048
+        self,
+        name: str,
+        address: str,
+        driver: str = "docker",
+        cpus: float = 1.0,
+        mem: int = 2048,
+        servers: list[str] | None = None,
     ) -> Process:
         process = self.spawn(
             name,
@@ -153,7 +235,7 @@ class Cluster:
                 "theseus",
                 "agent",
                 "--server",
-                self.server_url,
+                ",".join(servers or [self.server_url]),
                 "--name",
                 name,
                 "--address",
@@ -182,8 +264,11 @@ class Cluster:
         wait_until(ready, timeout, f"nodes {sorted(self.nodes)} ready")
 
     def stop(self) -> None:
-        # Agents first (they leave containers running by design), then server, then etcd.
-        for name in sorted(self.processes, key=lambda n: (n == "etcd", n == "server")):
+        # Agents first (they leave containers running by design), then servers, then etcd.
+        def order(name: str) -> tuple[bool, bool]:
+            return name.startswith("etcd"), name in self.servers or name == "server"
+
+        for name in sorted(self.processes, key=order):
             self.processes[name].stop()
 
     def logs(self) -> str:
@@ -216,6 +301,37 @@ def start_cluster(
         cluster.start_server(liveness_timeout, registry_repair_interval)
         for name, options in agents.items():
             cluster.start_agent(name, **options)
+        cluster.wait_nodes_ready()
+    except BaseException:
+        print(cluster.logs())
+        cluster.stop()
+        raise
+    return cluster
+
+
+def start_ha_cluster(
+    root: Path,
+    agents: dict[str, dict[str, Any]],
+    servers: int = 2,
+    etcd_members: int = 1,
+    liveness_timeout: int = 4,
+) -> Cluster:
+    """etcd (one member, or ``etcd_members``), ``servers`` servers (server-1, ...: each
+    against every member) and the agents, each given every server's address (agent *i*
+    starting with server *i*, so that the servers share the agents), all ready."""
+    cluster = new_cluster(root)
+    try:
+        if etcd_members > 1:
+            cluster.start_etcd_members(etcd_members)
+        else:
+            cluster.start_etcd()
+        for i in range(1, servers + 1):
+            port = cluster.server_port if i == 1 else free_port()
+            cluster.start_server(liveness_timeout, name=f"server-{i}", port=port)
+        urls = cluster.server_urls
+        for i, (name, options) in enumerate(agents.items()):
+            rotated = urls[i % len(urls) :] + urls[: i % len(urls)]
+            cluster.start_agent(name, **{"servers": rotated, **options})
         cluster.wait_nodes_ready()
     except BaseException:
         print(cluster.logs())

@@ -1,18 +1,24 @@
 """Typed clients for the server's HTTP API, over httpx.
 
-``ServerClient`` (sync) serves the CLI; ``AsyncServerClient`` serves the agent. Both raise
-``ServerUnreachable`` when nothing answers and ``ApiError`` (with the server's message and
-field paths) on a 4xx/5xx. The transport is injectable for tests.
+``ServerClient`` (sync) serves the CLI; ``AsyncServerClient`` serves the agent. Both take one
+server address or several (a list, or a comma-separated string): a call goes to the server
+that answered last and moves on to the next one when it cannot be reached or answers 503
+(it lost etcd), so any server may die while the others carry on. Every API call may be sent
+again safely (deploy, scale and remove are idempotent; reports and heartbeats repeat state),
+which is what makes this failover transparent. Both raise ``ServerUnreachable`` when no
+server answers and ``ApiError`` (with the server's message and field paths) on a 4xx/5xx.
+The transport is injectable for tests.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
 
+from theseus.api.failover import ServerList
 from theseus.api.schemas import (
     AssignmentList,
     CleanupResult,
@@ -31,6 +37,10 @@ from theseus.api.schemas import (
 )
 
 DEFAULT_SERVER = "http://127.0.0.1:5000"
+# With several servers, a heartbeat held by a hung server must give up soon enough to reach
+# another one before the node's liveness lease runs out (4 s by default). With one server
+# there is nowhere else to go, and the default timeout applies.
+HEARTBEAT_FAILOVER_TIMEOUT = 1.5
 
 
 class ServerUnreachable(ConnectionError):
@@ -67,6 +77,11 @@ def _raise_for(response: httpx.Response) -> None:
     raise ApiError(response.status_code, message, list(details))
 
 
+def _fail_over(response: httpx.Response) -> bool:
+    """503 is what a server answers when it cannot reach etcd: another one may."""
+    return response.status_code == 503
+
+
 def _labels_param(labels: list[str] | None) -> dict[str, str]:
     return {} if labels is None else {"labels": json.dumps(sorted(set(labels)))}
 
@@ -76,12 +91,17 @@ class ServerClient:
 
     def __init__(
         self,
-        address: str = DEFAULT_SERVER,
+        address: str | Sequence[str] = DEFAULT_SERVER,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,  # None except in tests
     ) -> None:
-        self.address = address.rstrip("/")
-        self._http = httpx.Client(base_url=self.address, timeout=timeout, transport=transport)
+        self.servers = ServerList(address)
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+
+    @property
+    def address(self) -> str:
+        """The server the next call goes to first."""
+        return self.servers.current
 
     def close(self) -> None:
         self._http.close()
@@ -93,12 +113,22 @@ class ServerClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(self.address, exc) from exc
-        _raise_for(response)
-        return response
+        attempts = self.servers.attempts()
+        for n, address in enumerate(attempts, 1):
+            try:
+                response = self._http.request(method, address + path, **kwargs)
+            except httpx.TransportError as exc:
+                self.servers.failed(address)
+                if n == len(attempts):
+                    raise ServerUnreachable(str(self.servers), exc) from exc
+                continue
+            if _fail_over(response) and n < len(attempts):
+                self.servers.failed(address)
+                continue
+            self.servers.worked(address)
+            _raise_for(response)
+            return response
+        raise AssertionError("unreachable: attempts() is never empty")
 
     def health(self) -> Health:
         return Health.model_validate(self._request("GET", "/v1/health").json())
@@ -166,16 +196,28 @@ class ServerClient:
         params: dict[str, str] = {"follow": "true" if follow else "false"}
         if tail is not None:
             params["tail"] = str(tail)
-        try:
-            with self._http.stream(
-                "GET", f"/v1/tasks/{task_id}/logs", params=params, timeout=None
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    _raise_for(response)
-                yield from response.iter_lines()
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(self.address, exc) from exc
+        attempts = self.servers.attempts()
+        for n, address in enumerate(attempts, 1):
+            started = False  # once lines were yielded, another server would repeat them
+            try:
+                with self._http.stream(
+                    "GET", f"{address}/v1/tasks/{task_id}/logs", params=params, timeout=None
+                ) as response:
+                    if _fail_over(response) and n < len(attempts):
+                        self.servers.failed(address)
+                        continue
+                    self.servers.worked(address)
+                    if response.status_code >= 400:
+                        response.read()
+                        _raise_for(response)
+                    for line in response.iter_lines():
+                        started = True
+                        yield line
+                return
+            except httpx.TransportError as exc:
+                self.servers.failed(address)
+                if started or n == len(attempts):
+                    raise ServerUnreachable(str(self.servers), exc) from exc
 
 
 class AsyncServerClient:
@@ -183,26 +225,39 @@ class AsyncServerClient:
 
     def __init__(
         self,
-        address: str = DEFAULT_SERVER,
+        address: str | Sequence[str] = DEFAULT_SERVER,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,  # None except in tests
     ) -> None:
-        self.address = address.rstrip("/")
+        self.servers = ServerList(address)
         limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
-        self._http = httpx.AsyncClient(
-            base_url=self.address, timeout=timeout, transport=transport, limits=limits
-        )
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
+
+    @property
+    def address(self) -> str:
+        """The server the next call goes to first."""
+        return self.servers.current
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(self.address, exc) from exc
-        _raise_for(response)
-        return response
+        attempts = self.servers.attempts()
+        for n, address in enumerate(attempts, 1):
+            try:
+                response = await self._http.request(method, address + path, **kwargs)
+            except httpx.TransportError as exc:
+                self.servers.failed(address)
+                if n == len(attempts):
+                    raise ServerUnreachable(str(self.servers), exc) from exc
+                continue
+            if _fail_over(response) and n < len(attempts):
+                self.servers.failed(address)
+                continue
+            self.servers.worked(address)
+            _raise_for(response)
+            return response
+        raise AssertionError("unreachable: attempts() is never empty")
 
     async def register(self, registration: NodeRegistration) -> RegistrationAnswer:
         response = await self._request(
@@ -211,7 +266,9 @@ class AsyncServerClient:
         return RegistrationAnswer.model_validate(response.json())
 
     async def heartbeat(self, node: str) -> None:
-        await self._request("POST", f"/v1/agent/{node}/heartbeat")
+        several = len(self.servers.addresses) > 1
+        timeout = HEARTBEAT_FAILOVER_TIMEOUT if several else httpx.USE_CLIENT_DEFAULT
+        await self._request("POST", f"/v1/agent/{node}/heartbeat", timeout=timeout)
 
     async def assignments(self, node: str, index: int, wait: float) -> AssignmentList:
         """Long-poll: returns when the node's assignments change after ``index``, or after

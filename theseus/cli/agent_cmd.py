@@ -18,6 +18,7 @@ import typer
 from theseus.agent.agent import AgentConfig, machine_mem_mib, run_agent
 from theseus.agent.drivers import DRIVERS
 from theseus.api.client import DEFAULT_SERVER
+from theseus.api.failover import parse_addresses
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -45,8 +46,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def agent(
         server: Annotated[
-            str, typer.Option(envvar="THESEUS_SERVER", help="Address of a Theseus server.")
-        ] = DEFAULT_SERVER,
+            list[str] | None,
+            typer.Option(
+                envvar="THESEUS_SERVER",
+                metavar="URL",
+                help="Address of a Theseus server; repeat it, or separate with commas, for "
+                "several: the agent moves to the next one when a server does not answer "
+                f"(default: {DEFAULT_SERVER}).",
+                show_default=False,
+            ),
+        ] = None,
         name: Annotated[
             str | None, typer.Option(help="Node name (default: the host name).")
         ] = None,
@@ -90,8 +99,12 @@ def register(app: typer.Typer) -> None:
         logging.basicConfig(
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        try:
+            servers = parse_addresses(server or [DEFAULT_SERVER])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--server") from None
         config = AgentConfig(
-            server=server,
+            server=",".join(servers),
             name=name or socket.gethostname(),
             address=address,
             port=port,

@@ -49,8 +49,18 @@ def print_summary(result: local.UpResult) -> None:
         console.print(f"[green]a cluster is already running from {record.state_dir}[/]")
     else:
         console.print("[green]cluster is up[/]")
-    console.print(f"  API         {record.api_url}  (docs: {record.api_url}/docs)")
-    console.print(f"  etcd        {record.etcd_endpoint}")
+    if len(record.servers) == 1:
+        console.print(f"  API         {record.api_url}  (docs: {record.api_url}/docs)")
+    else:
+        for url, process in zip(record.servers, record.by_role("server"), strict=False):
+            role = local.server_role(url)
+            console.print(f"  API         {url}  ({role}, pid {process.pid}; docs: {url}/docs)")
+    if len(record.etcd_ports) == 1:
+        console.print(f"  etcd        {record.etcd_endpoint}")
+    else:
+        members = zip(record.etcd_endpoints, record.by_role("etcd"), strict=False)
+        for endpoint, process in members:
+            console.print(f"  {process.name:<11} {endpoint}  (pid {process.pid})")
     if record.cluster_id:
         console.print(f"  cluster id  {record.cluster_id}")
     ready = {n.name for n in result.nodes}
@@ -59,7 +69,8 @@ def print_summary(result: local.UpResult) -> None:
         console.print(f"  {agent.name:<11} {agent.address}  ({status}, pid {agent.pid})")
     console.print(f"  state dir   {record.state_dir}")
     console.print(f"  logs        {Path(record.state_dir) / 'logs'}")
-    server = "" if record.port == 5000 else f" -s {record.api_url}"
+    default = record.port == 5000 and len(record.servers) == 1
+    server = "" if default else f" -s {record.server_address}"
     state = (
         "" if Path(record.state_dir) == default_state_dir() else f" --state-dir {record.state_dir}"
     )
@@ -88,8 +99,43 @@ def register(app: typer.Typer) -> None:
         node_mem: Annotated[
             float | None, typer.Option(min=1, help="MB each node offers [default: measured]")
         ] = None,
+        ha: Annotated[
+            bool,
+            typer.Option(
+                "--ha",
+                help="High availability: 3 etcd members and 2 servers (same as "
+                "--etcd-members 3 --servers 2). Kill the leader or an etcd member and the "
+                "cluster carries on.",
+            ),
+        ] = False,
+        servers: Annotated[
+            int | None,
+            typer.Option(
+                min=1,
+                max=9,
+                help="Number of servers, on --port, --port + 1, ... (one leads, all serve "
+                "the API; agents are given all of them). (default: 1; 2 with --ha)",
+                show_default=False,
+            ),
+        ] = None,
+        etcd_members: Annotated[
+            int | None,
+            typer.Option(
+                min=1,
+                max=7,
+                help="Number of etcd members, on --etcd-port, --etcd-port + 2, ... (3 survive "
+                "the loss of one; their data is kept apart from a cluster of another size). "
+                "(default: 1; 3 with --ha)",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
-        """Start etcd, a server and N agents on this machine (idempotent)."""
+        """Start etcd, a server and N agents on this machine (idempotent).
+
+        With --ha: 3 etcd members and 2 servers (API on --port and --port + 1).
+
+        Agents are given every server; so is the CLI: -s URL1,URL2 or THESEUS_SERVER.
+        """
         if driver is not None and driver not in DRIVERS:
             raise typer.BadParameter(f"must be one of {', '.join(DRIVERS)}", param_hint="--driver")
         config = ClusterConfig(
@@ -101,6 +147,8 @@ def register(app: typer.Typer) -> None:
             node_cpus=node_cpus,
             node_mem=node_mem,
             python=sys.executable,
+            servers=servers or (2 if ha else 1),
+            etcd_members=etcd_members or (3 if ha else 1),
         )
         try:
             result = local.up(config, _say)

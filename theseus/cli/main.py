@@ -41,7 +41,11 @@ def _global_options(
     server: Annotated[
         str,
         typer.Option(
-            "--server", "-s", envvar="THESEUS_SERVER", help="Address of a Theseus server."
+            "--server",
+            "-s",
+            envvar="THESEUS_SERVER",
+            help="Address of a Theseus server, or several separated by commas: the CLI moves "
+            "to the next one when a server does not answer.",
         ),
     ] = DEFAULT_SERVER,
 ) -> None:

@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="Address to serve the API on."),
         port: int = typer.Option(5000, help="Port to serve the API on (the original's 5000)."),
         etcd: list[str] = typer.Option(
-            ["127.0.0.1:2379"], help="etcd endpoint host:port (repeat for several members)."
+            ["127.0.0.1:2379"],
+            help="etcd endpoint host:port (repeat, or separate with commas, for several "
+            "members: the server moves to the next one when its member fails).",
         ),
         liveness_timeout: int = typer.Option(
             3,
@@ -42,6 +44,12 @@ def register(app: typer.Typer) -> None:
             help="Seconds between the leader's full comparisons of the service registry with "
             "task state (repairs entries edited by hand; /cleanup does it on demand).",
         ),
+        leader_lease_ttl: int = typer.Option(
+            2,
+            min=2,
+            help="Seconds of the leader's etcd lease: when the leader dies, another server "
+            "takes over about this much later (2 is etcd's minimum with its default timings).",
+        ),
         log_level: str = typer.Option("info", help="debug, info, warning or error."),
     ) -> None:
         """Run a Theseus server against etcd."""
@@ -51,10 +59,11 @@ def register(app: typer.Typer) -> None:
         config = ServerConfig(
             host=host,
             port=port,
-            etcd=etcd,
+            etcd=[e.strip() for item in etcd for e in item.split(",") if e.strip()],
             liveness_timeout=liveness_timeout,
             max_heartbeats_per_second=max_heartbeats_per_second,
             registry_repair_interval=registry_repair_interval,
+            leader_lease_ttl=leader_lease_ttl,
         )
         uvicorn.run(
             create_app(config),

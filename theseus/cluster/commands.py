@@ -2,6 +2,11 @@
 
 Called by ``theseus.cluster.local``; unit-tested directly. Keeping these pure means the exact
 ``etcd`` / ``server`` / ``agent`` invocations are visible in one place and in the tests.
+
+Several etcd members and servers (``theseus up --ha``): member *i* listens on
+``etcd_port + 2(i-1)`` (its peer port is the next one), server *i* on ``port + i-1``. Each server
+is given every member and each agent every server, rotated so that server *i* starts with
+member *i* and agent *i* with server *i*: the load is shared, and every process can fail over.
 """
 
 from __future__ import annotations
@@ -50,14 +55,36 @@ class ClusterConfig:
     node_mem: float | None = None  # MB
     python: str = "python3"
     etcd_binary: str = "etcd"
+    servers: int = 1
+    etcd_members: int = 1
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def api_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.port + i}" for i in range(self.servers)]
+
+    @property
     def etcd_endpoint(self) -> str:
         return f"127.0.0.1:{self.etcd_port}"
+
+    @property
+    def etcd_ports(self) -> list[int]:
+        """Each member's client port (its peer port is the next one)."""
+        return [self.etcd_port + 2 * i for i in range(self.etcd_members)]
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.etcd_ports]
+
+    def etcd_name(self, member: int) -> str:
+        """The process (and etcd member) name: ``etcd`` alone, ``etcd-1``... of several."""
+        return "etcd" if self.etcd_members == 1 else f"etcd-{member}"
+
+    def server_name(self, index: int) -> str:
+        return "server" if self.servers == 1 else f"server-{index}"
 
     @property
     def etcd_peer_port(self) -> int:
@@ -71,15 +98,29 @@ class ClusterConfig:
         return self.log_dir / f"{name}.log"
 
 
-def etcd_command(config: ClusterConfig) -> list[str]:
-    client = f"http://127.0.0.1:{config.etcd_port}"
-    peer = f"http://127.0.0.1:{config.etcd_peer_port}"
-    return [
+def etcd_command(config: ClusterConfig, member: int = 1) -> list[str]:
+    """Member ``member`` (from 1) of the cluster's etcd."""
+    port = config.etcd_ports[member - 1]
+    client = f"http://127.0.0.1:{port}"
+    peer = f"http://127.0.0.1:{port + 1}"
+    if config.etcd_members == 1:
+        name, data_dir = "theseus", config.state_dir / "etcd"
+        cluster = [f"theseus={peer}"]
+    else:
+        # Kept apart from a one-member cluster's data (and from one of another size): a
+        # member's data only fits the cluster it was created in.
+        name = config.etcd_name(member)
+        data_dir = config.state_dir / "etcd" / f"cluster-of-{config.etcd_members}" / name
+        cluster = [
+            f"{config.etcd_name(i)}=http://127.0.0.1:{p + 1}"
+            for i, p in enumerate(config.etcd_ports, 1)
+        ]
+    command = [
         config.etcd_binary,
         "--name",
-        "theseus",
+        name,
         "--data-dir",
-        str(config.state_dir / "etcd"),
+        str(data_dir),
         "--listen-client-urls",
         client,
         "--advertise-client-urls",
@@ -89,7 +130,11 @@ def etcd_command(config: ClusterConfig) -> list[str]:
         "--initial-advertise-peer-urls",
         peer,
         "--initial-cluster",
-        f"theseus={peer}",
+        ",".join(cluster),
+    ]
+    if config.etcd_members > 1:
+        command += ["--initial-cluster-state", "new", "--initial-cluster-token", "theseus"]
+    return command + [
         # One deploy of many groups is one transaction; etcd's default of 128 ops is too few.
         "--max-txn-ops",
         "1024",
@@ -100,7 +145,11 @@ def etcd_command(config: ClusterConfig) -> list[str]:
     ]
 
 
-def server_command(config: ClusterConfig) -> list[str]:
+def server_command(config: ClusterConfig, index: int = 1) -> list[str]:
+    """Server ``index`` (from 1): given every etcd member, its own one first."""
+    etcd: list[str] = []
+    for endpoint in _rotated(config.etcd_endpoints, index - 1):
+        etcd += ["--etcd", endpoint]
     return [
         config.python,
         "-m",
@@ -109,10 +158,14 @@ def server_command(config: ClusterConfig) -> list[str]:
         "--host",
         "127.0.0.1",
         "--port",
-        str(config.port),
-        "--etcd",
-        config.etcd_endpoint,
+        str(config.port + index - 1),
+        *etcd,
     ]
+
+
+def _rotated(items: list[str], start: int) -> list[str]:
+    start %= len(items)
+    return items[start:] + items[:start]
 
 
 def agent_command(config: ClusterConfig, index: int) -> list[str]:
@@ -123,7 +176,7 @@ def agent_command(config: ClusterConfig, index: int) -> list[str]:
         "theseus",
         "agent",
         "--server",
-        config.api_url,
+        ",".join(_rotated(config.api_urls, index - 1)),
         "--name",
         name,
         "--address",

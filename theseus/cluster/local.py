@@ -1,4 +1,5 @@
-"""``theseus up`` / ``theseus down``: supervise a one-machine cluster (etcd, server, N agents).
+"""``theseus up`` / ``theseus down``: supervise a one-machine cluster (etcd, server, N agents;
+with ``--ha``, three etcd members and two servers).
 
 Called by ``theseus.cli.cluster_cmds``; prints nothing itself (progress goes through the
 ``report`` callback, failures are raised as ``ClusterError`` carrying the failing process's log
@@ -15,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -76,6 +78,15 @@ def server_cluster_id(api_url: str) -> str | None:
         return None
 
 
+def server_role(api_url: str) -> str:
+    """``leader``, ``follower`` or ``not answering``: what ``up`` shows for each server."""
+    try:
+        with _client(api_url) as client:
+            return "leader" if client.health().leader else "follower"
+    except (ServerUnreachable, ApiError):
+        return "not answering"
+
+
 def ready_nodes(api_url: str, names: set[str]) -> list[NodeInfo]:
     try:
         with _client(api_url) as client:
@@ -86,10 +97,12 @@ def ready_nodes(api_url: str, names: set[str]) -> list[NodeInfo]:
 
 
 def is_running(record: ClusterRecord) -> bool:
-    """Every recorded process is alive and ours, and etcd and the server answer."""
+    """Every recorded process is alive and ours, and every etcd member and a server answer."""
     if not record.processes or not all(procs.is_ours(p) for p in record.processes):
         return False
-    return etcd_healthy(record.etcd_port) and server_cluster_id(record.api_url) is not None
+    if not all(etcd_healthy(port) for port in record.etcd_ports):
+        return False
+    return server_cluster_id(record.server_address) is not None
 
 
 # --- up -----------------------------------------------------------------------------------
@@ -142,11 +155,13 @@ class _Starter:
 
 
 def _check_ports(config: ClusterConfig) -> None:
-    wanted = [
-        ("127.0.0.1", config.port, "--port"),
-        ("127.0.0.1", config.etcd_port, "--etcd-port"),
-        ("127.0.0.1", config.etcd_peer_port, "--etcd-port (peer port = etcd port + 1)"),
-    ] + [(node_address(i), AGENT_PORT, "agent port") for i in range(1, config.nodes + 1)]
+    wanted = [("127.0.0.1", config.port + i, "--port") for i in range(config.servers)]
+    for port in config.etcd_ports:
+        wanted += [
+            ("127.0.0.1", port, "--etcd-port"),
+            ("127.0.0.1", port + 1, "--etcd-port (peer port = etcd port + 1)"),
+        ]
+    wanted += [(node_address(i), AGENT_PORT, "agent port") for i in range(1, config.nodes + 1)]
     for host, port, option in wanted:
         if procs.port_in_use(host, port):
             raise ClusterError(
@@ -162,7 +177,7 @@ def up(config: ClusterConfig, report: Report) -> UpResult:
     if previous is not None:
         if is_running(previous):
             names = {p.name for p in previous.by_role("agent")}
-            return UpResult(previous, True, ready_nodes(previous.api_url, names))
+            return UpResult(previous, True, ready_nodes(previous.server_address, names))
         leftovers = [p for p in reversed(previous.processes) if procs.is_ours(p)]
         if leftovers:
             report(f"stopping what is left of the previous cluster in {state_dir}")
@@ -188,22 +203,13 @@ def up(config: ClusterConfig, report: Report) -> UpResult:
         etcd_port=config.etcd_port,
         driver=config.driver,
     )
+    if config.servers > 1 or config.etcd_members > 1:
+        record.api_urls = config.api_urls
+        record.etcd_endpoints = config.etcd_endpoints
     starter = _Starter(config, record, time.monotonic() + UP_DEADLINE)
     try:
-        report(f"starting etcd on {config.etcd_endpoint}")
-        starter.start("etcd", "etcd", [etcd, *etcd_command(config)[1:]])
-        starter.wait_until("waiting for etcd", lambda: etcd_healthy(config.etcd_port), "etcd")
-
-        report(f"starting the server on {config.api_url}")
-        starter.start("server", "server", server_command(config))
-        cluster_id: list[str | None] = [None]
-
-        def server_up() -> bool:
-            cluster_id[0] = server_cluster_id(config.api_url)
-            return cluster_id[0] is not None
-
-        starter.wait_until("waiting for the server", server_up, "server")
-        record.cluster_id = cluster_id[0] or None
+        _start_etcd(starter, etcd, report)
+        record.cluster_id = _start_servers(starter, report)
         statefile.save(state_dir, record)
 
         names = {node_name(i) for i in range(1, config.nodes + 1)}
@@ -213,7 +219,7 @@ def up(config: ClusterConfig, report: Report) -> UpResult:
         nodes: list[NodeInfo] = []
 
         def agents_ready() -> bool:
-            nodes[:] = ready_nodes(config.api_url, names)
+            nodes[:] = ready_nodes(record.server_address, names)
             return len(nodes) == len(names)
 
         starter.wait_until("waiting for the nodes to be ready", agents_ready, "node-1")
@@ -221,6 +227,43 @@ def up(config: ClusterConfig, report: Report) -> UpResult:
         starter.rollback()
         raise
     return UpResult(record, False, sorted(nodes, key=lambda n: n.name))
+
+
+def _start_etcd(starter: _Starter, binary: str, report: Report) -> None:
+    """Every member first (each waits for the others to form a cluster), then their health."""
+    config = starter.config
+    names = [config.etcd_name(m) for m in range(1, config.etcd_members + 1)]
+    if len(names) == 1:
+        report(f"starting etcd on {config.etcd_endpoint}")
+    else:
+        report(f"starting {len(names)} etcd members on {', '.join(config.etcd_endpoints)}")
+    for member, name in enumerate(names, 1):
+        starter.start(name, "etcd", [binary, *etcd_command(config, member)[1:]])
+    for name, port in zip(names, config.etcd_ports, strict=True):
+        starter.wait_until(f"waiting for {name}", partial(etcd_healthy, port), name)
+
+
+def _start_servers(starter: _Starter, report: Report) -> str | None:
+    """Start the servers, wait until each answers; the cluster id they agree on."""
+    config = starter.config
+    names = [config.server_name(i) for i in range(1, config.servers + 1)]
+    if len(names) == 1:
+        report(f"starting the server on {config.api_url}")
+    else:
+        report(f"starting {len(names)} servers on {', '.join(config.api_urls)}")
+    for index, name in enumerate(names, 1):
+        starter.start(name, "server", server_command(config, index))
+    answers: dict[str, str] = {}
+
+    def server_up(url: str) -> bool:
+        cluster_id = server_cluster_id(url)
+        if cluster_id is not None:
+            answers[url] = cluster_id
+        return cluster_id is not None
+
+    for name, url in zip(names, config.api_urls, strict=True):
+        starter.wait_until(f"waiting for {name}", partial(server_up, url), name)
+    return answers[config.api_url] or None
 
 
 # --- down ---------------------------------------------------------------------------------
@@ -241,7 +284,7 @@ def down(state_dir: Path, purge: bool, report: Report) -> None:
     if record is None:
         report(f"no cluster recorded in {state_dir}; nothing to stop")
     else:
-        cluster_id = record.cluster_id or server_cluster_id(record.api_url) or None
+        cluster_id = record.cluster_id or server_cluster_id(record.server_address) or None
         for role in ("agent", "server"):
             for name, outcome in procs.stop(record.by_role(role), STOP_GRACE).items():
                 report(f"{name}: {outcome}")

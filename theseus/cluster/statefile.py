@@ -38,12 +38,28 @@ class ClusterRecord(BaseModel):
     port: int
     etcd_port: int
     driver: str | None = None
+    # Every server and etcd member (``up --ha``); empty in records of one of each.
+    api_urls: list[str] = Field(default_factory=list)
+    etcd_endpoints: list[str] = Field(default_factory=list)
     cluster_id: str | None = None
     started_at: float = Field(default_factory=time.time)
     processes: list[ProcessRecord] = Field(default_factory=list)
 
     def by_role(self, role: ProcessRole) -> list[ProcessRecord]:
         return [p for p in self.processes if p.role == role]
+
+    @property
+    def servers(self) -> list[str]:
+        return self.api_urls or [self.api_url]
+
+    @property
+    def server_address(self) -> str:
+        """What ``--server`` / ``THESEUS_SERVER`` take: every server, comma-separated."""
+        return ",".join(self.servers)
+
+    @property
+    def etcd_ports(self) -> list[int]:
+        return [int(e.rpartition(":")[2]) for e in self.etcd_endpoints] or [self.etcd_port]
 
 
 class StateFileError(RuntimeError):

@@ -52,6 +52,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             store,
             cache,
             server_id,
+            lease_ttl=config.leader_lease_ttl,
             registry_repair_interval=config.registry_repair_interval,
             keepalive_store=keepalive_store,
         )

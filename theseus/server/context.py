@@ -25,6 +25,7 @@ class ServerConfig:
     heartbeat_interval: float = 1.0
     max_heartbeats_per_second: float = 100.0  # from all agents together
     registry_repair_interval: float = 3.0  # seconds between anti-entropy passes
+    leader_lease_ttl: int = 2  # seconds: a dead leader is replaced about this much later
 
 
 @dataclass

@@ -6,6 +6,13 @@ create revision of the leader key, so a deposed leader's writes are refused by e
 The loop is level-triggered: it runs on every change, at the next backoff deadline, and at
 least every ``TICK`` seconds.
 
+Takeover: the lease lives ``lease_ttl`` seconds (2 by default, etcd's minimum with its default
+timings) and is refreshed every third of that, so a leader that dies is replaced about
+``lease_ttl`` seconds later: the followers' caches see the leader key vanish when etcd expires
+the lease, and they campaign at once. A leader that cannot refresh its lease (etcd moving to
+another member) keeps trying until the lease would have expired, then steps down. A new leader
+reconciles only once its cache holds its own election, i.e. every write of its predecessors.
+
 The pass itself runs in a worker thread, on a snapshot no one else holds: at 10,000 tasks it
 takes a good part of a second of CPU, and on the event loop it would hold up for that long
 every heartbeat, HTTP answer and the keep-alive of the leader's own lease. (The thread still
@@ -61,7 +68,7 @@ class Leader:
         store: EtcdStore,
         cache: StateCache,
         server_id: str,
-        lease_ttl: int = 5,
+        lease_ttl: int = 2,
         registry_repair_interval: float = 3.0,
         keepalive_store: EtcdStore | None = None,
     ) -> None:
@@ -99,48 +106,98 @@ class Leader:
                 await asyncio.sleep(0.5)
 
     async def _campaign_once(self) -> None:
+        if self._cache.state.leader is not None:
+            # Someone leads: wait for its key to go away (the cache wakes us when etcd expires
+            # or revokes its lease), re-checking now and then in case the cache lags.
+            await self._cache.wait_changed(self._lease_ttl / 2)
+            return
+        granted = asyncio.get_running_loop().time()  # the lease's TTL runs from about here
         lease = await self._store.grant_lease(self._lease_ttl)
-        revision = await self._store.commit(
-            [Put(keys.LEADER, self.server_id.encode(), lease=lease)],
-            [CreateRevisionIs(keys.LEADER, 0)],
-        )
+        try:
+            revision = await self._store.commit(
+                [Put(keys.LEADER, self.server_id.encode(), lease=lease)],
+                [CreateRevisionIs(keys.LEADER, 0)],
+            )
+        except StoreUnavailable:
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.revoke_lease(lease)
+            raise
         if revision is None:
             await self._store.revoke_lease(lease)
-            # Someone else leads: wait for the key to go away (or re-check periodically).
             await self._cache.wait_changed(self._lease_ttl / 2)
             return
         self._fence = revision
         log.info("%s is now the leader (fence %d)", self.server_id, revision)
-        keepalive = asyncio.create_task(self._keep_alive(lease))
+        keepalive = asyncio.create_task(self._keep_alive(lease, granted))
         try:
-            await self._reconcile_while_leading(keepalive)
+            await self._lead(revision, keepalive)
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
-                await keepalive
             self._fence = None
+            keepalive.cancel()
+            # Revoked in any case, so that even a keep-alive that failed to stop cannot hold
+            # the leadership for a server that no longer leads (refreshing a revoked lease
+            # fails, which ends the loop).
+            await asyncio.wait([keepalive], timeout=1.0)
+            if keepalive.done() and not keepalive.cancelled():
+                keepalive.exception()  # retrieved: it ended as intended, or we step down anyway
             with contextlib.suppress(StoreUnavailable):
                 await self._store.revoke_lease(lease)
 
-    async def _keep_alive(self, lease: int) -> None:
-        period = self._lease_ttl / 3
+    async def _lead(self, elected_at: int, keepalive: asyncio.Task[None]) -> None:
+        """Reconcile while the lease holds, through etcd hiccups.
+
+        Every pass plans from the cache, so the cache must hold every write already made:
+        the predecessors' (all older than our election) before the first pass, and after a
+        failed commit (which etcd may have applied all the same) whatever etcd holds now.
+        Otherwise a pass could, say, start again a task that a lost commit already started.
+        """
+        caught_up_to = elected_at
+        while not keepalive.done():
+            try:
+                if caught_up_to == 0:
+                    caught_up_to = await self._store.current_revision()
+                if not await self._cache.wait_for_revision(caught_up_to, timeout=1.0):
+                    continue
+                await self._reconcile_while_leading(keepalive)
+                return  # stepped down: lease lost, or our key or fence refused
+            except StoreUnavailable as exc:
+                # Our lease is still being kept (or the keep-alive will give up in time):
+                # stay leader, catch up with etcd, and go on.
+                log.warning("leader: etcd unavailable (%s); retrying", exc)
+                caught_up_to = 0
+                await asyncio.sleep(0.2)
+
+    async def _keep_alive(self, lease: int, granted: float) -> None:
+        """Refresh the lease every third of its TTL; returns (which ends our leadership) when
+        etcd says it expired, or when it may have: no refresh succeeded for a whole TTL."""
+        loop = asyncio.get_running_loop()
+        expires = granted + self._lease_ttl
+        interval = self._lease_ttl / 3
         while True:
-            slept = time.monotonic()
-            await asyncio.sleep(period)
-            refreshing = time.monotonic()
-            alive = await self._keepalive_store.refresh_lease(lease)
-            done = time.monotonic()
-            if refreshing - slept > period + 1.0 or done - refreshing > 1.0:
+            slept = loop.time()
+            await asyncio.sleep(interval)
+            sent = loop.time()
+            if sent - slept > interval + 0.5:
                 # The lease only survives a stall shorter than two thirds of its TTL: say so.
-                log.warning(
-                    "leader lease refreshed late: the event loop woke %.1fs late, the refresh "
-                    "took %.1fs",
-                    refreshing - slept - period,
-                    done - refreshing,
-                )
+                log.warning("leader keep-alive woke %.1fs late", sent - slept - interval)
+            remaining = expires - sent
+            if remaining <= 0:
+                log.warning("leader lease not refreshed for %ss; stepping down", self._lease_ttl)
+                return
+            try:
+                # Not wait_for: on Python 3.11 it can swallow a cancellation that coincides
+                # with the answer, and this loop must end when leadership does.
+                async with asyncio.timeout(remaining):
+                    alive = await self._keepalive_store.refresh_lease(lease)
+            except (StoreUnavailable, TimeoutError) as exc:
+                log.warning("leader lease refresh failed (%s); retrying", exc)
+                interval = min(0.1, self._lease_ttl / 3)  # etcd moves to another member
+                continue
             if not alive:
                 log.warning("leader lease expired; stepping down")
                 return
+            expires = sent + self._lease_ttl  # counted from before etcd saw the refresh
+            interval = self._lease_ttl / 3
 
     async def _reconcile_while_leading(self, keepalive: asyncio.Task[None]) -> None:
         last_commit = 0

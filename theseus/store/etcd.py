@@ -3,6 +3,13 @@
 It offers a small vocabulary (``Put``, ``Delete``, compare guards, ``commit``), a consistent
 prefix load, a prefix watch resumable by revision, and leases. Everything above it speaks
 ``str`` keys and ``bytes`` values. Callers: ``theseus.store.cache`` and the server's writers.
+
+Several members: the store talks to one member at a time. When that member fails (its calls
+raise "unavailable" or time out), the store drops the connection and the next call connects to
+the next member that answers; the calls in flight raise ``StoreUnavailable`` and their callers
+retry as they do for any outage. Watches resume from their last revision on the new member
+(the cache does that), and the shared lease keep-alive stream re-opens there. With a single
+endpoint the connection is kept and gRPC reconnects to it by itself.
 """
 
 from __future__ import annotations
@@ -26,7 +33,18 @@ MAX_TXN_OPS = 128
 CHANNEL_OPTIONS = {
     "grpc.max_receive_message_length": 512 * 1024 * 1024,
     "grpc.max_send_message_length": 64 * 1024 * 1024,
+    # gRPC backs off up to 2 minutes between reconnects to a member that went away; a
+    # restarted member should be used again within a second.
+    "grpc.max_reconnect_backoff_ms": 1000,
 }
+# Sent with every call and stream: a member without a raft leader refuses it at once (and
+# cancels such streams when it loses its leader) rather than leaving it hanging.
+REQUIRE_LEADER = (("hasleader", "true"),)
+# How long a member may take to elect a new raft leader before we try another member.
+ELECTION_WAIT = 3.0
+# gRPC codes after which another member may do better: UNAVAILABLE (member down, or without
+# a leader) and DEADLINE_EXCEEDED (member too slow or cut off).
+_MEMBER_FAILURES = (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError)
 
 
 class StoreUnavailable(ConnectionError):
@@ -94,77 +112,179 @@ def _entry(kv: Any) -> Entry:
 
 
 class EtcdStore:
-    """One connection to an etcd cluster (``endpoints`` are tried in order on connect)."""
+    """A connection to an etcd cluster, to one member at a time.
+
+    ``connect`` tries ``endpoints`` in order; after a member failure the next call tries them
+    again, starting with the one after the failed member.
+    """
 
     def __init__(self, endpoints: Sequence[str], timeout: int = 5) -> None:
+        if not endpoints:
+            raise ValueError("no etcd endpoint")
         self._endpoints = list(endpoints)
         self._timeout = timeout
         self._client: aetcd.Client | None = None
+        self._member = 0  # the endpoint of _client, or the first to try on the next connect
+        self._member_id = 0  # etcd's id of that member
+        self._failed_member_id = 0  # etcd's id of the last member we left because it failed
+        self._connecting = asyncio.Lock()
         self._keeper: _LeaseKeeper | None = None
+        self._retired: dict[aetcd.Client, asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
-    def client(self) -> aetcd.Client:
-        if self._client is None:
-            raise StoreUnavailable("not connected")
-        return self._client
+    def endpoint(self) -> str:
+        """The member this store talks to (or will try first)."""
+        return self._endpoints[self._member]
 
     async def connect(self) -> None:
+        await self._session()
+
+    async def _session(self) -> aetcd.Client:
+        """The current connection, connecting to the first member that answers if none."""
+        client = self._client
+        if client is not None:
+            return client
+        async with self._connecting:  # one connect at a time; the others wait and share it
+            if self._client is None:
+                self._client = await self._connect_any()
+            return self._client
+
+    async def _connect_any(self) -> aetcd.Client:
         errors: list[str] = []
-        for endpoint in self._endpoints:
+        count = len(self._endpoints)
+        for step in range(count):
+            index = (self._member + step) % count
+            endpoint = self._endpoints[index]
             host, _, port = endpoint.removeprefix("http://").partition(":")
             client = aetcd.Client(
                 host=host, port=int(port or 2379), timeout=self._timeout, options=CHANNEL_OPTIONS
             )
             try:
                 await client.connect()
-                await client.status()
-            except aetcd.ClientError as exc:
-                errors.append(f"{endpoint}: {exc}")
+                status = await self._leader_known(client, several=count > 1)
+            except Exception as exc:  # aetcd or gRPC errors: try the next member
+                errors.append(f"{endpoint}: {exc.__class__.__name__}: {exc}")
                 await client.close()
                 continue
-            self._client = client
-            return
+            # etcd's "require leader": a member without a raft leader (an election under way,
+            # or cut off) refuses requests at once instead of holding them until they time
+            # out, and cancels streams, so that a watch never goes silent on it. aetcd sends
+            # ``client.metadata`` with every call, but opened its watcher without it.
+            client.metadata = REQUIRE_LEADER
+            client._watcher._metadata = REQUIRE_LEADER
+            if count > 1:
+                log.info("connected to etcd member %s", endpoint)
+            self._member = index
+            self._member_id = int(status.header.member_id)
+            return client
         raise StoreUnavailable("no etcd endpoint answered: " + "; ".join(errors))
+
+    async def _leader_known(self, client: aetcd.Client, several: bool) -> Any:
+        """The member's status, once it has a raft leader other than the member that just
+        failed. When the lost member was the leader, the others take a second or two to notice
+        and elect another; a request sent meanwhile may be dropped and hang until it times
+        out, so the callers wait here instead, for a bounded time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ELECTION_WAIT
+        while True:
+            status = await client.maintenancestub.Status(
+                aetcd.rpc.StatusRequest(), timeout=self._timeout
+            )
+            # One member alone is its own leader; of several, one cut off has none.
+            if not several or status.leader not in (0, self._failed_member_id):
+                return status
+            if loop.time() >= deadline:
+                raise aetcd.ConnectionFailedError("member has no raft leader")
+            await asyncio.sleep(0.1)
+
+    def _unavailable(
+        self, client: aetcd.Client, exc: BaseException, member_failed: bool | None = None
+    ) -> StoreUnavailable:
+        """The error a failed call raises; if the failure says that the member is gone (or
+        ``member_failed``), the store also moves on to the next member."""
+        if member_failed is None:
+            member_failed = _is_member_failure(exc)
+        if member_failed and client is self._client and len(self._endpoints) > 1:
+            log.warning(
+                "etcd member %s failed (%s: %s); moving to the next member",
+                self.endpoint,
+                exc.__class__.__name__,
+                exc,
+            )
+            self._client = None
+            self._member = (self._member + 1) % len(self._endpoints)
+            self._failed_member_id = self._member_id
+            if self._keeper is not None:
+                self._keeper.close()
+                self._keeper = None
+            self._retire(client)
+        if isinstance(exc, StoreUnavailable):
+            return StoreUnavailable(str(exc))
+        if isinstance(exc, aetcd.ClientError):
+            return StoreUnavailable(str(exc))
+        return StoreUnavailable(f"{exc.__class__.__name__}: {exc}")
+
+    def _retire(self, client: aetcd.Client) -> None:
+        """Close a connection that is no longer used, a little later: calls still in flight
+        on a member that is only slow may yet complete (a dead member's fail at once)."""
+        loop = asyncio.get_running_loop()
+        self._retired[client] = loop.call_later(self._timeout, self._close_retired, client)
+
+    def _close_retired(self, client: aetcd.Client) -> None:
+        self._retired.pop(client, None)
+        task = asyncio.create_task(client.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         if self._keeper is not None:
             self._keeper.close()
             self._keeper = None
+        for client, handle in list(self._retired.items()):
+            handle.cancel()
+            self._close_retired(client)
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
             self._client = None
 
     async def get(self, key: str) -> Entry | None:
+        client = await self._session()
         try:
-            result = await self.client.get(key.encode())
+            result = await client.get(key.encode())
         except aetcd.ClientError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise self._unavailable(client, exc) from exc
         return None if result is None else _entry(result)
 
     async def load(self, start: str, end: str) -> tuple[int, list[Entry]]:
         """All keys in ``[start, end)`` and the revision they were read at."""
+        client = await self._session()
         try:
-            result = await self.client.get_range(start.encode(), end.encode())
+            result = await client.get_range(start.encode(), end.encode())
         except aetcd.ClientError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise self._unavailable(client, exc) from exc
         entries = [_entry(kv) for kv in result]
         return int(result.header.revision), entries
 
     async def current_revision(self) -> int:
+        client = await self._session()
         try:
-            result = await self.client.get_prefix(b"\x00never\x00")
+            result = await client.get_prefix(b"\x00never\x00")
         except aetcd.ClientError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise self._unavailable(client, exc) from exc
         return int(result.header.revision)
 
     async def watch(self, start: str, end: str, start_revision: int) -> AsyncIterator[Change]:
         """Every change to a key in ``[start, end)`` from ``start_revision`` on, in order.
 
-        Raises ``HistoryCompacted`` or ``StoreUnavailable``; the caller resumes from the last
-        revision it saw plus one (or reloads after compaction).
+        Raises ``HistoryCompacted`` or ``StoreUnavailable``, or simply ends when the store
+        moves to another member; the caller resumes from the last revision it saw plus one
+        (or reloads after compaction).
         """
+        client = await self._session()
         try:
-            watch = await self.client.watch(
+            watch = await client.watch(
                 start.encode(), range_end=end.encode(), start_revision=start_revision
             )
             async for event in watch:
@@ -179,12 +299,13 @@ class EtcdStore:
         except aetcd.RevisionCompactedError as exc:
             raise HistoryCompacted(str(exc)) from exc
         except aetcd.ClientError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise self._unavailable(client, exc) from exc
 
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int | None:
         """Apply ``ops`` atomically if every guard holds; the new revision, or None if a guard
         failed. Callers keep ``len(ops) + len(guards)`` within ``MAX_TXN_OPS``."""
-        tx = self.client.transactions
+        client = await self._session()
+        tx = client.transactions
         compare = []
         for guard in guards:
             if isinstance(guard, ModRevisionIs):
@@ -201,26 +322,25 @@ class EtcdStore:
         # wait for their own write (read-your-writes); so build the request ourselves.
         request = aetcd.rpc.TxnRequest(
             compare=[c.build_message() for c in compare],
-            success=self.client._ops_to_requests(success),
+            success=client._ops_to_requests(success),
             failure=[],
         )
         try:
-            response = await self.client.kvstub.Txn(
-                request, timeout=self._timeout, metadata=self.client.metadata
+            response = await client.kvstub.Txn(
+                request, timeout=self._timeout, metadata=client.metadata
             )
-        except aetcd.ClientError as exc:
-            raise StoreUnavailable(str(exc)) from exc
         except Exception as exc:  # grpc errors are not wrapped when we call the stub directly
-            raise StoreUnavailable(f"{exc.__class__.__name__}: {exc}") from exc
+            raise self._unavailable(client, exc) from exc
         if not response.succeeded:
             return None
         return int(response.header.revision)
 
     async def grant_lease(self, ttl: int) -> int:
+        client = await self._session()
         try:
-            lease = await self.client.lease(ttl)
+            lease = await client.lease(ttl)
         except aetcd.ClientError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise self._unavailable(client, exc) from exc
         return int(lease.id)
 
     async def refresh_lease(self, lease_id: int) -> bool:
@@ -228,16 +348,34 @@ class EtcdStore:
 
         Every refresh of this connection shares one long-lived LeaseKeepAlive stream (aetcd
         opens a new stream per refresh, which at a thousand heartbeats a second is most of
-        the server's work); etcd answers on it in order, one answer per request."""
-        if self._keeper is None:
-            self._keeper = _LeaseKeeper(self.client, self._timeout)
-        return await self._keeper.refresh(lease_id)
+        the server's work); etcd answers on it in order, one answer per request. Leases
+        belong to the cluster, so after a move to another member the stream re-opens there."""
+        client = await self._session()
+        if self._keeper is None or self._keeper.client is not client:
+            if self._keeper is not None:
+                self._keeper.close()
+            self._keeper = _LeaseKeeper(client, self._timeout)
+        try:
+            return await self._keeper.refresh(lease_id)
+        except StoreUnavailable as exc:
+            # The stream broke or etcd did not answer in time: both mean the member failed.
+            raise self._unavailable(client, exc, member_failed=True) from exc
 
     async def revoke_lease(self, lease_id: int) -> None:
+        client = await self._session()
         try:
-            await self.client.revoke_lease(lease_id)
+            await client.revoke_lease(lease_id)
         except aetcd.ClientError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise self._unavailable(client, exc) from exc
+
+
+def _is_member_failure(exc: BaseException) -> bool:
+    if isinstance(exc, (*_MEMBER_FAILURES, aetcd.WatchTimeoutError)):
+        return True
+    if isinstance(exc, aetcd.rpc.AioRpcError):
+        codes = (aetcd.rpc.StatusCode.UNAVAILABLE, aetcd.rpc.StatusCode.DEADLINE_EXCEEDED)
+        return exc.code() in codes
+    return False
 
 
 class _LeaseKeeper:
@@ -249,7 +387,7 @@ class _LeaseKeeper:
     """
 
     def __init__(self, client: aetcd.Client, timeout: int) -> None:
-        self._client = client
+        self.client = client
         self._timeout = timeout
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -261,9 +399,7 @@ class _LeaseKeeper:
         async with self._lock:  # writes on one stream must not interleave
             try:
                 if self._call is None:
-                    self._call = self._client.leasestub.LeaseKeepAlive(
-                        metadata=self._client.metadata
-                    )
+                    self._call = self.client.leasestub.LeaseKeepAlive(metadata=REQUIRE_LEADER)
                     self._reader = asyncio.create_task(self._read(self._call))
                 self._waiting[lease_id].append(future)
                 await self._call.write(aetcd.rpc.LeaseKeepAliveRequest(ID=lease_id))
@@ -271,7 +407,10 @@ class _LeaseKeeper:
                 self._fail(self._call, exc)
                 raise StoreUnavailable(f"lease keep-alive stream: {exc}") from exc
         try:
-            return await asyncio.wait_for(future, self._timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that coincides with the answer, and a keep-alive loop must stop when told to.
+            async with asyncio.timeout(self._timeout):
+                return await future
         except TimeoutError as exc:
             raise StoreUnavailable("lease keep-alive timed out") from exc
 
