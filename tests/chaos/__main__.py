@@ -26,15 +26,23 @@ def main() -> int:
     parser.add_argument("--servers", type=int, default=2)
     parser.add_argument("--etcd-members", type=int, default=3, choices=(1, 3))
     parser.add_argument("--report", type=Path, help="also write the JSON summary here")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the processes' logs and data in this (new) directory"
+    )
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4))
     print(
         f"chaos: seed {seed}, {args.duration:g}s, {args.servers} servers, "
         f"{args.etcd_members} etcd members, 3 agents"
     )
+    if args.keep:
+        args.keep.mkdir(parents=True)
     with (
-        tempfile.TemporaryDirectory(prefix="theseus-chaos-") as root,
-        chaos_cluster(Path(root), args.servers, args.etcd_members) as (cluster, agents),
+        tempfile.TemporaryDirectory(prefix="theseus-chaos-") as scratch,
+        chaos_cluster(args.keep or Path(scratch), args.servers, args.etcd_members) as (
+            cluster,
+            agents,
+        ),
     ):
         chaos = Chaos(
             cluster,

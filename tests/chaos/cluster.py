@@ -10,7 +10,7 @@ from typing import Any
 
 import docker
 
-from tests.integration.harness import Cluster, start_cluster
+from tests.integration.harness import Cluster, start_cluster, start_ha_cluster
 
 AGENTS: dict[str, dict[str, Any]] = {
     "chaos-1": {"address": "127.0.0.21"},
@@ -24,9 +24,12 @@ LIVENESS_TIMEOUT = 3
 def chaos_cluster(
     root: Path, servers: int, etcd_members: int
 ) -> Iterator[tuple[Cluster, dict[str, dict[str, Any]]]]:
-    if servers != 1 or etcd_members != 1:
-        raise SystemExit("this harness starts one server and one etcd member")
-    cluster = start_cluster(root, AGENTS, liveness_timeout=LIVENESS_TIMEOUT)
+    if servers == 1 and etcd_members == 1:
+        cluster = start_cluster(root, AGENTS, liveness_timeout=LIVENESS_TIMEOUT)
+    else:
+        cluster = start_ha_cluster(
+            root, AGENTS, servers, etcd_members, liveness_timeout=LIVENESS_TIMEOUT
+        )
     cluster_id = ""
     try:
         with cluster.client() as client:

@@ -202,8 +202,7 @@ class Chaos:
         name = self.rng.choice(alive)
         self.cluster.processes[name].stop(signal.SIGKILL)
         pause = self.rng.uniform(0.5, 8.0)  # past the liveness timeout now and then
-        options = self.agents[name]
-        self._later(pause, f"agent {name}", lambda: self.cluster.start_agent(name, **options))
+        self._later(pause, name, self._starter(name))
         return True
 
     def _kill_leader(self) -> bool:
@@ -283,21 +282,28 @@ class Chaos:
         )
         return [c for c in running if c["Labels"].get("theseus.service") in SERVICES]
 
-    # --- the cluster's shape (one server and one etcd member unless the harness has more) --
+    # --- the cluster's shape --------------------------------------------------------------
 
     def _servers(self) -> dict[str, str]:
+        """Server process name -> API address."""
+        if self.cluster.servers:
+            return {name: self.cluster.url_of(name) for name in self.cluster.servers}
         return {"server": self.cluster.server_url}
 
-    def _server_addresses(self) -> str:
-        return self.cluster.server_url
+    def _server_addresses(self) -> list[str]:
+        return list(self._servers().values())
 
     def _etcd_members(self) -> list[str]:
-        return ["etcd"]
+        return list(self.cluster.etcd_members) or ["etcd"]
 
     def _starter(self, name: str) -> Callable[[], None]:
-        if name == "server":
-            return lambda: self.cluster.start_server()
-        raise ValueError(f"cannot restart {name}")
+        """Start a killed process again with its own command line (same ports, same data)."""
+
+        def start() -> None:
+            if self.cluster.processes[name].popen.poll() is not None:
+                self.cluster.restart(name)
+
+        return start
 
     def close(self) -> None:
         self.docker.close()

@@ -19,7 +19,7 @@ def test_a_short_chaos_run_keeps_every_invariant(
 ) -> None:
     seed = int.from_bytes(os.urandom(4))
     print(f"chaos seed {seed} (python -m tests.chaos --seed {seed} replays the choices)")
-    with chaos_cluster(tmp_path, servers=1, etcd_members=1) as (cluster, agents):
+    with chaos_cluster(tmp_path, servers=2, etcd_members=3) as (cluster, agents):
         chaos = Chaos(cluster, agents, seed, round_seconds=8.0, settle_seconds=60.0)
         try:
             report = chaos.run(duration=20.0)

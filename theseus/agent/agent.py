@@ -190,11 +190,13 @@ class Agent:
         while True:
             # Retried no slower than the heartbeat itself: a backoff longer than the server's
             # liveness timeout would get a node declared lost while the server is only busy.
-            await self._call(
+            answer = await self._call(
                 "heartbeat",
                 lambda: self.client.heartbeat(self.config.name),
                 max_delay=self.heartbeat_interval,
             )
+            if answer.heartbeat_interval is not None:
+                self.heartbeat_interval = answer.heartbeat_interval
             await asyncio.sleep(self.heartbeat_interval)
 
     async def _assignment_loop(self) -> None:

@@ -25,6 +25,7 @@ from theseus.api.schemas import (
     DeployResult,
     GroupList,
     Health,
+    HeartbeatAnswer,
     NodeInfo,
     NodeList,
     NodeRegistration,
@@ -265,10 +266,12 @@ class AsyncServerClient:
         )
         return RegistrationAnswer.model_validate(response.json())
 
-    async def heartbeat(self, node: str) -> None:
+    async def heartbeat(self, node: str) -> HeartbeatAnswer:
+        """Refresh the node's liveness; the answer carries the pace the server wants now."""
         several = len(self.servers.addresses) > 1
         timeout = HEARTBEAT_FAILOVER_TIMEOUT if several else httpx.USE_CLIENT_DEFAULT
-        await self._request("POST", f"/v1/agent/{node}/heartbeat", timeout=timeout)
+        response = await self._request("POST", f"/v1/agent/{node}/heartbeat", timeout=timeout)
+        return HeartbeatAnswer.model_validate(response.json())
 
     async def assignments(self, node: str, index: int, wait: float) -> AssignmentList:
         """Long-poll: returns when the node's assignments change after ``index``, or after

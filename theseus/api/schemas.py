@@ -162,8 +162,9 @@ class HeartbeatAnswer(BaseModel):
     """The pace to keep from now on: it grows and shrinks with the cluster."""
 
     ok: bool = True
-    heartbeat_interval: float
-    liveness_timeout: float
+    # Optional so that an agent also understands a server that only says "ok".
+    heartbeat_interval: float | None = None
+    liveness_timeout: float | None = None
 
 
 class Assignment(BaseModel):

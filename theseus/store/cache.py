@@ -137,8 +137,11 @@ class StateCache:
             return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._revision_waiters, (revision, next(self._waiter_ids), future))
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that coincides with the wake-up, and a cancelled leader would carry on.
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(future)
         except TimeoutError:
             return False
         return True
@@ -165,7 +168,8 @@ class StateCache:
         """Wait for the next applied change; False on timeout."""
         event = self._changed
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
         except TimeoutError:
             return False
         return True
