@@ -226,7 +226,9 @@ class Cluster:
         cpus: float = 1.0,
         mem: int = 2048,
         servers: list[str] | None = None,
+        attributes: dict[str, str] | None = None,
     ) -> Process:
+        attrs = [f"--attr={key}={value}" for key, value in (attributes or {}).items()]
         process = self.spawn(
             name,
             [
@@ -250,6 +252,7 @@ class Cluster:
                 str(mem),
                 "--state-dir",
                 str(self.root / "agents" / name),
+                *attrs,
             ],
         )
         self.nodes[name] = address

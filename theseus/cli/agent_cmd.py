@@ -78,7 +78,12 @@ def register(app: typer.Typer) -> None:
         ] = "31000-32000",
         attribute: Annotated[
             list[str] | None,
-            typer.Option(help="Node attribute key=value for placement (repeatable)."),
+            typer.Option(
+                "--attr",
+                "--attribute",
+                help="Node attribute key=value for placement constraints, e.g. --attr rack=r1 "
+                "(repeatable). `hostname` is built in: the node's name.",
+            ),
         ] = None,
         driver: Annotated[
             str | None,
