@@ -62,6 +62,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         background = [
             asyncio.create_task(cache.run(), name="cache"),
             asyncio.create_task(leader.run(), name="leader"),
+            asyncio.create_task(cache.probe(), name="cache-probe"),
         ]
         await asyncio.wait_for(cache.wait_ready(), timeout=30)
         log.info("theseus server %s ready (cluster %s)", server_id, ctx.cluster_id)

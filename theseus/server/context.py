@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
 from theseus.server.leader import Leader
 from theseus.server.wire import WireMemo
@@ -43,4 +43,14 @@ async def context(request: Request) -> ServerContext:
     # ``async``: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop on
     # every request (most of them agents' heartbeats, polls and reports).
     ctx: ServerContext = request.app.state.ctx
+    lag = ctx.cache.out_of_touch()
+    if lag is not None:
+        # Our cache may be behind etcd (the member we use is gone, or the watch is stuck):
+        # answering from it would be stale reads and lost-looking writes. Clients move on
+        # to another server on a 503.
+        raise HTTPException(
+            503,
+            f"this server has not been able to confirm it follows etcd for {lag:.0f}s; "
+            "its view may be stale: use another server",
+        )
     return ctx

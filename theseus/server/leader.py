@@ -203,7 +203,10 @@ class Leader:
         last_commit = 0
         self._last_repair = 0.0  # the first pass as leader compares with etcd itself
         while not keepalive.done():
-            await self._cache.wait_for_revision(last_commit)
+            if not await self._cache.wait_for_revision(last_commit):
+                # Planning without our own last commit would redo it (tasks started twice).
+                log.warning("the cache has not seen our last commit (%d) yet", last_commit)
+                continue
             started = time.monotonic()
             snapshot = self._cache.snapshot()
             ours = snapshot.leader is not None and snapshot.leader[1] == self._fence

@@ -38,6 +38,9 @@ from theseus.store.etcd import Change, Entry, EtcdStore, HistoryCompacted, Store
 
 log = logging.getLogger(__name__)
 
+PROBE_INTERVAL = 1.0
+OUT_OF_TOUCH = 3.0  # seconds without proof that the cache follows etcd before routes refuse
+
 M = TypeVar("M", bound=BaseModel)
 MAX_EXPECTED = 100_000
 
@@ -107,6 +110,9 @@ class StateCache:
         # deploy is 20,000 records, a second of parsing on the event loop).
         self._expected: dict[str, tuple[bytes, BaseModel]] = {}
         self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        # When the cache last proved to be current: it had applied etcd's revision of that
+        # moment (``probe``). Routes refuse to answer from a cache that has not for a while.
+        self._confirmed_at = time.monotonic()
         self._waiter_ids = itertools.count()
 
     @property
@@ -127,6 +133,25 @@ class StateCache:
         if expected is not None and expected[0] == value and isinstance(expected[1], model):
             return expected[1]
         return model.model_validate_json(value)
+
+    def out_of_touch(self, limit: float = OUT_OF_TOUCH) -> float | None:
+        """Seconds since the cache was last known to follow etcd, if more than ``limit``."""
+        lag = time.monotonic() - self._confirmed_at
+        return lag if lag > limit else None
+
+    async def probe(self, interval: float = PROBE_INTERVAL) -> None:
+        """Forever: ask etcd for its current revision and wait for the cache to apply it.
+        Each success confirms that the cache follows etcd; a dead member, a lost quorum or
+        a stuck watch shows as time without one (``out_of_touch``)."""
+        while True:
+            asked = time.monotonic()
+            try:
+                revision = await self._store.current_revision()
+                if await self.wait_for_revision(revision, timeout=OUT_OF_TOUCH):
+                    self._confirmed_at = asked
+            except StoreUnavailable:
+                pass
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - asked)))
 
     async def wait_ready(self) -> None:
         await self._ready.wait()

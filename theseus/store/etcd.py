@@ -177,6 +177,8 @@ class EtcdStore:
                 log.info("connected to etcd member %s", endpoint)
             self._member = index
             self._member_id = int(status.header.member_id)
+            # The failed member may come back and lead again: never hold it against it.
+            self._failed_member_id = 0
             return client
         raise StoreUnavailable("no etcd endpoint answered: " + "; ".join(errors))
 
@@ -195,6 +197,10 @@ class EtcdStore:
             if not several or status.leader not in (0, self._failed_member_id):
                 return status
             if loop.time() >= deadline:
+                if status.leader != 0:
+                    # The member we left still leads after a whole election timeout: it was
+                    # only slow, or it restarted and was elected again. Use it.
+                    return status
                 raise aetcd.ConnectionFailedError("member has no raft leader")
             await asyncio.sleep(0.1)
 
