@@ -128,7 +128,8 @@ class Chaos:
                 if converged_after is not None
                 else (f"NOT converged: {len(violations)} violations")
             )
-            self.log(f"round {number}: {dict(faults)}; {state}")
+            stamp = time.strftime("%H:%M:%S")
+            self.log(f"{stamp} round {number}: {dict(faults)}; {state}")
             for violation in violations:
                 self.log(f"  violation: {violation}")
         return report
