@@ -140,17 +140,21 @@ class StateCache:
         return lag if lag > limit else None
 
     async def probe(self, interval: float = PROBE_INTERVAL) -> None:
-        """Forever: ask etcd for its current revision and wait for the cache to apply it.
-        Each success confirms that the cache follows etcd; a dead member, a lost quorum or
-        a stuck watch shows as time without one (``out_of_touch``)."""
+        """Forever: ask etcd for its current revision. The cache follows etcd if it has
+        applied that revision, or at least moved on since the last probe (a big deploy may
+        keep it a few seconds behind, still following). A dead member, a lost quorum or a
+        stuck watch shows as time without either (``out_of_touch``)."""
+        applied = self.state.revision
         while True:
             asked = time.monotonic()
             try:
                 revision = await self._store.current_revision()
-                if await self.wait_for_revision(revision, timeout=OUT_OF_TOUCH):
-                    self._confirmed_at = asked
             except StoreUnavailable:
                 pass
+            else:
+                if self.state.revision >= revision or self.state.revision > applied:
+                    self._confirmed_at = asked
+            applied = self.state.revision
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - asked)))
 
     async def wait_ready(self) -> None:
