@@ -252,6 +252,7 @@ class Chaos:
         started = time.monotonic()
         deadline = started + self.settle_seconds
         violations = ["never observed"]
+        shown = 0.0  # when the violations were last logged (slow settles say what they wait for)
         while time.monotonic() < deadline:
             try:
                 violations = check(self._observe(), self.expected)
@@ -259,6 +260,11 @@ class Chaos:
                 violations = [f"cannot observe: {exc}"]
             if not violations:
                 return time.monotonic() - started, []
+            waited = time.monotonic() - started
+            if waited >= 4.0 and waited - shown >= 2.0:
+                shown = waited
+                stamp = time.strftime("%H:%M:%S")
+                self.log(f"{stamp}   still waiting after {waited:.1f}s: {'; '.join(violations)}")
             time.sleep(0.25)
         return None, violations
 
