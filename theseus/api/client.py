@@ -135,10 +135,18 @@ class ServerClient:
         return Health.model_validate(self._request("GET", "/v1/health").json())
 
     def deploy(
-        self, document: str | bytes, content_type: str = "application/x-yaml"
+        self,
+        document: str | bytes,
+        content_type: str = "application/x-yaml",
+        dry_run: bool = False,
     ) -> DeployResult:
+        """Apply a document; ``dry_run``: only say what it would do."""
         response = self._request(
-            "POST", "/deploy", content=document, headers={"Content-Type": content_type}
+            "POST",
+            "/deploy",
+            content=document,
+            headers={"Content-Type": content_type},
+            params={"dry_run": "true"} if dry_run else None,
         )
         return DeployResult.model_validate(response.json())
 

@@ -19,11 +19,27 @@ TaskStateName = Literal[
 ]
 
 
+class FieldChange(BaseModel):
+    field: str  # dotted: ``environment.APP_NAME``, ``upgrade_strategy.maximum_over_capacity``
+    old: object = None
+    new: object = None
+
+
+class GroupPlan(BaseModel):
+    """``dry_run`` only: what the first reconcile pass after the deploy would do."""
+
+    placed: dict[str, int] = {}  # node -> new tasks that would start there
+    pending: dict[str, int] = {}  # reason -> new tasks that would wait
+    stopping: int = 0  # running tasks that would be stopped in this first step
+    diff: list[FieldChange] = []  # the fields an update changes
+
+
 class GroupChange(BaseModel):
     service: str
     labels: list[str]
     action: ChangeAction
     instances: int | None = None
+    plan: GroupPlan | None = None
 
 
 class DeployResult(BaseModel):
@@ -31,6 +47,7 @@ class DeployResult(BaseModel):
 
     result: dict[str, int] = {"status": 200}
     changes: list[GroupChange]
+    dry_run: bool = False  # true: nothing was changed (``POST /deploy?dry_run=true``)
 
 
 class ErrorDetail(BaseModel):

@@ -212,6 +212,23 @@ def change_line(change: GroupChange) -> str:
     return line
 
 
+def plan_lines(change: GroupChange) -> list[str]:
+    """The indented lines under a change in ``theseus plan``: field diff, where new tasks
+    would go, what would wait and why, what would stop."""
+    plan = change.plan
+    if plan is None:
+        return []
+    lines = [f"    [yellow]~[/] {escape(d.field)}: {d.old!r} → {d.new!r}" for d in plan.diff]
+    if plan.placed:
+        where = ", ".join(f"{node} ×{n}" for node, n in sorted(plan.placed.items()))
+        lines.append(f"    [green]+[/] {sum(plan.placed.values())} new: {escape(where)}")
+    for reason, n in sorted(plan.pending.items()):
+        lines.append(f"    [red]![/] {n} would wait: {escape(reason)}")
+    if plan.stopping:
+        lines.append(f"    [red]-[/] {plan.stopping} running would stop now")
+    return lines
+
+
 def parse_label_options(values: Sequence[str] | None) -> list[str] | None:
     """``--labels`` given once per label. None when absent (all groups / the only group);
     ``--labels ''`` alone names the group without labels. Labels may contain commas or

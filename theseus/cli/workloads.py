@@ -23,6 +23,7 @@ from theseus.cli.output import (
     err_console,
     fail,
     parse_label_options,
+    plan_lines,
     print_json,
     print_table,
     table,
@@ -92,6 +93,28 @@ def register(app: typer.Typer) -> None:
             code = follow_deployment(client, targets, timeout)
         if code:
             raise typer.Exit(code)
+
+    @app.command()
+    def plan(
+        ctx: typer.Context,
+        file: Annotated[
+            str, typer.Option("--file", "-f", help="Deploy document (YAML or JSON; - for stdin).")
+        ],
+        json_out: JsonOption = False,
+    ) -> None:
+        """Show what `deploy -f FILE` would do, and change nothing: each group's action, the
+        fields an update changes, where new tasks would go, which would wait and why. A
+        rolling update shows its first step."""
+        text, content_type = _read_document(file)
+        with connect(ctx) as client:
+            result = client.deploy(text, content_type, dry_run=True)
+        if json_out:
+            print_json(result)
+            return
+        for change in result.changes:
+            console.print(change_line(change))
+            for line in plan_lines(change):
+                console.print(line)
 
     @app.command()
     def ps(

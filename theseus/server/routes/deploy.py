@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Depends, Request
 
-from theseus.api.schemas import DeployResult, GroupChange
+from theseus.api.schemas import DeployResult, FieldChange, GroupChange, GroupPlan
 from theseus.model.spec import DeployDocument, parse_deploy_document, parse_document_text
 from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import GroupChangePlan, plan_document
+from theseus.reconciler.preview import preview
 from theseus.server.context import ServerContext, context
 
 router = APIRouter()
@@ -42,10 +44,30 @@ def changes_result(changes: list[GroupChangePlan]) -> DeployResult:
 @router.post(
     "/deploy", response_model=DeployResult, openapi_extra=_DOCUMENT_SCHEMA, tags=["deploy"]
 )
-async def deploy(request: Request, ctx: ServerContext = Depends(context)) -> DeployResult:
+async def deploy(
+    request: Request, dry_run: bool = False, ctx: ServerContext = Depends(context)
+) -> DeployResult:
     """Apply a ``deploy:``/``remove:`` document atomically; answers at once with what changed
-    per group (rollouts continue in the background)."""
+    per group (rollouts continue in the background). ``dry_run``: change nothing, say what
+    would change, where new tasks would go and which would wait, and why (``theseus plan``)."""
     document = parse_deploy_document(parse_document_text(await request.body()))
+    if dry_run:
+        state = ctx.cache.snapshot()
+        now = time.time()
+        changes = plan_document(document, state.groups, now)
+        previews = await asyncio.to_thread(preview, state, changes, now)
+        result = changes_result(changes)
+        for change, plan in zip(changes, result.changes, strict=True):
+            found = previews.get(change.key.key)
+            if found is not None:
+                plan.plan = GroupPlan(
+                    placed=dict(found.placed),
+                    pending=dict(found.pending),
+                    stopping=found.stopping,
+                    diff=[FieldChange(field=f, old=o, new=n) for f, o, n in found.diff],
+                )
+        result.dry_run = True
+        return result
 
     def planner(state: ClusterState) -> list[GroupChangePlan]:
         return plan_document(document, state.groups, time.time())

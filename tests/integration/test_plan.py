@@ -1,0 +1,55 @@
+"""``theseus plan`` / ``POST /deploy?dry_run=true`` on the real cluster: each kind of change is
+described, with placements and diffs, and nothing changes in etcd."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import Cluster
+from tests.integration.test_cli import theseus
+from tests.integration.test_core import etcd_dump, wait_running
+
+pytestmark = pytest.mark.integration
+
+WEB = {"image": "theseus/busybox:latest", "instances": 2, "cpus": 0.1, "mem": 64}
+
+
+def test_plan_describes_each_change_and_changes_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    with cluster.client() as client:
+        client.deploy(json.dumps({"deploy": {"planned": WEB, "doomed": WEB}}), "application/json")
+        wait_running(client, "planned", 2)
+        wait_running(client, "doomed", 2)
+        before = etcd_dump(cluster, "/theseus/")
+        document = {
+            "deploy": {
+                "planned": {**WEB, "environment": {"COLOR": "blue"}},
+                "fresh": {**WEB, "instances": 4, "constraints": [["hostname", "UNIQUE"]]},
+            },
+            "remove": {"doomed": {}},
+        }
+        path = tmp_path / "plan.json"
+        path.write_text(json.dumps(document))
+        shown = theseus(cluster, "plan", "-f", str(path)).stdout
+        answer = json.loads(theseus(cluster, "plan", "-f", str(path), "--json").stdout)
+        assert etcd_dump(cluster, "/theseus/") == before, "a plan must change nothing"
+        client.remove("planned")
+        client.remove("doomed")
+
+    assert answer["dry_run"] is True
+    by_service = {c["service"]: c for c in answer["changes"]}
+    assert by_service["planned"]["action"] == "updated"
+    assert by_service["planned"]["plan"]["diff"] == [
+        {"field": "environment.COLOR", "old": None, "new": "blue"}
+    ]
+    assert sum(by_service["planned"]["plan"]["placed"].values()) == 1  # one at a time
+    fresh = by_service["fresh"]
+    assert fresh["action"] == "created" and sum(fresh["plan"]["placed"].values()) == 3
+    assert fresh["plan"]["pending"] == {"0/3 nodes can run it: 3 nodes: UNIQUE hostname": 1}
+    assert by_service["doomed"]["action"] == "removed"
+    assert by_service["doomed"]["plan"]["stopping"] == 2
+    assert "environment.COLOR: None → 'blue'" in shown
+    assert "1 would wait: 0/3 nodes can run it: 3 nodes: UNIQUE hostname" in shown
+    assert "2 running would stop now" in shown
