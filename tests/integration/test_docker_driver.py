@@ -171,6 +171,8 @@ async def test_a_killed_container_is_noticed_from_the_event_stream(
     async with aiodocker.Docker() as docker:
         killed = time.monotonic()
         await docker.containers.container(handle).kill()
+    started = await asyncio.wait_for(exits.get(), 5)  # its start was seen first
+    assert started == ExitNotice(task.task_id, handle, None, started=True)
     notice = await asyncio.wait_for(exits.get(), 5)
     noticed = time.monotonic() - killed
     assert notice == ExitNotice(task.task_id, handle, 137)

@@ -269,3 +269,17 @@ async def test_many_starts_run_concurrently(runner: TaskRunner, driver: FakeDriv
     driver.gate.set()
     await settled(runner)
     assert sum(1 for _, s in drain(runner) if s == "running") == 50
+
+
+async def test_an_unknown_container_starting_asks_for_a_resync_at_once(
+    runner: TaskRunner,
+) -> None:
+    runner.apply([assignment("t1")])
+    await settled(runner)
+    own = runner.slots["t1"].handle
+    assert own is not None
+    runner.observe_exit(ExitNotice("t1", own, None, started=True))  # our own start
+    assert not runner.resync_soon.is_set()
+    # Started by a previous agent killed mid-start: not known here.
+    runner.observe_exit(ExitNotice("t9", "c-elsewhere", None, started=True))
+    assert runner.resync_soon.is_set()

@@ -212,7 +212,11 @@ class Agent:
 
     async def _resync_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.resync_interval)
+            # Every ``resync_interval``, or at once when the driver shows an unknown container.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.resync_interval):
+                    await self.runner.resync_soon.wait()
+            self.runner.resync_soon.clear()
             try:
                 await self.runner.resync()
             except Exception:  # the backend is away: keep everything, try next time

@@ -107,6 +107,8 @@ class TaskRunner:
         self.assigned: dict[str, Assignment] | None = None  # None until the first list
         self._epoch = itertools.count(1)
         self._last_epoch = 0
+        # Set when the driver shows a container we do not know: the agent resyncs at once.
+        self.resync_soon = asyncio.Event()
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -120,8 +122,12 @@ class TaskRunner:
         self.kick_all()
 
     def observe_exit(self, notice: ExitNotice) -> None:
-        """A driver saw a task's container die (a hint; resync is the safety net)."""
+        """A driver saw a task's container die or start (a hint; resync is the safety net)."""
         slot = self.slots.get(notice.task_id)
+        if notice.started:
+            if slot is None or (slot.busy is None and slot.handle != notice.handle):
+                self.resync_soon.set()  # not started by us: adopt it (and decide) now
+            return
         if slot is None:
             return
         if slot.busy is Step.START:

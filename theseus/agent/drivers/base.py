@@ -83,11 +83,15 @@ class Observed:
 
 @dataclass(frozen=True)
 class ExitNotice:
-    """A hint that a task's container died; the exit code is from the event itself."""
+    """A hint that a task's container died (the exit code is from the event itself), or, with
+    ``started``, that one came to life: a container the runner does not know, started by a
+    previous agent that was killed mid-start, is then adopted at once, not at the next
+    resync."""
 
     task_id: str
     handle: str
     exit_code: int | None
+    started: bool = False
 
 
 ExitCallback = Callable[[ExitNotice], None]

@@ -149,7 +149,11 @@ class DockerDriver:
     async def _watch_events(self, on_exit: ExitCallback) -> None:
         # Filter on the node only: the cluster id can change at re-registration, so it is
         # checked per event instead of being baked into the subscription.
-        filters = {"type": ["container"], "event": ["die"], **self._filters(with_cluster=False)}
+        filters = {
+            "type": ["container"],
+            "event": ["die", "start"],
+            **self._filters(with_cluster=False),
+        }
         delay = 0.2
         while True:
             events = self.docker.events
@@ -176,7 +180,8 @@ class DockerDriver:
         code = attributes.get("exitCode")
         handle = str(actor.get("ID") or event.get("id") or "")
         exit_code = int(code) if code is not None and code.lstrip("-").isdigit() else None
-        on_exit(ExitNotice(task_id, handle, exit_code))
+        started = (event.get("Action") or event.get("status")) == "start"
+        on_exit(ExitNotice(task_id, handle, None if started else exit_code, started))
 
     async def list_tasks(self) -> list[Observed]:
         containers = await self.docker.containers.list(all=True, filters=self._filters())
