@@ -6,6 +6,11 @@
 #
 # The shell is PID 1: without a trap it would ignore SIGTERM and every stop would wait for the
 # SIGKILL at the end of the grace period. The trap makes a graceful stop exit 0 at once.
+#
+# The trap is set first: a stop that comes right after the start (a scale-down, a rollout)
+# must not find a shell without it, which would wait for the SIGKILL.
+child=""
+trap 'if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; fi; exit 0' TERM INT
 port="${HTTP_PORT:-5000}"
 mkdir -p /var/www
 cat > /var/www/index.html <<PAGE
@@ -21,7 +26,6 @@ PAGE
 
 httpd -f -p "$port" -h /var/www &
 child=$!
-trap 'kill -TERM "$child" 2>/dev/null; exit 0' TERM INT
 echo "started ${CONTAINER_NAME} APP_NAME=${APP_NAME}"
 wait "$child"
 exit $?
