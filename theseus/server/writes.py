@@ -4,7 +4,8 @@
   mod revision, so a document is applied atomically or not at all, retried on a race;
 * node registration and heartbeats: a node record plus a leased ``alive`` key, whose lease
   is replaced when the cluster's heartbeat timing changes (``theseus.server.heartbeats``);
-* task reports from agents: observed status, batched into as few transactions as possible.
+* task reports from agents: observed status, batched into as few transactions as possible;
+* the operator's node controls (drain, eligibility): one key per node, the last write wins.
 
 After a write it waits until the cache has seen it, so the caller reads its own writes.
 """
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from functools import partial
 
 from theseus.api.schemas import NodeRegistration, TaskReport
-from theseus.model.nodes import NodeRecord
+from theseus.model.nodes import NodeControl, NodeRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskState, TaskStatus
 from theseus.reconciler.deploy import GroupChangePlan
@@ -192,6 +193,14 @@ class Writer:
             if revision is not None:
                 await self._cache.wait_for_revision(revision)
         return record
+
+    async def set_node_control(self, node: str, control: NodeControl | None) -> None:
+        """Drain / make (in)eligible, or with ``None`` clear the control (eligible again)."""
+        key = keys.control_key(node)
+        op: Op = Put(key, control.model_dump_json().encode()) if control else Delete(key)
+        revision = await self._store.commit([op])
+        if revision is not None:
+            await self._cache.wait_for_revision(revision)
 
     async def heartbeat(self, node: str) -> HeartbeatTiming | None:
         """Refresh the node's liveness lease, or replace it by one of the TTL the cluster's

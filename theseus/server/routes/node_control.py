@@ -1,9 +1,10 @@
 """``/v1/nodes/{name}/drain`` and ``/v1/nodes/{name}/eligibility``: the operator's say over
 where new work goes (Nomad's node drain and eligibility).
 
-The control is its own etcd key (``/theseus/control/<node>``), written here and read by the
-leader's reconciler, so an agent registering again never resets it. The last write wins:
-both calls are idempotent and say the resulting state (the node's ``eligibility``).
+The control is its own etcd key (``/theseus/control/<node>``), written through the
+``Writer`` and read by the leader's reconciler, so an agent registering again never resets
+it. The last write wins: both calls are idempotent and say the resulting state (the node's
+``eligibility``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from theseus.api.schemas import DrainRequest, EligibilityRequest, NodeInfo
 from theseus.model.nodes import NodeControl
 from theseus.server.context import ServerContext, context
 from theseus.server.views import node_info
-from theseus.store import keys
-from theseus.store.etcd import Delete, Op, Put
 
 router = APIRouter(prefix="/v1/nodes", tags=["tasks and nodes"])
 
@@ -44,9 +43,5 @@ async def eligibility(
 async def _set(ctx: ServerContext, name: str, control: NodeControl | None) -> NodeInfo:
     if name not in ctx.cache.state.nodes:
         raise HTTPException(404, f"no node {name!r}")
-    key = keys.control_key(name)
-    op: Op = Put(key, control.model_dump_json().encode()) if control else Delete(key)
-    revision = await ctx.store.commit([op])
-    if revision is not None:
-        await ctx.cache.wait_for_revision(revision)
+    await ctx.writer.set_node_control(name, control)
     return node_info(ctx.cache.state, name)
