@@ -10,6 +10,7 @@ from theseus.model.nodes import NodeRecord
 from theseus.model.spec import GroupSpec
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
+from theseus.reconciler.reconcile import Plan, reconcile
 
 _ids = itertools.count(1)
 
@@ -105,3 +106,34 @@ def running(tasks: list[TaskRecord]) -> list[TaskStatus]:
 
 def key_of(group: GroupRecord) -> str:
     return GroupKey.of(group.service, group.labels).key
+
+
+# --- driving the reconciler in unit tests ---------------------------------------------------
+
+_new_ids = itertools.count()
+
+
+def plan_of(state: ClusterState, now: float = 100.0) -> Plan:
+    """One reconcile pass with predictable new task ids."""
+    return reconcile(state, now, lambda service: f"{service}.new{next(_new_ids)}")
+
+
+def created(plan: Plan, state: ClusterState) -> list[TaskRecord]:
+    return [t for tid, t in plan.task_puts.items() if tid not in state.tasks]
+
+
+def stopped(plan: Plan) -> list[TaskRecord]:
+    return [t for t in plan.task_puts.values() if t.desired is Desired.STOP]
+
+
+def apply_plan(state: ClusterState, plan: Plan) -> None:
+    """Commit a plan and play the agents: run what is placed, stop what is asked to stop."""
+    state.tasks.update(plan.task_puts)
+    for task_id in plan.task_deletes:
+        state.tasks.pop(task_id)
+        state.statuses.pop(task_id, None)
+    for task in state.tasks.values():
+        if task.node and task.desired is Desired.RUN:
+            state.statuses[task.id] = make_status(task, TaskState.RUNNING)
+        elif task.node and task.desired is Desired.STOP:
+            state.statuses[task.id] = make_status(task, TaskState.STOPPED)

@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
-
 from tests.builders import (
+    apply_plan,
+    created,
     make_group,
     make_node,
     make_state,
     make_status,
     make_task,
+    plan_of,
     running,
+    stopped,
 )
-from theseus.model.state import ClusterState
-from theseus.model.tasks import Desired, TaskRecord, TaskState
-from theseus.reconciler.reconcile import HISTORY_PER_GROUP, Plan, reconcile
+from theseus.model.tasks import Desired, TaskState
+from theseus.reconciler.reconcile import HISTORY_PER_GROUP
 from theseus.reconciler.registry import desired_registry
 
 NODES = [make_node("n1"), make_node("n2"), make_node("n3")]
-_counter = itertools.count()
-
-
-def plan_of(state: ClusterState, now: float = 100.0) -> Plan:
-    return reconcile(state, now, lambda service: f"{service}.new{next(_counter)}")
-
-
-def created(plan: Plan, state: ClusterState) -> list[TaskRecord]:
-    return [t for tid, t in plan.task_puts.items() if tid not in state.tasks]
-
-
-def stopped(plan: Plan) -> list[TaskRecord]:
-    return [t for t in plan.task_puts.values() if t.desired is Desired.STOP]
 
 
 def test_new_group_gets_its_instances_placed_and_spread() -> None:
@@ -102,16 +90,7 @@ def test_rolling_update_never_drops_below_instances_until_done() -> None:
     state.tasks, state.statuses = tasks, statuses
     for _ in range(30):
         plan = plan_of(state)
-        state.tasks.update(plan.task_puts)
-        for tid in plan.task_deletes:
-            state.tasks.pop(tid)
-            state.statuses.pop(tid, None)
-        # The agents: run what is placed, stop what is asked to stop.
-        for task in state.tasks.values():
-            if task.node and task.desired is Desired.RUN:
-                state.statuses[task.id] = make_status(task, TaskState.RUNNING)
-            elif task.node and task.desired is Desired.STOP:
-                state.statuses[task.id] = make_status(task, TaskState.STOPPED)
+        apply_plan(state, plan)
         live = [
             t
             for t in state.tasks.values()

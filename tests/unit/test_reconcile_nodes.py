@@ -2,43 +2,24 @@
 
 from __future__ import annotations
 
-import itertools
-
-from tests.builders import make_group, make_node, make_state, make_status, make_task, running
+from tests.builders import (
+    apply_plan,
+    created,
+    make_group,
+    make_node,
+    make_state,
+    make_status,
+    make_task,
+    plan_of,
+    running,
+    stopped,
+)
 from theseus.model.nodes import NodeControl
-from theseus.model.state import ClusterState
-from theseus.model.tasks import Desired, TaskRecord, TaskState
-from theseus.reconciler.reconcile import Plan, reconcile
+from theseus.model.tasks import Desired, TaskState
 
 NODES = [make_node("n1"), make_node("n2"), make_node("n3")]
 DRAIN = NodeControl(schedulable=False, drain=True, updated_at=0.0)
 INELIGIBLE = NodeControl(schedulable=False, drain=False, updated_at=0.0)
-_counter = itertools.count()
-
-
-def plan_of(state: ClusterState, now: float = 100.0) -> Plan:
-    return reconcile(state, now, lambda service: f"{service}.new{next(_counter)}")
-
-
-def created(plan: Plan, state: ClusterState) -> list[TaskRecord]:
-    return [t for tid, t in plan.task_puts.items() if tid not in state.tasks]
-
-
-def stopped(plan: Plan) -> list[TaskRecord]:
-    return [t for t in plan.task_puts.values() if t.desired is Desired.STOP]
-
-
-def apply(state: ClusterState, plan: Plan) -> None:
-    """Commit a plan and play the agents: run what is placed, stop what is asked to stop."""
-    state.tasks.update(plan.task_puts)
-    for task_id in plan.task_deletes:
-        state.tasks.pop(task_id)
-        state.statuses.pop(task_id, None)
-    for task in state.tasks.values():
-        if task.node and task.desired is Desired.RUN:
-            state.statuses[task.id] = make_status(task, TaskState.RUNNING)
-        elif task.node and task.desired is Desired.STOP:
-            state.statuses[task.id] = make_status(task, TaskState.STOPPED)
 
 
 def test_an_ineligible_node_gets_no_new_tasks_but_keeps_its_own() -> None:
@@ -60,7 +41,7 @@ def test_drain_starts_a_replacement_before_stopping_the_drained_task() -> None:
     (replacement,) = created(first, state)
     assert replacement.node in {"n2", "n3"}
     assert not stopped(first)  # the old one runs until its replacement does
-    apply(state, first)
+    apply_plan(state, first)
     second = plan_of(state)
     assert [t.id for t in stopped(second)] == [task.id]
     assert stopped(second)[0].stop_reason == "moved off draining node n1"
@@ -73,7 +54,7 @@ def test_drain_moves_every_task_and_never_drops_below_instances() -> None:
     state.controls["n1"] = DRAIN
     for _ in range(20):
         plan = plan_of(state)
-        apply(state, plan)
+        apply_plan(state, plan)
         live = [t for t in state.tasks.values() if t.desired is Desired.RUN]
         assert len(live) >= 4
         if plan.empty:
