@@ -47,8 +47,8 @@ async def eventually(check: Callable[[], bool], timeout: float, what: str) -> No
 
 
 async def cancel(tasks: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
-    """Cancel and wait; again if need be (on Python 3.11, ``asyncio.wait_for``, which the
-    cache's waits use, can swallow a cancellation that coincides with its result)."""
+    """Cancel and wait; again if need be (on Python 3.11, ``asyncio.wait_for`` can swallow a
+    cancellation that coincides with its result; library code may still use it)."""
     pending = set(tasks)
     for _ in range(5):
         for task in pending:

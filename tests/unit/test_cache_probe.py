@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
@@ -15,52 +16,67 @@ class FakeStore:
     def __init__(self) -> None:
         self.revision = 10
         self.down = False
+        self.probes = 0
+        self.probed = asyncio.Event()
 
     async def current_revision(self) -> int:
+        self.probes += 1
+        self.probed.set()
         if self.down:
             raise StoreUnavailable("down")
         return self.revision
 
 
-async def probed(cache: StateCache, rounds: int = 3) -> None:
-    task = asyncio.create_task(cache.probe(interval=0.01))
-    await asyncio.sleep(0.01 * rounds + 0.005)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+class Probed:
+    def __init__(self, store: FakeStore, cache: StateCache) -> None:
+        self.store, self.cache = store, cache
+
+        self.task: asyncio.Task[None] | None = None
+
+    async def rounds(self, count: int) -> None:
+        """Start the probe if need be, and let it run ``count`` more times. (Our fake answers
+        without suspending, so a probe has judged once the next one has asked.)"""
+        if self.task is None:
+            self.task = asyncio.create_task(self.cache.probe(interval=0.01))
+        target = self.store.probes + count + 1
+        async with asyncio.timeout(5):
+            while self.store.probes < target:
+                self.store.probed.clear()
+                await self.store.probed.wait()
 
 
 @pytest.fixture
-def store_and_cache() -> tuple[FakeStore, StateCache]:
+async def probed() -> AsyncIterator[Probed]:
     store = FakeStore()
     cache = StateCache(cast(EtcdStore, store))
     cache.state.revision = 10
     cache._confirmed_at -= 100  # as if the last proof were long ago
-    return store, cache
+    probed = Probed(store, cache)
+    yield probed
+    if probed.task is not None:
+        probed.task.cancel()
+        await asyncio.gather(probed.task, return_exceptions=True)
 
 
-async def test_a_current_cache_is_in_touch(store_and_cache: Any) -> None:
-    _, cache = store_and_cache
-    await probed(cache)
-    assert cache.out_of_touch() is None
+async def test_a_current_cache_is_in_touch(probed: Probed) -> None:
+    await probed.rounds(1)
+    assert probed.cache.out_of_touch() is None
 
 
-async def test_a_cache_behind_but_moving_is_in_touch(store_and_cache: Any) -> None:
-    store, cache = store_and_cache
-    store.revision = 50
-    task = asyncio.create_task(cache.probe(interval=0.01))
-    for revision in range(11, 16):  # the watch applies changes, slowly
-        await asyncio.sleep(0.012)
-        cache.state.revision = revision
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    assert cache.out_of_touch() is None
+async def test_a_cache_behind_but_moving_is_in_touch(probed: Probed) -> None:
+    probed.store.revision = 50
+    await probed.rounds(1)  # behind, not yet seen moving
+    assert probed.cache.out_of_touch() is not None
+    for _ in range(3):  # the watch applies changes, slowly, between probes
+        probed.cache.state.revision += 1
+        await probed.rounds(1)
+    assert probed.cache.out_of_touch() is None
 
 
-async def test_a_stuck_cache_or_lost_etcd_is_out_of_touch(store_and_cache: Any) -> None:
-    store, cache = store_and_cache
-    store.revision = 50  # etcd moved on; the cache stays at 10
-    await probed(cache)
-    assert cache.out_of_touch() is not None
-    store.revision, store.down = 10, True
-    await probed(cache)
-    assert cache.out_of_touch() is not None
+async def test_a_stuck_cache_or_lost_etcd_is_out_of_touch(probed: Probed) -> None:
+    probed.store.revision = 50  # etcd moved on; the cache stays at 10
+    await probed.rounds(3)
+    assert probed.cache.out_of_touch() is not None
+    probed.store.revision, probed.store.down = 10, True
+    await probed.rounds(3)
+    assert probed.cache.out_of_touch() is not None
