@@ -7,7 +7,7 @@ import json
 import pytest
 
 from theseus.model.groups import GroupKey
-from theseus.model.spec import SpecError, parse_deploy_document, parse_document_text
+from theseus.model.spec import GroupSpec, SpecError, parse_deploy_document, parse_document_text
 
 README_EXAMPLE = """
 deploy:
@@ -82,7 +82,74 @@ def test_defaults_follow_the_original() -> None:
             "deploy.svc.environment.N",
             "string, a number",
         ),
-        ({"image": None}, "deploy.svc.image", "valid string"),
+        ({"image": None}, "deploy.svc.image", "required"),
+        (
+            {"image": "i", "health_checks": [{"protocol": "UDP"}]},
+            "deploy.svc.health_checks.0.protocol",
+            "HTTP",
+        ),
+        (
+            {"image": "i", "health_checks": [{"protocol": "TCP"}]},
+            "deploy.svc.health_checks.0",
+            "needs a port",
+        ),
+        (
+            {"image": "i", "ports": {"a": 80}, "healthChecks": [{"portName": "b"}]},
+            "deploy.svc.health_checks.0.port_name",
+            "not one of the ports",
+        ),
+        (
+            {"image": "i", "ports": {"a": 80}, "health_checks": [{"port_index": 1}]},
+            "deploy.svc.health_checks.0.port_index",
+            "has 1 ports",
+        ),
+        (
+            {"image": "i", "health_checks": [{"protocol": "COMMAND"}]},
+            "deploy.svc.health_checks.0.command",
+            "required when protocol is COMMAND",
+        ),
+        (
+            {"image": "i", "ports": {"a": 80}, "health_checks": [{"timeout_seconds": 90}]},
+            "deploy.svc.health_checks.0.timeout_seconds",
+            "must not exceed interval_seconds",
+        ),
+        (
+            {
+                "image": "i",
+                "health_checks": [{"protocol": "COMMAND", "command": "true", "intervalSeconds": 0}],
+            },
+            "deploy.svc.health_checks.0.intervalSeconds",
+            "greater than 0",
+        ),
+        ({"containers": []}, "deploy.svc.containers", "at least one container"),
+        (
+            {"containers": [{"name": "a", "image": "x"}, {"name": "a", "image": "y"}]},
+            "deploy.svc.containers.1.name",
+            "used twice",
+        ),
+        (
+            {"containers": [{"name": "A_b", "image": "x"}]},
+            "deploy.svc.containers.0.name",
+            "pattern",
+        ),
+        ({"containers": [{"name": "a"}]}, "deploy.svc.containers.0.image", "required"),
+        (
+            {"containers": [{"name": "a", "image": "x"}], "image": "x"},
+            "deploy.svc.image",
+            "on each of its containers",
+        ),
+        (
+            {"containers": [{"name": "a", "image": "x", "mem": 64}], "mem": 512},
+            "deploy.svc.mem",
+            "sum of its containers' (64.0)",
+        ),
+        ({"image": "i", "dependencies": ["bad name"]}, "deploy.svc.dependencies.0", "pattern"),
+        ({"image": "i", "links": ["a"], "dependencies": ["b"]}, "deploy.svc.links", "not both"),
+        (
+            {"image": "i", "upgrade_strategy": {"progress_deadline_seconds": 0}},
+            "deploy.svc.upgrade_strategy.progress_deadline_seconds",
+            "greater than 0",
+        ),
         ({"image": "i", "volumes": ["relative:/x"]}, "deploy.svc.volumes", "/host/path"),
         ({"image": "i", "labels": ["bad\nlabel"]}, "deploy.svc.labels", "printable"),
     ],
@@ -156,3 +223,70 @@ def test_other_custom_constraints_are_refused_by_name() -> None:
         "boolean"
         in errors_of({"deploy": {"web": {"image": "x", "sticky": "yes"}}})["deploy.web.sticky"]
     )
+
+
+def test_health_checks_take_marathons_defaults_and_spellings() -> None:
+    document = parse_deploy_document(
+        {
+            "deploy": {
+                "web": {
+                    "image": "i",
+                    "ports": {"http": 80, "admin": 81},
+                    "healthChecks": [
+                        {"protocol": "MESOS_HTTP", "path": "/health"},
+                        {"protocol": "tcp", "portIndex": 1, "gracePeriodSeconds": 5},
+                        {"protocol": "COMMAND", "command": {"value": "test -f /ok"}},
+                    ],
+                }
+            }
+        }
+    )
+    http, tcp, command = document.deploy["web"].health_checks
+    assert (http.protocol, http.path, http.port({"http": 80, "admin": 81})) == (
+        "HTTP",
+        "/health",
+        "http",
+    )
+    assert (http.grace_period_seconds, http.interval_seconds, http.timeout_seconds) == (300, 60, 20)
+    assert http.max_consecutive_failures == 3
+    assert (tcp.protocol, tcp.port({"http": 80, "admin": 81}), tcp.grace_period_seconds) == (
+        "TCP",
+        "admin",
+        5,
+    )
+    assert (command.command, command.port({"http": 80})) == ("test -f /ok", None)
+    assert document.deploy["web"].has_health_checks
+
+
+def test_a_pods_resources_are_its_members_sums_and_survive_a_round_trip() -> None:
+    spec = parse_deploy_document(
+        {
+            "deploy": {
+                "pod": {
+                    "ports": {"http": 8080},
+                    "containers": [
+                        {"name": "app", "image": "a", "cpus": 0.25, "mem": 64},
+                        {"name": "sidecar", "image": "b"},
+                    ],
+                }
+            }
+        }
+    ).deploy["pod"]
+    assert (spec.cpus, spec.mem, spec.images) == (0.35, 192.0, ["a", "b"])
+    assert not spec.has_health_checks
+    stored = GroupSpec.model_validate(spec.model_dump(mode="json"))
+    assert stored == spec and stored.version() == spec.version()
+
+
+def test_orchestration_only_keys_do_not_change_the_version() -> None:
+    base = {"image": "i", "instances": 2}
+    steered = dict(
+        base,
+        instances=5,
+        sticky=True,
+        links=["db"],
+        upgrade_strategy={"minimum_health_capacity": 0.5, "auto_revert": False},
+    )
+    assert GroupSpec.model_validate(steered).version() == GroupSpec.model_validate(base).version()
+    checked = dict(base, health_checks=[{"protocol": "COMMAND", "command": "true"}])
+    assert GroupSpec.model_validate(checked).version() != GroupSpec.model_validate(base).version()

@@ -104,7 +104,9 @@ def task_environment(
     if discovery is not None:
         env["THESEUS_DISCOVERY"] = discovery
     env["MAESTRO_ENVIRONMENT_NAME"] = ENVIRONMENT_NAME
-    env["DOCKER_IMAGE"], env["DOCKER_TAG"] = image_name_and_tag(assignment.spec.image)
+    # A pod's members each see their own image: the docker driver sets these per container.
+    image = assignment.spec.image or assignment.spec.images[0]
+    env["DOCKER_IMAGE"], env["DOCKER_TAG"] = image_name_and_tag(image)
     myself = f"{maestro_name(assignment.service)}_{maestro_name(assignment.task_id)}"
     env[f"{myself}_HOST"] = address
     for name, container_port in assignment.spec.ports.items():

@@ -71,6 +71,8 @@ def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None
     """The driver's view of an assignment (pure); ``discovery`` is the driver's address of
     the node's discovery endpoint (``TaskDriver.discovery``)."""
     spec = assignment.spec
+    if spec.image is None:
+        raise DriverError("pods are not supported by this agent yet")
     labels = {
         LABEL_TASK: assignment.task_id,
         LABEL_SERVICE: assignment.service,

@@ -213,6 +213,9 @@ class TaskReport(BaseModel):
     exit_code: int | None = None
     message: str | None = None
     container_id: str | None = None
+    # Health checks (``theseus.agent.health``): None until a first verdict, or without checks.
+    healthy: bool | None = None
+    health_message: str | None = None
     at: float
 
 

@@ -20,48 +20,33 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import re
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from theseus.model.constraints import Constraint
-
-SERVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-PORT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-VOLUME_PATTERN = re.compile(r"^(?P<host>/[^:]*):(?P<container>/[^:]*)(?::(?P<mode>ro|rw))?$")
-
-ServiceName = Annotated[str, Field(pattern=SERVICE_NAME_PATTERN)]
-PortName = Annotated[str, Field(pattern=PORT_NAME_PATTERN)]
-EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
-PortNumber = Annotated[StrictInt, Field(ge=1, le=65535)]
-
-
-def _env_string(value: object) -> str:
-    """Environment values reach the container as strings; YAML/JSON scalars are converted."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    raise ValueError("must be a string, a number or a boolean")
-
-
-EnvValue = Annotated[str, BeforeValidator(_env_string)]
+from theseus.model.fields import (
+    EnvName,
+    EnvValue,
+    PortName,
+    PortNumber,
+    ServiceName,
+    check_volumes,
+)
+from theseus.model.health import MARATHON_KEYS, HealthCheck, check_ports
+from theseus.model.pods import ContainerSpec, check_members
 
 
 class SpecError(ValueError):
@@ -74,25 +59,37 @@ class SpecError(ValueError):
 
 
 class UpgradeStrategy(BaseModel):
-    """Marathon's ``upgradeStrategy``: how many tasks may be down or extra during a rollout.
+    """Marathon's ``upgradeStrategy``: how many tasks may be down or extra during a rollout,
+    plus Nomad's ``progress_deadline`` and ``auto_revert``.
 
     Marathon defaults ``maximum_over_capacity`` to 1.0 (a full side-by-side copy); Theseus
     defaults it to 0.0, which (by Marathon's own "+1" rule) replaces one task at a time, the
     way the original Theseus did, and needs only one task's worth of spare capacity.
+
+    A deployment fails when ``progress_deadline_seconds`` pass without one more new task
+    becoming healthy (the clock restarts at each one, as Nomad's does); it then returns to the
+    previous spec version unless ``auto_revert`` is false. Marathon deployments could hang
+    forever instead.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = MARATHON_KEYS
 
     minimum_health_capacity: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     maximum_over_capacity: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    progress_deadline_seconds: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    auto_revert: StrictBool = True
 
 
 class GroupSpec(BaseModel):
     """One labeled group's desired state, as written under ``deploy.<service>``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = MARATHON_KEYS
 
-    image: Annotated[StrictStr, Field(min_length=1)]
+    # A pod (``theseus.model.pods``): several containers as one task, sharing its network.
+    # Declared before ``image``, whose check reads it.
+    containers: list[ContainerSpec] | None = None
+    # A single-container task names its ``image``; a pod lists its ``containers`` instead.
+    image: Annotated[StrictStr | None, Field(min_length=1, validate_default=True)] = None
     labels: list[StrictStr] = Field(default_factory=list)
     ports: dict[PortName, PortNumber] = Field(default_factory=dict)
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
@@ -115,16 +112,23 @@ class GroupSpec(BaseModel):
     # feasible nodes are ranked: spread over nodes (default) or binpack onto the fullest.
     constraints: list[Constraint] = Field(default_factory=list)
     placement_strategy: Literal["spread", "binpack"] = "spread"
+    # Agent-run checks (``theseus.model.health``): a task with checks counts, and is in the
+    # registry, only while they pass.
+    health_checks: list[HealthCheck] = Field(default_factory=list)
+    # Services this one needs (Marathon ``dependencies``; the original's wish for docker
+    # ``links``): they are started first and stopped last.
+    dependencies: list[ServiceName] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
     def _null_means_default(cls, data: Any) -> Any:
         # JSON null (YAML ~) on an optional key means "the default", as an absent key does.
         if isinstance(data, dict):
-            required = {"image"}
-            data = {k: v for k, v in data.items() if v is not None or k in required}
+            data = {k: v for k, v in data.items() if v is not None}
             if "custom_constraints" in data:
                 data = _translate_custom_constraints(data)
+            if "links" in data:
+                data = _translate_links(data)
         return data
 
     @field_validator("labels")
@@ -138,23 +142,80 @@ class GroupSpec(BaseModel):
     @field_validator("volumes")
     @classmethod
     def _volumes_well_formed(cls, volumes: list[str]) -> list[str]:
-        for volume in volumes:
-            if not VOLUME_PATTERN.match(volume):
-                raise ValueError(
-                    f"volume {volume!r} must look like /host/path:/container/path[:ro|rw]"
-                )
-        return volumes
+        return check_volumes(volumes)
+
+    @field_validator("image")
+    @classmethod
+    def _image_unless_pod(cls, image: str | None, info: ValidationInfo) -> str | None:
+        # A field check, not a whole-model one, so that it is reported with every other bad
+        # field. A pod whose ``containers`` are themselves invalid is not blamed twice.
+        # (Failed ``containers`` are missing from ``info.data``; valid ones are there.)
+        if image is None and "containers" in info.data and info.data["containers"] is None:
+            raise ValueError("required (or 'containers', for a pod)")
+        return image
+
+    @field_validator("dependencies")
+    @classmethod
+    def _dependencies_unique(cls, dependencies: list[str]) -> list[str]:
+        return sorted(set(dependencies))
 
     @model_validator(mode="after")
     def _command_or_args(self) -> GroupSpec:
         if self.command is not None and self.args is not None:
             raise ValueError("give either 'command' (a shell string) or 'args' (a list), not both")
+        if self.containers is not None:
+            self._check_pod(self.containers)
+        for checks, where in self._all_health_checks():
+            problem = check_ports(checks, self.ports)
+            if problem is not None:
+                raise ValueError(f"{where}.{problem}")
         return self
 
+    def _check_pod(self, containers: list[ContainerSpec]) -> None:
+        for key in ("image", "command", "args"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"{key}: a pod sets it on each of its containers")
+        problem = check_members(containers)
+        if problem is not None:
+            raise ValueError(problem)
+        # A pod's resources are its members' sums; a stored spec carries them, and they
+        # must still agree when it is read back.
+        totals = {
+            "cpus": round(sum(c.cpus for c in containers), 6),
+            "mem": round(sum(c.mem for c in containers), 6),
+        }
+        for key, total in totals.items():
+            if key in self.model_fields_set and round(getattr(self, key), 6) != total:
+                raise ValueError(
+                    f"{key}: a pod's {key} is the sum of its containers' ({total}); "
+                    "set it on each container"
+                )
+            object.__setattr__(self, key, total)  # frozen: set once, while validating
+
+    def _all_health_checks(self) -> list[tuple[list[HealthCheck], str]]:
+        found = [(self.health_checks, "health_checks")]
+        for index, container in enumerate(self.containers or []):
+            found.append((container.health_checks, f"containers.{index}.health_checks"))
+        return found
+
+    @property
+    def has_health_checks(self) -> bool:
+        """Whether a task of this spec counts only once the agent reports it healthy."""
+        return any(checks for checks, _ in self._all_health_checks())
+
+    @property
+    def images(self) -> list[str]:
+        """Every image a task of this spec runs (one, or a pod's members')."""
+        if self.containers is not None:
+            return [c.image for c in self.containers]
+        return [self.image] if self.image is not None else []
+
     def version(self) -> str:
-        """A digest of everything but ``instances`` and ``sticky`` (neither changes a running
-        container): tasks of another version get replaced."""
-        body = self.model_dump(mode="json", exclude={"instances", "sticky"})
+        """A digest of everything that changes a running container: tasks of another version
+        get replaced. ``instances``, ``sticky``, ``upgrade_strategy`` and ``dependencies`` only
+        steer the orchestrator, so changing them restarts nothing."""
+        excluded = {"instances", "sticky", "upgrade_strategy", "dependencies"}
+        body = self.model_dump(mode="json", exclude=excluded)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -173,6 +234,18 @@ def _translate_custom_constraints(data: dict[str, Any]) -> dict[str, Any]:
         )
     if values:
         data.setdefault("sticky", True)
+    return data
+
+
+def _translate_links(data: dict[str, Any]) -> dict[str, Any]:
+    """``links`` (the original's wish for docker links) is another name for
+    ``dependencies``: the linked services start first; they find each other through the
+    registry, as every service does."""
+    data = dict(data)
+    links = data.pop("links")
+    if "dependencies" in data:
+        raise ValueError("links: give either 'links' or 'dependencies', not both")
+    data["dependencies"] = links
     return data
 
 
@@ -210,7 +283,9 @@ class DeployDocument(BaseModel):
 
 
 _KNOWN_GROUP_KEYS = sorted(GroupSpec.model_fields)
-_ALIAS_KEYS = {"custom_constraints"}  # the original's keys, accepted and translated
+_ALIAS_KEYS = {"custom_constraints", "links"}  # the original's keys, accepted and translated
+# A whole-model check that blames one key says so first ("key: why", "key.0.sub: why").
+_BLAMABLE_KEYS = _ALIAS_KEYS | set(GroupSpec.model_fields) | set(HealthCheck.model_fields)
 
 
 def parse_document_text(text: str | bytes) -> Any:
@@ -253,6 +328,6 @@ def _describe(error: Any) -> dict[str, str]:
         # A whole-group check that blames one key names it first ("key: why"): say it in the
         # path, like every other field error.
         field, sep, rest = message.partition(": ")
-        if sep and field in _ALIAS_KEYS:
+        if sep and field.split(".")[0] in _BLAMABLE_KEYS and " " not in field:
             path, message = f"{path}.{field}", rest
     return {"path": path, "message": message}

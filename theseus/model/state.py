@@ -75,6 +75,16 @@ class ClusterState:
     def tasks_of(self, group: str) -> list[TaskRecord]:
         return [self.tasks[i] for i in self.tasks_by_group.get(group, ()) if i in self.tasks]
 
+    def task_ready(self, task: TaskRecord) -> bool:
+        """Running and, if its spec has health checks, reported healthy by its agent: only
+        such a task is in the registry and counts toward a rollout's healthy capacity."""
+        if self.task_state(task) is not TaskState.RUNNING:
+            return False
+        if not task.spec.has_health_checks:
+            return True
+        status = self.statuses.get(task.id)
+        return status is not None and status.healthy is True
+
     def task_state(self, task: TaskRecord) -> TaskState:
         """The observed state, with the derived ``pending``/``assigned`` and node loss."""
         status = self.statuses.get(task.id)

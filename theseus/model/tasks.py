@@ -80,4 +80,7 @@ class TaskStatus(BaseModel):
     container_id: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    # The agent's health-check verdict: None without checks or before the first verdict.
+    healthy: bool | None = None
+    health_message: str | None = None
     updated_at: float

@@ -277,5 +277,7 @@ def _next_status(previous: TaskStatus | None, report: TaskReport) -> TaskStatus:
         container_id=report.container_id or (previous.container_id if previous else None),
         started_at=started_at,
         finished_at=report.at if state.terminal else None,
+        healthy=report.healthy,
+        health_message=report.health_message,
         updated_at=previous.updated_at if previous and previous.state is state else report.at,
     )
