@@ -90,7 +90,7 @@ def make_state(
     statuses: list[TaskStatus] = (),  # type: ignore[assignment]
     lost: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> ClusterState:
-    return ClusterState(
+    state = ClusterState(
         revision=1,
         groups={g.group_key.key: g for g in groups},
         tasks={t.id: t for t in tasks},
@@ -98,6 +98,9 @@ def make_state(
         nodes={n.name: n for n in nodes},
         alive={n.name: 1 for n in nodes if n.name not in lost},
     )
+    for task in tasks:
+        state.index_task(None, task)  # as the cache does
+    return state
 
 
 def running(tasks: list[TaskRecord]) -> list[TaskStatus]:
@@ -128,9 +131,11 @@ def stopped(plan: Plan) -> list[TaskRecord]:
 
 def apply_plan(state: ClusterState, plan: Plan) -> None:
     """Commit a plan and play the agents: run what is placed, stop what is asked to stop."""
-    state.tasks.update(plan.task_puts)
+    for task in plan.task_puts.values():
+        state.index_task(state.tasks.get(task.id), task)
+        state.tasks[task.id] = task
     for task_id in plan.task_deletes:
-        state.tasks.pop(task_id)
+        state.index_task(state.tasks.pop(task_id), None)
         state.statuses.pop(task_id, None)
     for task in state.tasks.values():
         if task.node and task.desired is Desired.RUN:

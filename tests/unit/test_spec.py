@@ -109,11 +109,6 @@ def test_defaults_follow_the_original() -> None:
             "required when protocol is COMMAND",
         ),
         (
-            {"image": "i", "ports": {"a": 80}, "health_checks": [{"timeout_seconds": 90}]},
-            "deploy.svc.health_checks.0.timeout_seconds",
-            "must not exceed interval_seconds",
-        ),
-        (
             {
                 "image": "i",
                 "health_checks": [{"protocol": "COMMAND", "command": "true", "intervalSeconds": 0}],

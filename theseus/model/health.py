@@ -94,8 +94,6 @@ class HealthCheck(BaseModel):
             raise ValueError(f"command: only a COMMAND check has one, not {self.protocol}")
         if self.port_name is not None and self.port_index is not None:
             raise ValueError("port_name: give either port_name or port_index, not both")
-        if self.timeout_seconds > self.interval_seconds:
-            raise ValueError("timeout_seconds: must not exceed interval_seconds")
         return self
 
     def port(self, ports: dict[str, int]) -> str | None:

@@ -11,10 +11,12 @@ Vocabulary, in the order a pass applies it:
   with Marathon's arithmetic (``minimum_health_capacity``, ``maximum_over_capacity``): an old
   task is stopped only while enough running tasks remain, and new ones start within the
   capacity bound (so a drain starts each replacement before stopping what it replaces).
-* **orphan**: a task whose group was removed is stopped.
+* **orphan**: a task whose group was removed is stopped, once no running task needs its
+  service any more (``theseus.reconciler.dependencies``: dependencies stop last).
 * **place**: tasks without a node are placed (``theseus.scheduler``) on schedulable nodes
   (alive, not ineligible or draining), or keep a reason. A sticky group's replacement goes
-  back to the node its predecessor ran on while that node is schedulable.
+  back to the node its predecessor ran on while that node is schedulable. A task whose
+  group needs other services waits until they have their healthy capacity ready.
 * **collect**: finished tasks are deleted, except a short history of those that died on
   their own (for ``theseus ps -a`` and logs).
 * **register**: the service registry is brought in line with the tasks as decided above
@@ -35,6 +37,7 @@ from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
 from theseus.reconciler.backoff import successor_attempt, successor_not_before
+from theseus.reconciler.dependencies import Readiness, needed_services
 from theseus.reconciler.registry import EncodingMemo, registry_diff
 from theseus.scheduler.constraints import field_value, spread_victims
 from theseus.scheduler.placement import Holding, Placement, Placer
@@ -282,8 +285,18 @@ class _Pass:
         return unplaced + spread_victims(placed, value_of, count - len(unplaced))
 
     def _stop_orphans(self) -> None:
-        for task in list(self.state.tasks.values()):
-            if task.desired is Desired.RUN and task.group_key.key not in self.state.groups:
+        orphans = [
+            t
+            for t in self.state.tasks.values()
+            if t.desired is Desired.RUN and t.group_key.key not in self.state.groups
+        ]
+        if not orphans:
+            return
+        # Dependencies stop last: a removed service keeps running while a task that needs
+        # it still runs (that one is stopped in this pass, or was already asked to stop).
+        needed = needed_services(self.state, self.state.tasks.values())
+        for task in orphans:
+            if task.service not in needed:
                 self._stop(task, "group removed")
 
     def _place(self) -> None:
@@ -293,6 +306,7 @@ class _Pass:
                 holdings.append(Holding(task.node, task.group_key.key, task.spec, task.host_ports))
         ready = [n for name, n in self.state.nodes.items() if self.state.schedulable(name)]
         placer = Placer(ready, holdings)
+        readiness = Readiness(self.state)
         waiting = [
             t for t in self.state.tasks.values() if t.desired is Desired.RUN and t.node is None
         ]
@@ -302,6 +316,11 @@ class _Pass:
                 reason = f"restart backoff after {task.attempt} quick failures"
                 if task.pending_reason != reason:
                     self._put_task(task.model_copy(update={"pending_reason": reason}))
+                continue
+            waiting_for = readiness.waiting_reason(task.spec)
+            if waiting_for is not None:
+                if task.pending_reason != waiting_for:
+                    self._put_task(task.model_copy(update={"pending_reason": waiting_for}))
                 continue
             group = self.state.groups.get(task.group_key.key)
             instances = group.instances if group else task.spec.instances

@@ -20,8 +20,10 @@ from functools import partial
 
 from theseus.api.schemas import NodeRegistration, TaskReport
 from theseus.model.nodes import NodeControl, NodeRecord
+from theseus.model.spec import SpecError
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskState, TaskStatus
+from theseus.reconciler.dependencies import dependency_errors
 from theseus.reconciler.deploy import GroupChangePlan
 from theseus.reconciler.registry import RegistryDiff, registry_diff
 from theseus.server.heartbeats import (
@@ -105,6 +107,9 @@ class Writer:
         for _ in range(ATTEMPTS):
             state = self._cache.snapshot()
             changes = planner(state)
+            errors = dependency_errors(state.groups, changes)
+            if errors:
+                raise SpecError(errors)  # nothing is written: the route answers 422
             ops: list[Op] = []
             guards: list[Guard] = []
             for change in changes:

@@ -8,8 +8,14 @@ import time
 from fastapi import APIRouter, Depends, Request
 
 from theseus.api.schemas import DeployResult, FieldChange, GroupChange, GroupPlan
-from theseus.model.spec import DeployDocument, parse_deploy_document, parse_document_text
+from theseus.model.spec import (
+    DeployDocument,
+    SpecError,
+    parse_deploy_document,
+    parse_document_text,
+)
 from theseus.model.state import ClusterState
+from theseus.reconciler.dependencies import dependency_errors
 from theseus.reconciler.deploy import GroupChangePlan, plan_document
 from theseus.reconciler.preview import preview
 from theseus.server.context import ServerContext, context
@@ -55,6 +61,9 @@ async def deploy(
         state = ctx.cache.snapshot()
         now = time.time()
         changes = plan_document(document, state.groups, now)
+        errors = dependency_errors(state.groups, changes)
+        if errors:
+            raise SpecError(errors)
         previews = await asyncio.to_thread(preview, state, changes, now)
         result = changes_result(changes)
         for change, plan in zip(changes, result.changes, strict=True):
