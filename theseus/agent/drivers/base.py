@@ -79,6 +79,7 @@ class Observed:
     handle: str  # container id, "pid-<n>" or "sim-<task>": what `running` reports carry
     running: bool
     exit_code: int | None = None
+    started_at: float | None = None  # wall clock; where known (health checks' grace period)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,15 @@ class TaskDriver(Protocol):
 
     def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
         """The task's stdout and stderr, interleaved; ``follow`` keeps streaming."""
+        ...
+
+    async def exec(
+        self, handle: str, command: str, timeout: float, container: str | None = None
+    ) -> tuple[int, str]:
+        """Run ``sh -c command`` inside the task (``container``: one member of a pod) and
+        return its exit code and the tail of its output (COMMAND health checks). Raise
+        ``DriverError`` when it cannot be run at all; the caller bounds it by ``timeout``
+        too, this is the driver's own best effort to end it."""
         ...
 
 

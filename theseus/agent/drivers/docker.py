@@ -45,6 +45,7 @@ from theseus.agent.drivers.base import (
 log = logging.getLogger(__name__)
 
 CONTAINER_PREFIX = "theseus-"
+EXEC_OUTPUT_KEPT = 4096  # bytes of a health-check command's output kept (its tail)
 
 
 async def docker_answers(timeout: float = 2.0) -> bool:
@@ -192,7 +193,9 @@ class DockerDriver:
                 continue
             running = container["State"] in ("running", "paused", "restarting")
             code = None if running else await self._exit_code(container.id)
-            observed.append(Observed(task_id, container.id, running, code))
+            created = container["Created"]  # epoch seconds; started right after creation
+            started_at = float(created) if isinstance(created, int | float) else None
+            observed.append(Observed(task_id, container.id, running, code, started_at))
         return observed
 
     async def _exit_code(self, handle: str) -> int | None:
@@ -251,6 +254,26 @@ class DockerDriver:
         except DockerError as exc:
             if exc.status not in (404, 409):  # 409: removal already in progress
                 raise
+
+    async def exec(
+        self, handle: str, command: str, timeout: float, container: str | None = None
+    ) -> tuple[int, str]:
+        if container is not None:
+            raise DriverError(f"pod member {container!r}: this driver does not run pods yet")
+        try:
+            execution = await self.docker.containers.container(handle).exec(
+                ["/bin/sh", "-c", command], stdout=True, stderr=True
+            )
+            output = bytearray()
+            async with execution.start(timeout=timeout, detach=False) as stream:
+                while (message := await stream.read_out()) is not None:
+                    output += message.data
+                    del output[:-EXEC_OUTPUT_KEPT]
+            info = await execution.inspect()
+        except DockerError as exc:
+            raise DriverError(f"docker exec: {exc.message}") from exc
+        code = info.get("ExitCode")
+        return (code if isinstance(code, int) else -1), output.decode(errors="replace")
 
     async def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
         container = self.docker.containers.container(handle)

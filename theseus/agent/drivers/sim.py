@@ -41,6 +41,11 @@ class SimDriver:
     async def remove(self, handle: str) -> None:
         self._tasks.pop(handle, None)
 
+    async def exec(
+        self, handle: str, command: str, timeout: float, container: str | None = None
+    ) -> tuple[int, str]:
+        return 0, ""  # simulated tasks pass every COMMAND check
+
     async def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
         task_id = self._tasks.get(handle)
         if task_id is not None and tail != 0:
