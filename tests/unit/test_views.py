@@ -90,3 +90,24 @@ def test_group_status_and_counts() -> None:
     state.statuses[running[-1].id] = make_status(running[-1], TaskState.RUNNING)
     info = group_info(state, group.group_key.key, group)
     assert (info.status, info.running_current, info.pending) == ("converged", 3, 0)
+
+
+def test_task_health_is_none_without_checks_and_the_agents_verdict_with() -> None:
+    plain = make_group("plain")
+    checked = make_group("checked", ports={"api": 80}, health_checks=[{"path": "/health"}])
+    no_checks = make_task(plain, "n1")
+    fresh, good, bad = (make_task(checked, "n1") for _ in range(3))
+    statuses = [
+        make_status(no_checks, TaskState.RUNNING),
+        make_status(good, TaskState.RUNNING, healthy=True),
+        make_status(bad, TaskState.RUNNING, healthy=False, health_message="HTTP 404 from /"),
+    ]
+    tasks = [no_checks, fresh, good, bad]
+    state = make_state([plain, checked], [make_node("n1")], tasks, statuses)
+    health = [(task_info(state, t).health, task_info(state, t).health_message) for t in tasks]
+    assert health == [
+        (None, None),
+        ("unknown", None),
+        ("healthy", None),
+        ("unhealthy", "HTTP 404 from /"),
+    ]

@@ -89,6 +89,9 @@ class TaskInfo(BaseModel):
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    # The agent's last health-check verdict (docs/health.md); None when the spec has no checks.
+    health: Literal["healthy", "unhealthy", "unknown"] | None = None
+    health_message: str | None = None
 
 
 class TaskList(BaseModel):
