@@ -131,14 +131,45 @@ async def test_a_port_not_published_fails_clearly(http: httpx.AsyncClient) -> No
 async def test_tcp_connects_or_is_refused(http: httpx.AsyncClient) -> None:
     accepted = asyncio.Event()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def quiet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.set()
+        await reader.read()  # waits for the client to speak, as many servers do
 
-    async with serve(handle) as port:
+    async with serve(quiet) as port:
         assert await run(HealthCheck(protocol="TCP"), port, http) == Outcome(True)
         await asyncio.wait_for(accepted.wait(), 2.0)
     outcome = await run(HealthCheck(protocol="TCP"), free_port(), http)
     assert outcome == Outcome(False, "connection refused")
+
+
+async def test_tcp_passes_when_the_server_speaks_first(http: httpx.AsyncClient) -> None:
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-test\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with serve(banner) as port:
+        assert await run(HealthCheck(protocol="TCP"), port, http) == Outcome(True)
+
+
+async def test_tcp_fails_on_a_connection_closed_at_once(http: httpx.AsyncClient) -> None:
+    """What Docker's userland proxy does when nothing listens in the container."""
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        return None  # serve() closes the connection
+
+    async with serve(close_at_once) as port:
+        outcome = await run(HealthCheck(protocol="TCP"), port, http)
+    assert outcome == Outcome(False, "connection closed at once (nothing listening?)")
+
+
+async def test_http_on_a_connection_closed_at_once(http: httpx.AsyncClient) -> None:
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+
+    async with serve(close_at_once) as port:
+        outcome = await run(HealthCheck(), port, http)
+    assert outcome == Outcome(False, "connection closed without an answer")
 
 
 async def test_tcp_timeout_on_an_unanswered_connect(http: httpx.AsyncClient) -> None:

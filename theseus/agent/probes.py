@@ -8,7 +8,8 @@ the check's ``timeout_seconds``; ``probe`` never raises for a failing task, it d
 
 * HTTP: ``GET http://<node address>:<host port><path>`` passes on 200-399; a 1xx answer
   is ignored (no outcome) with ``ignore_http1xx``, else it fails like any other status.
-* TCP: a connection is accepted.
+* TCP: a connection is accepted and not closed at once by the other side (Docker's
+  userland proxy accepts on the host port whether or not the task listens, then closes).
 * COMMAND: ``sh -c <command>`` exits 0 inside the task's container (``TaskDriver.exec``).
 """
 
@@ -26,6 +27,7 @@ from theseus.agent.health import Outcome
 from theseus.model.health import HealthCheck
 
 OUTPUT_TAIL = 200  # characters of a failed command's output kept in its message
+TCP_SETTLE = 0.2  # seconds a TCP check's connection must stay open (or answer) to pass
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ async def probe(
             if isinstance(port, Outcome):
                 return port
             if check.protocol == "TCP":
-                return await _tcp(target.address, port)
+                return await _tcp(target.address, port, timeout)
             return await _http(http, check, target.address, port)
     except TimeoutError:
         return Outcome(False, f"timed out after {timeout:g}s")
@@ -84,14 +86,25 @@ async def _http(
     return Outcome(False, f"HTTP {status} from {check.path}")
 
 
-async def _tcp(address: str, port: int) -> Outcome:
+async def _tcp(address: str, port: int, timeout: float) -> Outcome:
     try:
-        _, writer = await asyncio.open_connection(address, port)
+        reader, writer = await asyncio.open_connection(address, port)
     except OSError as exc:
         return Outcome(False, _describe_error(exc))
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+    try:
+        # Docker's userland proxy accepts on the host port even when nothing listens in the
+        # container, then closes at once: a connection closed before a moment passes fails.
+        async with asyncio.timeout(min(TCP_SETTLE, timeout / 2)):
+            if await reader.read(1) == b"":
+                return Outcome(False, "connection closed at once (nothing listening?)")
+    except TimeoutError:
+        pass  # still open: a server that waits for its client to speak first
+    except OSError as exc:
+        return Outcome(False, _describe_error(exc))
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
     return Outcome(True)
 
 
@@ -120,4 +133,7 @@ def _describe_error(exc: BaseException) -> str:
     text = str(exc).strip()
     if "refused" in text.lower():
         return "connection refused"
+    closed = not text or "without sending a response" in text
+    if closed and isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+        return "connection closed without an answer"  # e.g. nothing listening behind a proxy
     return text or exc.__class__.__name__
