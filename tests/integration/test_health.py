@@ -190,3 +190,32 @@ def test_tcp_check_through_the_published_port(client: ServerClient) -> None:
         "connection closed at once (nothing listening?)"
     )
     assert registered(client, "tcp_bad") == set()
+
+
+def test_a_restarted_agent_checks_its_adopted_task_without_a_registry_gap(
+    health_cluster: Cluster, client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    check = {"path": "/index.html", **FAST}
+    deploy(client, kept={**WEB, "health_checks": [check]})
+    victim = healthy_and_registered(client, "kept")
+    assert victim.node is not None
+    agent = health_cluster.processes[victim.node]
+
+    def runs_of_agent() -> int:
+        return agent.log.read_text(errors="replace").count(f"agent {victim.node} ready")
+
+    before = runs_of_agent()
+    health_cluster.kill(victim.node)
+    agent = health_cluster.restart(victim.node)
+    wait_until(lambda: runs_of_agent() > before, 20, "the agent running again")
+    # The new agent re-reports the task and runs its checks again: it must not leave the
+    # registry meanwhile (its verdict is kept until the first new one).
+    deadline = time.monotonic() + 8 * INTERVAL
+    while time.monotonic() < deadline:
+        assert victim.id in registered(client, "kept")
+        assert task(client, victim.id).health == "healthy"
+        time.sleep(0.05)
+    # And its checks run: breaking the task gets it killed by the new agent.
+    break_and_watch(
+        client, docker_client, "kept", ["rm", "/var/www/index.html"], "HTTP 404 from /index.html"
+    )
