@@ -115,6 +115,8 @@ async def test_killed_after_max_consecutive_failures(
     assert ("stop", "c-t1") in driver.calls
     assert len(driver.execs) == 3
     await until(lambda: not runner._checkers)  # the loop ended by itself
+    states = [r.state for r in reports(runner)]
+    assert states == ["starting", "running", "running", "exited"]  # unknown, unhealthy, killed
     # Not restarted by the agent: the server replaces it; the container stays for its logs.
     assert [c for c in driver.calls if c[0] == "start"] == [("start", "t1")]
     assert runner.slots["t1"].handle == "c-t1"

@@ -371,6 +371,7 @@ class TaskRunner:
         if self.slots.get(slot.task_id) is not slot or slot.phase is not Phase.RUNNING:
             return
         slot.healthy, slot.health_message = verdict.healthy, verdict.message
+        log.info("task %s: healthy=%s %s", slot.task_id, verdict.healthy, verdict.message or "")
         self._report(slot)  # a "running" report that carries the new verdict
 
     def _health_failed(self, slot: Slot, reason: str) -> None:
