@@ -5,6 +5,7 @@ healthy; a task in its grace period is not registered until its first success.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 
 from tests.integration.harness import Cluster, start_cluster, wait_until
 from tests.integration.test_core import deploy
+from theseus.agent.drivers.base import DriverError, Owner
+from theseus.agent.drivers.docker import DockerDriver
 from theseus.api.client import ServerClient
 from theseus.api.schemas import TaskInfo
 
@@ -105,7 +108,7 @@ def break_and_watch(
     killed = f"killed after 3 failed health checks in a row: {message}"
     wait_until(lambda: task(client, victim.id).stop_reason == killed, 15, "killed")
     times["killed"] = time.monotonic() - broken
-    assert times["killed"] >= 2 * INTERVAL  # three failures in a row, not one
+    assert times["killed"] >= 2 * INTERVAL - 0.2  # three failures in a row (1 s), not one
     assert task(client, victim.id).state == "exited"
 
     replacement = healthy_and_registered(client, service)
@@ -219,3 +222,36 @@ def test_a_restarted_agent_checks_its_adopted_task_without_a_registry_gap(
     break_and_watch(
         client, docker_client, "kept", ["rm", "/var/www/index.html"], "HTTP 404 from /index.html"
     )
+
+
+def test_docker_exec_returns_code_and_output_and_kills_a_hanging_command(
+    client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    deploy(client, plain=WEB)
+    running = wait_until(
+        lambda: [t for t in client.tasks("plain").tasks if t.state == "running"], 30, "running"
+    )
+    handle = running[0].container_id
+    assert handle is not None
+
+    async def use_driver() -> None:
+        driver = DockerDriver()
+        await driver.open(Owner("h-x", "127.0.0.41", "none"), lambda notice: None)
+        try:
+            code, output = await driver.exec(handle, "echo out; echo err >&2; exit 3", 2.0)
+            assert (code, sorted(output.split())) == (3, ["err", "out"])  # both streams
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await driver.exec(handle, "sleep 42", 0.5)
+            with pytest.raises(DriverError):
+                await driver.exec(handle, "true", 1.0, container="sidecar")
+        finally:
+            await driver.close()
+
+    asyncio.run(use_driver())
+
+    def sleeping() -> bool:
+        top = docker_client.containers.get(handle).top()
+        return any("sleep 42" in " ".join(p) for p in top["Processes"])
+
+    wait_until(lambda: not sleeping(), 5, "the hanging command killed at its deadline")

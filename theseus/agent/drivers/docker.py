@@ -98,6 +98,20 @@ def container_config(
     return config
 
 
+# The Engine cannot kill an exec'd process: a command that hangs would outlive every check.
+# Where the image has ``timeout`` (busybox, coreutils), it kills the command at its deadline.
+_EXEC_WRAPPER = (
+    'if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL "$0" /bin/sh -c "$1"; '
+    'else exec /bin/sh -c "$1"; fi'
+)
+
+
+def exec_argv(command: str, timeout: float) -> list[str]:
+    """``sh -c command`` in a container, killed after ``timeout`` (rounded up to a whole
+    second) where the image can (pure; unit-tested)."""
+    return ["/bin/sh", "-c", _EXEC_WRAPPER, str(max(1, math.ceil(timeout))), command]
+
+
 def missing_image_message(image: str, node: str) -> str:
     return (
         f"image '{image}' is not present on node {node}; Theseus never pulls, "
@@ -262,7 +276,7 @@ class DockerDriver:
             raise DriverError(f"pod member {container!r}: this driver does not run pods yet")
         try:
             execution = await self.docker.containers.container(handle).exec(
-                ["/bin/sh", "-c", command], stdout=True, stderr=True
+                exec_argv(command, timeout), stdout=True, stderr=True
             )
             output = bytearray()
             async with execution.start(timeout=timeout, detach=False) as stream:
