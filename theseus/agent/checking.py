@@ -4,9 +4,10 @@ Owned by the task runner (``theseus.agent.runner``), which starts one ``HealthLo
 running task whose spec has checks (the group's ``health_checks`` and each pod member's) and
 cancels it when the task stops running; a task without checks costs nothing. Each check runs
 at once, then every ``interval_seconds`` (measured from the previous start, so a slow probe
-does not stretch the interval). Outcomes go to the pure ``theseus.agent.health``; the loop
-calls back only when the task's verdict changes (``on_verdict``: the runner reports it) and
-once when the task must be killed (``on_kill``), after which it ends by itself.
+does not stretch the interval; one slower than the interval is followed by the next at
+once). Outcomes go to the pure ``theseus.agent.health``; the loop calls back only when the
+task's verdict changes (``on_verdict``: the runner reports it) and once when the task must be
+killed (``on_kill``), after which it ends by itself.
 """
 
 from __future__ import annotations
@@ -92,8 +93,10 @@ class HealthLoop:
                 if reason is not None:
                     self.on_kill(reason)
                     raise _Killed
-            due += interval
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            # A probe that outlasted the interval (its timeout may be longer) is followed by
+            # the next one at once, not by a burst catching up on the ticks it missed.
+            due = max(due + interval, time.monotonic())
+            await asyncio.sleep(due - time.monotonic())
 
     def _publish(self) -> None:
         verdict = self.health.verdict()
