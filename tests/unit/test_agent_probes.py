@@ -75,8 +75,21 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+class NetDriver(SimDriver):
+    name = "net"  # not simulated: HTTP and TCP checks really probe
+
+
 async def run(check: HealthCheck, port: int, http: httpx.AsyncClient) -> Outcome | None:
-    return await probe(check, target(port), SimDriver(), http)
+    return await probe(check, target(port), NetDriver(), http)
+
+
+async def test_simulated_tasks_pass_every_check(http: httpx.AsyncClient) -> None:
+    for check in (
+        HealthCheck(),
+        HealthCheck(protocol="TCP"),
+        HealthCheck(protocol="COMMAND", command="false"),
+    ):
+        assert await probe(check, target(free_port()), SimDriver(), http) == Outcome(True)
 
 
 @pytest.mark.parametrize(
@@ -193,7 +206,7 @@ async def test_tcp_timeout_on_an_unanswered_connect(http: httpx.AsyncClient) -> 
     assert outcome == Outcome(False, "timed out after 0.3s")
 
 
-class ExecDriver(SimDriver):
+class ExecDriver(NetDriver):
     def __init__(self, answer: tuple[int, str] | Exception, delay: float = 0.0) -> None:
         super().__init__()
         self.answer, self.delay = answer, delay

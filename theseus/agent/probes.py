@@ -11,6 +11,8 @@ the check's ``timeout_seconds``; ``probe`` never raises for a failing task, it d
 * TCP: a connection is accepted and not closed at once by the other side (Docker's
   userland proxy accepts on the host port whether or not the task listens, then closes).
 * COMMAND: ``sh -c <command>`` exits 0 inside the task's container (``TaskDriver.exec``).
+
+Tasks of the ``sim`` driver pass every check (benchmarks may roll out specs with checks).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from theseus.agent.health import Outcome
 from theseus.model.health import HealthCheck
 
 OUTPUT_TAIL = 200  # characters of a failed command's output kept in its message
+SIMULATED = "sim"  # the driver of hollow nodes (``theseus.agent.drivers.sim``)
 TCP_SETTLE = 0.2  # seconds a TCP check's connection must stay open (or answer) to pass
 
 
@@ -48,6 +51,8 @@ async def probe(
     container: str | None = None,
 ) -> Outcome | None:
     """Run one check once; None when its answer is to be ignored (an HTTP 1xx)."""
+    if driver.name == SIMULATED:
+        return Outcome(True)  # simulated tasks listen nowhere and pass every check
     timeout = check.timeout_seconds
     try:
         async with asyncio.timeout(timeout):
