@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.unit.test_agent_runner import FakeDriver, assignment, until
-from theseus.agent.checking import HealthLoop, checks_of
+from theseus.agent.checking import HealthLoop, checks_of, http_client
 from theseus.agent.drivers.base import Observed, Owner
 from theseus.agent.health import Verdict
 from theseus.agent.probes import ProbeTarget
@@ -149,15 +149,17 @@ async def test_pod_members_are_checked_in_their_container(driver: CheckedDriver)
     driver.member_codes = {"side": 1}
     verdicts: list[Verdict] = []
     kills: list[str] = []
-    loop = HealthLoop(
-        checks,
-        ProbeTarget("c-t1", "127.0.0.2", {}, {}),
-        driver,
-        time.monotonic(),
-        verdicts.append,
-        kills.append,
-    )
-    await asyncio.wait_for(loop.run(), 2.0)  # ends by itself after the kill
+    async with http_client() as http:
+        loop = HealthLoop(
+            checks,
+            ProbeTarget("c-t1", "127.0.0.2", {}, {}),
+            driver,
+            http,
+            time.monotonic(),
+            verdicts.append,
+            kills.append,
+        )
+        await asyncio.wait_for(loop.run(), 2.0)  # ends by itself after the kill
     assert verdicts[-1] == Verdict(False, "side: exit 1: no /tmp/ok")
     assert kills == ["killed after 3 failed health checks in a row: side: exit 1: no /tmp/ok"]
     assert {container for _, _, container in driver.execs} == {"web", "side"}

@@ -40,6 +40,12 @@ def checks_of(spec: GroupSpec) -> list[Check]:
     return found
 
 
+def http_client() -> httpx.AsyncClient:
+    """The client for HTTP checks. Without keep-alive: each probe opens a new connection, as
+    a new peer would. One per agent: a client costs tens of milliseconds to create."""
+    return httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 class _Killed(Exception):
     """Ends every check of the task once one asked for the kill."""
 
@@ -50,15 +56,18 @@ class HealthLoop:
         checks: list[Check],
         target: ProbeTarget,
         driver: TaskDriver,
+        http: httpx.AsyncClient,
         started: float,
         on_verdict: Callable[[Verdict], None],
         on_kill: Callable[[str], None],
         lenient: bool = True,
     ) -> None:
-        """``started``: when the task started, on ``time.monotonic``'s clock (the start of
-        the grace period); ``lenient``: see ``theseus.agent.health`` (False when adopted)."""
+        """``http``: the client of HTTP checks (``http_client()``, shared by every task);
+        ``started``: when the task started, on ``time.monotonic``'s clock (the start of the
+        grace period); ``lenient``: see ``theseus.agent.health`` (False when adopted)."""
         self.target = target
         self.driver = driver
+        self.http = http
         self.health = TaskHealth(
             [CheckState(check, started, member, lenient) for member, check in checks]
         )
@@ -67,22 +76,21 @@ class HealthLoop:
         self.verdict = Verdict()
 
     async def run(self) -> None:
-        # No keep-alive: each probe opens a new connection, as a new peer would.
-        limits = httpx.Limits(max_keepalive_connections=0)
-        async with httpx.AsyncClient(timeout=None, limits=limits) as http:
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for state in self.health.states:
-                        group.create_task(self._check(state, http))
-            except* _Killed:
-                pass
+        try:
+            async with asyncio.TaskGroup() as group:
+                for state in self.health.states:
+                    group.create_task(self._check(state))
+        except* _Killed:
+            pass
 
-    async def _check(self, state: CheckState, http: httpx.AsyncClient) -> None:
+    async def _check(self, state: CheckState) -> None:
         interval = state.check.interval_seconds
         due = time.monotonic()
         while True:
             try:
-                outcome = await probe(state.check, self.target, self.driver, http, state.container)
+                outcome = await probe(
+                    state.check, self.target, self.driver, self.http, state.container
+                )
             except Exception:  # the agent's own trouble (a bug, the backend away): no verdict
                 log.exception("health check of %s could not run", self.target.handle)
                 outcome = None

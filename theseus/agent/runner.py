@@ -22,7 +22,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 
-from theseus.agent.checking import Check, HealthLoop, checks_of
+import httpx
+
+from theseus.agent.checking import Check, HealthLoop, checks_of, http_client
 from theseus.agent.decide import PHASE_REPORT, DesiredState, Local, Phase, Step, next_step
 from theseus.agent.drivers.base import (
     LABEL_CLUSTER,
@@ -127,6 +129,7 @@ class TaskRunner:
         self._epoch = itertools.count(1)
         self._last_epoch = 0
         self._checkers: set[asyncio.Task[None]] = set()  # running and cancelled-but-not-done
+        self._http: httpx.AsyncClient | None = None  # HTTP checks' client, once one is needed
         # Set when the driver shows a container we do not know: the agent resyncs at once.
         self.resync_soon = asyncio.Event()
 
@@ -344,10 +347,13 @@ class TaskRunner:
         started = time.monotonic()
         if slot.adopted_at is not None:  # the grace period began when the container did
             started -= max(0.0, time.time() - slot.adopted_at)
+        if self._http is None:
+            self._http = http_client()
         loop = HealthLoop(
             checks,
             target,
             self.driver,
+            self._http,
             started,
             on_verdict=partial(self._health_changed, slot),
             on_kill=partial(self._health_failed, slot),
@@ -396,3 +402,6 @@ class TaskRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
