@@ -81,9 +81,8 @@ class Slot:
     adopted_at: float | None = None  # wall-clock start of an adopted container, if known
 
     def local(self) -> Local:
-        return Local(
-            self.phase, self.handle is not None, self.reported, self.kill_reason is not None
-        )
+        unhealthy = self.kill_reason is not None
+        return Local(self.phase, self.handle is not None, self.reported, unhealthy=unhealthy)
 
 
 def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None) -> Launch:

@@ -126,14 +126,6 @@ class TaskDriver(Protocol):
         """SIGTERM, SIGKILL after ``grace`` seconds; return the exit code if known."""
         ...
 
-    async def remove(self, handle: str) -> None:
-        """Remove the (stopped) container and its logs; a missing one is not an error."""
-        ...
-
-    def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
-        """The task's stdout and stderr, interleaved; ``follow`` keeps streaming."""
-        ...
-
     async def exec(
         self, handle: str, command: str, timeout: float, container: str | None = None
     ) -> tuple[int, str]:
@@ -141,6 +133,14 @@ class TaskDriver(Protocol):
         return its exit code and the tail of its output (COMMAND health checks). Raise
         ``DriverError`` when it cannot be run at all; the caller bounds it by ``timeout``
         too, this is the driver's own best effort to end it."""
+        ...
+
+    async def remove(self, handle: str) -> None:
+        """Remove the (stopped) container and its logs; a missing one is not an error."""
+        ...
+
+    def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
+        """The task's stdout and stderr, interleaved; ``follow`` keeps streaming."""
         ...
 
 

@@ -252,23 +252,6 @@ class DockerDriver:
         await self.remove(name)
         return await self.docker.containers.create(config, name=name)
 
-    async def stop(self, handle: str, grace: float) -> int | None:
-        container = self.docker.containers.container(handle)
-        try:
-            await container.stop(t=math.ceil(grace))
-        except DockerError as exc:
-            if exc.status != 404:
-                raise
-            return None
-        return await self._exit_code(handle)
-
-    async def remove(self, handle: str) -> None:
-        try:
-            await self.docker.containers.container(handle).delete(force=True, v=True)
-        except DockerError as exc:
-            if exc.status not in (404, 409):  # 409: removal already in progress
-                raise
-
     async def exec(
         self, handle: str, command: str, timeout: float, container: str | None = None
     ) -> tuple[int, str]:
@@ -288,6 +271,23 @@ class DockerDriver:
             raise DriverError(f"docker exec: {exc.message}") from exc
         code = info.get("ExitCode")
         return (code if isinstance(code, int) else -1), output.decode(errors="replace")
+
+    async def stop(self, handle: str, grace: float) -> int | None:
+        container = self.docker.containers.container(handle)
+        try:
+            await container.stop(t=math.ceil(grace))
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
+            return None
+        return await self._exit_code(handle)
+
+    async def remove(self, handle: str) -> None:
+        try:
+            await self.docker.containers.container(handle).delete(force=True, v=True)
+        except DockerError as exc:
+            if exc.status not in (404, 409):  # 409: removal already in progress
+                raise
 
     async def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
         container = self.docker.containers.container(handle)

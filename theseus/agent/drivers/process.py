@@ -130,15 +130,6 @@ class ProcessDriver:
         returncode = await process.wait()
         return exit_code_of_returncode(returncode)
 
-    async def remove(self, handle: str) -> None:
-        child = self._children.pop(handle, None)
-        if child is None:
-            return
-        if child.process.returncode is None:
-            _signal_group(child.process.pid, signal.SIGKILL)
-            await child.process.wait()
-        child.log_path.unlink(missing_ok=True)
-
     async def exec(
         self, handle: str, command: str, timeout: float, container: str | None = None
     ) -> tuple[int, str]:
@@ -170,6 +161,15 @@ class ProcessDriver:
                 await process.wait()
         assert process.returncode is not None
         return exit_code_of_returncode(process.returncode), output.decode(errors="replace")
+
+    async def remove(self, handle: str) -> None:
+        child = self._children.pop(handle, None)
+        if child is None:
+            return
+        if child.process.returncode is None:
+            _signal_group(child.process.pid, signal.SIGKILL)
+            await child.process.wait()
+        child.log_path.unlink(missing_ok=True)
 
     async def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
         child = self._children.get(handle)
