@@ -209,7 +209,7 @@ class DockerDriver:
             code = None if running else await self._exit_code(container.id)
             created = container["Created"]  # epoch seconds; started right after creation
             started_at = float(created) if isinstance(created, int | float) else None
-            observed.append(Observed(task_id, container.id, running, code, started_at))
+            observed.append(Observed(task_id, container.id, running, code, started_at=started_at))
         return observed
 
     async def _exit_code(self, handle: str) -> int | None:
