@@ -111,3 +111,16 @@ def test_task_health_is_none_without_checks_and_the_agents_verdict_with() -> Non
         ("healthy", None),
         ("unhealthy", "HTTP 404 from /"),
     ]
+
+
+def test_a_group_with_checks_converges_once_its_tasks_are_healthy() -> None:
+    group = make_group(instances=1, ports={"api": 80}, health_checks=[{"path": "/health"}])
+    task = make_task(group, "n1")
+    state = indexed(
+        make_state([group], [make_node("n1")], [task], [make_status(task, TaskState.RUNNING)])
+    )
+    info = group_info(state, group.group_key.key, group)
+    assert (info.running, info.running_current, info.status) == (1, 0, "deploying")
+    state.statuses[task.id] = make_status(task, TaskState.RUNNING, healthy=True)
+    info = group_info(state, group.group_key.key, group)
+    assert (info.running, info.running_current, info.status) == (1, 1, "converged")

@@ -105,7 +105,7 @@ class GroupInfo(BaseModel):
     version: str
     instances: int
     running: int
-    running_current: int
+    running_current: int  # running the group's version (and healthy, if it has checks)
     pending: int
     status: GroupStatus
     message: str | None = None

@@ -79,7 +79,8 @@ def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupI
         active += 1
         if state.task_state(t) is TaskState.RUNNING:
             running += 1
-            running_current += t.version == group.version
+            # With health checks, a task is up to date (and the group converged) once healthy.
+            running_current += t.version == group.version and state.task_ready(t)
         if t.node is None:
             pending += 1
             if t.pending_reason:
