@@ -138,3 +138,20 @@ def test_empty_label_option_names_the_unlabelled_group() -> None:
 def test_unprintable_label_is_rejected() -> None:
     with pytest.raises(typer.BadParameter):
         parse_label_options(["a\nb"])
+
+
+@pytest.mark.parametrize(
+    ("health", "message", "shown"),
+    [
+        (None, None, "running"),  # no checks
+        ("healthy", None, "running (healthy)"),
+        ("unknown", None, "running (health unknown)"),
+        ("unknown", "HTTP 503 from /", "running (health unknown: HTTP 503 from /)"),
+        ("unhealthy", "HTTP 404 from /health", "running (unhealthy: HTTP 404 from /health)"),
+    ],
+)
+def test_running_tasks_show_their_health(health: str, message: str, shown: str) -> None:
+    task = make_task(health=health, health_message=message)
+    assert format_state(task, NOW) == shown
+    stopping = make_task(desired="stop", health=health, health_message=message)
+    assert format_state(stopping, NOW) == "stopping"

@@ -128,6 +128,21 @@ def test_a_dead_task_is_replaced_at_once_after_a_healthy_run() -> None:
     assert replacement.attempt == 0 and replacement.node is not None
 
 
+def test_a_task_killed_for_its_health_checks_is_replaced_and_says_why() -> None:
+    group = make_group(instances=1, ports={"api": 5000}, health_checks=[{"path": "/health"}])
+    dead = make_task(group, "n1")
+    reason = "killed after 3 failed health checks in a row: HTTP 404 from /health"
+    status = make_status(
+        dead, TaskState.EXITED, exit_code=137, message=reason, started_at=0.0, finished_at=50.0
+    )
+    state = make_state([group], NODES, [dead], [status])
+    plan = plan_of(state)
+    assert stopped(plan)[0].id == dead.id
+    assert stopped(plan)[0].stop_reason == reason
+    (replacement,) = created(plan, state)
+    assert replacement.node is not None
+
+
 def test_crash_loop_backs_off_exponentially() -> None:
     group = make_group(instances=1, backoff_seconds=1.0, backoff_factor=2.0)
     delays = []

@@ -105,3 +105,32 @@ def test_the_encoding_memo_changes_nothing_but_the_work() -> None:
     del state.tasks[tasks[1].id]
     desired_registry(state, memo)
     assert registry.container_key(group.group_key, tasks[1].id) not in memo
+
+
+def test_a_task_with_health_checks_is_registered_only_while_healthy() -> None:
+    group = make_group(instances=4, ports={"api": 5000}, health_checks=[{"path": "/health"}])
+    unknown, healthy, unhealthy, exited = (make_task(group, "n1") for _ in range(4))
+    statuses = [
+        make_status(unknown, TaskState.RUNNING),  # in its grace period: no verdict yet
+        make_status(healthy, TaskState.RUNNING, healthy=True),
+        make_status(unhealthy, TaskState.RUNNING, healthy=False, health_message="HTTP 404"),
+        make_status(exited, TaskState.EXITED, exit_code=143, healthy=True),
+    ]
+    tasks = [unknown, healthy, unhealthy, exited]
+    state = make_state([group], NODES, tasks, statuses)
+    containers = [k for k in desired_registry(state) if "/containers/" in k]
+    assert containers == [registry.container_key(group.group_key, healthy.id)]
+
+
+def test_an_unhealthy_verdict_deletes_the_entry_at_once() -> None:
+    group = make_group(instances=1, ports={"api": 5000}, health_checks=[{"path": "/health"}])
+    task = make_task(group, "n1")
+    memo: dict[str, tuple[object, object, bytes]] = {}
+    state = make_state([group], NODES, [task], [make_status(task, TaskState.RUNNING)])
+    key = registry.container_key(group.group_key, task.id)
+    assert registry_diff(state, memo).added == [registry.config_key(group.group_key)]
+    state.statuses[task.id] = make_status(task, TaskState.RUNNING, healthy=True)
+    assert registry_diff(state, memo).added == [registry.config_key(group.group_key), key]
+    state.registry.update(desired_registry(state, memo))
+    state.statuses[task.id] = make_status(task, TaskState.RUNNING, healthy=False)
+    assert registry_diff(state, memo).deletes == {key}

@@ -90,3 +90,37 @@ def test_group_status_and_counts() -> None:
     state.statuses[running[-1].id] = make_status(running[-1], TaskState.RUNNING)
     info = group_info(state, group.group_key.key, group)
     assert (info.status, info.running_current, info.pending) == ("converged", 3, 0)
+
+
+def test_task_health_is_none_without_checks_and_the_agents_verdict_with() -> None:
+    plain = make_group("plain")
+    checked = make_group("checked", ports={"api": 80}, health_checks=[{"path": "/health"}])
+    no_checks = make_task(plain, "n1")
+    fresh, good, bad = (make_task(checked, "n1") for _ in range(3))
+    statuses = [
+        make_status(no_checks, TaskState.RUNNING),
+        make_status(good, TaskState.RUNNING, healthy=True),
+        make_status(bad, TaskState.RUNNING, healthy=False, health_message="HTTP 404 from /"),
+    ]
+    tasks = [no_checks, fresh, good, bad]
+    state = make_state([plain, checked], [make_node("n1")], tasks, statuses)
+    health = [(task_info(state, t).health, task_info(state, t).health_message) for t in tasks]
+    assert health == [
+        (None, None),
+        ("unknown", None),
+        ("healthy", None),
+        ("unhealthy", "HTTP 404 from /"),
+    ]
+
+
+def test_a_group_with_checks_converges_once_its_tasks_are_healthy() -> None:
+    group = make_group(instances=1, ports={"api": 80}, health_checks=[{"path": "/health"}])
+    task = make_task(group, "n1")
+    state = indexed(
+        make_state([group], [make_node("n1")], [task], [make_status(task, TaskState.RUNNING)])
+    )
+    info = group_info(state, group.group_key.key, group)
+    assert (info.running, info.running_current, info.status) == (1, 0, "deploying")
+    state.statuses[task.id] = make_status(task, TaskState.RUNNING, healthy=True)
+    info = group_info(state, group.group_key.key, group)
+    assert (info.running, info.running_current, info.status) == (1, 1, "converged")

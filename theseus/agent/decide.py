@@ -12,6 +12,8 @@ Rules (``reference/original-system.md`` and DESIGN principle 4):
 * desired ``stop``, container running → graceful stop, report ``stopped``, remove;
 * desired ``run``, container exited by itself → keep it (its logs stay readable), never
   restart it: the server creates a replacement task;
+* desired ``run``, container running but its health checks failed too often → kill it and
+  report it exited (``theseus.agent.health``): the server replaces it like any dead task;
 * a task no longer in the list at all → stop it if it runs and remove it, without a report;
 * every local state the server has not heard of yet is reported (adoption, exits, failures).
 """
@@ -40,6 +42,7 @@ class Step(StrEnum):
     START = "start"
     STOP = "stop"  # stop gracefully, report "stopped", remove the container
     REMOVE = "remove"  # desired stop, container already dead: remove it
+    KILL = "kill"  # health checks failed too often: stop it, report "exited" with why
     REPORT = "report"  # tell the server the current phase
     DISCARD = "discard"  # not ours any more: stop if running, remove, forget; no report
     FORGET = "forget"  # not ours any more and nothing left locally
@@ -62,6 +65,7 @@ class Local:
     phase: Phase
     has_container: bool = False
     reported: str | None = None  # the last state sent to the server for this task
+    unhealthy: bool = False  # its health checks asked for it to be killed
 
 
 def next_step(desired: DesiredState, local: Local) -> Step | None:
@@ -72,6 +76,8 @@ def next_step(desired: DesiredState, local: Local) -> Step | None:
     if desired == "run":
         if phase is Phase.NEW:
             return Step.START
+        if phase is Phase.RUNNING and local.unhealthy and local.has_container:
+            return Step.KILL
     elif phase in (Phase.NEW, Phase.STARTING, Phase.RUNNING):
         # NEW: never started here; the server still needs a terminal report ("stopped").
         return Step.STOP

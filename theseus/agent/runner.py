@@ -6,6 +6,10 @@ endpoint reads logs through it. Every decision comes from the pure ``decide.next
 module only performs steps. Each task has at most one worker coroutine at a time, created when
 the task has something to do and gone when it has not, so operations on one task never
 interleave while many tasks start concurrently, and an idle node costs no coroutines.
+
+A running task whose spec has health checks also has a check loop (``theseus.agent.checking``)
+while it runs and is meant to run; the runner reports each change of its verdict, and when the
+loop asks for a kill, the task's worker performs it (``Step.KILL``) like any other step.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 
+import httpx
+
+from theseus.agent.checking import Check, HealthLoop, checks_of, http_client
 from theseus.agent.decide import PHASE_REPORT, DesiredState, Local, Phase, Step, next_step
 from theseus.agent.drivers.base import (
     LABEL_CLUSTER,
@@ -33,6 +41,8 @@ from theseus.agent.drivers.base import (
     TaskDriver,
 )
 from theseus.agent.environment import task_environment
+from theseus.agent.health import Verdict
+from theseus.agent.probes import ProbeTarget
 from theseus.agent.reports import ReportQueue
 from theseus.api.schemas import Assignment, TaskReport
 
@@ -62,9 +72,17 @@ class Slot:
     worker: asyncio.Task[None] | None = None
     early_exit: ExitNotice | None = None  # a death noticed while the start was in flight
     changed: int = 0  # runner epoch of the last change (resync ignores newer slots)
+    # Health checks: the loop while it runs, the container it probes, the last verdict.
+    checker: asyncio.Task[None] | None = None
+    checked: str | None = None
+    healthy: bool | None = None
+    health_message: str | None = None
+    kill_reason: str | None = None  # set when the checks ask for a kill
+    adopted_at: float | None = None  # wall-clock start of an adopted container, if known
 
     def local(self) -> Local:
-        return Local(self.phase, self.handle is not None, self.reported)
+        unhealthy = self.kill_reason is not None
+        return Local(self.phase, self.handle is not None, self.reported, unhealthy=unhealthy)
 
 
 def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None) -> Launch:
@@ -109,6 +127,8 @@ class TaskRunner:
         self.assigned: dict[str, Assignment] | None = None  # None until the first list
         self._epoch = itertools.count(1)
         self._last_epoch = 0
+        self._checkers: set[asyncio.Task[None]] = set()  # running and cancelled-but-not-done
+        self._http: httpx.AsyncClient | None = None  # HTTP checks' client, once one is needed
         # Set when the driver shows a container we do not know: the agent resyncs at once.
         self.resync_soon = asyncio.Event()
 
@@ -151,6 +171,7 @@ class TaskRunner:
                 slot.handle = seen.handle
                 slot.phase = Phase.RUNNING if seen.running else Phase.EXITED
                 slot.exit_code = seen.exit_code
+                slot.adopted_at = seen.started_at if seen.started_at is not None else time.time()
                 log.info("adopted %s (%s)", task_id, slot.phase)
             elif slot.busy is not None or slot.changed > before:
                 continue  # changed while we listed: the listing may be stale for it
@@ -186,6 +207,8 @@ class TaskRunner:
         if self.assigned is None:
             return  # nothing is decided before the server's list arrives (adoption waits)
         slot = self.slots.get(task_id)
+        if slot is not None:
+            self._sync_health(slot)
         if slot is not None and slot.worker is not None:
             return  # the running worker asks next_step again after its current step
         local = slot.local() if slot is not None else Local(Phase.NEW)
@@ -204,6 +227,7 @@ class TaskRunner:
                     return
                 slot.busy = step
                 try:
+                    self._sync_health(slot)  # e.g. no more probes of a container being stopped
                     await self._perform(step, slot)
                     delay = RETRY_FIRST
                 except Exception:  # the backend hiccupped: decide again after a pause
@@ -215,6 +239,7 @@ class TaskRunner:
                 finally:
                     slot.busy = None
                     slot.changed = self._last_epoch = next(self._epoch)
+                    self._sync_health(slot)  # e.g. checks begin once it runs
         finally:
             slot.worker = None
 
@@ -231,6 +256,11 @@ class TaskRunner:
             await self._remove(slot)
         elif step is Step.REMOVE:
             await self._remove(slot)
+        elif step is Step.KILL:
+            assert slot.handle is not None
+            code = await self.driver.stop(slot.handle, slot.grace)
+            reason, slot.kill_reason = slot.kill_reason, None
+            self._exited(slot, code, reason)
         elif step is Step.REPORT:
             self._report(slot)
         elif step is Step.DISCARD:
@@ -274,6 +304,7 @@ class TaskRunner:
     def _exited(self, slot: Slot, exit_code: int | None, message: str | None = None) -> None:
         slot.phase, slot.exit_code, slot.message = Phase.EXITED, exit_code, message
         slot.changed = self._last_epoch = next(self._epoch)
+        self._sync_health(slot)
         self._report(slot)
 
     def _report(self, slot: Slot) -> None:
@@ -286,10 +317,74 @@ class TaskRunner:
                 exit_code=slot.exit_code if terminal else None,
                 message=slot.message if slot.phase in (Phase.FAILED, Phase.EXITED) else None,
                 container_id=slot.handle,
+                healthy=slot.healthy,
+                health_message=slot.health_message,
                 at=time.time(),
             )
         )
         slot.reported = state
+
+    # --- health checks ------------------------------------------------------------------
+
+    def _sync_health(self, slot: Slot) -> None:
+        """Run the task's check loop exactly while it runs, is meant to, and has checks."""
+        checks = self._checks_wanted(slot)
+        if slot.checker is not None and (not checks or slot.checked != slot.handle):
+            slot.checker.cancel()  # awaited by close(); no callback can come after this
+            slot.checker = slot.checked = None
+        if not checks or slot.checker is not None:
+            return
+        assert self.assigned is not None and slot.handle is not None
+        assignment = self.assigned[slot.task_id]
+        target = ProbeTarget(
+            slot.handle,
+            self.owner.address,
+            dict(assignment.spec.ports),
+            dict(assignment.host_ports),
+        )
+        adopted = slot.adopted_at is not None
+        started = time.monotonic()
+        if slot.adopted_at is not None:  # the grace period began when the container did
+            started -= max(0.0, time.time() - slot.adopted_at)
+        if self._http is None:
+            self._http = http_client()
+        loop = HealthLoop(
+            checks,
+            target,
+            self.driver,
+            self._http,
+            started,
+            on_verdict=partial(self._health_changed, slot),
+            on_kill=partial(self._health_failed, slot),
+            lenient=not adopted,
+        )
+        slot.healthy = slot.health_message = None
+        slot.checked = slot.handle
+        slot.checker = asyncio.create_task(loop.run(), name=f"health-{slot.task_id}")
+        self._checkers.add(slot.checker)
+        slot.checker.add_done_callback(self._checkers.discard)
+
+    def _checks_wanted(self, slot: Slot) -> list[Check]:
+        if slot.phase is not Phase.RUNNING or slot.handle is None or slot.kill_reason:
+            return []
+        assignment = self.assigned.get(slot.task_id) if self.assigned is not None else None
+        if assignment is None or assignment.desired != "run":
+            return []
+        return checks_of(assignment.spec)
+
+    def _health_changed(self, slot: Slot, verdict: Verdict) -> None:
+        if self.slots.get(slot.task_id) is not slot or slot.phase is not Phase.RUNNING:
+            return
+        slot.healthy, slot.health_message = verdict.healthy, verdict.message
+        log.info("task %s: healthy=%s %s", slot.task_id, verdict.healthy, verdict.message or "")
+        self._report(slot)  # a "running" report that carries the new verdict
+
+    def _health_failed(self, slot: Slot, reason: str) -> None:
+        if self.slots.get(slot.task_id) is not slot or slot.phase is not Phase.RUNNING:
+            return
+        log.warning("task %s: %s", slot.task_id, reason)
+        slot.kill_reason = reason
+        self.kick(slot.task_id)
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -301,7 +396,11 @@ class TaskRunner:
 
     async def close(self) -> None:
         """Stop working (tasks keep running: a restarted agent adopts them)."""
-        workers = [s.worker for s in self.slots.values() if s.worker is not None]
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        tasks = [s.worker for s in self.slots.values() if s.worker is not None]
+        tasks.extend(self._checkers)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

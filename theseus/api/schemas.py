@@ -89,6 +89,9 @@ class TaskInfo(BaseModel):
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    # The agent's last health-check verdict (docs/health.md); None when the spec has no checks.
+    health: Literal["healthy", "unhealthy", "unknown"] | None = None
+    health_message: str | None = None
 
 
 class TaskList(BaseModel):
@@ -102,7 +105,7 @@ class GroupInfo(BaseModel):
     version: str
     instances: int
     running: int
-    running_current: int
+    running_current: int  # running the group's version (and healthy, if it has checks)
     pending: int
     status: GroupStatus
     message: str | None = None

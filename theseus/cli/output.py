@@ -152,6 +152,8 @@ def format_state(task: TaskInfo, now: float) -> str:
         state += f" (code {task.exit_code})"
     elif task.state in ("failed", "lost") and task.message:
         state += f" ({task.message})"
+    elif state == "running" and task.health is not None:
+        state += f" ({format_health(task)})"
     extra = []
     if task.attempt:
         extra.append(f"attempt {task.attempt + 1}")
@@ -160,6 +162,12 @@ def format_state(task: TaskInfo, now: float) -> str:
     if extra:
         state += ", " + ", ".join(extra)
     return state
+
+
+def format_health(task: TaskInfo) -> str:
+    """``healthy``, ``unhealthy: HTTP 404 from /health``, ``health unknown``..."""
+    word = "health unknown" if task.health == "unknown" else str(task.health)
+    return f"{word}: {task.health_message}" if task.health_message else word
 
 
 def task_row(task: TaskInfo, now: float | None = None) -> list[str]:

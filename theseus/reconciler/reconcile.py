@@ -376,7 +376,8 @@ class _Pass:
 
 def _describe_death(state: TaskState, status: TaskStatus | None) -> str:
     if state is TaskState.EXITED and status is not None:
-        return f"exited with code {status.exit_code}"
+        # The agent's word when it has one: e.g. it killed the task for failing its checks.
+        return status.message or f"exited with code {status.exit_code}"
     if state is TaskState.FAILED and status is not None:
         return f"failed to start: {status.message}"
     if state is TaskState.LOST and status is not None and status.message:

@@ -1,10 +1,13 @@
 """The registry, derived (pure): which entries must exist, and the diff to what does.
 
 An entry exists for a group's config while the group exists, and for a container if and only
-if its task is meant to run, is reported running, and its node is alive. A task the leader
-has decided to stop leaves the registry at that moment, before its container stops, so that
-peers stop using it first. Because it is recomputed from task state on every pass, nothing
-can drift: a missing entry is re-added, a stale or hand-made one removed.
+if its task is meant to run, is reported running, its node is alive, and, when its spec has
+health checks, its agent last reported it healthy (``ClusterState.task_ready``). So a task
+with checks enters the registry once it passes them and leaves it as soon as one fails (its
+agent reports that at once), long before a kill. A task the leader has decided to stop leaves
+the registry at that moment, before its container stops, so that peers stop using it first.
+Because it is recomputed from task state on every pass, nothing can drift: a missing entry is
+re-added, a stale or hand-made one removed.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 
 from theseus.model import registry
 from theseus.model.state import ClusterState
-from theseus.model.tasks import Desired, TaskState
+from theseus.model.tasks import Desired
 
 # Encoded entries from earlier passes, keyed by registry key, with the records they were made
 # from: reused while those records are the very same objects (unchanged since).
@@ -42,7 +45,7 @@ def desired_registry(state: ClusterState, memo: EncodingMemo | None = None) -> d
         if task.desired is not Desired.RUN or task.group_key.key not in state.groups:
             continue
         node = state.nodes.get(task.node) if task.node else None
-        if node is None or state.task_state(task) is not TaskState.RUNNING:
+        if node is None or not state.task_ready(task):
             continue
         key = registry.container_key(task.group_key, task.id)
         cached = memo.get(key)

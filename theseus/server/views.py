@@ -10,7 +10,7 @@ from typing import Any
 from theseus.api.schemas import GroupInfo, NodeInfo, TaskInfo
 from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
-from theseus.model.tasks import Desired, TaskRecord, TaskState
+from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
 from theseus.reconciler.backoff import delay_for
 
 # A group whose replacement tasks have failed this many times in a row is "failing".
@@ -54,7 +54,16 @@ def task_entry(state: ClusterState, task: TaskRecord) -> dict[str, Any]:
         "created_at": task.created_at,
         "started_at": status.started_at if status else None,
         "finished_at": status.finished_at if status else None,
+        "health": _health(task, status),
+        "health_message": status.health_message if status else None,
     }
+
+
+def _health(task: TaskRecord, status: TaskStatus | None) -> str | None:
+    if not task.spec.has_health_checks:
+        return None
+    verdict = status.healthy if status is not None else None
+    return "unknown" if verdict is None else "healthy" if verdict else "unhealthy"
 
 
 def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupInfo:
@@ -70,7 +79,8 @@ def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupI
         active += 1
         if state.task_state(t) is TaskState.RUNNING:
             running += 1
-            running_current += t.version == group.version
+            # With health checks, a task is up to date (and the group converged) once healthy.
+            running_current += t.version == group.version and state.task_ready(t)
         if t.node is None:
             pending += 1
             if t.pending_reason:

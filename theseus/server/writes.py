@@ -274,6 +274,11 @@ def _next_status(previous: TaskStatus | None, report: TaskReport) -> TaskStatus:
     started_at = previous.started_at if previous else None
     if state is TaskState.RUNNING and started_at is None:
         started_at = report.at
+    healthy, health_message = report.healthy, report.health_message
+    if previous is not None and _verdict_pending(previous, report):
+        # A restarted agent re-reports a running task before its checks ran again: keep the
+        # verdict, so that the task does not leave the registry for that moment.
+        healthy, health_message = previous.healthy, previous.health_message
     return TaskStatus(
         task_id=report.task_id,
         state=state,
@@ -282,7 +287,19 @@ def _next_status(previous: TaskStatus | None, report: TaskReport) -> TaskStatus:
         container_id=report.container_id or (previous.container_id if previous else None),
         started_at=started_at,
         finished_at=report.at if state.terminal else None,
-        healthy=report.healthy,
-        health_message=report.health_message,
+        healthy=healthy,
+        health_message=health_message,
         updated_at=previous.updated_at if previous and previous.state is state else report.at,
+    )
+
+
+def _verdict_pending(previous: TaskStatus, report: TaskReport) -> bool:
+    """The same container still runs, and the report has no health verdict (yet)."""
+    return (
+        report.healthy is None
+        and report.health_message is None
+        and previous.state is TaskState.RUNNING
+        and report.state == "running"
+        and previous.container_id is not None
+        and previous.container_id == report.container_id
     )

@@ -79,6 +79,7 @@ class Observed:
     handle: str  # container id, "pid-<n>" or "sim-<task>": what `running` reports carry
     running: bool
     exit_code: int | None = None
+    started_at: float | None = None  # wall clock; where known (health checks' grace period)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,15 @@ class TaskDriver(Protocol):
 
     async def stop(self, handle: str, grace: float) -> int | None:
         """SIGTERM, SIGKILL after ``grace`` seconds; return the exit code if known."""
+        ...
+
+    async def exec(
+        self, handle: str, command: str, timeout: float, container: str | None = None
+    ) -> tuple[int, str]:
+        """Run ``sh -c command`` inside the task (``container``: one member of a pod) and
+        return its exit code and the tail of its output (COMMAND health checks). Raise
+        ``DriverError`` when it cannot be run at all; the caller bounds it by ``timeout``
+        too, this is the driver's own best effort to end it."""
         ...
 
     async def remove(self, handle: str) -> None:

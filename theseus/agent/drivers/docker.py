@@ -45,6 +45,7 @@ from theseus.agent.drivers.base import (
 log = logging.getLogger(__name__)
 
 CONTAINER_PREFIX = "theseus-"
+EXEC_OUTPUT_KEPT = 4096  # bytes of a health-check command's output kept (its tail)
 
 
 async def docker_answers(timeout: float = 2.0) -> bool:
@@ -95,6 +96,20 @@ def container_config(
     elif launch.args is not None:
         config["Cmd"] = list(launch.args)
     return config
+
+
+# The Engine cannot kill an exec'd process: a command that hangs would outlive every check.
+# Where the image has ``timeout`` (busybox, coreutils), it kills the command at its deadline.
+_EXEC_WRAPPER = (
+    'if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL "$0" /bin/sh -c "$1"; '
+    'else exec /bin/sh -c "$1"; fi'
+)
+
+
+def exec_argv(command: str, timeout: float) -> list[str]:
+    """``sh -c command`` in a container, killed after ``timeout`` (rounded up to a whole
+    second) where the image can (pure; unit-tested)."""
+    return ["/bin/sh", "-c", _EXEC_WRAPPER, str(max(1, math.ceil(timeout))), command]
 
 
 def missing_image_message(image: str, node: str) -> str:
@@ -192,7 +207,9 @@ class DockerDriver:
                 continue
             running = container["State"] in ("running", "paused", "restarting")
             code = None if running else await self._exit_code(container.id)
-            observed.append(Observed(task_id, container.id, running, code))
+            created = container["Created"]  # epoch seconds; started right after creation
+            started_at = float(created) if isinstance(created, int | float) else None
+            observed.append(Observed(task_id, container.id, running, code, started_at=started_at))
         return observed
 
     async def _exit_code(self, handle: str) -> int | None:
@@ -234,6 +251,26 @@ class DockerDriver:
         # create and report): it never ran as far as the server knows, so replace it.
         await self.remove(name)
         return await self.docker.containers.create(config, name=name)
+
+    async def exec(
+        self, handle: str, command: str, timeout: float, container: str | None = None
+    ) -> tuple[int, str]:
+        if container is not None:
+            raise DriverError(f"pod member {container!r}: this driver does not run pods yet")
+        try:
+            execution = await self.docker.containers.container(handle).exec(
+                exec_argv(command, timeout), stdout=True, stderr=True
+            )
+            output = bytearray()
+            async with execution.start(timeout=timeout, detach=False) as stream:
+                while (message := await stream.read_out()) is not None:
+                    output += message.data
+                    del output[:-EXEC_OUTPUT_KEPT]
+            info = await execution.inspect()
+        except DockerError as exc:
+            raise DriverError(f"docker exec: {exc.message}") from exc
+        code = info.get("ExitCode")
+        return (code if isinstance(code, int) else -1), output.decode(errors="replace")
 
     async def stop(self, handle: str, grace: float) -> int | None:
         container = self.docker.containers.container(handle)

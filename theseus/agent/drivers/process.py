@@ -45,6 +45,7 @@ class _Child:
     task_id: str
     process: asyncio.subprocess.Process
     log_path: Path
+    environment: dict[str, str]
     exit_code: int | None = None
 
 
@@ -98,7 +99,7 @@ class ProcessDriver:
         except OSError as exc:
             raise DriverError(f"could not start the process: {exc}") from exc
         handle = f"pid-{process.pid}-{launch.task_id}"  # a pid alone may be reused
-        child = _Child(launch.task_id, process, log_path)
+        child = _Child(launch.task_id, process, log_path, env)
         self._children[handle] = child
         waiter = asyncio.create_task(self._wait(handle, child), name=f"wait-{handle}")
         self._waiters.add(waiter)
@@ -128,6 +129,38 @@ class ProcessDriver:
             _signal_group(process.pid, signal.SIGKILL)
         returncode = await process.wait()
         return exit_code_of_returncode(returncode)
+
+    async def exec(
+        self, handle: str, command: str, timeout: float, container: str | None = None
+    ) -> tuple[int, str]:
+        """``sh -c command`` beside the task, in the task's environment."""
+        child = self._children.get(handle)
+        if child is None:
+            raise DriverError(f"no process {handle} on this node")
+        if container is not None:
+            raise DriverError(f"pod member {container!r}: the process driver runs no pods")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=child.environment,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise DriverError(f"could not run the command: {exc}") from exc
+        try:
+            async with asyncio.timeout(timeout):
+                output, _ = await process.communicate()
+        finally:
+            if process.returncode is None:  # timed out or cancelled: leave nothing behind
+                _signal_group(process.pid, signal.SIGKILL)
+                await process.wait()
+        assert process.returncode is not None
+        return exit_code_of_returncode(process.returncode), output.decode(errors="replace")
 
     async def remove(self, handle: str) -> None:
         child = self._children.pop(handle, None)

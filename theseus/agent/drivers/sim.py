@@ -38,6 +38,11 @@ class SimDriver:
     async def stop(self, handle: str, grace: float) -> int | None:
         return 0 if handle in self._tasks else None
 
+    async def exec(
+        self, handle: str, command: str, timeout: float, container: str | None = None
+    ) -> tuple[int, str]:
+        return 0, ""  # simulated tasks pass every COMMAND check
+
     async def remove(self, handle: str) -> None:
         self._tasks.pop(handle, None)
 
