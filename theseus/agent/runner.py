@@ -28,13 +28,15 @@ from theseus.agent.drivers.base import (
     DriverError,
     ExitNotice,
     Launch,
+    MemberLaunch,
     Owner,
     PortBinding,
     TaskDriver,
 )
-from theseus.agent.environment import task_environment
+from theseus.agent.environment import image_name_and_tag, task_environment
 from theseus.agent.reports import ReportQueue
 from theseus.api.schemas import Assignment, TaskReport
+from theseus.model.spec import GroupSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,16 @@ RETRY_MAX = 5.0
 
 class UnknownTask(KeyError):
     """No container of that task on this node (the logs endpoint answers 404)."""
+
+
+class UnknownContainer(LookupError):
+    """The task has no container of that name (the logs endpoint answers 404)."""
+
+
+def container_problem(task_id: str, container: str, names: list[str]) -> str:
+    if not names:
+        return f"task {task_id} is not a pod: it has no container {container!r}"
+    return f"task {task_id} has no container {container!r} (its containers: {', '.join(names)})"
 
 
 @dataclass
@@ -62,6 +74,7 @@ class Slot:
     worker: asyncio.Task[None] | None = None
     early_exit: ExitNotice | None = None  # a death noticed while the start was in flight
     changed: int = 0  # runner epoch of the last change (resync ignores newer slots)
+    end_pod: bool = False  # exited: if it is a pod, its other members still need stopping
 
     def local(self) -> Local:
         return Local(self.phase, self.handle is not None, self.reported)
@@ -71,8 +84,6 @@ def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None
     """The driver's view of an assignment (pure); ``discovery`` is the driver's address of
     the node's discovery endpoint (``TaskDriver.discovery``)."""
     spec = assignment.spec
-    if spec.image is None:
-        raise DriverError("pods are not supported by this agent yet")
     labels = {
         LABEL_TASK: assignment.task_id,
         LABEL_SERVICE: assignment.service,
@@ -86,10 +97,12 @@ def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None
         for name, container_port in spec.ports.items()
         if name in assignment.host_ports
     ]
+    environment = task_environment(assignment, owner.node, owner.address, discovery)
+    members = members_of(spec, environment)
     return Launch(
         task_id=assignment.task_id,
-        image=spec.image,
-        environment=task_environment(assignment, owner.node, owner.address, discovery),
+        image=spec.image if spec.image is not None else spec.images[0],
+        environment=environment,
         labels=labels,
         ports=ports,
         cpus=spec.cpus,
@@ -97,7 +110,34 @@ def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None
         volumes=list(spec.volumes),
         command=spec.command,
         args=list(spec.args) if spec.args is not None else None,
+        members=members,
     )
+
+
+def members_of(spec: GroupSpec, environment: dict[str, str]) -> list[MemberLaunch]:
+    """A pod's members (pure; none for a single container). Each member's environment is the
+    task's (which already holds the group's ``environment``), then its own image's
+    ``DOCKER_IMAGE``/``DOCKER_TAG`` and ``THESEUS_CONTAINER``, then its own ``environment``,
+    which wins over everything. The group's volumes come before the member's."""
+    members: list[MemberLaunch] = []
+    for container in spec.containers or []:
+        env = dict(environment)
+        env["DOCKER_IMAGE"], env["DOCKER_TAG"] = image_name_and_tag(container.image)
+        env["THESEUS_CONTAINER"] = container.name
+        env.update(container.environment)
+        members.append(
+            MemberLaunch(
+                name=container.name,
+                image=container.image,
+                environment=env,
+                cpus=container.cpus,
+                mem=container.mem,
+                volumes=[*spec.volumes, *container.volumes],
+                command=container.command,
+                args=list(container.args) if container.args is not None else None,
+            )
+        )
+    return members
 
 
 class TaskRunner:
@@ -135,7 +175,7 @@ class TaskRunner:
         if slot.busy is Step.START:
             slot.early_exit = notice
         elif slot.busy is None and slot.phase is Phase.RUNNING and slot.handle == notice.handle:
-            self._exited(slot, notice.exit_code)
+            self._exited(slot, notice.exit_code, notice.message)
             self.kick(slot.task_id)
 
     async def resync(self) -> None:
@@ -151,13 +191,15 @@ class TaskRunner:
                 slot.handle = seen.handle
                 slot.phase = Phase.RUNNING if seen.running else Phase.EXITED
                 slot.exit_code = seen.exit_code
+                slot.message = None if seen.running else seen.message
+                slot.end_pod = not seen.running
                 log.info("adopted %s (%s)", task_id, slot.phase)
             elif slot.busy is not None or slot.changed > before:
                 continue  # changed while we listed: the listing may be stale for it
             elif slot.handle != seen.handle:
                 slot.handle = seen.handle  # e.g. a leftover of a failed start: remove it later
             elif slot.phase is Phase.RUNNING and not seen.running:
-                self._exited(slot, seen.exit_code)
+                self._exited(slot, seen.exit_code, seen.message)
         for slot in list(self.slots.values()):
             if slot.task_id in observed or slot.handle is None:
                 continue
@@ -188,8 +230,9 @@ class TaskRunner:
         slot = self.slots.get(task_id)
         if slot is not None and slot.worker is not None:
             return  # the running worker asks next_step again after its current step
-        local = slot.local() if slot is not None else Local(Phase.NEW)
-        if next_step(self.desired(task_id), local) is None:
+        if slot is None and next_step(self.desired(task_id), Local(Phase.NEW)) is None:
+            return
+        if slot is not None and self._step(slot) is None:
             return
         if slot is None:
             slot = self.slots[task_id] = Slot(task_id)
@@ -199,7 +242,7 @@ class TaskRunner:
         delay = RETRY_FIRST
         try:
             while self.slots.get(slot.task_id) is slot:
-                step = next_step(self.desired(slot.task_id), slot.local())
+                step = self._step(slot)
                 if step is None:
                     return
                 slot.busy = step
@@ -217,6 +260,14 @@ class TaskRunner:
                     slot.changed = self._last_epoch = next(self._epoch)
         finally:
             slot.worker = None
+
+    def _step(self, slot: Slot) -> Step | None:
+        step = next_step(self.desired(slot.task_id), slot.local())
+        if step is None and slot.end_pod:
+            if slot.phase is Phase.EXITED and slot.handle is not None and self._is_pod(slot):
+                return Step.END_POD
+            slot.end_pod = False  # not a pod, or nothing left to stop
+        return step
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -241,6 +292,16 @@ class TaskRunner:
             del self.slots[slot.task_id]
         elif step is Step.FORGET:
             del self.slots[slot.task_id]
+        elif step is Step.END_POD:
+            # A pod ends whole: one member's exit stops the others. The containers stay, for
+            # their logs, until the server asks for the task's removal.
+            assert slot.handle is not None
+            await self.driver.stop(slot.handle, slot.grace)
+            slot.end_pod = False
+
+    def _is_pod(self, slot: Slot) -> bool:
+        assignment = (self.assigned or {}).get(slot.task_id)
+        return assignment is not None and assignment.spec.containers is not None
 
     async def _start(self, slot: Slot) -> None:
         assert self.assigned is not None
@@ -264,7 +325,7 @@ class TaskRunner:
         self._report(slot)
         early, slot.early_exit = slot.early_exit, None
         if early is not None and early.handle == slot.handle:
-            self._exited(slot, early.exit_code)
+            self._exited(slot, early.exit_code, early.message)
 
     async def _remove(self, slot: Slot) -> None:
         if slot.handle is not None:
@@ -273,6 +334,7 @@ class TaskRunner:
 
     def _exited(self, slot: Slot, exit_code: int | None, message: str | None = None) -> None:
         slot.phase, slot.exit_code, slot.message = Phase.EXITED, exit_code, message
+        slot.end_pod = True
         slot.changed = self._last_epoch = next(self._epoch)
         self._report(slot)
 
@@ -293,11 +355,20 @@ class TaskRunner:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def logs(self, task_id: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
+    def logs(
+        self, task_id: str, follow: bool, tail: int | None, container: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """``container``: one member of a pod (``UnknownContainer`` if the task's spec has
+        no such member)."""
         slot = self.slots.get(task_id)
         if slot is None or slot.handle is None:
             raise UnknownTask(task_id)
-        return self.driver.logs(slot.handle, follow, tail)
+        assignment = (self.assigned or {}).get(task_id)
+        if container is not None and assignment is not None:
+            names = [c.name for c in assignment.spec.containers or []]
+            if container not in names:
+                raise UnknownContainer(container_problem(task_id, container, names))
+        return self.driver.logs(slot.handle, follow, tail, container)
 
     async def close(self) -> None:
         """Stop working (tasks keep running: a restarted agent adopts them)."""
