@@ -180,7 +180,13 @@ async def members_of(docker: aiodocker.Docker, infra_id: str) -> list[DockerCont
 
 
 def member_name(container: DockerContainer) -> str:
-    return str((container["Labels"] or {}).get(LABEL_MEMBER, ""))
+    """A listed member's name. (Reading logs re-inspects the container, which moves its
+    labels under ``Config``: take names before, or from there.)"""
+    try:
+        labels = container["Labels"]
+    except KeyError:
+        labels = container["Config"]["Labels"]
+    return str((labels or {}).get(LABEL_MEMBER, ""))
 
 
 async def start_pod(
@@ -336,12 +342,13 @@ async def pod_logs(
     if not follow:
         stamped: list[tuple[str, str, str]] = []
         for member in members:
+            name = member_name(member)
             lines = await member.log(
                 stdout=True, stderr=True, timestamps=True, tail="all" if tail is None else str(tail)
             )
             for line in lines:
                 stamp, _, text = line.partition(" ")
-                stamped.append((stamp, member_name(member), text))
+                stamped.append((stamp, name, text))
         stamped.sort(key=lambda item: item[0])
         for _, name, text in stamped if tail is None else stamped[max(0, len(stamped) - tail) :]:
             yield f"{name} | {text}".encode()

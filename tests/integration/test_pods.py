@@ -1,0 +1,227 @@
+"""Pods on a real 3-node cluster (issue: PODS): two busybox containers that talk over
+``localhost`` in one network namespace, published once; one member's death ends the whole
+pod and a replacement comes up with every member; removal leaves no container (infrastructure
+included); an agent restart adopts the pod; logs per member."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from tests.integration.harness import Cluster, start_cluster, wait_until
+from tests.integration.test_core import deploy, running, wait_running
+from theseus.api.client import ApiError, ServerClient
+from theseus.api.schemas import TaskInfo
+
+pytestmark = pytest.mark.integration
+
+NODES = {"pod-1": "127.0.0.51", "pod-2": "127.0.0.52", "pod-3": "127.0.0.53"}
+IMAGE = "theseus/busybox:latest"
+# "server" answers on 127.0.0.1 only: only a container in its network namespace reaches it.
+SERVER = (
+    "trap 'exit 0' TERM; mkdir -p /www; echo \"hello from $THESEUS_CONTAINER\" > /www/hello.txt;"
+    " echo server ready; httpd -f -p 127.0.0.1:8080 -h /www & wait $!"
+)
+# "client" fetches from the server over localhost and serves what it got on the pod's port.
+CLIENT = (
+    "trap 'exit 0' TERM; mkdir -p /out; httpd -p 8081 -h /out;"
+    " while :; do wget -qO /out/got.tmp http://127.0.0.1:8080/hello.txt"
+    ' && mv /out/got.tmp /out/got.txt && echo "client fetched: $(cat /out/got.txt)";'
+    " sleep 0.3 & wait $!; done"
+)
+POD: dict[str, Any] = {
+    "ports": {"http": 8081},
+    "environment": {"GREETING": "group"},
+    "task_kill_grace_period_seconds": 2,
+    "containers": [
+        {"name": "server", "image": IMAGE, "command": SERVER, "cpus": 0.05, "mem": 32},
+        {"name": "client", "image": IMAGE, "command": CLIENT, "cpus": 0.05, "mem": 32},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def pods(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[Cluster]:
+    agents = {name: {"address": address} for name, address in NODES.items()}
+    cluster = start_cluster(Path(tmp_path_factory.mktemp("pods")), agents)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def client(pods: Cluster, docker_client: docker.DockerClient) -> Iterator[ServerClient]:
+    """Each test ends with no group and no container of the cluster left."""
+    with pods.client() as client:
+        yield client
+        for group in client.groups().groups:
+            client.remove(group.service, group.labels)
+        wait_until(lambda: not cluster_containers(docker_client, client), 60, "no container")
+
+
+def cluster_containers(
+    docker_client: docker.DockerClient, client: ServerClient, **labels: str
+) -> list[dict[str, Any]]:
+    wanted = [f"theseus.cluster={client.health().cluster_id}"]
+    wanted += [f"theseus.{key}={value}" for key, value in labels.items()]
+    return list(docker_client.api.containers(all=True, filters={"label": wanted}))
+
+
+def pod_containers(docker_client: docker.DockerClient, task_id: str) -> dict[str, dict[str, Any]]:
+    """The task's containers by member name ("" for the infrastructure container)."""
+    found = docker_client.api.containers(all=True, filters={"label": f"theseus.task={task_id}"})
+    return {c["Labels"].get("theseus.pod.member", ""): c for c in found}
+
+
+def fetched(task: TaskInfo) -> str | None:
+    """What the client member got from the server, read through the pod's published port."""
+    port = task.ports["http"].host_port
+    try:
+        response = httpx.get(f"http://{task.address}:{port}/got.txt", timeout=2)
+    except httpx.HTTPError:
+        return None
+    return response.text if response.status_code == 200 else None
+
+
+def one_pod(client: ServerClient) -> TaskInfo:
+    deploy(client, pod=POD)
+    (task,) = wait_running(client, "pod", 1)
+    return task
+
+
+def test_members_share_localhost_and_the_published_port(
+    client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    task = one_pod(client)
+    assert wait_until(lambda: fetched(task), 30, "the client fetched") == "hello from server\n"
+    containers = pod_containers(docker_client, task.id)
+    assert set(containers) == {"", "server", "client"}
+    infra = containers[""]
+    assert task.container_id == infra["Id"]  # the task's handle
+    assert {c["Labels"]["theseus.node"] for c in containers.values()} == {task.node}
+    for name in ("server", "client"):
+        inspected = docker_client.api.inspect_container(containers[name]["Id"])
+        assert inspected["HostConfig"]["NetworkMode"] == f"container:{infra['Id']}"
+        env = dict(e.split("=", 1) for e in inspected["Config"]["Env"])
+        assert (env["THESEUS_CONTAINER"], env["GREETING"]) == (name, "group")
+        assert env["PORT_HTTP"] == str(task.ports["http"].host_port)
+    # The port is published once, by the infrastructure container.
+    bindings = docker_client.api.inspect_container(infra["Id"])["HostConfig"]["PortBindings"]
+    assert bindings == {
+        "8081/tcp": [{"HostIp": task.address, "HostPort": str(task.ports["http"].host_port)}]
+    }
+    (group,) = client.registry("pod").groups
+    (entry,) = group.containers
+    assert entry.instance_name == task.id
+    assert entry.port_mapping["http"].host_port == task.ports["http"].host_port
+
+
+def test_logs_interleave_members_or_show_one(
+    pods: Cluster, client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    task = one_pod(client)
+    wait_until(lambda: fetched(task), 30, "the client fetched")
+    lines = list(client.logs(task.id))
+    assert "server | server ready" in lines
+    assert "client | client fetched: hello from server" in lines
+    server_only = list(client.logs(task.id, container="server"))
+    assert server_only == ["server ready"]
+    with pytest.raises(ApiError, match="no container 'nope'"):
+        list(client.logs(task.id, container="nope"))
+    argv = [sys.executable, "-m", "theseus", "--server", pods.server_url, "logs", task.id]
+    cli = subprocess.run(
+        [*argv, "--container", "client", "--tail", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout == "client fetched: hello from server\n"
+
+
+def test_one_member_dying_ends_the_pod_and_a_whole_new_pod_replaces_it(
+    client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    task = one_pod(client)
+    since = time.time() - 1
+    members = pod_containers(docker_client, task.id)
+    docker_client.api.kill(members["server"]["Id"])
+
+    def ended() -> TaskInfo | None:
+        old = client.task(task.id)
+        return old if old.state == "exited" else None
+
+    old = wait_until(ended, 30, "the pod task exited")
+    assert (old.exit_code, old.message) == (137, "container 'server' exited with code 137")
+    (new,) = wait_running(client, "pod", 1)
+    assert new.id != task.id
+    assert wait_until(lambda: fetched(new), 30, "the new pod serves") == "hello from server\n"
+    fresh = pod_containers(docker_client, new.id)
+    assert {n: c["State"] for n, c in fresh.items()} == {
+        "": "running",
+        "server": "running",
+        "client": "running",
+    }
+    # The old pod's other member was stopped gracefully (by the agent, before the server
+    # asked for the removal, which kills), and everything of it removed in the end.
+    wait_until(lambda: not pod_containers(docker_client, task.id), 30, "the old pod removed")
+    events = docker_client.events(
+        since=since,
+        until=time.time(),
+        decode=True,
+        filters={"container": members["client"]["Id"], "event": ["kill"]},
+    )
+    signals = [e["Actor"]["Attributes"].get("signal") for e in events]
+    assert signals[:1] == ["15"], signals
+
+
+def test_removing_the_group_removes_every_container(
+    client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    deploy(client, pod={**POD, "instances": 2})
+    tasks = wait_running(client, "pod", 2)
+    assert len(cluster_containers(docker_client, client, service="pod")) == 6
+    assert {len(pod_containers(docker_client, t.id)) for t in tasks} == {3}
+    client.remove("pod")
+    started = time.monotonic()
+    wait_until(
+        lambda: not cluster_containers(docker_client, client, service="pod"),
+        30,
+        "every container of the pods removed, infrastructure ones included",
+    )
+    assert time.monotonic() - started < 15  # members stop on SIGTERM, not at the grace's end
+
+
+def test_an_agent_restart_adopts_the_pod(
+    pods: Cluster, client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    task = one_pod(client)
+    assert task.node is not None
+    before = {
+        name: docker_client.api.inspect_container(c["Id"])["State"]["StartedAt"]
+        for name, c in pod_containers(docker_client, task.id).items()
+    }
+    pods.processes[task.node].stop(signal.SIGKILL)
+    pods.start_agent(task.node, NODES[task.node])
+    pods.wait_nodes_ready()
+
+    log = pods.processes[task.node].log
+    adoption = f"adopted {task.id} (running)"
+    wait_until(lambda: adoption in log.read_text(), 30, "the restarted agent adopted the pod")
+    assert [t.id for t in running(client, "pod")] == [task.id]
+    after = {
+        name: docker_client.api.inspect_container(c["Id"])["State"]["StartedAt"]
+        for name, c in pod_containers(docker_client, task.id).items()
+    }
+    assert after == before, "same containers, never restarted"
+    assert client.task(task.id).container_id == task.container_id
+    assert wait_until(lambda: fetched(task), 30, "still serving") == "hello from server\n"
