@@ -19,6 +19,8 @@ import pytest
 
 from tests.integration.harness import Cluster, start_cluster, wait_until
 from tests.integration.test_core import deploy, running, wait_running
+from theseus.agent.drivers.base import DriverError, Owner
+from theseus.agent.drivers.docker import DockerDriver
 from theseus.api.client import ApiError, ServerClient
 from theseus.api.schemas import TaskInfo
 
@@ -225,3 +227,41 @@ def test_an_agent_restart_adopts_the_pod(
     assert after == before, "same containers, never restarted"
     assert client.task(task.id).container_id == task.container_id
     assert wait_until(lambda: fetched(task), 30, "still serving") == "hello from server\n"
+
+
+def test_a_pod_removed_while_its_agent_was_away_is_cleaned_up(
+    pods: Cluster, client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    task = one_pod(client)
+    assert task.node is not None
+    pods.processes[task.node].stop(signal.SIGKILL)
+    client.remove("pod")  # decided while the agent is away: its pod is now a stray
+    assert len(pod_containers(docker_client, task.id)) == 3
+    pods.start_agent(task.node, NODES[task.node])
+    wait_until(
+        lambda: not pod_containers(docker_client, task.id), 30, "the stray pod removed whole"
+    )
+
+
+async def test_exec_runs_in_the_named_member_or_the_first(
+    client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    task = one_pod(client)
+    assert task.node is not None and task.address is not None and task.container_id
+    wait_until(lambda: fetched(task), 30, "the client fetched")
+    driver = DockerDriver()
+    await driver.open(Owner(task.node, task.address, client.health().cluster_id), print)
+    try:
+        handle = task.container_id
+        assert await driver.exec(handle, "echo $THESEUS_CONTAINER", 5, "client") == (
+            0,
+            "client\n",
+        )
+        assert await driver.exec(handle, "echo $THESEUS_CONTAINER; exit 3", 5) == (3, "server\n")
+        # The members share the network: the client reaches the server's 127.0.0.1 address.
+        wget = "wget -qO- http://127.0.0.1:8080/hello.txt"
+        assert await driver.exec(handle, wget, 5, "client") == (0, "hello from server\n")
+        with pytest.raises(DriverError, match="no container 'nope'"):
+            await driver.exec(handle, "true", 5, "nope")
+    finally:
+        await driver.close()

@@ -152,12 +152,11 @@ def pod_observed(task_id: str, containers: list[PodContainer]) -> Observed:
     stopped.sort(key=lambda c: (c.finished_at or "9", c.member is None))
     if stopped:
         first = stopped[0]
-        return Observed(
-            task_id, handle, False, first.exit_code, exit_message(first.member, first.exit_code)
-        )
+        message = exit_message(first.member, first.exit_code)
+        return Observed(task_id, handle, False, first.exit_code, message=message)
     if infra is None:
-        return Observed(task_id, handle, False, None, "the pod's network container is gone")
-    return Observed(task_id, handle, False, None, f"container '{missing[0]}' is gone")
+        return Observed(task_id, handle, False, message="the pod's network container is gone")
+    return Observed(task_id, handle, False, message=f"container '{missing[0]}' is gone")
 
 
 def notice_of(attributes: dict[str, str], container_id: str) -> tuple[str, str]:
@@ -302,21 +301,30 @@ async def remove_pod(docker: aiodocker.Docker, infra_id: str) -> None:
     await _delete(docker.containers.container(infra_id))
 
 
+EXEC_OUTPUT_KEPT = 4096  # bytes of a command's output kept (its tail)
+
+
 async def exec_in(
     docker: aiodocker.Docker, container_id: str, command: str, timeout: float
 ) -> tuple[int, str]:
-    """Run ``command`` with ``/bin/sh -c`` in a running container: its exit code and its
-    output (stdout and stderr). ``TimeoutError`` after ``timeout`` seconds."""
-    container = docker.containers.container(container_id)
+    """Run ``command`` with ``/bin/sh -c`` in a running container: its exit code and the tail
+    of its output (stdout and stderr). ``DriverError`` when it cannot be run at all;
+    ``TimeoutError`` after ``timeout`` seconds (the caller may bound it too)."""
     output = bytearray()
-    async with asyncio.timeout(timeout):
-        execution = await container.exec(["/bin/sh", "-c", command], stdout=True, stderr=True)
-        async with execution.start(detach=False) as stream:
-            while (message := await stream.read_out()) is not None:
-                output.extend(message.data)
-        info = await execution.inspect()
+    try:
+        async with asyncio.timeout(timeout):
+            execution = await docker.containers.container(container_id).exec(
+                ["/bin/sh", "-c", command], stdout=True, stderr=True
+            )
+            async with execution.start(detach=False) as stream:
+                while (message := await stream.read_out()) is not None:
+                    output += message.data
+                    del output[:-EXEC_OUTPUT_KEPT]
+            info = await execution.inspect()
+    except DockerError as exc:
+        raise DriverError(f"docker exec: {exc.message}") from exc
     code = info.get("ExitCode")
-    return (int(code) if code is not None else -1), output.decode(errors="replace")
+    return (code if isinstance(code, int) else -1), output.decode(errors="replace")
 
 
 async def container_logs(
