@@ -1,0 +1,55 @@
+"""Pods on the server side: a pod is placed as one unit with its members' summed resources,
+its task views and registry entry list the group's named ports, and a plan's diff names the
+member that changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.builders import make_group, make_node, make_state, make_status, make_task
+from theseus.model.registry import container_value
+from theseus.model.tasks import TaskState
+from theseus.reconciler.preview import spec_diff
+from theseus.server.views import group_info, node_info, task_info
+
+MEMBERS: list[dict[str, Any]] = [
+    {"name": "app", "image": "app:1", "cpus": 0.25, "mem": 64},
+    {"name": "sidecar", "image": "side:1", "cpus": 0.05, "mem": 32},
+]
+
+
+def pod_group(**overrides: Any) -> Any:
+    fields: dict[str, Any] = {"image": None, "cpus": None, "mem": None, "containers": MEMBERS}
+    fields.update(overrides)
+    return make_group("web", **fields)
+
+
+def test_a_pod_task_is_viewed_and_registered_with_the_groups_ports() -> None:
+    group = pod_group()
+    assert group.spec.image is None
+    assert (group.spec.cpus, group.spec.mem) == (0.3, 96)
+    task = make_task(group, host_ports={"api": 31555})
+    node = make_node()
+    state = make_state([group], [node], [task], [make_status(task, TaskState.RUNNING)])
+    state.index_task(None, task)
+    info = task_info(state, task)
+    assert info.ports["api"].host_port == 31555
+    assert info.ports["api"].container_port == 5000
+    assert container_value(task, node)["port_mapping"]["api"]["external"] == [
+        "127.0.0.2",
+        "31555/tcp",
+    ]
+    assert group_info(state, group.group_key.key, group).running == 1
+    used = node_info(state, "n1")
+    assert (used.used_cpus, used.used_mem) == (0.3, 96)
+
+
+def test_a_plan_diff_names_the_member_that_changed() -> None:
+    old = pod_group().spec
+    changed = [{**MEMBERS[0], "image": "app:2"}, MEMBERS[1]]
+    new = pod_group(containers=changed).spec
+    assert spec_diff(old, new) == [("containers.app.image", "app:1", "app:2")]
+    added = pod_group(containers=[*MEMBERS, {"name": "log", "image": "l"}]).spec
+    diff = dict((field, (a, b)) for field, a, b in spec_diff(old, added))
+    assert diff["containers.log"][0] is None
+    assert diff["containers.log"][1]["image"] == "l"
