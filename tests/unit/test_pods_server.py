@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from tests.builders import make_group, make_node, make_state, make_status, make_task
+from tests.unit.test_cli_output import NOW
+from tests.unit.test_cli_output import make_task as task_info_of
+from theseus.cli.output import format_state
 from theseus.model.registry import container_value
 from theseus.model.tasks import TaskState
 from theseus.reconciler.preview import spec_diff
@@ -53,3 +56,10 @@ def test_a_plan_diff_names_the_member_that_changed() -> None:
     diff = dict((field, (a, b)) for field, a, b in spec_diff(old, added))
     assert diff["containers.log"][0] is None
     assert diff["containers.log"][1]["image"] == "l"
+
+
+def test_ps_says_which_member_ended_a_pod() -> None:
+    message = "container 'sidecar' exited with code 1"
+    pod = task_info_of(state="exited", exit_code=1, message=message)
+    assert format_state(pod, NOW) == f"exited ({message})"
+    assert format_state(task_info_of(state="exited", exit_code=1), NOW) == "exited (code 1)"
