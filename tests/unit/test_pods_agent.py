@@ -24,6 +24,7 @@ from theseus.agent.drivers.docker_pods import (
     member_config,
     notice_of,
     pod_observed,
+    sortable_time,
 )
 from theseus.agent.drivers.process import ProcessDriver
 from theseus.agent.drivers.sim import SimDriver
@@ -170,6 +171,19 @@ def member(name: str, running: bool = True, **kw: Any) -> PodContainer:
     return PodContainer(f"{name}-id", labels, running, **kw)
 
 
+def test_engine_times_sort_as_times() -> None:
+    assert sortable_time("2026-01-01T00:00:05.1Z") < sortable_time("2026-01-01T00:00:05.12Z")
+    assert sortable_time("2026-01-01T00:00:05Z") < sortable_time("2026-01-01T00:00:05.000001Z")
+    assert sortable_time("") > sortable_time("2026-01-01T00:00:05Z")  # unknown: last
+
+
+def test_a_members_own_mount_replaces_the_discovery_bind() -> None:
+    containers = [{"name": "a", "image": "i", "volumes": ["/mine:/run/theseus/"]}]
+    launch = launch_of(pod_assignment(containers=containers, volumes=[]), OWNER)
+    config = member_config(launch, launch.members[0], "x", ["/state/d:/run/theseus:ro"])
+    assert config["HostConfig"]["Binds"] == ["/mine:/run/theseus/"]
+
+
 def test_a_pod_runs_while_every_container_runs() -> None:
     seen = pod_observed("t", [member("sidecar"), infra(), member("app")])
     assert (seen.task_id, seen.handle, seen.running) == ("t", "infra-id", True)
@@ -178,8 +192,8 @@ def test_a_pod_runs_while_every_container_runs() -> None:
 def test_the_first_member_to_exit_ends_the_pod_and_says_so() -> None:
     containers = [
         infra(),
-        member("app", False, exit_code=143, finished_at="2026-01-01T00:00:05Z"),
-        member("sidecar", False, exit_code=1, finished_at="2026-01-01T00:00:02Z"),
+        member("app", False, exit_code=143, finished_at="2026-01-01T00:00:02.1Z"),
+        member("sidecar", False, exit_code=1, finished_at="2026-01-01T00:00:02.09Z"),
     ]
     seen = pod_observed("t", containers)
     assert (seen.handle, seen.running, seen.exit_code) == ("infra-id", False, 1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,9 @@ def member_config(
     """The ``containers/create`` body of one member (pure): in the infrastructure container's
     network namespace, so it publishes nothing itself (the Engine refuses ports there).
     ``extra_binds``: the node's discovery directory (``docker.discovery_bind``)."""
+    # The member's own mount at a target (e.g. its own /run/theseus) wins over ours.
+    targets = {v.split(":")[1].rstrip("/") for v in member.volumes if ":" in v}
+    extra = [b for b in extra_binds if b.split(":")[1].rstrip("/") not in targets]
     config: dict[str, Any] = {
         "Image": member.image,
         "Env": [f"{key}={value}" for key, value in member.environment.items()],
@@ -95,7 +99,7 @@ def member_config(
             "NetworkMode": f"container:{infra_id}",
             "NanoCpus": int(member.cpus * 1e9),
             "Memory": int(member.mem * 1024 * 1024),
-            "Binds": [*member.volumes, *extra_binds],
+            "Binds": [*member.volumes, *extra],
         },
     }
     if member.command is not None:
@@ -129,6 +133,19 @@ class PodContainer:
         return self.id if self.member is None else self.labels.get(LABEL_POD_INFRA, "")
 
 
+_RFC3339 = re.compile(r"^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(.*)$")
+
+
+def sortable_time(stamp: str) -> str:
+    """An Engine time (RFC 3339, UTC, fractional digits trimmed: ``...:05.12Z``) as a string
+    that sorts as the time does (nine digits: ``...:05.120000000Z``); unknown sorts last."""
+    match = _RFC3339.match(stamp)
+    if match is None:
+        return "~"
+    whole, fraction, zone = match.groups()
+    return f"{whole}.{(fraction or '').ljust(9, '0')}{zone}"
+
+
 def exit_message(member: str | None, exit_code: int | None) -> str:
     who = "the pod's network container" if member is None else f"container '{member}'"
     if exit_code is None:
@@ -149,7 +166,7 @@ def pod_observed(task_id: str, containers: list[PodContainer]) -> Observed:
         if all(c.running for c in members.values()):
             return Observed(task_id, handle, True)
     stopped = [c for c in containers if not c.running]
-    stopped.sort(key=lambda c: (c.finished_at or "9", c.member is None))
+    stopped.sort(key=lambda c: (sortable_time(c.finished_at), c.member is None))
     if stopped:
         first = stopped[0]
         message = exit_message(first.member, first.exit_code)
@@ -357,7 +374,7 @@ async def pod_logs(
             for line in lines:
                 stamp, _, text = line.partition(" ")
                 stamped.append((stamp, name, text))
-        stamped.sort(key=lambda item: item[0])
+        stamped.sort(key=lambda item: sortable_time(item[0]))
         for _, name, text in stamped if tail is None else stamped[max(0, len(stamped) - tail) :]:
             yield f"{name} | {text}".encode()
         return
