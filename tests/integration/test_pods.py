@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,21 @@ def test_logs_interleave_members_or_show_one(
     lines = list(client.logs(task.id))
     assert "server | server ready" in lines
     assert "client | client fetched: hello from server" in lines
+    # Following: both members' streams, merged as lines arrive (read in a thread, so that a
+    # stream that never delivers fails the test instead of hanging it).
+    seen: set[str] = set()
+
+    def follow() -> None:
+        with pods.client() as reader:
+            for line in reader.logs(task.id, follow=True, tail=1):
+                seen.add(line.split(" | ", 1)[0])
+                if seen == {"server", "client"}:
+                    return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    reader.join(30)
+    assert seen == {"server", "client"}
     server_only = list(client.logs(task.id, container="server"))
     assert server_only == ["server ready"]
     with pytest.raises(ApiError, match="no container 'nope'"):
