@@ -4,6 +4,7 @@ member that changed."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tests.builders import make_group, make_node, make_state, make_status, make_task
@@ -11,6 +12,7 @@ from tests.unit.test_cli_output import NOW
 from tests.unit.test_cli_output import make_task as task_info_of
 from theseus.cli.output import format_state
 from theseus.model.registry import container_value
+from theseus.model.spec import parse_deploy_document, parse_document_text
 from theseus.model.tasks import TaskState
 from theseus.reconciler.preview import spec_diff
 from theseus.server.views import group_info, node_info, task_info
@@ -63,3 +65,10 @@ def test_ps_says_which_member_ended_a_pod() -> None:
     pod = task_info_of(state="exited", exit_code=1, message=message)
     assert format_state(pod, NOW) == f"exited ({message})"
     assert format_state(task_info_of(state="exited", exit_code=1), NOW) == "exited (code 1)"
+
+
+def test_the_example_pod_is_a_valid_deploy_document() -> None:
+    text = (Path(__file__).parents[2] / "examples" / "pod.yaml").read_text()
+    (spec,) = parse_deploy_document(parse_document_text(text)).deploy.values()
+    assert [c.name for c in spec.containers or []] == ["web", "front"]
+    assert (spec.cpus, spec.mem, spec.image) == (0.1, 64, None)
