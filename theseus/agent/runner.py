@@ -3,9 +3,11 @@
 Owned by the agent (``theseus.agent.agent``), which feeds it each new assignment list
 (``apply``), driver exit notices (``observe_exit``) and periodic resyncs (``resync``); the HTTP
 endpoint reads logs through it. Every decision comes from the pure ``decide.next_step``; this
-module only performs steps. Each task has at most one worker coroutine at a time, created when
-the task has something to do and gone when it has not, so operations on one task never
-interleave while many tasks start concurrently, and an idle node costs no coroutines.
+module only performs steps (and adds one of its own: ``END_POD``, which stops the other members
+of a pod once one member's exit has been reported). Each task has at most one worker coroutine
+at a time, created when the task has something to do and gone when it has not, so operations
+on one task never interleave while many tasks start concurrently, and an idle node costs no
+coroutines.
 """
 
 from __future__ import annotations
