@@ -15,6 +15,7 @@ from theseus.model.registry import container_value
 from theseus.model.spec import parse_deploy_document, parse_document_text
 from theseus.model.tasks import TaskState
 from theseus.reconciler.preview import spec_diff
+from theseus.scheduler.placement import Placement, Placer, Unplaceable
 from theseus.server.views import group_info, node_info, task_info
 
 MEMBERS: list[dict[str, Any]] = [
@@ -72,3 +73,20 @@ def test_the_example_pod_is_a_valid_deploy_document() -> None:
     (spec,) = parse_deploy_document(parse_document_text(text)).deploy.values()
     assert [c.name for c in spec.containers or []] == ["web", "front"]
     assert (spec.cpus, spec.mem, spec.image) == (0.1, 64, None)
+
+
+def test_pods_go_only_to_nodes_whose_driver_runs_pods() -> None:
+    nodes = [make_node("p1", driver="process"), make_node("d1"), make_node("s1", driver="sim")]
+    placer = Placer(nodes, [])
+    pod = pod_group().spec
+    placed = {
+        p.node
+        for p in (placer.place(f"t{i}", "g", pod) for i in range(4))
+        if isinstance(p, Placement)
+    }
+    assert placed == {"d1", "s1"}
+    only_process = Placer([make_node("p1", driver="process")], []).place("t", "g", pod)
+    assert isinstance(only_process, Unplaceable)
+    assert only_process.reason == "0/1 nodes can run it: 1 node: pods need the docker driver"
+    single = Placer([make_node("p1", driver="process")], []).place("t", "g", make_group().spec)
+    assert isinstance(single, Placement)
