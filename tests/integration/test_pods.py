@@ -22,6 +22,7 @@ from tests.integration.harness import Cluster, start_cluster, wait_until
 from tests.integration.test_core import deploy, running, wait_running
 from theseus.agent.drivers.base import DriverError, Owner
 from theseus.agent.drivers.docker import DockerDriver
+from theseus.agent.drivers.docker_images import remove_cluster_containers
 from theseus.api.client import ApiError, ServerClient
 from theseus.api.schemas import TaskInfo
 
@@ -281,3 +282,14 @@ async def test_exec_runs_in_the_named_member_or_the_first(
             await driver.exec(handle, "true", 5, "nope")
     finally:
         await driver.close()
+
+
+async def test_theseus_down_removes_every_container_of_a_pod(
+    client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    task = one_pod(client)
+    cluster_id = client.health().cluster_id
+    assert cluster_id
+    removed = await remove_cluster_containers(cluster_id)  # what `theseus down` calls
+    assert removed >= 3
+    assert not pod_containers(docker_client, task.id)
