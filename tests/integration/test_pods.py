@@ -6,11 +6,14 @@ included); an agent restart adopts the pod; logs per member."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ import pytest
 
 from tests.integration.harness import Cluster, start_cluster, wait_until
 from tests.integration.test_core import deploy, running, wait_running
-from theseus.agent.drivers.base import DriverError, Owner
+from theseus.agent.drivers.base import DriverError, Launch, MemberLaunch, Owner, PortBinding
 from theseus.agent.drivers.docker import DockerDriver
 from theseus.agent.drivers.docker_images import remove_cluster_containers
 from theseus.api.client import ApiError, ServerClient
@@ -293,3 +296,43 @@ async def test_theseus_down_removes_every_container_of_a_pod(
     removed = await remove_cluster_containers(cluster_id)  # what `theseus down` calls
     assert removed >= 3
     assert not pod_containers(docker_client, task.id)
+
+
+async def test_a_pod_that_cannot_start_leaves_nothing_behind(
+    docker_client: docker.DockerClient, busybox_image: str
+) -> None:
+    owner = Owner("pod-driver", NODES["pod-1"], f"pods-{uuid.uuid4().hex[:8]}")
+    members = [
+        MemberLaunch("a", busybox_image, {}, 0.05, 32, command="sleep 30"),
+        MemberLaunch("b", "theseus/no-such-image:1", {}, 0.05, 32),
+    ]
+    task_id = f"pod.{uuid.uuid4().hex[:12]}"
+    base = Launch(task_id, busybox_image, {}, labels_of(owner, task_id), [], 0.1, 64)
+    driver = DockerDriver()
+    await driver.open(owner, print)
+    taken = socket.socket()
+    try:
+        with pytest.raises(DriverError, match="container 'b': image 'theseus/no-such-image:1'"):
+            await driver.start(replace(base, members=members))
+        assert not await driver.list_tasks()
+        taken.bind((owner.address, 0))
+        taken.listen()
+        port = PortBinding("http", 8080, taken.getsockname()[1])
+        with pytest.raises(DriverError, match="could not start the pod's network container"):
+            await driver.start(replace(base, members=members[:1], ports=[port]))
+        assert not await driver.list_tasks()
+    finally:
+        taken.close()
+        await driver.close()
+        for container in docker_client.api.containers(
+            all=True, filters={"label": f"theseus.cluster={owner.cluster_id}"}
+        ):
+            docker_client.api.remove_container(container["Id"], force=True)
+
+
+def labels_of(owner: Owner, task_id: str) -> dict[str, str]:
+    return {
+        "theseus.task": task_id,
+        "theseus.node": owner.node,
+        "theseus.cluster": owner.cluster_id,
+    }

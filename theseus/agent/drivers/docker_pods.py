@@ -225,7 +225,11 @@ async def start_pod(
             ) from exc
         raise DriverError(f"could not create the pod's network container: {exc.message}") from exc
     try:
-        await infra.start()
+        try:
+            await infra.start()
+        except DockerError as exc:
+            message = f"could not start the pod's network container: {exc.message}"
+            raise DriverError(message) from exc
         members = [
             await _create_member(docker, launch, m, infra.id, name, node, extra_binds)
             for m in launch.members
