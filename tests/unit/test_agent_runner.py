@@ -66,8 +66,10 @@ class FakeDriver:
         self.calls.append(("remove", handle))
         self.containers.pop(handle, None)
 
-    async def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
-        yield f"log of {handle}\n".encode()
+    async def logs(
+        self, handle: str, follow: bool, tail: int | None, container: str | None = None
+    ) -> AsyncIterator[bytes]:
+        yield f"log of {handle}{'' if container is None else '/' + container}\n".encode()
 
     def die(self, task_id: str, code: int) -> ExitNotice:
         handle = f"c-{task_id}"

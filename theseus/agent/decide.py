@@ -46,6 +46,9 @@ class Step(StrEnum):
     REPORT = "report"  # tell the server the current phase
     DISCARD = "discard"  # not ours any more: stop if running, remove, forget; no report
     FORGET = "forget"  # not ours any more and nothing left locally
+    # Chosen by the runner, never by next_step: a pod whose member exited stops its other
+    # members (a pod ends whole), once the exit has been reported.
+    END_POD = "end-pod"
 
 
 # The report that describes each phase (NEW has none).

@@ -4,8 +4,9 @@ address and on the node's discovery socket (``<state dir>/discovery/agent.sock``
 Routes (the server proxies ``theseus logs`` to the second one):
 
 * ``GET /v1/health`` → ``{"status": "ok", "node": <name>}``
-* ``GET /v1/tasks/{task_id}/logs?follow=true|false&tail=N`` → the task's stdout and stderr as
-  ``text/plain``, streamed; ``404 {"message": ...}`` for a task without a container here.
+* ``GET /v1/tasks/{task_id}/logs?follow=true|false&tail=N&container=NAME`` → the task's stdout
+  and stderr as ``text/plain``, streamed (``container``: only that member of a pod);
+  ``404 {"message": ...}`` for a task without a container here, or without that member.
 * ``GET /v1/registry/{service}``, ``GET /v1/registry/watch?services=&index=&wait=``: the
   service registry, proxied to the server for the containers (``theseus.agent.discovery``).
 
@@ -28,7 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from theseus.agent.discovery import bind_unix_socket, registry_routes, remove_unix_socket
-from theseus.agent.runner import TaskRunner, UnknownTask
+from theseus.agent.runner import TaskRunner, UnknownContainer, UnknownTask
 from theseus.api.client import AsyncServerClient
 
 
@@ -52,11 +53,14 @@ def create_app(runner: TaskRunner, node: str, server: AsyncServerClient) -> Star
                 tail = max(0, int(tail_text))
             except ValueError:
                 return JSONResponse({"message": f"tail must be a number, not {tail_text!r}"}, 400)
+        container = request.query_params.get("container") or None
         try:
-            stream = runner.logs(task_id, follow, tail)
+            stream = runner.logs(task_id, follow, tail, container)
         except UnknownTask:
             message = f"task {task_id} has no container on node {node}"
             return JSONResponse({"message": message}, 404)
+        except UnknownContainer as exc:
+            return JSONResponse({"message": str(exc)}, 404)
         return StreamingResponse(_guarded(stream), media_type="text/plain; charset=utf-8")
 
     return Starlette(

@@ -3,9 +3,11 @@
 Owned by the agent (``theseus.agent.agent``), which feeds it each new assignment list
 (``apply``), driver exit notices (``observe_exit``) and periodic resyncs (``resync``); the HTTP
 endpoint reads logs through it. Every decision comes from the pure ``decide.next_step``; this
-module only performs steps. Each task has at most one worker coroutine at a time, created when
-the task has something to do and gone when it has not, so operations on one task never
-interleave while many tasks start concurrently, and an idle node costs no coroutines.
+module only performs steps (and adds one of its own: ``END_POD``, which stops the other members
+of a pod once one member's exit has been reported). Each task has at most one worker coroutine
+at a time, created when the task has something to do and gone when it has not, so operations
+on one task never interleave while many tasks start concurrently, and an idle node costs no
+coroutines.
 
 A running task whose spec has health checks also has a check loop (``theseus.agent.checking``)
 while it runs and is meant to run; the runner reports each change of its verdict, and when the
@@ -36,15 +38,17 @@ from theseus.agent.drivers.base import (
     DriverError,
     ExitNotice,
     Launch,
+    MemberLaunch,
     Owner,
     PortBinding,
     TaskDriver,
 )
-from theseus.agent.environment import task_environment
+from theseus.agent.environment import image_name_and_tag, task_environment
 from theseus.agent.health import Verdict
 from theseus.agent.probes import ProbeTarget
 from theseus.agent.reports import ReportQueue
 from theseus.api.schemas import Assignment, TaskReport
+from theseus.model.spec import GroupSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,16 @@ RETRY_MAX = 5.0
 
 class UnknownTask(KeyError):
     """No container of that task on this node (the logs endpoint answers 404)."""
+
+
+class UnknownContainer(LookupError):
+    """The task has no container of that name (the logs endpoint answers 404)."""
+
+
+def container_problem(task_id: str, container: str, names: list[str]) -> str:
+    if not names:
+        return f"task {task_id} is not a pod: it has no container {container!r}"
+    return f"task {task_id} has no container {container!r} (its containers: {', '.join(names)})"
 
 
 @dataclass
@@ -79,6 +93,7 @@ class Slot:
     health_message: str | None = None
     kill_reason: str | None = None  # set when the checks ask for a kill
     adopted_at: float | None = None  # wall-clock start of an adopted container, if known
+    end_pod: bool = False  # exited: if it is a pod, its other members still need stopping
 
     def local(self) -> Local:
         unhealthy = self.kill_reason is not None
@@ -89,8 +104,6 @@ def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None
     """The driver's view of an assignment (pure); ``discovery`` is the driver's address of
     the node's discovery endpoint (``TaskDriver.discovery``)."""
     spec = assignment.spec
-    if spec.image is None:
-        raise DriverError("pods are not supported by this agent yet")
     labels = {
         LABEL_TASK: assignment.task_id,
         LABEL_SERVICE: assignment.service,
@@ -104,10 +117,12 @@ def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None
         for name, container_port in spec.ports.items()
         if name in assignment.host_ports
     ]
+    environment = task_environment(assignment, owner.node, owner.address, discovery)
+    members = members_of(spec, environment)
     return Launch(
         task_id=assignment.task_id,
-        image=spec.image,
-        environment=task_environment(assignment, owner.node, owner.address, discovery),
+        image=spec.image if spec.image is not None else spec.images[0],
+        environment=environment,
         labels=labels,
         ports=ports,
         cpus=spec.cpus,
@@ -115,7 +130,34 @@ def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None
         volumes=list(spec.volumes),
         command=spec.command,
         args=list(spec.args) if spec.args is not None else None,
+        members=members,
     )
+
+
+def members_of(spec: GroupSpec, environment: dict[str, str]) -> list[MemberLaunch]:
+    """A pod's members (pure; none for a single container). Each member's environment is the
+    task's (which already holds the group's ``environment``), then its own image's
+    ``DOCKER_IMAGE``/``DOCKER_TAG`` and ``THESEUS_CONTAINER``, then its own ``environment``,
+    which wins over everything. The group's volumes come before the member's."""
+    members: list[MemberLaunch] = []
+    for container in spec.containers or []:
+        env = dict(environment)
+        env["DOCKER_IMAGE"], env["DOCKER_TAG"] = image_name_and_tag(container.image)
+        env["THESEUS_CONTAINER"] = container.name
+        env.update(container.environment)
+        members.append(
+            MemberLaunch(
+                name=container.name,
+                image=container.image,
+                environment=env,
+                cpus=container.cpus,
+                mem=container.mem,
+                volumes=[*spec.volumes, *container.volumes],
+                command=container.command,
+                args=list(container.args) if container.args is not None else None,
+            )
+        )
+    return members
 
 
 class TaskRunner:
@@ -155,7 +197,7 @@ class TaskRunner:
         if slot.busy is Step.START:
             slot.early_exit = notice
         elif slot.busy is None and slot.phase is Phase.RUNNING and slot.handle == notice.handle:
-            self._exited(slot, notice.exit_code)
+            self._exited(slot, notice.exit_code, notice.message)
             self.kick(slot.task_id)
 
     async def resync(self) -> None:
@@ -172,13 +214,15 @@ class TaskRunner:
                 slot.phase = Phase.RUNNING if seen.running else Phase.EXITED
                 slot.exit_code = seen.exit_code
                 slot.adopted_at = seen.started_at if seen.started_at is not None else time.time()
+                slot.message = None if seen.running else seen.message
+                slot.end_pod = not seen.running
                 log.info("adopted %s (%s)", task_id, slot.phase)
             elif slot.busy is not None or slot.changed > before:
                 continue  # changed while we listed: the listing may be stale for it
             elif slot.handle != seen.handle:
                 slot.handle = seen.handle  # e.g. a leftover of a failed start: remove it later
             elif slot.phase is Phase.RUNNING and not seen.running:
-                self._exited(slot, seen.exit_code)
+                self._exited(slot, seen.exit_code, seen.message)
         for slot in list(self.slots.values()):
             if slot.task_id in observed or slot.handle is None:
                 continue
@@ -211,8 +255,9 @@ class TaskRunner:
             self._sync_health(slot)
         if slot is not None and slot.worker is not None:
             return  # the running worker asks next_step again after its current step
-        local = slot.local() if slot is not None else Local(Phase.NEW)
-        if next_step(self.desired(task_id), local) is None:
+        if slot is None and next_step(self.desired(task_id), Local(Phase.NEW)) is None:
+            return
+        if slot is not None and self._step(slot) is None:
             return
         if slot is None:
             slot = self.slots[task_id] = Slot(task_id)
@@ -222,7 +267,7 @@ class TaskRunner:
         delay = RETRY_FIRST
         try:
             while self.slots.get(slot.task_id) is slot:
-                step = next_step(self.desired(slot.task_id), slot.local())
+                step = self._step(slot)
                 if step is None:
                     return
                 slot.busy = step
@@ -242,6 +287,14 @@ class TaskRunner:
                     self._sync_health(slot)  # e.g. checks begin once it runs
         finally:
             slot.worker = None
+
+    def _step(self, slot: Slot) -> Step | None:
+        step = next_step(self.desired(slot.task_id), slot.local())
+        if step is None and slot.end_pod:
+            if slot.phase is Phase.EXITED and slot.handle is not None and self._is_pod(slot):
+                return Step.END_POD
+            slot.end_pod = False  # not a pod, or nothing left to stop
+        return step
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -271,6 +324,16 @@ class TaskRunner:
             del self.slots[slot.task_id]
         elif step is Step.FORGET:
             del self.slots[slot.task_id]
+        elif step is Step.END_POD:
+            # A pod ends whole: one member's exit stops the others. The containers stay, for
+            # their logs, until the server asks for the task's removal.
+            assert slot.handle is not None
+            await self.driver.stop(slot.handle, slot.grace)
+            slot.end_pod = False
+
+    def _is_pod(self, slot: Slot) -> bool:
+        assignment = (self.assigned or {}).get(slot.task_id)
+        return assignment is not None and assignment.spec.containers is not None
 
     async def _start(self, slot: Slot) -> None:
         assert self.assigned is not None
@@ -294,7 +357,7 @@ class TaskRunner:
         self._report(slot)
         early, slot.early_exit = slot.early_exit, None
         if early is not None and early.handle == slot.handle:
-            self._exited(slot, early.exit_code)
+            self._exited(slot, early.exit_code, early.message)
 
     async def _remove(self, slot: Slot) -> None:
         if slot.handle is not None:
@@ -303,6 +366,7 @@ class TaskRunner:
 
     def _exited(self, slot: Slot, exit_code: int | None, message: str | None = None) -> None:
         slot.phase, slot.exit_code, slot.message = Phase.EXITED, exit_code, message
+        slot.end_pod = True
         slot.changed = self._last_epoch = next(self._epoch)
         self._sync_health(slot)
         self._report(slot)
@@ -388,11 +452,20 @@ class TaskRunner:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def logs(self, task_id: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
+    def logs(
+        self, task_id: str, follow: bool, tail: int | None, container: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """``container``: one member of a pod (``UnknownContainer`` if the task's spec has
+        no such member)."""
         slot = self.slots.get(task_id)
         if slot is None or slot.handle is None:
             raise UnknownTask(task_id)
-        return self.driver.logs(slot.handle, follow, tail)
+        assignment = (self.assigned or {}).get(task_id)
+        if container is not None and assignment is not None:
+            names = [c.name for c in assignment.spec.containers or []]
+            if container not in names:
+                raise UnknownContainer(container_problem(task_id, container, names))
+        return self.driver.logs(slot.handle, follow, tail, container)
 
     async def close(self) -> None:
         """Stop working (tasks keep running: a restarted agent adopts them)."""

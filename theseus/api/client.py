@@ -200,11 +200,20 @@ class ServerClient:
         response = self._request("GET", f"/v1/registry/{service}")
         return RegistryService.model_validate(response.json())
 
-    def logs(self, task_id: str, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        """Yield the task's log lines (stdout and stderr interleaved) as text."""
+    def logs(
+        self,
+        task_id: str,
+        follow: bool = False,
+        tail: int | None = None,
+        container: str | None = None,
+    ) -> Iterator[str]:
+        """Yield the task's log lines (stdout and stderr interleaved) as text; ``container``:
+        only that member of a pod."""
         params: dict[str, str] = {"follow": "true" if follow else "false"}
         if tail is not None:
             params["tail"] = str(tail)
+        if container is not None:
+            params["container"] = container
         attempts = self.servers.attempts()
         for n, address in enumerate(attempts, 1):
             started = False  # once lines were yielded, another server would repeat them

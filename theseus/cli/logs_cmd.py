@@ -54,12 +54,17 @@ Message = tuple[str, str | None, bool]
 
 
 def _reader(
-    state: CliState, task_id: str, follow: bool, tail: int | None, out: queue.Queue[Message]
+    state: CliState,
+    task_id: str,
+    follow: bool,
+    tail: int | None,
+    container: str | None,
+    out: queue.Queue[Message],
 ) -> None:
     try:
         # One client per thread: a streaming response holds its connection for its lifetime.
         with state.client() as client:
-            for line in client.logs(task_id, follow=follow, tail=tail):
+            for line in client.logs(task_id, follow=follow, tail=tail, container=container):
                 out.put((task_id, line, False))
     except ServerUnreachable as exc:
         out.put((task_id, f"cannot reach the Theseus server at {exc.address}", True))
@@ -78,6 +83,10 @@ def register(app: typer.Typer) -> None:
         tail: Annotated[
             int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines.")
         ] = None,
+        container: Annotated[
+            str | None,
+            typer.Option("--container", "-c", help="Only this container of a pod (docs/pods.md)."),
+        ] = None,
     ) -> None:
         """Show the output (stdout and stderr) of a task or of every task of a service."""
         state = state_of(ctx)
@@ -94,7 +103,7 @@ def register(app: typer.Typer) -> None:
         out: queue.Queue[Message] = queue.Queue()
         for task in placed:
             threading.Thread(
-                target=_reader, args=(state, task.id, follow, tail, out), daemon=True
+                target=_reader, args=(state, task.id, follow, tail, container, out), daemon=True
             ).start()
         remaining, failed = len(placed), False
         try:

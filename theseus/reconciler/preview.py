@@ -70,9 +70,19 @@ def spec_diff(old: GroupSpec, new: GroupSpec) -> list[tuple[str, Any, Any]]:
 
 
 def _diff(prefix: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    if _named(old) and _named(new):  # a pod's containers: by name (``containers.app.image``)
+        old, new = {c["name"]: c for c in old}, {c["name"]: c for c in new}
     if isinstance(old, dict) and isinstance(new, dict):
         changes: list[tuple[str, Any, Any]] = []
         for key in sorted(old.keys() | new.keys()):
             changes += _diff(f"{prefix}{key}.", old.get(key), new.get(key))
         return changes
     return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def _named(value: Any) -> bool:
+    """A list of mappings, each with a distinct ``name`` (a pod's members)."""
+    if not isinstance(value, list) or not value:
+        return False
+    names = [item.get("name") if isinstance(item, dict) else None for item in value]
+    return all(isinstance(name, str) for name in names) and len(set(names)) == len(names)

@@ -1,9 +1,9 @@
 """Filters: each says whether one node can take one task, and if not, why (pure).
 
 A filter is a callable ``(NodeBooks) -> reason | None``. ``filters_for`` builds the chain for
-one task in a fixed order (cpus, memory, host ports, then each constraint), and the placer
-keeps, per rejected node, the first reason, so that an unplaceable task can say how many
-nodes each reason ruled out (kube-scheduler's "0/5 nodes are available: ...").
+one task in a fixed order (cpus, memory, host ports, a pod's driver, then each constraint), and
+the placer keeps, per rejected node, the first reason, so that an unplaceable task can say how
+many nodes each reason ruled out (kube-scheduler's "0/5 nodes are available: ...").
 """
 
 from __future__ import annotations
@@ -48,6 +48,17 @@ def host_ports(count: int) -> Filter:
     return check
 
 
+# Drivers that run pods: docker, and sim (hollow nodes); a process cannot share a network
+# namespace with another (``theseus.agent.drivers.process`` refuses pods).
+POD_DRIVERS = ("docker", "sim")
+
+
+def pod_driver(books: NodeBooks) -> str | None:
+    if books.node.driver not in POD_DRIVERS:
+        return "pods need the docker driver"
+    return None
+
+
 def constraint(
     rule: Constraint, placed: Counter[str | None], instances: int, expected_groups: int
 ) -> Filter:
@@ -77,6 +88,8 @@ def filters_for(
     group: str, spec: GroupSpec, instances: int, context: ConstraintContext
 ) -> list[Filter]:
     chain = [cpus(spec.cpus), memory(spec.mem), host_ports(len(spec.ports))]
+    if spec.containers is not None:
+        chain.append(pod_driver)
     for rule in spec.constraints:
         placed = context.placed(group, rule.field)
         chain.append(constraint(rule, placed, instances, context.distinct_values(rule.field)))

@@ -20,6 +20,12 @@ LABEL_GROUP = "theseus.group"
 LABEL_NODE = "theseus.node"
 LABEL_CLUSTER = "theseus.cluster"
 LABEL_VERSION = "theseus.version"
+# A pod's containers (``theseus.agent.drivers.docker_pods``) also carry one of these: the
+# infrastructure container lists the members (comma-separated, in spec order), and each member
+# names itself and the infrastructure container whose network it joins.
+LABEL_POD_MEMBERS = "theseus.pod.members"
+LABEL_MEMBER = "theseus.pod.member"
+LABEL_POD_INFRA = "theseus.pod.infra"
 
 # The node's discovery endpoint (``theseus.agent.discovery``): a unix socket in the agent's state
 # directory. The docker driver bind-mounts that directory into every container at
@@ -56,8 +62,28 @@ class PortBinding:
 
 
 @dataclass(frozen=True)
+class MemberLaunch:
+    """One container of a pod, resolved: its environment already holds the task's variables,
+    the group's and its own (``THESEUS_CONTAINER`` names it); its volumes include the group's."""
+
+    name: str
+    image: str
+    environment: dict[str, str]
+    cpus: float
+    mem: float  # MiB
+    volumes: list[str] = field(default_factory=list)
+    command: str | None = None
+    args: list[str] | None = None
+
+
+@dataclass(frozen=True)
 class Launch:
-    """Everything a driver needs to start one task, already resolved by the runner."""
+    """Everything a driver needs to start one task, already resolved by the runner.
+
+    A pod has ``members`` (one per container, sharing one network namespace and the task's
+    ``ports``); its ``image``, ``environment``, ``cpus``, ``mem`` and ``volumes`` are then the
+    first member's image, the task-level variables and the pod's totals, for drivers that
+    only look (each member carries its own)."""
 
     task_id: str
     image: str
@@ -69,6 +95,11 @@ class Launch:
     volumes: list[str] = field(default_factory=list)
     command: str | None = None
     args: list[str] | None = None
+    members: list[MemberLaunch] = field(default_factory=list)
+
+    @property
+    def is_pod(self) -> bool:
+        return bool(self.members)
 
 
 @dataclass(frozen=True)
@@ -80,6 +111,7 @@ class Observed:
     running: bool
     exit_code: int | None = None
     started_at: float | None = None  # wall clock; where known (health checks' grace period)
+    message: str | None = None  # why it is not running, when the driver knows more than a code
 
 
 @dataclass(frozen=True)
@@ -93,6 +125,7 @@ class ExitNotice:
     handle: str
     exit_code: int | None
     started: bool = False
+    message: str | None = None  # e.g. which container of a pod exited
 
 
 ExitCallback = Callable[[ExitNotice], None]
@@ -139,8 +172,13 @@ class TaskDriver(Protocol):
         """Remove the (stopped) container and its logs; a missing one is not an error."""
         ...
 
-    def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
-        """The task's stdout and stderr, interleaved; ``follow`` keeps streaming."""
+    def logs(
+        self, handle: str, follow: bool, tail: int | None, container: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """The task's stdout and stderr, interleaved; ``follow`` keeps streaming. A pod's
+        logs interleave its members' lines (each prefixed with the member's name), unless
+        ``container`` names one member (an unknown name ends the stream with
+        ``DriverError``; the runner checks names against the spec first)."""
         ...
 
 

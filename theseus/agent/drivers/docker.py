@@ -1,13 +1,17 @@
 """The ``docker`` driver: tasks as Docker Engine containers, through aiodocker.
 
-Called by the task runner (``theseus.agent.runner``) through the ``TaskDriver`` protocol. This
-module and ``docker_images`` are the only ones that import aiodocker. Thin by design: it maps a
-``Launch`` onto the Engine API and reports what the Engine says; it never pulls an image (no
-registry is reachable, and a silent pull hides a missing build).
+Called by the task runner (``theseus.agent.runner``) through the ``TaskDriver`` protocol. With
+``docker_pods`` and ``docker_images``, the only module that imports aiodocker. Thin by design:
+it maps a ``Launch`` onto the Engine API and reports what the Engine says; it never pulls an
+image (no registry is reachable, and a silent pull hides a missing build).
 
 Every container gets the node's discovery directory bind-mounted read-only at
 ``/run/theseus`` (connecting to a unix socket needs no write access to the mount), so that
 ``THESEUS_DISCOVERY=unix:///run/theseus/agent.sock`` reaches this node's agent.
+
+A ``Launch`` with ``members`` is a pod: ``docker_pods`` owns how it is started, observed,
+stopped, removed and read; this module dispatches to it by handle (a pod's handle is its
+infrastructure container's id, which its members name in a label).
 
 Exits are noticed from the Engine's event stream (``die`` events of this node's containers),
 resubscribed with capped backoff when the stream breaks; the runner's periodic resync is the
@@ -28,11 +32,13 @@ import aiodocker
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
+from theseus.agent.drivers import docker_pods as pods
 from theseus.agent.drivers.base import (
     DISCOVERY_MOUNT,
     DISCOVERY_SOCKET,
     LABEL_CLUSTER,
     LABEL_NODE,
+    LABEL_POD_MEMBERS,
     LABEL_TASK,
     DriverError,
     ExitCallback,
@@ -196,36 +202,62 @@ class DockerDriver:
         handle = str(actor.get("ID") or event.get("id") or "")
         exit_code = int(code) if code is not None and code.lstrip("-").isdigit() else None
         started = (event.get("Action") or event.get("status")) == "start"
-        on_exit(ExitNotice(task_id, handle, None if started else exit_code, started))
+        message = None
+        if pods.is_pod_container(attributes):  # any container of a pod speaks for the task
+            handle, message = pods.notice_of(attributes, handle)
+        on_exit(
+            ExitNotice(
+                task_id,
+                handle,
+                None if started else exit_code,
+                started,
+                None if started else message,
+            )
+        )
 
     async def list_tasks(self) -> list[Observed]:
         containers = await self.docker.containers.list(all=True, filters=self._filters())
         observed: list[Observed] = []
+        in_pods: dict[str, list[pods.PodContainer]] = {}
         for container in containers:
-            task_id = (container["Labels"] or {}).get(LABEL_TASK)
+            labels: dict[str, str] = container["Labels"] or {}
+            task_id = labels.get(LABEL_TASK)
             if task_id is None:
                 continue
             running = container["State"] in ("running", "paused", "restarting")
-            code = None if running else await self._exit_code(container.id)
+            code, finished = (None, "") if running else await self._exit_state(container.id)
+            if pods.is_pod_container(labels):
+                pod = pods.PodContainer(container.id, labels, running, code, finished)
+                in_pods.setdefault(task_id, []).append(pod)
+                continue
             created = container["Created"]  # epoch seconds; started right after creation
             started_at = float(created) if isinstance(created, int | float) else None
             observed.append(Observed(task_id, container.id, running, code, started_at=started_at))
+        observed.extend(pods.pod_observed(t, members) for t, members in in_pods.items())
         return observed
 
     async def _exit_code(self, handle: str) -> int | None:
+        return (await self._exit_state(handle))[0]
+
+    async def _exit_state(self, handle: str) -> tuple[int | None, str]:
+        """The exit code and the time of the exit (RFC 3339, "" if unknown)."""
         try:
             info = await self.docker.containers.container(handle).show()
         except DockerError:
-            return None
+            return None, ""
         state = info.get("State") or {}
         # A container created but never started reports 0: that is not an exit code.
         if not state.get("StartedAt") or state["StartedAt"].startswith("0001-"):
-            return None
+            return None, ""
         code = state.get("ExitCode")
-        return int(code) if code is not None else None
+        return (int(code) if code is not None else None), str(state.get("FinishedAt") or "")
 
     async def start(self, launch: Launch) -> str:
         name = CONTAINER_PREFIX + launch.task_id
+        if launch.is_pod:
+            binds = discovery_bind(self._discovery_dir, [])
+            node = self._owner.node
+            return await pods.start_pod(self.docker, launch, name, self._owner.address, node, binds)
         config = container_config(launch, self._owner.address, self._discovery_dir)
         try:
             container = await self._create(config, name)
@@ -252,13 +284,78 @@ class DockerDriver:
         await self.remove(name)
         return await self.docker.containers.create(config, name=name)
 
+    async def stop(self, handle: str, grace: float) -> int | None:
+        members = await pods.members_of(self.docker, handle)
+        if members:
+            stopped = await pods.stop_pod(self.docker, handle, members, grace)
+            codes = [await self._exit_code(member) for member in stopped]
+            # The pod's code: the first member that failed, else 0 (None if none is known).
+            return next((c for c in codes if c), None if None in codes else 0)
+        container = self.docker.containers.container(handle)
+        try:
+            await container.stop(t=math.ceil(grace))
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
+            return None
+        return await self._exit_code(handle)
+
+    async def remove(self, handle: str) -> None:
+        if await pods.members_of(self.docker, handle):
+            await pods.remove_pod(self.docker, handle)
+            return
+        try:
+            await self.docker.containers.container(handle).delete(force=True, v=True)
+        except DockerError as exc:
+            if exc.status not in (404, 409):  # 409: removal already in progress
+                raise
+
+    async def logs(
+        self, handle: str, follow: bool, tail: int | None, container: str | None = None
+    ) -> AsyncIterator[bytes]:
+        members = await pods.members_of(self.docker, handle)
+        if members and container is None:
+            async for chunk in pods.pod_logs(members, follow, tail):
+                yield chunk
+            return
+        target = self.docker.containers.container(handle)
+        if container is not None:
+            target = await self._member(handle, members, container)
+        async for chunk in pods.container_logs(target, follow, tail):
+            yield chunk
+
+    async def _member(
+        self, handle: str, members: list[DockerContainer], name: str | None
+    ) -> DockerContainer:
+        """The member ``name`` of the pod ``handle`` (``None``: its first member)."""
+        if not members:
+            raise DriverError(f"container {handle[:12]} is not a pod: it has no container {name!r}")
+        infra = await self.docker.containers.container(handle).show()
+        order = (infra["Config"]["Labels"] or {}).get(LABEL_POD_MEMBERS, "").split(",")
+        by_name = {pods.member_name(m): m for m in members}
+        if name is None:
+            name = next((n for n in order if n in by_name), pods.member_name(members[0]))
+        if name not in by_name:
+            raise DriverError(
+                f"the pod has no container {name!r} (its containers: {', '.join(order)})"
+            )
+        return by_name[name]
+
     async def exec(
         self, handle: str, command: str, timeout: float, container: str | None = None
     ) -> tuple[int, str]:
-        if container is not None:
-            raise DriverError(f"pod member {container!r}: this driver does not run pods yet")
+        """Run ``command`` (``/bin/sh -c``) in the task's container (a pod's member
+        ``container``, by default its first): exit code and output. ``TimeoutError`` after
+        ``timeout`` seconds; ``DriverError`` for an unknown member."""
+        members = await pods.members_of(self.docker, handle)
+        target = handle
+        if members or container is not None:
+            target = (await self._member(handle, members, container)).id
+        return await self._exec_in(target, command, timeout)
+
+    async def _exec_in(self, target: str, command: str, timeout: float) -> tuple[int, str]:
         try:
-            execution = await self.docker.containers.container(handle).exec(
+            execution = await self.docker.containers.container(target).exec(
                 exec_argv(command, timeout), stdout=True, stderr=True
             )
             output = bytearray()
@@ -271,31 +368,3 @@ class DockerDriver:
             raise DriverError(f"docker exec: {exc.message}") from exc
         code = info.get("ExitCode")
         return (code if isinstance(code, int) else -1), output.decode(errors="replace")
-
-    async def stop(self, handle: str, grace: float) -> int | None:
-        container = self.docker.containers.container(handle)
-        try:
-            await container.stop(t=math.ceil(grace))
-        except DockerError as exc:
-            if exc.status != 404:
-                raise
-            return None
-        return await self._exit_code(handle)
-
-    async def remove(self, handle: str) -> None:
-        try:
-            await self.docker.containers.container(handle).delete(force=True, v=True)
-        except DockerError as exc:
-            if exc.status not in (404, 409):  # 409: removal already in progress
-                raise
-
-    async def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
-        container = self.docker.containers.container(handle)
-        params: dict[str, Any] = {"tail": "all" if tail is None else str(tail)}
-        if follow:
-            async for chunk in container.log(stdout=True, stderr=True, follow=True, **params):
-                yield chunk.encode()
-        else:
-            lines = await container.log(stdout=True, stderr=True, follow=False, **params)
-            for line in lines:
-                yield line.encode()

@@ -77,6 +77,9 @@ class ProcessDriver:
         ]
 
     async def start(self, launch: Launch) -> str:
+        if launch.is_pod:
+            # Members need one shared network namespace and their own images: containers.
+            raise DriverError("pods need the docker driver (this node runs the process driver)")
         if launch.command is not None:
             argv = ["/bin/sh", "-c", launch.command]
         elif launch.args:
@@ -171,10 +174,16 @@ class ProcessDriver:
             await child.process.wait()
         child.log_path.unlink(missing_ok=True)
 
-    async def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
+    async def logs(
+        self, handle: str, follow: bool, tail: int | None, container: str | None = None
+    ) -> AsyncIterator[bytes]:
         child = self._children.get(handle)
         if child is None:
             return
+        if container is not None:
+            raise DriverError(
+                f"task {child.task_id} is not a pod: it has no container {container!r}"
+            )
         with child.log_path.open("rb") as log_file:
             lines = log_file.readlines()
             for line in lines if tail is None else lines[-tail:] if tail > 0 else []:

@@ -3,7 +3,8 @@ thousands of hollow nodes (benchmarks, scheduler tests).
 
 Called by the task runner through the ``TaskDriver`` protocol. A start is "running" at once, a
 stop is "stopped" at once, and logs are one synthetic line. Cheap by construction: one dict
-entry per task, no threads, timers or tasks; simulated tasks never exit by themselves.
+entry per task, no threads, timers or tasks; simulated tasks never exit by themselves. A pod is
+one simulated task, like any other.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class SimDriver:
     async def remove(self, handle: str) -> None:
         self._tasks.pop(handle, None)
 
-    async def logs(self, handle: str, follow: bool, tail: int | None) -> AsyncIterator[bytes]:
+    async def logs(
+        self, handle: str, follow: bool, tail: int | None, container: str | None = None
+    ) -> AsyncIterator[bytes]:
         task_id = self._tasks.get(handle)
         if task_id is not None and tail != 0:
-            yield f"simulated task {task_id} on node {self._owner.node}\n".encode()
+            of = "" if container is None else f"container {container} of "
+            yield f"simulated {of}task {task_id} on node {self._owner.node}\n".encode()

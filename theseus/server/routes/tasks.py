@@ -52,9 +52,11 @@ async def task_logs(
     task_id: str,
     follow: bool = False,
     tail: int | None = None,
+    container: str | None = None,
     ctx: ServerContext = Depends(context),
 ) -> StreamingResponse:
-    """The task's stdout and stderr, streamed from the agent of its node."""
+    """The task's stdout and stderr, streamed from the agent of its node (``container``: only
+    that member of a pod)."""
     state = ctx.cache.state
     task = state.tasks.get(task_id)
     if task is None:
@@ -66,6 +68,8 @@ async def task_logs(
     params = {"follow": "true" if follow else "false"}
     if tail is not None:
         params["tail"] = str(tail)
+    if container is not None:
+        params["container"] = container
     client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
     try:
         request = client.build_request("GET", url, params=params)
