@@ -354,16 +354,19 @@ class DockerDriver:
         return await self._exec_in(target, command, timeout)
 
     async def _exec_in(self, target: str, command: str, timeout: float) -> tuple[int, str]:
+        output = bytearray()
         try:
-            execution = await self.docker.containers.container(target).exec(
-                exec_argv(command, timeout), stdout=True, stderr=True
-            )
-            output = bytearray()
-            async with execution.start(timeout=timeout, detach=False) as stream:
-                while (message := await stream.read_out()) is not None:
-                    output += message.data
-                    del output[:-EXEC_OUTPUT_KEPT]
-            info = await execution.inspect()
+            # The wrapper kills the command at its deadline where the image can; this bounds
+            # the wait where it cannot (the command then runs on, as Docker cannot kill it).
+            async with asyncio.timeout(timeout + 1):
+                execution = await self.docker.containers.container(target).exec(
+                    exec_argv(command, timeout), stdout=True, stderr=True
+                )
+                async with execution.start(detach=False) as stream:
+                    while (message := await stream.read_out()) is not None:
+                        output += message.data
+                        del output[:-EXEC_OUTPUT_KEPT]
+                info = await execution.inspect()
         except DockerError as exc:
             raise DriverError(f"docker exec: {exc.message}") from exc
         code = info.get("ExitCode")
