@@ -62,6 +62,9 @@ class GroupRecord(BaseModel):
     version: str
     created_at: float
     updated_at: float
+    # Its number in the group's spec history (``theseus.model.deployments``); 0: written
+    # before histories were kept.
+    version_number: int = 0
 
     @property
     def group_key(self) -> GroupKey:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from theseus.model.deployments import DeploymentRecord, SpecVersion
 from theseus.model.groups import GroupRecord
 from theseus.model.nodes import NodeControl, NodeRecord
 from theseus.model.tasks import TaskRecord, TaskState, TaskStatus
@@ -30,6 +31,11 @@ class ClusterState:
     tasks_by_node: dict[str, set[str]] = field(default_factory=dict)
     tasks_by_group: dict[str, set[str]] = field(default_factory=dict)
     controls: dict[str, NodeControl] = field(default_factory=dict)  # node -> operator's say
+    # Rollouts (``theseus.model.deployments``): a few kept spec versions per group, and the
+    # recent deployments with their mod revisions (writes to them are guarded).
+    versions: dict[str, dict[int, SpecVersion]] = field(default_factory=dict)
+    deployments: dict[str, DeploymentRecord] = field(default_factory=dict)
+    deployment_revisions: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> ClusterState:
         return ClusterState(
@@ -47,6 +53,9 @@ class ClusterState:
             {node: set(ids) for node, ids in self.tasks_by_node.items()},
             {group: set(ids) for group, ids in self.tasks_by_group.items()},
             dict(self.controls),
+            {group: dict(kept) for group, kept in self.versions.items()},
+            dict(self.deployments),
+            dict(self.deployment_revisions),
         )
 
     def index_task(self, old: TaskRecord | None, new: TaskRecord | None) -> None:

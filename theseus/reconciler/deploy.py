@@ -20,6 +20,8 @@ class GroupChangePlan:
     action: str  # created | scaled | updated | unchanged | removed | absent
     record: GroupRecord | None  # the record to write; None for removals and no-ops
     instances: int | None = None
+    kind: str | None = None  # the deployment's kind when not implied by action (rollback)
+    deployment: str | None = None  # set once written: the deployment it started
 
 
 def plan_document(

@@ -9,8 +9,9 @@ Vocabulary, in the order a pass applies it:
   one with more stops the surplus, least advanced and youngest first.
 * **roll**: a group with tasks of an older spec version, or on a draining node, replaces them
   with Marathon's arithmetic (``minimum_health_capacity``, ``maximum_over_capacity``): an old
-  task is stopped only while enough running tasks remain, and new ones start within the
-  capacity bound (so a drain starts each replacement before stopping what it replaces).
+  task is stopped only while enough *ready* tasks remain (``ClusterState.task_ready``: a new
+  task counts once running and healthy), and new ones start within the capacity bound (so a
+  drain starts each replacement before stopping what it replaces).
 * **orphan**: a task whose group was removed is stopped, once no running task needs its
   service any more (``theseus.reconciler.dependencies``: dependencies stop last).
 * **place**: tasks without a node are placed (``theseus.scheduler``) on schedulable nodes
@@ -212,15 +213,16 @@ class _Pass:
             max_capacity = (
                 min_healthy + 1
             )  # Marathon's rule: allow one extra so progress is possible
-        is_running = [self.state.task_state(t) is TaskState.RUNNING for t in old]
-        # Old tasks that are not running yet count for nothing: stop them now.
+        # A task counts only once ready (running and, with health checks, healthy): old
+        # tasks that are not count for nothing, stop them now; a new one that is not yet
+        # ready does not allow stopping an old one.
         remaining_old = []
-        for task, running in zip(old, is_running, strict=True):
-            if running:
+        for task in old:
+            if self.state.task_ready(task):
                 remaining_old.append(task)
             else:
                 self._stop(task, self._replaced_reason(group, task))
-        healthy = sum(self.state.task_state(t) is TaskState.RUNNING for t in current)
+        healthy = sum(self.state.task_ready(t) for t in current)
         healthy += len(remaining_old)
         can_stop = max(0, healthy - min_healthy)
         if len(current) > wanted:

@@ -39,8 +39,10 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from theseus.model.state import ClusterState
+from theseus.reconciler.deployments import Tracked, track
 from theseus.reconciler.reconcile import Plan, reconcile
 from theseus.reconciler.registry import EncodingMemo
+from theseus.server.rollouts import encode_writes
 from theseus.store import keys
 from theseus.store.cache import StateCache
 from theseus.store.etcd import (
@@ -56,6 +58,7 @@ from theseus.store.etcd import (
 log = logging.getLogger(__name__)
 
 TICK = 1.0
+TRACKED_PER_TXN = 100  # deployment writes per transaction (each one up to ~6 ops and guards)
 # Changes arriving within this window are reconciled in one pass (e.g. a burst of reports).
 COALESCE = 0.005
 PARALLEL_TXNS = 4  # a plan's transactions in flight at once
@@ -219,26 +222,54 @@ class Leader:
                 self._last_repair = now
             snapshot.registry = self._registry_view
             copied = time.monotonic()
-            plan, encoded = await asyncio.to_thread(self._pass, snapshot, now)
+            plan, encoded, tracked = await asyncio.to_thread(self._pass, snapshot, now)
             self.passes += 1
+            if not tracked.empty:
+                last_commit = max(last_commit, await self._commit_tracked(snapshot, tracked))
             if not plan.empty:
                 planned = time.monotonic()
                 committed = await self.commit(plan, encoded)
                 if committed is None:
                     log.warning("plan refused by the fence; stepping down")
                     return
-                last_commit = committed
+                last_commit = max(last_commit, committed)
                 _log_slow_pass(plan, started, copied, planned, len(snapshot.tasks))
                 continue
+            if tracked.wake_at is not None:
+                wake = plan.wake_at
+                plan.wake_at = tracked.wake_at if wake is None else min(wake, tracked.wake_at)
             await self._wait_for_work(snapshot, plan, now)
 
-    def _pass(self, snapshot: ClusterState, now: float) -> tuple[Plan, EncodedPlan]:
-        """One reconcile pass and its encoding, in a worker thread. ``snapshot`` is this
+    def _pass(self, snapshot: ClusterState, now: float) -> tuple[Plan, EncodedPlan, Tracked]:
+        """One reconcile pass and its encoding, and the step of the running deployments
+        (``theseus.reconciler.deployments``), in a worker thread. ``snapshot`` is this
         pass's own copy; the registry view is only changed by ``commit``, which waits for the
         pass."""
         with self._pass_lock:
+            tracked = track(snapshot, now)
             plan = reconcile(snapshot, now, memo=self._encodings)
-            return plan, encode_plan(plan)
+            return plan, encode_plan(plan), tracked
+
+    async def _commit_tracked(self, snapshot: ClusterState, tracked: Tracked) -> int:
+        """Write the deployments' progress, failures and reverts, fenced and guarded by what
+        ``snapshot`` saw (a refused write is decided again on the next pass); the last
+        revision written, or 0."""
+        assert self._fence is not None
+        fence = CreateRevisionIs(keys.LEADER, self._fence)
+        last = 0
+        batches = [
+            tracked.writes[i : i + TRACKED_PER_TXN]
+            for i in range(0, len(tracked.writes), TRACKED_PER_TXN)
+        ]
+        for batch in batches:
+            ops, guards = encode_writes(snapshot, batch)
+            last = await self._store.commit(ops, [fence, *guards]) or last
+        forget: list[Op] = [Delete(keys.deployment_key(d)) for d in tracked.forget]
+        for start in range(0, len(forget), MAX_TXN_OPS - 1):
+            last = (
+                await self._store.commit(forget[start : start + MAX_TXN_OPS - 1], [fence]) or last
+            )
+        return last
 
     async def _wait_for_work(self, snapshot: ClusterState, plan: Plan, now: float) -> None:
         timeout = TICK

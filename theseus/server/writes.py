@@ -1,7 +1,8 @@
 """Every etcd write the API makes on behalf of a request (the leader writes its own plans).
 
-* group changes from ``/deploy``, scale and remove: one transaction guarded by each group's
-  mod revision, so a document is applied atomically or not at all, retried on a race;
+* group changes from ``/deploy``, scale, remove, rollback and cancel: one transaction guarded
+  by each group's mod revision, so a document is applied atomically or not at all, retried
+  on a race; with each group's spec version and deployment (``theseus.server.rollouts``);
 * node registration and heartbeats: a node record plus a leased ``alive`` key, whose lease
   is replaced when the cluster's heartbeat timing changes (``theseus.server.heartbeats``);
 * task reports from agents: observed status, batched into as few transactions as possible;
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 from theseus.api.schemas import NodeRegistration, TaskReport
 from theseus.model.nodes import NodeControl, NodeRecord
@@ -25,6 +27,7 @@ from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskState, TaskStatus
 from theseus.reconciler.dependencies import dependency_errors
 from theseus.reconciler.deploy import GroupChangePlan
+from theseus.reconciler.deployments import GroupWrite, group_writes
 from theseus.reconciler.registry import RegistryDiff, registry_diff
 from theseus.server.heartbeats import (
     HeartbeatTiming,
@@ -32,6 +35,7 @@ from theseus.server.heartbeats import (
     heartbeat_timing,
     lease_change,
 )
+from theseus.server.rollouts import encode_writes, too_large
 from theseus.store import keys
 from theseus.store.cache import StateCache, alive_value
 from theseus.store.etcd import (
@@ -46,6 +50,11 @@ from theseus.store.etcd import (
 )
 
 ATTEMPTS = 5
+# The groups one document may change: each is one guarded write (plus its history and its
+# deployment: ``theseus.server.rollouts``).
+MAX_GROUP_CHANGES = MAX_TXN_OPS // 2
+_WRITING = ("created", "scaled", "updated", "removed")
+T = TypeVar("T")
 
 
 class ConflictError(RuntimeError):
@@ -103,32 +112,38 @@ class Writer:
     async def apply_group_changes(
         self, planner: Callable[[ClusterState], list[GroupChangePlan]]
     ) -> list[GroupChangePlan]:
-        """Plan against the cache and commit, guarded; re-plan after a concurrent change."""
-        for _ in range(ATTEMPTS):
-            state = self._cache.snapshot()
+        """Plan against the cache and commit, guarded; re-plan after a concurrent change.
+        Each change that writes a group also records its spec version and starts its
+        deployment, in the same transaction; the changes come back with their deployment."""
+
+        def writes_of(state: ClusterState) -> tuple[list[GroupChangePlan], list[GroupWrite]]:
             changes = planner(state)
             errors = dependency_errors(state.groups, changes)
             if errors:
                 raise SpecError(errors)  # nothing is written: the route answers 422
-            ops: list[Op] = []
-            guards: list[Guard] = []
-            for change in changes:
-                key = keys.group_key(change.key.key)
-                if change.action in ("created", "scaled", "updated") and change.record:
-                    ops.append(Put(key, change.record.model_dump_json().encode()))
-                elif change.action == "removed":
-                    ops.append(Delete(key))
-                else:
-                    continue
-                guards.append(ModRevisionIs(key, state.group_revisions.get(change.key.key, 0)))
+            if sum(c.action in _WRITING for c in changes) > MAX_GROUP_CHANGES:
+                raise TooLargeError(f"a document may change at most {MAX_GROUP_CHANGES} groups")
+            return group_writes(state, changes, time.time())
+
+        return await self.apply_writes(writes_of)
+
+    async def apply_writes(
+        self, planner: Callable[[ClusterState], tuple[T, list[GroupWrite]]]
+    ) -> T:
+        """Commit what ``planner`` decides from the cache in one guarded transaction;
+        decide again after a concurrent change. Returns the planner's answer."""
+        for _ in range(ATTEMPTS):
+            state = self._cache.snapshot()
+            answer, writes = planner(state)
+            ops, guards = encode_writes(state, writes)
             if not ops:
-                return changes
-            if len(ops) + len(guards) > MAX_TXN_OPS:
-                raise TooLargeError(f"a document may change at most {MAX_TXN_OPS // 2} groups")
+                return answer
+            if too_large(ops, guards):
+                raise TooLargeError("this change needs too many etcd operations; split it")
             revision = await self._store.commit(ops, guards)
             if revision is not None:
                 await self._cache.wait_for_revision(revision)
-                return changes
+                return answer
             # Someone changed one of these groups since our snapshot: catch up and re-plan.
             await self._cache.wait_for_revision(state.revision + 1, timeout=1.0)
         raise ConflictError("the groups kept changing concurrently; try again")

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from theseus.model.deployments import DeploymentRecord, SpecVersion
 from theseus.model.groups import GroupRecord
 from theseus.model.nodes import NodeControl, NodeRecord
 from theseus.model.registry import service_of as registry_service_of
@@ -306,6 +307,15 @@ class StateCache:
                 state.controls[key.removeprefix(keys.CONTROL)] = NodeControl.model_validate_json(
                     value
                 )
+            elif key.startswith(keys.VERSIONS):
+                parsed = keys.parse_version_key(key)
+                if parsed is not None:
+                    version = SpecVersion.model_validate_json(value)
+                    state.versions.setdefault(parsed[0], {})[parsed[1]] = version
+            elif key.startswith(keys.DEPLOYMENTS):
+                deployment = self._decode(key, value, DeploymentRecord)
+                state.deployments[deployment.id] = deployment
+                state.deployment_revisions[deployment.id] = revision
             elif key == keys.CLUSTER_ID:
                 state.cluster_id = value.decode()
             elif key == keys.LEADER:
@@ -340,6 +350,15 @@ class StateCache:
             self.lease_ttls.pop(key.removeprefix(keys.ALIVE), None)
         elif key.startswith(keys.CONTROL):
             state.controls.pop(key.removeprefix(keys.CONTROL), None)
+        elif key.startswith(keys.VERSIONS):
+            parsed = keys.parse_version_key(key)
+            kept = state.versions.get(parsed[0], {}) if parsed else {}
+            if parsed is not None and kept.pop(parsed[1], None) is not None and not kept:
+                del state.versions[parsed[0]]
+        elif key.startswith(keys.DEPLOYMENTS):
+            deployment_id = key.removeprefix(keys.DEPLOYMENTS)
+            state.deployments.pop(deployment_id, None)
+            state.deployment_revisions.pop(deployment_id, None)
         elif key == keys.LEADER:
             state.leader = None
 

@@ -10,6 +10,8 @@
     /theseus/nodes/<node>          NodeRecord   (what the agent declared)
     /theseus/alive/<node>          liveness, attached to the node's lease
     /theseus/control/<node>        NodeControl  (the operator's drain / eligibility)
+    /theseus/versions/<service>/<labels JSON>/<n>   SpecVersion (a group's spec history)
+    /theseus/deployments/<id>      DeploymentRecord (one change of a group, followed)
 
 The service registry lives beside it, under ``/services/`` (``theseus.model.registry``).
 All values are JSON. The cache follows both with one watch over the key range
@@ -32,6 +34,8 @@ STATUS = PREFIX + "status/"
 NODES = PREFIX + "nodes/"
 ALIVE = PREFIX + "alive/"
 CONTROL = PREFIX + "control/"
+VERSIONS = PREFIX + "versions/"
+DEPLOYMENTS = PREFIX + "deployments/"
 
 MIRROR_START = REGISTRY
 MIRROR_END = PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1)  # "/theseus0": just past "/theseus/..."
@@ -59,3 +63,17 @@ def alive_key(name: str) -> str:
 
 def control_key(name: str) -> str:
     return CONTROL + name
+
+
+def version_key(group: str, number: int) -> str:
+    return f"{VERSIONS}{group}/{number}"
+
+
+def parse_version_key(key: str) -> tuple[str, int] | None:
+    """(group key, version number) of a key under ``VERSIONS``; None if it is not one."""
+    group, _, number = key.removeprefix(VERSIONS).rpartition("/")
+    return (group, int(number)) if group and number.isdigit() else None
+
+
+def deployment_key(deployment_id: str) -> str:
+    return DEPLOYMENTS + deployment_id
