@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from theseus.api.failover import ServerList
+from theseus.api.rollouts import DeploymentList, VersionList
 from theseus.api.schemas import (
     AssignmentList,
     CleanupResult,
@@ -36,6 +37,7 @@ from theseus.api.schemas import (
     TaskInfo,
     TaskList,
 )
+from theseus.model.deployments import DeploymentRecord
 
 DEFAULT_SERVER = "http://127.0.0.1:5000"
 # With several servers, a heartbeat held by a hung server must give up soon enough to reach
@@ -193,6 +195,32 @@ class ServerClient:
         response = self._request("POST", f"/v1/nodes/{name}/eligibility", json=body)
         return NodeInfo.model_validate(response.json())
 
+    def deployments(self, include_finished: bool = False) -> DeploymentList:
+        params = {"all": "true"} if include_finished else {}
+        response = self._request("GET", "/v1/deployments", params=params)
+        return DeploymentList.model_validate(response.json())
+
+    def deployment(self, deployment_id: str) -> DeploymentRecord:
+        response = self._request("GET", f"/v1/deployments/{deployment_id}")
+        return DeploymentRecord.model_validate(response.json())
+
+    def cancel_deployment(self, deployment_id: str, force: bool = False) -> DeploymentRecord:
+        params = {"force": "true"} if force else {}
+        response = self._request("DELETE", f"/v1/deployments/{deployment_id}", params=params)
+        return DeploymentRecord.model_validate(response.json())
+
+    def versions(self, service: str, labels: list[str] | None = None) -> VersionList:
+        path = f"/v1/groups/{service}/versions"
+        response = self._request("GET", path, params=_labels_param(labels))
+        return VersionList.model_validate(response.json())
+
+    def rollback(
+        self, service: str, version: int | None = None, labels: list[str] | None = None
+    ) -> DeployResult:
+        body = {"version": version, "labels": labels}
+        response = self._request("POST", f"/v1/groups/{service}/rollback", json=body)
+        return DeployResult.model_validate(response.json())
+
     def cleanup(self) -> CleanupResult:
         return CleanupResult.model_validate(self._request("GET", "/cleanup").json())
 
@@ -303,6 +331,32 @@ class AsyncServerClient:
 
     async def report(self, node: str, batch: ReportBatch) -> None:
         await self._request("POST", f"/v1/agent/{node}/reports", json=batch.model_dump(mode="json"))
+
+    async def deployments(self, include_finished: bool = False) -> DeploymentList:
+        params = {"all": "true"} if include_finished else {}
+        response = await self._request("GET", "/v1/deployments", params=params)
+        return DeploymentList.model_validate(response.json())
+
+    async def deployment(self, deployment_id: str) -> DeploymentRecord:
+        response = await self._request("GET", f"/v1/deployments/{deployment_id}")
+        return DeploymentRecord.model_validate(response.json())
+
+    async def cancel_deployment(self, deployment_id: str, force: bool = False) -> DeploymentRecord:
+        params = {"force": "true"} if force else {}
+        response = await self._request("DELETE", f"/v1/deployments/{deployment_id}", params=params)
+        return DeploymentRecord.model_validate(response.json())
+
+    async def versions(self, service: str, labels: list[str] | None = None) -> VersionList:
+        path = f"/v1/groups/{service}/versions"
+        response = await self._request("GET", path, params=_labels_param(labels))
+        return VersionList.model_validate(response.json())
+
+    async def rollback(
+        self, service: str, version: int | None = None, labels: list[str] | None = None
+    ) -> DeployResult:
+        body = {"version": version, "labels": labels}
+        response = await self._request("POST", f"/v1/groups/{service}/rollback", json=body)
+        return DeployResult.model_validate(response.json())
 
     async def registry(self, service: str) -> RegistryService:
         response = await self._request("GET", f"/v1/registry/{service}")

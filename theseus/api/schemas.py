@@ -40,6 +40,7 @@ class GroupChange(BaseModel):
     action: ChangeAction
     instances: int | None = None
     plan: GroupPlan | None = None
+    deployment: str | None = None  # the deployment this change started (``/v1/deployments``)
 
 
 class DeployResult(BaseModel):

@@ -15,6 +15,7 @@ from theseus.api.client import DEFAULT_SERVER
 from theseus.cli import (
     agent_cmd,
     cluster_cmds,
+    deployments_cmd,
     images_cmd,
     logs_cmd,
     nodes_cmd,
@@ -53,6 +54,7 @@ def _global_options(
 
 
 workloads.register(app)
+deployments_cmd.register(app)
 logs_cmd.register(app)
 registry_cmd.register(app)
 nodes_cmd.register(app)

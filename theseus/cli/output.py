@@ -219,6 +219,8 @@ def change_line(change: GroupChange) -> str:
     line += escape(format_group(change.service, change.labels))
     if change.instances is not None and change.action not in ("removed", "absent"):
         line += f" ({change.instances} instance{'s' if change.instances != 1 else ''})"
+    if change.deployment:
+        line += f"  deployment {change.deployment}"
     return line
 
 

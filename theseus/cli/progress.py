@@ -15,9 +15,10 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from theseus.api.client import ServerClient
+from theseus.api.client import ApiError, ServerClient
 from theseus.api.schemas import DeployResult, GroupInfo
 from theseus.cli.output import console, err_console, format_group, table
+from theseus.model.deployments import DeploymentRecord
 from theseus.model.spec import DeployDocument
 
 POLL_INTERVAL = 0.3
@@ -34,6 +35,7 @@ class Target:
     removed: bool = False
     version: str | None = None
     instances: int | None = None
+    deployment: str | None = None  # followed too: its failure (and revert) ends the wait
 
     @property
     def name(self) -> str:
@@ -51,7 +53,9 @@ def watch_targets(result: DeployResult, document: DeployDocument) -> list[Target
             spec = specs.get(key)
             version = spec.version() if spec is not None else None
             instances = change.instances if change.instances is not None else None
-            targets.append(Target(*key, version=version, instances=instances))
+            target = Target(*key, version=version, instances=instances)
+            target.deployment = change.deployment
+            targets.append(target)
     return targets
 
 
@@ -82,11 +86,19 @@ class Row:
     failure: str | None
 
 
-def progress_rows(targets: list[Target], groups: GroupsByKey) -> list[Row]:
+def progress_rows(
+    targets: list[Target],
+    groups: GroupsByKey,
+    deployments: dict[str, DeploymentRecord] | None = None,
+) -> list[Row]:
     rows = []
     for target in targets:
         info = groups.get((target.service, target.labels))
         status, done, failure = target_status(target, info)
+        found = (deployments or {}).get(target.deployment or "")
+        if found is not None and found.status not in ("running", "successful"):
+            status, done = found.status, False
+            failure = f"deployment {found.id}: {found.message}"
         if target.removed:
             running = f"{info.running if info else 0}/0"
         else:
@@ -126,7 +138,7 @@ def follow_deployment(client: ServerClient, targets: list[Target], timeout: floa
         while True:
             groups = {(g.service, tuple(g.labels)): g for g in client.groups().groups}
             elapsed = time.monotonic() - started
-            rows = progress_rows(targets, groups)
+            rows = progress_rows(targets, groups, _deployments(client, targets))
             if live is not None:
                 live.update(progress_table(rows, elapsed), refresh=True)
             else:
@@ -146,7 +158,7 @@ def follow_deployment(client: ServerClient, targets: list[Target], timeout: floa
     for row in rows:
         if row.failure is not None:
             err_console.print(
-                f"[bold red]error:[/] {escape(row.name)} is failing: {escape(row.failure)}"
+                f"[bold red]error:[/] {escape(row.name)} is {row.status}: {escape(row.failure)}"
             )
             return 1
     if all(row.done for row in rows):
@@ -157,3 +169,14 @@ def follow_deployment(client: ServerClient, targets: list[Target], timeout: floa
         "(the deployment continues; watch it with `theseus ps`)"
     )
     return 1
+
+
+def _deployments(client: ServerClient, targets: list[Target]) -> dict[str, DeploymentRecord]:
+    """The targets' deployments (an older server has none)."""
+    if not any(t.deployment for t in targets):
+        return {}
+    try:
+        found = client.deployments(include_finished=True).deployments
+    except ApiError:
+        return {}
+    return {d.id: d for d in found}

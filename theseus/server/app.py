@@ -24,7 +24,15 @@ from theseus.api.schemas import Health
 from theseus.model.spec import SpecError
 from theseus.server.context import ServerConfig, ServerContext
 from theseus.server.leader import Leader
-from theseus.server.routes import agent, deploy, groups, node_control, registry, tasks
+from theseus.server.routes import (
+    agent,
+    deploy,
+    deployments,
+    groups,
+    node_control,
+    registry,
+    tasks,
+)
 from theseus.server.writes import ConflictError, TooLargeError, Writer
 from theseus.store.cache import StateCache
 from theseus.store.etcd import EtcdStore, StoreUnavailable
@@ -83,6 +91,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.include_router(deploy.router)
     app.include_router(groups.router)
+    app.include_router(deployments.router)
     app.include_router(tasks.router)
     app.include_router(node_control.router)
     app.include_router(agent.router)

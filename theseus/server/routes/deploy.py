@@ -41,6 +41,7 @@ def changes_result(changes: list[GroupChangePlan]) -> DeployResult:
                 labels=list(c.key.labels),
                 action=c.action,
                 instances=c.instances,
+                deployment=c.deployment,
             )
             for c in changes
         ]

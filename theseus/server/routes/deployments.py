@@ -1,0 +1,139 @@
+"""Controlled rollouts: ``/v1/deployments`` (list, show, cancel) and a group's spec history
+(``/v1/groups/{service}/versions``) and rollback (``/v1/groups/{service}/rollback``).
+
+Thin: the decisions are ``theseus.reconciler.deployments``'s; the writer commits them.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from theseus.api.rollouts import DeploymentList, RollbackRequest, VersionInfo, VersionList
+from theseus.api.schemas import DeployResult
+from theseus.model.deployments import DeploymentRecord, new_deployment_id
+from theseus.model.groups import GroupKey, GroupRecord
+from theseus.model.state import ClusterState
+from theseus.reconciler.deploy import GroupChangePlan
+from theseus.reconciler.deployments import (
+    DeploymentError,
+    GroupWrite,
+    cancel_writes,
+    group_writes,
+    previous_version,
+    rollback_change,
+)
+from theseus.server.context import ServerContext, context
+from theseus.server.routes.deploy import changes_result
+from theseus.server.routes.groups import _parse_labels
+
+router = APIRouter(tags=["deployments"])
+
+
+@router.get("/v1/deployments", response_model=DeploymentList)
+async def list_deployments(
+    all: bool = False, service: str | None = None, ctx: ServerContext = Depends(context)
+) -> DeploymentList:
+    """Running deployments; ``all=true`` adds the finished ones kept (newest first)."""
+    found = [
+        d
+        for d in ctx.cache.state.deployments.values()
+        if (all or d.running) and (service is None or d.service == service)
+    ]
+    found.sort(key=lambda d: (d.started_at, d.id), reverse=True)
+    return DeploymentList(deployments=found)
+
+
+@router.get("/v1/deployments/{deployment_id}", response_model=DeploymentRecord)
+async def get_deployment(
+    deployment_id: str, ctx: ServerContext = Depends(context)
+) -> DeploymentRecord:
+    found = ctx.cache.state.deployments.get(deployment_id)
+    if found is None:
+        raise HTTPException(404, f"no deployment {deployment_id!r}")
+    return found
+
+
+@router.delete("/v1/deployments/{deployment_id}", response_model=DeploymentRecord)
+async def cancel_deployment(
+    deployment_id: str,
+    force: bool = Query(False, description="Only mark it cancelled: no rollback"),
+    ctx: ServerContext = Depends(context),
+) -> DeploymentRecord:
+    """Cancel a running deployment: its group goes back to the version before it (a new
+    deployment of kind ``rollback``), or with ``force`` stays where it is."""
+
+    def planner(state: ClusterState) -> tuple[str, list[GroupWrite]]:
+        try:
+            write = cancel_writes(state, deployment_id, force, time.time(), new_deployment_id)
+        except DeploymentError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return deployment_id, [write]
+
+    await ctx.writer.apply_writes(planner)
+    return ctx.cache.state.deployments[deployment_id]
+
+
+def _one_group(state: ClusterState, service: str, labels: list[str] | None) -> GroupRecord:
+    groups = [g for g in state.groups.values() if g.service == service]
+    if labels is not None:
+        key = GroupKey.of(service, labels)
+        groups = [g for g in groups if g.group_key == key]
+    if not groups:
+        raise HTTPException(404, f"no group {service!r} with those labels")
+    if len(groups) > 1:
+        raise HTTPException(
+            409, f"service {service!r} has {len(groups)} groups; say which with labels"
+        )
+    return groups[0]
+
+
+@router.get("/v1/groups/{service}/versions", response_model=VersionList)
+async def versions(
+    service: str,
+    labels: str | None = Query(None, description='JSON list, e.g. ["dev"]'),
+    ctx: ServerContext = Depends(context),
+) -> VersionList:
+    """The group's kept spec versions, newest first."""
+    state = ctx.cache.state
+    group = _one_group(state, service, _parse_labels(labels))
+    kept = state.versions.get(group.group_key.key, {})
+    return VersionList(
+        service=service,
+        labels=list(group.labels),
+        current=group.version_number,
+        versions=[
+            VersionInfo(
+                number=v.number,
+                digest=v.digest,
+                created_at=v.created_at,
+                deployment=v.deployment,
+                current=v.number == group.version_number,
+                images=v.spec.images,
+                instances=v.spec.instances,
+                spec=v.spec,
+            )
+            for _, v in sorted(kept.items(), reverse=True)
+        ],
+    )
+
+
+@router.post("/v1/groups/{service}/rollback", response_model=DeployResult)
+async def rollback(
+    service: str, body: RollbackRequest, ctx: ServerContext = Depends(context)
+) -> DeployResult:
+    """Give the group the spec of an earlier version again (recorded as a new version, by a
+    deployment of kind ``rollback``); by default the newest one with another spec."""
+
+    def planner(state: ClusterState) -> tuple[list[GroupChangePlan], list[GroupWrite]]:
+        group = _one_group(state, service, body.labels)
+        now = time.time()
+        try:
+            number = body.version or previous_version(state, group)
+            change = rollback_change(state, group, number, now, "rollback")
+        except DeploymentError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return group_writes(state, [change], now)
+
+    return changes_result(await ctx.writer.apply_writes(planner))
