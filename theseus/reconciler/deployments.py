@@ -7,11 +7,12 @@ the leader follows running deployments.
   group is marked ``superseded``. A removal cancels the running deployment and drops the
   history. Called by ``theseus.server.writes`` (the API) and by ``track`` (reverts).
 * ``track``: the leader's step over running deployments. One is ``successful`` once the
-  group has exactly ``instances`` tasks of the new version, all ready, and no old task left;
-  it ``failed`` when ``progress_deadline_seconds`` pass without one more new task becoming
-  ready (Nomad's ``progress_deadline``); then, with ``auto_revert``, the group goes back to
-  the previous version's spec as a new deployment of kind ``revert``. Reverts and rollbacks
-  never revert themselves (there would be nothing better to go back to).
+  group has exactly ``instances`` tasks of the new version, all ready, and no other task left
+  (old ones, and surplus ones being stopped); it ``failed`` when ``progress_deadline_seconds``
+  pass without one more new task becoming ready (Nomad's ``progress_deadline``); then, with
+  ``auto_revert``, the group goes back to the previous version's spec as a new deployment of
+  kind ``revert``. Reverts and rollbacks never revert themselves (there would be nothing
+  better to go back to).
 * ``cancel_writes``: Marathon's cancel: roll the group back to the version before the
   deployment, or with ``force`` only mark the deployment cancelled.
 
@@ -285,12 +286,12 @@ def _follow(
     tasks = state.tasks_of(deployment.group)
     new = [t for t in tasks if t.desired is Desired.RUN and t.version == deployment.digest]
     ready = sum(1 for t in new if state.task_ready(t))
-    old_left = any(
-        t.version != deployment.digest and not state.task_state(t).terminal for t in tasks
-    )
+    # Old tasks, and surplus ones being stopped, must be gone (not merely asked to stop).
+    new_ids = {t.id for t in new}
+    others_left = any(t.id not in new_ids and not state.task_state(t).terminal for t in tasks)
     wanted = deployment.instances
     progress = f"{ready} of {wanted} new tasks ready"
-    if len(new) == wanted and ready == wanted and not old_left:
+    if len(new) == wanted and ready == wanted and not others_left:
         return ended("successful", progress, ready=ready, best=max(ready, deployment.best))
     if ready > deployment.best:
         deadline = now + deployment.progress_deadline_seconds
