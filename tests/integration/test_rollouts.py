@@ -1,0 +1,198 @@
+"""Controlled rollouts on a real 3-node cluster (``docs/deployments.md``): a broken version
+fails at its progress deadline and is reverted while the ready capacity never drops below
+``minimum_health_capacity``; a good one succeeds; rollback and cancel restore a version."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Cluster, start_cluster, wait_until
+from theseus.api.client import ServerClient
+from theseus.model.deployments import DeploymentRecord
+
+pytestmark = pytest.mark.integration
+
+NODES = {
+    "r-1": {"address": "127.0.0.61"},
+    "r-2": {"address": "127.0.0.62"},
+    "r-3": {"address": "127.0.0.63"},
+}
+DEADLINE = 8.0
+STRATEGY = {
+    "minimum_health_capacity": 0.5,
+    "maximum_over_capacity": 0.0,
+    "progress_deadline_seconds": DEADLINE,
+}
+BASE: dict[str, Any] = {
+    "image": "theseus/busybox:latest",
+    "instances": 4,
+    "cpus": 0.05,
+    "mem": 32,
+    "backoff_seconds": 0.5,
+    "task_kill_grace_period_seconds": 1,
+    "upgrade_strategy": STRATEGY,
+}
+BROKEN = "theseus/does-not-exist:1"
+
+
+@pytest.fixture(scope="module")
+def rollouts(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[Cluster]:
+    cluster = start_cluster(Path(tmp_path_factory.mktemp("rollouts")), NODES)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def client(rollouts: Cluster) -> Iterator[ServerClient]:
+    with rollouts.client() as client:
+        yield client
+        for group in client.groups().groups:
+            client.remove(group.service, group.labels)
+        wait_until(lambda: not client.tasks().tasks, 60, "every task gone")
+
+
+def theseus(cluster: Cluster, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "theseus", "--server", cluster.server_url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"theseus {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def deploy(client: ServerClient, service: str, **spec: Any) -> str:
+    """Deploy; the id of the deployment it started."""
+    document = json.dumps({"deploy": {service: {**BASE, **spec}}})
+    [change] = client.deploy(document, "application/json").changes
+    assert change.deployment is not None, change
+    return change.deployment
+
+
+def ready(client: ServerClient, service: str, version: str | None = None) -> int:
+    return sum(
+        1
+        for t in client.tasks(service).tasks
+        if t.state == "running" and t.desired == "run" and version in (None, t.version)
+    )
+
+
+def finished(client: ServerClient, deployment_id: str, timeout: float) -> DeploymentRecord:
+    def done() -> DeploymentRecord | None:
+        found = client.deployment(deployment_id)
+        return found if not found.running else None
+
+    return wait_until(done, timeout, f"deployment {deployment_id} finished")
+
+
+class Sampler(threading.Thread):
+    """Counts the service's ready tasks every 0.1 s through the API."""
+
+    def __init__(self, cluster: Cluster, service: str) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.service = cluster, service
+        self.samples: list[int] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with self.cluster.client() as client:
+            while not self.halt.is_set():
+                self.samples.append(ready(client, self.service))
+                self.halt.wait(0.1)
+
+    def stop(self) -> list[int]:
+        self.halt.set()
+        self.join(5)
+        return self.samples
+
+
+def test_broken_version_fails_at_its_deadline_and_is_reverted(
+    rollouts: Cluster, client: ServerClient
+) -> None:
+    first = deploy(client, "shop")
+    assert finished(client, first, 60).status == "successful"
+    v1 = client.versions("shop").versions[0]
+    sampler = Sampler(rollouts, "shop")
+    sampler.start()
+    started = time.time()
+    broken = deploy(client, "shop", image=BROKEN)
+    failed = finished(client, broken, DEADLINE + 20)
+    failed_after = time.time() - started
+    assert failed.status == "failed", failed
+    assert failed.message.startswith(f"no progress for {DEADLINE:g}s: 0 of 4 new tasks ready")
+    assert "reverted to version 1" in failed.message
+    revert_id = failed.message.rsplit("(", 1)[1].rstrip(")")
+    revert = finished(client, revert_id, 60)
+    converged_after = time.time() - started
+    samples = sampler.stop()
+    assert revert.status == "successful" and revert.kind == "revert"
+    assert (revert.from_version, revert.to_version) == (2, 3)
+    assert ready(client, "shop", v1.digest) == 4
+    history = client.versions("shop")
+    assert [v.number for v in history.versions] == [3, 2, 1] and history.current == 3
+    assert history.versions[0].digest == v1.digest and history.versions[0].images == [BASE["image"]]
+    floor = math.ceil(4 * STRATEGY["minimum_health_capacity"])
+    print(
+        f"\nrollouts: failed {failed_after - DEADLINE:.2f}s after the deadline, reverted and "
+        f"converged {converged_after:.2f}s after the deploy; sampler min {min(samples)} "
+        f"(floor {floor}) over {len(samples)} samples"
+    )
+    assert len(samples) > 50 and min(samples) >= floor
+    assert failed_after <= DEADLINE + 3.0
+    listing = theseus(rollouts, "deployments", "--all")
+    assert broken in listing and revert_id in listing and "failed" in listing
+    assert revert_id not in theseus(rollouts, "deployments")  # finished: not running
+
+
+def test_good_rollout_succeeds_and_rollback_restores_version_1(
+    rollouts: Cluster, client: ServerClient
+) -> None:
+    first = deploy(client, "cart", instances=2)
+    assert finished(client, first, 60).status == "successful"
+    second = deploy(client, "cart", instances=2, environment={"V": "2"})
+    done = finished(client, second, 60)
+    assert done.status == "successful" and done.ready == 2 and done.kind == "update"
+    out = theseus(rollouts, "rollback", "cart", "1")
+    assert "updated" in out and "deployment d-" in out
+    history = client.versions("cart")
+    assert history.current == 3 and history.versions[0].digest == history.versions[2].digest
+    found = client.deployments(True).deployments
+    [rollback] = [d for d in found if d.service == "cart" and d.to_version == 3]
+    assert rollback.kind == "rollback"
+    assert finished(client, rollback.id, 60).status == "successful"
+    assert ready(client, "cart", history.versions[2].digest) == 2
+    listing = theseus(rollouts, "history", "cart")
+    assert "3*" in listing and history.versions[2].digest in listing
+
+
+def test_cancelling_a_running_deployment_rolls_back(
+    rollouts: Cluster, client: ServerClient
+) -> None:
+    first = deploy(client, "till", instances=2)
+    assert finished(client, first, 60).status == "successful"
+    v1 = client.versions("till").versions[0]
+    slow = deploy(
+        client,
+        "till",
+        instances=2,
+        image=BROKEN,
+        upgrade_strategy={**STRATEGY, "progress_deadline_seconds": 600},
+    )
+    out = theseus(rollouts, "deployments", "cancel", slow)
+    assert f"{slow} cancelled: cancelled; rolled back to version 1" in out
+    cancelled = client.deployment(slow)
+    rollback_id = cancelled.message.rsplit("(", 1)[1].rstrip(")")
+    assert finished(client, rollback_id, 60).status == "successful"
+    assert ready(client, "till", v1.digest) == 2
+    assert client.versions("till").current == 3
