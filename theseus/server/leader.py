@@ -25,6 +25,11 @@ leader's own view of what it has written (so a task that starts running is regis
 milliseconds). Every ``registry_repair_interval`` seconds a pass compares with what etcd
 actually holds instead, which repairs entries edited or deleted by hand (anti-entropy);
 ``GET /cleanup`` does the same on demand and reports what it changed.
+
+Each pass also steps the running deployments (``theseus.reconciler.deployments.track``):
+their progress, success, failure at the progress deadline and auto-revert are written in
+fenced transactions guarded by the revisions the pass saw (a refused one is decided again
+on the next pass), and the loop wakes at the earliest deadline.
 """
 
 from __future__ import annotations
