@@ -205,6 +205,7 @@ def test_cancel_rolls_back_to_the_version_before(state: ClusterState) -> None:
     v1_spec = state.groups[GROUP].spec
     update = deploy(state, 2.0, instances=2, environment={"V": "2"})
     write = cancel_writes(state, update.id, False, 3.0, new_id)
+    assert write.deployments[0].id == update.id
     commit(state, [write])
     cancelled = state.deployments[update.id]
     rollback = state.deployments[write.deployments[-1].id]
@@ -222,7 +223,7 @@ def test_forced_cancel_leaves_the_group_as_it_is(state: ClusterState) -> None:
     deploy(state, 0.0, instances=2)
     update = deploy(state, 2.0, instances=2, environment={"V": "2"})
     write = cancel_writes(state, update.id, True, 3.0, new_id)
-    assert not write.touches_group
+    assert not write.touches_group and write.deployments[0].id == update.id
     commit(state, [write])
     assert state.deployments[update.id].status == "cancelled"
     assert state.groups[GROUP].version_number == 2

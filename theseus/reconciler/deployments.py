@@ -201,6 +201,7 @@ def previous_version(state: ClusterState, group: GroupRecord) -> int:
 def cancel_writes(
     state: ClusterState, deployment_id: str, force: bool, now: float, new_id: NewId
 ) -> GroupWrite:
+    """The write that cancels ``deployment_id``; its record comes first in ``deployments``."""
     deployment = state.deployments.get(deployment_id)
     if deployment is None:
         raise DeploymentError(404, f"no deployment {deployment_id!r}")

@@ -230,7 +230,10 @@ class Leader:
             plan, encoded, tracked = await asyncio.to_thread(self._pass, snapshot, now)
             self.passes += 1
             if not tracked.empty:
-                last_commit = max(last_commit, await self._commit_tracked(snapshot, tracked))
+                revision = await self._commit_tracked(snapshot, tracked)
+                last_commit = max(last_commit, revision)
+                if revision and any(w.touches_group for w in tracked.writes):
+                    continue  # a revert: plan from the reverted group, not the failed one
             if not plan.empty:
                 planned = time.monotonic()
                 committed = await self.commit(plan, encoded)

@@ -64,15 +64,14 @@ async def cancel_deployment(
     """Cancel a running deployment: its group goes back to the version before it (a new
     deployment of kind ``rollback``), or with ``force`` stays where it is."""
 
-    def planner(state: ClusterState) -> tuple[str, list[GroupWrite]]:
+    def planner(state: ClusterState) -> tuple[DeploymentRecord, list[GroupWrite]]:
         try:
             write = cancel_writes(state, deployment_id, force, time.time(), new_deployment_id)
         except DeploymentError as exc:
             raise HTTPException(exc.status, str(exc)) from None
-        return deployment_id, [write]
+        return write.deployments[0], [write]  # the cancelled one comes first
 
-    await ctx.writer.apply_writes(planner)
-    return ctx.cache.state.deployments[deployment_id]
+    return await ctx.writer.apply_writes(planner)
 
 
 def _one_group(state: ClusterState, service: str, labels: list[str] | None) -> GroupRecord:
