@@ -99,6 +99,8 @@ def progress_rows(
         if found is not None and found.status not in ("running", "successful"):
             status, done = found.status, False
             failure = f"deployment {found.id}: {found.message}"
+        elif found is not None and found.running and failure is not None:
+            failure += f"; {_goes_on(found)}"
         if target.removed:
             running = f"{info.running if info else 0}/0"
         else:
@@ -180,3 +182,12 @@ def _deployments(client: ServerClient, targets: list[Target]) -> dict[str, Deplo
     except ApiError:
         return {}
     return {d.id: d for d in found}
+
+
+def _goes_on(deployment: DeploymentRecord) -> str:
+    revert = deployment.auto_revert and deployment.from_version is not None
+    outcome = f"reverted to version {deployment.from_version}" if revert else "marked failed"
+    return (
+        f"deployment {deployment.id} goes on: without progress it is {outcome} after "
+        f"{deployment.progress_deadline_seconds:g}s (`theseus deployments`)"
+    )
