@@ -155,9 +155,9 @@ def test_broken_version_fails_at_its_deadline_and_is_reverted(
     print(
         f"\nrollouts: failed {late:.2f}s after its deadline "
         f"({failed.deadline - failed.started_at:.2f}s after it started); revert {revert_id} "
-        f"successful {revert.updated_at - revert.started_at:.2f}s after it started; everything converged "
-        f"{converged_after:.2f}s after the deploy; sampler min {min(samples)} (floor {floor}) "
-        f"over {len(samples)} samples"
+        f"successful {revert.updated_at - revert.started_at:.2f}s after it started; "
+        f"everything converged {converged_after:.2f}s after the deploy; "
+        f"sampler min {min(samples)} (floor {floor}) over {len(samples)} samples"
     )
     assert len(samples) > 50 and min(samples) >= floor
     assert 0 <= late <= 2.0
