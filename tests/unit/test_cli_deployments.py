@@ -133,3 +133,27 @@ def test_deploy_stops_when_its_deployment_fails_and_says_it_was_reverted(
     assert result.exit_code == 1
     assert "deployment d-0000abcd" in result.output
     assert "failed" in result.output and "reverted to version 1" in result.output
+
+
+def test_a_failing_deploy_says_what_its_deployment_will_do(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(progress, "POLL_INTERVAL", 0.0)
+    document = tmp_path / "web.yaml"
+    document.write_text(DOC)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/deploy":
+            change = {"service": "web", "labels": ["dev"], "action": "updated", "instances": 2}
+            return httpx.Response(200, json={"changes": [{**change, "deployment": "d-0000abcd"}]})
+        if request.url.path == "/v1/groups":
+            failing = group("failing", 1, message="task web.1 exited with code 1")
+            return httpx.Response(200, json={"groups": [failing]})
+        running = deployment(progress_deadline_seconds=60)
+        return httpx.Response(200, json={"deployments": [running]})
+
+    result = invoke(handler, "deploy", "-f", str(document))
+    assert result.exit_code == 1
+    assert "is failing: task web.1 exited with code 1" in result.output
+    assert "deployment d-0000abcd goes on" in result.output
+    assert "reverted to version 1 after 60s" in result.output
