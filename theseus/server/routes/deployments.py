@@ -20,7 +20,6 @@ from theseus.reconciler.deployments import (
     DeploymentError,
     GroupWrite,
     cancel_writes,
-    group_writes,
     previous_version,
     rollback_change,
 )
@@ -125,14 +124,13 @@ async def rollback(
     """Give the group the spec of an earlier version again (recorded as a new version, by a
     deployment of kind ``rollback``); by default the newest one with another spec."""
 
-    def planner(state: ClusterState) -> tuple[list[GroupChangePlan], list[GroupWrite]]:
+    def planner(state: ClusterState) -> list[GroupChangePlan]:
         group = _one_group(state, service, body.labels)
-        now = time.time()
         try:
             number = body.version or previous_version(state, group)
-            change = rollback_change(state, group, number, now, "rollback")
+            return [rollback_change(state, group, number, time.time(), "rollback")]
         except DeploymentError as exc:
             raise HTTPException(exc.status, str(exc)) from None
-        return group_writes(state, [change], now)
 
-    return changes_result(await ctx.writer.apply_writes(planner))
+    # Like a deploy: its dependencies are checked, and it records a version and deployment.
+    return changes_result(await ctx.writer.apply_group_changes(planner))
