@@ -297,3 +297,22 @@ def test_stopping_tasks_of_the_new_version_are_not_counted(state: ClusterState) 
     state.statuses[extra.id] = make_status(extra, TaskState.STOPPED)
     step(state, 2.0)
     assert state.deployments[created.id].status == "successful"
+
+
+def test_progress_is_written_at_most_every_second_but_never_too_late(
+    state: ClusterState,
+) -> None:
+    created = deploy(state, 0.0, instances=3)
+    run_tasks(state, 1)
+    assert not step(state, 0.5)  # too soon after the deployment's last write
+    assert step(state, 1.0) and state.deployments[created.id].ready == 1
+    run_tasks(state, 1)
+    assert not step(state, 1.5)
+    assert step(state, 2.0) and state.deployments[created.id].best == 2
+
+
+def test_progress_near_the_deadline_is_written_at_once(state: ClusterState) -> None:
+    created = deploy(state, 0.0, instances=2, upgrade_strategy={"progress_deadline_seconds": 1.5})
+    run_tasks(state, 1)
+    assert step(state, 0.6)  # 0.6 s after the last write, but the deadline (1.5) is near
+    assert state.deployments[created.id].deadline == 0.6 + 1.5

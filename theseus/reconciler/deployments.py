@@ -40,6 +40,9 @@ from theseus.model.tasks import Desired
 from theseus.reconciler.deploy import GroupChangePlan
 
 DEPLOYMENTS_KEPT = 50  # finished deployments kept for ``theseus deployments --all``
+# Seconds between two progress writes of one deployment. The leader passes at least once a
+# second (``TICK``), so a progress not written yet is written on a later pass.
+PROGRESS_EVERY = 1.0
 _KINDS: dict[str, DeploymentKind] = {"created": "create", "updated": "update", "scaled": "scale"}
 _REVERTIBLE = ("create", "update", "scale")
 
@@ -294,13 +297,16 @@ def _follow(
     progress = f"{ready} of {wanted} new tasks ready"
     if len(new) == wanted and ready == wanted and not others_left:
         return ended("successful", progress, ready=ready, best=max(ready, deployment.best))
-    if ready > deployment.best:
+    # Progress is written at most every PROGRESS_EVERY seconds (a big rollout readies tasks
+    # on every pass), and always before the deadline could pass without it.
+    due = now - deployment.updated_at >= PROGRESS_EVERY
+    if ready > deployment.best and (due or now + PROGRESS_EVERY >= deployment.deadline):
         deadline = now + deployment.progress_deadline_seconds
         update = {"ready": ready, "best": ready, "deadline": deadline, "updated_at": now}
         return GroupWrite(deployment.group, deployments=[deployment.model_copy(update=update)])
     if now >= deployment.deadline:
         return _fail(state, group, deployment, ready, now, new_id)
-    if ready != deployment.ready:
+    if ready != deployment.ready and due:
         update = {"ready": ready, "updated_at": now}
         return GroupWrite(deployment.group, deployments=[deployment.model_copy(update=update)])
     return None
