@@ -83,10 +83,14 @@ def deploy(client: ServerClient, service: str, **spec: Any) -> str:
 
 
 def ready(client: ServerClient, service: str, version: str | None = None) -> int:
+    """Tasks meant to run that are ready: running and, with health checks, healthy."""
     return sum(
         1
         for t in client.tasks(service).tasks
-        if t.state == "running" and t.desired == "run" and version in (None, t.version)
+        if t.state == "running"
+        and t.desired == "run"
+        and t.health in (None, "healthy")
+        and version in (None, t.version)
     )
 
 
@@ -99,18 +103,24 @@ def finished(client: ServerClient, deployment_id: str, timeout: float) -> Deploy
 
 
 class Sampler(threading.Thread):
-    """Counts the service's ready tasks every 0.1 s through the API."""
+    """Counts the service's ready tasks every 0.1 s through the API (and the most tasks
+    seen running but not healthy at once)."""
 
     def __init__(self, cluster: Cluster, service: str) -> None:
         super().__init__(daemon=True)
         self.cluster, self.service = cluster, service
         self.samples: list[int] = []
+        self.most_unhealthy = 0
         self.halt = threading.Event()
 
     def run(self) -> None:
         with self.cluster.client() as client:
             while not self.halt.is_set():
-                self.samples.append(ready(client, self.service))
+                tasks = [t for t in client.tasks(self.service).tasks if t.desired == "run"]
+                running = [t for t in tasks if t.state == "running"]
+                healthy = [t for t in running if t.health in (None, "healthy")]
+                self.samples.append(len(healthy))
+                self.most_unhealthy = max(self.most_unhealthy, len(running) - len(healthy))
                 self.halt.wait(0.1)
 
     def stop(self) -> list[int]:
@@ -164,6 +174,40 @@ def test_broken_version_fails_at_its_deadline_and_is_reverted(
     listing = theseus(rollouts, "deployments", "--all")
     assert broken in listing and revert_id in listing and "failed" in listing
     assert revert_id not in theseus(rollouts, "deployments")  # finished: not running
+
+
+def test_running_but_never_healthy_version_keeps_capacity_and_is_reverted(
+    rollouts: Cluster, client: ServerClient
+) -> None:
+    """New tasks that run but never pass their check count for nothing: the old ones stay
+    at the floor until the deadline, then the group is reverted."""
+    first = deploy(client, "desk")
+    assert finished(client, first, 60).status == "successful"
+    v1 = client.versions("desk").versions[0]
+    never = {
+        "protocol": "COMMAND",
+        "command": "false",
+        "interval_seconds": 0.5,
+        "timeout_seconds": 0.5,
+        "max_consecutive_failures": 0,  # never killed: it runs, unhealthy, until replaced
+    }
+    sampler = Sampler(rollouts, "desk")
+    sampler.start()
+    strategy = {**STRATEGY, "progress_deadline_seconds": 6}
+    sick = deploy(client, "desk", health_checks=[never], upgrade_strategy=strategy)
+    failed = finished(client, sick, 30)
+    assert failed.status == "failed" and "0 of 4 new tasks ready" in failed.message, failed
+    revert_id = failed.message.rsplit("(", 1)[1].rstrip(")")
+    assert finished(client, revert_id, 60).status == "successful"
+    samples = sampler.stop()
+    assert ready(client, "desk", v1.digest) == 4
+    print(
+        f"\nunhealthy version: failed {failed.updated_at - failed.deadline:.2f}s after its "
+        f"deadline; sampler min {min(samples)} over {len(samples)} samples, up to "
+        f"{sampler.most_unhealthy} new tasks running unhealthy at once"
+    )
+    assert sampler.most_unhealthy >= 2  # the new tasks did run: they were not ready
+    assert min(samples) >= math.ceil(4 * STRATEGY["minimum_health_capacity"])
 
 
 def test_good_rollout_succeeds_and_rollback_restores_version_1(
