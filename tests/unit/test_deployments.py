@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.builders import make_node, make_spec, make_state, make_status, make_task
+from tests.builders import make_group, make_node, make_spec, make_state, make_status, make_task
 from theseus.model.deployments import VERSIONS_KEPT, DeploymentRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskState
@@ -42,8 +42,8 @@ def commit(state: ClusterState, writes: list[GroupWrite]) -> None:
         elif write.remove:
             state.groups.pop(write.group, None)
         kept = state.versions.setdefault(write.group, {})
-        if write.version is not None:
-            kept[write.version.number] = write.version
+        for version in write.versions:
+            kept[version.number] = version
         for number in write.drop_versions:
             kept.pop(number, None)
         for deployment in write.deployments:
@@ -316,3 +316,16 @@ def test_progress_near_the_deadline_is_written_at_once(state: ClusterState) -> N
     run_tasks(state, 1)
     assert step(state, 0.6)  # 0.6 s after the last write, but the deadline (1.5) is near
     assert state.deployments[created.id].deadline == 0.6 + 1.5
+
+
+def test_a_group_from_before_histories_gets_its_spec_recorded_as_version_1(
+    state: ClusterState,
+) -> None:
+    legacy = make_group("web", instances=2)  # version_number 0: no history yet
+    state.groups[GROUP] = legacy
+    update = deploy(state, 1.0, instances=2, environment={"V": "2"})
+    assert (update.from_version, update.to_version) == (1, 2)
+    assert state.versions[GROUP][1].spec == legacy.spec
+    step(state, 1.0 + DEADLINE)
+    assert state.deployments[update.id].status == "failed"
+    assert state.groups[GROUP].spec == legacy.spec  # reverted to what it ran before

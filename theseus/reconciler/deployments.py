@@ -65,7 +65,7 @@ class GroupWrite:
     group: str
     record: GroupRecord | None = None
     remove: bool = False
-    version: SpecVersion | None = None
+    versions: list[SpecVersion] = field(default_factory=list)  # to record
     drop_versions: list[int] = field(default_factory=list)
     deployments: list[DeploymentRecord] = field(default_factory=list)  # new or changed
 
@@ -101,7 +101,19 @@ def _versioned(
     group_id = change.key.key
     kept = state.versions.get(group_id, {})
     existing = state.groups.get(group_id)
-    previous = existing.version_number if existing is not None and existing.version_number else 0
+    previous = existing.version_number if existing is not None else 0
+    recorded: list[SpecVersion] = []
+    if existing is not None and not previous and not kept:
+        # Written before histories were kept: its spec becomes version 1, to go back to.
+        previous = 1
+        recorded.append(
+            SpecVersion(
+                number=1,
+                digest=existing.version,
+                spec=existing.spec,
+                created_at=existing.updated_at,
+            )
+        )
     number = max([previous, *kept]) + 1
     record = change.record.model_copy(update={"version_number": number})
     spec = record.spec
@@ -137,13 +149,16 @@ def _versioned(
     return GroupWrite(
         group=group_id,
         record=record,
-        version=SpecVersion(
-            number=number,
-            digest=record.version,
-            spec=spec,
-            created_at=now,
-            deployment=deployment_id,
-        ),
+        versions=[
+            *recorded,
+            SpecVersion(
+                number=number,
+                digest=record.version,
+                spec=spec,
+                created_at=now,
+                deployment=deployment_id,
+            ),
+        ],
         drop_versions=sorted(n for n in kept if n <= number - VERSIONS_KEPT),
         deployments=[*superseded, deployment],
     )

@@ -29,9 +29,9 @@ def encode_writes(state: ClusterState, writes: list[GroupWrite]) -> tuple[list[O
             ops.append(Delete(key))
         if write.touches_group:
             guards.append(ModRevisionIs(key, state.group_revisions.get(write.group, 0)))
-        if write.version is not None:
-            version_key = keys.version_key(write.group, write.version.number)
-            ops.append(Put(version_key, write.version.model_dump_json().encode()))
+        for version in write.versions:
+            version_key = keys.version_key(write.group, version.number)
+            ops.append(Put(version_key, version.model_dump_json().encode()))
         ops.extend(Delete(keys.version_key(write.group, n)) for n in write.drop_versions)
         for deployment in write.deployments:
             deployment_key = keys.deployment_key(deployment.id)
