@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.builders import make_group
+from tests.builders import make_group, make_spec
 from theseus.model.spec import parse_deploy_document
-from theseus.reconciler.deploy import plan_document, plan_scale
+from theseus.reconciler.deploy import change_action, plan_document, plan_scale
 
 
 def actions(doc: dict[str, object], groups: dict[str, object]) -> list[str]:
@@ -41,3 +41,14 @@ def test_update_keeps_new_instances_and_scale_keeps_version() -> None:
     scaled = plan_scale(group, 9, 2.0)
     assert scaled.record is not None and scaled.record.version == group.version
     assert plan_scale(group, 3, 2.0).action == "unchanged"
+
+
+def test_settings_that_restart_nothing_are_configured_not_scaled() -> None:
+    existing = make_group(instances=2)
+    for change in ({"sticky": True}, {"dependencies": ["db"]}, {"instances": 3, "sticky": True}):
+        spec = make_spec(**change)
+        assert change_action(existing, spec, spec.version()) == "configured", change
+    scaled = make_spec(instances=5)
+    assert change_action(existing, scaled, scaled.version()) == "scaled"
+    updated = make_spec(environment={"A": "1"})
+    assert change_action(existing, updated, updated.version()) == "updated"

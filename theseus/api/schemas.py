@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from theseus.model.spec import GroupSpec
 
-ChangeAction = Literal["created", "scaled", "updated", "unchanged", "removed", "absent"]
+ChangeAction = Literal[
+    "created", "scaled", "updated", "configured", "unchanged", "removed", "absent"
+]
 GroupStatus = Literal["converged", "deploying", "pending", "failing", "removing"]
 TaskStateName = Literal[
     "pending", "assigned", "starting", "running", "exited", "failed", "stopped", "lost"

@@ -207,6 +207,7 @@ _ACTION_STYLE = {
     "created": "green",
     "scaled": "cyan",
     "updated": "yellow",
+    "configured": "cyan",
     "unchanged": "dim",
     "removed": "red",
     "absent": "dim",

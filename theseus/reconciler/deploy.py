@@ -17,7 +17,7 @@ from theseus.model.spec import DeployDocument, GroupSpec
 @dataclass(frozen=True)
 class GroupChangePlan:
     key: GroupKey
-    action: str  # created | scaled | updated | unchanged | removed | absent
+    action: str  # created | scaled | updated | configured | unchanged | removed | absent
     record: GroupRecord | None  # the record to write; None for removals and no-ops
     instances: int | None = None
     kind: str | None = None  # the deployment's kind when not implied by action (rollback)
@@ -52,8 +52,18 @@ def plan_group(
     if existing.spec == spec:
         return GroupChangePlan(key, "unchanged", None, spec.instances)
     record = existing.model_copy(update={"spec": spec, "version": version, "updated_at": now})
-    action = "scaled" if existing.version == version else "updated"
-    return GroupChangePlan(key, action, record, spec.instances)
+    return GroupChangePlan(key, change_action(existing, spec, version), record, spec.instances)
+
+
+def change_action(existing: GroupRecord, spec: GroupSpec, version: str) -> str:
+    """``updated``: tasks are replaced (another version); ``scaled``: only ``instances``
+    changed; ``configured``: something that restarts nothing changed (``sticky``,
+    ``upgrade_strategy``, ``dependencies``), with or without ``instances``."""
+    if existing.version != version:
+        return "updated"
+    if existing.spec.model_copy(update={"instances": spec.instances}) == spec:
+        return "scaled"
+    return "configured"
 
 
 def plan_scale(existing: GroupRecord, instances: int, now: float) -> GroupChangePlan:

@@ -37,13 +37,18 @@ from theseus.model.groups import GroupRecord
 from theseus.model.spec import GroupSpec
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired
-from theseus.reconciler.deploy import GroupChangePlan
+from theseus.reconciler.deploy import GroupChangePlan, change_action
 
 DEPLOYMENTS_KEPT = 50  # finished deployments kept for ``theseus deployments --all``
 # Seconds between two progress writes of one deployment. The leader passes at least once a
 # second (``TICK``), so a progress not written yet is written on a later pass.
 PROGRESS_EVERY = 1.0
-_KINDS: dict[str, DeploymentKind] = {"created": "create", "updated": "update", "scaled": "scale"}
+_KINDS: dict[str, DeploymentKind] = {
+    "created": "create",
+    "updated": "update",
+    "configured": "update",
+    "scaled": "scale",
+}
 _REVERTIBLE = ("create", "update", "scale")
 
 NewId = Callable[[], str]
@@ -202,7 +207,7 @@ def _change_to(
         return GroupChangePlan(group.group_key, "unchanged", None, spec.instances, kind=kind)
     digest = spec.version()
     record = group.model_copy(update={"spec": spec, "version": digest, "updated_at": now})
-    action = "scaled" if digest == group.version else "updated"
+    action = change_action(group, spec, digest)
     return GroupChangePlan(group.group_key, action, record, spec.instances, kind=kind)
 
 

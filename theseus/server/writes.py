@@ -53,7 +53,7 @@ ATTEMPTS = 5
 # The groups one document may change: each is one guarded write (plus its history and its
 # deployment: ``theseus.server.rollouts``).
 MAX_GROUP_CHANGES = MAX_TXN_OPS // 2
-_WRITING = ("created", "scaled", "updated", "removed")
+_WRITING = ("created", "scaled", "updated", "configured", "removed")
 T = TypeVar("T")
 
 
