@@ -19,14 +19,16 @@ WEB = {"image": "theseus/busybox:latest", "instances": 2, "cpus": 0.1, "mem": 64
 
 def test_plan_describes_each_change_and_changes_nothing(cluster: Cluster, tmp_path: Path) -> None:
     with cluster.client() as client:
-        client.deploy(json.dumps({"deploy": {"planned": WEB, "doomed": WEB}}), "application/json")
-        wait_running(client, "planned", 2)
-        wait_running(client, "doomed", 2)
+        body = {"deploy": {"planned": WEB, "doomed": WEB, "grown": WEB}}
+        client.deploy(json.dumps(body), "application/json")
+        for service in ("planned", "doomed", "grown"):
+            wait_running(client, service, 2)
         before = etcd_dump(cluster, "/theseus/")
         document = {
             "deploy": {
                 "planned": {**WEB, "environment": {"COLOR": "blue"}},
                 "fresh": {**WEB, "instances": 4, "constraints": [["hostname", "UNIQUE"]]},
+                "grown": {**WEB, "instances": 3},
             },
             "remove": {"doomed": {}},
         }
@@ -35,8 +37,8 @@ def test_plan_describes_each_change_and_changes_nothing(cluster: Cluster, tmp_pa
         shown = theseus(cluster, "plan", "-f", str(path)).stdout
         answer = json.loads(theseus(cluster, "plan", "-f", str(path), "--json").stdout)
         assert etcd_dump(cluster, "/theseus/") == before, "a plan must change nothing"
-        client.remove("planned")
-        client.remove("doomed")
+        for service in ("planned", "doomed", "grown"):
+            client.remove(service)
 
     assert answer["dry_run"] is True
     by_service = {c["service"]: c for c in answer["changes"]}
@@ -48,6 +50,10 @@ def test_plan_describes_each_change_and_changes_nothing(cluster: Cluster, tmp_pa
     fresh = by_service["fresh"]
     assert fresh["action"] == "created" and sum(fresh["plan"]["placed"].values()) == 3
     assert fresh["plan"]["pending"] == {"0/3 nodes can run it: 3 nodes: UNIQUE hostname": 1}
+    grown = by_service["grown"]
+    assert grown["action"] == "scaled"
+    assert grown["plan"]["diff"] == [{"field": "instances", "old": 2, "new": 3}]
+    assert sum(grown["plan"]["placed"].values()) == 1 and grown["plan"]["stopping"] == 0
     assert by_service["doomed"]["action"] == "removed"
     assert by_service["doomed"]["plan"]["stopping"] == 2
     assert "environment.COLOR: None → 'blue'" in shown
