@@ -16,6 +16,7 @@ from tests.builders import (
     running,
     stopped,
 )
+from theseus.model.deployments import DeploymentRecord
 from theseus.model.groups import GroupRecord
 from theseus.model.spec import parse_deploy_document
 from theseus.model.tasks import Desired, TaskState
@@ -105,3 +106,40 @@ def test_removed_dependencies_stop_after_their_dependents() -> None:
     apply_plan(state, plan)  # web's task reports stopped
     assert all(t.desired is Desired.RUN for t in state.tasks.values() if t.service == "db")
     assert [t.service for t in stopped(plan_of(state))] == ["db"]
+
+
+def deploying(group: GroupRecord, deployment_id: str) -> DeploymentRecord:
+    return DeploymentRecord(
+        id=deployment_id,
+        group=group.group_key.key,
+        service=group.service,
+        labels=group.labels,
+        kind="update",
+        from_version=1,
+        to_version=2,
+        digest=group.version,
+        instances=group.instances,
+        started_at=0.0,
+        updated_at=0.0,
+        deadline=600.0,
+        progress_deadline_seconds=600.0,
+        auto_revert=True,
+    )
+
+
+def test_a_dependents_rollout_waits_for_its_dependencys_deployment() -> None:
+    db = make_group("db", instances=1)
+    web = make_group("web", instances=1, dependencies=["db"])
+    db_task = make_task(db, "n1")
+    state = make_state([db, web], NODES, [db_task], running([db_task]))
+    state.deployments = {"d-db": deploying(db, "d-db"), "d-web": deploying(web, "d-web")}
+    (waiting,) = created(plan_of(state), state)
+    assert waiting.pending_reason == "waiting for dependency db: deployment d-db"
+    # A web task that only replaces a dead one waits for capacity, not for db's rollout.
+    del state.deployments["d-web"]
+    (placed,) = created(plan_of(state), state)
+    assert placed.node is not None
+    # And once db's deployment has finished, web's rollout goes on.
+    state.deployments = {"d-web": deploying(web, "d-web")}
+    (placed,) = created(plan_of(state), state)
+    assert placed.node is not None

@@ -10,7 +10,10 @@ Owns two pure decisions:
 * ``Readiness``: during a reconcile pass, whether a group's new tasks may start. They wait
   (with a pending reason) until every group of each service it needs has its healthy
   capacity ready: ``ceil(instances * minimum_health_capacity)`` ready tasks, at least one.
-  So a document that deploys ``db`` and ``web`` (which needs ``db``) starts ``db`` first.
+  A group that is itself being deployed also waits for the deployments of those groups to
+  finish (Marathon: "upgrade db fully before app"). So a document that deploys ``db`` and
+  ``web`` (which needs ``db``) starts ``db`` first, and an update of both updates ``db``
+  first; a ``web`` task that merely replaces a dead one waits only for capacity.
   Stopping is the other way round: the reconciler keeps a removed service's tasks running
   while tasks of a service that needs it are still running (``needed_services``).
 """
@@ -107,15 +110,25 @@ class Readiness:
         for group in state.groups.values():
             self._groups_of[group.service].append(group)
         self._shortfall: dict[str, str | None] = {}
+        self._deploying = {
+            d.group: d.id for d in state.deployments.values() if d.status == "running"
+        }
 
-    def waiting_reason(self, spec: GroupSpec) -> str | None:
-        """Why a task of ``spec`` must not start yet, or ``None`` when it may."""
-        for dependency in spec.dependencies:
+    def waiting_reason(self, task: TaskRecord) -> str | None:
+        """Why ``task`` must not start yet, or ``None`` when it may."""
+        dependencies = task.spec.dependencies
+        for dependency in dependencies:
             if dependency not in self._shortfall:
                 self._shortfall[dependency] = self._service_shortfall(dependency)
             shortfall = self._shortfall[dependency]
             if shortfall is not None:
                 return f"waiting for dependency {dependency}: {shortfall}"
+        if dependencies and task.group_key.key in self._deploying:
+            for dependency in dependencies:
+                for group in self._groups_of.get(dependency, []):
+                    deployment = self._deploying.get(group.group_key.key)
+                    if deployment is not None:
+                        return f"waiting for dependency {dependency}: deployment {deployment}"
         return None
 
     def _service_shortfall(self, service: str) -> str | None:

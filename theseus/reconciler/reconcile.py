@@ -319,7 +319,7 @@ class _Pass:
                 if task.pending_reason != reason:
                     self._put_task(task.model_copy(update={"pending_reason": reason}))
                 continue
-            waiting_for = readiness.waiting_reason(task.spec)
+            waiting_for = readiness.waiting_reason(task)
             if waiting_for is not None:
                 if task.pending_reason != waiting_for:
                     self._put_task(task.model_copy(update={"pending_reason": waiting_for}))
