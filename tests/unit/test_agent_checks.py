@@ -14,6 +14,7 @@ from tests.unit.test_agent_runner import FakeDriver, assignment, until
 from theseus.agent.checking import HealthLoop, checks_of, http_client
 from theseus.agent.drivers.base import Observed, Owner
 from theseus.agent.health import Verdict
+from theseus.agent.kill_budget import KillBudget
 from theseus.agent.probes import ProbeTarget
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
@@ -217,4 +218,49 @@ async def test_close_cancels_the_check_loops(runner: TaskRunner) -> None:
     runner.apply([assignment(f"t{i}", health_checks=[command_check()]) for i in range(5)])
     await until(lambda: len(runner._checkers) == 5)
     await runner.close()
+    assert not runner._checkers
+
+
+async def test_kills_over_the_budget_wait_and_happen_only_if_still_failing(
+    driver: CheckedDriver,
+) -> None:
+    budget = KillBudget(per_minute=60, burst=1)  # one kill now, the next in a second
+    runner = TaskRunner(driver, Owner("n1", "127.0.0.2", "cluster-1"), ReportQueue(), budget)
+    try:
+        driver.member_codes = {}
+        driver.exit_code = 1
+        tasks = [assignment(f"t{i}", health_checks=[command_check()]) for i in range(2)]
+        runner.apply(tasks)
+        await until(lambda: any(s.reported == "exited" for s in runner.slots.values()))
+        survivor = next(s for s in runner.slots.values() if s.reported != "exited")
+        # Over budget: still running, reported unhealthy (so out of the registry).
+        await until(lambda: survivor.healthy is False)
+        assert survivor.reported == "running"
+        driver.exit_code = 0  # it recovers before its turn comes: it is never killed
+        await until(lambda: survivor.healthy is True, timeout=5)
+        assert survivor.reported == "running"
+        assert [c for c in driver.calls if c[0] == "stop"] == [
+            ("stop", f"c-{s.task_id}") for s in runner.slots.values() if s is not survivor
+        ]
+    finally:
+        await runner.close()
+    assert not runner._checkers
+
+
+async def test_a_deferred_kill_happens_when_the_budget_allows_if_still_failing(
+    driver: CheckedDriver,
+) -> None:
+    budget = KillBudget(per_minute=120, burst=1)  # the next kill half a second later
+    runner = TaskRunner(driver, Owner("n1", "127.0.0.2", "cluster-1"), ReportQueue(), budget)
+    try:
+        driver.exit_code = 1
+        runner.apply([assignment(f"t{i}", health_checks=[command_check()]) for i in range(2)])
+        await until(lambda: any(s.reported == "exited" for s in runner.slots.values()))
+        first = time.monotonic()
+        await until(lambda: all(s.reported == "exited" for s in runner.slots.values()), 5)
+        assert time.monotonic() - first >= 0.4  # not both at once
+        messages = {r.message for r in reports(runner) if r.state == "exited"}
+        assert messages == {"killed after 3 failed health checks in a row: exit 1: no /tmp/ok"}
+    finally:
+        await runner.close()
     assert not runner._checkers

@@ -37,6 +37,7 @@ import httpx
 from theseus.agent.drivers import make_driver
 from theseus.agent.drivers.base import DISCOVERY_SOCKET, Owner, TaskDriver, discovery_dir
 from theseus.agent.http import AgentHttpServer, create_app
+from theseus.agent.kill_budget import KillBudget
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
 from theseus.api.client import DEFAULT_SERVER, ApiError, AsyncServerClient, ServerUnreachable
@@ -81,6 +82,7 @@ class AgentConfig:
     driver: str | None = None  # None: docker if the daemon answers, else process
     state_dir: Path | None = None  # None: default_state_dir(name)
     resync_interval: float = 7.0
+    health_kills_per_minute: float = 10.0  # at once, then this many a minute (KillBudget)
     poll_wait: float = 30.0
     serve_http: bool = True  # hollow agents of a benchmark may go without
     handle_signals: bool = True  # SIGTERM/SIGINT end run_agent (tests cancel it instead)
@@ -104,7 +106,8 @@ class Agent:
         self.discovery_socket = discovery_dir(state_dir) / DISCOVERY_SOCKET
         self.owner = Owner(node=config.name, address=config.address)
         self.reports = ReportQueue()
-        self.runner = TaskRunner(driver, self.owner, self.reports)
+        budget = KillBudget(config.health_kills_per_minute, config.health_kills_per_minute)
+        self.runner = TaskRunner(driver, self.owner, self.reports, budget)
         self.answer: RegistrationAnswer | None = None
         self.heartbeat_interval = BACKOFF_FIRST  # until the server says
         self._registered = asyncio.Event()

@@ -45,6 +45,7 @@ from theseus.agent.drivers.base import (
 )
 from theseus.agent.environment import image_name_and_tag, task_environment
 from theseus.agent.health import Verdict
+from theseus.agent.kill_budget import KillBudget
 from theseus.agent.probes import ProbeTarget
 from theseus.agent.reports import ReportQueue
 from theseus.api.schemas import Assignment, TaskReport
@@ -93,6 +94,7 @@ class Slot:
     health_message: str | None = None
     kill_reason: str | None = None  # set when the checks ask for a kill
     adopted_at: float | None = None  # wall-clock start of an adopted container, if known
+    checks_started: float | None = None  # monotonic start of its first check loop
     end_pod: bool = False  # exited: if it is a pod, its other members still need stopping
 
     def local(self) -> Local:
@@ -161,10 +163,17 @@ def members_of(spec: GroupSpec, environment: dict[str, str]) -> list[MemberLaunc
 
 
 class TaskRunner:
-    def __init__(self, driver: TaskDriver, owner: Owner, reports: ReportQueue) -> None:
+    def __init__(
+        self,
+        driver: TaskDriver,
+        owner: Owner,
+        reports: ReportQueue,
+        kill_budget: KillBudget | None = None,
+    ) -> None:
         self.driver = driver
         self.owner = owner
         self.reports = reports
+        self.kill_budget = kill_budget or KillBudget()  # health kills this node may make
         self.slots: dict[str, Slot] = {}
         self.assigned: dict[str, Assignment] | None = None  # None until the first list
         self._epoch = itertools.count(1)
@@ -410,6 +419,9 @@ class TaskRunner:
         started = time.monotonic()
         if slot.adopted_at is not None:  # the grace period began when the container did
             started -= max(0.0, time.time() - slot.adopted_at)
+        if slot.checks_started is not None:  # checks again (a deferred kill): no new grace
+            started = slot.checks_started
+        slot.checks_started = started
         if self._http is None:
             self._http = http_client()
         loop = HealthLoop(
@@ -446,9 +458,32 @@ class TaskRunner:
     def _health_failed(self, slot: Slot, reason: str) -> None:
         if self.slots.get(slot.task_id) is not slot or slot.phase is not Phase.RUNNING:
             return
+        if slot.handle is None or slot.handle != slot.checked:
+            return  # another container by now (a retry scheduled for an older one)
+        wait = self.kill_budget.take(time.monotonic())
+        if wait > 0:
+            # Over the node's budget: the task stays unhealthy (out of the registry) and its
+            # checks go on; it is killed when a token frees up if it is still failing then.
+            log.warning(
+                "task %s: %s; kill deferred %.1fs (kill budget)", slot.task_id, reason, wait
+            )
+            self._restart_checks_later(slot, wait)
+            return
         log.warning("task %s: %s", slot.task_id, reason)
         slot.kill_reason = reason
         self.kick(slot.task_id)
+
+    def _restart_checks_later(self, slot: Slot, delay: float) -> None:
+        """The check loop ended when it asked for the kill: run a new one after ``delay``,
+        which asks again if the task still fails (and reports healthy if it recovered)."""
+
+        def restart() -> None:
+            checker = slot.checker
+            if self.slots.get(slot.task_id) is slot and checker is not None and checker.done():
+                slot.checker = slot.checked = None
+                self._sync_health(slot)
+
+        asyncio.get_running_loop().call_later(min(delay, 3600.0), restart)
 
     # --- reads ------------------------------------------------------------------------------
 

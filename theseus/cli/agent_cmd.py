@@ -96,6 +96,15 @@ def register(app: typer.Typer) -> None:
                 "default ~/.local/state/theseus/..."
             ),
         ] = None,
+        max_health_kills_per_minute: Annotated[
+            float,
+            typer.Option(
+                min=0,
+                help="Tasks this agent may kill for failing health checks: that many at once, "
+                "then that many a minute. One over budget stays unhealthy (out of the "
+                "registry) and is killed when the budget allows, if it still fails.",
+            ),
+        ] = 10.0,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ) -> None:
         """Run this machine's node agent: register, run assigned tasks, report them."""
@@ -119,6 +128,7 @@ def register(app: typer.Typer) -> None:
             attributes=parse_attributes(attribute or []),
             driver=driver,
             state_dir=state_dir,
+            health_kills_per_minute=max_health_kills_per_minute,
         )
         try:
             asyncio.run(run_agent(config))
