@@ -194,8 +194,12 @@ def test_a_new_change_supersedes_the_running_deployment(state: ClusterState) -> 
     first = deploy(state, 0.0, instances=2)
     second = deploy(state, 1.0, instances=3)
     assert second.kind == "scale" and (second.from_version, second.to_version) == (1, 2)
+    # The API's write leaves the running deployment alone (the leader writes its progress:
+    # the two must not contend); the leader's next pass marks it superseded.
+    assert state.deployments[first.id].status == "running"
+    step(state, 1.1)
     old = state.deployments[first.id]
-    assert old.status == "superseded" and second.id in old.message
+    assert old.status == "superseded" and old.message == f"superseded by {second.id} (version 2)"
 
 
 def test_cancel_rolls_back_to_the_version_before(state: ClusterState) -> None:
@@ -266,14 +270,18 @@ def test_removal_cancels_and_drops_the_history(state: ClusterState) -> None:
         state, [plan_removal(state.groups[GROUP].group_key, state.groups)], 1.0
     )
     assert writes[0].drop_versions == [1]
+    assert not writes[0].deployments  # the leader ends it, below
     commit(state, writes)
-    assert state.deployments[created.id].status == "cancelled"
     assert GROUP not in state.groups
+    step(state, 1.1)
+    assert state.deployments[created.id].status == "cancelled"
+    assert state.deployments[created.id].message == "group removed"
 
 
 def test_finished_deployments_beyond_the_bound_are_forgotten(state: ClusterState) -> None:
     for n in range(DEPLOYMENTS_KEPT + 5):
         deploy(state, float(n), instances=1 + n % 2)
+        step(state, n + 0.5)  # the leader marks the one before superseded
     tracked = track(state, 100.0, new_id)
     finished = [d for d in state.deployments.values() if not d.running]
     oldest = sorted(finished, key=lambda d: d.updated_at)[: len(finished) - DEPLOYMENTS_KEPT]

@@ -8,7 +8,7 @@ from typing import cast
 from tests.builders import make_spec
 from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import plan_group, plan_removal
-from theseus.reconciler.deployments import GroupWrite, group_writes
+from theseus.reconciler.deployments import GroupWrite, group_writes, track
 from theseus.server.rollouts import encode_writes
 from theseus.store import keys
 from theseus.store.cache import StateCache
@@ -46,14 +46,21 @@ def test_versions_and_deployments_round_trip_through_the_cache() -> None:
     assert state.groups[GROUP].version_number == 1
     assert state.versions[GROUP][1].spec == state.groups[GROUP].spec
     guards = deploy(cache, 2.0, instances=2)
-    revision = state.deployment_revisions[first.id]
-    assert ModRevisionIs(keys.deployment_key(first.id), 1) in guards  # superseding is guarded
-    assert state.deployments[first.id].status == "superseded" and revision == 2
+    # The API guards only what it writes: the group and its new deployment. The running one
+    # is the leader's to end (it writes its progress; the two must not contend).
+    assert {g.key for g in guards} == {keys.group_key(GROUP)} | {
+        keys.deployment_key(d) for d in state.deployments if d != first.id
+    }
+    tracked = track(state, 2.5)
+    assert ModRevisionIs(keys.deployment_key(first.id), 1) in commit(cache, tracked.writes)
+    assert state.deployments[first.id].status == "superseded"
+    assert state.deployment_revisions[first.id] == 3
     assert sorted(state.versions[GROUP]) == [1, 2]
     removal = plan_removal(state.groups[GROUP].group_key, state.groups)
     _, writes = group_writes(state, [removal], 3.0)
     commit(cache, writes)
     assert GROUP not in state.groups and GROUP not in state.versions
+    commit(cache, track(state, 3.5).writes)
     assert all(not d.running for d in state.deployments.values())
 
 

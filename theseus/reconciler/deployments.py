@@ -3,9 +3,11 @@ the leader follows running deployments.
 
 * ``group_writes``: every change of a group (create, update, scale, rollback, revert) gets
   the next version number, a ``SpecVersion`` in the group's history (the oldest beyond
-  ``VERSIONS_KEPT`` dropped) and a new ``DeploymentRecord``; a running deployment of the same
-  group is marked ``superseded``. A removal cancels the running deployment and drops the
-  history. Called by ``theseus.server.writes`` (the API) and by ``track`` (reverts).
+  ``VERSIONS_KEPT`` dropped) and a new ``DeploymentRecord``. A removal drops the history.
+  Neither touches the group's running deployment: the leader, which writes its progress,
+  marks it ``superseded`` (or ``cancelled``, group removed) on its next pass, so the API's
+  writes never contend with the leader's. Called by ``theseus.server.writes`` (the API) and
+  by ``track`` (reverts).
 * ``track``: the leader's step over running deployments. One is ``successful`` once the
   group has exactly ``instances`` tasks of the new version, all ready, and no other task left
   (old ones, and surplus ones being stopped); it ``failed`` when ``progress_deadline_seconds``
@@ -141,16 +143,6 @@ def _versioned(
         auto_revert=strategy.auto_revert and kind in _REVERTIBLE,
         message=f"rolling out version {number}",
     )
-    superseded = [
-        d.model_copy(
-            update={
-                "status": "superseded",
-                "updated_at": now,
-                "message": f"superseded by {deployment_id} (version {number})",
-            }
-        )
-        for d in _running_of(state, group_id)
-    ]
     return GroupWrite(
         group=group_id,
         record=record,
@@ -165,17 +157,13 @@ def _versioned(
             ),
         ],
         drop_versions=sorted(n for n in kept if n <= number - VERSIONS_KEPT),
-        deployments=[*superseded, deployment],
+        deployments=[deployment],
     )
 
 
 def _removal(state: ClusterState, group_id: str, now: float) -> GroupWrite:
-    ended = [
-        d.model_copy(update={"status": "cancelled", "updated_at": now, "message": "group removed"})
-        for d in _running_of(state, group_id)
-    ]
     kept = sorted(state.versions.get(group_id, {}))
-    return GroupWrite(group=group_id, remove=True, drop_versions=kept, deployments=ended)
+    return GroupWrite(group=group_id, remove=True, drop_versions=kept)
 
 
 def _running_of(state: ClusterState, group_id: str) -> list[DeploymentRecord]:
@@ -184,7 +172,7 @@ def _running_of(state: ClusterState, group_id: str) -> list[DeploymentRecord]:
 
 
 def _ending(write: GroupWrite, ended: DeploymentRecord) -> GroupWrite:
-    """``write`` with ``ended`` in place of the "superseded" it would have written for it."""
+    """``write`` with ``ended`` (the deployment it ends: failed, cancelled) first."""
     others = [d for d in write.deployments if d.id != ended.id]
     return replace(write, deployments=[ended, *others])
 
@@ -306,7 +294,10 @@ def _follow(
     if group is None:
         return ended("cancelled", "group removed")
     if group.version_number != deployment.to_version:
-        return ended("superseded", f"superseded by version {group.version_number}")
+        number = group.version_number
+        newer = state.versions.get(deployment.group, {}).get(number)
+        by = f"{newer.deployment} (version {number})" if newer and newer.deployment else number
+        return ended("superseded", f"superseded by {by}")
     tasks = state.tasks_of(deployment.group)
     new = [t for t in tasks if t.desired is Desired.RUN and t.version == deployment.digest]
     ready = sum(1 for t in new if state.task_ready(t))
