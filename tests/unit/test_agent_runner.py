@@ -17,8 +17,9 @@ from theseus.agent.drivers.base import (
     Observed,
     Owner,
 )
+from theseus.agent.launch import launch_of
 from theseus.agent.reports import ReportQueue
-from theseus.agent.runner import TaskRunner, UnknownTask, launch_of
+from theseus.agent.runner import TaskRunner, UnknownTask
 from theseus.api.schemas import Assignment, TaskReport
 from theseus.model.spec import GroupSpec
 

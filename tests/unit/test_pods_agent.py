@@ -28,8 +28,9 @@ from theseus.agent.drivers.docker_pods import (
 )
 from theseus.agent.drivers.process import ProcessDriver
 from theseus.agent.drivers.sim import SimDriver
+from theseus.agent.launch import launch_of
 from theseus.agent.reports import ReportQueue
-from theseus.agent.runner import TaskRunner, UnknownContainer, launch_of
+from theseus.agent.runner import TaskRunner, UnknownContainer
 from theseus.api.schemas import Assignment
 
 OWNER = Owner("n1", "127.0.0.2", "cluster-1")
