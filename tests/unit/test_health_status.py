@@ -45,3 +45,10 @@ def test_a_new_container_or_an_exit_does_not_inherit_the_verdict() -> None:
     assert fold(report(healthy=True), other).healthy is None
     exited = fold(report(healthy=True), report("exited", exit_code=0))
     assert exited.healthy is None
+
+
+def test_having_passed_once_is_remembered_to_the_end() -> None:
+    passed = fold(report(healthy=True), report(healthy=False), report("exited", exit_code=143))
+    assert passed.was_healthy is True
+    never = fold(report(), report(healthy=False), report("exited", exit_code=143))
+    assert never.was_healthy is False

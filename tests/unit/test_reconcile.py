@@ -212,3 +212,22 @@ def test_orphan_statuses_are_deleted() -> None:
     ghost = make_task(group, "n1")
     plan = plan_of(make_state([group], NODES, [], [make_status(ghost, TaskState.RUNNING)]))
     assert plan.status_deletes == {ghost.id}
+
+
+def test_a_task_that_never_passed_its_checks_backs_off_however_long_it_ran() -> None:
+    checks = [{"path": "/health"}]
+    group = make_group(instances=1, ports={"api": 5000}, health_checks=checks)
+    for was_healthy, attempt in ((False, 2), (True, 0)):
+        dead = make_task(group, "n1", attempt=1)
+        status = make_status(
+            dead,
+            TaskState.EXITED,
+            exit_code=143,
+            started_at=0.0,
+            finished_at=400.0,  # ran far longer than a quick failure
+            was_healthy=was_healthy,
+        )
+        state = make_state([group], NODES, [dead], [status])
+        (replacement,) = created(plan_of(state, now=401.0), state)
+        assert replacement.attempt == attempt, was_healthy
+        assert (replacement.not_before is not None) is (attempt > 1)

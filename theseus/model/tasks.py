@@ -83,4 +83,5 @@ class TaskStatus(BaseModel):
     # The agent's health-check verdict: None without checks or before the first verdict.
     healthy: bool | None = None
     health_message: str | None = None
+    was_healthy: bool = False  # it passed its checks at least once (restart backoff)
     updated_at: float

@@ -304,6 +304,7 @@ def _next_status(previous: TaskStatus | None, report: TaskReport) -> TaskStatus:
         finished_at=report.at if state.terminal else None,
         healthy=healthy,
         health_message=health_message,
+        was_healthy=healthy is True or (previous is not None and previous.was_healthy),
         updated_at=previous.updated_at if previous and previous.state is state else report.at,
     )
 
