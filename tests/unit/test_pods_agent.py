@@ -186,8 +186,9 @@ def test_a_members_own_mount_replaces_the_discovery_bind() -> None:
 
 
 def test_a_pod_runs_while_every_container_runs() -> None:
-    seen = pod_observed("t", [member("sidecar"), infra(), member("app")])
+    seen = pod_observed("t", [member("sidecar"), infra(created=5.0), member("app")])
     assert (seen.task_id, seen.handle, seen.running) == ("t", "infra-id", True)
+    assert seen.started_at == 5.0  # an adopted pod's health grace counts from its start
 
 
 def test_the_first_member_to_exit_ends_the_pod_and_says_so() -> None:

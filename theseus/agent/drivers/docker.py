@@ -226,12 +226,12 @@ class DockerDriver:
                 continue
             running = container["State"] in ("running", "paused", "restarting")
             code, finished = (None, "") if running else await self._exit_state(container.id)
-            if pods.is_pod_container(labels):
-                pod = pods.PodContainer(container.id, labels, running, code, finished)
-                in_pods.setdefault(task_id, []).append(pod)
-                continue
             created = container["Created"]  # epoch seconds; started right after creation
             started_at = float(created) if isinstance(created, int | float) else None
+            if pods.is_pod_container(labels):
+                pod = pods.PodContainer(container.id, labels, running, code, finished, started_at)
+                in_pods.setdefault(task_id, []).append(pod)
+                continue
             observed.append(Observed(task_id, container.id, running, code, started_at=started_at))
         observed.extend(pods.pod_observed(t, members) for t, members in in_pods.items())
         return observed

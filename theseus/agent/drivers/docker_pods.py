@@ -121,6 +121,7 @@ class PodContainer:
     running: bool
     exit_code: int | None = None
     finished_at: str = ""  # RFC 3339 from the Engine; orders the exits
+    created: float | None = None  # epoch seconds (the pod's start, for health grace periods)
 
     @property
     def member(self) -> str | None:
@@ -164,7 +165,7 @@ def pod_observed(task_id: str, containers: list[PodContainer]) -> Observed:
     missing = [name for name in expected if name and name not in members]
     if infra is not None and infra.running and not missing:  # noqa: SIM102 (two questions)
         if all(c.running for c in members.values()):
-            return Observed(task_id, handle, True)
+            return Observed(task_id, handle, True, started_at=infra.created)
     stopped = [c for c in containers if not c.running]
     stopped.sort(key=lambda c: (sortable_time(c.finished_at), c.member is None))
     if stopped:
