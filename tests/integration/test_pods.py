@@ -336,3 +336,43 @@ def labels_of(owner: Owner, task_id: str) -> dict[str, str]:
         "theseus.node": owner.node,
         "theseus.cluster": owner.cluster_id,
     }
+
+
+def test_a_members_failing_health_check_runs_in_that_member_and_replaces_the_pod(
+    client: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    """A COMMAND check of the "client" member runs inside that member (the directory it
+    tests exists only there, not in "server", the first member); when it fails, the pod
+    leaves the registry and is replaced whole."""
+    check = {
+        "protocol": "COMMAND",
+        "command": "test -d /out",
+        "interval_seconds": 0.5,
+        "timeout_seconds": 1,
+        "grace_period_seconds": 10,
+        "max_consecutive_failures": 3,
+    }
+    members = [POD["containers"][0], dict(POD["containers"][1], health_checks=[check])]
+    deploy(client, pod={**POD, "containers": members})
+
+    def healthy_task() -> TaskInfo | None:
+        tasks = [t for t in running(client, "pod") if t.health == "healthy"]
+        return tasks[0] if len(tasks) == 1 else None
+
+    task = wait_until(healthy_task, 30, "a healthy pod")
+    wait_until(lambda: registered(client) == {task.id}, 10, "the pod registered")
+    member = pod_containers(docker_client, task.id)["client"]
+    docker_client.containers.get(member["Id"]).exec_run(["rm", "-rf", "/out"])
+
+    wait_until(lambda: task.id not in registered(client), 10, "the pod out of the registry")
+    replacement = wait_until(
+        lambda: (t := healthy_task()) is not None and t.id != task.id and t, 30, "a new pod"
+    )
+    assert set(pod_containers(docker_client, replacement.id)) == {"", "server", "client"}
+    gone = client.task(task.id)
+    assert gone.stop_reason is not None and "health checks" in gone.stop_reason
+    wait_until(lambda: registered(client) == {replacement.id}, 10, "the new pod registered")
+
+
+def registered(client: ServerClient) -> set[str]:
+    return {c.instance_name for g in client.registry("pod").groups for c in g.containers}
