@@ -78,13 +78,7 @@ def container_config(
     launch: Launch, address: str, discovery_dir: Path | None = None
 ) -> dict[str, Any]:
     """The Engine's ``containers/create`` body for ``launch`` (pure; unit-tested)."""
-    exposed: dict[str, dict[str, object]] = {}
-    bindings: dict[str, list[dict[str, str]]] = {}
-    for port in launch.ports:
-        key = f"{port.container_port}/tcp"
-        exposed[key] = {}
-        # Several names may share one container port: publish it at each of their host ports.
-        bindings.setdefault(key, []).append({"HostIp": address, "HostPort": str(port.host_port)})
+    exposed, bindings = pods.published_ports(launch.ports, address)
     config: dict[str, Any] = {
         "Image": launch.image,
         "Env": [f"{key}={value}" for key, value in launch.environment.items()],

@@ -38,6 +38,7 @@ from theseus.agent.drivers.base import (
     Launch,
     MemberLaunch,
     Observed,
+    PortBinding,
 )
 from theseus.agent.drivers.image_contexts import BUSYBOX_IMAGE
 
@@ -57,15 +58,25 @@ def member_container_name(infra_name: str, member: str) -> str:
     return f"{infra_name}-{member}"
 
 
+def published_ports(
+    ports: list[PortBinding], address: str
+) -> tuple[dict[str, dict[str, object]], dict[str, list[dict[str, str]]]]:
+    """``ExposedPorts`` and ``PortBindings`` for a container (or a pod's infrastructure
+    container) that publishes ``ports`` at the node's ``address`` (pure)."""
+    exposed: dict[str, dict[str, object]] = {}
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for port in ports:
+        key = f"{port.container_port}/tcp"
+        exposed[key] = {}
+        # Several names may share one container port: publish it at each of their host ports.
+        bindings.setdefault(key, []).append({"HostIp": address, "HostPort": str(port.host_port)})
+    return exposed, bindings
+
+
 def infra_config(launch: Launch, address: str) -> dict[str, Any]:
     """The ``containers/create`` body of a pod's infrastructure container (pure): it owns
     the namespace, so it publishes the task's ports (at ``address``, as single containers)."""
-    exposed: dict[str, dict[str, object]] = {}
-    bindings: dict[str, list[dict[str, str]]] = {}
-    for port in launch.ports:
-        key = f"{port.container_port}/tcp"
-        exposed[key] = {}
-        bindings.setdefault(key, []).append({"HostIp": address, "HostPort": str(port.host_port)})
+    exposed, bindings = published_ports(launch.ports, address)
     return {
         "Image": INFRA_IMAGE,
         "Cmd": list(PAUSE_COMMAND),

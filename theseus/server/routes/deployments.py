@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from theseus.api.rollouts import DeploymentList, RollbackRequest, VersionInfo, VersionList
 from theseus.api.schemas import DeployResult
 from theseus.model.deployments import DeploymentRecord, new_deployment_id
-from theseus.model.groups import GroupKey, GroupRecord
 from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import GroupChangePlan
 from theseus.reconciler.deployments import (
@@ -25,7 +24,7 @@ from theseus.reconciler.deployments import (
 )
 from theseus.server.context import ServerContext, context
 from theseus.server.routes.deploy import changes_result
-from theseus.server.routes.groups import _parse_labels
+from theseus.server.routes.groups import one_group, parse_labels
 
 router = APIRouter(tags=["deployments"])
 
@@ -73,20 +72,6 @@ async def cancel_deployment(
     return await ctx.writer.apply_writes(planner)
 
 
-def _one_group(state: ClusterState, service: str, labels: list[str] | None) -> GroupRecord:
-    groups = [g for g in state.groups.values() if g.service == service]
-    if labels is not None:
-        key = GroupKey.of(service, labels)
-        groups = [g for g in groups if g.group_key == key]
-    if not groups:
-        raise HTTPException(404, f"no group {service!r} with those labels")
-    if len(groups) > 1:
-        raise HTTPException(
-            409, f"service {service!r} has {len(groups)} groups; say which with labels"
-        )
-    return groups[0]
-
-
 @router.get("/v1/groups/{service}/versions", response_model=VersionList)
 async def versions(
     service: str,
@@ -95,7 +80,7 @@ async def versions(
 ) -> VersionList:
     """The group's kept spec versions, newest first."""
     state = ctx.cache.state
-    group = _one_group(state, service, _parse_labels(labels))
+    group = one_group(state, service, parse_labels(labels))
     kept = state.versions.get(group.group_key.key, {})
     return VersionList(
         service=service,
@@ -125,7 +110,7 @@ async def rollback(
     deployment of kind ``rollback``); by default the newest one with another spec."""
 
     def planner(state: ClusterState) -> list[GroupChangePlan]:
-        group = _one_group(state, service, body.labels)
+        group = one_group(state, service, body.labels)
         try:
             number = body.version or previous_version(state, group)
             return [rollback_change(state, group, number, time.time(), "rollback")]

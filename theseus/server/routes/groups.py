@@ -36,7 +36,8 @@ async def list_groups(
     return Response(body, media_type="application/json")
 
 
-def _parse_labels(raw: str | None) -> list[str] | None:
+def parse_labels(raw: str | None) -> list[str] | None:
+    """The ``labels`` query parameter: a JSON list of strings, or absent."""
     if raw is None:
         return None
     try:
@@ -52,6 +53,21 @@ def _groups_of(state: ClusterState, service: str) -> list[GroupRecord]:
     return [g for g in state.groups.values() if g.service == service]
 
 
+def one_group(state: ClusterState, service: str, labels: list[str] | None) -> GroupRecord:
+    """The group a request names: its labels, or the service's only group (404 / 409)."""
+    groups = _groups_of(state, service)
+    if labels is not None:
+        key = GroupKey.of(service, labels)
+        groups = [g for g in groups if g.group_key == key]
+    if not groups:
+        raise HTTPException(404, f"no group {service!r} with those labels")
+    if len(groups) > 1:
+        raise HTTPException(
+            409, f"service {service!r} has {len(groups)} groups; say which with labels"
+        )
+    return groups[0]
+
+
 @router.post("/{service}/scale", response_model=DeployResult)
 async def scale(
     service: str, body: ScaleRequest, ctx: ServerContext = Depends(context)
@@ -59,17 +75,7 @@ async def scale(
     """Change only ``instances``: no task is restarted."""
 
     def planner(state: ClusterState) -> list[GroupChangePlan]:
-        groups = _groups_of(state, service)
-        if body.labels is not None:
-            key = GroupKey.of(service, body.labels)
-            groups = [g for g in groups if g.group_key == key]
-        if not groups:
-            raise HTTPException(404, f"no group {service!r} with those labels")
-        if len(groups) > 1:
-            raise HTTPException(
-                409, f"service {service!r} has {len(groups)} groups; say which with labels"
-            )
-        return [plan_scale(groups[0], body.instances, time.time())]
+        return [plan_scale(one_group(state, service, body.labels), body.instances, time.time())]
 
     return changes_result(await ctx.writer.apply_group_changes(planner))
 
@@ -81,7 +87,7 @@ async def remove(
     ctx: ServerContext = Depends(context),
 ) -> DeployResult:
     """Remove one group (``labels``) or every group of the service; their tasks stop."""
-    wanted = _parse_labels(labels)
+    wanted = parse_labels(labels)
 
     def planner(state: ClusterState) -> list[GroupChangePlan]:
         if wanted is not None:
