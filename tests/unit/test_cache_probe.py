@@ -80,3 +80,17 @@ async def test_a_stuck_cache_or_lost_etcd_is_out_of_touch(probed: Probed) -> Non
     probed.store.revision, probed.store.down = 10, True
     await probed.rounds(3)
     assert probed.cache.out_of_touch() is not None
+
+
+async def test_released_long_polls_answer_at_once_and_new_ones_do_not_wait() -> None:
+    cache = StateCache(cast(EtcdStore, None))
+    polls = [
+        asyncio.ensure_future(cache.wait_node("n1", 0, 60)),
+        asyncio.ensure_future(cache.wait_services(["web"], 0, 60)),
+    ]
+    await asyncio.sleep(0)  # both are waiting now
+    assert not any(poll.done() for poll in polls)
+    cache.release_waiters()
+    async with asyncio.timeout(1):
+        await asyncio.gather(*polls)
+        await cache.wait_node("n2", 0, 60)  # a poll arriving during the stop

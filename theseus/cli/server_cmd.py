@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+from types import FrameType
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 
 from theseus.server.app import create_app
 from theseus.server.context import ServerConfig
@@ -65,13 +69,40 @@ def register(app: typer.Typer) -> None:
             registry_repair_interval=registry_repair_interval,
             leader_lease_ttl=leader_lease_ttl,
         )
-        uvicorn.run(
-            create_app(config),
-            host=host,
-            port=port,
-            log_level=log_level,
-            access_log=False,
-            # Agents hold long-polls open for up to a minute; don't let them delay a stop
-            # (a quick stop also hands leadership over at once, by revoking our lease).
-            timeout_graceful_shutdown=2,
+        app = create_app(config)
+        server = _Server(
+            app,
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level=log_level,
+                access_log=False,
+                # Long-polls are answered at once on a stop (``_Server``); this bounds anything
+                # else (a quick stop also hands leadership over at once, by revoking our lease).
+                timeout_graceful_shutdown=2,
+            ),
         )
+        server.run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus: on SIGTERM/SIGINT, the long-polls that agents and containers hold open
+    (up to a minute) are answered at once, before uvicorn waits for open requests to end;
+    otherwise it would cancel them at its timeout, logging an error for each."""
+
+    def __init__(self, app: FastAPI, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        ctx = getattr(self._app.state, "ctx", None)  # None until the lifespan started
+        loop = self._loop
+        if ctx is not None and loop is not None:
+            loop.call_soon_threadsafe(ctx.cache.release_waiters)
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)

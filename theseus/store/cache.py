@@ -106,6 +106,7 @@ class StateCache:
         self.alive_index = 0
         self._node_signal = KeyedSignal()
         self._service_signal = KeyedSignal()
+        self._released = False  # the server is stopping: long-polls answer at once
         # Records this server is writing, by key, with their encoding: when the watch brings
         # such a value back, the record is taken as it is instead of parsed again (a 10,000-task
         # deploy is 20,000 records, a second of parsing on the event loop).
@@ -179,7 +180,7 @@ class StateCache:
     async def wait_node(self, node: str, index: int, timeout: float) -> None:
         """Wait until ``node``'s assignments change after ``index`` (or ``timeout``)."""
         deadline = time.monotonic() + timeout
-        while self.node_index.get(node, 0) <= index:
+        while self.node_index.get(node, 0) <= index and not self._released:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -189,10 +190,20 @@ class StateCache:
         """Wait until one of ``services``' registry entries changes after ``index``."""
         deadline = time.monotonic() + timeout
         while not any(self.registry_index.get(s, 0) > index for s in services):
+            if self._released:
+                return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
             await self._service_signal.wait(services, remaining)
+
+    def release_waiters(self) -> None:
+        """The server is stopping: every long-poll (agents' assignments, discovery watches)
+        answers now with what it has, so that the stop does not wait for them, nor cut them
+        off mid-request. Clients poll again, on this server's successor or another one."""
+        self._released = True
+        self._node_signal.fire_all()
+        self._service_signal.fire_all()
 
     async def wait_changed(self, timeout: float) -> bool:
         """Wait for the next applied change; False on timeout."""
