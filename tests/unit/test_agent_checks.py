@@ -264,3 +264,21 @@ async def test_a_deferred_kill_happens_when_the_budget_allows_if_still_failing(
     finally:
         await runner.close()
     assert not runner._checkers
+
+
+async def test_a_deferred_kill_is_not_held_back_by_a_new_grace_period(
+    driver: CheckedDriver,
+) -> None:
+    """Both tasks passed once, within a long grace period, then fail: the one over budget
+    is killed when the budget allows, not at the end of its grace period."""
+    budget = KillBudget(per_minute=120, burst=1)
+    runner = TaskRunner(driver, Owner("n1", "127.0.0.2", "cluster-1"), ReportQueue(), budget)
+    try:
+        spec = [command_check(grace_period_seconds=60)]
+        runner.apply([assignment(f"t{i}", health_checks=spec) for i in range(2)])
+        await until(lambda: all(s.healthy is True for s in runner.slots.values()))
+        driver.exit_code = 1
+        await until(lambda: all(s.reported == "exited" for s in runner.slots.values()), 5)
+    finally:
+        await runner.close()
+    assert not runner._checkers

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -413,6 +414,9 @@ class TaskRunner:
             checker = slot.checker
             if self.slots.get(slot.task_id) is slot and checker is not None and checker.done():
                 slot.checker = slot.checked = None
+                # Its grace period is over for good: the loop that asked for the kill had
+                # counted failures, so it was past it (or the task had passed once).
+                slot.checks_started = -math.inf
                 self._sync_health(slot)
 
         asyncio.get_running_loop().call_later(min(delay, 3600.0), restart)
