@@ -159,3 +159,38 @@ async def test_the_async_client_raises_when_no_server_answers() -> None:
             await c.heartbeat("node-1")
     finally:
         await c.aclose()
+
+
+def cut_off(request: httpx.Request) -> httpx.Response:
+    """The request was sent; the server died before it answered."""
+    raise httpx.RemoteProtocolError("server disconnected without a response", request=request)
+
+
+def rolled_back(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"result": {"status": 200}, "changes": []})
+
+
+def test_a_rollback_to_the_previous_version_is_never_sent_twice() -> None:
+    fake = FakeServers({A: cut_off, B: rolled_back})
+    with client(fake, [A, B]) as c, pytest.raises(ServerUnreachable):
+        c.rollback("web")  # A may have rolled back already: B would go one further
+    assert fake.asked == [A]
+    fake = FakeServers({A: down, B: rolled_back})
+    with client(fake, [A, B]) as c:
+        c.rollback("web")  # A was never reached: B may do it
+    assert fake.asked == [A, B]
+    fake = FakeServers({A: cut_off, B: rolled_back})
+    with client(fake, [A, B]) as c:
+        c.rollback("web", version=3)  # to a named version: the same result twice over
+    assert fake.asked == [A, B]
+
+
+async def test_the_async_client_does_not_resend_a_cancel_either() -> None:
+    fake = FakeServers({A: cut_off, B: rolled_back})
+    async_client = AsyncServerClient([A, B], transport=httpx.MockTransport(fake))
+    try:
+        with pytest.raises(ServerUnreachable):
+            await async_client.cancel_deployment("d-1")
+    finally:
+        await async_client.aclose()
+    assert fake.asked == [A]

@@ -80,6 +80,12 @@ def _raise_for(response: httpx.Response) -> None:
     raise ApiError(response.status_code, message, list(details))
 
 
+def may_have_arrived(exc: httpx.TransportError) -> bool:
+    """Whether the server may have received (and acted on) the request before the error: only
+    a failure to connect proves it did not."""
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+
+
 def _fail_over(response: httpx.Response) -> bool:
     """503 is what a server answers when it cannot reach etcd: another one may."""
     return response.status_code == 503
@@ -115,14 +121,16 @@ class ServerClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, once: bool = False, **kwargs: Any) -> httpx.Response:
+        """``once``: the request is not idempotent; after an error that may have come once it
+        reached a server, it is not sent to the next one (``may_have_arrived``)."""
         attempts = self.servers.attempts()
         for n, address in enumerate(attempts, 1):
             try:
                 response = self._http.request(method, address + path, **kwargs)
             except httpx.TransportError as exc:
                 self.servers.failed(address)
-                if n == len(attempts):
+                if n == len(attempts) or (once and may_have_arrived(exc)):
                     raise ServerUnreachable(str(self.servers), exc) from exc
                 continue
             if _fail_over(response) and n < len(attempts):
@@ -206,7 +214,9 @@ class ServerClient:
 
     def cancel_deployment(self, deployment_id: str, force: bool = False) -> DeploymentRecord:
         params = {"force": "true"} if force else {}
-        response = self._request("DELETE", f"/v1/deployments/{deployment_id}", params=params)
+        # Not resent to another server: a second cancel would answer 409 (not running).
+        path = f"/v1/deployments/{deployment_id}"
+        response = self._request("DELETE", path, once=True, params=params)
         return DeploymentRecord.model_validate(response.json())
 
     def versions(self, service: str, labels: list[str] | None = None) -> VersionList:
@@ -218,7 +228,10 @@ class ServerClient:
         self, service: str, version: int | None = None, labels: list[str] | None = None
     ) -> DeployResult:
         body = {"version": version, "labels": labels}
-        response = self._request("POST", f"/v1/groups/{service}/rollback", json=body)
+        # Without a version ("the previous one"), a second rollback would go back further:
+        # it is not resent to another server after an error that may have come too late.
+        once = version is None
+        response = self._request("POST", f"/v1/groups/{service}/rollback", once=once, json=body)
         return DeployResult.model_validate(response.json())
 
     def cleanup(self) -> CleanupResult:
@@ -287,14 +300,17 @@ class AsyncServerClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, once: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """``once``: as ``ServerClient._request``."""
         attempts = self.servers.attempts()
         for n, address in enumerate(attempts, 1):
             try:
                 response = await self._http.request(method, address + path, **kwargs)
             except httpx.TransportError as exc:
                 self.servers.failed(address)
-                if n == len(attempts):
+                if n == len(attempts) or (once and may_have_arrived(exc)):
                     raise ServerUnreachable(str(self.servers), exc) from exc
                 continue
             if _fail_over(response) and n < len(attempts):
@@ -343,7 +359,8 @@ class AsyncServerClient:
 
     async def cancel_deployment(self, deployment_id: str, force: bool = False) -> DeploymentRecord:
         params = {"force": "true"} if force else {}
-        response = await self._request("DELETE", f"/v1/deployments/{deployment_id}", params=params)
+        path = f"/v1/deployments/{deployment_id}"
+        response = await self._request("DELETE", path, once=True, params=params)
         return DeploymentRecord.model_validate(response.json())
 
     async def versions(self, service: str, labels: list[str] | None = None) -> VersionList:
@@ -355,7 +372,9 @@ class AsyncServerClient:
         self, service: str, version: int | None = None, labels: list[str] | None = None
     ) -> DeployResult:
         body = {"version": version, "labels": labels}
-        response = await self._request("POST", f"/v1/groups/{service}/rollback", json=body)
+        once = version is None
+        path = f"/v1/groups/{service}/rollback"
+        response = await self._request("POST", path, once=once, json=body)
         return DeployResult.model_validate(response.json())
 
     async def registry(self, service: str) -> RegistryService:
