@@ -7,7 +7,8 @@ line of text. Called by ``tests.chaos.run`` after each round; unit-tested on its
 The promises (issue "Resilience", chaos test):
 
 1. every group has exactly ``instances`` tasks meant to run, and all of them run;
-2. the registry lists exactly the running tasks of each service;
+2. the registry lists exactly the running tasks of each service (for a service with health
+   checks: the running tasks its agents report healthy, which after settling is all of them);
 3. no container runs that no running task owns;
 4. no task id runs in two containers;
 5. every acknowledged deploy is reflected: a service has the instances of its last

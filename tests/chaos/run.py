@@ -1,13 +1,14 @@
 """The chaos run: faults and workload on a real cluster, in rounds, each ending with a check.
 
 A round lasts ``round_seconds``: at random moments it deploys, scales or removes one of a few
-services, and injects faults: ``docker kill`` of a container, SIGKILL of an agent (started
-again after a random pause, sometimes past the liveness timeout, so the node is lost and
-comes back), SIGKILL of the leader server (started again), and with 3 etcd members SIGKILL
-of one member at a time (started again). Then every process is brought back, and the run
-waits, up to ``settle_seconds``, for the invariants of ``tests.chaos.invariants`` to hold;
-the time that takes is the round's convergence time. Invariants still broken at the
-deadline are the round's violations.
+services (two of them with a health check, so that they are registered only once their agent
+says they are healthy), and injects faults: ``docker kill`` of a container, SIGKILL of an
+agent (started again after a random pause, sometimes past the liveness timeout, so the node
+is lost and comes back), SIGKILL of the leader server (started again), and with 3 etcd
+members SIGKILL of one member at a time (started again). Then every process is brought
+back, and the run waits, up to ``settle_seconds``, for the invariants of
+``tests.chaos.invariants`` to hold; the time that takes is the round's convergence time.
+Invariants still broken at the deadline are the round's violations.
 
 Used by ``python -m tests.chaos`` (``scripts/chaos``) and, short, by the test suite.
 """
@@ -30,6 +31,14 @@ from tests.integration.harness import Cluster
 from theseus.api.client import ApiError, ServerClient, ServerUnreachable
 
 SERVICES = ("alpha", "bravo", "charlie", "delta")
+CHECKED = ("bravo", "delta")  # deployed with a health check that always passes
+HEALTH_CHECK = {
+    "protocol": "COMMAND",
+    "command": "true",
+    "interval_seconds": 0.5,
+    "timeout_seconds": 2,
+    "grace_period_seconds": 10,
+}
 IMAGE = "theseus/busybox:latest"
 # Relative weights of what happens at each tick of a round.
 ACTIONS = {
@@ -162,6 +171,10 @@ class Chaos:
         spec = {"image": IMAGE, "instances": instances, "cpus": 0.05, "mem": 32}
         if self.rng.random() < 0.3:
             spec["environment"] = {"ROUND": str(self.rng.randint(0, 3))}  # a rolling update
+        if service in CHECKED:
+            # Registered only once the agent says healthy; the agent re-checks adopted
+            # tasks after its restarts, and a new leader reads the verdicts from etcd.
+            spec["health_checks"] = [HEALTH_CHECK]
         document = json.dumps({"deploy": {service: spec}})
         return self._call(service, instances, lambda c: c.deploy(document, "application/json"))
 

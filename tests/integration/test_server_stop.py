@@ -1,15 +1,17 @@
-"""Stopping a server while an agent holds its assignments long-poll open: the poll is answered
-at once and the server exits cleanly, instead of cancelling it at uvicorn's graceful-shutdown
-timeout (which logged an "Exception in ASGI application" per open long-poll)."""
+"""A server's start and stop around its dependencies: started before etcd answers, it waits
+for it; stopped while an agent holds its assignments long-poll open, it answers the poll at
+once and exits cleanly, instead of cancelling it at uvicorn's graceful-shutdown timeout (which
+logged an "Exception in ASGI application" per open long-poll)."""
 
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import start_cluster
+from tests.integration.harness import new_cluster, start_cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,3 +32,31 @@ def test_a_stopped_server_answers_its_long_polls_and_exits_cleanly(
     assert "Application shutdown complete" in log
     assert "Exception in ASGI application" not in log, log[-2000:]
     assert "timeout graceful shutdown exceeded" not in log, log[-2000:]
+
+
+def test_a_server_started_before_etcd_waits_for_it(tmp_path: Path) -> None:
+    """A server (re)started while etcd is away, or electing, retries instead of exiting:
+    nothing would start it again (the chaos run lost both servers that way)."""
+    cluster = new_cluster(tmp_path)
+    errors: list[BaseException] = []
+
+    def start_server() -> None:
+        try:
+            cluster.start_server()  # returns once the server answers
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    starter = threading.Thread(target=start_server, daemon=True)
+    try:
+        starter.start()
+        wait_until(lambda: "server" in cluster.processes, 10, "the server spawned")
+        log = cluster.processes["server"].log
+        wait_until(lambda: "etcd unavailable at startup" in log.read_text(), 20, "a retry")
+        assert cluster.processes["server"].popen.poll() is None, "the server waits, alive"
+        cluster.start_etcd()
+        starter.join(40)
+        assert not starter.is_alive() and not errors, errors
+        with cluster.client() as client:
+            assert client.health().cluster_id
+    finally:
+        cluster.stop()

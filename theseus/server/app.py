@@ -12,7 +12,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,13 +41,31 @@ from theseus.store.etcd import EtcdStore, StoreUnavailable
 log = logging.getLogger(__name__)
 
 
+T = TypeVar("T")
+STARTUP_BACKOFF_MAX = 2.0
+
+
+async def retry_while_etcd_unavailable(step: Callable[[], Awaitable[T]]) -> T:
+    """Run a startup step until etcd answers it. A server (re)started while etcd elects a
+    leader, or while the member it reached dies, waits for etcd instead of exiting (nothing
+    would start it again): the store moves to another member at each attempt."""
+    delay = 0.2
+    while True:
+        try:
+            return await step()
+        except StoreUnavailable as exc:
+            log.warning("etcd unavailable at startup (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, STARTUP_BACKOFF_MAX)
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = EtcdStore(config.etcd)
-        await store.connect()
+        await retry_while_etcd_unavailable(store.connect)
         keepalive_store = EtcdStore(config.etcd)  # the leader lease's own connection
-        await keepalive_store.connect()
+        await retry_while_etcd_unavailable(keepalive_store.connect)
         cache = StateCache(store)
         server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
         writer = Writer(
@@ -65,7 +84,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             keepalive_store=keepalive_store,
         )
         ctx = ServerContext(config, store, cache, writer, leader)
-        ctx.cluster_id = await writer.ensure_cluster_id()
+        ctx.cluster_id = await retry_while_etcd_unavailable(writer.ensure_cluster_id)
         app.state.ctx = ctx
         background = [
             asyncio.create_task(cache.run(), name="cache"),
