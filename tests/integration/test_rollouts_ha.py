@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import Cluster, start_ha_cluster, wait_until
+from tests.integration.test_ha_servers import leads
 from tests.integration.test_rollouts import BASE, BROKEN, STRATEGY, finished, ready
-from theseus.api.client import ApiError, ServerClient, ServerUnreachable
+from theseus.api.client import ServerClient
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +29,6 @@ def ha(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator
     cluster = start_ha_cluster(Path(tmp_path_factory.mktemp("rollouts-ha")), agents, servers=2)
     yield cluster
     cluster.stop()
-
-
-def leads(url: str) -> bool:
-    try:
-        with ServerClient(url, timeout=1.0) as client:
-            return client.health().leader
-    except (ServerUnreachable, ApiError):
-        return False
 
 
 def deploy(client: ServerClient, **spec: Any) -> str:

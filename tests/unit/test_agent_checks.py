@@ -282,3 +282,15 @@ async def test_a_deferred_kill_is_not_held_back_by_a_new_grace_period(
     finally:
         await runner.close()
     assert not runner._checkers
+
+
+async def test_a_deferred_check_restart_never_fires_after_close(driver: CheckedDriver) -> None:
+    budget = KillBudget(per_minute=6000, burst=1)  # the next kill 10 ms later
+    runner = TaskRunner(driver, Owner("n1", "127.0.0.2", "cluster-1"), ReportQueue(), budget)
+    driver.exit_code = 1
+    runner.apply([assignment(f"t{i}", health_checks=[command_check()]) for i in range(2)])
+    await until(lambda: bool(runner._deferred))
+    await runner.close()
+    execs = len(driver.execs)
+    await asyncio.sleep(0.05)  # past the deferral: nothing may run any more
+    assert not runner._checkers and not runner._deferred and len(driver.execs) == execs

@@ -112,6 +112,7 @@ class TaskRunner:
         self._epoch = itertools.count(1)
         self._last_epoch = 0
         self._checkers: set[asyncio.Task[None]] = set()  # running and cancelled-but-not-done
+        self._deferred: set[asyncio.TimerHandle] = set()  # check loops to start again later
         self._http: httpx.AsyncClient | None = None  # HTTP checks' client, once one is needed
         # Set when the driver shows a container we do not know: the agent resyncs at once.
         self.resync_soon = asyncio.Event()
@@ -411,6 +412,7 @@ class TaskRunner:
         which asks again if the task still fails (and reports healthy if it recovered)."""
 
         def restart() -> None:
+            self._deferred.discard(handle)
             checker = slot.checker
             if self.slots.get(slot.task_id) is slot and checker is not None and checker.done():
                 slot.checker = slot.checked = None
@@ -419,7 +421,8 @@ class TaskRunner:
                 slot.checks_started = -math.inf
                 self._sync_health(slot)
 
-        asyncio.get_running_loop().call_later(min(delay, 3600.0), restart)
+        handle = asyncio.get_running_loop().call_later(min(delay, 3600.0), restart)
+        self._deferred.add(handle)
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -440,6 +443,9 @@ class TaskRunner:
 
     async def close(self) -> None:
         """Stop working (tasks keep running: a restarted agent adopts them)."""
+        for handle in self._deferred:
+            handle.cancel()  # no check loop may start after the close
+        self._deferred.clear()
         tasks = [s.worker for s in self.slots.values() if s.worker is not None]
         tasks.extend(self._checkers)
         for task in tasks:

@@ -200,8 +200,11 @@ class GroupSpec(BaseModel):
 
     @property
     def has_health_checks(self) -> bool:
-        """Whether a task of this spec counts only once the agent reports it healthy."""
-        return any(checks for checks, _ in self._all_health_checks())
+        """Whether a task of this spec counts only once the agent reports it healthy. Asked
+        for every task on every reconcile pass (the registry): no list is built."""
+        if self.health_checks:
+            return True
+        return self.containers is not None and any(c.health_checks for c in self.containers)
 
     @property
     def images(self) -> list[str]:
