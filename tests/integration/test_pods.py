@@ -348,7 +348,7 @@ def test_a_members_failing_health_check_runs_in_that_member_and_replaces_the_pod
         "protocol": "COMMAND",
         "command": "test -d /out",
         "interval_seconds": 0.5,
-        "timeout_seconds": 1,
+        "timeout_seconds": 2,  # a docker exec on a loaded machine can take over 1 s
         "grace_period_seconds": 10,
         "max_consecutive_failures": 3,
     }
