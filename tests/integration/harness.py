@@ -29,10 +29,27 @@ from theseus.api.client import ServerClient
 T = TypeVar("T")
 
 
+# Below the kernel's ephemeral range (32768-60999 by default) and Theseus's host ports
+# (31000-32000): a port the kernel hands out (port 0, or an outgoing connection's source
+# port) could be taken by a client between this check and the child's bind; these never are.
+_TEST_PORTS = range(20_000, 30_000)
+_next_port = _TEST_PORTS.start + (os.getpid() * 7919) % len(_TEST_PORTS)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on at ``host``, from a range the kernel never assigns, each
+    handed out once per test process (a process's own children cannot race for it)."""
+    global _next_port
+    for _ in range(len(_TEST_PORTS)):
+        port = _next_port
+        _next_port = port + 1 if port + 1 < _TEST_PORTS.stop else _TEST_PORTS.start
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_TEST_PORTS} on {host}")
 
 
 def wait_until(
