@@ -143,3 +143,14 @@ def test_a_dependents_rollout_waits_for_its_dependencys_deployment() -> None:
     state.deployments = {"d-web": deploying(web, "d-web")}
     (placed,) = created(plan_of(state), state)
     assert placed.node is not None
+
+
+def test_a_dependency_that_no_longer_exists_holds_nothing_back() -> None:
+    """Only deploys, scales, removes and rollbacks are checked; a revert or a cancel writes
+    the previous spec as it was, and may name a service removed since. Its tasks start:
+    waiting for a service nobody will deploy again would hang the revert."""
+    web = make_group("web", instances=2, dependencies=["gone"])
+    state = make_state([web], NODES)
+    plan = plan_of(state)
+    placed = [t for t in created(plan, state) if t.node]
+    assert len(placed) == 2 and all(t.pending_reason is None for t in placed)

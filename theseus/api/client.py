@@ -86,9 +86,26 @@ def may_have_arrived(exc: httpx.TransportError) -> bool:
     return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
 
 
-def _fail_over(response: httpx.Response) -> bool:
-    """503 is what a server answers when it cannot reach etcd: another one may."""
-    return response.status_code == 503
+def _after_error(
+    servers: ServerList, address: str, exc: httpx.TransportError, last: bool, once: bool
+) -> None:
+    """A request to ``address`` failed in transport: raise ``ServerUnreachable``, or return to
+    have it sent to the next server. ``once``: as in ``ServerClient._request``."""
+    servers.failed(address)
+    if last or (once and may_have_arrived(exc)):
+        raise ServerUnreachable(str(servers), exc) from exc
+
+
+def _answer_stands(servers: ServerList, address: str, response: httpx.Response, last: bool) -> bool:
+    """Whether ``address``'s answer is the call's (raising ``ApiError`` for a 4xx/5xx); False:
+    send the call to the next server. 503 is what a server answers when it cannot reach etcd,
+    and another one may."""
+    if response.status_code == 503 and not last:
+        servers.failed(address)
+        return False
+    servers.worked(address)
+    _raise_for(response)
+    return True
 
 
 def _labels_param(labels: list[str] | None) -> dict[str, str]:
@@ -129,16 +146,10 @@ class ServerClient:
             try:
                 response = self._http.request(method, address + path, **kwargs)
             except httpx.TransportError as exc:
-                self.servers.failed(address)
-                if n == len(attempts) or (once and may_have_arrived(exc)):
-                    raise ServerUnreachable(str(self.servers), exc) from exc
+                _after_error(self.servers, address, exc, n == len(attempts), once)
                 continue
-            if _fail_over(response) and n < len(attempts):
-                self.servers.failed(address)
-                continue
-            self.servers.worked(address)
-            _raise_for(response)
-            return response
+            if _answer_stands(self.servers, address, response, n == len(attempts)):
+                return response
         raise AssertionError("unreachable: attempts() is never empty")
 
     def health(self) -> Health:
@@ -262,21 +273,16 @@ class ServerClient:
                 with self._http.stream(
                     "GET", f"{address}/v1/tasks/{task_id}/logs", params=params, timeout=None
                 ) as response:
-                    if _fail_over(response) and n < len(attempts):
-                        self.servers.failed(address)
-                        continue
-                    self.servers.worked(address)
                     if response.status_code >= 400:
-                        response.read()
-                        _raise_for(response)
+                        response.read()  # the error's body, for ApiError
+                    if not _answer_stands(self.servers, address, response, n == len(attempts)):
+                        continue
                     for line in response.iter_lines():
                         started = True
                         yield line
                 return
             except httpx.TransportError as exc:
-                self.servers.failed(address)
-                if started or n == len(attempts):
-                    raise ServerUnreachable(str(self.servers), exc) from exc
+                _after_error(self.servers, address, exc, n == len(attempts), once=started)
 
 
 class AsyncServerClient:
@@ -309,16 +315,10 @@ class AsyncServerClient:
             try:
                 response = await self._http.request(method, address + path, **kwargs)
             except httpx.TransportError as exc:
-                self.servers.failed(address)
-                if n == len(attempts) or (once and may_have_arrived(exc)):
-                    raise ServerUnreachable(str(self.servers), exc) from exc
+                _after_error(self.servers, address, exc, n == len(attempts), once)
                 continue
-            if _fail_over(response) and n < len(attempts):
-                self.servers.failed(address)
-                continue
-            self.servers.worked(address)
-            _raise_for(response)
-            return response
+            if _answer_stands(self.servers, address, response, n == len(attempts)):
+                return response
         raise AssertionError("unreachable: attempts() is never empty")
 
     async def register(self, registration: NodeRegistration) -> RegistrationAnswer:
