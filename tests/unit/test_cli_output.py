@@ -102,10 +102,11 @@ def test_node_row() -> None:
         used_mem=384.0,
         tasks=3,
         port_range=(31000, 32000),
-        attributes={},
+        attributes={"zone": "a", "rack": "r[1]"},
         registered_at=NOW,
     )
-    assert node_row(node) == [
+    row = node_row(node)
+    assert row[:-1] == [
         "node-1",
         "127.0.0.2",
         "ready",
@@ -115,6 +116,9 @@ def test_node_row() -> None:
         "384/8192 MB",
         "3",
     ]
+    # Sorted by key, and escaped: rich would read "[1]" as markup.
+    assert Text.from_markup(row[-1]).plain == "rack=r[1] zone=a"
+    assert node_row(node.model_copy(update={"attributes": {}}))[-1] == "-"
 
 
 def test_change_line_names_the_group_and_instances() -> None:

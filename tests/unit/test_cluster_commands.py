@@ -12,6 +12,7 @@ from theseus.cluster.commands import (
     default_state_dir,
     etcd_command,
     node_address,
+    parse_node_attributes,
     server_command,
 )
 
@@ -104,3 +105,30 @@ def test_node_addresses_are_distinct_loopback_addresses() -> None:
     assert [node_address(i) for i in (1, 2, 3)] == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     with pytest.raises(ValueError):
         node_address(0)
+
+
+def test_node_attributes_hand_each_keys_values_out_in_turn() -> None:
+    attributes = parse_node_attributes(["rack=r1,r2", "zone=a", "rack=x,y"])
+    assert attributes == (("rack", ("x", "y")), ("zone", ("a",)))  # a repeated key: the last
+    config = ClusterConfig(state_dir=STATE, attributes=parse_node_attributes(["rack=r1,r2"]))
+    racks = []
+    for index in (1, 2, 3):
+        command = agent_command(config, index)
+        racks.append(command[command.index("--attr") + 1])
+    assert racks == ["rack=r1", "rack=r2", "rack=r1"]
+    assert "--attr" not in agent_command(ClusterConfig(state_dir=STATE), 1)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("rack", "'rack' is not KEY=VALUE"),
+        ("=r1", "'=r1' is not KEY=VALUE"),
+        ("rack=r1,,r2", "'rack=r1,,r2' has an empty value"),
+        ("rack=", "'rack=' has an empty value"),
+        ("hostname=h", "'hostname' is built in"),
+    ],
+)
+def test_bad_node_attributes_are_refused_by_name(option: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_node_attributes([option])

@@ -17,7 +17,12 @@ from theseus.cli.output import (
     err_console,
 )
 from theseus.cluster import local
-from theseus.cluster.commands import DRIVERS, ClusterConfig, default_state_dir
+from theseus.cluster.commands import (
+    DRIVERS,
+    ClusterConfig,
+    default_state_dir,
+    parse_node_attributes,
+)
 from theseus.cluster.statefile import StateFileError
 
 StateDirOption = Annotated[
@@ -99,6 +104,16 @@ def register(app: typer.Typer) -> None:
         node_mem: Annotated[
             float | None, typer.Option(min=1, help="MB each node offers [default: measured]")
         ] = None,
+        attribute: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--attr",
+                help="Node attribute for placement constraints, repeatable: KEY=VALUE on "
+                "every node, or KEY=V1,V2,... handed out in turn (--attr rack=r1,r2: node-1 "
+                "r1, node-2 r2, node-3 r1).",
+                show_default=False,
+            ),
+        ] = None,
         ha: Annotated[
             bool,
             typer.Option(
@@ -138,6 +153,10 @@ def register(app: typer.Typer) -> None:
         """
         if driver is not None and driver not in DRIVERS:
             raise typer.BadParameter(f"must be one of {', '.join(DRIVERS)}", param_hint="--driver")
+        try:
+            attributes = parse_node_attributes(attribute or [])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--attr") from None
         config = ClusterConfig(
             state_dir=(state_dir or default_state_dir()).absolute(),
             nodes=nodes,
@@ -149,6 +168,7 @@ def register(app: typer.Typer) -> None:
             python=sys.executable,
             servers=servers or (2 if ha else 1),
             etcd_members=etcd_members or (3 if ha else 1),
+            attributes=attributes,
         )
         try:
             result = local.up(config, _say)

@@ -198,10 +198,21 @@ def node_row(node: NodeInfo) -> list[str]:
         f"{node.used_cpus:g}/{node.cpus:g}",
         f"{node.used_mem:.0f}/{node.mem:.0f} MB",
         str(node.tasks),
+        escape(" ".join(f"{k}={v}" for k, v in sorted(node.attributes.items())) or "-"),
     ]
 
 
-NODE_COLUMNS = ("NAME", "ADDRESS", "STATUS", "ELIGIBILITY", "DRIVER", "CPUS", "MEM", "TASKS")
+NODE_COLUMNS = (
+    "NAME",
+    "ADDRESS",
+    "STATUS",
+    "ELIGIBILITY",
+    "DRIVER",
+    "CPUS",
+    "MEM",
+    "TASKS",
+    "ATTRIBUTES",
+)
 
 _ACTION_STYLE = {
     "created": "green",

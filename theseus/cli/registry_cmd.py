@@ -44,8 +44,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def cleanup(ctx: typer.Context, json_out: JsonOption = False) -> None:
-        """Rebuild the service registry from task state and show what changed (the
-        original's /cleanup). Safe at any time."""
+        """Rebuild the service registry from task state and show what changed.
+
+        The original's /cleanup. Safe at any time."""
         with connect(ctx) as client:
             result = client.cleanup()
         if json_out:

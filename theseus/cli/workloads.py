@@ -102,9 +102,10 @@ def register(app: typer.Typer) -> None:
         ],
         json_out: JsonOption = False,
     ) -> None:
-        """Show what `deploy -f FILE` would do, and change nothing: each group's action, the
-        fields an update changes, where new tasks would go, which would wait and why. A
-        rolling update shows its first step."""
+        """Show what `deploy -f FILE` would do, and change nothing.
+
+        Each group's action, the fields an update changes, where new tasks would go, which
+        would wait and why. A rolling update shows its first step."""
         text, content_type = _read_document(file)
         with connect(ctx) as client:
             result = client.deploy(text, content_type, dry_run=True)

@@ -57,6 +57,9 @@ class ClusterConfig:
     etcd_binary: str = "etcd"
     servers: int = 1
     etcd_members: int = 1
+    # Node attributes for placement constraints: each key's values are handed out to the
+    # nodes in turn (``parse_node_attributes``).
+    attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def api_url(self) -> str:
@@ -163,6 +166,31 @@ def server_command(config: ClusterConfig, index: int = 1) -> list[str]:
     ]
 
 
+def parse_node_attributes(options: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``["rack=r1,r2", "zone=a"]`` → ``(("rack", ("r1", "r2")), ("zone", ("a",)))``;
+    ``ValueError`` naming the bad option."""
+    parsed: dict[str, tuple[str, ...]] = {}
+    for option in options:
+        key, sep, values = option.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{option!r} is not KEY=VALUE or KEY=V1,V2,...")
+        if key == "hostname":
+            raise ValueError("'hostname' is built in: it is the node's name")
+        items = tuple(v.strip() for v in values.split(","))
+        if not all(items):
+            raise ValueError(f"{option!r} has an empty value")
+        parsed[key] = items
+    return tuple(parsed.items())
+
+
+def node_attributes(config: ClusterConfig, index: int) -> dict[str, str]:
+    """Node ``index``'s attributes: each key's values in turn (node-1 the first, node-2 the
+    second, ..., starting over when they run out), so ``rack=r1,r2`` spreads three nodes
+    over two racks."""
+    return {key: values[(index - 1) % len(values)] for key, values in config.attributes}
+
+
 def _rotated(items: list[str], start: int) -> list[str]:
     start %= len(items)
     return items[start:] + items[:start]
@@ -190,6 +218,8 @@ def agent_command(config: ClusterConfig, index: int) -> list[str]:
         command += ["--cpus", _number(config.node_cpus)]
     if config.node_mem is not None:
         command += ["--mem", _number(config.node_mem)]
+    for key, value in node_attributes(config, index).items():
+        command += ["--attr", f"{key}={value}"]
     command += ["--state-dir", str(config.state_dir / "agents" / name)]
     return command
 

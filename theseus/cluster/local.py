@@ -30,6 +30,7 @@ from theseus.cluster.commands import (
     agent_command,
     etcd_command,
     node_address,
+    node_attributes,
     node_name,
     server_command,
 )
@@ -87,13 +88,24 @@ def server_role(api_url: str) -> str:
         return "not answering"
 
 
-def ready_nodes(api_url: str, names: set[str]) -> list[NodeInfo]:
+def ready_nodes(
+    api_url: str, names: set[str], attributes: dict[str, dict[str, str]] | None = None
+) -> list[NodeInfo]:
+    """The nodes of ``names`` that are ready; with ``attributes`` (by name), only once their
+    record carries those: a node of a cluster stopped moments ago still reads as ready, with
+    the attributes it had, until its liveness lease runs out."""
     try:
         with _client(api_url) as client:
             nodes = client.nodes().nodes
     except (ServerUnreachable, ApiError):
         return []
-    return [n for n in nodes if n.name in names and n.status == "ready"]
+    return [
+        n
+        for n in nodes
+        if n.name in names
+        and n.status == "ready"
+        and (attributes is None or n.attributes == attributes[n.name])
+    ]
 
 
 def is_running(record: ClusterRecord) -> bool:
@@ -213,13 +225,14 @@ def up(config: ClusterConfig, report: Report) -> UpResult:
         statefile.save(state_dir, record)
 
         names = {node_name(i) for i in range(1, config.nodes + 1)}
+        declared = {node_name(i): node_attributes(config, i) for i in range(1, config.nodes + 1)}
         report(f"starting {config.nodes} agents ({', '.join(sorted(names))})")
         for i in range(1, config.nodes + 1):
             starter.start(node_name(i), "agent", agent_command(config, i), node_address(i))
         nodes: list[NodeInfo] = []
 
         def agents_ready() -> bool:
-            nodes[:] = ready_nodes(record.server_address, names)
+            nodes[:] = ready_nodes(record.server_address, names, declared)
             return len(nodes) == len(names)
 
         starter.wait_until("waiting for the nodes to be ready", agents_ready, "node-1")
