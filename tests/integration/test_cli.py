@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,18 @@ def test_deploy_ps_scale_logs_rm(cluster: Cluster) -> None:
 
     theseus(cluster, "rm", "ingestor")
     wait_until(lambda: not ps(cluster, "ingestor"), 30, "ingestor removed")
+
+
+def test_the_web_example_deploys_healthy_and_spread(cluster: Cluster) -> None:
+    deployed = theseus(cluster, "deploy", "-f", str(EXAMPLES / "web.yaml"))
+    assert "converged" in deployed.stdout
+    tasks = ps(cluster, "web")
+    assert len(tasks) == 4 and {t["health"] for t in tasks} == {"healthy"}
+    per_node = sorted(Counter(str(t["node"]) for t in tasks).values())
+    assert per_node == [1, 1, 2], per_node  # GROUP_BY hostname over 3 nodes, MAX_PER 2
+    assert "running (healthy)" in theseus(cluster, "ps", "web").stdout
+    theseus(cluster, "rm", "web")
+    wait_until(lambda: not ps(cluster, "web"), 30, "web removed")
 
 
 def test_failing_deploy_exits_nonzero_with_the_reason(cluster: Cluster, tmp_path: Path) -> None:
