@@ -2,7 +2,9 @@
 
 A round lasts ``round_seconds``: at random moments it deploys, scales or removes one of a few
 services (two of them with a health check, so that they are registered only once their agent
-says they are healthy), and injects faults: ``docker kill`` of a container, SIGKILL of an
+says they are healthy), and injects faults: ``docker kill`` of a container, a checked task
+made to fail its health check (it must leave the registry, be killed by its agent and be
+replaced), SIGKILL of an
 agent (started again after a random pause, sometimes past the liveness timeout, so the node
 is lost and comes back), SIGKILL of the leader server (started again), and with 3 etcd
 members SIGKILL of one member at a time (started again). Then every process is brought
@@ -31,20 +33,24 @@ from tests.integration.harness import Cluster
 from theseus.api.client import ApiError, ServerClient, ServerUnreachable
 
 SERVICES = ("alpha", "bravo", "charlie", "delta")
-CHECKED = ("bravo", "delta")  # deployed with a health check that always passes
+CHECKED = ("bravo", "delta")  # deployed with a health check, failed on purpose by a fault
+SICK_MARK = "/tmp/sick"
 HEALTH_CHECK = {
     "protocol": "COMMAND",
-    "command": "true",
+    "command": f"test ! -e {SICK_MARK}",
     "interval_seconds": 0.5,
     "timeout_seconds": 2,
     "grace_period_seconds": 10,
+    "max_consecutive_failures": 3,
 }
 IMAGE = "theseus/busybox:latest"
+WORKLOAD = ("deploy", "remove")  # the rest of ACTIONS are faults
 # Relative weights of what happens at each tick of a round.
 ACTIONS = {
     "deploy": 4,
     "remove": 1,
     "kill_container": 3,
+    "sicken_task": 2,
     "kill_agent": 2,
     "kill_leader": 1,
     "kill_etcd_member": 1,
@@ -83,7 +89,7 @@ class ChaosReport:
         return {
             "rounds": len(self.rounds),
             "faults": dict(sorted(self.faults.items())),
-            "faults_total": sum(n for kind, n in self.faults.items() if kind.startswith("kill_")),
+            "faults_total": sum(n for kind, n in self.faults.items() if kind not in WORKLOAD),
             "violations": len(self.violations),
             "longest_convergence_s": self.longest_convergence,
             "convergence_s": [r.converged_after for r in self.rounds],
@@ -208,6 +214,19 @@ class Chaos:
         except docker.errors.APIError:
             return False  # already gone
         return True
+
+    def _sicken_task(self) -> bool:
+        """Make a checked task's health check fail from now on: its agent must take it out
+        of the registry, kill it after three failures and have it replaced."""
+        checked = [c for c in self._containers() if c["Labels"]["theseus.service"] in CHECKED]
+        if not checked:
+            return False
+        victim = self.rng.choice(checked)
+        try:
+            exit_code, _ = self.docker.containers.get(victim["Id"]).exec_run(["touch", SICK_MARK])
+        except docker.errors.APIError:
+            return False  # gone meanwhile
+        return bool(exit_code == 0)
 
     def _kill_agent(self) -> bool:
         alive = [n for n in self.agents if self.cluster.processes[n].popen.poll() is None]
