@@ -283,6 +283,47 @@ def test_graceful_stop_gives_the_grace_period_then_kills(
     assert 1.8 <= took <= 4.0, f"SIGKILL {took:.2f}s after SIGTERM, grace period 2s"
 
 
+def test_a_command_stops_at_sigterm_thanks_to_init_unless_init_is_off(
+    resilient: Cluster, clean_slate: ServerClient, docker_client: docker.DockerClient
+) -> None:
+    """``sh -c 'sleep 600'`` as PID 1 would ignore SIGTERM (no handler: PID 1 is immune)
+    and wait out the whole grace period; with Docker's init as PID 1 it dies at once. The
+    chaos run found the same wait for a SIGTERM that came before the image's trap was set."""
+    client = clean_slate
+    deploy(
+        client,
+        plain={**BASE, "command": "sleep 600", "task_kill_grace_period_seconds": 10},
+        pid1={**BASE, "command": "sleep 600", "task_kill_grace_period_seconds": 2, "init": False},
+    )
+    wait_running(client, "plain", 1)
+    wait_running(client, "pid1", 1)
+    since = time.time() - 1
+    client.scale("plain", 0)
+    client.scale("pid1", 0)
+    for service in ("plain", "pid1"):
+        wait_until(
+            lambda s=service: (
+                not docker_client.api.containers(
+                    all=True, filters={"label": f"theseus.service={s}"}
+                )
+            ),
+            30,
+            f"{service} stopped and removed",
+        )
+
+    def stop_of(service: str) -> tuple[list[str], float]:
+        events = stop_events(docker_client, service, since)
+        kills = [e for e in events if e["Action"] == "kill"]
+        die = next(e for e in events if e["Action"] == "die")
+        took = (int(die["timeNano"]) - int(kills[0]["timeNano"])) / 1e9
+        return [e["Actor"]["Attributes"].get("signal", "") for e in kills], took
+
+    signals, took = stop_of("plain")
+    assert signals == ["15"] and took < 1.5, (signals, took)
+    signals, took = stop_of("pid1")
+    assert signals == ["15", "9"] and 1.8 <= took <= 4.0, (signals, took)
+
+
 def test_a_crash_loop_backs_off_exponentially_without_starving_others(
     resilient: Cluster, clean_slate: ServerClient
 ) -> None:

@@ -317,6 +317,12 @@ def test_docker_mounts_the_discovery_directory_read_only(tmp_path: Path) -> None
     assert container_config(launch([]), "127.0.0.2")["HostConfig"]["Binds"] == []
 
 
+def test_docker_runs_an_init_as_pid_1_unless_the_spec_says_not() -> None:
+    assert container_config(launch([]), "127.0.0.2")["HostConfig"]["Init"] is True
+    own_pid_1 = Launch("web.1", "img", {}, {}, [], 0.1, 32, init=False)
+    assert container_config(own_pid_1, "127.0.0.2")["HostConfig"]["Init"] is False
+
+
 @pytest.mark.parametrize("volume", ["/mine:/run/theseus:ro", "/mine:/run/theseus/"])
 def test_a_volume_of_the_spec_at_run_theseus_wins(tmp_path: Path, volume: str) -> None:
     config = container_config(launch([volume]), "127.0.0.2", tmp_path)

@@ -285,3 +285,12 @@ def test_orchestration_only_keys_do_not_change_the_version() -> None:
     assert GroupSpec.model_validate(steered).version() == GroupSpec.model_validate(base).version()
     checked = dict(base, health_checks=[{"protocol": "COMMAND", "command": "true"}])
     assert GroupSpec.model_validate(checked).version() != GroupSpec.model_validate(base).version()
+
+
+def test_init_is_on_by_default_and_keeps_the_digests_of_specs_written_before_it() -> None:
+    spec = GroupSpec.model_validate({"image": "theseus/busybox:latest", "ports": {"http": 5000}})
+    assert spec.init is True
+    # The digest this spec had before the key existed: an upgraded server replaces nothing.
+    assert spec.version() == "c28f80945c79"
+    own_pid_1 = GroupSpec.model_validate({**spec.model_dump(), "init": False})
+    assert own_pid_1.version() != spec.version()  # it changes the container: a rollout

@@ -55,6 +55,7 @@ def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None
         command=spec.command,
         args=list(spec.args) if spec.args is not None else None,
         members=members,
+        init=spec.init,
     )
 
 

@@ -104,6 +104,10 @@ class GroupSpec(BaseModel):
     backoff_factor: Annotated[float, Field(ge=1, le=10)] = 2.0
     max_launch_delay_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
     task_kill_grace_period_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    # Docker's init (tini) as each container's PID 1: it passes signals on and reaps
+    # zombies, so a ``command`` (``sh -c``, which as PID 1 would ignore SIGTERM) stops at
+    # once, even before it set a trap. false for images whose own process must be PID 1.
+    init: StrictBool = True
     # Restart a task that died on the node it ran on, as long as that node is alive; move it
     # only when the node is lost or drained (the original's ``custom_constraints: fixed-host``
     # intent, which it never implemented; Nomad's ``restart`` vs. ``reschedule``).
@@ -218,6 +222,10 @@ class GroupSpec(BaseModel):
         get replaced. ``instances``, ``sticky``, ``upgrade_strategy`` and ``dependencies`` only
         steer the orchestrator, so changing them restarts nothing."""
         excluded = {"instances", "sticky", "upgrade_strategy", "dependencies"}
+        if self.init:
+            # The default leaves the digest as it was before the key existed: an upgraded
+            # server must not replace every running task.
+            excluded.add("init")
         body = self.model_dump(mode="json", exclude=excluded)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -96,6 +96,7 @@ class Launch:
     command: str | None = None
     args: list[str] | None = None
     members: list[MemberLaunch] = field(default_factory=list)
+    init: bool = True  # Docker's init as PID 1, for every container of the task
 
     @property
     def is_pod(self) -> bool:

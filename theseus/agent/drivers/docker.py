@@ -89,6 +89,7 @@ def container_config(
             "Memory": int(launch.mem * 1024 * 1024),
             "PortBindings": bindings,
             "Binds": [*launch.volumes, *discovery_bind(discovery_dir, launch.volumes)],
+            "Init": launch.init,
         },
     }
     if launch.command is not None:

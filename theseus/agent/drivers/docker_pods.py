@@ -89,6 +89,7 @@ def infra_config(launch: Launch, address: str) -> dict[str, Any]:
         "HostConfig": {
             "Memory": INFRA_MEM * 1024 * 1024,
             "PortBindings": bindings,
+            "Init": True,  # a stop right after the start must not wait for the trap
         },
     }
 
@@ -111,6 +112,7 @@ def member_config(
             "NanoCpus": int(member.cpus * 1e9),
             "Memory": int(member.mem * 1024 * 1024),
             "Binds": [*member.volumes, *extra],
+            "Init": launch.init,
         },
     }
     if member.command is not None:
