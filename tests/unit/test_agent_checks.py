@@ -214,6 +214,21 @@ async def test_an_adopted_task_in_its_grace_period_is_unhealthy_but_not_killed(
     assert runner.slots["t1"].reported == "running"
 
 
+async def test_an_adopted_task_the_server_saw_healthy_is_killed_within_its_grace_period(
+    runner: TaskRunner, driver: CheckedDriver
+) -> None:
+    """Healthy once, then failing when its agent restarted: the grace period ended at that
+    first success, so the new agent counts failures at once (the chaos run waited out the
+    grace period here)."""
+    driver.containers["c-t1"] = Observed("t1", "c-t1", True, started_at=time.time())
+    driver.exit_code = 1
+    await runner.resync()
+    seen_healthy = assignment("t1", health_checks=[command_check(grace_period_seconds=60)])
+    runner.apply([seen_healthy.model_copy(update={"was_healthy": True})])
+    await until(lambda: runner.slots["t1"].reported == "exited")
+    assert "killed after 3 failed health checks" in (reports(runner)[-1].message or "")
+
+
 async def test_close_cancels_the_check_loops(runner: TaskRunner) -> None:
     runner.apply([assignment(f"t{i}", health_checks=[command_check()]) for i in range(5)])
     await until(lambda: len(runner._checkers) == 5)

@@ -61,15 +61,17 @@ class HealthLoop:
         on_verdict: Callable[[Verdict], None],
         on_kill: Callable[[str], None],
         lenient: bool = True,
+        passed_once: bool = False,
     ) -> None:
         """``http``: the client of HTTP checks (``http_client()``, shared by every task);
         ``started``: when the task started, on ``time.monotonic``'s clock (the start of the
-        grace period); ``lenient``: see ``theseus.agent.health`` (False when adopted)."""
+        grace period); ``lenient``: see ``theseus.agent.health`` (False when adopted);
+        ``passed_once``: an adopted task the server knows was healthy (no grace left)."""
         self.target = target
         self.driver = driver
         self.http = http
         self.health = TaskHealth(
-            [CheckState(check, started, member, lenient) for member, check in checks]
+            [CheckState(check, started, member, lenient, passed_once) for member, check in checks]
         )
         self.on_verdict = on_verdict
         self.on_kill = on_kill

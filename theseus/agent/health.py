@@ -14,10 +14,12 @@ the task's verdict to the server when it changes. Rules (``reference/peers.md`` 
 * One success makes it healthy and resets the count.
 * A task is healthy when every check is, unhealthy when any is, unknown otherwise.
 
-An adopted task (the agent restarted beside it) may have passed a check already, which the
-new agent cannot know. ``lenient=False`` then reports failures in the grace period as
-unhealthy (still without counting them towards a kill): leaving the registry too early is the
-safe side, keeping a failing task there for the rest of a grace period is not.
+An adopted task (the agent restarted beside it) may have passed a check already. When the
+server's record says it was healthy, the new agent starts its checks as passed once: failures
+count at once, as they would have for the agent that died. Otherwise (a verdict that never
+reached the server) ``lenient=False`` reports failures in the grace period as unhealthy,
+still without counting them towards a kill: leaving the registry too early is the safe side,
+keeping a failing task there for the rest of a grace period is not.
 """
 
 from __future__ import annotations

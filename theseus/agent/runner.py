@@ -367,6 +367,9 @@ class TaskRunner:
             on_verdict=partial(self._health_changed, slot),
             on_kill=partial(self._health_failed, slot),
             lenient=not adopted,
+            # Healthy once (the server's record): its grace period ended then, whatever the
+            # agent that saw it happen took with it when it died.
+            passed_once=adopted and assignment.was_healthy,
         )
         slot.healthy = slot.health_message = None
         slot.checked = slot.handle

@@ -202,6 +202,9 @@ class Assignment(BaseModel):
     spec: GroupSpec
     host_ports: dict[str, int]
     attempt: int = 0
+    # The task passed its health checks once (the server's record): an agent that adopts
+    # it after a restart must not give it a new grace period for failures.
+    was_healthy: bool = False
 
 
 class AssignmentList(BaseModel):

@@ -34,7 +34,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _assignment(task: TaskRecord) -> dict[str, Any]:
+def _assignment(task: TaskRecord, was_healthy: bool) -> dict[str, Any]:
     """``Assignment`` as plain JSON data."""
     return {
         "task_id": task.id,
@@ -46,13 +46,14 @@ def _assignment(task: TaskRecord) -> dict[str, Any]:
         "spec": task.spec.model_dump(mode="json"),
         "host_ports": dict(task.host_ports),
         "attempt": task.attempt,
+        "was_healthy": was_healthy,
     }
 
 
 class WireMemo:
     def __init__(self) -> None:
         self._tasks: dict[str, tuple[TaskRecord, TaskStatus | None, str | None, str, str]] = {}
-        self._assignments: dict[str, tuple[TaskRecord, str]] = {}
+        self._assignments: dict[str, tuple[TaskRecord, bool, str]] = {}
         self._groups: dict[str, tuple[GroupRecord, int, int, str]] = {}
 
     def task_json(self, state: ClusterState, task: TaskRecord) -> str:
@@ -78,18 +79,22 @@ class WireMemo:
         _prune(self._tasks, state.tasks)
         return f'{{"tasks":[{body}]}}'
 
-    def assignment_json(self, task: TaskRecord) -> str:
+    def assignment_json(self, state: ClusterState, task: TaskRecord) -> str:
+        # ``was_healthy`` is read fresh but wakes no long-poll when it changes: an agent only
+        # needs it when it adopts the task, and then it has just fetched the list.
+        status = state.statuses.get(task.id)
+        was_healthy = status is not None and status.was_healthy
         kept = self._assignments.get(task.id)
-        if kept is not None and kept[0] is task:
-            return kept[1]
-        text = _dumps(_assignment(task))
-        self._assignments[task.id] = (task, text)
+        if kept is not None and kept[0] is task and kept[1] == was_healthy:
+            return kept[2]
+        text = _dumps(_assignment(task, was_healthy))
+        self._assignments[task.id] = (task, was_healthy, text)
         return text
 
     def assignments_json(
         self, state: ClusterState, node: str, index: int, heartbeat_interval: float | None
     ) -> str:
-        body = ",".join(self.assignment_json(task) for task in state.tasks_on(node))
+        body = ",".join(self.assignment_json(state, task) for task in state.tasks_on(node))
         _prune(self._assignments, state.tasks)
         interval = _dumps(heartbeat_interval)
         return f'{{"index":{index},"heartbeat_interval":{interval},"tasks":[{body}]}}'
