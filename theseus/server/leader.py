@@ -198,7 +198,8 @@ class Leader:
                 async with asyncio.timeout(remaining):
                     alive = await self._keepalive_store.refresh_lease(lease)
             except (StoreUnavailable, TimeoutError) as exc:
-                log.warning("leader lease refresh failed (%s); retrying", exc)
+                # A timeout has no message: name the exception, not just its text.
+                log.warning("leader lease refresh failed (%s); retrying", repr(exc))
                 interval = min(0.1, self._lease_ttl / 3)  # etcd moves to another member
                 continue
             if not alive:
@@ -228,6 +229,7 @@ class Leader:
             snapshot.registry = self._registry_view
             copied = time.monotonic()
             plan, encoded, tracked = await asyncio.to_thread(self._pass, snapshot, now)
+            planned = time.monotonic()  # what follows waits on etcd: the log counts it apart
             self.passes += 1
             if not tracked.empty:
                 revision = await self._commit_tracked(snapshot, tracked)
@@ -235,7 +237,6 @@ class Leader:
                 if revision and any(w.touches_group for w in tracked.writes):
                     continue  # a revert: plan from the reverted group, not the failed one
             if not plan.empty:
-                planned = time.monotonic()
                 committed = await self.commit(plan, encoded)
                 if committed is None:
                     log.warning("plan refused by the fence; stepping down")
@@ -364,6 +365,7 @@ def _log_slow_pass(plan: Plan, started: float, copied: float, planned: float, ta
     ops = len(plan.task_puts) + len(plan.status_puts) + len(plan.task_deletes)
     ops += len(plan.status_deletes) + len(plan.registry_puts) + len(plan.registry_deletes)
     log.info(
+        # "commit": the deployments' steps, then the plan's writes (both wait on etcd).
         "slow pass over %d tasks: %.0f ms (snapshot %.0f, plan %.0f, commit of %d writes %.0f)",
         tasks,
         1000 * (done - started),
