@@ -234,6 +234,46 @@ def stop_events(docker_client: docker.DockerClient, service: str, since: float) 
     return sorted(events, key=lambda e: int(e["timeNano"]))
 
 
+def scale_to_zero_and_time_the_stops(
+    client: ServerClient, docker_client: docker.DockerClient, services: tuple[str, ...]
+) -> dict[str, tuple[list[str], float, str]]:
+    """Scale each (running) service to 0 and wait until its container is gone; per service,
+    from Docker's events: the signals sent, the seconds from the first to the death, and
+    the exit code."""
+    since = time.time() - 1
+    for service in services:
+        client.scale(service, 0)
+    for service in services:
+        wait_until(
+            lambda s=service: (
+                not docker_client.api.containers(
+                    all=True, filters={"label": f"theseus.service={s}"}
+                )
+            ),
+            30,
+            f"{service} stopped and removed",
+        )
+        # Stopped because we asked: a clean stop, not a death kept in the history. The
+        # record goes once the leader has seen the stop, which may be just after the
+        # container went: a death would stay.
+        wait_until(
+            lambda s=service: not client.tasks(s, include_stopped=True).tasks,
+            10,
+            f"{service}'s stopped task forgotten",
+        )
+    timelines = {}
+    for service in services:
+        events = stop_events(docker_client, service, since)
+        kills = [e for e in events if e["Action"] == "kill"]
+        die = next(e for e in events if e["Action"] == "die")
+        timelines[service] = (
+            [e["Actor"]["Attributes"].get("signal", "") for e in kills],
+            (int(die["timeNano"]) - int(kills[0]["timeNano"])) / 1e9,
+            die["Actor"]["Attributes"]["exitCode"],
+        )
+    return timelines
+
+
 def test_graceful_stop_gives_the_grace_period_then_kills(
     resilient: Cluster, clean_slate: ServerClient, docker_client: docker.DockerClient
 ) -> None:
@@ -247,38 +287,11 @@ def test_graceful_stop_gives_the_grace_period_then_kills(
     )
     wait_running(client, "polite", 1)
     wait_running(client, "stubborn", 1)
-    since = time.time() - 1
-    client.scale("polite", 0)
-    client.scale("stubborn", 0)
-    for service in ("polite", "stubborn"):
-        wait_until(
-            lambda s=service: (
-                not docker_client.api.containers(
-                    all=True, filters={"label": f"theseus.service={s}"}
-                )
-            ),
-            30,
-            f"{service} stopped and removed",
-        )
-        # Stopped because we asked: a clean stop, not a death kept in the history.
-        assert client.tasks(service, include_stopped=True).tasks == []
+    stops = scale_to_zero_and_time_the_stops(client, docker_client, ("polite", "stubborn"))
 
-    def timeline(service: str) -> tuple[list[str], float, str]:
-        events = stop_events(docker_client, service, since)
-        signals = [
-            e["Actor"]["Attributes"].get("signal", "") for e in events if e["Action"] == "kill"
-        ]
-        first_kill = min(int(e["timeNano"]) for e in events if e["Action"] == "kill")
-        die = next(e for e in events if e["Action"] == "die")
-        return (
-            signals,
-            (int(die["timeNano"]) - first_kill) / 1e9,
-            die["Actor"]["Attributes"]["exitCode"],
-        )
-
-    signals, took, code = timeline("polite")
+    signals, took, code = stops["polite"]
     assert signals == ["15"] and code == "0" and took < 1.5, (signals, took, code)
-    signals, took, code = timeline("stubborn")
+    signals, took, code = stops["stubborn"]
     assert signals == ["15", "9"] and code == "137", (signals, code)
     assert 1.8 <= took <= 4.0, f"SIGKILL {took:.2f}s after SIGTERM, grace period 2s"
 
@@ -297,30 +310,11 @@ def test_a_command_stops_at_sigterm_thanks_to_init_unless_init_is_off(
     )
     wait_running(client, "plain", 1)
     wait_running(client, "pid1", 1)
-    since = time.time() - 1
-    client.scale("plain", 0)
-    client.scale("pid1", 0)
-    for service in ("plain", "pid1"):
-        wait_until(
-            lambda s=service: (
-                not docker_client.api.containers(
-                    all=True, filters={"label": f"theseus.service={s}"}
-                )
-            ),
-            30,
-            f"{service} stopped and removed",
-        )
+    stops = scale_to_zero_and_time_the_stops(client, docker_client, ("plain", "pid1"))
 
-    def stop_of(service: str) -> tuple[list[str], float]:
-        events = stop_events(docker_client, service, since)
-        kills = [e for e in events if e["Action"] == "kill"]
-        die = next(e for e in events if e["Action"] == "die")
-        took = (int(die["timeNano"]) - int(kills[0]["timeNano"])) / 1e9
-        return [e["Actor"]["Attributes"].get("signal", "") for e in kills], took
-
-    signals, took = stop_of("plain")
+    signals, took, _ = stops["plain"]
     assert signals == ["15"] and took < 1.5, (signals, took)
-    signals, took = stop_of("pid1")
+    signals, took, _ = stops["pid1"]
     assert signals == ["15", "9"] and 1.8 <= took <= 4.0, (signals, took)
 
 
