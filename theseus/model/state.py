@@ -6,6 +6,7 @@ The store's cache produces it; the reconciler and the routes read it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from theseus.model.deployments import DeploymentRecord, SpecVersion
 from theseus.model.groups import GroupRecord
@@ -13,7 +14,14 @@ from theseus.model.nodes import NodeControl, NodeRecord
 from theseus.model.tasks import TaskRecord, TaskState, TaskStatus
 
 
-@dataclass
+class LeaderKey(NamedTuple):
+    """Who holds the leader key, and the create revision of that key (its term's fence)."""
+
+    holder: str
+    revision: int
+
+
+@dataclass(kw_only=True)
 class ClusterState:
     revision: int
     groups: dict[str, GroupRecord] = field(default_factory=dict)
@@ -23,7 +31,7 @@ class ClusterState:
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     alive: dict[str, int] = field(default_factory=dict)  # node -> lease id
     cluster_id: str | None = None
-    leader: tuple[str, int] | None = None  # (leader id, create revision of its key)
+    leader: LeaderKey | None = None
     registry: dict[str, bytes] = field(default_factory=dict)  # key under /services/ -> value
     registry_revisions: dict[str, int] = field(default_factory=dict)
     # Indexes of ``tasks`` (kept by index_task), so that per-node and per-group questions do
@@ -38,24 +46,26 @@ class ClusterState:
     deployment_revisions: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> ClusterState:
+        """A copy whose containers can change without touching this one (the records in
+        them are immutable and shared)."""
         return ClusterState(
-            self.revision,
-            dict(self.groups),
-            dict(self.group_revisions),
-            dict(self.tasks),
-            dict(self.statuses),
-            dict(self.nodes),
-            dict(self.alive),
-            self.cluster_id,
-            self.leader,
-            dict(self.registry),
-            dict(self.registry_revisions),
-            {node: set(ids) for node, ids in self.tasks_by_node.items()},
-            {group: set(ids) for group, ids in self.tasks_by_group.items()},
-            dict(self.controls),
-            {group: dict(kept) for group, kept in self.versions.items()},
-            dict(self.deployments),
-            dict(self.deployment_revisions),
+            revision=self.revision,
+            groups=dict(self.groups),
+            group_revisions=dict(self.group_revisions),
+            tasks=dict(self.tasks),
+            statuses=dict(self.statuses),
+            nodes=dict(self.nodes),
+            alive=dict(self.alive),
+            cluster_id=self.cluster_id,
+            leader=self.leader,
+            registry=dict(self.registry),
+            registry_revisions=dict(self.registry_revisions),
+            tasks_by_node={node: set(ids) for node, ids in self.tasks_by_node.items()},
+            tasks_by_group={group: set(ids) for group, ids in self.tasks_by_group.items()},
+            controls=dict(self.controls),
+            versions={group: dict(kept) for group, kept in self.versions.items()},
+            deployments=dict(self.deployments),
+            deployment_revisions=dict(self.deployment_revisions),
         )
 
     def index_task(self, old: TaskRecord | None, new: TaskRecord | None) -> None:

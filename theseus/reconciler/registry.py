@@ -13,14 +13,25 @@ re-added, a stale or hand-made one removed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from theseus.model import registry
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired
 
-# Encoded entries from earlier passes, keyed by registry key, with the records they were made
-# from: reused while those records are the very same objects (unchanged since).
-EncodingMemo = dict[str, tuple[object, object, bytes]]
+
+class Encoded(NamedTuple):
+    """A registry entry's value and the records it was made from (a group's config: the
+    group, no node; a container's: its task and its node)."""
+
+    source: object
+    node: object
+    value: bytes
+
+
+# Encoded entries from earlier passes, keyed by registry key: reused while their records are
+# the very same objects (unchanged since).
+EncodingMemo = dict[str, Encoded]
 
 
 @dataclass
@@ -37,10 +48,10 @@ def desired_registry(state: ClusterState, memo: EncodingMemo | None = None) -> d
     for group in state.groups.values():
         key = registry.config_key(group.group_key)
         cached = memo.get(key)
-        if cached is None or cached[0] is not group:
-            cached = (group, None, registry.encode(registry.config_value(group)))
+        if cached is None or cached.source is not group:
+            cached = Encoded(group, None, registry.encode(registry.config_value(group)))
             memo[key] = cached
-        wanted[key] = cached[2]
+        wanted[key] = cached.value
     for task in state.tasks.values():
         if task.desired is not Desired.RUN or task.group_key.key not in state.groups:
             continue
@@ -49,10 +60,10 @@ def desired_registry(state: ClusterState, memo: EncodingMemo | None = None) -> d
             continue
         key = registry.container_key(task.group_key, task.id)
         cached = memo.get(key)
-        if cached is None or cached[0] is not task or cached[1] is not node:
-            cached = (task, node, registry.encode(registry.container_value(task, node)))
+        if cached is None or cached.source is not task or cached.node is not node:
+            cached = Encoded(task, node, registry.encode(registry.container_value(task, node)))
             memo[key] = cached
-        wanted[key] = cached[2]
+        wanted[key] = cached.value
     for key in [k for k in memo if k not in wanted]:
         del memo[key]  # forget entries that are gone, so the memo stays the registry's size
     return wanted

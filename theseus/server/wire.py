@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
@@ -50,11 +50,34 @@ def _assignment(task: TaskRecord, was_healthy: bool) -> dict[str, Any]:
     }
 
 
+class _TaskPiece(NamedTuple):
+    """A task's ``TaskInfo`` JSON and what it was made from."""
+
+    task: TaskRecord
+    status: TaskStatus | None
+    address: str | None  # its node's
+    derived: str  # its derived state (``ClusterState.task_state``)
+    text: str
+
+
+class _AssignmentPiece(NamedTuple):
+    task: TaskRecord
+    was_healthy: bool
+    text: str
+
+
+class _GroupPiece(NamedTuple):
+    group: GroupRecord
+    changed: int  # the cache's ``group_index`` of the group when made
+    alive_index: int
+    text: str
+
+
 class WireMemo:
     def __init__(self) -> None:
-        self._tasks: dict[str, tuple[TaskRecord, TaskStatus | None, str | None, str, str]] = {}
-        self._assignments: dict[str, tuple[TaskRecord, bool, str]] = {}
-        self._groups: dict[str, tuple[GroupRecord, int, int, str]] = {}
+        self._tasks: dict[str, _TaskPiece] = {}
+        self._assignments: dict[str, _AssignmentPiece] = {}
+        self._groups: dict[str, _GroupPiece] = {}
 
     def task_json(self, state: ClusterState, task: TaskRecord) -> str:
         status = state.statuses.get(task.id)
@@ -64,14 +87,14 @@ class WireMemo:
         kept = self._tasks.get(task.id)
         if (
             kept is not None
-            and kept[0] is task
-            and kept[1] is status
-            and kept[2] == address
-            and kept[3] == derived
+            and kept.task is task
+            and kept.status is status
+            and kept.address == address
+            and kept.derived == derived
         ):
-            return kept[4]
+            return kept.text
         text = _dumps(task_entry(state, task))
-        self._tasks[task.id] = (task, status, address, derived, text)
+        self._tasks[task.id] = _TaskPiece(task, status, address, derived, text)
         return text
 
     def tasks_json(self, state: ClusterState, tasks: Iterable[TaskRecord]) -> str:
@@ -85,10 +108,10 @@ class WireMemo:
         status = state.statuses.get(task.id)
         was_healthy = status is not None and status.was_healthy
         kept = self._assignments.get(task.id)
-        if kept is not None and kept[0] is task and kept[1] == was_healthy:
-            return kept[2]
+        if kept is not None and kept.task is task and kept.was_healthy == was_healthy:
+            return kept.text
         text = _dumps(_assignment(task, was_healthy))
-        self._assignments[task.id] = (task, was_healthy, text)
+        self._assignments[task.id] = _AssignmentPiece(task, was_healthy, text)
         return text
 
     def assignments_json(
@@ -112,14 +135,14 @@ class WireMemo:
             kept = self._groups.get(group_id)
             if (
                 kept is not None
-                and kept[0] is group
-                and kept[1] == changed
-                and kept[2] == alive_index
+                and kept.group is group
+                and kept.changed == changed
+                and kept.alive_index == alive_index
             ):
-                parts.append(kept[3])
+                parts.append(kept.text)
                 continue
             text = group_info(state, group_id, group).model_dump_json()
-            self._groups[group_id] = (group, changed, alive_index, text)
+            self._groups[group_id] = _GroupPiece(group, changed, alive_index, text)
             parts.append(text)
         _prune(self._groups, state.groups)
         return f'{{"groups":[{",".join(parts)}]}}'
