@@ -17,6 +17,7 @@ from theseus.server.leader import Leader
 from theseus.store import keys
 from theseus.store.cache import StateCache
 from theseus.store.etcd import EtcdStore
+from theseus.store.leadership import Leadership
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +32,11 @@ def etcd_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.stop()
 
 
-class StuckLeader(Leader):
-    """A leader whose lease keep-alive hangs (a partition, a long pause): nothing tells it
-    that its lease is gone."""
+class StuckLeadership(Leadership):
+    """A leadership whose lease keep-alive hangs (a partition, a long pause): nothing tells
+    it that its lease is gone."""
 
-    async def _keep_alive(self, lease: int, granted: float) -> None:
+    async def keep_alive(self, lease: int, granted: float) -> None:
         await asyncio.Event().wait()
 
 
@@ -65,7 +66,8 @@ async def test_a_deposed_leader_that_believes_it_leads_cannot_write(etcd_only: C
     await store_a.connect()
     await store_b.connect()
     cache_a, cache_b = StateCache(store_a), StateCache(store_b)
-    stale, current = StuckLeader(store_a, cache_a, "a"), Leader(store_b, cache_b, "b")
+    stale = Leader(store_a, cache_a, StuckLeadership(store_a, cache_a, "a"))
+    current = Leader(store_b, cache_b, Leadership(store_b, cache_b, "b"))
     tasks = {
         "cache-a": asyncio.create_task(cache_a.run()),
         "cache-b": asyncio.create_task(cache_b.run()),

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import Cluster, new_cluster
-from theseus.store.etcd import CreateRevisionIs, Delete, EtcdStore, ModRevisionIs, Put
+from theseus.store.base import CreateRevisionIs, Delete, ModRevisionIs, Put
+from theseus.store.etcd import EtcdStore
 
 pytestmark = pytest.mark.integration
 

@@ -1,70 +1,71 @@
-"""The cache's proof that it follows etcd: current, or at least moving; else out of touch."""
+"""The cache's proof that it follows the store: current, or at least moving; else out of
+touch. Against the in-memory store, with a clock the tests move."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import cast
 
 import pytest
 
-from theseus.store.cache import StateCache
-from theseus.store.etcd import EtcdStore, StoreUnavailable
+from theseus.store.base import Put
+from theseus.store.cache import OUT_OF_TOUCH, StateCache
+from theseus.store.memory import MemoryStore
 
 
-class FakeStore:
+class Clock:
     def __init__(self) -> None:
-        self.revision = 10
-        self.down = False
-        self.probes = 0
-        self.probed = asyncio.Event()
+        self.now = 1000.0
 
-    async def current_revision(self) -> int:
-        self.probes += 1
-        self.probed.set()
-        if self.down:
-            raise StoreUnavailable("down")
-        return self.revision
+    def __call__(self) -> float:
+        return self.now
 
 
 class Probed:
-    def __init__(self, store: FakeStore, cache: StateCache) -> None:
-        self.store, self.cache = store, cache
+    """A cache whose watch does not run (the tests say what it has applied) and its probe."""
 
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.clock = Clock()
+        self.cache = StateCache(store, clock=self.clock)
         self.task: asyncio.Task[None] | None = None
 
     async def rounds(self, count: int) -> None:
-        """Start the probe if need be, and let it run ``count`` more times. (Our fake answers
-        without suspending, so a probe has judged once the next one has asked.)"""
+        """Start the probe if need be, and let it judge ``count`` more times (a probe has
+        judged once the next one has asked)."""
         if self.task is None:
             self.task = asyncio.create_task(self.cache.probe(interval=0.01))
-        target = self.store.probes + count + 1
+        target = self.store.calls["current_revision"] + count + 1
         async with asyncio.timeout(5):
-            while self.store.probes < target:
-                self.store.probed.clear()
-                await self.store.probed.wait()
+            await self.store.wait_calls("current_revision", target)
 
 
 @pytest.fixture
-async def probed() -> AsyncIterator[Probed]:
-    store = FakeStore()
-    cache = StateCache(cast(EtcdStore, store))
-    cache.state.revision = 10
-    cache._confirmed_at -= 100  # as if the last proof were long ago
-    probed = Probed(store, cache)
+async def probed(store: MemoryStore) -> AsyncIterator[Probed]:
+    for i in range(10):
+        await store.commit([Put(f"/theseus/x/{i}", b"1")])
+    probed = Probed(store)
+    probed.cache.state.revision = 10  # the cache has applied all of it
+    probed.clock.now += 100  # as if the last proof were long ago
     yield probed
     if probed.task is not None:
         probed.task.cancel()
         await asyncio.gather(probed.task, return_exceptions=True)
 
 
+async def etcd_moves_on(store: MemoryStore, revisions: int) -> None:
+    for i in range(revisions):
+        await store.commit([Put(f"/theseus/y/{i}", b"1")])
+
+
 async def test_a_current_cache_is_in_touch(probed: Probed) -> None:
+    assert probed.cache.out_of_touch() == 100
     await probed.rounds(1)
     assert probed.cache.out_of_touch() is None
 
 
 async def test_a_cache_behind_but_moving_is_in_touch(probed: Probed) -> None:
-    probed.store.revision = 50
+    await etcd_moves_on(probed.store, 40)
     await probed.rounds(1)  # behind, not yet seen moving
     assert probed.cache.out_of_touch() is not None
     for _ in range(3):  # the watch applies changes, slowly, between probes
@@ -74,16 +75,20 @@ async def test_a_cache_behind_but_moving_is_in_touch(probed: Probed) -> None:
 
 
 async def test_a_stuck_cache_or_lost_etcd_is_out_of_touch(probed: Probed) -> None:
-    probed.store.revision = 50  # etcd moved on; the cache stays at 10
+    await etcd_moves_on(probed.store, 40)  # etcd moved on; the cache stays at 10
     await probed.rounds(3)
     assert probed.cache.out_of_touch() is not None
-    probed.store.revision, probed.store.down = 10, True
+    probed.cache.state.revision = probed.store.revision  # caught up, but etcd is gone
+    probed.store.faults.fail("current_revision")
+    probed.clock.now += 2 * OUT_OF_TOUCH
     await probed.rounds(3)
     assert probed.cache.out_of_touch() is not None
 
 
-async def test_released_long_polls_answer_at_once_and_new_ones_do_not_wait() -> None:
-    cache = StateCache(cast(EtcdStore, None))
+async def test_released_long_polls_answer_at_once_and_new_ones_do_not_wait(
+    store: MemoryStore,
+) -> None:
+    cache = StateCache(store)
     polls = [
         asyncio.ensure_future(cache.wait_node("n1", 0, 60)),
         asyncio.ensure_future(cache.wait_services(["web"], 0, 60)),

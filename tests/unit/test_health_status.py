@@ -1,4 +1,4 @@
-"""How the server folds an agent's health verdicts into a task's status (``_next_status``)."""
+"""How the server folds an agent's health verdicts into a task's status (``next_status``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from theseus.api.schemas import TaskReport
 from theseus.model.tasks import TaskStatus
-from theseus.server.writes import _next_status
+from theseus.server.reports import next_status
 
 
 def report(state: str = "running", **fields: Any) -> TaskReport:
@@ -16,7 +16,7 @@ def report(state: str = "running", **fields: Any) -> TaskReport:
 def fold(*reports: TaskReport) -> TaskStatus:
     status: TaskStatus | None = None
     for each in reports:
-        status = _next_status(status, each)
+        status = next_status(status, each)
     assert status is not None
     return status
 

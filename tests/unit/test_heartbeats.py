@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from theseus.api.schemas import NodeRegistration
 from theseus.server.heartbeats import (
     HeartbeatTiming,
     advised_interval,
@@ -14,7 +15,9 @@ from theseus.server.heartbeats import (
     lease_change,
 )
 from theseus.server.writes import Writer
-from theseus.store.cache import StateCache, alive_ttl, alive_value
+from theseus.store.cache import StateCache
+from theseus.store.encoding import alive_put, alive_ttl
+from theseus.store.memory import MemoryStore
 
 
 @pytest.mark.parametrize(
@@ -91,36 +94,28 @@ def test_every_heartbeat_keeps_its_node_alive_under_the_rules() -> None:
 
 
 def test_alive_values_record_the_lease_ttl() -> None:
-    assert alive_ttl(alive_value(1700000000.5, 30)) == 30
+    assert alive_ttl(alive_put("n1", 1700000000.5, 30, lease=7).value) == 30
     assert alive_ttl(b"1700000000.5") is None  # written by an older server
     assert alive_ttl(b"x y") is None
 
 
-class SlowStore:
-    """Just the lease calls of ``EtcdStore``: refreshes wait until released."""
-
-    def __init__(self) -> None:
-        self.refreshes = 0
-        self.release = asyncio.Event()
-
-    async def refresh_lease(self, lease: int) -> bool:
-        self.refreshes += 1
-        await self.release.wait()
-        return True
-
-
-async def test_a_nodes_concurrent_heartbeats_share_one_refresh() -> None:
-    store = SlowStore()
-    cache = StateCache(store)  # type: ignore[arg-type]
-    cache.state.alive["n1"] = 7
-    writer = Writer(store, cache, liveness_timeout=3)  # type: ignore[arg-type]
+async def test_a_nodes_concurrent_heartbeats_share_one_refresh(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    writer = Writer(store, cache, liveness_timeout=3)
+    await writer.register_node(
+        NodeRegistration(name="n1", address="127.0.0.2", agent_port=5051, cpus=1, mem=512)
+    )
+    store.faults.hang("refresh_lease")  # etcd is slow to answer
     first = asyncio.ensure_future(writer.heartbeat("n1"))
+    await store.faults.wait_hanging("refresh_lease")
     retry = asyncio.ensure_future(writer.heartbeat("n1"))  # the agent timed out and retried
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the retry joins the refresh in progress
     first.cancel()  # ...and hung up on the first one
-    store.release.set()
+    refreshes = store.calls["refresh_lease"]
+    store.faults.heal()
     assert await retry == HeartbeatTiming(1.0, 3)
-    assert store.refreshes == 1
+    assert store.calls["refresh_lease"] == refreshes == 1
     assert await writer.heartbeat("n1") == HeartbeatTiming(1.0, 3)  # a later one refreshes
-    assert store.refreshes == 2
+    assert store.calls["refresh_lease"] == 2
     assert await writer.heartbeat("unknown") is None

@@ -1,4 +1,4 @@
-"""The leader's plan as etcd operations: a node's new tasks side by side (one transaction
+"""The leader's plan as store operations: a node's new tasks side by side (one transaction
 wakes its long-poll once), and the records behind the puts for the cache."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 from tests.builders import make_group, make_status, make_task
 from theseus.model.tasks import TaskState
 from theseus.reconciler.reconcile import Plan
-from theseus.server.leader import encode_plan
 from theseus.store import keys
-from theseus.store.etcd import Delete, Put
+from theseus.store.base import Delete, Put
+from theseus.store.encoding import encode_plan
 
 
 def test_task_writes_are_grouped_by_node_and_records_kept() -> None:

@@ -35,8 +35,10 @@ from theseus.server.routes import (
     tasks,
 )
 from theseus.server.writes import ConflictError, TooLargeError, Writer
+from theseus.store.base import Store, StoreUnavailable
 from theseus.store.cache import StateCache
-from theseus.store.etcd import EtcdStore, StoreUnavailable
+from theseus.store.etcd import EtcdStore
+from theseus.store.leadership import Leadership
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,22 @@ async def retry_while_etcd_unavailable(step: Callable[[], Awaitable[T]]) -> T:
             delay = min(delay * 2, STARTUP_BACKOFF_MAX)
 
 
-def create_app(config: ServerConfig) -> FastAPI:
+def etcd_stores(config: ServerConfig) -> Store:
+    """A connection to the configured etcd members (each call: a connection of its own)."""
+    return EtcdStore(config.etcd)
+
+
+def create_app(
+    config: ServerConfig, open_store: Callable[[ServerConfig], Store] = etcd_stores
+) -> FastAPI:
+    """The server's app; ``open_store`` makes its two store connections (unit tests give it
+    ``theseus.store.memory.MemoryStore``s' factory)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = EtcdStore(config.etcd)
+        store = open_store(config)
         await retry_while_etcd_unavailable(store.connect)
-        keepalive_store = EtcdStore(config.etcd)  # the leader lease's own connection
+        keepalive_store = open_store(config)  # the leader lease's own connection
         await retry_while_etcd_unavailable(keepalive_store.connect)
         cache = StateCache(store)
         server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
@@ -75,15 +87,20 @@ def create_app(config: ServerConfig) -> FastAPI:
             config.max_heartbeats_per_second,
             config.heartbeat_interval,
         )
-        leader = Leader(
+        leadership = Leadership(
             store,
             cache,
             server_id,
             lease_ttl=config.leader_lease_ttl,
-            registry_repair_interval=config.registry_repair_interval,
             keepalive_store=keepalive_store,
         )
-        ctx = ServerContext(config, store, cache, writer, leader)
+        leader = Leader(
+            store,
+            cache,
+            leadership,
+            registry_repair_interval=config.registry_repair_interval,
+        )
+        ctx = ServerContext(config=config, store=store, cache=cache, writer=writer, leader=leader)
         ctx.cluster_id = await retry_while_etcd_unavailable(writer.ensure_cluster_id)
         app.state.ctx = ctx
         background = [

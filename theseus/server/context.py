@@ -10,8 +10,8 @@ from fastapi import HTTPException, Request
 from theseus.server.leader import Leader
 from theseus.server.wire import WireMemo
 from theseus.server.writes import Writer
+from theseus.store.base import Store
 from theseus.store.cache import StateCache
-from theseus.store.etcd import EtcdStore
 
 
 @dataclass
@@ -31,7 +31,7 @@ class ServerConfig:
 @dataclass
 class ServerContext:
     config: ServerConfig
-    store: EtcdStore
+    store: Store
     cache: StateCache
     writer: Writer
     leader: Leader

@@ -1,14 +1,19 @@
-"""Every etcd write the API makes on behalf of a request (the leader writes its own plans).
+"""Every store write the API makes on behalf of a request (the leader writes its own plans).
 
-* group changes from ``/deploy``, scale, remove, rollback and cancel: one transaction guarded
-  by each group's mod revision, so a document is applied atomically or not at all, retried
-  on a race; with each group's spec version and deployment (``theseus.server.rollouts``);
+* group changes from ``/deploy``, scale, remove, rollback and cancel: decided once
+  (``decide_group_changes``: the planner, the dependency checks, the size limits, the group
+  writes and their encoding) and then either previewed (``POST /deploy?dry_run=true``) or
+  applied in one transaction guarded by each group's mod revision, so a document is applied
+  atomically or not at all, retried on a race; with each group's spec version and deployment
+  (``theseus.reconciler.deployments``);
 * node registration and heartbeats: a node record plus a leased ``alive`` key, whose lease
   is replaced when the cluster's heartbeat timing changes (``theseus.server.heartbeats``);
 * task reports from agents: observed status, batched into as few transactions as possible;
 * the operator's node controls (drain, eligibility): one key per node, the last write wins.
 
-After a write it waits until the cache has seen it, so the caller reads its own writes.
+Keys and encodings are ``theseus.store.encoding``'s; transactions are packed and committed by
+``theseus.store.commit``. After a write it waits until the cache has seen it, so the caller
+reads its own writes.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
@@ -24,7 +30,7 @@ from theseus.api.schemas import NodeRegistration, TaskReport
 from theseus.model.nodes import NodeControl, NodeRecord
 from theseus.model.spec import SpecError
 from theseus.model.state import ClusterState
-from theseus.model.tasks import TaskState, TaskStatus
+from theseus.model.tasks import TaskStatus
 from theseus.reconciler.dependencies import dependency_errors
 from theseus.reconciler.deploy import GroupChangePlan
 from theseus.reconciler.deployments import GroupWrite, group_writes
@@ -35,26 +41,27 @@ from theseus.server.heartbeats import (
     heartbeat_timing,
     lease_change,
 )
-from theseus.server.rollouts import encode_writes, too_large
+from theseus.server.reports import next_status
 from theseus.store import keys
-from theseus.store.cache import StateCache, alive_value
-from theseus.store.etcd import (
-    MAX_TXN_OPS,
-    CreateRevisionIs,
-    Delete,
-    EtcdStore,
-    Guard,
-    ModRevisionIs,
-    Op,
-    Put,
+from theseus.store.base import CreateRevisionIs, Op, Put, Store
+from theseus.store.cache import StateCache
+from theseus.store.commit import Txn, TxnTooLarge, commit_all, single
+from theseus.store.encoding import (
+    alive_put,
+    control_op,
+    encode_group_writes,
+    encode_registry_repair,
+    node_put,
+    status_put,
 )
 
 ATTEMPTS = 5
-# The groups one document may change: each is one guarded write (plus its history and its
-# deployment: ``theseus.server.rollouts``).
-MAX_GROUP_CHANGES = MAX_TXN_OPS // 2
+# The groups one document may change: each is one guarded write, with its history and its
+# deployment, all in one transaction.
+MAX_GROUP_CHANGES = 64
 _WRITING = ("created", "scaled", "updated", "configured", "removed")
 T = TypeVar("T")
+GroupPlanner = Callable[[ClusterState], list[GroupChangePlan]]
 
 
 class ConflictError(RuntimeError):
@@ -65,10 +72,42 @@ class TooLargeError(ValueError):
     """A document touches more groups than one etcd transaction can hold."""
 
 
+@dataclass(frozen=True)
+class Decided:
+    """What a group change will do, checked in full: ``changes`` as planned (for a preview),
+    ``applied`` (the same, with the deployment each one starts) and the transaction that
+    writes them (None: nothing to write)."""
+
+    changes: list[GroupChangePlan]
+    applied: list[GroupChangePlan]
+    txn: Txn | None
+
+
+def decide_group_changes(planner: GroupPlanner, state: ClusterState, now: float) -> Decided:
+    """Every check a deploy, scale, remove or rollback passes before it is written, and the
+    writes: the one path of both ``theseus plan`` and ``theseus deploy``. Raises
+    ``SpecError`` (422), ``TooLargeError`` (413) or the planner's own ``HTTPException``."""
+    changes = planner(state)
+    errors = dependency_errors(state.groups, changes)
+    if errors:
+        raise SpecError(errors)  # nothing is written: the route answers 422
+    if sum(c.action in _WRITING for c in changes) > MAX_GROUP_CHANGES:
+        raise TooLargeError(f"a document may change at most {MAX_GROUP_CHANGES} groups")
+    applied, writes = group_writes(state, changes, now)
+    return Decided(changes, applied, _one_transaction(state, writes))
+
+
+def _one_transaction(state: ClusterState, writes: list[GroupWrite]) -> Txn | None:
+    try:
+        return single(encode_group_writes(state, writes))
+    except TxnTooLarge:
+        raise TooLargeError("this change needs too many etcd operations; split it") from None
+
+
 class Writer:
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         cache: StateCache,
         liveness_timeout: int,
         max_heartbeats_per_second: float = 100.0,
@@ -109,38 +148,44 @@ class Writer:
         assert entry is not None
         return entry.value.decode()
 
-    async def apply_group_changes(
-        self, planner: Callable[[ClusterState], list[GroupChangePlan]]
-    ) -> list[GroupChangePlan]:
-        """Plan against the cache and commit, guarded; re-plan after a concurrent change.
-        Each change that writes a group also records its spec version and starts its
+    def preview_group_changes(
+        self, planner: GroupPlanner
+    ) -> tuple[ClusterState, list[GroupChangePlan]]:
+        """What ``apply_group_changes`` would do now, refused exactly as it would refuse it,
+        writing nothing: the state it was decided on, and the changes."""
+        state = self._cache.snapshot()
+        return state, decide_group_changes(planner, state, time.time()).changes
+
+    async def apply_group_changes(self, planner: GroupPlanner) -> list[GroupChangePlan]:
+        """Decide against the cache and commit, guarded; decide again after a concurrent
+        change. Each change that writes a group also records its spec version and starts its
         deployment, in the same transaction; the changes come back with their deployment."""
 
-        def writes_of(state: ClusterState) -> tuple[list[GroupChangePlan], list[GroupWrite]]:
-            changes = planner(state)
-            errors = dependency_errors(state.groups, changes)
-            if errors:
-                raise SpecError(errors)  # nothing is written: the route answers 422
-            if sum(c.action in _WRITING for c in changes) > MAX_GROUP_CHANGES:
-                raise TooLargeError(f"a document may change at most {MAX_GROUP_CHANGES} groups")
-            return group_writes(state, changes, time.time())
+        def decided(state: ClusterState) -> tuple[list[GroupChangePlan], Txn | None]:
+            outcome = decide_group_changes(planner, state, time.time())
+            return outcome.applied, outcome.txn
 
-        return await self.apply_writes(writes_of)
+        return await self._apply(decided)
 
     async def apply_writes(
         self, planner: Callable[[ClusterState], tuple[T, list[GroupWrite]]]
     ) -> T:
         """Commit what ``planner`` decides from the cache in one guarded transaction;
         decide again after a concurrent change. Returns the planner's answer."""
+
+        def decided(state: ClusterState) -> tuple[T, Txn | None]:
+            answer, writes = planner(state)
+            return answer, _one_transaction(state, writes)
+
+        return await self._apply(decided)
+
+    async def _apply(self, decide: Callable[[ClusterState], tuple[T, Txn | None]]) -> T:
         for _ in range(ATTEMPTS):
             state = self._cache.snapshot()
-            answer, writes = planner(state)
-            ops, guards = encode_writes(state, writes)
-            if not ops:
+            answer, txn = decide(state)
+            if txn is None:
                 return answer
-            if too_large(ops, guards):
-                raise TooLargeError("this change needs too many etcd operations; split it")
-            revision = await self._store.commit(ops, guards)
+            revision = await self._store.commit(txn.ops, txn.guards)
             if revision is not None:
                 await self._cache.wait_for_revision(revision)
                 return answer
@@ -158,23 +203,12 @@ class Writer:
             await self._cache.wait_for_revision(await self._store.current_revision())
             state = self._cache.snapshot()
             diff = registry_diff(state)
-            ops: list[Op] = [Put(key, value) for key, value in diff.puts.items()]
-            ops += [Delete(key) for key in sorted(diff.deletes)]
-            if not ops:
+            units = encode_registry_repair(state, diff)
+            if not units:
                 return diff
-            committed = True
-            per_txn = MAX_TXN_OPS // 2  # each op carries its own guard
-            for start in range(0, len(ops), per_txn):
-                chunk = ops[start : start + per_txn]
-                guards: list[Guard] = [
-                    ModRevisionIs(op.key, state.registry_revisions.get(op.key, 0)) for op in chunk
-                ]
-                revision = await self._store.commit(chunk, guards)
-                if revision is None:
-                    committed = False
-                    break
-                await self._cache.wait_for_revision(revision)
-            if committed:
+            committed = await commit_all(self._store, units, stop_on_refusal=True)
+            await self._cache.wait_for_revision(committed.revision)
+            if not committed.refused:
                 return diff
         raise ConflictError("the registry kept changing during the rebuild; try again")
 
@@ -201,13 +235,12 @@ class Writer:
         )
         ops: list[Op] = []
         if previous != record:
-            ops.append(Put(keys.node_key(record.name), record.model_dump_json().encode()))
+            ops.append(node_put(record))
         lease = state.alive.get(record.name)
         if lease is None or not await self._store.refresh_lease(lease):
             ttl = self.timing().ttl
             lease = await self._store.grant_lease(ttl)
-            value = alive_value(time.time(), ttl)
-            ops.append(Put(keys.alive_key(record.name), value, lease=lease))
+            ops.append(alive_put(record.name, time.time(), ttl, lease))
         if ops:
             revision = await self._store.commit(ops)
             if revision is not None:
@@ -216,9 +249,7 @@ class Writer:
 
     async def set_node_control(self, node: str, control: NodeControl | None) -> None:
         """Drain / make (in)eligible, or with ``None`` clear the control (eligible again)."""
-        key = keys.control_key(node)
-        op: Op = Put(key, control.model_dump_json().encode()) if control else Delete(key)
-        revision = await self._store.commit([op])
+        revision = await self._store.commit([control_op(node, control)])
         if revision is not None:
             await self._cache.wait_for_revision(revision)
 
@@ -256,8 +287,7 @@ class Writer:
         if lease_change(ttl, target, None if previous is None else now - previous):
             # Refreshed first: a node whose lease had already expired registers again.
             lease = await self._store.grant_lease(target.ttl)
-            value = alive_value(time.time(), target.ttl)
-            await self._store.commit([Put(keys.alive_key(node), value, lease=lease)])
+            await self._store.commit([alive_put(node, time.time(), target.ttl, lease)])
             ttl = target.ttl
         return HeartbeatTiming(advised_interval(ttl, target, self.heartbeat_interval), ttl)
 
@@ -268,54 +298,15 @@ class Writer:
             if report.task_id not in state.tasks:
                 continue  # the task is gone: the agent will drop its container
             previous = statuses.get(report.task_id) or state.statuses.get(report.task_id)
-            status = _next_status(previous, report)
+            status = next_status(previous, report)
             if status != previous:
                 statuses[report.task_id] = status
-        ops: list[Op] = []
-        for task_id, status in statuses.items():
-            key, value = keys.status_key(task_id), status.model_dump_json().encode()
-            self._cache.expect(key, value, status)
-            ops.append(Put(key, value))
-        revision = 0
-        for start in range(0, len(ops), MAX_TXN_OPS):
-            revision = await self._store.commit(ops[start : start + MAX_TXN_OPS]) or revision
-        if revision:
-            await self._cache.wait_for_revision(revision)
+        units: list[Txn] = []
+        for status in statuses.values():
+            put = status_put(status)
+            self._cache.expect(put.key, put.value, status)
+            units.append(Txn((put,)))
+        committed = await commit_all(self._store, units)
+        if committed.revision:
+            await self._cache.wait_for_revision(committed.revision)
         return len(statuses)
-
-
-def _next_status(previous: TaskStatus | None, report: TaskReport) -> TaskStatus:
-    state = TaskState(report.state)
-    started_at = previous.started_at if previous else None
-    if state is TaskState.RUNNING and started_at is None:
-        started_at = report.at
-    healthy, health_message = report.healthy, report.health_message
-    if previous is not None and _verdict_pending(previous, report):
-        # A restarted agent re-reports a running task before its checks ran again: keep the
-        # verdict, so that the task does not leave the registry for that moment.
-        healthy, health_message = previous.healthy, previous.health_message
-    return TaskStatus(
-        task_id=report.task_id,
-        state=state,
-        exit_code=report.exit_code,
-        message=report.message,
-        container_id=report.container_id or (previous.container_id if previous else None),
-        started_at=started_at,
-        finished_at=report.at if state.terminal else None,
-        healthy=healthy,
-        health_message=health_message,
-        was_healthy=healthy is True or (previous is not None and previous.was_healthy),
-        updated_at=previous.updated_at if previous and previous.state is state else report.at,
-    )
-
-
-def _verdict_pending(previous: TaskStatus, report: TaskReport) -> bool:
-    """The same container still runs, and the report has no health verdict (yet)."""
-    return (
-        report.healthy is None
-        and report.health_message is None
-        and previous.state is TaskState.RUNNING
-        and report.state == "running"
-        and previous.container_id is not None
-        and previous.container_id == report.container_id
-    )

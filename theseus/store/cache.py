@@ -23,8 +23,8 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Iterable
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -32,10 +32,11 @@ from theseus.model.deployments import DeploymentRecord, SpecVersion
 from theseus.model.groups import GroupRecord
 from theseus.model.nodes import NodeControl, NodeRecord
 from theseus.model.registry import service_of as registry_service_of
-from theseus.model.state import ClusterState
+from theseus.model.state import ClusterState, LeaderKey
 from theseus.model.tasks import TaskRecord, TaskStatus
 from theseus.store import keys
-from theseus.store.etcd import Change, Entry, EtcdStore, HistoryCompacted, StoreUnavailable
+from theseus.store.base import Change, Entry, HistoryCompacted, Store, StoreUnavailable
+from theseus.store.encoding import alive_ttl
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +47,11 @@ M = TypeVar("M", bound=BaseModel)
 MAX_EXPECTED = 100_000
 
 
-def alive_value(at: float, ttl: int) -> bytes:
-    """The value of a node's ``alive`` key: when its lease was granted, and the lease's TTL
-    (an etcd lease keeps the TTL it was granted with; every server must know it)."""
-    return f"{at:.3f} {ttl}".encode()
+class _Expected(NamedTuple):
+    """A record this server is writing, and its encoding."""
 
-
-def alive_ttl(value: bytes) -> int | None:
-    """The TTL recorded in an ``alive`` value; None if there is none (older servers wrote
-    only the time)."""
-    parts = value.split()
-    if len(parts) != 2:
-        return None
-    try:
-        return int(parts[1])
-    except ValueError:
-        return None
+    value: bytes
+    record: BaseModel
 
 
 class KeyedSignal:
@@ -90,8 +80,9 @@ class KeyedSignal:
 
 
 class StateCache:
-    def __init__(self, store: EtcdStore) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
+        self._clock = clock  # for the proof that the cache follows the store
         self.state = ClusterState(revision=0)
         self._changed = asyncio.Event()
         self._ready = asyncio.Event()
@@ -110,11 +101,11 @@ class StateCache:
         # Records this server is writing, by key, with their encoding: when the watch brings
         # such a value back, the record is taken as it is instead of parsed again (a 10,000-task
         # deploy is 20,000 records, a second of parsing on the event loop).
-        self._expected: dict[str, tuple[bytes, BaseModel]] = {}
+        self._expected: dict[str, _Expected] = {}
         self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         # When the cache last proved to be current: it had applied etcd's revision of that
         # moment (``probe``). Routes refuse to answer from a cache that has not for a while.
-        self._confirmed_at = time.monotonic()
+        self._confirmed_at = clock()
         self._waiter_ids = itertools.count()
 
     @property
@@ -128,17 +119,17 @@ class StateCache:
         """``record``, encoded as ``value``, is about to be written at ``key`` by us."""
         if len(self._expected) >= MAX_EXPECTED:  # writes that failed leave theirs behind
             self._expected.clear()
-        self._expected[key] = (value, record)
+        self._expected[key] = _Expected(value, record)
 
     def _decode(self, key: str, value: bytes, model: type[M]) -> M:
         expected = self._expected.pop(key, None)
-        if expected is not None and expected[0] == value and isinstance(expected[1], model):
-            return expected[1]
+        if expected is not None and expected.value == value and isinstance(expected.record, model):
+            return expected.record
         return model.model_validate_json(value)
 
     def out_of_touch(self, limit: float = OUT_OF_TOUCH) -> float | None:
         """Seconds since the cache was last known to follow etcd, if more than ``limit``."""
-        lag = time.monotonic() - self._confirmed_at
+        lag = self._clock() - self._confirmed_at
         return lag if lag > limit else None
 
     async def probe(self, interval: float = PROBE_INTERVAL) -> None:
@@ -148,7 +139,7 @@ class StateCache:
         stuck watch shows as time without either (``out_of_touch``)."""
         applied = self.state.revision
         while True:
-            asked = time.monotonic()
+            asked = self._clock()
             try:
                 revision = await self._store.current_revision()
             except StoreUnavailable:
@@ -157,7 +148,7 @@ class StateCache:
                 if self.state.revision >= revision or self.state.revision > applied:
                     self._confirmed_at = asked
             applied = self.state.revision
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - asked)))
+            await asyncio.sleep(max(0.0, interval - (self._clock() - asked)))
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -330,7 +321,7 @@ class StateCache:
             elif key == keys.CLUSTER_ID:
                 state.cluster_id = value.decode()
             elif key == keys.LEADER:
-                state.leader = (value.decode(), create_revision)
+                state.leader = LeaderKey(value.decode(), create_revision)
         except (ValidationError, ValueError) as exc:
             log.error("ignoring undecodable value at %s: %s", key, exc)
 

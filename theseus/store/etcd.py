@@ -1,8 +1,9 @@
-"""Thin asyncio adapter over the etcd v3 client (aetcd): the only module importing it.
+"""``EtcdStore``: the ``Store`` (``theseus.store.base``) of a real etcd cluster, a thin asyncio
+adapter over the etcd v3 client (aetcd), and the only module that imports it.
 
-It offers a small vocabulary (``Put``, ``Delete``, compare guards, ``commit``), a consistent
-prefix load, a prefix watch resumable by revision, and leases. Everything above it speaks
-``str`` keys and ``bytes`` values. Callers: ``theseus.store.cache`` and the server's writers.
+It offers guarded transactions (``commit``), a consistent range load, a range watch resumable
+by revision, and leases. Callers: ``theseus.store.cache``, ``theseus.store.leadership`` and
+the server's writers, through the ``Store`` protocol.
 
 Several members: the store talks to one member at a time. When that member fails (its calls
 raise "unavailable" or time out), the store drops the connection and the next call connects to
@@ -18,15 +19,23 @@ import asyncio
 import logging
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aetcd
 
+from theseus.store.base import (
+    Change,
+    Entry,
+    Guard,
+    HistoryCompacted,
+    ModRevisionIs,
+    Op,
+    Put,
+    StoreUnavailable,
+)
+
 log = logging.getLogger(__name__)
 
-# etcd's default --max-txn-ops; larger plans are split into several transactions.
-MAX_TXN_OPS = 128
 # gRPC's default 4 MiB receive limit is too small for etcd's watch responses when a watch
 # catches up after falling behind (etcd batches the backlog into one message): the stream
 # then fails on every resume and the cache stops following etcd. Allow much larger messages.
@@ -47,68 +56,14 @@ ELECTION_WAIT = 3.0
 _MEMBER_FAILURES = (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError)
 
 
-class StoreUnavailable(ConnectionError):
-    """etcd did not answer; the caller retries with backoff."""
-
-
-class HistoryCompacted(RuntimeError):
-    """A watch asked for a revision etcd has compacted away: reload and watch again."""
-
-
-@dataclass(frozen=True)
-class Put:
-    key: str
-    value: bytes
-    lease: int | None = None
-
-
-@dataclass(frozen=True)
-class Delete:
-    key: str
-
-
-@dataclass(frozen=True)
-class ModRevisionIs:
-    """Guard: the key was last modified at ``revision`` (0 = the key does not exist)."""
-
-    key: str
-    revision: int
-
-
-@dataclass(frozen=True)
-class CreateRevisionIs:
-    """Guard: the key was created at ``revision`` (fences a leader to its own election)."""
-
-    key: str
-    revision: int
-
-
-Op = Put | Delete
-Guard = ModRevisionIs | CreateRevisionIs
-
-
-@dataclass(frozen=True)
-class Entry:
-    key: str
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    lease: int
-
-
-@dataclass(frozen=True)
-class Change:
-    """One watch event: ``value`` is None for a deletion."""
-
-    key: str
-    value: bytes | None
-    revision: int
-    create_revision: int
-    lease: int
-
-
 def _entry(kv: Any) -> Entry:
-    return Entry(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision, kv.lease)
+    return Entry(
+        key=kv.key.decode(),
+        value=kv.value,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+        lease=kv.lease,
+    )
 
 
 class EtcdStore:
@@ -296,11 +251,11 @@ class EtcdStore:
             async for event in watch:
                 value = event.kv.value if event.kind == aetcd.EventKind.PUT else None
                 yield Change(
-                    event.kv.key.decode(),
-                    value,
-                    event.kv.mod_revision,
-                    event.kv.create_revision,
-                    event.kv.lease,
+                    key=event.kv.key.decode(),
+                    value=value,
+                    revision=event.kv.mod_revision,
+                    create_revision=event.kv.create_revision,
+                    lease=event.kv.lease,
                 )
         except aetcd.RevisionCompactedError as exc:
             raise HistoryCompacted(str(exc)) from exc
@@ -309,7 +264,8 @@ class EtcdStore:
 
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int | None:
         """Apply ``ops`` atomically if every guard holds; the new revision, or None if a guard
-        failed. Callers keep ``len(ops) + len(guards)`` within ``MAX_TXN_OPS``."""
+        failed. Callers keep ``ops`` and ``guards`` each within ``MAX_TXN_OPS``
+        (``theseus.store.commit`` packs larger writes)."""
         client = await self._session()
         tx = client.transactions
         compare = []

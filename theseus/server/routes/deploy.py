@@ -8,14 +8,8 @@ import time
 from fastapi import APIRouter, Depends, Request
 
 from theseus.api.schemas import DeployResult, FieldChange, GroupChange, GroupPlan
-from theseus.model.spec import (
-    DeployDocument,
-    SpecError,
-    parse_deploy_document,
-    parse_document_text,
-)
+from theseus.model.spec import DeployDocument, parse_deploy_document, parse_document_text
 from theseus.model.state import ClusterState
-from theseus.reconciler.dependencies import dependency_errors
 from theseus.reconciler.deploy import GroupChangePlan, plan_document
 from theseus.reconciler.preview import preview
 from theseus.server.context import ServerContext, context
@@ -58,28 +52,25 @@ async def deploy(
     per group (rollouts continue in the background). ``dry_run``: change nothing, say what
     would change, where new tasks would go and which would wait, and why (``theseus plan``)."""
     document = parse_deploy_document(parse_document_text(await request.body()))
-    if dry_run:
-        state = ctx.cache.snapshot()
-        now = time.time()
-        changes = plan_document(document, state.groups, now)
-        errors = dependency_errors(state.groups, changes)
-        if errors:
-            raise SpecError(errors)
-        previews = await asyncio.to_thread(preview, state, changes, now)
-        result = changes_result(changes)
-        for change, plan in zip(changes, result.changes, strict=True):
-            found = previews.get(change.key.key)
-            if found is not None:
-                plan.plan = GroupPlan(
-                    placed=dict(found.placed),
-                    pending=dict(found.pending),
-                    stopping=found.stopping,
-                    diff=[FieldChange(field=f, old=o, new=n) for f, o, n in found.diff],
-                )
-        result.dry_run = True
-        return result
 
     def planner(state: ClusterState) -> list[GroupChangePlan]:
         return plan_document(document, state.groups, time.time())
 
-    return changes_result(await ctx.writer.apply_group_changes(planner))
+    if not dry_run:
+        return changes_result(await ctx.writer.apply_group_changes(planner))
+    # The same decision as the deploy, refused exactly as it would be; then the first
+    # reconcile pass it would lead to.
+    state, changes = ctx.writer.preview_group_changes(planner)
+    previews = await asyncio.to_thread(preview, state, changes, time.time())
+    result = changes_result(changes)
+    for change, planned in zip(changes, result.changes, strict=True):
+        found = previews.get(change.key.key)
+        if found is not None:
+            planned.plan = GroupPlan(
+                placed=dict(found.placed),
+                pending=dict(found.pending),
+                stopping=found.stopping,
+                diff=[FieldChange(field=f, old=o, new=n) for f, o, n in found.diff],
+            )
+    result.dry_run = True
+    return result

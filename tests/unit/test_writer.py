@@ -1,0 +1,134 @@
+"""The API's writes on the in-memory store: a change decided on a stale view is refused by
+its guards and decided again (optimistic concurrency), and ``POST /deploy?dry_run=true``
+(``theseus plan``) refuses exactly what ``POST /deploy`` refuses, with the same answer,
+because both take one path (``theseus.server.writes.decide_group_changes``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.builders import make_spec
+from theseus.model.groups import GroupKey
+from theseus.model.state import ClusterState
+from theseus.reconciler.deploy import GroupChangePlan, plan_group, plan_scale
+from theseus.server.app import create_app
+from theseus.server.context import ServerConfig
+from theseus.server.writes import MAX_GROUP_CHANGES, Writer
+from theseus.store import keys
+from theseus.store.base import Entry, Store
+from theseus.store.cache import StateCache
+from theseus.store.memory import MemoryStore
+
+WEB = 'web/["dev"]'
+
+
+def scaler(instances: int, calls: list[int]) -> Any:
+    def planner(state: ClusterState) -> list[GroupChangePlan]:
+        calls.append(instances)
+        return [plan_scale(state.groups[WEB], instances, 2.0)]
+
+    return planner
+
+
+async def test_a_change_decided_on_a_stale_view_is_decided_again(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    writer = Writer(store, cache, liveness_timeout=3)
+    await writer.apply_group_changes(
+        lambda state: [plan_group("web", make_spec(instances=1), state.groups, 1.0)]
+    )
+    calls: list[int] = []
+    # Both decide on the same view; the second to commit finds the group changed under it.
+    first, second = await asyncio.gather(
+        writer.apply_group_changes(scaler(3, calls)),
+        writer.apply_group_changes(scaler(5, calls)),
+    )
+    assert store.refused == 1
+    assert calls == [3, 5, 5]  # the refused one was decided again, on the new view
+    assert [c.action for c in first + second] == ["scaled", "scaled"]
+    assert cache.state.groups[WEB].instances == 5
+    versions = cache.state.versions[WEB]
+    assert [versions[n].spec.instances for n in sorted(versions)] == [1, 3, 5]
+
+
+# --- plan and deploy: one path ------------------------------------------------------------
+
+WEB_SPEC = {"image": "theseus/busybox:latest", "instances": 1, "cpus": 0.1, "mem": 32}
+
+
+def too_many_groups() -> dict[str, Any]:
+    return {"deploy": {f"s{i}": WEB_SPEC for i in range(MAX_GROUP_CHANGES + 1)}}
+
+
+REFUSED: dict[str, dict[str, Any]] = {
+    "too many groups": too_many_groups(),
+    "a dependency cycle": {
+        "deploy": {
+            "a": {**WEB_SPEC, "dependencies": ["b"]},
+            "b": {**WEB_SPEC, "dependencies": ["a"]},
+        }
+    },
+    "an unknown dependency": {"deploy": {"a": {**WEB_SPEC, "dependencies": ["nowhere"]}}},
+    "an invalid constraint": {"deploy": {"a": {**WEB_SPEC, "constraints": [["hostname", "NEAR"]]}}},
+    "a removal that a remaining service needs": {"remove": {"db": {}}},
+}
+
+
+async def changes_of_groups(store: MemoryStore) -> list[Entry]:
+    """What a deploy writes (groups, their versions and deployments), as the store holds it;
+    the leader's own writes (tasks, the registry) go on meanwhile and are left out."""
+    entries: list[Entry] = []
+    for prefix in (keys.GROUPS, keys.VERSIONS, keys.DEPLOYMENTS):
+        entries += (await store.load(prefix, prefix[:-1] + "0"))[1]
+    return entries
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[httpx.AsyncClient, MemoryStore]]:
+    """A whole server (cache, leader, writer, routes) on one in-memory store."""
+    store = MemoryStore()
+
+    def open_store(config: ServerConfig) -> Store:
+        return store
+
+    app = create_app(ServerConfig(), open_store=open_store)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://theseus") as client:
+            yield client, store
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+async def test_plan_refuses_exactly_what_deploy_refuses(
+    api: tuple[httpx.AsyncClient, MemoryStore], case: str
+) -> None:
+    client, store = api
+    needed = {"deploy": {"db": WEB_SPEC, "web": {**WEB_SPEC, "dependencies": ["db"]}}}
+    assert (await client.post("/deploy", json=needed)).status_code == 200
+    before = await changes_of_groups(store)
+    planned = await client.post("/deploy", params={"dry_run": "true"}, json=REFUSED[case])
+    applied = await client.post("/deploy", json=REFUSED[case])
+    assert planned.status_code == applied.status_code
+    assert planned.status_code in (413, 422)
+    assert planned.json() == applied.json()
+    assert planned.json()["message"]
+    assert await changes_of_groups(store) == before, "a refused document must change nothing"
+
+
+async def test_plan_accepts_what_deploy_accepts(api: tuple[httpx.AsyncClient, MemoryStore]) -> None:
+    client, store = api
+    document = {"deploy": {f"s{i}": WEB_SPEC for i in range(MAX_GROUP_CHANGES)}}
+    planned = await client.post("/deploy", params={"dry_run": "true"}, json=document)
+    assert planned.status_code == 200 and planned.json()["dry_run"] is True
+    assert await changes_of_groups(store) == [], "a plan writes nothing"
+    applied = await client.post("/deploy", json=document)
+    assert applied.status_code == 200
+    assert [c["action"] for c in applied.json()["changes"]] == ["created"] * MAX_GROUP_CHANGES
+    key = GroupKey.of("s0", []).key
+    assert json.loads(store.value(f"/theseus/groups/{key}") or b"{}")["service"] == "s0"

@@ -1,0 +1,139 @@
+"""The one way Theseus writes many things to the store: packed into guarded transactions
+that fit etcd's limits, committed in order, a few at a time when order does not matter.
+
+A ``Txn`` is a unit that must be committed whole: its operations and the guards they depend
+on (a group record and the check that nobody changed it since it was read, say). ``pack``
+puts consecutive units together into as few transactions as ``theseus.store.limits`` allow,
+each also carrying the ``shared`` guards (a leader's fence); ``commit_all`` commits them.
+Callers: the leader's plan and deployment steps (``theseus.server.leader``), and the API's
+writes (``theseus.server.writes``), which need one transaction for a whole document and use
+``single`` to get it or be told it is too large.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from theseus.store.base import Guard, Op, Put, Store
+from theseus.store.limits import MAX_TXN_BYTES, MAX_TXN_OPS
+
+# A plan's transactions in flight at once: etcd batches concurrent ones into fewer raft rounds.
+PARALLEL_TXNS = 4
+
+
+class TxnTooLarge(ValueError):
+    """A unit that must be committed whole does not fit in one transaction."""
+
+
+@dataclass(frozen=True)
+class Txn:
+    """Operations committed together, if every guard holds."""
+
+    ops: Sequence[Op]
+    guards: Sequence[Guard] = ()
+
+    @property
+    def size(self) -> int:
+        """Bytes of keys and values: what counts against ``MAX_TXN_BYTES``."""
+        return sum(len(op.key) + (len(op.value) if isinstance(op, Put) else 0) for op in self.ops)
+
+
+@dataclass
+class Committed:
+    """What ``commit_all`` did: the highest revision it wrote (0: none), and how many
+    transactions a guard refused."""
+
+    revision: int = 0
+    refused: int = 0
+
+
+def pack(units: Iterable[Txn], shared: Sequence[Guard] = ()) -> list[Txn]:
+    """Consecutive units merged into transactions within the limits, order kept; each one
+    carries ``shared`` too. ``TxnTooLarge`` if one unit alone does not fit."""
+    packed: list[Txn] = []
+    ops: list[Op] = []
+    guards: list[Guard] = []
+    size = 0
+
+    def close() -> None:
+        nonlocal ops, guards, size
+        if ops or guards:
+            packed.append(Txn(ops, [*shared, *guards]))
+        ops, guards, size = [], [], 0
+
+    for unit in units:
+        unit_size = unit.size
+        if not fits(len(unit.ops), len(unit.guards) + len(shared), unit_size):
+            raise TxnTooLarge(
+                f"{len(unit.ops)} operations and {len(unit.guards)} guards "
+                f"({unit_size} bytes) do not fit in one etcd transaction"
+            )
+        if not fits(
+            len(ops) + len(unit.ops),
+            len(shared) + len(guards) + len(unit.guards),
+            size + unit_size,
+        ):
+            close()
+        ops.extend(unit.ops)
+        guards.extend(unit.guards)
+        size += unit_size
+    close()
+    return packed
+
+
+def fits(ops: int, guards: int, size: int) -> bool:
+    return ops <= MAX_TXN_OPS and guards <= MAX_TXN_OPS and size <= MAX_TXN_BYTES
+
+
+def single(units: Iterable[Txn]) -> Txn | None:
+    """All of ``units`` as one transaction (None when there is nothing to write);
+    ``TxnTooLarge`` if they do not fit in one."""
+    packed = pack(units)
+    if len(packed) > 1:
+        ops = sum(len(t.ops) for t in packed)
+        raise TxnTooLarge(f"this change needs {ops} etcd operations in one transaction; split it")
+    return packed[0] if packed else None
+
+
+async def commit_all(
+    store: Store,
+    units: Iterable[Txn],
+    shared: Sequence[Guard] = (),
+    parallel: int = 1,
+    stop_on_refusal: bool = False,
+) -> Committed:
+    """Pack ``units`` (``pack``) and commit the transactions, up to ``parallel`` at a time
+    when no key is written by two of them (else one after the other, in order).
+
+    ``stop_on_refusal``: once a transaction is refused, commit no further one (a leader whose
+    fence failed must stop writing; a rebuild guarded key by key starts over). Transactions
+    already in flight still complete."""
+    txns = pack(units, shared)
+    if parallel > 1 and _repeats_a_key(txns):
+        parallel = 1
+    gate = asyncio.Semaphore(max(1, parallel))
+    result = Committed()
+
+    async def write(txn: Txn) -> None:
+        async with gate:
+            if stop_on_refusal and result.refused:
+                return
+            revision = await store.commit(txn.ops, txn.guards)
+            if revision is None:
+                result.refused += 1
+            else:
+                result.revision = max(result.revision, revision)
+
+    if parallel == 1:
+        for txn in txns:
+            await write(txn)
+    else:
+        await asyncio.gather(*(write(txn) for txn in txns))
+    return result
+
+
+def _repeats_a_key(txns: list[Txn]) -> bool:
+    keys = [op.key for txn in txns for op in txn.ops]
+    return len(set(keys)) != len(keys)

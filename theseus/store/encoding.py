@@ -1,0 +1,142 @@
+"""How Theseus's decisions become store operations: the one place that knows which key each
+record goes to and how it is encoded (JSON), so that writers never spell a key themselves.
+
+* ``encode_plan``: a reconcile pass's ``Plan`` (tasks, statuses, registry entries), with the
+  records behind its puts so that the cache need not parse them back (``StateCache.expect``).
+* ``encode_group_writes``: the writes of controlled rollouts (``GroupWrite``: a group record,
+  its spec versions, its deployments), each unit guarded by the mod revision of what it
+  changes as the caller saw it, so that a decision taken on a stale view is refused and taken
+  again. Used by the API's writer (deploy, scale, remove, rollback, cancel) and by the leader
+  (progress, failure, revert).
+* ``encode_registry_repair``: ``/cleanup``'s rebuild of the registry, each key guarded by its
+  mod revision so that it never overwrites a change it has not seen.
+* single records: task statuses, node records, liveness, the operator's node controls.
+
+Pure: nothing here talks to the store (``theseus.store.commit`` does). The key layout is
+``theseus.store.keys``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from theseus.model.nodes import NodeControl, NodeRecord
+from theseus.model.state import ClusterState
+from theseus.model.tasks import TaskStatus
+from theseus.reconciler.deployments import GroupWrite
+from theseus.reconciler.reconcile import Plan
+from theseus.reconciler.registry import RegistryDiff
+from theseus.store import keys
+from theseus.store.base import Delete, Guard, ModRevisionIs, Op, Put
+from theseus.store.commit import Txn
+
+
+def encode(record: BaseModel) -> bytes:
+    return record.model_dump_json().encode()
+
+
+@dataclass
+class EncodedPlan:
+    """A plan as store operations, and the records behind the puts that hold one."""
+
+    ops: list[Op]
+    records: dict[str, BaseModel]
+
+    def units(self) -> list[Txn]:
+        """One unit per operation: a plan's writes are independent of one another."""
+        return [Txn((op,)) for op in self.ops]
+
+
+def encode_plan(plan: Plan) -> EncodedPlan:
+    ops: list[Op] = []
+    records: dict[str, BaseModel] = {}
+    # Grouped by node: each transaction wakes the assignment long-poll of every node it
+    # touches, so a node's new tasks had better arrive together (a 10,000-task deploy
+    # otherwise wakes each of 1,000 nodes about once per task).
+    for task in sorted(plan.task_puts.values(), key=lambda t: t.node or ""):
+        key = keys.task_key(task.id)
+        ops.append(Put(key, encode(task)))
+        records[key] = task
+    for status in plan.status_puts.values():
+        key = keys.status_key(status.task_id)
+        ops.append(Put(key, encode(status)))
+        records[key] = status
+    ops.extend(Delete(keys.task_key(task_id)) for task_id in plan.task_deletes)
+    ops.extend(Delete(keys.status_key(task_id)) for task_id in plan.status_deletes)
+    ops.extend(Put(key, value) for key, value in plan.registry_puts.items())
+    ops.extend(Delete(key) for key in plan.registry_deletes)
+    return EncodedPlan(ops, records)
+
+
+def encode_group_writes(state: ClusterState, writes: list[GroupWrite]) -> list[Txn]:
+    """One unit per write, guarded by what ``state`` saw of the group (unless the write only
+    touches deployments) and of every deployment it rewrites."""
+    return [_encode_group_write(state, write) for write in writes]
+
+
+def _encode_group_write(state: ClusterState, write: GroupWrite) -> Txn:
+    ops: list[Op] = []
+    guards: list[Guard] = []
+    key = keys.group_key(write.group)
+    if write.record is not None:
+        ops.append(Put(key, encode(write.record)))
+    elif write.remove:
+        ops.append(Delete(key))
+    if write.touches_group:
+        guards.append(ModRevisionIs(key, state.group_revisions.get(write.group, 0)))
+    for version in write.versions:
+        ops.append(Put(keys.version_key(write.group, version.number), encode(version)))
+    ops.extend(Delete(keys.version_key(write.group, n)) for n in write.drop_versions)
+    for deployment in write.deployments:
+        deployment_key = keys.deployment_key(deployment.id)
+        ops.append(Put(deployment_key, encode(deployment)))
+        known = state.deployment_revisions.get(deployment.id, 0)
+        guards.append(ModRevisionIs(deployment_key, known))
+    return Txn(ops, guards)
+
+
+def encode_forgotten_deployments(deployment_ids: list[str]) -> list[Txn]:
+    return [Txn((Delete(keys.deployment_key(d)),)) for d in deployment_ids]
+
+
+def encode_registry_repair(state: ClusterState, diff: RegistryDiff) -> list[Txn]:
+    """The diff's puts and deletes, each guarded by the key's mod revision in ``state``."""
+    ops: list[Op] = [Put(key, value) for key, value in diff.puts.items()]
+    ops += [Delete(key) for key in sorted(diff.deletes)]
+    return [
+        Txn((op,), (ModRevisionIs(op.key, state.registry_revisions.get(op.key, 0)),)) for op in ops
+    ]
+
+
+def status_put(status: TaskStatus) -> Put:
+    return Put(keys.status_key(status.task_id), encode(status))
+
+
+def node_put(record: NodeRecord) -> Put:
+    return Put(keys.node_key(record.name), encode(record))
+
+
+def control_op(node: str, control: NodeControl | None) -> Op:
+    """The operator's say over ``node``; ``None`` clears it (eligible again)."""
+    key = keys.control_key(node)
+    return Put(key, encode(control)) if control else Delete(key)
+
+
+def alive_put(node: str, at: float, ttl: int, lease: int) -> Put:
+    """A node's liveness key, attached to its lease: when the lease was granted, and the
+    lease's TTL (an etcd lease keeps the TTL it was granted with; every server must know it)."""
+    return Put(keys.alive_key(node), f"{at:.3f} {ttl}".encode(), lease=lease)
+
+
+def alive_ttl(value: bytes) -> int | None:
+    """The TTL recorded in an ``alive`` value; None if there is none (older servers wrote
+    only the time)."""
+    parts = value.split()
+    if len(parts) != 2:
+        return None
+    try:
+        return int(parts[1])
+    except ValueError:
+        return None
