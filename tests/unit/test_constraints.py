@@ -1,5 +1,5 @@
-"""Marathon's constraint operators, case by case (``peers.md`` section 1.4), their validation,
-and how the placer and the reconciler use them."""
+"""Marathon's constraint operators, case by case (README.md's ``constraints`` key), their
+validation, and how the placer and the reconciler use them."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ assignments, runs them through a driver and reports every state change to the se
 Entry point: ``run_agent(AgentConfig)`` (the ``theseus agent`` command and tests call it). The
 agent talks to the server only over HTTP (``AsyncServerClient``). It never stops tasks because
 the server is away, nor when it shuts down itself: containers carry labels naming their task
-and a restarted agent re-adopts them (DESIGN principle 4). Concurrent loops, each bounded:
+and a restarted agent re-adopts them ("When things fail" in README.md). Concurrent loops,
+each bounded:
 
 * registration (again whenever the server answers 404: node unknown or lease expired);
 * heartbeat every ``heartbeat_interval`` seconds, as the server last said (in its answer to

@@ -6,7 +6,7 @@ serialized worker, then asks again, until the answer is ``None``. Because the de
 only the current desired and local state, missed or duplicated hints cannot leave a task in a
 wrong state: it is level-triggered.
 
-Rules (``reference/original-system.md`` and DESIGN principle 4):
+Rules (running tasks outlive their agent: a restarted agent adopts them, never restarts them):
 
 * desired ``run``, nothing local → start it;
 * desired ``stop``, container running → graceful stop, report ``stopped``, remove;

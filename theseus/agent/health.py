@@ -3,7 +3,7 @@
 Owns the state of each check of one task and what follows from a probe's outcome; no I/O and
 no clock of its own (callers pass ``now``, any monotonic clock). The agent's check loop
 (``theseus.agent.checking``) feeds it probe outcomes (``theseus.agent.probes``) and reports
-the task's verdict to the server when it changes. Rules (``reference/peers.md`` section 1.5):
+the task's verdict to the server when it changes. Rules (Marathon's, as docs/health.md says):
 
 * A failure is ignored while the check is in its grace period: ``grace_period_seconds``
   after the task started, ended early by the first success. An ignored failure leaves the

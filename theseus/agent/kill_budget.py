@@ -1,6 +1,6 @@
 """How many tasks an agent may kill for failing health checks, over time (pure).
 
-Marathon's worst failure mode (``reference/peers.md`` section 5) was an overloaded leader whose
+Marathon's worst failure mode was an overloaded leader whose
 own slowness made every check time out, and which then killed services en masse. Theseus runs
 checks on the agents, which removes the leader from the picture; an overloaded *node* can
 still see all its checks time out at once. This token bucket bounds the damage: an agent

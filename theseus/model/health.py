@@ -4,7 +4,7 @@ Owns the shape, the defaults and the validation of one check (``deploy.<service>
 or, in a pod, ``deploy.<service>.containers.N.health_checks``). The agent runs them next to the
 task (``theseus.agent.health``); the leader only reads the outcome the agent reports, so an
 overloaded leader can never mistake its own slowness for dead tasks (Marathon's mass-kill
-lesson, ``reference/peers.md`` section 5).
+lesson: a leader whose own load made every check time out killed services en masse).
 
 Keys are accepted in Theseus's snake_case and in Marathon's camelCase (``gracePeriodSeconds``);
 Marathon's ``MESOS_HTTP``/``MESOS_TCP`` mean HTTP/TCP, and its ``command: {"value": ...}`` is

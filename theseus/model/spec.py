@@ -4,7 +4,7 @@ Owns parsing of the raw document (JSON or YAML text, or an already decoded objec
 ``GroupSpec``s, and the error report that names the path of every bad field. Called by the
 server's ``POST /deploy`` route and by the CLI (to fail fast before sending).
 
-Deviations from the original (``reference/original-system.md`` section 2.1), all deliberate:
+Deviations from the original Theseus's parser, all deliberate:
 
 * Unknown keys are rejected with the key's path instead of being stored verbatim, so that a
   typo such as ``cpu`` (singular, silently ignored by the original) is reported.

@@ -1,4 +1,4 @@
-"""What each Marathon constraint operator accepts (pure; ``peers.md`` section 1.4).
+"""What each Marathon constraint operator accepts (pure; README.md's ``constraints`` key).
 
 ``accepts(constraint, value, placed, instances, expected_groups)`` decides for one node: its
 ``value`` of the constraint's field (``None`` when the node lacks it), how many of the group's
