@@ -5,9 +5,19 @@ shows. Called by the routes.
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from typing import Any
 
-from theseus.api.schemas import GroupInfo, NodeInfo, TaskInfo
+from theseus.api.schemas import (
+    ContainerEntry,
+    GroupInfo,
+    NodeInfo,
+    RegistryGroup,
+    RegistryService,
+    TaskInfo,
+)
+from theseus.model import registry
 from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
@@ -140,3 +150,45 @@ def node_info(state: ClusterState, name: str) -> NodeInfo:
         attributes=node.attributes,
         registered_at=node.registered_at,
     )
+
+
+def registry_instances(state: ClusterState, service: str) -> list[str]:
+    """The instance names (task ids) registered for ``service``, sorted."""
+    names = []
+    for key in state.registry:
+        if registry.service_of(key) != service:
+            continue
+        parsed = registry.parse_key(key)
+        if parsed is not None and parsed[1] is not None:
+            names.append(parsed[1])
+    return sorted(names)
+
+
+def registry_service(state: ClusterState, service: str) -> RegistryService:
+    """Every group of ``service`` in the registry, with its config and its containers."""
+    configs: dict[tuple[str, ...], dict[str, object]] = {}
+    containers: dict[tuple[str, ...], list[ContainerEntry]] = defaultdict(list)
+    for key, value in state.registry.items():
+        if registry.service_of(key) != service:
+            continue
+        parsed = registry.parse_key(key)
+        if parsed is None:
+            continue
+        group, task_id = parsed
+        try:
+            decoded = json.loads(value)
+            if task_id is None:
+                configs[group.labels] = dict(decoded)
+            else:
+                containers[group.labels].append(ContainerEntry.model_validate(decoded))
+        except ValueError:
+            continue  # a hand-written bogus value: the leader removes it shortly
+    groups = [
+        RegistryGroup(
+            labels=list(labels),
+            config=configs.get(labels, {}),
+            containers=sorted(containers.get(labels, []), key=lambda c: c.instance_name),
+        )
+        for labels in sorted(set(configs) | set(containers))
+    ]
+    return RegistryService(service=service, index=state.revision, groups=groups)

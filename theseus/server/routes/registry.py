@@ -6,21 +6,11 @@ Reads come from the server's cache of ``/services/``, i.e. exactly what etcd hol
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
-
 from fastapi import APIRouter, Depends
 
-from theseus.api.schemas import (
-    CleanupResult,
-    ContainerEntry,
-    RegistryGroup,
-    RegistryService,
-    RegistryWatch,
-)
-from theseus.model import registry
-from theseus.model.state import ClusterState
+from theseus.api.schemas import CleanupResult, RegistryService, RegistryWatch
 from theseus.server.context import ServerContext, context
+from theseus.server.views import registry_instances, registry_service
 
 router = APIRouter(tags=["registry"])
 
@@ -35,17 +25,6 @@ async def cleanup(ctx: ServerContext = Depends(context)) -> CleanupResult:
     return CleanupResult(
         added=sorted(diff.added), removed=sorted(diff.deletes), updated=sorted(diff.updated)
     )
-
-
-def _instances(state: ClusterState, service: str) -> list[str]:
-    names = []
-    for key in state.registry:
-        if registry.service_of(key) != service:
-            continue
-        parsed = registry.parse_key(key)
-        if parsed is not None and parsed[1] is not None:
-            names.append(parsed[1])
-    return sorted(names)
 
 
 @router.get("/v1/registry/watch", response_model=RegistryWatch)
@@ -67,37 +46,11 @@ async def watch(
     state = cache.state
     return RegistryWatch(
         index=max(index, state.revision),
-        services={name: _instances(state, name) for name in names},
+        services={name: registry_instances(state, name) for name in names},
     )
 
 
 @router.get("/v1/registry/{service}", response_model=RegistryService)
 async def service_entries(service: str, ctx: ServerContext = Depends(context)) -> RegistryService:
     """Every group of ``service`` with its config and its registered containers."""
-    state = ctx.cache.state
-    configs: dict[tuple[str, ...], dict[str, object]] = {}
-    containers: dict[tuple[str, ...], list[ContainerEntry]] = defaultdict(list)
-    for key, value in state.registry.items():
-        if registry.service_of(key) != service:
-            continue
-        parsed = registry.parse_key(key)
-        if parsed is None:
-            continue
-        group, task_id = parsed
-        try:
-            decoded = json.loads(value)
-            if task_id is None:
-                configs[group.labels] = dict(decoded)
-            else:
-                containers[group.labels].append(ContainerEntry.model_validate(decoded))
-        except ValueError:
-            continue  # a hand-written bogus value: the leader removes it shortly
-    groups = [
-        RegistryGroup(
-            labels=list(labels),
-            config=configs.get(labels, {}),
-            containers=sorted(containers.get(labels, []), key=lambda c: c.instance_name),
-        )
-        for labels in sorted(set(configs) | set(containers))
-    ]
-    return RegistryService(service=service, index=state.revision, groups=groups)
+    return registry_service(ctx.cache.state, service)

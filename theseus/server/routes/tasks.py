@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response, StreamingResponse
 
 from theseus.api.schemas import NodeInfo, NodeList, TaskInfo, TaskList
 from theseus.model.tasks import Desired
+from theseus.server.agent_logs import LogsUnavailable, open_task_logs
 from theseus.server.context import ServerContext, context
 from theseus.server.views import node_info, task_info
 
@@ -64,34 +62,11 @@ async def task_logs(
     node = state.nodes.get(task.node) if task.node else None
     if node is None:
         raise HTTPException(409, f"task {task_id} has not been placed on a node yet")
-    url = f"http://{node.address}:{node.agent_port}/v1/tasks/{task_id}/logs"
-    params = {"follow": "true" if follow else "false"}
-    if tail is not None:
-        params["tail"] = str(tail)
-    if container is not None:
-        params["container"] = container
-    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
     try:
-        request = client.build_request("GET", url, params=params)
-        response = await client.send(request, stream=True)
-    except httpx.TransportError as exc:
-        await client.aclose()
-        raise HTTPException(502, f"agent of node {node.name} did not answer: {exc}") from exc
-    if response.status_code >= 400:
-        body = (await response.aread()).decode(errors="replace")
-        await response.aclose()
-        await client.aclose()
-        raise HTTPException(response.status_code, f"agent of node {node.name}: {body}")
-
-    async def relay() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in response.aiter_bytes():
-                yield chunk
-        finally:
-            await response.aclose()
-            await client.aclose()
-
-    return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")
+        stream = await open_task_logs(node, task_id, follow, tail, container)
+    except LogsUnavailable as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+    return StreamingResponse(stream, media_type="text/plain; charset=utf-8")
 
 
 @router.get("/v1/nodes", response_model=NodeList)
