@@ -1,4 +1,5 @@
-"""The etcd adapter against a real etcd: guarded commits, range watch, shared lease stream."""
+"""The etcd adapter against a real etcd: the store contract (``tests/store_contract.py``, which
+``MemoryStore`` passes too) and the shared lease keep-alive stream."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import Cluster, new_cluster
-from theseus.store.base import CreateRevisionIs, Delete, ModRevisionIs, Put
+from tests.store_contract import CHECKS, Check
 from theseus.store.etcd import EtcdStore
 
 pytestmark = pytest.mark.integration
@@ -31,39 +32,12 @@ async def connected(cluster: Cluster) -> EtcdStore:
     return store
 
 
-async def test_guarded_commits_apply_atomically_or_not_at_all(etcd_only: Cluster) -> None:
+@pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
+async def test_the_store_contract(etcd_only: Cluster, check: Check) -> None:
+    """The checks ``MemoryStore`` passes in the unit tests, against the real thing."""
     store = await connected(etcd_only)
     try:
-        first = await store.commit(
-            [Put("/t/a", b"1"), Put("/t/b", b"1")], [ModRevisionIs("/t/a", 0)]
-        )
-        assert first is not None
-        stale = await store.commit([Put("/t/a", b"2"), Delete("/t/b")], [ModRevisionIs("/t/a", 0)])
-        assert stale is None
-        assert (await store.get("/t/a")).value == b"1"  # type: ignore[union-attr]
-        assert await store.get("/t/b") is not None  # nothing of the refused commit applied
-        entry = await store.get("/t/a")
-        assert entry is not None
-        ok = await store.commit(
-            [Put("/t/a", b"3")], [CreateRevisionIs("/t/a", entry.create_revision)]
-        )
-        assert ok is not None and ok > first
-    finally:
-        await store.close()
-
-
-async def test_range_watch_resumes_from_a_revision(etcd_only: Cluster) -> None:
-    store = await connected(etcd_only)
-    try:
-        start = await store.commit([Put("/services/x", b"1")])
-        assert start is not None
-        await store.commit([Put("/theseus/y", b"2"), Put("/zzz", b"ignored")])
-        seen = []
-        async for change in store.watch("/services/", "/theseus0", start):
-            seen.append((change.key, change.value))
-            if len(seen) == 2:
-                break
-        assert seen == [("/services/x", b"1"), ("/theseus/y", b"2")]
+        await check(store, f"/contract/{check.__name__}/")
     finally:
         await store.close()
 

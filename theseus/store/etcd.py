@@ -33,6 +33,7 @@ from theseus.store.base import (
     Put,
     StoreUnavailable,
 )
+from theseus.store.commit import Txn, TxnTooLarge, fits
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,11 @@ class EtcdStore:
         """Apply ``ops`` atomically if every guard holds; the new revision, or None if a guard
         failed. Callers keep ``ops`` and ``guards`` each within ``MAX_TXN_OPS``
         (``theseus.store.commit`` packs larger writes)."""
+        size = Txn(ops).size
+        if not fits(len(ops), len(guards), size):
+            # etcd would refuse it as an invalid request; say so before sending, as
+            # ``MemoryStore`` does, rather than let it pass for an outage to retry.
+            raise TxnTooLarge(f"{len(ops)} ops, {len(guards)} guards, {size} bytes")
         client = await self._session()
         tx = client.transactions
         compare = []

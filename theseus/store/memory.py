@@ -277,14 +277,9 @@ class MemoryStore:
                 )
             elif old is not None:
                 del self._data[op.key]
+                # As etcd's delete events: the key and the revision, nothing more.
                 changes.append(
-                    Change(
-                        key=op.key,
-                        value=None,
-                        revision=revision,
-                        create_revision=old.create_revision,
-                        lease=old.lease,
-                    )
+                    Change(key=op.key, value=None, revision=revision, create_revision=0, lease=0)
                 )
         if not changes:
             return self.revision
