@@ -1,7 +1,7 @@
 """The ``docker`` driver: tasks as Docker Engine containers, through aiodocker.
 
 Called by the task runner (``theseus.agent.runner``) through the ``TaskDriver`` protocol. With
-``docker_pods`` and ``docker_images``, the only module that imports aiodocker. Thin by design:
+``docker_pods``, the only modules of the agent that import aiodocker. Thin by design:
 it maps a ``Launch`` onto the Engine API and reports what the Engine says; it never pulls an
 image (no registry is reachable, and a silent pull hides a missing build).
 
@@ -36,10 +36,6 @@ from theseus.agent.drivers import docker_pods as pods
 from theseus.agent.drivers.base import (
     DISCOVERY_MOUNT,
     DISCOVERY_SOCKET,
-    LABEL_CLUSTER,
-    LABEL_NODE,
-    LABEL_POD_MEMBERS,
-    LABEL_TASK,
     DriverError,
     ExitCallback,
     ExitNotice,
@@ -47,6 +43,7 @@ from theseus.agent.drivers.base import (
     Observed,
     Owner,
 )
+from theseus.images.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_POD_MEMBERS, LABEL_TASK
 
 log = logging.getLogger(__name__)
 
