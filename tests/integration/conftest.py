@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from tests.integration.harness import Cluster, start_cluster, wait_until
-from theseus.agent.drivers.docker_images import build_busybox_image, build_image
+from theseus.images.build import build_busybox_image, build_image
 
 IMAGE = "theseus/busybox:latest"
 NODES = {"node-1": "127.0.0.2", "node-2": "127.0.0.3", "node-3": "127.0.0.4"}

@@ -37,8 +37,9 @@ from theseus.agent.drivers.base import (
     discovery_dir,
 )
 from theseus.agent.drivers.docker import DockerDriver, docker_answers
-from theseus.agent.drivers.docker_images import build_busybox_image, remove_cluster_containers
 from theseus.api.schemas import Assignment
+from theseus.images.build import build_busybox_image
+from theseus.images.containers import remove_cluster_containers
 from theseus.model.spec import GroupSpec
 
 pytestmark = pytest.mark.integration

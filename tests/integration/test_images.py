@@ -27,12 +27,8 @@ from docker.models.containers import Container
 
 from tests.integration.harness import wait_until
 from tests.unit.guest_fixtures import FakeAgent
-from theseus.agent.drivers.docker_images import (
-    EXAMPLE_IMAGE,
-    PYTHON_BASE_IMAGE,
-    BuiltImage,
-    build_images,
-)
+from theseus.images.build import BuiltImage, build_images
+from theseus.images.tags import EXAMPLE_IMAGE, PYTHON_BASE_IMAGE
 
 pytestmark = pytest.mark.integration
 

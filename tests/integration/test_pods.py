@@ -25,9 +25,9 @@ from tests.integration.harness import Cluster, start_cluster, wait_until
 from tests.integration.test_core import deploy, running, wait_running
 from theseus.agent.drivers.base import DriverError, Launch, MemberLaunch, Owner, PortBinding
 from theseus.agent.drivers.docker import DockerDriver
-from theseus.agent.drivers.docker_images import remove_cluster_containers
 from theseus.api.client import ApiError, ServerClient
 from theseus.api.schemas import TaskInfo
+from theseus.images.containers import remove_cluster_containers
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 from typer.testing import CliRunner
 
-from theseus.agent.drivers import docker_images
-from theseus.agent.drivers.docker_images import BuiltImage, ImageBuildError
 from theseus.cli.images_cmd import human_size
 from theseus.cli.main import app
+from theseus.images import build
+from theseus.images.build import BuiltImage, ImageBuildError
 
 runner = CliRunner()
 
@@ -34,7 +34,7 @@ def test_build_prints_tag_id_size_and_state(monkeypatch: pytest.MonkeyPatch) -> 
         yield image("busybox", built=False)
         yield image("python-base", built=True)
 
-    monkeypatch.setattr(docker_images, "build_images", fake)
+    monkeypatch.setattr(build, "build_images", fake)
     result = runner.invoke(app, ["images", "build"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -50,7 +50,7 @@ def test_build_only_and_force(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append((only, force))
         yield image("example", built=True)
 
-    monkeypatch.setattr(docker_images, "build_images", fake)
+    monkeypatch.setattr(build, "build_images", fake)
     result = runner.invoke(app, ["images", "build", "--only", "example", "--force"])
     assert result.exit_code == 0, result.output
     assert calls == [("example", True)]
@@ -67,7 +67,7 @@ def test_build_failure_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> Non
         raise ImageBuildError("Debian package libpython3.11-stdlib is not installed")
         yield image("busybox", built=True)  # an async generator
 
-    monkeypatch.setattr(docker_images, "build_images", fake)
+    monkeypatch.setattr(build, "build_images", fake)
     result = runner.invoke(app, ["images", "build"])
     assert result.exit_code == 1
     assert "ImageBuildError: Debian package libpython3.11-stdlib is not installed" in (

@@ -1,4 +1,4 @@
-"""What goes into Theseus's local images (``theseus.agent.drivers.image_contexts``), without
+"""What goes into Theseus's local images (``theseus.images.contexts``), without
 Docker: the ldd parser on recorded output, the ELF interpreter lookup, the file selection from
 Debian package listings, the tar context, and (where this machine has Debian's Python 3.11
 packages, as scripts/setup installs them) the python-base file list and context themselves.
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from theseus.agent.drivers.image_contexts import (
+from theseus.images.contexts import (
     IMAGES,
-    PYTHON_BASE_IMAGE,
     Context,
     ImageBuildError,
     busybox_context,
@@ -33,6 +32,7 @@ from theseus.agent.drivers.image_contexts import (
     python_runtime_paths,
     shared_libraries,
 )
+from theseus.images.tags import PYTHON_BASE_IMAGE
 
 LDD_TWO_FILES = """\
 /usr/bin/python3.11:

@@ -9,14 +9,7 @@ from typing import Any
 import pytest
 
 from tests.unit.test_agent_runner import FakeDriver, drain, settled
-from theseus.agent.drivers.base import (
-    LABEL_MEMBER,
-    LABEL_POD_INFRA,
-    LABEL_POD_MEMBERS,
-    DriverError,
-    ExitNotice,
-    Owner,
-)
+from theseus.agent.drivers.base import DriverError, ExitNotice, Owner
 from theseus.agent.drivers.docker_pods import (
     INFRA_IMAGE,
     PodContainer,
@@ -32,6 +25,7 @@ from theseus.agent.launch import launch_of
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner, UnknownContainer
 from theseus.api.schemas import Assignment
+from theseus.images.labels import LABEL_MEMBER, LABEL_POD_INFRA, LABEL_POD_MEMBERS
 
 OWNER = Owner("n1", "127.0.0.2", "cluster-1")
 

@@ -1,26 +1,24 @@
 """What a driver is told to start for one assignment (pure): ``Launch`` and a pod's members.
 
 Called by the task runner (``theseus.agent.runner``) before each start; unit-tested on its
-own. Resolves the spec, the node and the discovery endpoint into labels, port bindings and
-each container's environment (``theseus.agent.environment``).
+own. Resolves the spec, the node and the discovery endpoint into labels (named in
+``theseus.images.labels``), port bindings and each container's environment
+(``theseus.agent.environment``).
 """
 
 from __future__ import annotations
 
-from theseus.agent.drivers.base import (
+from theseus.agent.drivers.base import Launch, MemberLaunch, Owner, PortBinding
+from theseus.agent.environment import image_name_and_tag, task_environment
+from theseus.api.schemas import Assignment
+from theseus.images.labels import (
     LABEL_CLUSTER,
     LABEL_GROUP,
     LABEL_NODE,
     LABEL_SERVICE,
     LABEL_TASK,
     LABEL_VERSION,
-    Launch,
-    MemberLaunch,
-    Owner,
-    PortBinding,
 )
-from theseus.agent.environment import image_name_and_tag, task_environment
-from theseus.api.schemas import Assignment
 from theseus.model.spec import GroupSpec
 
 

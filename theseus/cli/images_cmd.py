@@ -1,7 +1,7 @@
 """``theseus images build``: build the local images the examples and tests use.
 
 Registered by ``theseus.cli.main``. No registry is reachable, so images are built locally, in
-dependency order, by the agent's Docker helper: ``theseus/busybox`` (``FROM scratch`` with
+dependency order, by ``theseus.images.build``: ``theseus/busybox`` (``FROM scratch`` with
 Debian's busybox-static), ``theseus/python-base`` (``FROM scratch`` with Debian's own Python
 and Theseus's guest modules) and ``theseus/example`` (``FROM theseus/python-base``). An image
 whose input has not changed is not rebuilt.
@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from theseus.agent.drivers.image_contexts import IMAGES
 from theseus.cli.output import console, fail
+from theseus.images.contexts import IMAGES
 
 images_app = typer.Typer(help="Local container images.", no_args_is_help=True)
 
@@ -47,7 +47,7 @@ def build(
     """Build theseus/busybox, theseus/python-base and theseus/example (never pulls)."""
     if only is not None and only not in IMAGE_NAMES:
         fail(f"no image {only!r}; one of: {', '.join(IMAGE_NAMES)}")
-    from theseus.agent.drivers.docker_images import build_images
+    from theseus.images.build import build_images
 
     async def run() -> None:
         async for image in build_images(only, force):

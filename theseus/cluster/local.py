@@ -284,7 +284,7 @@ def _start_servers(starter: _Starter, report: Report) -> str | None:
 
 def _remove_containers(cluster_id: str) -> int:
     # Imported here: the Docker client is only needed when there are containers to remove.
-    from theseus.agent.drivers.docker_images import remove_cluster_containers
+    from theseus.images.containers import remove_cluster_containers
 
     removed: int = asyncio.run(remove_cluster_containers(cluster_id))
     return removed

@@ -13,20 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-# Labels every container carries, so that a restarted agent (and `theseus down`) can find them.
-LABEL_TASK = "theseus.task"
-LABEL_SERVICE = "theseus.service"
-LABEL_GROUP = "theseus.group"
-LABEL_NODE = "theseus.node"
-LABEL_CLUSTER = "theseus.cluster"
-LABEL_VERSION = "theseus.version"
-# A pod's containers (``theseus.agent.drivers.docker_pods``) also carry one of these: the
-# infrastructure container lists the members (comma-separated, in spec order), and each member
-# names itself and the infrastructure container whose network it joins.
-LABEL_POD_MEMBERS = "theseus.pod.members"
-LABEL_MEMBER = "theseus.pod.member"
-LABEL_POD_INFRA = "theseus.pod.infra"
-
 # The node's discovery endpoint (``theseus.agent.discovery``): a unix socket in the agent's state
 # directory. The docker driver bind-mounts that directory into every container at
 # ``DISCOVERY_MOUNT``; process tasks use the host path. Mounting the directory, not the socket

@@ -1,7 +1,7 @@
 """The ``docker`` driver: tasks as Docker Engine containers, through aiodocker.
 
 Called by the task runner (``theseus.agent.runner``) through the ``TaskDriver`` protocol. With
-``docker_pods`` and ``docker_images``, the only module that imports aiodocker. Thin by design:
+``docker_pods``, the only modules of the agent that import aiodocker. Thin by design:
 it maps a ``Launch`` onto the Engine API and reports what the Engine says; it never pulls an
 image (no registry is reachable, and a silent pull hides a missing build).
 
@@ -11,7 +11,8 @@ Every container gets the node's discovery directory bind-mounted read-only at
 
 A ``Launch`` with ``members`` is a pod: ``docker_pods`` owns how it is started, observed,
 stopped, removed and read; this module dispatches to it by handle (a pod's handle is its
-infrastructure container's id, which its members name in a label).
+infrastructure container's id, which its members name in a label). Which handles are pods is
+known without asking the Engine (``docker_handles``).
 
 Exits are noticed from the Engine's event stream (``die`` events of this node's containers),
 resubscribed with capped backoff when the stream breaks; the runner's periodic resync is the
@@ -36,10 +37,6 @@ from theseus.agent.drivers import docker_pods as pods
 from theseus.agent.drivers.base import (
     DISCOVERY_MOUNT,
     DISCOVERY_SOCKET,
-    LABEL_CLUSTER,
-    LABEL_NODE,
-    LABEL_POD_MEMBERS,
-    LABEL_TASK,
     DriverError,
     ExitCallback,
     ExitNotice,
@@ -47,6 +44,8 @@ from theseus.agent.drivers.base import (
     Observed,
     Owner,
 )
+from theseus.agent.drivers.docker_handles import KnownHandles
+from theseus.images.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_POD_MEMBERS, LABEL_TASK
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +132,7 @@ class DockerDriver:
         self._docker: aiodocker.Docker | None = None
         self._owner = Owner(node="", address="")
         self._events: asyncio.Task[None] | None = None
+        self._handles = KnownHandles()  # which are pods: learnt at start and listing
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -211,6 +211,7 @@ class DockerDriver:
         )
 
     async def list_tasks(self) -> list[Observed]:
+        known_before = self._handles.before_listing()
         containers = await self.docker.containers.list(all=True, filters=self._filters())
         observed: list[Observed] = []
         in_pods: dict[str, list[pods.PodContainer]] = {}
@@ -228,8 +229,11 @@ class DockerDriver:
                 in_pods.setdefault(task_id, []).append(pod)
                 continue
             observed.append(Observed(task_id, container.id, running, code, started_at=started_at))
-        observed.extend(pods.pod_observed(t, members) for t, members in in_pods.items())
-        return observed
+        pod_tasks = [pods.pod_observed(t, members) for t, members in in_pods.items()]
+        # What each handle is, so that stop, remove, logs and exec need not ask the Engine.
+        found = {o.handle: False for o in observed} | {o.handle: True for o in pod_tasks}
+        self._handles.listed(found, known_before)
+        return observed + pod_tasks
 
     async def _exit_code(self, handle: str) -> int | None:
         return (await self._exit_state(handle))[0]
@@ -252,7 +256,11 @@ class DockerDriver:
         if launch.is_pod:
             binds = discovery_bind(self._discovery_dir, [])
             node = self._owner.node
-            return await pods.start_pod(self.docker, launch, name, self._owner.address, node, binds)
+            handle = await pods.start_pod(
+                self.docker, launch, name, self._owner.address, node, binds
+            )
+            self._handles.learn(handle, is_pod=True)
+            return handle
         config = container_config(launch, self._owner.address, self._discovery_dir)
         try:
             container = await self._create(config, name)
@@ -260,6 +268,7 @@ class DockerDriver:
             if exc.status == 404:
                 raise DriverError(missing_image_message(launch.image, self._owner.node)) from exc
             raise DriverError(f"could not create the container: {exc.message}") from exc
+        self._handles.learn(container.id, is_pod=False)
         try:
             await container.start()
         except DockerError as exc:
@@ -279,8 +288,22 @@ class DockerDriver:
         await self.remove(name)
         return await self.docker.containers.create(config, name=name)
 
+    async def _is_pod(self, handle: str) -> bool:
+        """Known without asking the Engine for every handle the driver started or listed."""
+        is_pod = self._handles.is_pod(handle)
+        if is_pod is None:  # never seen here (e.g. a container_id from the server): ask once
+            is_pod = bool(await pods.members_of(self.docker, handle))
+            self._handles.learn(handle, is_pod)
+        return is_pod
+
+    async def _members(self, handle: str) -> list[DockerContainer]:
+        """A pod's member containers, in no set order; none for a single container."""
+        if not await self._is_pod(handle):
+            return []
+        return await pods.members_of(self.docker, handle)
+
     async def stop(self, handle: str, grace: float) -> int | None:
-        members = await pods.members_of(self.docker, handle)
+        members = await self._members(handle)
         if members:
             stopped = await pods.stop_pod(self.docker, handle, members, grace)
             codes = [await self._exit_code(member) for member in stopped]
@@ -296,19 +319,20 @@ class DockerDriver:
         return await self._exit_code(handle)
 
     async def remove(self, handle: str) -> None:
-        if await pods.members_of(self.docker, handle):
+        if await self._is_pod(handle):
             await pods.remove_pod(self.docker, handle)
-            return
-        try:
-            await self.docker.containers.container(handle).delete(force=True, v=True)
-        except DockerError as exc:
-            if exc.status not in (404, 409):  # 409: removal already in progress
-                raise
+        else:
+            try:
+                await self.docker.containers.container(handle).delete(force=True, v=True)
+            except DockerError as exc:
+                if exc.status not in (404, 409):  # 409: removal already in progress
+                    raise
+        self._handles.forget(handle)
 
     async def logs(
         self, handle: str, follow: bool, tail: int | None, container: str | None = None
     ) -> AsyncIterator[bytes]:
-        members = await pods.members_of(self.docker, handle)
+        members = await self._members(handle)
         if members and container is None:
             async for chunk in pods.pod_logs(members, follow, tail):
                 yield chunk
@@ -342,7 +366,7 @@ class DockerDriver:
         """Run ``command`` (``/bin/sh -c``) in the task's container (a pod's member
         ``container``, by default its first): exit code and output. ``TimeoutError`` after
         ``timeout`` seconds; ``DriverError`` for an unknown member."""
-        members = await pods.members_of(self.docker, handle)
+        members = await self._members(handle)
         target = handle
         if members or container is not None:
             target = (await self._member(handle, members, container)).id

@@ -1,7 +1,7 @@
 """Pods on Docker: several containers run as one task, in one network namespace.
 
 Called by the docker driver (``theseus.agent.drivers.docker``) for a ``Launch`` with
-``members``; with ``docker`` and ``docker_images``, the only modules that import aiodocker.
+``members``; with ``docker``, the only modules of the agent that import aiodocker.
 
 A pod is an infrastructure container (``theseus/busybox`` running a tiny pause loop, as
 Kubernetes' pause container) that owns the network namespace and publishes the task's ports,
@@ -31,16 +31,14 @@ from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
 from theseus.agent.drivers.base import (
-    LABEL_MEMBER,
-    LABEL_POD_INFRA,
-    LABEL_POD_MEMBERS,
     DriverError,
     Launch,
     MemberLaunch,
     Observed,
     PortBinding,
 )
-from theseus.agent.drivers.image_contexts import BUSYBOX_IMAGE
+from theseus.images.labels import LABEL_MEMBER, LABEL_POD_INFRA, LABEL_POD_MEMBERS
+from theseus.images.tags import BUSYBOX_IMAGE
 
 INFRA_IMAGE = BUSYBOX_IMAGE  # built locally (`theseus images build`), never pulled
 # PID 1 of the infrastructure container: sleeps until SIGTERM, then exits 0 at once (a shell

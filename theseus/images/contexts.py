@@ -3,10 +3,11 @@
 No container registry is reachable, and Theseus never pulls, so every image is built
 ``FROM scratch`` (or from another local image) out of files that Debian has already installed
 here. This module decides *what goes into* each image and writes the tar context; it does no
-Docker I/O (``docker_images`` sends the contexts to the Docker Engine and is, with
-``docker``, the only module that imports aiodocker).
+Docker I/O (``theseus.images.build`` sends the contexts to the Docker Engine; ``theseus images
+build`` names the images after ``IMAGES``). The images' own files are this package's data
+directories (``busybox/``, ``python-base/``, ``example/``).
 
-* ``theseus/busybox``: Debian's static busybox and ``images/busybox/entry.sh``.
+* ``theseus/busybox``: Debian's static busybox and ``busybox/entry.sh``.
 * ``theseus/python-base``: the original's ``mesos-base`` (ubuntu + python + python-etcd),
   rebuilt without a registry. It holds **Debian's own CPython**, the very bytes of the host's
   ``python3.11-minimal``, ``libpython3.11-minimal`` and ``libpython3.11-stdlib`` packages (the
@@ -38,13 +39,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
-GUEST_DIR = Path(__file__).resolve().parents[2]  # theseus/: guestutils.py and watcher.py
+from theseus.images.tags import BUSYBOX_IMAGE, EXAMPLE_IMAGE, PYTHON_BASE_IMAGE
+
+IMAGES_DIR = Path(__file__).resolve().parent  # theseus/images/: each image's own files
+GUEST_DIR = IMAGES_DIR.parent  # theseus/: guestutils.py and watcher.py
 GUEST_MODULES = ("guestutils.py", "watcher.py")
 BUSYBOX_BINARY = Path("/bin/busybox")  # from Debian's busybox-static package
-BUSYBOX_IMAGE = "theseus/busybox:latest"
-PYTHON_BASE_IMAGE = "theseus/python-base:latest"
-EXAMPLE_IMAGE = "theseus/example:latest"
 
 PYTHON_VERSION = "3.11"  # Debian bookworm's
 PYTHON_PACKAGES = (
@@ -261,7 +261,7 @@ class Context:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What ``docker_images`` sends to the Docker Engine for one image."""
+    """What ``theseus.images.build`` sends to the Docker Engine for one image."""
 
     tag: str
     tar: bytes

@@ -1,16 +1,14 @@
-"""Local images and cluster-wide container clean-up, through the Docker Engine.
+"""Building Theseus's local images through the Docker Engine, with no registry.
 
-* ``build_image`` / ``build_images``: build Theseus's images with no registry, in dependency
-  order: ``theseus/busybox`` (``FROM scratch`` plus Debian's static busybox),
-  ``theseus/python-base`` (``FROM scratch`` plus Debian's own CPython, see ``image_contexts``)
-  and ``theseus/example`` (``FROM theseus/python-base``). Called by ``theseus images build``
-  and the integration tests. ``image_contexts`` assembles the build contexts; this module only
-  sends them. A build whose context has not changed since the image was last built is skipped
-  (the image carries the context's digest in a label).
-* ``remove_cluster_containers``: force-removes every container of a cluster (by its
-  ``theseus.cluster`` label). Called by ``theseus down``.
+``build_image`` / ``build_images`` build them in dependency order: ``theseus/busybox``
+(``FROM scratch`` plus Debian's static busybox), ``theseus/python-base`` (``FROM scratch`` plus
+Debian's own CPython, see ``theseus.images.contexts``) and ``theseus/example`` (``FROM
+theseus/python-base``). Called by ``theseus images build`` (``theseus.cli.images_cmd``) and the
+integration tests (``build_busybox_image`` too). ``contexts`` assembles the build contexts; this
+module only sends them. A build whose context has not changed since the image was last built
+is skipped (the image carries the context's digest in a label). Never pulls.
 
-With ``drivers/docker.py``, the only module that imports aiodocker.
+With ``containers`` and the docker driver, one of the few modules that import aiodocker.
 """
 
 from __future__ import annotations
@@ -25,31 +23,9 @@ from typing import Any
 import aiodocker
 from aiodocker.exceptions import DockerError
 
-from theseus.agent.drivers.base import LABEL_CLUSTER
-from theseus.agent.drivers.image_contexts import (
-    BUSYBOX_IMAGE,
-    EXAMPLE_IMAGE,
-    IMAGES,
-    PYTHON_BASE_IMAGE,
-    BuildContext,
-    ImageBuildError,
-    busybox_context,
-)
-
-__all__ = [
-    "BUSYBOX_IMAGE",
-    "EXAMPLE_IMAGE",
-    "IMAGES",
-    "PYTHON_BASE_IMAGE",
-    "BuiltImage",
-    "ImageBuildError",
-    "build_busybox_image",
-    "build_image",
-    "build_images",
-    "remove_cluster_containers",
-]
-
-LABEL_CONTEXT = "theseus.image.context-sha256"
+from theseus.images.contexts import IMAGES, BuildContext, ImageBuildError, busybox_context
+from theseus.images.labels import LABEL_CONTEXT
+from theseus.images.tags import BUSYBOX_IMAGE
 
 
 @dataclass(frozen=True)
@@ -178,21 +154,3 @@ async def build_busybox_image(tag: str = BUSYBOX_IMAGE) -> str:
     if image is None:
         raise ImageBuildError(f"building {tag} left no image")
     return str(image["Id"])
-
-
-async def remove_cluster_containers(cluster_id: str) -> int:
-    """Force-remove every container labelled ``theseus.cluster=<cluster_id>``; how many."""
-    removed = 0
-    async with aiodocker.Docker() as docker:
-        containers = await docker.containers.list(
-            all=True, filters={"label": [f"{LABEL_CLUSTER}={cluster_id}"]}
-        )
-        for container in containers:
-            try:
-                await container.delete(force=True, v=True)
-            except DockerError as exc:
-                if exc.status not in (404, 409):  # already gone or being removed
-                    raise
-                continue
-            removed += 1
-    return removed
