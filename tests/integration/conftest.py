@@ -14,7 +14,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.harness import Cluster, start_cluster, wait_until
+from tests.kit.cluster import Cluster, start_cluster
+from tests.kit.wait import wait_until
 from theseus.agent.drivers.docker_images import build_busybox_image, build_image
 
 IMAGE = "theseus/busybox:latest"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Cluster, new_cluster
+from tests.kit.cluster import Cluster, new_cluster
 from theseus.store.etcd import CreateRevisionIs, Delete, EtcdStore, ModRevisionIs, Put
 
 pytestmark = pytest.mark.integration

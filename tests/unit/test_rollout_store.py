@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from tests.builders import make_spec
+from tests.kit.builders import make_spec
 from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import plan_group, plan_removal
 from theseus.reconciler.deployments import GroupWrite, group_writes, track
