@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from tests.kit.cluster import Cluster, start_cluster
-from tests.kit.wait import wait_until
+from tests.kit.wait import WaitTimeout, wait_until
 from theseus.agent.drivers.docker_images import build_busybox_image, build_image
 
 IMAGE = "theseus/busybox:latest"
@@ -89,6 +89,6 @@ def empty_cluster_after(
                 lambda: not client.tasks(include_stopped=True).tasks, 60, "all tasks collected"
             )
             wait_until(lambda: not containers_of(docker_client, cid), 60, "all containers removed")
-        except AssertionError:
+        except WaitTimeout:
             print(cluster.logs())
             raise
