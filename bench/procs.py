@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from theseus.cluster.argv import MAX_TXN_OPS, EtcdMember, ServerProcess
+from theseus.cluster.argv import EtcdMember, ServerProcess
 from theseus.cluster.ports import free_port, free_port_pair
 from theseus.cluster.supervise import (
     Process,
@@ -30,6 +30,7 @@ from theseus.cluster.supervise import (
     environ_without_proxies,
 )
 from theseus.cluster.waiting import wait_until
+from theseus.store.limits import MAX_TXN_OPS
 
 __all__ = [
     "Process",

@@ -53,6 +53,8 @@ from procs import (
     wait_until,
 )
 
+from theseus.store.limits import MAX_TXN_OPS
+
 BENCH_DIR = Path(__file__).resolve().parent
 GROUPS_PER_DOCUMENT = 64  # MAX_TXN_OPS (128) / 2: each group write carries its guard
 PROBE_SERVICE = "bench-probe"
@@ -425,7 +427,7 @@ def main() -> None:
     )
     parser.add_argument("--idle-window", type=float, default=3.0)
     parser.add_argument("--mark", type=float, default=2.0, help="timeline step, seconds")
-    parser.add_argument("--etcd-max-txn-ops", type=int, default=1024)
+    parser.add_argument("--etcd-max-txn-ops", type=int, default=MAX_TXN_OPS)
     parser.add_argument("--server-log-level", default="info")
     parser.add_argument("--py-spy", action="store_true", help="profile the server's deploy phase")
     parser.add_argument(

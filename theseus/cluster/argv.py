@@ -13,9 +13,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+# etcd's default of 128 operations per transaction is too few for one deploy of many groups;
+# every member starts with the limit the store's writers respect.
+from theseus.store.limits import MAX_TXN_OPS
+
 LOOPBACK = "127.0.0.1"
-# One deploy of many groups is one transaction; etcd's default of 128 operations is too few.
-MAX_TXN_OPS = 1024
 
 
 @dataclass(frozen=True)
