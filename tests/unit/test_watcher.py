@@ -38,6 +38,7 @@ class Calls:
             self.cond.notify_all()
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[tuple[str, int]]:
+        # Not a poll (``tests/kit/wait.py``): every call notifies ``cond``.
         with self.cond:
             if not self.cond.wait_for(lambda: len(self.calls) >= count, timeout):
                 raise AssertionError(f"expected {count} calls, got {self.calls}")
