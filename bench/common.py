@@ -14,14 +14,13 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +31,8 @@ from docker.models.services import Service
 from docker.types import Mount, Resources
 
 from theseus.api.client import ServerClient
+from theseus.cluster.ports import free_port, free_port_pair
+from theseus.cluster.waiting import wait_until
 
 IMAGE = "theseus/busybox:latest"
 LABEL = "theseus.bench"
@@ -57,15 +58,6 @@ def new_run_id() -> str:
 
 def cores() -> int:
     return os.cpu_count() or 1
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = POLL) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def engine_started_at(engine: docker.DockerClient, container_id: str) -> float:
@@ -112,21 +104,6 @@ def print_table(
 # --- the Theseus cluster ---------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def theseus_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "theseus", *args],
@@ -150,9 +127,7 @@ def theseus_cluster(server: str | None, state_dir: Path | None, nodes: int = 3) 
         temp = tempfile.mkdtemp(prefix="theseus-bench-")
         state_dir = Path(temp) / "state"
     api = free_port()
-    etcd = free_port()
-    while etcd == api or not _port_free(etcd + 1) or etcd + 1 == api:
-        etcd = free_port()
+    etcd = free_port_pair()  # its peer port is the next one
     up = theseus_cli(
         "up",
         "--nodes",
@@ -224,6 +199,8 @@ class TheseusSide:
         """Until ``count`` instances are registered, none of them in ``gone``, all running."""
         deadline = time.monotonic() + timeout
         index = 0
+        # Not a poll (``wait_until``): each request is a long-poll that the registry answers
+        # as soon as it changes.
         while time.monotonic() < deadline:
             wait = max(0.0, min(5.0, deadline - time.monotonic()))
             response = self.http.get(
@@ -240,7 +217,7 @@ class TheseusSide:
 
     def remove(self, service: str, timeout: float = 120) -> None:
         self.client.remove(service)
-        wait_for(
+        wait_until(
             lambda: not self.client.tasks(service, include_stopped=True).tasks,
             timeout,
             f"theseus: {service} removed",
@@ -313,12 +290,12 @@ class SwarmSide:
             running = set(self.running(service))
             return len(running) == count and not running & gone
 
-        wait_for(done, timeout, f"swarm: {service.name} at {count} running")
+        wait_until(done, timeout, f"swarm: {service.name} at {count} running", interval=POLL)
 
     def remove(self, service: Service, timeout: float = 120) -> None:
         service_id = service.id
         service.remove()
-        wait_for(
+        wait_until(
             lambda: (
                 not self.engine.api.containers(
                     all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"}

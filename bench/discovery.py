@@ -17,24 +17,16 @@ import argparse
 import json
 import re
 import statistics
-import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 
 import docker
 
 from theseus.api.client import ServerClient
+from theseus.cluster.waiting import wait_until
 
-
-def wait_for(check: Callable[[], object], timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise TimeoutError("condition not reached")
+POLL = 0.01  # seconds between two looks: the figures are in milliseconds
+TIMEOUT = 60.0
 
 
 def started_at(engine: docker.DockerClient, container_id: str) -> float:
@@ -84,27 +76,47 @@ def main() -> None:
                     "mem": 64,
                 },
             )
-            wait_for(lambda: len(running(target)) == 1 and len(running(watcher_service)) == 1)
+            wait_until(
+                lambda: len(running(target)) == 1 and len(running(watcher_service)) == 1,
+                TIMEOUT,
+                "the target and the watcher running",
+                POLL,
+            )
             (watcher_id,) = running(watcher_service)
             logs = lambda: engine.api.logs(watcher_id).decode(errors="replace")  # noqa: E731
-            wait_for(lambda: "baseline" in logs())
+            wait_until(lambda: "baseline" in logs(), TIMEOUT, "the watcher's baseline", POLL)
             latencies: list[float] = []
             from_agent: list[float] = []  # from the agent seeing it run (its reported time)
             for _ in range(args.changes):
                 heard_before = len(pattern.findall(logs()))
                 before = set(running(target))
                 client.scale(target, 2)
-                new = wait_for(lambda before=before: set(running(target)) - before)
-                (container_id,) = new  # type: ignore[misc]
-                heard = wait_for(lambda seen=heard_before: pattern.findall(logs())[seen:])
-                delta, at = heard[0]  # type: ignore[index]
+                new = wait_until(
+                    lambda before=before: set(running(target)) - before,
+                    TIMEOUT,
+                    "the new task",
+                    POLL,
+                )
+                (container_id,) = new
+                heard = wait_until(
+                    lambda seen=heard_before: pattern.findall(logs())[seen:],
+                    TIMEOUT,
+                    "the +1 heard",
+                    POLL,
+                )
+                delta, at = heard[0]
                 assert int(delta) == 1, heard
                 latencies.append(float(at) - started_at(engine, container_id))
                 (task,) = [t for t in client.tasks(target).tasks if t.container_id == container_id]
                 from_agent.append(float(at) - (task.started_at or float(at)))
                 heard_now = len(pattern.findall(logs()))
                 client.scale(target, 1)
-                wait_for(lambda seen=heard_now: len(pattern.findall(logs())) > seen)  # the -1
+                wait_until(
+                    lambda seen=heard_now: len(pattern.findall(logs())) > seen,
+                    TIMEOUT,
+                    "the -1 heard",
+                    POLL,
+                )
         finally:
             for service in (target, watcher_service):
                 client.remove(service)

@@ -22,13 +22,24 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from procs import Child, Children, free_port, memory_mib, stopped_on_sigterm, wait_until
+from procs import (
+    Process,
+    Processes,
+    bench_processes,
+    free_port,
+    memory_mib,
+    start_etcd,
+    start_server,
+    stopped_on_sigterm,
+    wait_until,
+)
+
+from theseus.cluster.argv import AgentProcess
 
 
 def pss_mib(pid: int) -> float:
@@ -50,32 +61,39 @@ def docker_answers() -> bool:
     return True
 
 
-def start_agent(children: Children, url: str, name: str, address: str, driver: str) -> Child:
-    argv = [sys.executable, "-m", "theseus", "agent", "--server", url, "--name", name]
-    argv += ["--address", address, "--port", str(free_port(address)), "--driver", driver]
-    argv += ["--cpus", "4", "--mem", "8192", "--state-dir", str(children.root / "agents" / name)]
-    return children.spawn(name, argv)
+def start_agent(children: Processes, url: str, name: str, address: str, driver: str) -> Process:
+    agent = AgentProcess(
+        servers=(url,),
+        name=name,
+        address=address,
+        port=free_port(address),
+        state_dir=children.log_dir / "agents" / name,
+        driver=driver,
+        cpus=4,
+        mem=8192,
+    )
+    return children.start(name, agent.argv(), role="agent")
 
 
 def node_status(http: httpx.Client) -> dict[str, str]:
     return {n["name"]: n["status"] for n in http.get("/v1/nodes").json()["nodes"]}
 
 
-def measure(label: str, child: Child) -> tuple[str, float, float, float]:
+def measure(label: str, child: Process) -> tuple[str, float, float, float]:
     rss, hwm = memory_mib(child.pid)
     return label, rss, pss_mib(child.pid), hwm
 
 
-def run(args: argparse.Namespace, children: Children) -> list[tuple[str, float, float, float]]:
+def run(args: argparse.Namespace, children: Processes) -> list[tuple[str, float, float, float]]:
     rows = []
-    _, etcd_port = children.etcd()
-    server, url = children.server(etcd_port)
+    _, etcd_port = start_etcd(children)
+    server, url = start_server(children, etcd_port)
     http = httpx.Client(base_url=url, timeout=30.0)
     time.sleep(args.settle)
     rows.append(measure("server: started, no node, no task", server))
 
     # 1. idle agents
-    idle: dict[str, Child] = {}
+    idle: dict[str, Process] = {}
     if docker_answers():
         idle["fp-docker"] = start_agent(children, url, "fp-docker", "127.0.0.2", "docker")
     else:
@@ -123,9 +141,8 @@ def run(args: argparse.Namespace, children: Children) -> list[tuple[str, float, 
     wait_until(all_running, 60, f"{total} tasks running", interval=0.2)
     time.sleep(args.settle)
     rows.append(measure(f"server: 3 sim nodes, {total} running tasks", server))
-    by_name = {c.name: c for c in children.started}
     rows.append(
-        measure(f"agent (sim driver) with ~{total // 3} running tasks", by_name["fp-sim-1"])
+        measure(f"agent (sim driver) with ~{total // 3} running tasks", children["fp-sim-1"])
     )
     http.close()
     return rows
@@ -143,7 +160,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="theseus-footprint-"))
-    children = Children(root)
+    children = bench_processes(root)
     with stopped_on_sigterm():
         try:
             rows = run(args, children)

@@ -43,13 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-from procs import child_environ, free_port, stopped_on_sigterm, wait_until
+from procs import environ_without_proxies, free_port, free_port_pair, stopped_on_sigterm, wait_until
 
 from theseus.api.client import ServerClient
 from theseus.cluster import procs as cluster_procs
 from theseus.cluster import statefile
 from theseus.cluster.commands import AGENT_PORT
 from theseus.cluster.statefile import ClusterRecord, ProcessRecord
+from theseus.cluster.supervise import SpawnOptions, spawn
 
 IMAGE = "theseus/busybox:latest"
 AGENT_ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")  # theseus up --nodes 3
@@ -71,24 +72,15 @@ def theseus(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[s
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=child_environ(),
+        env=environ_without_proxies(),
         check=False,
     )
-
-
-def free_port_pair() -> int:
-    """A free port whose successor is free too (etcd's peer port is the client port + 1)."""
-    for _ in range(100):
-        port = free_port()
-        if port < 65535 and cluster_procs.port_in_use("127.0.0.1", port + 1) is False:
-            return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 def restart(state_dir: Path, record: ClusterRecord, entry: ProcessRecord, extra: list[str]) -> None:
     """Start a recorded process again (detached, like ``theseus up`` does) and record its pid."""
     command = entry.command + extra
-    popen = cluster_procs.spawn(command, Path(entry.log), cwd=state_dir)
+    popen = spawn(command, Path(entry.log), SpawnOptions(cwd=state_dir, detached=True))
     entry.pid, entry.command = popen.pid, command
     statefile.save(state_dir, record)
 
@@ -129,6 +121,7 @@ def measure(
     killed = time.monotonic() - t0
 
     marks: dict[str, float] = {}
+    # More than a wait (``wait_until``): it marks when each of three conditions first held.
     while "rescheduled" not in marks or "registry" not in marks:
         now = time.monotonic() - t0
         if now > timeout:

@@ -1,33 +1,47 @@
 """Shared helpers of the benchmarks that start their own processes (scale, footprint, node
-loss): free ports, an etcd member and a server as child processes, /proc readings of CPU and
-memory, etcd's write counters, percentiles.
+loss): their etcd member and server, started through the launcher (``theseus/cluster/``),
+/proc readings of CPU and memory, etcd's write counters, percentiles.
 
-Not a benchmark itself. Every process started here is a child of the benchmark, signalled only
-by its own PID, and also asked by the kernel to stop when the benchmark dies
-(``PR_SET_PDEATHSIG``), so that a benchmark killed by a test's timeout leaves nothing behind.
+Not a benchmark itself. Every process started here is a child of the benchmark
+(``theseus.cluster.supervise``), signalled only by its own PID, run without proxy settings
+(every request of a benchmark goes to loopback) and also asked by the kernel to stop when the
+benchmark dies (``PR_SET_PDEATHSIG``), so that a benchmark killed by a test's timeout leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 
-T = TypeVar("T")
+from theseus.cluster.argv import EtcdMember, ServerProcess
+from theseus.cluster.ports import free_port, free_port_pair
+from theseus.cluster.supervise import (
+    Process,
+    Processes,
+    SpawnOptions,
+    environ_without_proxies,
+)
+from theseus.cluster.waiting import wait_until
+from theseus.store.limits import MAX_TXN_OPS
+
+__all__ = [
+    "Process",
+    "Processes",
+    "environ_without_proxies",
+    "free_port",
+    "free_port_pair",
+    "wait_until",
+]
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PR_SET_PDEATHSIG = 1
 # The etcd counters read for "writes": keys put and deleted, write transactions, and the store
 # revision (one per committed write request that changed something).
 ETCD_COUNTERS = (
@@ -37,24 +51,7 @@ ETCD_COUNTERS = (
     "etcd_debugging_mvcc_current_revision",
     "etcd_server_proposals_committed_total",
 )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(
-    check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
-) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+START_TIMEOUT = 30.0  # seconds for etcd or the server to answer
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -69,18 +66,6 @@ def answers(url: str) -> bool:
         return httpx.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def child_environ() -> dict[str, str]:
-    """This environment without proxy settings: every request of a benchmark is loopback."""
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
-
-
-def _die_with_parent() -> None:
-    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 # --- /proc ----------------------------------------------------------------------------------
@@ -141,128 +126,36 @@ class Sampler:
 # --- child processes ------------------------------------------------------------------------
 
 
-@dataclass
-class Child:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    stopped: bool = False  # by us: its exit is no failure
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.stopped = True
-        if self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(5)
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+def bench_processes(root: Path) -> Processes:
+    """The benchmark's children, with their logs in ``root`` (the run's directory, which
+    also holds etcd's data and the agents' state)."""
+    options = SpawnOptions(env=environ_without_proxies(), die_with_parent=True)
+    return Processes(root, options)
 
 
-@dataclass
-class Children:
-    """The processes a benchmark started, stopped in the reverse order of start."""
+def start_etcd(children: Processes, max_txn_ops: int = MAX_TXN_OPS) -> tuple[Process, int]:
+    """An etcd member with its data in the run's directory; returns it and its client port."""
+    data = children.log_dir / "etcd"
+    data.mkdir(mode=0o700, exist_ok=True)  # etcd refuses a data dir readable by others
+    member = EtcdMember("bench", data, free_port(), free_port(), max_txn_ops=max_txn_ops)
+    child = children.start("etcd", member.argv(), role="etcd")
+    child.wait_healthy(lambda: answers(member.health_url), START_TIMEOUT, "etcd to answer")
+    return child, member.client_port
 
-    root: Path
-    started: list[Child] = field(default_factory=list)
 
-    def spawn(self, name: str, argv: list[str]) -> Child:
-        log = self.root / f"{name}.log"
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=child_environ(),
-                preexec_fn=_die_with_parent,
-            )
-        child = Child(name, popen, log)
-        self.started.append(child)
-        return child
-
-    def check_alive(self) -> None:
-        for child in self.started:
-            if not child.stopped and not child.alive():
-                raise RuntimeError(
-                    f"{child.name} exited with code {child.popen.returncode}:\n{child.tail()}"
-                )
-
-    def stop_all(self) -> None:
-        for child in reversed(self.started):
-            child.stop()
-
-    def etcd(self, max_txn_ops: int = 1024) -> tuple[Child, int]:
-        """An etcd member with its data in ``root``; returns it and its client port."""
-        port, peer = free_port(), free_port()
-        data = self.root / "etcd"
-        data.mkdir(mode=0o700, exist_ok=True)
-        client_url, peer_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer}"
-        child = self.spawn(
-            "etcd",
-            [
-                "etcd",
-                "--name=bench",
-                f"--data-dir={data}",
-                f"--listen-client-urls={client_url}",
-                f"--advertise-client-urls={client_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=bench={peer_url}",
-                f"--max-txn-ops={max_txn_ops}",
-                "--logger=zap",
-                "--log-outputs=stderr",
-            ],
-        )
-        self._wait(child, lambda: answers(f"{client_url}/health"), "etcd")
-        return child, port
-
-    def server(
-        self, etcd_port: int, liveness_timeout: int = 4, log_level: str = "info"
-    ) -> tuple[Child, str]:
-        """One ``theseus server`` process (its own PID: CPU and RSS are read from /proc)."""
-        port = free_port()
-        child = self.spawn(
-            "server",
-            [
-                sys.executable,
-                "-m",
-                "theseus",
-                "server",
-                "--port",
-                str(port),
-                "--etcd",
-                f"127.0.0.1:{etcd_port}",
-                "--liveness-timeout",
-                str(liveness_timeout),
-                "--log-level",
-                log_level,
-            ],
-        )
-        url = f"http://127.0.0.1:{port}"
-        self._wait(child, lambda: answers(f"{url}/v1/health"), "the server")
-        return child, url
-
-    def _wait(self, child: Child, check: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + 30
-        while not check():
-            if not child.alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not come up:\n{child.tail()}")
-            time.sleep(0.05)
+def start_server(
+    children: Processes, etcd_port: int, liveness_timeout: int = 4, log_level: str = "info"
+) -> tuple[Process, str]:
+    """One ``theseus server`` process (its own PID: CPU and RSS are read from /proc)."""
+    server = ServerProcess(
+        port=free_port(),
+        etcd=(f"127.0.0.1:{etcd_port}",),
+        liveness_timeout=liveness_timeout,
+        log_level=log_level,
+    )
+    child = children.start("server", server.argv(), role="server")
+    child.wait_healthy(lambda: answers(server.health_url), START_TIMEOUT, "the server to answer")
+    return child, server.url
 
 
 @contextlib.contextmanager

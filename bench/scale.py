@@ -8,9 +8,9 @@ Starts everything itself, on free loopback ports, in a temporary directory, and 
 at the end: one etcd member, ONE ``theseus server`` process (its CPU and RSS are read from
 /proc/<pid>), and ``--workers`` processes of hollow nodes (bench/hollow.py: real agents as
 coroutines with the ``sim`` driver, each talking to the server over HTTP). Once every node is
-ready it sends the deploy: one document may change at most 64 groups (``MAX_TXN_OPS / 2``), so
-S services go as ceil(S / 64) documents back to back. Then it polls ``GET /v1/groups`` every
-0.1 s until the services' ``running_current`` add up to T.
+ready it sends the deploy: one document may change at most 64 groups (the server's
+``MAX_GROUP_CHANGES``), so S services go as ceil(S / 64) documents back to back. Then it polls
+``GET /v1/groups`` every 0.1 s until the services' ``running_current`` add up to T.
 
 During the run two side clients measure API latency, one request at a time with
 ``--probe-interval`` seconds between requests: ``GET /v1/tasks`` (every task), and a small
@@ -28,7 +28,6 @@ import math
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,20 +38,26 @@ from pathlib import Path
 
 import httpx
 from procs import (
-    Child,
-    Children,
+    Process,
+    Processes,
     Sampler,
+    bench_processes,
     cpu_seconds,
     etcd_counters,
     machine_cpu,
     memory_mib,
     percentile,
+    start_etcd,
+    start_server,
     stopped_on_sigterm,
     wait_until,
 )
 
+from theseus.server.writes import MAX_GROUP_CHANGES
+from theseus.store.limits import MAX_TXN_OPS
+
 BENCH_DIR = Path(__file__).resolve().parent
-GROUPS_PER_DOCUMENT = 64  # MAX_TXN_OPS (128) / 2: each group write carries its guard
+GROUPS_PER_DOCUMENT = MAX_GROUP_CHANGES  # what one document may change
 PROBE_SERVICE = "bench-probe"
 
 
@@ -140,15 +145,15 @@ def running_count(http: httpx.Client, services: set[str]) -> int:
     return sum(g["running_current"] for g in groups if g["service"] in services)
 
 
-def start_hollow(children: Children, url: str, nodes: int, workers: int) -> list[Child]:
+def start_hollow(children: Processes, url: str, nodes: int, workers: int) -> list[Process]:
     started = []
     per_worker = math.ceil(nodes / workers)
     for w, first in enumerate(range(0, nodes, per_worker)):
         count = min(per_worker, nodes - first)
         argv = [sys.executable, str(BENCH_DIR / "hollow.py"), "--server", url]
         argv += ["--first", str(first), "--count", str(count)]
-        argv += ["--state-root", str(children.root / "hollow")]
-        started.append(children.spawn(f"hollow-{w}", argv))
+        argv += ["--state-root", str(children.log_dir / "hollow")]
+        started.append(children.start(f"hollow-{w}", argv, role="agent"))
     return started
 
 
@@ -170,7 +175,7 @@ def log_count(logs: list[Path], needle: str) -> int:
     return total
 
 
-def start_profiler(children: Children, pid: int, out: Path, seconds: float) -> Child | None:
+def start_profiler(children: Processes, pid: int, out: Path, seconds: float) -> Process | None:
     """py-spy recording the server (raw collapsed stacks), or None without py-spy."""
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
@@ -180,18 +185,11 @@ def start_profiler(children: Children, pid: int, out: Path, seconds: float) -> C
     argv += ["--output", str(out), "--nonblocking"]
     if seconds > 0:
         argv += ["--duration", str(max(1, round(seconds)))]
-    profiler = children.spawn("py-spy", argv)
-    profiler.stopped = True  # it may end by itself (--duration): no failure
-    return profiler
+    return children.start("py-spy", argv, may_exit=True)  # it may end by itself (--duration)
 
 
-def stop_profiler(profiler: Child) -> None:
-    if profiler.alive():
-        profiler.popen.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    try:
-        profiler.popen.wait(30)
-    except subprocess.TimeoutExpired:
-        profiler.stop()
+def stop_profiler(profiler: Process) -> None:
+    profiler.stop(signal.SIGINT, grace=30)  # py-spy writes its output on SIGINT
 
 
 def profile_summary(raw: Path, top: int = 25) -> str:
@@ -218,11 +216,11 @@ def profile_summary(raw: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace, children: Children) -> int:
+def run(args: argparse.Namespace, children: Processes) -> int:
     rows: list[tuple[str, str]] = []
-    etcd, etcd_port = children.etcd(args.etcd_max_txn_ops)
-    server, url = children.server(etcd_port, log_level=args.server_log_level)
-    print(f"server pid {server.pid} at {url}; etcd pid {etcd.pid}; logs in {children.root}")
+    etcd, etcd_port = start_etcd(children, args.etcd_max_txn_ops)
+    server, url = start_server(children, etcd_port, log_level=args.server_log_level)
+    print(f"server pid {server.pid} at {url}; etcd pid {etcd.pid}; logs in {children.log_dir}")
     http = httpx.Client(base_url=url, timeout=60.0)
 
     # 1. hollow nodes register and become ready
@@ -272,7 +270,7 @@ def run(args: argparse.Namespace, children: Children) -> int:
             TasksProbe("GET /v1/tasks", args.probe_interval),
             DeployProbe("POST /deploy (1 service, scale 1<->2)", args.probe_interval),
         ]
-    profile = children.root / "server.py-spy.raw"
+    profile = children.log_dir / "server.py-spy.raw"
     profiler = (
         start_profiler(children, server.pid, profile, args.py_spy_seconds) if args.py_spy else None
     )
@@ -290,6 +288,7 @@ def run(args: argparse.Namespace, children: Children) -> int:
             http.post("/deploy", content=doc, headers=headers).raise_for_status()
             deploy_answers.append(time.monotonic() - sent)
         next_mark = 0.0
+        # More than a wait (``wait_until``): it records the running count over time.
         while time.monotonic() - t0 < args.timeout:
             running = running_count(http, wanted)
             elapsed = time.monotonic() - t0
@@ -429,7 +428,7 @@ def main() -> None:
     )
     parser.add_argument("--idle-window", type=float, default=3.0)
     parser.add_argument("--mark", type=float, default=2.0, help="timeline step, seconds")
-    parser.add_argument("--etcd-max-txn-ops", type=int, default=1024)
+    parser.add_argument("--etcd-max-txn-ops", type=int, default=MAX_TXN_OPS)
     parser.add_argument("--server-log-level", default="info")
     parser.add_argument("--py-spy", action="store_true", help="profile the server's deploy phase")
     parser.add_argument(
@@ -439,7 +438,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     root = Path(tempfile.mkdtemp(prefix="theseus-scale-"))
-    children = Children(root)
+    children = bench_processes(root)
     code = 1
     with stopped_on_sigterm():
         try:

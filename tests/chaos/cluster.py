@@ -1,5 +1,6 @@
-"""The cluster a chaos run plays with: real processes on loopback, started by the integration
-harness, and everything it started removed afterwards (containers included)."""
+"""The cluster a chaos run plays with: real processes on loopback, started by the test kit
+(``tests/kit/cluster.py``), and everything it started removed afterwards (containers
+included)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import docker
 
-from tests.integration.harness import Cluster, start_cluster, start_ha_cluster
+from tests.kit.cluster import Cluster, start_cluster, start_ha_cluster
 
 AGENTS: dict[str, dict[str, Any]] = {
     "chaos-1": {"address": "127.0.0.21"},

@@ -29,7 +29,7 @@ from typing import Any
 import docker
 
 from tests.chaos.invariants import REMOVED, Expectations, Observation, TaskView, check
-from tests.integration.harness import Cluster
+from tests.kit.cluster import Cluster
 from theseus.api.client import ApiError, ServerClient, ServerUnreachable
 
 SERVICES = ("alpha", "bravo", "charlie", "delta")
@@ -158,7 +158,7 @@ class Chaos:
             kind = self.rng.choices(kinds, weights=[ACTIONS[k] for k in kinds])[0]
             if getattr(self, f"_{kind}")():
                 done[kind] += 1
-            time.sleep(self.rng.uniform(0.2, 0.8))
+            time.sleep(self.rng.uniform(0.2, 0.8))  # the pace of the chaos, not a wait
         return done
 
     def _possible(self, kind: str) -> bool:
@@ -229,7 +229,7 @@ class Chaos:
         return bool(exit_code == 0)
 
     def _kill_agent(self) -> bool:
-        alive = [n for n in self.agents if self.cluster.processes[n].popen.poll() is None]
+        alive = [n for n in self.agents if self.cluster.processes[n].alive()]
         if len(alive) <= 1:
             return False
         name = self.rng.choice(alive)
@@ -240,7 +240,7 @@ class Chaos:
 
     def _kill_leader(self) -> bool:
         for name, url in self._servers().items():
-            if self.cluster.processes[name].popen.poll() is not None:
+            if not self.cluster.processes[name].alive():
                 continue
             try:
                 with ServerClient(url, timeout=1.0) as client:
@@ -255,7 +255,7 @@ class Chaos:
 
     def _kill_etcd_member(self) -> bool:
         members = self._etcd_members()
-        alive = [m for m in members if self.cluster.processes[m].popen.poll() is None]
+        alive = [m for m in members if self.cluster.processes[m].alive()]
         if len(alive) < len(members):
             return False  # one member at a time
         name = self.rng.choice(alive)
@@ -281,6 +281,8 @@ class Chaos:
     # --- settling -----------------------------------------------------------------------------
 
     def _settle(self) -> tuple[float | None, list[str]]:
+        # More than a wait (``tests/kit/wait.py``): it times the convergence, keeps the last
+        # violations for the report and logs what it still waits for on slow rounds.
         started = time.monotonic()
         deadline = started + self.settle_seconds
         violations = ["never observed"]
@@ -339,7 +341,7 @@ class Chaos:
         """Start a killed process again with its own command line (same ports, same data)."""
 
         def start() -> None:
-            if self.cluster.processes[name].popen.poll() is not None:
+            if not self.cluster.processes[name].alive():
                 self.cluster.restart(name)
 
         return start

@@ -14,7 +14,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.harness import Cluster, start_cluster, wait_until
+from tests.kit.cluster import Cluster, start_cluster
+from tests.kit.wait import WaitTimeout, wait_until
 from theseus.images.build import build_busybox_image, build_image
 
 IMAGE = "theseus/busybox:latest"
@@ -88,6 +89,6 @@ def empty_cluster_after(
                 lambda: not client.tasks(include_stopped=True).tasks, 60, "all tasks collected"
             )
             wait_until(lambda: not containers_of(docker_client, cid), 60, "all containers removed")
-        except AssertionError:
+        except WaitTimeout:
             print(cluster.logs())
             raise

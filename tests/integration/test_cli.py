@@ -10,23 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Cluster, wait_until
+from tests.kit.cli import theseus
+from tests.kit.cluster import Cluster
+from tests.kit.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def theseus(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "theseus", "--server", cluster.server_url, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"theseus {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def ps(cluster: Cluster, *args: str) -> list[dict[str, object]]:
@@ -76,7 +66,7 @@ def test_failing_deploy_exits_nonzero_with_the_reason(cluster: Cluster, tmp_path
     document.write_text(
         "deploy:\n  ghost:\n    image: theseus/no-such-image:1\n    cpus: 0.05\n    mem: 16\n"
     )
-    result = theseus(cluster, "deploy", "-f", str(document), "--timeout", "60", check=False)
+    result = theseus(cluster, "deploy", "-f", str(document), "--timeout", "60", expect=None)
     assert result.returncode == 1
     assert "never pulls" in result.stdout + result.stderr
 
@@ -86,7 +76,7 @@ def test_bad_document_and_unreachable_server_give_one_line_errors(
 ) -> None:
     document = tmp_path / "bad.yaml"
     document.write_text("deploy:\n  web:\n    image: x\n    instances: -1\n")
-    bad = theseus(cluster, "deploy", "-f", str(document), check=False)
+    bad = theseus(cluster, "deploy", "-f", str(document), expect=None)
     assert bad.returncode == 1 and "deploy.web.instances" in bad.stdout + bad.stderr
 
     unreachable = subprocess.run(

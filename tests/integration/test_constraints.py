@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Cluster, start_cluster, wait_until
-from tests.integration.test_core import deploy, wait_running
+from tests.kit.cluster import Cluster, start_cluster
+from tests.kit.wait import wait_until
+from tests.kit.workloads import deploy, wait_running
 from theseus.api.client import ServerClient
 
 pytestmark = pytest.mark.integration

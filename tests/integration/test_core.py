@@ -8,7 +8,6 @@ changing etcd, and keep tasks that fit nowhere pending until capacity appears.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from typing import Any
 
@@ -16,8 +15,10 @@ import docker
 import httpx
 import pytest
 
-from tests.integration.harness import Cluster, wait_until
-from theseus.api.client import ApiError, ServerClient
+from tests.kit.cluster import Cluster
+from tests.kit.wait import wait_until
+from tests.kit.workloads import deploy, etcd_dump, running, wait_running
+from theseus.api.client import ApiError
 from theseus.api.schemas import TaskInfo
 
 pytestmark = pytest.mark.integration
@@ -35,30 +36,6 @@ INGESTOR: dict[str, Any] = {
     "mem": 128,
     "labels": ["dev"],
 }
-
-
-def deploy(client: ServerClient, **services: dict[str, Any]) -> list[str]:
-    result = client.deploy(json.dumps({"deploy": services}), "application/json")
-    return [change.action for change in result.changes]
-
-
-def running(client: ServerClient, service: str, version: str | None = None) -> list[TaskInfo]:
-    return [
-        t
-        for t in client.tasks(service).tasks
-        if t.state == "running" and t.desired == "run" and (version is None or t.version == version)
-    ]
-
-
-def wait_running(
-    client: ServerClient, service: str, count: int, timeout: float = 60
-) -> list[TaskInfo]:
-    def converged() -> list[TaskInfo] | None:
-        tasks = running(client, service)
-        active = [t for t in client.tasks(service).tasks if t.desired == "run"]
-        return tasks if len(tasks) == count and len(active) == count else None
-
-    return wait_until(converged, timeout, f"{count} running tasks of {service}")
 
 
 def group_containers(
@@ -212,25 +189,6 @@ def test_remove_leaves_other_groups_of_the_service(cluster: Cluster) -> None:
         wait_running(client, "ingestor", 1)
         (left,) = running(client, "ingestor")
         assert left.labels == ["eu", "prod"]
-
-
-def etcd_dump(cluster: Cluster, prefix: str) -> list[tuple[str, str, int]]:
-    out = subprocess.run(
-        [
-            "etcdctl",
-            f"--endpoints=127.0.0.1:{cluster.etcd_port}",
-            "get",
-            "--prefix",
-            prefix,
-            "-w",
-            "json",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    kvs = json.loads(out).get("kvs", [])
-    return [(kv["key"], kv["value"], kv["mod_revision"]) for kv in kvs]
 
 
 @pytest.mark.parametrize(

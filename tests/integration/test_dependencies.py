@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Cluster, wait_until
-from tests.integration.test_core import etcd_dump, wait_running
+from tests.kit.cluster import Cluster
+from tests.kit.wait import wait_until
+from tests.kit.workloads import etcd_dump, wait_running
 from theseus.api.client import ApiError
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,8 @@ import docker
 import httpx
 import pytest
 
-from tests.integration.harness import Cluster, wait_until
+from tests.kit.cluster import Cluster
+from tests.kit.wait import wait_until
 from theseus.api.client import ServerClient
 from theseus.api.schemas import TaskInfo
 

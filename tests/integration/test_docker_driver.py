@@ -26,7 +26,8 @@ import aiodocker
 import httpx
 import pytest
 
-from tests.unit.test_agent_loop import FakeServer
+from tests.kit.fake_server import FakeServer
+from tests.kit.wait import wait_until_async
 from theseus.agent.agent import Agent, AgentConfig
 from theseus.agent.drivers.base import (
     DriverError,
@@ -57,20 +58,6 @@ def free_host_port(address: str = ADDRESS) -> int:
                 continue
             return port
     raise AssertionError("no free port in 31000-32000")
-
-
-async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` (sync or async) until truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s: {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -144,14 +131,16 @@ async def test_serves_http_logs_and_stops_gracefully(
     task = launch(owner, image, port)
     handle = await docker_driver.start(task)
 
-    body = await until(lambda: page(f"http://{ADDRESS}:{port}/"), 15, "the container serving")
+    body = await wait_until_async(
+        lambda: page(f"http://{ADDRESS}:{port}/"), 15, "the container serving", interval=0.02
+    )
     assert f"CONTAINER_NAME={task.task_id}" in body
     assert "APP_NAME=Ingestor" in body
 
     async def logged() -> str:
         return b"".join([c async for c in docker_driver.logs(handle, False, None)]).decode()
 
-    lines = await until(logged, 5, "the start line in the logs")
+    lines = await wait_until_async(logged, 5, "the start line in the logs", interval=0.02)
     assert f"started {task.task_id} APP_NAME=Ingestor" in lines
 
     began = time.monotonic()
@@ -167,7 +156,9 @@ async def test_a_killed_container_is_noticed_from_the_event_stream(
     docker_driver, exits = driver
     task = launch(owner, image, free_host_port())
     handle = await docker_driver.start(task)
-    await until(lambda: page(f"http://{ADDRESS}:{task.ports[0].host_port}/"), 15, "serving")
+    await wait_until_async(
+        lambda: page(f"http://{ADDRESS}:{task.ports[0].host_port}/"), 15, "serving", interval=0.02
+    )
 
     async with aiodocker.Docker() as docker:
         killed = time.monotonic()
@@ -254,7 +245,7 @@ async def test_a_restarted_agent_adopts_its_running_container(
         stop = asyncio.Event()
         agent = asyncio.create_task(Agent(config(), DockerDriver()).run(stop))
         try:
-            await until(check, 20, what)
+            await wait_until_async(check, 20, what, interval=0.02)
         finally:
             stop.set()
             await asyncio.wait_for(agent, 10)
@@ -262,7 +253,9 @@ async def test_a_restarted_agent_adopts_its_running_container(
     await run_until(lambda: server.states(task_id) == ["starting", "running"], "running")
     first_id = server.reports[-1].container_id
     assert first_id
-    await until(lambda: page(f"http://{ADDRESS}:{port}/"), 15, "serving after the agent left")
+    await wait_until_async(
+        lambda: page(f"http://{ADDRESS}:{port}/"), 15, "serving after the agent left", interval=0.02
+    )
 
     # A second agent for the node: keeps the container (same id), reports it running again.
     await run_until(lambda: len(server.states(task_id)) == 3, "re-reported")
@@ -366,7 +359,9 @@ async def test_a_container_reaches_the_discovery_endpoint_across_agent_restarts(
         )
         try:
             # starting, running, and running again after the restart
-            await until(partial(reported, run + 1), 20, f"reported by agent run {run}")
+            await wait_until_async(
+                partial(reported, run + 1), 20, f"reported by agent run {run}", interval=0.02
+            )
             container_id = server.reports[-1].container_id
             assert container_id
 

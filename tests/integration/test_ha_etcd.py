@@ -16,9 +16,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.harness import Cluster, start_ha_cluster, wait_until
-from tests.integration.test_core import deploy, wait_running
-from tests.integration.test_ha_servers import BASE, assert_exact, containers
+from tests.kit.cluster import Cluster, start_ha_cluster
+from tests.kit.wait import WaitTimeout, wait_until
+from tests.kit.workloads import LOOPING, assert_exact, containers, deploy, wait_running
 from theseus.api.client import ApiError, ServerClient, ServerUnreachable
 from theseus.api.schemas import DeployResult
 
@@ -51,7 +51,7 @@ def client(three_members: Cluster, docker_client: docker.DockerClient) -> Iterat
                 60,
                 "every container of the test removed",
             )
-        except AssertionError:
+        except WaitTimeout:
             print(three_members.logs())
             raise
 
@@ -90,7 +90,7 @@ def test_losing_the_member_the_server_uses_does_not_stop_the_cluster(
 ) -> None:
     cluster = three_members
     cluster_id = client.health().cluster_id or ""
-    deploy(client, steady={**BASE, "instances": 2})
+    deploy(client, steady={**LOOPING, "instances": 2})
     first = {t.id: t.container_id for t in wait_running(client, "steady", 2)}
 
     # Twice: kill the member the server uses, see it carry on, restart the member.
@@ -101,7 +101,7 @@ def test_losing_the_member_the_server_uses_does_not_stop_the_cluster(
         lose_member(cluster, client, victim, instances)
         running = {t.id: t.container_id for t in wait_running(client, "steady", instances)}
         assert first.items() <= running.items(), "running tasks were restarted or replaced"
-        assert deploy(client, **{f"after-{victim}": {**BASE, "instances": 1}}) == ["created"]
+        assert deploy(client, **{f"after-{victim}": {**LOOPING, "instances": 1}}) == ["created"]
         wait_running(client, f"after-{victim}", 1)
         wait_until(lambda: leads(client), 15, "the only server leads")
         assert {n.status for n in client.nodes().nodes} == {"ready"}

@@ -12,29 +12,28 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
 
-from tests.integration.harness import Cluster, start_ha_cluster, wait_until
-from tests.integration.test_core import deploy, wait_running
+from tests.kit.cluster import Cluster, start_ha_cluster
+from tests.kit.wait import WaitTimeout, wait_until
+from tests.kit.workloads import (
+    LOOPING,
+    assert_exact,
+    containers,
+    deploy,
+    health_of,
+    leads,
+    wait_running,
+)
 from theseus.api.client import ApiError, ServerClient, ServerUnreachable
-from theseus.api.schemas import Health
 
 pytestmark = pytest.mark.integration
 
 NODES = {"ha-1": "127.0.0.41", "ha-2": "127.0.0.42", "ha-3": "127.0.0.43"}
-BASE: dict[str, Any] = {
-    "image": "theseus/busybox:latest",
-    "cpus": 0.1,
-    "mem": 64,
-    "command": "while true; do sleep 0.1; done",
-    "task_kill_grace_period_seconds": 1,
-}
 TAKEOVER_LIMIT = 3.0
 
 
@@ -50,12 +49,12 @@ def ha(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator
 def clean_slate(ha: Cluster, docker_client: docker.DockerClient) -> Iterator[None]:
     """Every server runs before a test; no group and no container is left after it."""
     for name, process in ha.processes.items():
-        if name in ha.servers and process.popen.poll() is not None:
+        if name in ha.servers and not process.alive():
             ha.restart(name)
     yield
     for name, process in ha.processes.items():
-        if name in ha.servers and process.popen.poll() is None:
-            process.popen.send_signal(signal.SIGCONT)  # a test may have left one frozen
+        if name in ha.servers and process.alive():
+            process.signal(signal.SIGCONT)  # a test may have left one frozen
     with ha.client(ha.server_urls) as client:
         cluster_id = client.health().cluster_id
         for group in client.groups().groups:
@@ -66,32 +65,9 @@ def clean_slate(ha: Cluster, docker_client: docker.DockerClient) -> Iterator[Non
                 60,
                 "every container of the test removed",
             )
-        except AssertionError:
+        except WaitTimeout:
             print(ha.logs())
             raise
-
-
-def containers(
-    docker_client: docker.DockerClient, cluster_id: str, status: str = "running"
-) -> list[dict[str, Any]]:
-    filters: dict[str, Any] = {"label": f"theseus.cluster={cluster_id}"}
-    if status != "any":
-        filters["status"] = status
-    return list(docker_client.api.containers(all=True, filters=filters))
-
-
-def health_of(url: str) -> Health | None:
-    """The server's health, or None when it does not answer (dead, frozen)."""
-    try:
-        with ServerClient(url, timeout=1.0) as client:
-            return client.health()
-    except (ServerUnreachable, ApiError):
-        return None
-
-
-def leads(url: str) -> bool:
-    health = health_of(url)
-    return health is not None and health.leader
 
 
 def follows(url: str) -> bool:
@@ -116,25 +92,6 @@ def the_leader(cluster: Cluster) -> str:
     )
 
 
-def assert_exact(client: ServerClient, cluster_id: str, docker_client: docker.DockerClient) -> None:
-    """Every group runs exactly its instances, no task runs twice, and Docker agrees: one
-    running container per active task once the stopped tasks' containers are gone."""
-    groups = client.groups().groups
-    for group in groups:
-        assert group.running == group.instances, group
-    active = {t.id for t in client.tasks().tasks if t.desired == "run"}
-    assert len(active) == sum(g.instances for g in groups)
-
-    def one_container_per_task() -> bool:
-        per_task = Counter(
-            c["Labels"]["theseus.task"] for c in containers(docker_client, cluster_id)
-        )
-        assert max(per_task.values(), default=1) == 1, f"a task runs twice: {per_task}"
-        return set(per_task) == active
-
-    wait_until(one_container_per_task, 30, "one running container per active task")
-
-
 def test_leader_killed_another_takes_over_within_3s_and_nothing_is_lost(
     ha: Cluster, docker_client: docker.DockerClient
 ) -> None:
@@ -143,13 +100,13 @@ def test_leader_killed_another_takes_over_within_3s_and_nothing_is_lost(
     # The dead server first: every call of this client has to get past it.
     both = ha.client([ha.url_of(leader), ha.url_of(follower)])
     cluster_id = both.health().cluster_id or ""
-    deploy(both, web={**BASE, "instances": 4})
+    deploy(both, web={**LOOPING, "instances": 4})
     before = {t.id: t.container_id for t in wait_running(both, "web", 4)}
     assert all(before.values())
 
     # A deploy acknowledged by the leader just before it dies must not be lost.
     with ServerClient(ha.url_of(leader)) as to_leader:
-        assert deploy(to_leader, late={**BASE, "instances": 2}) == ["created"]
+        assert deploy(to_leader, late={**LOOPING, "instances": 2}) == ["created"]
     killed_at = time.monotonic()
     ha.kill(leader)
     wait_until(lambda: leads(ha.url_of(follower)), 10, f"{follower} takes over")
@@ -194,7 +151,7 @@ def test_a_frozen_leader_is_replaced_and_cannot_write_when_it_wakes(
     follower = next(name for name in ha.servers if name != leader)
     with ha.client(ha.server_urls) as client:
         cluster_id = client.health().cluster_id or ""
-        deploy(client, frozen={**BASE, "instances": 3})
+        deploy(client, frozen={**LOOPING, "instances": 3})
         before = {t.id: t.container_id for t in wait_running(client, "frozen", 3)}
 
         # SIGSTOP: the leader neither dies nor refreshes its lease; it still thinks it leads.

@@ -14,8 +14,9 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.harness import Cluster, start_cluster, wait_until
-from tests.integration.test_core import deploy
+from tests.kit.cluster import Cluster, start_cluster
+from tests.kit.wait import wait_until
+from tests.kit.workloads import deploy
 from theseus.agent.drivers.base import DriverError, Owner
 from theseus.agent.drivers.docker import DockerDriver
 from theseus.api.client import ServerClient
@@ -159,6 +160,7 @@ def test_a_task_in_its_grace_period_is_not_registered_until_it_passes(
     assert (waiting.health, waiting.health_message) == ("unknown", "HTTP 404 from /late.html")
     # Well past max_consecutive_failures intervals: ignored failures neither register nor
     # kill it.
+    # Not a wait but an invariant: it must hold at every look for the whole window.
     deadline = time.monotonic() + 6 * INTERVAL
     while time.monotonic() < deadline:
         now = task(client, waiting.id)
@@ -215,6 +217,7 @@ def test_a_restarted_agent_checks_its_adopted_task_without_a_registry_gap(
     wait_until(lambda: runs_of_agent() > before, 20, "the agent running again")
     # The new agent re-reports the task and runs its checks again: it must not leave the
     # registry meanwhile (its verdict is kept until the first new one).
+    # An invariant, not a wait: it must hold at every look for the whole window.
     deadline = time.monotonic() + 8 * INTERVAL
     while time.monotonic() < deadline:
         assert victim.id in registered(client, "kept")

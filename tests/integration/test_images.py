@@ -25,8 +25,8 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from tests.integration.harness import wait_until
-from tests.unit.guest_fixtures import FakeAgent
+from tests.kit.fake_agent import FakeAgent
+from tests.kit.wait import wait_until
 from theseus.images.build import BuiltImage, build_images
 from theseus.images.tags import EXAMPLE_IMAGE, PYTHON_BASE_IMAGE
 

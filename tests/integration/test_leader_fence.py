@@ -5,13 +5,13 @@ its commit because the fence (the create revision of its leader key) no longer h
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Cluster, new_cluster
+from tests.kit.cluster import Cluster, new_cluster
+from tests.kit.wait import wait_until_async
 from theseus.reconciler.reconcile import Plan
 from theseus.server.leader import Leader
 from theseus.store import keys
@@ -38,13 +38,6 @@ class StuckLeadership(Leadership):
 
     async def keep_alive(self, lease: int, granted: float) -> None:
         await asyncio.Event().wait()
-
-
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s: {what}"
-        await asyncio.sleep(0.05)
 
 
 async def cancel(tasks: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
@@ -74,7 +67,7 @@ async def test_a_deposed_leader_that_believes_it_leads_cannot_write(etcd_only: C
         "a": asyncio.create_task(stale.run()),
     }
     try:
-        await eventually(lambda: stale.is_leader, 10, "a leads")
+        await wait_until_async(lambda: stale.is_leader, 10, "a leads", interval=0.05)
         tasks.pop("cache-a").cancel()  # a's watch hangs too: its view stays as it is
 
         # etcd drops a's lease (as when it expires) and with it the leader key; b is elected.
@@ -82,7 +75,7 @@ async def test_a_deposed_leader_that_believes_it_leads_cannot_write(etcd_only: C
         assert entry is not None and entry.value == b"a"
         await store_b.revoke_lease(entry.lease)
         tasks["b"] = asyncio.create_task(current.run())
-        await eventually(lambda: current.is_leader, 10, "b leads")
+        await wait_until_async(lambda: current.is_leader, 10, "b leads", interval=0.05)
         assert stale.is_leader, "the stale leader still believes it leads"
 
         key = "/services/fenced/[]/containers/fenced.1/info"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Cluster
-from tests.integration.test_cli import theseus
-from tests.integration.test_core import etcd_dump, wait_running
+from tests.kit.cli import theseus
+from tests.kit.cluster import Cluster
+from tests.kit.workloads import etcd_dump, wait_running
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,9 @@ import docker
 import httpx
 import pytest
 
-from tests.integration.harness import Cluster, start_cluster, wait_until
-from tests.integration.test_core import deploy, running, wait_running
+from tests.kit.cluster import Cluster, start_cluster
+from tests.kit.wait import wait_until
+from tests.kit.workloads import deploy, running, wait_running
 from theseus.agent.drivers.base import DriverError, Launch, MemberLaunch, Owner, PortBinding
 from theseus.agent.drivers.docker import DockerDriver
 from theseus.api.client import ApiError, ServerClient

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.harness import Cluster, start_cluster, wait_until
+from tests.kit.cluster import Cluster, start_cluster
+from tests.kit.wait import wait_until
 from theseus.api.schemas import TaskInfo
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,8 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.harness import Cluster, start_cluster, wait_until
+from tests.kit.cluster import Cluster, start_cluster
+from tests.kit.wait import wait_until
 from theseus.api.client import ServerClient
 
 pytestmark = pytest.mark.integration

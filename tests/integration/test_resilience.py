@@ -20,8 +20,9 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.harness import Cluster, start_cluster, wait_until
-from tests.integration.test_core import deploy, running, wait_running
+from tests.kit.cluster import Cluster, start_cluster
+from tests.kit.wait import wait_until
+from tests.kit.workloads import deploy, running, wait_running
 from theseus.api.client import ServerClient
 from theseus.api.schemas import TaskInfo
 
@@ -146,8 +147,8 @@ def test_a_lost_node_that_returns_stops_its_replaced_containers(
     before = wait_running(client, "wanderer", 3)
     stranded = {t.id for t in before if t.node == "r-3"}
     assert len(stranded) == 1
-    agent = resilient.processes["r-3"].popen
-    agent.send_signal(signal.SIGSTOP)  # the machine stops answering; its containers run on
+    agent = resilient.processes["r-3"]
+    agent.signal(signal.SIGSTOP)  # the machine stops answering; its containers run on
     try:
         lost_at = time.monotonic()
 
@@ -167,7 +168,7 @@ def test_a_lost_node_that_returns_stops_its_replaced_containers(
         assert client.node("r-3").status == "lost"
         assert containers_on(docker_client, "r-3", "wanderer"), "nothing stops it while away"
     finally:
-        agent.send_signal(signal.SIGCONT)
+        agent.signal(signal.SIGCONT)
     wait_until(
         lambda: not containers_on(docker_client, "r-3", "wanderer"),
         30,

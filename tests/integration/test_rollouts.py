@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Cluster, start_cluster, wait_until
+from tests.kit import cli
+from tests.kit.cluster import Cluster, start_cluster
+from tests.kit.rollouts import BASE, BROKEN, DEADLINE, STRATEGY, finished, ready
+from tests.kit.wait import wait_until
 from theseus.api.client import ServerClient
-from theseus.model.deployments import DeploymentRecord
 
 pytestmark = pytest.mark.integration
 
@@ -27,22 +27,6 @@ NODES = {
     "r-2": {"address": "127.0.0.62"},
     "r-3": {"address": "127.0.0.63"},
 }
-DEADLINE = 8.0
-STRATEGY = {
-    "minimum_health_capacity": 0.5,
-    "maximum_over_capacity": 0.0,
-    "progress_deadline_seconds": DEADLINE,
-}
-BASE: dict[str, Any] = {
-    "image": "theseus/busybox:latest",
-    "instances": 4,
-    "cpus": 0.05,
-    "mem": 32,
-    "backoff_seconds": 0.5,
-    "task_kill_grace_period_seconds": 1,
-    "upgrade_strategy": STRATEGY,
-}
-BROKEN = "theseus/does-not-exist:1"
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +47,8 @@ def client(rollouts: Cluster) -> Iterator[ServerClient]:
 
 def theseus(cluster: Cluster, *args: str, expect: int = 0) -> str:
     """Run the CLI; its stdout and stderr."""
-    result = subprocess.run(
-        [sys.executable, "-m", "theseus", "--server", cluster.server_url, *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == expect, f"theseus {' '.join(args)}:\n{output}"
-    return output
+    result = cli.theseus(cluster, *args, expect=expect, timeout=90)
+    return result.stdout + result.stderr
 
 
 def deploy(client: ServerClient, service: str, **spec: Any) -> str:
@@ -80,26 +57,6 @@ def deploy(client: ServerClient, service: str, **spec: Any) -> str:
     [change] = client.deploy(document, "application/json").changes
     assert change.deployment is not None, change
     return change.deployment
-
-
-def ready(client: ServerClient, service: str, version: str | None = None) -> int:
-    """Tasks meant to run that are ready: running and, with health checks, healthy."""
-    return sum(
-        1
-        for t in client.tasks(service).tasks
-        if t.state == "running"
-        and t.desired == "run"
-        and t.health in (None, "healthy")
-        and version in (None, t.version)
-    )
-
-
-def finished(client: ServerClient, deployment_id: str, timeout: float) -> DeploymentRecord:
-    def done() -> DeploymentRecord | None:
-        found = client.deployment(deployment_id)
-        return found if not found.running else None
-
-    return wait_until(done, timeout, f"deployment {deployment_id} finished")
 
 
 class Sampler(threading.Thread):

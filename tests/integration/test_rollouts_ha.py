@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Cluster, start_ha_cluster, wait_until
-from tests.integration.test_ha_servers import leads
-from tests.integration.test_rollouts import BASE, BROKEN, STRATEGY, finished, ready
+from tests.kit.cluster import Cluster, start_ha_cluster
+from tests.kit.rollouts import BASE, BROKEN, STRATEGY, finished, ready
+from tests.kit.wait import wait_until
+from tests.kit.workloads import leads
 from theseus.api.client import ServerClient
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import new_cluster, start_cluster, wait_until
+from tests.kit.cluster import new_cluster, start_cluster
+from tests.kit.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +24,12 @@ def test_a_stopped_server_answers_its_long_polls_and_exits_cleanly(
     cluster = start_cluster(tmp_path, {"quiet-1": {"address": "127.0.0.81"}})
     try:
         server = cluster.processes["server"]
-        server.stop(signal.SIGTERM, timeout=10)
+        server.stop(signal.SIGTERM, grace=10)
         log = server.log.read_text(errors="replace")
     finally:
         cluster.stop()
     # uvicorn ends by re-raising the signal it caught, after its clean shutdown.
-    assert server.popen.returncode in (0, -signal.SIGTERM), log[-2000:]
+    assert server.returncode in (0, -signal.SIGTERM), log[-2000:]
     assert "Application shutdown complete" in log
     assert "Exception in ASGI application" not in log, log[-2000:]
     assert "timeout graceful shutdown exceeded" not in log, log[-2000:]
@@ -52,7 +53,7 @@ def test_a_server_started_before_etcd_waits_for_it(tmp_path: Path) -> None:
         wait_until(lambda: "server" in cluster.processes, 10, "the server spawned")
         log = cluster.processes["server"].log
         wait_until(lambda: "etcd unavailable at startup" in log.read_text(), 20, "a retry")
-        assert cluster.processes["server"].popen.poll() is None, "the server waits, alive"
+        assert cluster.processes["server"].alive(), "the server waits, alive"
         cluster.start_etcd()
         starter.join(40)
         assert not starter.is_alive() and not errors, errors

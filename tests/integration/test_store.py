@@ -1,4 +1,4 @@
-"""The etcd adapter against a real etcd: the store contract (``tests/store_contract.py``, which
+"""The etcd adapter against a real etcd: the store contract (``tests/kit/store_contract.py``, which
 ``MemoryStore`` passes too) and the shared lease keep-alive stream."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Cluster, new_cluster
-from tests.store_contract import CHECKS, Check
+from tests.kit.cluster import Cluster, new_cluster
+from tests.kit.store_contract import CHECKS, Check
 from theseus.store.etcd import EtcdStore
 
 pytestmark = pytest.mark.integration

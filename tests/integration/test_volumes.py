@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Cluster, wait_until
-from tests.integration.test_core import wait_running
+from tests.kit.cluster import Cluster
+from tests.kit.wait import wait_until
+from tests.kit.workloads import wait_running
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_agent_runner import FakeDriver, assignment, until
+from tests.kit.builders import make_assignment
+from tests.kit.fake_driver import FakeDriver
+from tests.kit.wait import wait_until_async
 from theseus.agent.checking import HealthLoop, checks_of, http_client
 from theseus.agent.drivers.base import Observed, Owner
 from theseus.agent.health import Verdict
@@ -74,8 +76,8 @@ def health_reports(runner: TaskRunner) -> list[tuple[str, bool | None, str | Non
 
 
 async def test_tasks_without_checks_get_no_check_loop(runner: TaskRunner) -> None:
-    runner.apply([assignment("t1")])
-    await until(lambda: runner.slots["t1"].reported == "running")
+    runner.apply([make_assignment("t1")])
+    await wait_until_async(lambda: runner.slots["t1"].reported == "running")
     assert runner.slots["t1"].checker is None and not runner._checkers
     assert checks_of(GroupSpec(image="img")) == []
 
@@ -83,16 +85,18 @@ async def test_tasks_without_checks_get_no_check_loop(runner: TaskRunner) -> Non
 async def test_transitions_are_reported_once_each(
     runner: TaskRunner, driver: CheckedDriver
 ) -> None:
-    runner.apply([assignment("t1", health_checks=[command_check(max_consecutive_failures=0)])])
-    await until(lambda: runner.slots["t1"].healthy is True)
+    runner.apply([make_assignment("t1", health_checks=[command_check(max_consecutive_failures=0)])])
+    await wait_until_async(lambda: runner.slots["t1"].healthy is True)
     probes = len(driver.execs)
-    await until(lambda: len(driver.execs) >= probes + 3)  # more passes: nothing new to say
+    await wait_until_async(
+        lambda: len(driver.execs) >= probes + 3
+    )  # more passes: nothing new to say
     driver.exit_code = 1
-    await until(lambda: runner.slots["t1"].healthy is False)
+    await wait_until_async(lambda: runner.slots["t1"].healthy is False)
     probes = len(driver.execs)
-    await until(lambda: len(driver.execs) >= probes + 3)
+    await wait_until_async(lambda: len(driver.execs) >= probes + 3)
     driver.exit_code = 0
-    await until(lambda: runner.slots["t1"].healthy is True)
+    await wait_until_async(lambda: runner.slots["t1"].healthy is True)
     assert health_reports(runner) == [
         ("starting", None, None),
         ("running", None, None),
@@ -107,15 +111,15 @@ async def test_killed_after_max_consecutive_failures(
     runner: TaskRunner, driver: CheckedDriver
 ) -> None:
     driver.exit_code = 1
-    runner.apply([assignment("t1", health_checks=[command_check()])])
-    await until(lambda: runner.slots["t1"].reported == "exited")
+    runner.apply([make_assignment("t1", health_checks=[command_check()])])
+    await wait_until_async(lambda: runner.slots["t1"].reported == "exited")
     last = reports(runner)[-1]
     assert last.state == "exited" and last.exit_code == 0
     assert last.message == "killed after 3 failed health checks in a row: exit 1: no /tmp/ok"
     assert last.healthy is False
     assert ("stop", "c-t1") in driver.calls
     assert len(driver.execs) == 3
-    await until(lambda: not runner._checkers)  # the loop ended by itself
+    await wait_until_async(lambda: not runner._checkers)  # the loop ended by itself
     states = [r.state for r in reports(runner)]
     assert states == ["starting", "running", "running", "exited"]  # unknown, unhealthy, killed
     # Not restarted by the agent: the server replaces it; the container stays for its logs.
@@ -126,15 +130,15 @@ async def test_killed_after_max_consecutive_failures(
 async def test_grace_period_delays_the_verdict(runner: TaskRunner, driver: CheckedDriver) -> None:
     driver.exit_code = 1
     spec = [command_check(grace_period_seconds=60)]
-    runner.apply([assignment("t1", health_checks=spec)])
-    await until(lambda: len(driver.execs) >= 5)
+    runner.apply([make_assignment("t1", health_checks=spec)])
+    await wait_until_async(lambda: len(driver.execs) >= 5)
     slot = runner.slots["t1"]
     assert slot.phase == "running" and slot.kill_reason is None
     assert (slot.healthy, slot.health_message) == (None, "exit 1: no /tmp/ok")
     driver.exit_code = 0
-    await until(lambda: slot.healthy is True)
+    await wait_until_async(lambda: slot.healthy is True)
     driver.exit_code = 1  # the first success ended the grace period
-    await until(lambda: slot.reported == "exited")
+    await wait_until_async(lambda: slot.reported == "exited")
 
 
 async def test_pod_members_are_checked_in_their_container(driver: CheckedDriver) -> None:
@@ -169,23 +173,23 @@ async def test_pod_members_are_checked_in_their_container(driver: CheckedDriver)
 async def test_a_stop_ends_the_checks_before_the_container(
     runner: TaskRunner, driver: CheckedDriver
 ) -> None:
-    runner.apply([assignment("t1", health_checks=[command_check()])])
-    await until(lambda: runner.slots["t1"].healthy is True)
-    runner.apply([assignment("t1", "stop", health_checks=[command_check()])])
+    runner.apply([make_assignment("t1", health_checks=[command_check()])])
+    await wait_until_async(lambda: runner.slots["t1"].healthy is True)
+    runner.apply([make_assignment("t1", "stop", health_checks=[command_check()])])
     assert runner.slots["t1"].checker is None  # cancelled as the stop was decided
-    await until(lambda: runner.slots["t1"].reported == "stopped")
-    await until(lambda: not runner._checkers)
+    await wait_until_async(lambda: runner.slots["t1"].reported == "stopped")
+    await wait_until_async(lambda: not runner._checkers)
     probes = len(driver.execs)
     await asyncio.sleep(0.1)  # five intervals: no probe of a stopped task
     assert len(driver.execs) == probes
 
 
 async def test_an_exit_ends_the_checks(runner: TaskRunner, driver: CheckedDriver) -> None:
-    runner.apply([assignment("t1", health_checks=[command_check()])])
-    await until(lambda: runner.slots["t1"].healthy is True)
+    runner.apply([make_assignment("t1", health_checks=[command_check()])])
+    await wait_until_async(lambda: runner.slots["t1"].healthy is True)
     runner.observe_exit(driver.die("t1", 2))
     assert runner.slots["t1"].checker is None
-    await until(lambda: not runner._checkers)
+    await wait_until_async(lambda: not runner._checkers)
     assert reports(runner)[-1].state == "exited"
 
 
@@ -197,8 +201,8 @@ async def test_an_adopted_task_is_checked_again_with_its_own_start_time(
     driver.exit_code = 1
     await runner.resync()
     assert runner.slots["t1"].checker is None  # nothing is checked before the list arrives
-    runner.apply([assignment("t1", health_checks=[command_check(grace_period_seconds=60)])])
-    await until(lambda: runner.slots["t1"].reported == "exited")
+    runner.apply([make_assignment("t1", health_checks=[command_check(grace_period_seconds=60)])])
+    await wait_until_async(lambda: runner.slots["t1"].reported == "exited")
     assert "killed after 3 failed health checks" in (reports(runner)[-1].message or "")
 
 
@@ -208,9 +212,9 @@ async def test_an_adopted_task_in_its_grace_period_is_unhealthy_but_not_killed(
     driver.containers["c-t1"] = Observed("t1", "c-t1", True, started_at=time.time())
     driver.exit_code = 1
     await runner.resync()
-    runner.apply([assignment("t1", health_checks=[command_check(grace_period_seconds=60)])])
-    await until(lambda: runner.slots["t1"].healthy is False)
-    await until(lambda: len(driver.execs) >= 5)
+    runner.apply([make_assignment("t1", health_checks=[command_check(grace_period_seconds=60)])])
+    await wait_until_async(lambda: runner.slots["t1"].healthy is False)
+    await wait_until_async(lambda: len(driver.execs) >= 5)
     assert runner.slots["t1"].reported == "running"
 
 
@@ -223,15 +227,15 @@ async def test_an_adopted_task_the_server_saw_healthy_is_killed_within_its_grace
     driver.containers["c-t1"] = Observed("t1", "c-t1", True, started_at=time.time())
     driver.exit_code = 1
     await runner.resync()
-    seen_healthy = assignment("t1", health_checks=[command_check(grace_period_seconds=60)])
+    seen_healthy = make_assignment("t1", health_checks=[command_check(grace_period_seconds=60)])
     runner.apply([seen_healthy.model_copy(update={"was_healthy": True})])
-    await until(lambda: runner.slots["t1"].reported == "exited")
+    await wait_until_async(lambda: runner.slots["t1"].reported == "exited")
     assert "killed after 3 failed health checks" in (reports(runner)[-1].message or "")
 
 
 async def test_close_cancels_the_check_loops(runner: TaskRunner) -> None:
-    runner.apply([assignment(f"t{i}", health_checks=[command_check()]) for i in range(5)])
-    await until(lambda: len(runner._checkers) == 5)
+    runner.apply([make_assignment(f"t{i}", health_checks=[command_check()]) for i in range(5)])
+    await wait_until_async(lambda: len(runner._checkers) == 5)
     await runner.close()
     assert not runner._checkers
 
@@ -244,15 +248,15 @@ async def test_kills_over_the_budget_wait_and_happen_only_if_still_failing(
     try:
         driver.member_codes = {}
         driver.exit_code = 1
-        tasks = [assignment(f"t{i}", health_checks=[command_check()]) for i in range(2)]
+        tasks = [make_assignment(f"t{i}", health_checks=[command_check()]) for i in range(2)]
         runner.apply(tasks)
-        await until(lambda: any(s.reported == "exited" for s in runner.slots.values()))
+        await wait_until_async(lambda: any(s.reported == "exited" for s in runner.slots.values()))
         survivor = next(s for s in runner.slots.values() if s.reported != "exited")
         # Over budget: still running, reported unhealthy (so out of the registry).
-        await until(lambda: survivor.healthy is False)
+        await wait_until_async(lambda: survivor.healthy is False)
         assert survivor.reported == "running"
         driver.exit_code = 0  # it recovers before its turn comes: it is never killed
-        await until(lambda: survivor.healthy is True, timeout=5)
+        await wait_until_async(lambda: survivor.healthy is True, timeout=5)
         assert survivor.reported == "running"
         assert [c for c in driver.calls if c[0] == "stop"] == [
             ("stop", f"c-{s.task_id}") for s in runner.slots.values() if s is not survivor
@@ -269,10 +273,12 @@ async def test_a_deferred_kill_happens_when_the_budget_allows_if_still_failing(
     runner = TaskRunner(driver, Owner("n1", "127.0.0.2", "cluster-1"), ReportQueue(), budget)
     try:
         driver.exit_code = 1
-        runner.apply([assignment(f"t{i}", health_checks=[command_check()]) for i in range(2)])
-        await until(lambda: any(s.reported == "exited" for s in runner.slots.values()))
+        runner.apply([make_assignment(f"t{i}", health_checks=[command_check()]) for i in range(2)])
+        await wait_until_async(lambda: any(s.reported == "exited" for s in runner.slots.values()))
         first = time.monotonic()
-        await until(lambda: all(s.reported == "exited" for s in runner.slots.values()), 5)
+        await wait_until_async(
+            lambda: all(s.reported == "exited" for s in runner.slots.values()), 5
+        )
         assert time.monotonic() - first >= 0.4  # not both at once
         messages = {r.message for r in reports(runner) if r.state == "exited"}
         assert messages == {"killed after 3 failed health checks in a row: exit 1: no /tmp/ok"}
@@ -290,10 +296,12 @@ async def test_a_deferred_kill_is_not_held_back_by_a_new_grace_period(
     runner = TaskRunner(driver, Owner("n1", "127.0.0.2", "cluster-1"), ReportQueue(), budget)
     try:
         spec = [command_check(grace_period_seconds=60)]
-        runner.apply([assignment(f"t{i}", health_checks=spec) for i in range(2)])
-        await until(lambda: all(s.healthy is True for s in runner.slots.values()))
+        runner.apply([make_assignment(f"t{i}", health_checks=spec) for i in range(2)])
+        await wait_until_async(lambda: all(s.healthy is True for s in runner.slots.values()))
         driver.exit_code = 1
-        await until(lambda: all(s.reported == "exited" for s in runner.slots.values()), 5)
+        await wait_until_async(
+            lambda: all(s.reported == "exited" for s in runner.slots.values()), 5
+        )
     finally:
         await runner.close()
     assert not runner._checkers
@@ -303,8 +311,8 @@ async def test_a_deferred_check_restart_never_fires_after_close(driver: CheckedD
     budget = KillBudget(per_minute=6000, burst=1)  # the next kill 10 ms later
     runner = TaskRunner(driver, Owner("n1", "127.0.0.2", "cluster-1"), ReportQueue(), budget)
     driver.exit_code = 1
-    runner.apply([assignment(f"t{i}", health_checks=[command_check()]) for i in range(2)])
-    await until(lambda: bool(runner._deferred))
+    runner.apply([make_assignment(f"t{i}", health_checks=[command_check()]) for i in range(2)])
+    await wait_until_async(lambda: bool(runner._deferred))
     await runner.close()
     execs = len(driver.execs)
     await asyncio.sleep(0.05)  # past the deferral: nothing may run any more

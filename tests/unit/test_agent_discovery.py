@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.unit.test_agent_loop import FakeServer, until
+from tests.kit.cluster import free_port
+from tests.kit.fake_server import FakeServer
+from tests.kit.wait import wait_until_async
 from theseus.agent.agent import Agent, AgentConfig
 from theseus.agent.discovery import bind_unix_socket
 from theseus.agent.drivers.base import Launch, Owner
@@ -198,7 +200,7 @@ async def test_the_socket_serves_the_app_to_any_user_and_a_watch_blocks_nothing(
             watch = asyncio.create_task(
                 client.get("/v1/registry/watch", params={"services": "web", "wait": "20"})
             )
-            await until(lambda: registry.watching == 1)
+            await wait_until_async(lambda: registry.watching == 1)
             health = await client.get("/v1/health")  # while the watch is held
             assert health.json() == {"status": "ok", "node": "n1"}
             assert (await client.get("/v1/registry/db")).json()["service"] == "db"
@@ -279,7 +281,7 @@ async def test_the_agent_serves_discovery_again_after_a_restart(
         stop = asyncio.Event()
         agent = asyncio.create_task(Agent(config, SimDriver()).run(stop))
         try:
-            await until(lambda: fake.registrations == len(runs), 5)
+            await wait_until_async(lambda: fake.registrations == len(runs), 5)
             async with unix_client(path) as client:
                 answer = await until_answered(client, "/v1/registry/web")
             assert answer.json() == SERVICE
@@ -288,20 +290,16 @@ async def test_the_agent_serves_discovery_again_after_a_restart(
             await asyncio.wait_for(agent, 5)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def until_answered(client: httpx.AsyncClient, path: str) -> httpx.Response:
-    async with asyncio.timeout(5):
-        while True:
-            try:
-                return await client.get(path)
-            except httpx.TransportError:
-                await asyncio.sleep(0.01)
+    """The first answer to ``GET path`` once the endpoint accepts connections."""
+
+    async def answer() -> httpx.Response | None:
+        try:
+            return await client.get(path)
+        except httpx.TransportError:  # not listening yet
+            return None
+
+    return await wait_until_async(answer, 5, f"an answer to {path}", interval=0.01)
 
 
 # --- what each driver gives its tasks -------------------------------------------------------

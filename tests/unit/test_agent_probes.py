@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.kit.cluster import free_port
 from theseus.agent.drivers.base import DriverError, Launch
 from theseus.agent.drivers.process import ProcessDriver
 from theseus.agent.drivers.sim import SimDriver
@@ -56,13 +57,6 @@ def answering(status: int, delay: float = 0.0) -> Handler:
 
     handle.paths = []  # type: ignore[attr-defined]
     return handle
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port  # closed: nothing listens there
 
 
 def target(port: int) -> ProbeTarget:

@@ -3,50 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
+from tests.kit.builders import WEB_DOC, make_group_info, make_task_info
+from tests.kit.cli import Handler, invoke
 from theseus.cli import progress
-from theseus.cli.main import app
-from theseus.cli.output import CliState
-from theseus.model.spec import parse_deploy_document, parse_document_text
-
-from .test_cli_output import NOW, make_task
-
-Handler = Callable[[httpx.Request], httpx.Response]
-runner = CliRunner()
-
-DOC = "deploy:\n  web:\n    image: theseus/busybox:latest\n    instances: 2\n    labels: [dev]\n"
-VERSION = parse_deploy_document(parse_document_text(DOC)).deploy["web"].version()
-
-
-def invoke(handler: Handler, *args: str) -> Any:
-    state = CliState(transport=httpx.MockTransport(handler))
-    return runner.invoke(app, ["--server", "http://fake:5000", *args], obj=state)
-
-
-def group(status: str, running: int, version: str = VERSION, **extra: Any) -> dict[str, Any]:
-    return {
-        "service": "web",
-        "labels": ["dev"],
-        "group": "web/dev",
-        "version": version,
-        "instances": 2,
-        "running": running,
-        "running_current": running,
-        "pending": 0,
-        "status": status,
-        "spec": {"image": "theseus/busybox:latest"},
-        "created_at": NOW,
-        "updated_at": NOW,
-        **extra,
-    }
-
 
 CREATED = {
     "result": {"status": 200},
@@ -82,7 +47,7 @@ def test_ps_table_and_json() -> None:
 
     def tasks(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"tasks": [make_task().model_dump(mode="json")]})
+        return httpx.Response(200, json={"tasks": [make_task_info().model_dump(mode="json")]})
 
     result = invoke(tasks, "ps", "ingestor", "-a")
     assert result.exit_code == 0, result.output
@@ -144,26 +109,28 @@ def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_deploy_sends_the_text_as_is_and_follows_until_converged(tmp_path: Path) -> None:
     doc = tmp_path / "web.yaml"
-    doc.write_text(DOC)
+    doc.write_text(WEB_DOC)
     handle, posted = fake_server(
         [
             [],  # the server's cache has not seen the group yet
-            [group("deploying", 1, version="old")],
-            [group("deploying", 1)],
-            [group("converged", 2)],
+            [make_group_info("deploying", 1, version="old")],
+            [make_group_info("deploying", 1)],
+            [make_group_info("converged", 2)],
         ]
     )
     result = invoke(handle, "deploy", "-f", str(doc))
     assert result.exit_code == 0, result.output
-    assert posted == [DOC.encode()]
+    assert posted == [WEB_DOC.encode()]
     assert "created" in result.stdout
     assert "converged" in result.stdout
 
 
 def test_deploy_stops_on_a_failing_group(tmp_path: Path) -> None:
     doc = tmp_path / "web.yaml"
-    doc.write_text(DOC)
-    handle, _ = fake_server([[group("failing", 0, message="task web.1 exited with code 1")]])
+    doc.write_text(WEB_DOC)
+    handle, _ = fake_server(
+        [[make_group_info("failing", 0, message="task web.1 exited with code 1")]]
+    )
     result = invoke(handle, "deploy", "-f", str(doc))
     assert result.exit_code == 1
     assert "exited with code 1" in result.stderr
@@ -171,8 +138,8 @@ def test_deploy_stops_on_a_failing_group(tmp_path: Path) -> None:
 
 def test_deploy_times_out(tmp_path: Path) -> None:
     doc = tmp_path / "web.yaml"
-    doc.write_text(DOC)
-    handle, _ = fake_server([[group("deploying", 1)]])
+    doc.write_text(WEB_DOC)
+    handle, _ = fake_server([[make_group_info("deploying", 1)]])
     result = invoke(handle, "deploy", "-f", str(doc), "--timeout", "0")
     assert result.exit_code == 1
     assert "not converged" in result.stderr
@@ -180,7 +147,7 @@ def test_deploy_times_out(tmp_path: Path) -> None:
 
 def test_deploy_detach_does_not_poll(tmp_path: Path) -> None:
     doc = tmp_path / "web.yaml"
-    doc.write_text(DOC)
+    doc.write_text(WEB_DOC)
     handle, _ = fake_server([])  # any GET /v1/groups would fail with IndexError
     result = invoke(handle, "deploy", "-f", str(doc), "--detach")
     assert result.exit_code == 0, result.output
@@ -197,7 +164,7 @@ def test_deploy_rejects_a_bad_document_before_sending(tmp_path: Path) -> None:
 
 
 def test_logs_of_a_service_are_prefixed_per_task() -> None:
-    tasks = [make_task(id="web.a", service="web"), make_task(id="web.b", service="web")]
+    tasks = [make_task_info(id="web.a", service="web"), make_task_info(id="web.b", service="web")]
 
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/tasks":

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
+from tests.kit.builders import NOW, WEB_DOC, WEB_VERSION, make_group_info
+from tests.kit.cli import invoke
 from theseus.cli import progress
-
-from .test_cli_commands import DOC, NOW, VERSION, group, invoke
 
 
 def deployment(**overrides: Any) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def deployment(**overrides: Any) -> dict[str, Any]:
         "kind": "update",
         "from_version": 1,
         "to_version": 2,
-        "digest": VERSION,
+        "digest": WEB_VERSION,
         "instances": 2,
         "status": "running",
         "started_at": NOW - 30,
@@ -117,7 +117,7 @@ def test_deploy_stops_when_its_deployment_fails_and_says_it_was_reverted(
 ) -> None:
     monkeypatch.setattr(progress, "POLL_INTERVAL", 0.0)
     document = tmp_path / "web.yaml"
-    document.write_text(DOC)
+    document.write_text(WEB_DOC)
     message = "no progress for 8s: 0 of 2 new tasks ready; reverted to version 1 (d-0000beef)"
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -125,7 +125,9 @@ def test_deploy_stops_when_its_deployment_fails_and_says_it_was_reverted(
             change = {"service": "web", "labels": ["dev"], "action": "updated", "instances": 2}
             return httpx.Response(200, json={"changes": [{**change, "deployment": "d-0000abcd"}]})
         if request.url.path == "/v1/groups":
-            return httpx.Response(200, json={"groups": [group("deploying", 0, version="old")]})
+            return httpx.Response(
+                200, json={"groups": [make_group_info("deploying", 0, version="old")]}
+            )
         failed = deployment(status="failed", message=message)
         return httpx.Response(200, json={"deployments": [failed]})
 
@@ -140,14 +142,14 @@ def test_a_failing_deploy_says_what_its_deployment_will_do(
 ) -> None:
     monkeypatch.setattr(progress, "POLL_INTERVAL", 0.0)
     document = tmp_path / "web.yaml"
-    document.write_text(DOC)
+    document.write_text(WEB_DOC)
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/deploy":
             change = {"service": "web", "labels": ["dev"], "action": "updated", "instances": 2}
             return httpx.Response(200, json={"changes": [{**change, "deployment": "d-0000abcd"}]})
         if request.url.path == "/v1/groups":
-            failing = group("failing", 1, message="task web.1 exited with code 1")
+            failing = make_group_info("failing", 1, message="task web.1 exited with code 1")
             return httpx.Response(200, json={"groups": [failing]})
         running = deployment(progress_deadline_seconds=60)
         return httpx.Response(200, json={"deployments": [running]})

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import typer
 from rich.text import Text
 
-from theseus.api.schemas import GroupChange, NodeInfo, PortInfo, TaskInfo
+from tests.kit.builders import NOW, make_task_info
+from theseus.api.schemas import GroupChange, NodeInfo, PortInfo
 from theseus.cli.output import (
     change_line,
     format_age,
@@ -19,32 +18,9 @@ from theseus.cli.output import (
     task_row,
 )
 
-NOW = 1_700_000_000.0
-
-
-def make_task(**overrides: Any) -> TaskInfo:
-    fields: dict[str, Any] = {
-        "id": "ingestor.0123456789ab",
-        "service": "ingestor",
-        "labels": ["monkey"],
-        "group": "ingestor/monkey",
-        "version": "abc",
-        "node": "node-1",
-        "address": "127.0.0.2",
-        "ports": {
-            "ssh": PortInfo(container_port=22, host_port=31000),
-            "api": PortInfo(container_port=5000, host_port=31001),
-        },
-        "desired": "run",
-        "state": "running",
-        "created_at": NOW - 125,
-    }
-    fields.update(overrides)
-    return TaskInfo(**fields)
-
 
 def test_task_row_of_a_running_task() -> None:
-    assert task_row(make_task(), NOW) == [
+    assert task_row(make_task_info(), NOW) == [
         "ingestor.0123456789ab",
         "ingestor",
         "monkey",
@@ -56,7 +32,7 @@ def test_task_row_of_a_running_task() -> None:
 
 
 def test_pending_task_shows_its_reason_and_no_node() -> None:
-    task = make_task(
+    task = make_task_info(
         state="pending", node=None, address=None, ports={}, pending_reason="no node has 0.1 cpus"
     )
     row = task_row(task, NOW)
@@ -66,18 +42,18 @@ def test_pending_task_shows_its_reason_and_no_node() -> None:
 
 
 def test_exited_task_shows_exit_code_attempt_and_backoff() -> None:
-    task = make_task(
+    task = make_task_info(
         state="exited", exit_code=3, attempt=2, not_before=NOW + 3.5, backoff_delay=4.0
     )
     assert format_state(task, NOW) == "exited (code 3), attempt 3, backoff 4s of 4s"
 
 
 def test_task_asked_to_stop_but_still_running_is_stopping() -> None:
-    assert format_state(make_task(desired="stop"), NOW) == "stopping"
+    assert format_state(make_task_info(desired="stop"), NOW) == "stopping"
 
 
 def test_unallocated_port_shows_container_port() -> None:
-    task = make_task(ports={"api": PortInfo(container_port=5000)})
+    task = make_task_info(ports={"api": PortInfo(container_port=5000)})
     assert format_ports(task) == "api=-:5000"
 
 
@@ -155,7 +131,7 @@ def test_unprintable_label_is_rejected() -> None:
     ],
 )
 def test_running_tasks_show_their_health(health: str, message: str, shown: str) -> None:
-    task = make_task(health=health, health_message=message)
+    task = make_task_info(health=health, health_message=message)
     assert format_state(task, NOW) == shown
-    stopping = make_task(desired="stop", health=health, health_message=message)
+    stopping = make_task_info(desired="stop", health=health, health_message=message)
     assert format_state(stopping, NOW) == "stopping"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from theseus.cluster import procs, statefile
 from theseus.cluster.statefile import ClusterRecord, ProcessRecord, StateFileError
+from theseus.cluster.supervise import SpawnOptions, spawn
+from theseus.cluster.waiting import wait_until
 
 
 def make_record(state_dir: Path) -> ClusterRecord:
@@ -74,15 +75,13 @@ def test_is_ours_checks_the_command_line() -> None:
 
 def test_spawn_and_stop(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "import time; print('hi', flush=True); time.sleep(60)"]
-    popen = procs.spawn(command, tmp_path / "logs" / "sleeper.log", cwd=tmp_path)
+    options = SpawnOptions(cwd=tmp_path, detached=True)  # as `theseus up` starts them
+    popen = spawn(command, tmp_path / "logs" / "sleeper.log", options)
     record = ProcessRecord(name="sleeper", role="agent", pid=popen.pid, command=command, log="x")
     try:
         # Popen returns once exec has begun, but the kernel fills in the new argv a moment
         # later: /proc/<pid>/cmdline can read empty for a short while under load.
-        deadline = time.monotonic() + 5
-        while not procs.is_ours(record) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert procs.is_ours(record)
+        wait_until(lambda: procs.is_ours(record), 5, "its argv in /proc", interval=0.01)
         assert os.getsid(popen.pid) == popen.pid  # detached into its own session
         assert procs.stop([record], grace=5) == {"sleeper": "stopped"}
         popen.wait(timeout=5)

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.builders import make_group, make_node, make_spec, make_state, make_task, running
+from tests.kit.builders import make_group, make_node, make_spec, make_state, make_task, running
 from theseus.model.constraints import Constraint
 from theseus.model.spec import SpecError, parse_deploy_document
 from theseus.reconciler.reconcile import reconcile

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.builders import (
+from tests.kit.builders import (
     apply_plan,
     created,
     make_group,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.builders import make_group, make_spec
+from tests.kit.builders import make_group, make_spec
 from theseus.model.spec import parse_deploy_document
 from theseus.reconciler.deploy import change_action, plan_document, plan_scale
 

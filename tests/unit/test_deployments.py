@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.builders import make_group, make_node, make_spec, make_state, make_status, make_task
+from tests.kit.builders import make_group, make_node, make_spec, make_state, make_status, make_task
 from theseus.model.deployments import VERSIONS_KEPT, DeploymentRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskState

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.guest_fixtures import FakeAgent, entry, group
+from tests.kit.fake_agent import FakeAgent, entry, group
 from theseus import guestutils
 from theseus.guestutils import MaestroEnvironmentError
 

@@ -3,7 +3,7 @@ wakes its long-poll once), and the records behind the puts for the cache."""
 
 from __future__ import annotations
 
-from tests.builders import make_group, make_status, make_task
+from tests.kit.builders import make_group, make_status, make_task
 from theseus.model.tasks import TaskState
 from theseus.reconciler.reconcile import Plan
 from theseus.store import keys

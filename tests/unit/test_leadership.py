@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.kit.wait import wait_until_async
 from theseus.reconciler.reconcile import Plan
 from theseus.server.leader import Leader
 from theseus.store import keys
@@ -114,9 +115,7 @@ async def test_a_deposed_leader_steps_down_and_its_plans_are_refused(
     leader = Leader(store, cache, leadership)
     running = asyncio.create_task(leader.run())
     try:
-        async with asyncio.timeout(5):
-            while not leader.is_leader:
-                await cache.wait_changed(1.0)
+        await wait_until_async(lambda: leader.is_leader, 5, "elected", interval=0.01)
         plan = Plan(registry_puts={"/services/web/[]/config": b"{}"})
         assert await leader.commit(plan) is not None
         await store.commit([Delete(keys.LEADER)])
@@ -126,9 +125,8 @@ async def test_a_deposed_leader_steps_down_and_its_plans_are_refused(
         refused = Plan(registry_puts={"/services/web/[]/config": b'{"stale": true}'})
         assert await leader.commit(refused) is None
         assert store.value("/services/web/[]/config") == b"{}"
-        async with asyncio.timeout(5):
-            while leader.is_leader:  # its pass sees the key is no longer its own
-                await cache.wait_changed(1.0)
+        # Its pass sees that the key is no longer its own.
+        await wait_until_async(lambda: not leader.is_leader, 5, "stepped down", interval=0.01)
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

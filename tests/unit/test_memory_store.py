@@ -1,4 +1,4 @@
-"""``MemoryStore`` keeps the store contract (``tests/store_contract.py``, which the
+"""``MemoryStore`` keeps the store contract (``tests/kit/store_contract.py``, which the
 integration tests run against etcd too), and what tests do to it: leases that run out,
 compaction, broken watches, failing and hanging calls."""
 
@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from tests.store_contract import CHECKS, Check
+from tests.kit.store_contract import CHECKS, Check
 from theseus.store.base import HistoryCompacted, Put, StoreUnavailable
 from theseus.store.memory import MemoryStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tests.builders import make_group, make_node, make_spec
+from tests.kit.builders import make_group, make_node, make_spec
 from theseus.scheduler.placement import Holding, Placement, Placer, Unplaceable
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_agent_runner import FakeDriver, drain, settled
+from tests.kit.fake_driver import FakeDriver
+from tests.kit.runner import drain, settled
 from theseus.agent.drivers.base import DriverError, ExitNotice, Owner
 from theseus.agent.drivers.docker_pods import (
     INFRA_IMAGE,

@@ -7,9 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.builders import make_group, make_node, make_state, make_status, make_task
-from tests.unit.test_cli_output import NOW
-from tests.unit.test_cli_output import make_task as task_info_of
+from tests.kit.builders import (
+    NOW,
+    make_group,
+    make_node,
+    make_state,
+    make_status,
+    make_task,
+    make_task_info,
+)
 from theseus.cli.output import format_state
 from theseus.model.registry import container_value
 from theseus.model.spec import parse_deploy_document, parse_document_text
@@ -63,9 +69,9 @@ def test_a_plan_diff_names_the_member_that_changed() -> None:
 
 def test_ps_says_which_member_ended_a_pod() -> None:
     message = "container 'sidecar' exited with code 1"
-    pod = task_info_of(state="exited", exit_code=1, message=message)
+    pod = make_task_info(state="exited", exit_code=1, message=message)
     assert format_state(pod, NOW) == f"exited ({message})"
-    assert format_state(task_info_of(state="exited", exit_code=1), NOW) == "exited (code 1)"
+    assert format_state(make_task_info(state="exited", exit_code=1), NOW) == "exited (code 1)"
 
 
 def test_the_example_pod_is_a_valid_deploy_document() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.builders import make_group, make_node, make_spec, make_state, make_task, running
+from tests.kit.builders import make_group, make_node, make_spec, make_state, make_task, running
 from theseus.model.spec import parse_deploy_document
 from theseus.reconciler.deploy import plan_document
 from theseus.reconciler.preview import preview, spec_diff

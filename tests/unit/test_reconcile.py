@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.builders import (
+from tests.kit.builders import (
     apply_plan,
     created,
     make_group,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.builders import make_group, make_node, make_state, make_status, make_task, running
+from tests.kit.builders import make_group, make_node, make_state, make_status, make_task, running
 from theseus.model import registry
 from theseus.model.groups import GroupKey
 from theseus.model.tasks import Desired, TaskState

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from tests.builders import (
+from tests.kit.builders import (
     apply_plan,
     created,
     make_group,

@@ -3,7 +3,7 @@ store, and the cache mirroring them back into ``ClusterState.versions`` / ``depl
 
 from __future__ import annotations
 
-from tests.builders import make_spec
+from tests.kit.builders import make_spec
 from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import plan_group, plan_removal
 from theseus.reconciler.deployments import GroupWrite, group_writes, track

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.builders import make_group, make_node, make_state, make_status, make_task
+from tests.kit.builders import make_group, make_node, make_state, make_status, make_task
 from theseus.api.schemas import TaskInfo
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskState

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.guest_fixtures import FakeAgent
+from tests.kit.fake_agent import FakeAgent
+from tests.kit.wait import wait_until
 from theseus import guestutils, watcher
 
 FAST = {"wait": 2.0, "min_backoff": 0.01, "max_backoff": 0.05}
@@ -37,6 +38,7 @@ class Calls:
             self.cond.notify_all()
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[tuple[str, int]]:
+        # Not a poll (``tests/kit/wait.py``): every call notifies ``cond``.
         with self.cond:
             if not self.cond.wait_for(lambda: len(self.calls) >= count, timeout):
                 raise AssertionError(f"expected {count} calls, got {self.calls}")
@@ -155,10 +157,12 @@ def test_agent_restart_loses_no_change(
     agent.wait_for_poll(min_index=2)
     agent.stop()  # the held long-poll is cut; reconnects are refused
     agent.set_instances("ingestor", "ingestor.2", "ingestor.3", "ingestor.4")
-    deadline = time.monotonic() + 5
-    while not any("watch failed" in r.getMessage() for r in caplog.records):
-        assert time.monotonic() < deadline, "the watcher did not notice the agent going away"
-        time.sleep(0.01)
+    wait_until(
+        lambda: any("watch failed" in r.getMessage() for r in caplog.records),
+        5,
+        "the watcher to notice the agent going away",
+        interval=0.01,
+    )
     agent.start()
     assert calls.wait_for(2) == [("ingestor", 2), ("ingestor", -1)]
     assert any("reachable again" in r.getMessage() for r in caplog.records)
@@ -195,18 +199,22 @@ def test_default_callback_imports_watch_methods_and_retries(
     start(["ingestor"], callback=None)
     agent.wait_for_poll(min_index=2)
     agent.set_instances("ingestor", "ingestor.1")  # no watch_methods yet: logged, not fatal
-    deadline = time.monotonic() + 5
-    while not any("cannot import watch_methods" in r.getMessage() for r in caplog.records):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(
+        lambda: any("cannot import watch_methods" in r.getMessage() for r in caplog.records),
+        5,
+        "the failed import logged",
+        interval=0.01,
+    )
     (code / "watch_methods.py").write_text(
         "calls = []\ndef service_change(service, delta):\n    calls.append((service, delta))\n"
     )
     agent.set_instances("ingestor", "ingestor.1", "ingestor.2", "ingestor.3")
-    deadline = time.monotonic() + 5
-    while "watch_methods" not in sys.modules or not sys.modules["watch_methods"].calls:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(
+        lambda: "watch_methods" in sys.modules and sys.modules["watch_methods"].calls,
+        5,
+        "watch_methods imported and called",
+        interval=0.01,
+    )
     assert sys.modules["watch_methods"].calls == [("ingestor", 2)]
 
 

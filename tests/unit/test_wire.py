@@ -3,7 +3,7 @@ reused while what it was made from is unchanged."""
 
 from __future__ import annotations
 
-from tests.builders import make_group, make_node, make_state, make_status, make_task
+from tests.kit.builders import make_group, make_node, make_state, make_status, make_task
 from theseus.api.schemas import Assignment, AssignmentList, GroupList, TaskList
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskState

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.builders import make_spec
+from tests.kit.builders import make_spec
 from theseus.model.groups import GroupKey
 from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import GroupChangePlan, plan_group, plan_scale

@@ -1,7 +1,9 @@
-"""Command lines and addresses of the processes ``theseus up`` starts (pure, no side effects).
+"""What ``theseus up`` starts, where (pure, no side effects): its options (``ClusterConfig``)
+mapped onto one description per process (``theseus.cluster.argv``), node names and addresses,
+and the default state dir.
 
-Called by ``theseus.cluster.local``; unit-tested directly. Keeping these pure means the exact
-``etcd`` / ``server`` / ``agent`` invocations are visible in one place and in the tests.
+Called by ``theseus.cluster.local`` and ``theseus.cli.cluster_cmds``; unit-tested directly, so
+that the exact ``etcd`` / ``server`` / ``agent`` invocations of ``up`` are visible in the tests.
 
 Several etcd members and servers (``theseus up --ha``): member *i* listens on
 ``etcd_port + 2(i-1)`` (its peer port is the next one), server *i* on ``port + i-1``. Each server
@@ -14,6 +16,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from theseus.cluster.argv import LOOPBACK, AgentProcess, EtcdMember, ServerProcess
 
 AGENT_PORT = 5051  # every agent listens on its own loopback address, so one port fits all
 DRIVERS = ("docker", "process", "sim")
@@ -101,69 +105,49 @@ class ClusterConfig:
         return self.log_dir / f"{name}.log"
 
 
-def etcd_command(config: ClusterConfig, member: int = 1) -> list[str]:
+def etcd_member(config: ClusterConfig, member: int = 1) -> EtcdMember:
     """Member ``member`` (from 1) of the cluster's etcd."""
     port = config.etcd_ports[member - 1]
-    client = f"http://127.0.0.1:{port}"
-    peer = f"http://127.0.0.1:{port + 1}"
     if config.etcd_members == 1:
-        name, data_dir = "theseus", config.state_dir / "etcd"
-        cluster = [f"theseus={peer}"]
-    else:
+        return EtcdMember(
+            name="theseus",
+            data_dir=config.state_dir / "etcd",
+            client_port=port,
+            peer_port=port + 1,
+            binary=config.etcd_binary,
+        )
+    name = config.etcd_name(member)
+    return EtcdMember(
+        name=name,
         # Kept apart from a one-member cluster's data (and from one of another size): a
         # member's data only fits the cluster it was created in.
-        name = config.etcd_name(member)
-        data_dir = config.state_dir / "etcd" / f"cluster-of-{config.etcd_members}" / name
-        cluster = [
-            f"{config.etcd_name(i)}=http://127.0.0.1:{p + 1}"
+        data_dir=config.state_dir / "etcd" / f"cluster-of-{config.etcd_members}" / name,
+        client_port=port,
+        peer_port=port + 1,
+        initial_cluster=tuple(
+            (config.etcd_name(i), f"http://{LOOPBACK}:{p + 1}")
             for i, p in enumerate(config.etcd_ports, 1)
-        ]
-    command = [
-        config.etcd_binary,
-        "--name",
-        name,
-        "--data-dir",
-        str(data_dir),
-        "--listen-client-urls",
-        client,
-        "--advertise-client-urls",
-        client,
-        "--listen-peer-urls",
-        peer,
-        "--initial-advertise-peer-urls",
-        peer,
-        "--initial-cluster",
-        ",".join(cluster),
-    ]
-    if config.etcd_members > 1:
-        command += ["--initial-cluster-state", "new", "--initial-cluster-token", "theseus"]
-    return command + [
-        # One deploy of many groups is one transaction; etcd's default of 128 ops is too few.
-        "--max-txn-ops",
-        "1024",
-        "--logger",
-        "zap",
-        "--log-outputs",
-        "stderr",
-    ]
+        ),
+        token="theseus",
+        binary=config.etcd_binary,
+    )
+
+
+def etcd_command(config: ClusterConfig, member: int = 1) -> list[str]:
+    return etcd_member(config, member).argv()
+
+
+def server_process(config: ClusterConfig, index: int = 1) -> ServerProcess:
+    """Server ``index`` (from 1): given every etcd member, its own one first."""
+    return ServerProcess(
+        port=config.port + index - 1,
+        etcd=tuple(_rotated(config.etcd_endpoints, index - 1)),
+        python=config.python,
+    )
 
 
 def server_command(config: ClusterConfig, index: int = 1) -> list[str]:
-    """Server ``index`` (from 1): given every etcd member, its own one first."""
-    etcd: list[str] = []
-    for endpoint in _rotated(config.etcd_endpoints, index - 1):
-        etcd += ["--etcd", endpoint]
-    return [
-        config.python,
-        "-m",
-        "theseus",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(config.port + index - 1),
-        *etcd,
-    ]
+    return server_process(config, index).argv()
 
 
 def parse_node_attributes(options: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -196,34 +180,23 @@ def _rotated(items: list[str], start: int) -> list[str]:
     return items[start:] + items[:start]
 
 
-def agent_command(config: ClusterConfig, index: int) -> list[str]:
+def agent_process(config: ClusterConfig, index: int) -> AgentProcess:
+    """Agent ``index`` (from 1): node-``index`` on its own loopback address, given every
+    server, server ``index`` first."""
     name = node_name(index)
-    command = [
-        config.python,
-        "-m",
-        "theseus",
-        "agent",
-        "--server",
-        ",".join(_rotated(config.api_urls, index - 1)),
-        "--name",
-        name,
-        "--address",
-        node_address(index),
-        "--port",
-        str(AGENT_PORT),
-    ]
-    if config.driver is not None:
-        command += ["--driver", config.driver]
-    if config.node_cpus is not None:
-        command += ["--cpus", _number(config.node_cpus)]
-    if config.node_mem is not None:
-        command += ["--mem", _number(config.node_mem)]
-    for key, value in node_attributes(config, index).items():
-        command += ["--attr", f"{key}={value}"]
-    command += ["--state-dir", str(config.state_dir / "agents" / name)]
-    return command
+    return AgentProcess(
+        servers=tuple(_rotated(config.api_urls, index - 1)),
+        name=name,
+        address=node_address(index),
+        port=AGENT_PORT,
+        state_dir=config.state_dir / "agents" / name,
+        driver=config.driver,
+        cpus=config.node_cpus,
+        mem=config.node_mem,
+        attributes=tuple(node_attributes(config, index).items()),
+        python=config.python,
+    )
 
 
-def _number(value: float) -> str:
-    """2.0 → "2", 0.5 → "0.5": the agent's options read nicer without a spurious ".0"."""
-    return str(int(value)) if float(value).is_integer() else str(value)
+def agent_command(config: ClusterConfig, index: int) -> list[str]:
+    return agent_process(config, index).argv()

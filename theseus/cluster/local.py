@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -28,24 +27,31 @@ from theseus.cluster.commands import (
     AGENT_PORT,
     ClusterConfig,
     agent_command,
-    etcd_command,
+    etcd_member,
     node_address,
     node_attributes,
     node_name,
     server_command,
 )
 from theseus.cluster.statefile import ClusterRecord, ProcessRecord, ProcessRole
+from theseus.cluster.supervise import (
+    STOP_GRACE,
+    Processes,
+    ProcessExited,
+    SpawnOptions,
+    tail,
+)
+from theseus.cluster.waiting import WaitTimeout
 
 Report = Callable[[str], None]
 UP_DEADLINE = 60.0
-STOP_GRACE = 10.0
 
 
 class ClusterError(RuntimeError):
     def __init__(self, message: str, log: Path | None = None) -> None:
         super().__init__(message)
         self.log = log
-        self.log_tail = procs.tail(log) if log is not None else None
+        self.log_tail = tail(log) if log is not None else None
 
 
 @dataclass
@@ -122,47 +128,48 @@ def is_running(record: ClusterRecord) -> bool:
 
 @dataclass
 class _Starter:
-    """The processes started so far by one ``up``, with their Popen handles (to see early
-    exits) and the record that is saved after each start."""
+    """The processes started so far by one ``up`` (detached, but our children while ``up``
+    runs, so that an early exit shows) and the record that is saved after each start."""
 
     config: ClusterConfig
     record: ClusterRecord
     deadline: float
-    started: list[tuple[ProcessRecord, subprocess.Popen[bytes]]] = field(default_factory=list)
+    processes: Processes = field(init=False)
+
+    def __post_init__(self) -> None:
+        options = SpawnOptions(cwd=self.config.state_dir, detached=True)
+        self.processes = Processes(self.config.log_dir, options)
 
     def start(
         self, name: str, role: ProcessRole, command: list[str], address: str | None = None
     ) -> None:
-        log = self.config.log_file(name)
-        popen = procs.spawn(command, log, cwd=self.config.state_dir)
+        process = self.processes.start(name, command, role)
         entry = ProcessRecord(
-            name=name, role=role, pid=popen.pid, command=command, log=str(log), address=address
+            name=name,
+            role=role,
+            pid=process.pid,
+            command=command,
+            log=str(process.log),
+            address=address,
         )
         self.record.processes.append(entry)
-        self.started.append((entry, popen))
         statefile.save(self.config.state_dir, self.record)
 
     def wait_until(self, what: str, check: Callable[[], bool], blame: str) -> None:
-        """Poll ``check`` until true; fail early if any started process has exited."""
-        while True:
-            for entry, popen in self.started:
-                code = popen.poll()
-                if code is not None:
-                    raise ClusterError(
-                        f"{entry.name} exited with code {code} while {what}", Path(entry.log)
-                    )
-            if check():
-                return
-            if time.monotonic() > self.deadline:
-                raise ClusterError(
-                    f"timed out after {UP_DEADLINE:.0f} s {what}", self.config.log_file(blame)
-                )
-            time.sleep(0.2)
+        """Poll ``check`` until true, within what is left of ``up``'s deadline; fail early if
+        any started process has exited."""
+        remaining = max(0.0, self.deadline - time.monotonic())
+        try:
+            self.processes.wait_until(check, remaining, what, interval=0.2)
+        except ProcessExited as exc:
+            message = f"{exc.name} exited with code {exc.code} while waiting for {what}"
+            raise ClusterError(message, exc.log) from None
+        except WaitTimeout:
+            message = f"timed out after {UP_DEADLINE:.0f} s waiting for {what}"
+            raise ClusterError(message, self.config.log_file(blame)) from None
 
     def rollback(self) -> None:
-        procs.stop([entry for entry, _ in reversed(self.started)], grace=STOP_GRACE)
-        for _, popen in self.started:
-            popen.poll()  # reap our own children so that they do not linger as zombies
+        self.processes.stop_all(STOP_GRACE)
         statefile.clear(self.config.state_dir)
 
 
@@ -235,7 +242,7 @@ def up(config: ClusterConfig, report: Report) -> UpResult:
             nodes[:] = ready_nodes(record.server_address, names, declared)
             return len(nodes) == len(names)
 
-        starter.wait_until("waiting for the nodes to be ready", agents_ready, "node-1")
+        starter.wait_until("the nodes to be ready", agents_ready, "node-1")
     except BaseException:
         starter.rollback()
         raise
@@ -251,9 +258,9 @@ def _start_etcd(starter: _Starter, binary: str, report: Report) -> None:
     else:
         report(f"starting {len(names)} etcd members on {', '.join(config.etcd_endpoints)}")
     for member, name in enumerate(names, 1):
-        starter.start(name, "etcd", [binary, *etcd_command(config, member)[1:]])
+        starter.start(name, "etcd", replace(etcd_member(config, member), binary=binary).argv())
     for name, port in zip(names, config.etcd_ports, strict=True):
-        starter.wait_until(f"waiting for {name}", partial(etcd_healthy, port), name)
+        starter.wait_until(name, partial(etcd_healthy, port), name)
 
 
 def _start_servers(starter: _Starter, report: Report) -> str | None:
@@ -275,7 +282,7 @@ def _start_servers(starter: _Starter, report: Report) -> str | None:
         return cluster_id is not None
 
     for name, url in zip(names, config.api_urls, strict=True):
-        starter.wait_until(f"waiting for {name}", partial(server_up, url), name)
+        starter.wait_until(name, partial(server_up, url), name)
     return answers[config.api_url] or None
 
 

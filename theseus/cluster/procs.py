@@ -1,37 +1,23 @@
-"""Start, identify and stop the detached processes of a local cluster (Linux ``/proc``).
+"""Identify and stop the processes an earlier ``theseus up`` started, from their record
+(Linux ``/proc``).
 
-Called by ``theseus.cluster.local``. A recorded pid is only ever signalled after
-``/proc/<pid>/cmdline`` proves it is still the process we started: pids are reused, and
-``theseus down`` must never kill a stranger.
+Called by ``theseus.cluster.local`` (``up`` cleaning up after a dead cluster, ``down``) and by
+``bench/node_loss.py``. A recorded pid is only ever signalled after ``/proc/<pid>/cmdline``
+proves it is still the process we started: pids are reused, and ``theseus down`` must never
+kill a stranger. Starting and stopping themselves are ``theseus.cluster.supervise``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import time
+import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from theseus.cluster.statefile import ProcessRecord
-
-
-def spawn(command: Sequence[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Start ``command`` detached: its own session (so the terminal's Ctrl-C or hang-up does
-    not reach it), stdin closed, stdout and stderr appended to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            list(command),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            start_new_session=True,
-            close_fds=True,
-        )
+from theseus.cluster.supervise import STOP_GRACE, stop_together
 
 
 def cmdline(pid: int) -> list[str] | None:
@@ -55,54 +41,31 @@ def is_ours(record: ProcessRecord) -> bool:
     return argv == record.command or argv[1:] == record.command[1:]
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:])
+@dataclass(frozen=True, eq=False)
+class _Recorded:
+    """A recorded process as ``stop_together`` sees it: alive while it is provably ours."""
+
+    record: ProcessRecord
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    def alive(self) -> bool:
+        return is_ours(self.record)
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # it exited between check and signal
+            os.kill(self.record.pid, sig)
 
 
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it exited between check and signal
-        os.kill(pid, sig)
-
-
-def stop(records: Sequence[ProcessRecord], grace: float = 10.0) -> dict[str, str]:
+def stop(records: Sequence[ProcessRecord], grace: float = STOP_GRACE) -> dict[str, str]:
     """SIGTERM every recorded process that is still ours, wait up to ``grace`` seconds for all
     of them together, then SIGKILL the survivors. Returns ``name -> outcome`` for reporting."""
-    outcome: dict[str, str] = {}
-    running = []
-    for record in records:
-        if is_ours(record):
-            _signal(record.pid, signal.SIGTERM)
-            running.append(record)
-        else:
-            outcome[record.name] = "not running"
-    deadline = time.monotonic() + grace
-    while running and time.monotonic() < deadline:
-        running = [r for r in running if is_ours(r)]
-        if running:
-            time.sleep(0.1)
-    for record in records:
-        if record.name in outcome:
-            continue
-        if record in running:
-            _signal(record.pid, signal.SIGKILL)
-            outcome[record.name] = f"killed (did not stop within {grace:.0f} s)"
-        else:
-            outcome[record.name] = "stopped"
-    if running:
-        # Give the kernel a moment so that a following `up` finds the ports free.
-        deadline = time.monotonic() + 2.0
-        while any(is_ours(r) for r in running) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    return outcome
+    return stop_together([_Recorded(record) for record in records], grace)
 
 
 def port_in_use(host: str, port: int) -> bool:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0

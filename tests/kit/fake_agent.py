@@ -1,4 +1,5 @@
-"""A fake node agent for the guestutils and watcher tests: the discovery endpoint, stdlib only.
+"""A fake node agent for the guestutils, watcher and image tests: the discovery endpoint,
+stdlib only.
 
 ``FakeAgent`` serves ``GET /v1/registry/<service>`` and the ``/v1/registry/watch`` long-poll
 from registry data the test controls, on a unix socket or on 127.0.0.1 TCP, with the same JSON
@@ -102,6 +103,7 @@ class FakeAgent:
         )
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        # Not a poll (``tests/kit/wait.py``): the handlers notify ``cond`` at every change.
         with self.cond:
             if not self.cond.wait_for(predicate, timeout):
                 raise AssertionError("fake agent: condition not reached in time")

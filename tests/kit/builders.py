@@ -1,18 +1,24 @@
-"""Builders for test records with realistic defaults; override what a test cares about."""
+"""Builders of test objects with realistic defaults; override what a test cares about.
+
+Model records and cluster states (and a reconcile pass over them) for the scheduler,
+reconciler and server tests; API answers (``TaskInfo``) and agent assignments for the CLI and
+agent tests."""
 
 from __future__ import annotations
 
 import itertools
 from typing import Any
 
+from theseus.api.schemas import Assignment, PortInfo, TaskInfo
 from theseus.model.groups import GroupKey, GroupRecord
 from theseus.model.nodes import NodeRecord
-from theseus.model.spec import GroupSpec
+from theseus.model.spec import GroupSpec, parse_deploy_document, parse_document_text
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
 from theseus.reconciler.reconcile import Plan, reconcile
 
 _ids = itertools.count(1)
+NOW = 1_700_000_000.0  # the clock of the tests that format times and ages
 
 
 def make_spec(**overrides: Any) -> GroupSpec:
@@ -142,3 +148,75 @@ def apply_plan(state: ClusterState, plan: Plan) -> None:
             state.statuses[task.id] = make_status(task, TaskState.RUNNING)
         elif task.node and task.desired is Desired.STOP:
             state.statuses[task.id] = make_status(task, TaskState.STOPPED)
+
+
+# --- API answers and agent assignments --------------------------------------------------------
+
+# One group of two, as the CLI tests deploy it, and its version digest.
+WEB_DOC = (
+    "deploy:\n  web:\n    image: theseus/busybox:latest\n    instances: 2\n    labels: [dev]\n"
+)
+WEB_VERSION = parse_deploy_document(parse_document_text(WEB_DOC)).deploy["web"].version()
+
+
+def make_group_info(
+    status: str, running: int, version: str = WEB_VERSION, **extra: Any
+) -> dict[str, Any]:
+    """``WEB_DOC``'s group as ``GET /v1/groups`` shows it (JSON), in ``status``."""
+    return {
+        "service": "web",
+        "labels": ["dev"],
+        "group": "web/dev",
+        "version": version,
+        "instances": 2,
+        "running": running,
+        "running_current": running,
+        "pending": 0,
+        "status": status,
+        "spec": {"image": "theseus/busybox:latest"},
+        "created_at": NOW,
+        "updated_at": NOW,
+        **extra,
+    }
+
+
+def make_task_info(**overrides: Any) -> TaskInfo:
+    """A running task as ``GET /v1/tasks`` shows it, created two minutes before ``NOW``."""
+    fields: dict[str, Any] = {
+        "id": "ingestor.0123456789ab",
+        "service": "ingestor",
+        "labels": ["monkey"],
+        "group": "ingestor/monkey",
+        "version": "abc",
+        "node": "node-1",
+        "address": "127.0.0.2",
+        "ports": {
+            "ssh": PortInfo(container_port=22, host_port=31000),
+            "api": PortInfo(container_port=5000, host_port=31001),
+        },
+        "desired": "run",
+        "state": "running",
+        "created_at": NOW - 125,
+    }
+    fields.update(overrides)
+    return TaskInfo(**fields)
+
+
+def make_assignment(task_id: str, desired: str = "run", **spec: Any) -> Assignment:
+    """What the server assigns an agent for one task of group ``web/[]``; its spec's ports
+    (``api`` and ``alt`` unless given) get host ports 31001, 31002, ..."""
+    fields: dict[str, Any] = {"image": "img", "ports": {"api": 5000, "alt": 5000}}
+    fields.update(spec)
+    group_spec = GroupSpec.model_validate(fields)
+    return Assignment.model_validate(
+        {
+            "task_id": task_id,
+            "service": "web",
+            "labels": [],
+            "group": "web/[]",
+            "version": group_spec.version(),
+            "desired": desired,
+            "spec": group_spec,
+            "host_ports": {name: 31001 + i for i, name in enumerate(group_spec.ports)},
+        }
+    )

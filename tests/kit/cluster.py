@@ -1,0 +1,242 @@
+"""Real processes for integration tests and the chaos runner: etcd (one member or several),
+servers and agents, each a child process on free loopback ports, started and stopped through
+the launcher (``theseus/cluster/argv.py`` builds their command lines,
+``theseus/cluster/supervise.py`` runs them) and stopped by PID, also when a test fails.
+
+``start_cluster`` gives etcd, a server and agents, all ready; ``start_ha_cluster`` several
+servers and, optionally, an etcd of several members, for the tests of failover.
+``Cluster.kill`` and ``Cluster.restart`` act on one process by name.
+
+Tests talk to the cluster only as users do: HTTP (``ServerClient``), the ``theseus`` command,
+and the Docker API for inspecting and killing containers.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from theseus.api.client import ServerClient
+from theseus.cluster.argv import AgentProcess, EtcdMember, ServerProcess
+from theseus.cluster.ports import free_port
+from theseus.cluster.supervise import Process, Processes
+from theseus.cluster.waiting import wait_until
+
+__all__ = ["Cluster", "free_port", "new_cluster", "start_cluster", "start_ha_cluster"]
+
+
+@dataclass
+class Cluster:
+    root: Path  # the processes' logs, etcd's data and the agents' state
+    etcd_port: int
+    server_port: int
+    processes: Processes = field(init=False)
+    nodes: dict[str, str] = field(default_factory=dict)  # name -> address
+    servers: dict[str, int] = field(default_factory=dict)  # server name -> API port
+    etcd_members: dict[str, int] = field(default_factory=dict)  # name -> client port (if >1)
+
+    def __post_init__(self) -> None:
+        self.processes = Processes(self.root)
+
+    @property
+    def server_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+    @property
+    def server_urls(self) -> list[str]:
+        """Every server started, in start order (just ``server_url`` for one server)."""
+        return [f"http://127.0.0.1:{port}" for port in self.servers.values()] or [self.server_url]
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        ports = list(self.etcd_members.values()) or [self.etcd_port]
+        return [f"127.0.0.1:{port}" for port in ports]
+
+    def url_of(self, server: str) -> str:
+        return f"http://127.0.0.1:{self.servers[server]}"
+
+    def client(self, addresses: str | list[str] | None = None) -> ServerClient:
+        return ServerClient(addresses or self.server_url)
+
+    # --- one process ------------------------------------------------------------------------
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one process: SIGKILL (it gets no chance to clean up) or SIGTERM stop it and
+        reap it; SIGSTOP and SIGCONT freeze and wake it."""
+        process = self.processes[name]
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            process.stop(sig)
+        else:
+            process.signal(sig)
+
+    def restart(self, name: str) -> Process:
+        """Start a stopped process again with the same command line (and log)."""
+        return self.processes.restart(name)
+
+    # --- etcd -------------------------------------------------------------------------------
+
+    def start_etcd(self) -> None:
+        """One etcd member on ``etcd_port``."""
+        member = EtcdMember("t", self.root / "etcd", self.etcd_port, free_port())
+        self._start_etcd_member("etcd", member)
+        self._wait_healthy("etcd", member.health_url, 20)
+
+    def start_etcd_members(self, count: int = 3) -> None:
+        """An etcd cluster of ``count`` members (etcd-1, ...) on free ports; ``etcd_port``
+        becomes the first member's client port."""
+        names = [f"etcd-{i}" for i in range(1, count + 1)]
+        ports = {name: (free_port(), free_port()) for name in names}  # client, peer
+        initial = tuple((name, f"http://127.0.0.1:{peer}") for name, (_, peer) in ports.items())
+        self.etcd_members = {name: client for name, (client, _) in ports.items()}
+        self.etcd_port = self.etcd_members[names[0]]
+        for name, (client, peer) in ports.items():
+            token = f"t-{self.root.name}"
+            member = EtcdMember(
+                name, self.root / name, client, peer, initial_cluster=initial, token=token
+            )
+            self._start_etcd_member(name, member)
+        for name in names:
+            self.wait_etcd_member(name)
+
+    def _start_etcd_member(self, name: str, member: EtcdMember) -> None:
+        self.processes.start(name, member.argv(), role="etcd")
+
+    def wait_etcd_member(self, name: str, timeout: float = 30) -> None:
+        url = f"http://127.0.0.1:{self.etcd_members[name]}/health"
+        self._wait_healthy(name, url, timeout)
+
+    # --- servers and agents -----------------------------------------------------------------
+
+    def start_server(
+        self,
+        liveness_timeout: int = 4,
+        registry_repair_interval: float = 3.0,
+        name: str = "server",
+        port: int | None = None,
+    ) -> None:
+        """A server against every etcd member; ``name`` and ``port`` for a further one."""
+        server = ServerProcess(
+            port=port or self.server_port,
+            etcd=tuple(self.etcd_endpoints),
+            liveness_timeout=liveness_timeout,
+            registry_repair_interval=registry_repair_interval,
+        )
+        self.processes.start(name, server.argv(), role="server")
+        self.servers[name] = server.port
+        self._wait_healthy(name, server.health_url, 30)
+
+    def start_agent(
+        self,
+        name: str,
+        address: str,
+        driver: str = "docker",
+        cpus: float = 1.0,
+        mem: int = 2048,
+        servers: list[str] | None = None,
+        attributes: dict[str, str] | None = None,
+    ) -> Process:
+        """An agent (again, under the name of one that has exited) on a free port of its own
+        address; it is not waited for (``wait_nodes_ready``)."""
+        agent = AgentProcess(
+            servers=tuple(servers or [self.server_url]),
+            name=name,
+            address=address,
+            port=free_port(address),
+            state_dir=self.root / "agents" / name,
+            driver=driver,
+            cpus=cpus,
+            mem=mem,
+            attributes=tuple((attributes or {}).items()),
+        )
+        process = self.processes.start(name, agent.argv(), role="agent")
+        self.nodes[name] = address
+        return process
+
+    def wait_nodes_ready(self, timeout: float = 30) -> None:
+        def ready() -> bool:
+            with self.client() as client:
+                nodes = client.nodes().nodes
+            return {n.name for n in nodes if n.status == "ready"} >= set(self.nodes)
+
+        wait_until(ready, timeout, f"nodes {sorted(self.nodes)} ready")
+
+    def _wait_healthy(self, name: str, url: str, timeout: float) -> None:
+        self.processes[name].wait_healthy(lambda: _answers(url), timeout, f"{name} to answer")
+
+    # --- the end ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Agents first (they leave containers running by design), then servers, then etcd."""
+        self.processes.stop_all()
+
+    def logs(self) -> str:
+        return self.processes.logs()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def new_cluster(root: Path) -> Cluster:
+    root.mkdir(parents=True, exist_ok=True)
+    return Cluster(root=root, etcd_port=free_port(), server_port=free_port())
+
+
+def start_cluster(
+    root: Path,
+    agents: dict[str, dict[str, Any]],
+    liveness_timeout: int = 4,
+    registry_repair_interval: float = 3.0,
+) -> Cluster:
+    """etcd, a server and the agents (name -> start_agent keyword arguments, ``address``
+    included), all ready; on failure, print every process's log tail and stop them all."""
+    cluster = new_cluster(root)
+    try:
+        cluster.start_etcd()
+        cluster.start_server(liveness_timeout, registry_repair_interval)
+        for name, options in agents.items():
+            cluster.start_agent(name, **options)
+        cluster.wait_nodes_ready()
+    except BaseException:
+        print(cluster.logs())
+        cluster.stop()
+        raise
+    return cluster
+
+
+def start_ha_cluster(
+    root: Path,
+    agents: dict[str, dict[str, Any]],
+    servers: int = 2,
+    etcd_members: int = 1,
+    liveness_timeout: int = 4,
+) -> Cluster:
+    """etcd (one member, or ``etcd_members``), ``servers`` servers (server-1, ...: each
+    against every member) and the agents, each given every server's address (agent *i*
+    starting with server *i*, so that the servers share the agents), all ready."""
+    cluster = new_cluster(root)
+    try:
+        if etcd_members > 1:
+            cluster.start_etcd_members(etcd_members)
+        else:
+            cluster.start_etcd()
+        for i in range(1, servers + 1):
+            port = cluster.server_port if i == 1 else free_port()
+            cluster.start_server(liveness_timeout, name=f"server-{i}", port=port)
+        urls = cluster.server_urls
+        for i, (name, options) in enumerate(agents.items()):
+            rotated = urls[i % len(urls) :] + urls[: i % len(urls)]
+            cluster.start_agent(name, **{"servers": rotated, **options})
+        cluster.wait_nodes_ready()
+    except BaseException:
+        print(cluster.logs())
+        cluster.stop()
+        raise
+    return cluster
