@@ -12,7 +12,6 @@ Registered by ``theseus.cli.main``; the semantics are Nomad's (``node drain``,
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
@@ -29,6 +28,7 @@ from theseus.cli.output import (
     print_table,
     table,
 )
+from theseus.cluster.waiting import WaitTimeout, wait_until
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 NodeArgument = Annotated[str, typer.Argument(help="The node's name (see `theseus nodes`).")]
@@ -94,20 +94,26 @@ def eligible(ctx: typer.Context, name: NodeArgument, json_out: JsonOption = Fals
 
 
 def _wait_empty(client: ServerClient, node: NodeInfo, timeout: float, quiet: bool) -> NodeInfo:
-    deadline = time.monotonic() + timeout
     shown = -1
-    while node.tasks > 0:
-        if node.tasks != shown and not quiet:
-            console.print(f"{node.name}: {node.tasks} tasks left")
-            shown = node.tasks
-        if time.monotonic() > deadline:
-            fail(
-                f"node {node.name} still holds {node.tasks} tasks after {timeout:g}s "
-                "(see `theseus ps` for pending reasons: is there room elsewhere?)"
-            )
-        time.sleep(0.2)
-        node = client.node(node.name)
-    return node
+    current = node
+
+    def emptied() -> NodeInfo | None:
+        nonlocal shown, current
+        if current.tasks != shown and current.tasks and not quiet:
+            console.print(f"{current.name}: {current.tasks} tasks left")
+            shown = current.tasks
+        if current.tasks == 0:
+            return current
+        current = client.node(current.name)
+        return current if current.tasks == 0 else None
+
+    try:
+        return wait_until(emptied, timeout, f"node {node.name} to hold no task", interval=0.2)
+    except WaitTimeout:
+        fail(
+            f"node {node.name} still holds {current.tasks} tasks after {timeout:g}s "
+            "(see `theseus ps` for pending reasons: is there room elsewhere?)"
+        )
 
 
 def _say(node: NodeInfo, json_out: bool) -> None:
