@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from functools import partial
 from typing import Any
 
 import docker
@@ -22,6 +23,14 @@ from theseus.api.client import ApiError
 from theseus.api.schemas import TaskInfo
 
 pytestmark = pytest.mark.integration
+
+
+def answer_of(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=5)
+    except httpx.TransportError:
+        return None
+
 
 INGESTOR: dict[str, Any] = {
     "image": "theseus/busybox:latest",
@@ -68,8 +77,10 @@ def test_ingestor_example_runs_spread_and_answers_on_each_node(
         assert {t.node for t in tasks} == set(cluster.nodes)
         for task in tasks:
             assert task.address == cluster.nodes[task.node or ""]
-            port = task.ports["api"].host_port
-            page = httpx.get(f"http://{task.address}:{port}/", timeout=5)
+            url = f"http://{task.address}:{task.ports['api'].host_port}/"
+            # Running is not listening: the image's server may take a moment to bind (a
+            # loaded machine once answered a connection reset first).
+            page = wait_until(partial(answer_of, url), 15, f"{task.id} answering on {url}")
             assert page.status_code == 200 and task.id in page.text
 
         inspected = docker_client.containers.get(tasks[0].container_id).attrs

@@ -363,7 +363,10 @@ def test_a_members_failing_health_check_runs_in_that_member_and_replaces_the_pod
     task = wait_until(healthy_task, 30, "a healthy pod")
     wait_until(lambda: registered(client) == {task.id}, 10, "the pod registered")
     member = pod_containers(docker_client, task.id)["client"]
-    docker_client.containers.get(member["Id"]).exec_run(["rm", "-rf", "/out"])
+    # Renamed, not removed: the client's loop writes into /out every 0.3 s, and a file it
+    # creates while `rm -rf` runs leaves the directory in place (its rmdir then fails).
+    moved = docker_client.containers.get(member["Id"]).exec_run(["mv", "/out", "/out.gone"])
+    assert moved.exit_code == 0, moved.output
 
     wait_until(lambda: task.id not in registered(client), 10, "the pod out of the registry")
     replacement = wait_until(
