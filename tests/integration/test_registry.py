@@ -19,6 +19,7 @@ import pytest
 
 from tests.kit.cluster import Cluster, start_cluster
 from tests.kit.wait import wait_until
+from tests.kit.workloads import etcd_dump
 from theseus.api.client import ServerClient
 
 pytestmark = pytest.mark.integration
@@ -35,23 +36,10 @@ DEV = '/services/ingestor/["dev"]'
 
 
 def etcd_registry(cluster: Cluster) -> dict[str, Any]:
-    out = subprocess.run(
-        [
-            "etcdctl",
-            f"--endpoints=127.0.0.1:{cluster.etcd_port}",
-            "get",
-            "--prefix",
-            "/services/",
-            "-w",
-            "json",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    """The registry as etcd holds it: key -> decoded JSON value (etcdctl, as confd would)."""
     return {
-        base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"]))
-        for kv in json.loads(out).get("kvs", [])
+        base64.b64decode(key).decode(): json.loads(base64.b64decode(value))
+        for key, value, _ in etcd_dump(cluster, "/services/")
     }
 
 

@@ -13,7 +13,9 @@ and the Docker API for inspecting and killing containers.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,16 +200,12 @@ def start_cluster(
     """etcd, a server and the agents (name -> start_agent keyword arguments, ``address``
     included), all ready; on failure, print every process's log tail and stop them all."""
     cluster = new_cluster(root)
-    try:
+    with _stopped_on_failure(cluster):
         cluster.start_etcd()
         cluster.start_server(liveness_timeout, registry_repair_interval)
         for name, options in agents.items():
             cluster.start_agent(name, **options)
         cluster.wait_nodes_ready()
-    except BaseException:
-        print(cluster.logs())
-        cluster.stop()
-        raise
     return cluster
 
 
@@ -222,7 +220,7 @@ def start_ha_cluster(
     against every member) and the agents, each given every server's address (agent *i*
     starting with server *i*, so that the servers share the agents), all ready."""
     cluster = new_cluster(root)
-    try:
+    with _stopped_on_failure(cluster):
         if etcd_members > 1:
             cluster.start_etcd_members(etcd_members)
         else:
@@ -235,8 +233,15 @@ def start_ha_cluster(
             rotated = urls[i % len(urls) :] + urls[: i % len(urls)]
             cluster.start_agent(name, **{"servers": rotated, **options})
         cluster.wait_nodes_ready()
+    return cluster
+
+
+@contextlib.contextmanager
+def _stopped_on_failure(cluster: Cluster) -> Iterator[None]:
+    """On any failure while the cluster starts: print every process's log tail, stop them."""
+    try:
+        yield
     except BaseException:
         print(cluster.logs())
         cluster.stop()
         raise
-    return cluster
