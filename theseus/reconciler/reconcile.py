@@ -15,9 +15,11 @@ Vocabulary, in the order a pass applies it:
 * **orphan**: a task whose group was removed is stopped, once no running task needs its
   service any more (``theseus.reconciler.dependencies``: dependencies stop last).
 * **place**: tasks without a node are placed (``theseus.scheduler``) on schedulable nodes
-  (alive, not ineligible or draining), or keep a reason. A sticky group's replacement goes
-  back to the node its predecessor ran on while that node is schedulable. A task whose
-  group needs other services waits until they have their healthy capacity ready.
+  (alive, not ineligible or draining), or keep a reason. A group's constraints count its
+  tasks on ineligible nodes too (they stay there), not those on draining ones (they are
+  being moved off). A sticky group's replacement goes back to the node its predecessor ran
+  on while that node is schedulable. A task whose group needs other services waits until
+  they have their healthy capacity ready.
 * **collect**: finished tasks are deleted, except a short history of those that died on
   their own (for ``theseus ps -a`` and logs).
 * **register**: the service registry is brought in line with the tasks as decided above
@@ -307,7 +309,17 @@ class _Pass:
             if task.node is not None and not self.state.task_state(task).terminal:
                 holdings.append(Holding(task.node, task.group_key.key, task.spec, task.host_ports))
         ready = [n for name, n in self.state.nodes.items() if self.state.schedulable(name)]
-        placer = Placer(ready, holdings)
+        # An ineligible node keeps its tasks: they count for their groups' constraints. A
+        # draining node's are being moved off, and counting them could hold the drain forever
+        # (their replacements may only fit where they are, e.g. CLUSTER without a value).
+        closed = [
+            n
+            for name, n in self.state.nodes.items()
+            if name in self.state.alive
+            and not self.state.schedulable(name)
+            and not self.state.draining(name)
+        ]
+        placer = Placer(ready, holdings, closed)
         readiness = Readiness(self.state)
         waiting = [
             t for t in self.state.tasks.values() if t.desired is Desired.RUN and t.node is None
