@@ -186,6 +186,25 @@ def test_unplaceable_tasks_wait_with_a_reason() -> None:
     assert waiting.pending_reason == "0/2 nodes can run it: 2 nodes: insufficient cpus (needs 1.5)"
 
 
+def test_an_unplaceable_task_says_why_as_the_round_leaves_the_nodes() -> None:
+    """Found by the property tests: the reason was given before later placements of the
+    same pass filled the node, so the next pass, finding another reason, wrote the task
+    again (a second pass over a pass's own result must write nothing)."""
+    picky = make_group("db", instances=1, constraints=[["rack", "IS", "r9"]])
+    waiting = make_task(picky, None, created_at=1.0)  # placed first, and refused
+    filler = make_group("web", instances=2, cpus=0.25)  # then fills the node
+    state = make_state([picky, filler], [make_node("n1", cpus=0.5)], [waiting])
+    plan = plan_of(state)
+    assert [t.node for t in created(plan, state)] == ["n1", "n1"]
+    reason = "0/1 nodes can run it: 1 node: insufficient cpus (needs 0.1)"
+    assert plan.task_puts[waiting.id].pending_reason == reason
+    for task in plan.task_puts.values():  # committed, and no agent has reported yet
+        state.index_task(state.tasks.get(task.id), task)
+        state.tasks[task.id] = task
+    state.registry.update(plan.registry_puts)
+    assert plan_of(state).empty
+
+
 def test_removed_group_tasks_stop_and_are_collected() -> None:
     group = make_group(instances=1)
     task = make_task(group, "n1")

@@ -43,7 +43,7 @@ from theseus.reconciler.backoff import successor_attempt, successor_not_before
 from theseus.reconciler.dependencies import Readiness, needed_services
 from theseus.reconciler.registry import EncodingMemo, registry_diff
 from theseus.scheduler.constraints import field_value, spread_victims
-from theseus.scheduler.placement import Holding, Placement, Placer
+from theseus.scheduler.placement import Holding, Placement, Placer, Unplaceable
 
 HISTORY_PER_GROUP = 5
 HISTORY_MAX_AGE = 3600.0
@@ -324,6 +324,7 @@ class _Pass:
         waiting = [
             t for t in self.state.tasks.values() if t.desired is Desired.RUN and t.node is None
         ]
+        refused: list[tuple[TaskRecord, str | None, int, Unplaceable, int]] = []
         for task in sorted(waiting, key=lambda t: (t.created_at, t.id)):
             if task.not_before is not None and task.not_before > self.now:
                 self.plan.wake_at = min(self.plan.wake_at or task.not_before, task.not_before)
@@ -344,14 +345,27 @@ class _Pass:
                 task.id, task.group_key.key, task.spec, only=only, instances=instances
             )
             if isinstance(result, Placement):
-                update = {
-                    "node": result.node,
-                    "host_ports": result.host_ports,
-                    "pending_reason": None,
-                }
-                self._put_task(task.model_copy(update=update))
-            elif task.pending_reason != result.reason:
-                self._put_task(task.model_copy(update={"pending_reason": result.reason}))
+                self._settle(task, result)
+            else:
+                refused.append((task, only, instances, result, placer.placements))
+        # A task that fits nowhere says why as the round leaves the nodes, which is what the
+        # next pass sees: a reason given before later placements filled a node could name
+        # another filter for it, and the next pass would write the task again to say so.
+        # (A later placement only fills nodes, so the task still fits nowhere.)
+        for task, only, instances, result, placements in refused:
+            if placer.placements != placements:
+                group_key = task.group_key.key
+                again = placer.place(task.id, group_key, task.spec, only=only, instances=instances)
+                self._settle(task, again)
+            else:
+                self._settle(task, result)
+
+    def _settle(self, task: TaskRecord, result: Placement | Unplaceable) -> None:
+        if isinstance(result, Placement):
+            update = {"node": result.node, "host_ports": result.host_ports, "pending_reason": None}
+            self._put_task(task.model_copy(update=update))
+        elif task.pending_reason != result.reason:
+            self._put_task(task.model_copy(update={"pending_reason": result.reason}))
 
     def _collect(self) -> None:
         history: dict[str, list[tuple[float, str]]] = defaultdict(list)

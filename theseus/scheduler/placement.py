@@ -66,6 +66,7 @@ class Placer:
         self._closed = {n.name: NodeBooks(n) for n in closed if n.name not in self.books}
         self._ring = sorted(self.books.values(), key=lambda b: b.node.name)
         self._cursor = 0  # where the next placement starts scanning
+        self.placements = 0  # tasks placed so far in this round
         self.sample_size = max(SAMPLE_MIN, int(len(self._ring) * SAMPLE_SHARE))
         # Per (group, field): the group's tasks per field value; built when a constraint
         # first asks, then kept current as tasks are placed.
@@ -121,6 +122,7 @@ class Placer:
     def _commit(self, books: NodeBooks, task_id: str, group: str, spec: GroupSpec) -> Placement:
         host_ports = _choose_ports(books, task_id, list(spec.ports))
         books.charge(group, spec, host_ports)
+        self.placements += 1
         for (placed_group, field), counts in self._placed.items():
             if placed_group == group:
                 counts[field_value(books.node, field)] += 1
