@@ -224,14 +224,17 @@ class _Pass:
                 remaining_old.append(task)
             else:
                 self._stop(task, self._replaced_reason(group, task))
+        if len(current) > wanted:
+            victims = self._scale_down_victims(group, current, len(current) - wanted)
+            for victim in victims:
+                self._stop(victim, f"scaled down to {wanted}")
+            gone = {victim.id for victim in victims}
+            current = [t for t in current if t.id not in gone]
+        # Counted once the surplus is stopped: a ready task just scaled down must not let an
+        # old one go too.
         healthy = sum(self.state.task_ready(t) for t in current)
         healthy += len(remaining_old)
         can_stop = max(0, healthy - min_healthy)
-        if len(current) > wanted:
-            for victim in self._scale_down_victims(group, current, len(current) - wanted):
-                self._stop(victim, f"scaled down to {wanted}")
-            current = self._running_tasks(group.group_key.key)
-            current = [t for t in current if t.version == group.version]
         for task in sorted(remaining_old, key=lambda t: t.created_at)[:can_stop]:
             self._stop(task, self._replaced_reason(group, task))
             remaining_old.remove(task)
