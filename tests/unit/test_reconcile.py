@@ -50,6 +50,21 @@ def test_scale_down_stops_least_advanced_then_youngest() -> None:
     assert plan.task_deletes == {waiting.id}  # never placed: nothing to stop on a node
 
 
+def test_scale_down_stops_a_task_that_is_not_ready_before_a_ready_one() -> None:
+    """Found while exploring with the property tests' states: scaled to 1, the pass stopped
+    the younger task although it was the healthy one, and kept one whose checks had not
+    passed: the service was left with no ready task (and no registry entry)."""
+    group = make_group(instances=1, health_checks=[{"protocol": "COMMAND", "command": "true"}])
+    checking = make_task(group, "n1", created_at=1.0)
+    healthy = make_task(group, "n2", created_at=5.0)
+    statuses = [
+        make_status(checking, TaskState.RUNNING),
+        make_status(healthy, TaskState.RUNNING, healthy=True),
+    ]
+    plan = plan_of(make_state([group], NODES, [checking, healthy], statuses))
+    assert [t.id for t in stopped(plan)] == [checking.id]
+
+
 def test_only_instances_changed_creates_without_restarting() -> None:
     group = make_group(instances=2)
     tasks = [make_task(group, "n1"), make_task(group, "n2")]

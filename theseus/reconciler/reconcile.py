@@ -6,7 +6,8 @@ Vocabulary, in the order a pass applies it:
 * **dead**: a task meant to run whose state is terminal (exited, failed, lost) is marked
   ``stop`` and leaves a *seed* (attempt number, backoff) for its replacement.
 * **scale**: a group with fewer current tasks than ``instances`` gets new tasks (seeds first);
-  one with more stops the surplus, least advanced and youngest first.
+  one with more stops the surplus, least advanced (running but not ready counts as less
+  advanced than ready) and youngest first.
 * **roll**: a group with tasks of an older spec version, or on a draining node, replaces them
   with Marathon's arithmetic (``minimum_health_capacity``, ``maximum_over_capacity``): an old
   task is stopped only while enough *ready* tasks remain (``ClusterState.task_ready``: a new
@@ -266,8 +267,11 @@ class _Pass:
             self._put_task(task)
 
     def _stop_candidates(self, tasks: list[TaskRecord]) -> list[TaskRecord]:
-        def order(task: TaskRecord) -> tuple[int, float]:
-            return (_STOP_ORDER.get(self.state.task_state(task), 0), -task.created_at)
+        # A running task that is not ready (its checks have not passed) is less advanced
+        # than one that is: it serves no one yet.
+        def order(task: TaskRecord) -> tuple[int, bool, float]:
+            rank = _STOP_ORDER.get(self.state.task_state(task), 0)
+            return (rank, self.state.task_ready(task), -task.created_at)
 
         return sorted(tasks, key=order)
 
