@@ -50,6 +50,21 @@ def test_scale_down_stops_least_advanced_then_youngest() -> None:
     assert plan.task_deletes == {waiting.id}  # never placed: nothing to stop on a node
 
 
+def test_scale_down_stops_a_task_that_is_not_ready_before_a_ready_one() -> None:
+    """Found while exploring with the property tests' states: scaled to 1, the pass stopped
+    the younger task although it was the healthy one, and kept one whose checks had not
+    passed: the service was left with no ready task (and no registry entry)."""
+    group = make_group(instances=1, health_checks=[{"protocol": "COMMAND", "command": "true"}])
+    checking = make_task(group, "n1", created_at=1.0)
+    healthy = make_task(group, "n2", created_at=5.0)
+    statuses = [
+        make_status(checking, TaskState.RUNNING),
+        make_status(healthy, TaskState.RUNNING, healthy=True),
+    ]
+    plan = plan_of(make_state([group], NODES, [checking, healthy], statuses))
+    assert [t.id for t in stopped(plan)] == [checking.id]
+
+
 def test_only_instances_changed_creates_without_restarting() -> None:
     group = make_group(instances=2)
     tasks = [make_task(group, "n1"), make_task(group, "n2")]
@@ -184,6 +199,25 @@ def test_unplaceable_tasks_wait_with_a_reason() -> None:
     assert sum(t.node is not None for t in new) == 2
     (waiting,) = [t for t in new if t.node is None]
     assert waiting.pending_reason == "0/2 nodes can run it: 2 nodes: insufficient cpus (needs 1.5)"
+
+
+def test_an_unplaceable_task_says_why_as_the_round_leaves_the_nodes() -> None:
+    """Found by the property tests: the reason was given before later placements of the
+    same pass filled the node, so the next pass, finding another reason, wrote the task
+    again (a second pass over a pass's own result must write nothing)."""
+    picky = make_group("db", instances=1, constraints=[["rack", "IS", "r9"]])
+    waiting = make_task(picky, None, created_at=1.0)  # placed first, and refused
+    filler = make_group("web", instances=2, cpus=0.25)  # then fills the node
+    state = make_state([picky, filler], [make_node("n1", cpus=0.5)], [waiting])
+    plan = plan_of(state)
+    assert [t.node for t in created(plan, state)] == ["n1", "n1"]
+    reason = "0/1 nodes can run it: 1 node: insufficient cpus (needs 0.1)"
+    assert plan.task_puts[waiting.id].pending_reason == reason
+    for task in plan.task_puts.values():  # committed, and no agent has reported yet
+        state.index_task(state.tasks.get(task.id), task)
+        state.tasks[task.id] = task
+    state.registry.update(plan.registry_puts)
+    assert plan_of(state).empty
 
 
 def test_removed_group_tasks_stop_and_are_collected() -> None:

@@ -14,7 +14,7 @@ from tests.kit.builders import (
     running,
     stopped,
 )
-from theseus.model.nodes import NodeControl
+from theseus.model.nodes import NodeControl, NodeRecord
 from theseus.model.tasks import Desired, TaskState
 
 NODES = [make_node("n1"), make_node("n2"), make_node("n3")]
@@ -122,3 +122,40 @@ def test_sticky_task_moves_off_a_draining_node() -> None:
     state = make_state([group], NODES, [waiting])
     state.controls["n1"] = DRAIN
     assert plan_of(state).task_puts[waiting.id].node in {"n2", "n3"}
+
+
+def racked(*racks: str) -> list[NodeRecord]:
+    return [make_node(f"n{i}", attributes={"rack": r}) for i, r in enumerate(racks, start=1)]
+
+
+def test_tasks_on_an_ineligible_node_count_for_constraints() -> None:
+    """Found by the property tests: the placer counted only tasks on schedulable nodes, so a
+    task an ineligible node kept in rack r1 did not stop a second one going to r1."""
+    group = make_group(instances=2, constraints=[["rack", "UNIQUE"]])
+    kept = make_task(group, "n1")
+    state = make_state([group], racked("r1", "r1", "r2"), [kept], running([kept]))
+    state.controls["n1"] = INELIGIBLE
+    (new,) = created(plan_of(state), state)
+    assert new.node == "n3"
+
+
+def test_a_drain_is_not_held_back_by_the_tasks_it_moves() -> None:
+    """A draining node's tasks do not count: CLUSTER (no value) pinned to the drained node's
+    rack lets the replacement go to another rack, or the drain would never end."""
+    group = make_group(instances=1, constraints=[["rack", "CLUSTER"]])
+    task = make_task(group, "n1")
+    state = make_state([group], racked("r1", "r2"), [task], running([task]))
+    state.controls["n1"] = DRAIN
+    (replacement,) = created(plan_of(state), state)
+    assert replacement.node == "n2"
+
+
+def test_group_by_spreads_over_the_values_an_ineligible_node_holds_too() -> None:
+    """GROUP_BY rack over r1, r2 and r3, r3's node ineligible but keeping its task: the
+    group still counts three racks, so the replacement goes to the empty r1, not to r2."""
+    group = make_group(instances=3, constraints=[["rack", "GROUP_BY"]])
+    tasks = [make_task(group, "n2"), make_task(group, "n3")]
+    state = make_state([group], racked("r1", "r2", "r3"), tasks, running(tasks))
+    state.controls["n3"] = INELIGIBLE
+    (new,) = created(plan_of(state), state)
+    assert new.node == "n1"

@@ -88,3 +88,26 @@ def test_an_old_task_that_is_not_ready_counts_for_nothing() -> None:
     v2 = _updated(v1, environment={"V": "2"})
     plan = plan_of(make_state([v2], NODES, [healthy, sick], statuses))
     assert {t.id for t in stopped(plan)} == {sick.id}
+
+
+def test_a_scale_down_during_a_rollout_keeps_the_healthy_capacity() -> None:
+    """Found while exploring with the property tests' states: scaled from 3 to 1 mid-rollout,
+    the pass stopped the two surplus new tasks that were healthy (the youngest), then
+    stopped the old task too, because it had counted them as healthy before stopping them:
+    no task was left ready. The old one must run until a new one is ready."""
+    v1 = make_group(instances=3)
+    old = make_task(v1, "n1")
+    v2 = _updated(v1, instances=1, environment={"V": "2"}, health_checks=[CHECK])
+    starting = make_task(v2, "n2", created_at=1.0)  # running, checks not passed yet
+    young = [make_task(v2, "n3", created_at=5.0), make_task(v2, "n1", created_at=6.0)]
+    statuses = [
+        make_status(old, TaskState.RUNNING),
+        make_status(starting, TaskState.RUNNING),
+        *(make_status(t, TaskState.RUNNING, healthy=True) for t in young),
+    ]
+    state = make_state([v2], NODES, [old, starting, *young], statuses)
+    plan = plan_of(state)
+    gone = {t.id for t in stopped(plan)}
+    assert len(gone) >= 2  # down to one new task, or to the old one and one new
+    still_ready = [t for t in state.tasks.values() if t.id not in gone and state.task_ready(t)]
+    assert len(still_ready) >= 1  # ceil(1 instance * minimum_health_capacity 1.0)

@@ -6,7 +6,8 @@ Vocabulary, in the order a pass applies it:
 * **dead**: a task meant to run whose state is terminal (exited, failed, lost) is marked
   ``stop`` and leaves a *seed* (attempt number, backoff) for its replacement.
 * **scale**: a group with fewer current tasks than ``instances`` gets new tasks (seeds first);
-  one with more stops the surplus, least advanced and youngest first.
+  one with more stops the surplus, least advanced (running but not ready counts as less
+  advanced than ready) and youngest first.
 * **roll**: a group with tasks of an older spec version, or on a draining node, replaces them
   with Marathon's arithmetic (``minimum_health_capacity``, ``maximum_over_capacity``): an old
   task is stopped only while enough *ready* tasks remain (``ClusterState.task_ready``: a new
@@ -15,9 +16,11 @@ Vocabulary, in the order a pass applies it:
 * **orphan**: a task whose group was removed is stopped, once no running task needs its
   service any more (``theseus.reconciler.dependencies``: dependencies stop last).
 * **place**: tasks without a node are placed (``theseus.scheduler``) on schedulable nodes
-  (alive, not ineligible or draining), or keep a reason. A sticky group's replacement goes
-  back to the node its predecessor ran on while that node is schedulable. A task whose
-  group needs other services waits until they have their healthy capacity ready.
+  (alive, not ineligible or draining), or keep a reason. A group's constraints count its
+  tasks on ineligible nodes too (they stay there), not those on draining ones (they are
+  being moved off). A sticky group's replacement goes back to the node its predecessor ran
+  on while that node is schedulable. A task whose group needs other services waits until
+  they have their healthy capacity ready.
 * **collect**: finished tasks are deleted, except a short history of those that died on
   their own (for ``theseus ps -a`` and logs).
 * **register**: the service registry is brought in line with the tasks as decided above
@@ -41,7 +44,7 @@ from theseus.reconciler.backoff import successor_attempt, successor_not_before
 from theseus.reconciler.dependencies import Readiness, needed_services
 from theseus.reconciler.registry import EncodingMemo, registry_diff
 from theseus.scheduler.constraints import field_value, spread_victims
-from theseus.scheduler.placement import Holding, Placement, Placer
+from theseus.scheduler.placement import Holding, Placement, Placer, Unplaceable
 
 HISTORY_PER_GROUP = 5
 HISTORY_MAX_AGE = 3600.0
@@ -222,14 +225,17 @@ class _Pass:
                 remaining_old.append(task)
             else:
                 self._stop(task, self._replaced_reason(group, task))
+        if len(current) > wanted:
+            victims = self._scale_down_victims(group, current, len(current) - wanted)
+            for victim in victims:
+                self._stop(victim, f"scaled down to {wanted}")
+            gone = {victim.id for victim in victims}
+            current = [t for t in current if t.id not in gone]
+        # Counted once the surplus is stopped: a ready task just scaled down must not let an
+        # old one go too.
         healthy = sum(self.state.task_ready(t) for t in current)
         healthy += len(remaining_old)
         can_stop = max(0, healthy - min_healthy)
-        if len(current) > wanted:
-            for victim in self._scale_down_victims(group, current, len(current) - wanted):
-                self._stop(victim, f"scaled down to {wanted}")
-            current = self._running_tasks(group.group_key.key)
-            current = [t for t in current if t.version == group.version]
         for task in sorted(remaining_old, key=lambda t: t.created_at)[:can_stop]:
             self._stop(task, self._replaced_reason(group, task))
             remaining_old.remove(task)
@@ -261,8 +267,11 @@ class _Pass:
             self._put_task(task)
 
     def _stop_candidates(self, tasks: list[TaskRecord]) -> list[TaskRecord]:
-        def order(task: TaskRecord) -> tuple[int, float]:
-            return (_STOP_ORDER.get(self.state.task_state(task), 0), -task.created_at)
+        # A running task that is not ready (its checks have not passed) is less advanced
+        # than one that is: it serves no one yet.
+        def order(task: TaskRecord) -> tuple[int, bool, float]:
+            rank = _STOP_ORDER.get(self.state.task_state(task), 0)
+            return (rank, self.state.task_ready(task), -task.created_at)
 
         return sorted(tasks, key=order)
 
@@ -307,11 +316,22 @@ class _Pass:
             if task.node is not None and not self.state.task_state(task).terminal:
                 holdings.append(Holding(task.node, task.group_key.key, task.spec, task.host_ports))
         ready = [n for name, n in self.state.nodes.items() if self.state.schedulable(name)]
-        placer = Placer(ready, holdings)
+        # An ineligible node keeps its tasks: they count for their groups' constraints. A
+        # draining node's are being moved off, and counting them could hold the drain forever
+        # (their replacements may only fit where they are, e.g. CLUSTER without a value).
+        closed = [
+            n
+            for name, n in self.state.nodes.items()
+            if name in self.state.alive
+            and not self.state.schedulable(name)
+            and not self.state.draining(name)
+        ]
+        placer = Placer(ready, holdings, closed)
         readiness = Readiness(self.state)
         waiting = [
             t for t in self.state.tasks.values() if t.desired is Desired.RUN and t.node is None
         ]
+        refused: list[tuple[TaskRecord, str | None, int, Unplaceable, int]] = []
         for task in sorted(waiting, key=lambda t: (t.created_at, t.id)):
             if task.not_before is not None and task.not_before > self.now:
                 self.plan.wake_at = min(self.plan.wake_at or task.not_before, task.not_before)
@@ -332,14 +352,27 @@ class _Pass:
                 task.id, task.group_key.key, task.spec, only=only, instances=instances
             )
             if isinstance(result, Placement):
-                update = {
-                    "node": result.node,
-                    "host_ports": result.host_ports,
-                    "pending_reason": None,
-                }
-                self._put_task(task.model_copy(update=update))
-            elif task.pending_reason != result.reason:
-                self._put_task(task.model_copy(update={"pending_reason": result.reason}))
+                self._settle(task, result)
+            else:
+                refused.append((task, only, instances, result, placer.placements))
+        # A task that fits nowhere says why as the round leaves the nodes, which is what the
+        # next pass sees: a reason given before later placements filled a node could name
+        # another filter for it, and the next pass would write the task again to say so.
+        # (A later placement only fills nodes, so the task still fits nowhere.)
+        for task, only, instances, result, placements in refused:
+            if placer.placements != placements:
+                group_key = task.group_key.key
+                again = placer.place(task.id, group_key, task.spec, only=only, instances=instances)
+                self._settle(task, again)
+            else:
+                self._settle(task, result)
+
+    def _settle(self, task: TaskRecord, result: Placement | Unplaceable) -> None:
+        if isinstance(result, Placement):
+            update = {"node": result.node, "host_ports": result.host_ports, "pending_reason": None}
+            self._put_task(task.model_copy(update=update))
+        elif task.pending_reason != result.reason:
+            self._put_task(task.model_copy(update={"pending_reason": result.reason}))
 
     def _collect(self) -> None:
         history: dict[str, list[tuple[float, str]]] = defaultdict(list)

@@ -3,7 +3,9 @@
 ``accepts(constraint, value, placed, instances, expected_groups)`` decides for one node: its
 ``value`` of the constraint's field (``None`` when the node lacks it), how many of the group's
 tasks are already placed per value (``placed``), the group's ``instances`` and, for GROUP_BY
-without a count, how many distinct values the ready nodes offer. ``spread_victims`` picks the
+without a count, how many distinct values the ready nodes offer or the group's tasks hold.
+``placed`` counts the tasks that stay on their nodes, ineligible ones included (a draining
+node's tasks are being moved off and do not count). ``spread_victims`` picks the
 tasks a scale-down stops so that a GROUP_BY spread stays even. The placer and the reconciler
 call them; ``theseus.model.constraints`` owns the shape.
 """

@@ -73,12 +73,13 @@ def constraint(
 
 class ConstraintContext:
     """What the constraint filters of one task need to know about the round: how many of its
-    group's tasks each field value holds, and how many distinct values the nodes offer."""
+    group's tasks each field value holds, and how many distinct values there are to spread
+    it over (GROUP_BY without a count)."""
 
     def __init__(
         self,
         placed: Callable[[str, str], Counter[str | None]],
-        distinct_values: Callable[[str], int],
+        distinct_values: Callable[[str, str], int],
     ) -> None:
         self.placed = placed
         self.distinct_values = distinct_values
@@ -92,7 +93,8 @@ def filters_for(
         chain.append(pod_driver)
     for rule in spec.constraints:
         placed = context.placed(group, rule.field)
-        chain.append(constraint(rule, placed, instances, context.distinct_values(rule.field)))
+        groups = context.distinct_values(group, rule.field)
+        chain.append(constraint(rule, placed, instances, groups))
     return chain
 
 

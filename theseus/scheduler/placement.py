@@ -4,7 +4,9 @@ binpack), over the books of what each node already holds (``theseus.scheduler.bo
 
 ``Placer`` is built once per reconcile round from the schedulable nodes and the tasks that
 hold resources on them, then places tasks one by one, updating its books as it goes so that
-one round never over-commits a node. It never does I/O; the leader commits the result.
+one round never over-commits a node. Nodes that take no new tasks but keep theirs (ineligible
+ones) are given too: their tasks count for their groups' constraints. It never does I/O; the
+leader commits the result.
 
 A task that fits nowhere says, per reason, how many nodes it ruled out (each rejected node
 counts once, for the first filter it failed): ``0/4 nodes can run it: 3 nodes: UNIQUE
@@ -51,17 +53,27 @@ class Unplaceable:
 
 
 class Placer:
-    def __init__(self, nodes: Iterable[NodeRecord], holdings: Iterable[Holding]) -> None:
+    def __init__(
+        self,
+        nodes: Iterable[NodeRecord],
+        holdings: Iterable[Holding],
+        closed: Iterable[NodeRecord] = (),
+    ) -> None:
+        """``nodes`` take new tasks; ``closed`` ones take none, but the tasks they hold stay
+        there, so they count for their groups' constraints (UNIQUE, MAX_PER, CLUSTER,
+        GROUP_BY)."""
         self.books: dict[str, NodeBooks] = {node.name: NodeBooks(node) for node in nodes}
+        self._closed = {n.name: NodeBooks(n) for n in closed if n.name not in self.books}
         self._ring = sorted(self.books.values(), key=lambda b: b.node.name)
         self._cursor = 0  # where the next placement starts scanning
+        self.placements = 0  # tasks placed so far in this round
         self.sample_size = max(SAMPLE_MIN, int(len(self._ring) * SAMPLE_SHARE))
         # Per (group, field): the group's tasks per field value; built when a constraint
         # first asks, then kept current as tasks are placed.
         self._placed: dict[tuple[str, str], Counter[str | None]] = {}
         self._constraints = ConstraintContext(self._placed_by_value, self._distinct_values)
         for holding in holdings:
-            books = self.books.get(holding.node)
+            books = self.books.get(holding.node) or self._closed.get(holding.node)
             if books is not None:
                 books.charge(holding.group, holding.spec, holding.host_ports)
 
@@ -110,6 +122,7 @@ class Placer:
     def _commit(self, books: NodeBooks, task_id: str, group: str, spec: GroupSpec) -> Placement:
         host_ports = _choose_ports(books, task_id, list(spec.ports))
         books.charge(group, spec, host_ports)
+        self.placements += 1
         for (placed_group, field), counts in self._placed.items():
             if placed_group == group:
                 counts[field_value(books.node, field)] += 1
@@ -119,15 +132,18 @@ class Placer:
         counts = self._placed.get((group, field))
         if counts is None:
             counts = Counter()
-            for books in self._ring:
+            for books in (*self._ring, *self._closed.values()):
                 if books.groups[group]:
                     counts[field_value(books.node, field)] += books.groups[group]
             self._placed[(group, field)] = counts
         return counts
 
-    def _distinct_values(self, field: str) -> int:
+    def _distinct_values(self, group: str, field: str) -> int:
+        """GROUP_BY's number of groups without a count: the values the ready nodes offer,
+        and those the group's tasks hold (some may be on closed nodes)."""
         values = {field_value(books.node, field) for books in self._ring}
-        return len(values - {None})
+        held = {value for value, n in self._placed_by_value(group, field).items() if n > 0}
+        return len((values | held) - {None})
 
 
 def _summary(rejections: Counter[str]) -> str:
