@@ -8,6 +8,7 @@
   ``theseus.agent.runner.TaskRunner``.
 - ``cluster``: real processes (etcd, servers, agents) on loopback, started through the
   launcher (``theseus.cluster``), for the integration tests and the chaos runner.
+- ``strategies``: hypothesis strategies of reachable cluster states, for the property tests.
 - ``store_contract``: what every ``theseus.store`` implementation must do, run against the
   in-memory store (unit) and a real etcd (integration).
 - ``workloads``, ``rollouts``, ``cli``: what the integration tests deploy on such a cluster and

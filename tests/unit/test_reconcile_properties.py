@@ -3,7 +3,7 @@ keeps more tasks of a group than its instances (or, rolling out, its rollout cap
 old tasks only above the healthy capacity, places only on alive schedulable nodes, never
 over-commits a node or breaks a constraint, and a second pass over its result writes nothing.
 
-The states come from ``tests.unit.strategies.cluster_states``; the settings (examples,
+The states come from ``tests.kit.strategies.cluster_states``; the settings (examples,
 deadline, determinism) from the profile loaded in ``tests/conftest.py``. Each test states its
 invariant exactly. A pass's plan is applied as the leader's cache sees it once etcd echoes
 the writes back (``commit``): no agent acts in between.
@@ -20,7 +20,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from hypothesis import given
 
-from tests.unit.strategies import EPSILON, NOW, cluster_states
+from tests.kit.strategies import EPSILON, NOW, cluster_states
 from theseus.model.constraints import Constraint, Operator
 from theseus.model.groups import GroupRecord
 from theseus.model.nodes import NodeRecord
