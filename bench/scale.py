@@ -140,9 +140,14 @@ def ready_nodes(http: httpx.Client) -> int:
     return sum(1 for n in nodes if n["status"] == "ready")
 
 
-def running_count(http: httpx.Client, services: set[str]) -> int:
-    groups = http.get("/v1/groups").json()["groups"]
-    return sum(g["running_current"] for g in groups if g["service"] in services)
+def running_count(http: httpx.Client, services: set[str]) -> int | None:
+    """The services' running tasks; None when the server refused to say (a 503 while it
+    cannot show that it follows etcd: counted and reported, the poll goes on)."""
+    response = http.get("/v1/groups")
+    if response.status_code != 200:
+        return None
+    groups = response.json()["groups"]
+    return int(sum(g["running_current"] for g in groups if g["service"] in services))
 
 
 def start_hollow(children: Processes, url: str, nodes: int, workers: int) -> list[Process]:
@@ -277,6 +282,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     timeline: list[tuple[float, int]] = []
     converged_after: float | None = None
     running = 0
+    refused_polls = 0  # GET /v1/groups answered other than 200 while following the deploy
     with Sampler(server.pid) as sampler:
         for probe in probes:
             probe.start(url)
@@ -290,7 +296,9 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         next_mark = 0.0
         # More than a wait (``wait_until``): it records the running count over time.
         while time.monotonic() - t0 < args.timeout:
-            running = running_count(http, wanted)
+            counted = running_count(http, wanted)
+            refused_polls += counted is None
+            running = running if counted is None else counted
             elapsed = time.monotonic() - t0
             if running >= args.tasks:
                 converged_after = elapsed
@@ -371,6 +379,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     rows.append((f"hollow nodes' CPU ({len(workers)} processes)", f"{hollow_cpu:.1f} s"))
     rows.append(("node leases lost during the run (re-registrations)", f"{lost:,}"))
     rows.append(("leader step-downs (whole server life)", f"{step_downs}"))
+    rows.append(("polls of GET /v1/groups refused (non-200)", f"{refused_polls}"))
 
     def delta(name: str) -> int:
         return int(after.get(name, 0) - before.get(name, 0))
