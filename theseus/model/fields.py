@@ -6,15 +6,18 @@ group and a pod member validate them the same way.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, StrictInt
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StrictStr, ValidationInfo
+
+from theseus.model.hostgates import HOST_VOLUME_FLAG, host_path_message, parse_volume
 
 SERVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 PORT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-VOLUME_PATTERN = re.compile(r"^(?P<host>/[^:]*):(?P<container>/[^:]*)(?::(?P<mode>ro|rw))?$")
+# ``parse_deploy_document`` validates with this context: a document a user sends may not carry
+# a host path (a stored record, written before the gates existed, still reads back).
+GATED = {"gates": True}
 
 ServiceName = Annotated[str, Field(pattern=SERVICE_NAME_PATTERN)]
 PortName = Annotated[str, Field(pattern=PORT_NAME_PATTERN)]
@@ -36,9 +39,19 @@ def _env_string(value: object) -> str:
 EnvValue = Annotated[str, BeforeValidator(_env_string)]
 
 
-def check_volumes(volumes: list[str]) -> list[str]:
-    """``host:container[:ro|rw]`` with absolute paths, or a ``ValueError`` naming the bad one."""
-    for volume in volumes:
-        if not VOLUME_PATTERN.match(volume):
-            raise ValueError(f"volume {volume!r} must look like /host/path:/container/path[:ro|rw]")
-    return volumes
+def check_volume(volume: str, info: ValidationInfo) -> str:
+    """One ``NAME:/container/path[:ro|rw]``. A host path as its source is refused when the
+    document comes from a user (``GATED`` context): no node may be allowed to mount one; the
+    node's operator declares a named host volume instead (``theseus.model.hostgates``)."""
+    mount = parse_volume(volume)
+    if mount is None:
+        raise ValueError(
+            f"volume {volume!r} must look like NAME:/container/path[:ro|rw], NAME a host volume "
+            f"the node declares ({HOST_VOLUME_FLAG})"
+        )
+    if mount.is_host_path and info.context is not None and info.context.get("gates"):
+        raise ValueError(host_path_message(volume, mount.source))
+    return volume
+
+
+Volume = Annotated[StrictStr, AfterValidator(check_volume)]

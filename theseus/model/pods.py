@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StrictStr, field_validator, model_validator
+from pydantic import BaseModel, Field, StrictStr, model_validator
 
-from theseus.model.fields import EnvName, EnvValue, check_volumes
+from theseus.model.fields import EnvName, EnvValue, Volume
 from theseus.model.health import MARATHON_KEYS, HealthCheck
 
 CONTAINER_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label, as Kubernetes
@@ -35,13 +35,8 @@ class ContainerSpec(BaseModel):
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
     cpus: Annotated[float, Field(gt=0, le=1024)] = DEFAULT_CONTAINER_CPUS
     mem: Annotated[float, Field(gt=0, le=4_194_304)] = DEFAULT_CONTAINER_MEM
-    volumes: list[StrictStr] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
     health_checks: list[HealthCheck] = Field(default_factory=list)
-
-    @field_validator("volumes")
-    @classmethod
-    def _volumes_well_formed(cls, volumes: list[str]) -> list[str]:
-        return check_volumes(volumes)
 
     @model_validator(mode="after")
     def _command_or_args(self) -> ContainerSpec:

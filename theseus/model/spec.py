@@ -38,14 +38,16 @@ from pydantic import (
 
 from theseus.model.constraints import Constraint
 from theseus.model.fields import (
+    GATED,
     EnvName,
     EnvValue,
     PortName,
     PortNumber,
     ServiceName,
-    check_volumes,
+    Volume,
 )
 from theseus.model.health import MARATHON_KEYS, HealthCheck, check_ports
+from theseus.model.hostgates import cap_problem, normalise_cap
 from theseus.model.pods import ContainerSpec, check_members
 
 
@@ -96,7 +98,7 @@ class GroupSpec(BaseModel):
     instances: Annotated[StrictInt, Field(ge=0, le=100_000)] = 1
     cpus: Annotated[float, Field(gt=0, le=1024)] = 0.3
     mem: Annotated[float, Field(gt=0, le=4_194_304)] = 512
-    volumes: list[StrictStr] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
     command: StrictStr | None = None
     args: list[StrictStr] | None = None
     upgrade_strategy: UpgradeStrategy = Field(default_factory=UpgradeStrategy)
@@ -122,6 +124,12 @@ class GroupSpec(BaseModel):
     # Services this one needs (Marathon ``dependencies``; the original's wish for docker
     # ``links``): they are started first and stopped last.
     dependencies: list[ServiceName] = Field(default_factory=list)
+    # What the task may do to its host (Docker Compose's names), for every container of the
+    # task: each runs only on a node whose agent allows it (``theseus.model.hostgates``).
+    privileged: StrictBool = False  # --allow-privileged
+    network_mode: Literal["bridge", "host"] = "bridge"  # host: --allow-host-namespaces
+    pid_mode: Literal["private", "host"] = "private"  # host: --allow-host-namespaces
+    cap_add: list[StrictStr] = Field(default_factory=list)  # beyond Baseline: --allow-cap
 
     @model_validator(mode="before")
     @classmethod
@@ -143,10 +151,15 @@ class GroupSpec(BaseModel):
                 raise ValueError(f"label {label!r} must be a non-empty printable string")
         return sorted(set(labels))
 
-    @field_validator("volumes")
+    @field_validator("cap_add")
     @classmethod
-    def _volumes_well_formed(cls, volumes: list[str]) -> list[str]:
-        return check_volumes(volumes)
+    def _known_caps(cls, caps: list[str]) -> list[str]:
+        names = sorted({normalise_cap(cap) for cap in caps})
+        for name in names:
+            problem = cap_problem(name)
+            if problem is not None:
+                raise ValueError(problem)
+        return names
 
     @field_validator("image")
     @classmethod
@@ -222,13 +235,24 @@ class GroupSpec(BaseModel):
         get replaced. ``instances``, ``sticky``, ``upgrade_strategy`` and ``dependencies`` only
         steer the orchestrator, so changing them restarts nothing."""
         excluded = {"instances", "sticky", "upgrade_strategy", "dependencies"}
-        if self.init:
-            # The default leaves the digest as it was before the key existed: an upgraded
-            # server must not replace every running task.
-            excluded.add("init")
+        # A key at its default leaves the digest as it was before the key existed: an
+        # upgraded server must not replace every running task.
+        excluded |= {
+            key for key, default in _DIGEST_DEFAULTS.items() if getattr(self, key) == default
+        }
         body = self.model_dump(mode="json", exclude=excluded)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+# Keys added after specs were first stored, and their defaults (see ``GroupSpec.version``).
+_DIGEST_DEFAULTS: dict[str, object] = {
+    "init": True,
+    "privileged": False,
+    "network_mode": "bridge",
+    "pid_mode": "private",
+    "cap_add": [],
+}
 
 
 def _translate_custom_constraints(data: dict[str, Any]) -> dict[str, Any]:
@@ -317,7 +341,8 @@ def parse_deploy_document(raw: Any) -> DeployDocument:
             [{"path": "(document)", "message": "must be a mapping with 'deploy' and/or 'remove'"}]
         )
     try:
-        return DeployDocument.model_validate(raw)
+        # GATED: what no node may allow (a host path) is refused here, with its path.
+        return DeployDocument.model_validate(raw, context=GATED)
     except ValidationError as exc:
         raise SpecError([_describe(error) for error in exc.errors()]) from None
 
