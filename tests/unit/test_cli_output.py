@@ -17,6 +17,7 @@ from theseus.cli.output import (
     parse_label_options,
     task_row,
 )
+from theseus.model.hostgates import HostVolume, NodeGates
 
 
 def test_task_row_of_a_running_task() -> None:
@@ -91,10 +92,41 @@ def test_node_row() -> None:
         "0.3/4",
         "384/8192 MB",
         "3",
+        "-",
+        "-",
     ]
     # Sorted by key, and escaped: rich would read "[1]" as markup.
     assert Text.from_markup(row[-1]).plain == "rack=r[1] zone=a"
     assert node_row(node.model_copy(update={"attributes": {}}))[-1] == "-"
+
+
+def test_node_row_shows_host_volumes_and_what_the_agent_allows() -> None:
+    gates = NodeGates(
+        host_volumes=[
+            HostVolume(name="logs", path="/var/log/app", read_only=True),
+            HostVolume(name="data", path="/srv/data"),
+        ],
+        allow_privileged=True,
+        allow_host_namespaces=True,
+        allow_caps=["NET_ADMIN"],
+    )
+    node = NodeInfo(
+        name="node-1",
+        address="127.0.0.2",
+        agent_port=5051,
+        status="ready",
+        driver="docker",
+        cpus=4.0,
+        mem=8192.0,
+        used_cpus=0,
+        used_mem=0,
+        tasks=0,
+        port_range=(31000, 32000),
+        attributes={},
+        registered_at=NOW,
+        gates=gates,
+    )
+    assert node_row(node)[-3:] == ["data logs:ro", "privileged host-ns +NET_ADMIN", "-"]
 
 
 def test_change_line_names_the_group_and_instances() -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from theseus.model.hostgates import NodeGates, cap_problem, protected_reason
 from theseus.model.spec import GroupSpec
 
 ChangeAction = Literal[
@@ -142,6 +143,7 @@ class NodeInfo(BaseModel):
     port_range: tuple[int, int]
     attributes: dict[str, str]
     registered_at: float
+    gates: NodeGates = NodeGates()  # its host volumes and what its agent allows
 
 
 class NodeList(BaseModel):
@@ -172,6 +174,21 @@ class NodeRegistration(BaseModel):
     port_range: tuple[int, int] = (31000, 32000)
     attributes: dict[str, str] = {}
     driver: str = "docker"
+    gates: NodeGates = NodeGates()  # host volumes and privileges (``theseus agent --host-volume``)
+
+    @field_validator("gates")
+    @classmethod
+    def _no_protected_volume(cls, gates: NodeGates) -> NodeGates:
+        """The agent refuses these declarations itself; a server does not take them either."""
+        for volume in gates.host_volumes:
+            problem = protected_reason(volume.path)
+            if problem is not None:
+                raise ValueError(f"host volume {volume.name!r}: {problem}")
+        for cap in gates.allow_caps:
+            problem = cap_problem(cap)
+            if problem is not None:
+                raise ValueError(f"allow_caps: {problem}")
+        return gates
 
 
 class RegistrationAnswer(BaseModel):

@@ -198,8 +198,25 @@ def node_row(node: NodeInfo) -> list[str]:
         f"{node.used_cpus:g}/{node.cpus:g}",
         f"{node.used_mem:.0f}/{node.mem:.0f} MB",
         str(node.tasks),
+        escape(format_host_volumes(node)),
+        format_allows(node),
         escape(" ".join(f"{k}={v}" for k, v in sorted(node.attributes.items())) or "-"),
     ]
+
+
+def format_host_volumes(node: NodeInfo) -> str:
+    """``data logs:ro``: the host volumes specs may mount there (``--host-volume``)."""
+    names = [v.name + (":ro" if v.read_only else "") for v in node.gates.host_volumes]
+    return " ".join(sorted(names)) or "-"
+
+
+def format_allows(node: NodeInfo) -> str:
+    """``privileged host-ns +NET_ADMIN``: what the node's agent allows beyond the defaults."""
+    gates = node.gates
+    allowed = ["privileged"] if gates.allow_privileged else []
+    allowed += ["host-ns"] if gates.allow_host_namespaces else []
+    allowed += [f"+{cap}" for cap in gates.allow_caps]
+    return " ".join(allowed) or "-"
 
 
 NODE_COLUMNS = (
@@ -211,6 +228,8 @@ NODE_COLUMNS = (
     "CPUS",
     "MEM",
     "TASKS",
+    "HOST VOLUMES",
+    "ALLOWS",
     "ATTRIBUTES",
 )
 

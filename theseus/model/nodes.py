@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from theseus.model.hostgates import NodeGates
+
 
 class NodeRecord(BaseModel):
     """What an agent declared when it registered."""
@@ -21,6 +23,8 @@ class NodeRecord(BaseModel):
     attributes: dict[str, str] = Field(default_factory=dict)
     driver: str = "docker"
     registered_at: float
+    # Host volumes and privileges its agent allows (none: a node registered by an older agent).
+    gates: NodeGates = Field(default_factory=NodeGates)
 
 
 class NodeControl(BaseModel):

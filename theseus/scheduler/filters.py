@@ -1,7 +1,8 @@
 """Filters: each says whether one node can take one task, and if not, why (pure).
 
 A filter is a callable ``(NodeBooks) -> reason | None``. ``filters_for`` builds the chain for
-one task in a fixed order (cpus, memory, host ports, a pod's driver, then each constraint), and
+one task in a fixed order (cpus, memory, host ports, a pod's driver, what the task asks of the
+host: volumes and privileges, then each constraint), and
 the placer keeps, per rejected node, the first reason, so that an unplaceable task can say how
 many nodes each reason ruled out (kube-scheduler's "0/5 nodes are available: ...").
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 from theseus.model.constraints import Constraint
 from theseus.model.spec import GroupSpec
+from theseus.model.spec_gates import Needs, needs_of, unmet
 from theseus.scheduler.books import NodeBooks
 from theseus.scheduler.constraints import accepts, field_value
 
@@ -59,6 +61,17 @@ def pod_driver(books: NodeBooks) -> str | None:
     return None
 
 
+def host_gates(needs: Needs) -> Filter:
+    """The node's agent allows what the task asks of its host: the host volumes it mounts
+    (declared, and writable where it writes), privileged mode, host namespaces, capabilities
+    (``theseus.model.spec_gates``). Host paths are the server's and the agent's to refuse."""
+
+    def check(books: NodeBooks) -> str | None:
+        return unmet(needs, books.node.gates)
+
+    return check
+
+
 def constraint(
     rule: Constraint, placed: Counter[str | None], instances: int, expected_groups: int
 ) -> Filter:
@@ -91,6 +104,9 @@ def filters_for(
     chain = [cpus(spec.cpus), memory(spec.mem), host_ports(len(spec.ports))]
     if spec.containers is not None:
         chain.append(pod_driver)
+    needs = needs_of(spec)
+    if needs.any:
+        chain.append(host_gates(needs))
     for rule in spec.constraints:
         placed = context.placed(group, rule.field)
         groups = context.distinct_values(group, rule.field)

@@ -149,6 +149,7 @@ def node_info(state: ClusterState, name: str) -> NodeInfo:
         port_range=node.port_range,
         attributes=node.attributes,
         registered_at=node.registered_at,
+        gates=node.gates,
     )
 
 

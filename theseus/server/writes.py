@@ -29,6 +29,7 @@ from typing import TypeVar
 from theseus.api.schemas import NodeRegistration, TaskReport
 from theseus.model.nodes import NodeControl, NodeRecord
 from theseus.model.spec import SpecError
+from theseus.model.spec_gates import host_path_errors
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskStatus
 from theseus.reconciler.dependencies import dependency_errors
@@ -88,13 +89,24 @@ def decide_group_changes(planner: GroupPlanner, state: ClusterState, now: float)
     writes: the one path of both ``theseus plan`` and ``theseus deploy``. Raises
     ``SpecError`` (422), ``TooLargeError`` (413) or the planner's own ``HTTPException``."""
     changes = planner(state)
-    errors = dependency_errors(state.groups, changes)
+    errors = dependency_errors(state.groups, changes) + _host_path_errors(changes)
     if errors:
         raise SpecError(errors)  # nothing is written: the route answers 422
     if sum(c.action in _WRITING for c in changes) > MAX_GROUP_CHANGES:
         raise TooLargeError(f"a document may change at most {MAX_GROUP_CHANGES} groups")
     applied, writes = group_writes(state, changes, now)
     return Decided(changes, applied, _one_transaction(state, writes))
+
+
+def _host_path_errors(changes: list[GroupChangePlan]) -> list[dict[str, str]]:
+    """A document's host paths are refused when it is parsed; a rollback or a cancel may
+    bring back a version kept from before the gates: refused too (``theseus.model.hostgates``).
+    Scaling or removing such a group stays possible."""
+    errors: list[dict[str, str]] = []
+    for change in changes:
+        if change.action in ("created", "updated") and change.record is not None:
+            errors += host_path_errors(change.key.service, change.record.spec)
+    return errors
 
 
 def _one_transaction(state: ClusterState, writes: list[GroupWrite]) -> Txn | None:
@@ -231,6 +243,7 @@ class Writer:
             port_range=registration.port_range,
             attributes=registration.attributes,
             driver=registration.driver,
+            gates=registration.gates,
             registered_at=previous.registered_at if previous else time.time(),
         )
         ops: list[Op] = []
