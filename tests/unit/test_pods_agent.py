@@ -27,15 +27,24 @@ from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner, UnknownContainer
 from theseus.api.schemas import Assignment
 from theseus.images.labels import LABEL_MEMBER, LABEL_POD_INFRA, LABEL_POD_MEMBERS
+from theseus.model.hostgates import HostVolume, NodeGates
 
 OWNER = Owner("n1", "127.0.0.2", "cluster-1")
+# The node's host volumes, which specs mount by name (``--host-volume``).
+GATES = NodeGates(
+    host_volumes=[
+        HostVolume(name="data", path="/srv/data"),
+        HostVolume(name="own", path="/tmp/own"),
+        HostVolume(name="mine", path="/mine"),
+    ]
+)
 
 
 def pod_assignment(task_id: str = "web.abc123", desired: str = "run", **spec: Any) -> Assignment:
     fields: dict[str, Any] = {
         "ports": {"http": 8080},
         "environment": {"SHARED": "group", "MODE": "group"},
-        "volumes": ["/srv/data:/data:ro"],
+        "volumes": ["data:/data:ro"],
         "containers": [
             {
                 "name": "app",
@@ -64,7 +73,7 @@ def pod_assignment(task_id: str = "web.abc123", desired: str = "run", **spec: An
 
 
 def test_launch_of_a_pod_lists_its_members_with_merged_environments() -> None:
-    launch = launch_of(pod_assignment(), OWNER, "unix:///run/theseus/agent.sock")
+    launch = launch_of(pod_assignment(), OWNER, "unix:///run/theseus/agent.sock", GATES)
     assert launch.is_pod
     assert [m.name for m in launch.members] == ["app", "sidecar"]
     app, sidecar = launch.members
@@ -102,14 +111,14 @@ def test_launch_of_a_pod_lists_its_members_with_merged_environments() -> None:
 
 def test_a_members_own_environment_wins_even_over_theseus_variables() -> None:
     containers = [{"name": "a", "image": "i", "environment": {"THESEUS_CONTAINER": "x"}}]
-    launch = launch_of(pod_assignment(containers=containers), OWNER)
+    launch = launch_of(pod_assignment(containers=containers), OWNER, gates=GATES)
     assert launch.members[0].environment["THESEUS_CONTAINER"] == "x"
 
 
 def test_member_volumes_follow_the_groups() -> None:
-    containers = [{"name": "a", "image": "i", "volumes": ["/tmp/own:/own"]}]
-    launch = launch_of(pod_assignment(containers=containers), OWNER)
-    assert launch.members[0].volumes == ["/srv/data:/data:ro", "/tmp/own:/own"]
+    containers = [{"name": "a", "image": "i", "volumes": ["own:/own"]}]
+    launch = launch_of(pod_assignment(containers=containers), OWNER, gates=GATES)
+    assert launch.members[0].volumes == ["/srv/data:/data:ro", "/tmp/own:/own:rw"]
 
 
 def test_a_single_container_task_has_no_members() -> None:
@@ -122,7 +131,7 @@ def test_a_single_container_task_has_no_members() -> None:
 
 
 def test_infra_container_owns_the_ports_and_lists_the_members() -> None:
-    launch = launch_of(pod_assignment(), OWNER)
+    launch = launch_of(pod_assignment(), OWNER, gates=GATES)
     config = infra_config(launch, "127.0.0.2")
     assert config["Image"] == INFRA_IMAGE
     assert config["Labels"][LABEL_POD_MEMBERS] == "app,sidecar"
@@ -136,7 +145,7 @@ def test_infra_container_owns_the_ports_and_lists_the_members() -> None:
 
 
 def test_member_joins_the_infra_network_and_publishes_nothing() -> None:
-    launch = launch_of(pod_assignment(), OWNER)
+    launch = launch_of(pod_assignment(), OWNER, gates=GATES)
     app, sidecar = launch.members
     config = member_config(launch, app, "infra-id", ["/state/discovery:/run/theseus:ro"])
     assert config["Image"] == "registry:5000/app:1.2"
@@ -174,10 +183,10 @@ def test_engine_times_sort_as_times() -> None:
 
 
 def test_a_members_own_mount_replaces_the_discovery_bind() -> None:
-    containers = [{"name": "a", "image": "i", "volumes": ["/mine:/run/theseus/"]}]
-    launch = launch_of(pod_assignment(containers=containers, volumes=[]), OWNER)
+    containers = [{"name": "a", "image": "i", "volumes": ["mine:/run/theseus/"]}]
+    launch = launch_of(pod_assignment(containers=containers, volumes=[]), OWNER, gates=GATES)
     config = member_config(launch, launch.members[0], "x", ["/state/d:/run/theseus:ro"])
-    assert config["HostConfig"]["Binds"] == ["/mine:/run/theseus/"]
+    assert config["HostConfig"]["Binds"] == ["/mine:/run/theseus/:rw"]
 
 
 def test_a_pod_runs_while_every_container_runs() -> None:
@@ -230,7 +239,7 @@ def test_events_of_members_speak_for_the_pod() -> None:
 
 @pytest.fixture
 def runner(driver: FakeDriver) -> TaskRunner:
-    return TaskRunner(driver, OWNER, ReportQueue())
+    return TaskRunner(driver, OWNER, ReportQueue(), gates=GATES)
 
 
 @pytest.fixture
@@ -277,12 +286,12 @@ async def test_logs_of_an_unknown_member_are_refused(runner: TaskRunner) -> None
 async def test_the_process_driver_refuses_pods(tmp_path: Path) -> None:
     driver = ProcessDriver(tmp_path)
     with pytest.raises(DriverError, match="pods need the docker driver"):
-        await driver.start(launch_of(pod_assignment(), OWNER))
+        await driver.start(launch_of(pod_assignment(), OWNER, gates=GATES))
 
 
 async def test_the_sim_driver_runs_a_pod_as_one_task() -> None:
     driver = SimDriver()
-    handle = await driver.start(launch_of(pod_assignment(), OWNER))
+    handle = await driver.start(launch_of(pod_assignment(), OWNER, gates=GATES))
     assert [(o.task_id, o.handle, o.running) for o in await driver.list_tasks()] == [
         ("web.abc123", handle, True)
     ]

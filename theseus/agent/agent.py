@@ -16,6 +16,11 @@ each bounded:
   server for containers), on the TCP address and on the node's discovery socket
   ``<state dir>/discovery/agent.sock`` (``theseus.agent.discovery``).
 
+What the node allows its tasks (``AgentConfig.gates``: host volumes, privileges) is checked
+once at start (``theseus.agent.gates.checked_gates``: an agent that declares a protected path
+does not start), declared to the server at registration (placement reads it) and checked
+again by the runner before every task start.
+
 Unreachable server: every call retries with capped exponential backoff (0.2 s doubling to 5 s).
 """
 
@@ -28,7 +33,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -37,12 +42,14 @@ import httpx
 
 from theseus.agent.drivers import make_driver
 from theseus.agent.drivers.base import DISCOVERY_SOCKET, Owner, TaskDriver, discovery_dir
+from theseus.agent.gates import checked_gates
 from theseus.agent.http import AgentHttpServer, create_app
 from theseus.agent.kill_budget import KillBudget
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
 from theseus.api.client import DEFAULT_SERVER, ApiError, AsyncServerClient, ServerUnreachable
 from theseus.api.schemas import NodeRegistration, RegistrationAnswer, ReportBatch
+from theseus.model.hostgates import NodeGates
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,7 @@ class AgentConfig:
     state_dir: Path | None = None  # None: default_state_dir(name)
     resync_interval: float = 7.0
     health_kills_per_minute: float = 10.0  # at once, then this many a minute (KillBudget)
+    gates: NodeGates = field(default_factory=NodeGates)  # host volumes, privileges allowed
     poll_wait: float = 30.0
     serve_http: bool = True  # hollow agents of a benchmark may go without
     handle_signals: bool = True  # SIGTERM/SIGINT end run_agent (tests cancel it instead)
@@ -108,7 +116,7 @@ class Agent:
         self.owner = Owner(node=config.name, address=config.address)
         self.reports = ReportQueue()
         budget = KillBudget(config.health_kills_per_minute, config.health_kills_per_minute)
-        self.runner = TaskRunner(driver, self.owner, self.reports, budget)
+        self.runner = TaskRunner(driver, self.owner, self.reports, budget, config.gates)
         self.answer: RegistrationAnswer | None = None
         self.heartbeat_interval = BACKOFF_FIRST  # until the server says
         self._registered = asyncio.Event()
@@ -128,6 +136,7 @@ class Agent:
             port_range=c.port_range,
             attributes=c.attributes,
             driver=self.driver.name,
+            gates=c.gates,
         )
 
     async def register(self) -> RegistrationAnswer:
@@ -316,6 +325,8 @@ async def run_agent(config: AgentConfig) -> None:
     Never stops its tasks on the way out."""
     state_dir = config.state_dir or default_state_dir(config.name)
     state_dir.mkdir(parents=True, exist_ok=True)
+    # A protected or missing host volume ends the agent here, before it registers.
+    config = replace(config, gates=checked_gates(config.gates, state_dir))
     driver = await make_driver(config.driver, state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from theseus.agent.drivers.base import Launch, MemberLaunch, Owner, PortBinding
 from theseus.agent.environment import image_name_and_tag, task_environment
+from theseus.agent.gates import resolved_volumes
 from theseus.api.schemas import Assignment
 from theseus.images.labels import (
     LABEL_CLUSTER,
@@ -19,12 +20,22 @@ from theseus.images.labels import (
     LABEL_TASK,
     LABEL_VERSION,
 )
+from theseus.model.hostgates import NodeGates
 from theseus.model.spec import GroupSpec
 
+NO_GATES = NodeGates()
 
-def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None) -> Launch:
+
+def launch_of(
+    assignment: Assignment,
+    owner: Owner,
+    discovery: str | None = None,
+    gates: NodeGates = NO_GATES,
+) -> Launch:
     """The driver's view of an assignment (pure); ``discovery`` is the driver's address of
-    the node's discovery endpoint (``TaskDriver.discovery``)."""
+    the node's discovery endpoint (``TaskDriver.discovery``); ``gates``, the node's host
+    volumes, which the spec's volumes name. The runner has checked the spec against them
+    (``theseus.agent.gates.refusal``)."""
     spec = assignment.spec
     labels = {
         LABEL_TASK: assignment.task_id,
@@ -40,7 +51,7 @@ def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None
         if name in assignment.host_ports
     ]
     environment = task_environment(assignment, owner.node, owner.address, discovery)
-    members = members_of(spec, environment)
+    members = members_of(spec, environment, gates)
     return Launch(
         task_id=assignment.task_id,
         image=spec.image if spec.image is not None else spec.images[0],
@@ -49,15 +60,21 @@ def launch_of(assignment: Assignment, owner: Owner, discovery: str | None = None
         ports=ports,
         cpus=spec.cpus,
         mem=spec.mem,
-        volumes=list(spec.volumes),
+        volumes=resolved_volumes(spec.volumes, gates),
         command=spec.command,
         args=list(spec.args) if spec.args is not None else None,
         members=members,
         init=spec.init,
+        privileged=spec.privileged,
+        host_network=spec.network_mode == "host",
+        host_pid=spec.pid_mode == "host",
+        cap_add=list(spec.cap_add),
     )
 
 
-def members_of(spec: GroupSpec, environment: dict[str, str]) -> list[MemberLaunch]:
+def members_of(
+    spec: GroupSpec, environment: dict[str, str], gates: NodeGates = NO_GATES
+) -> list[MemberLaunch]:
     """A pod's members (pure; none for a single container). Each member's environment is the
     task's (which already holds the group's ``environment``), then its own image's
     ``DOCKER_IMAGE``/``DOCKER_TAG`` and ``THESEUS_CONTAINER``, then its own ``environment``,
@@ -75,7 +92,7 @@ def members_of(spec: GroupSpec, environment: dict[str, str]) -> list[MemberLaunc
                 environment=env,
                 cpus=container.cpus,
                 mem=container.mem,
-                volumes=[*spec.volumes, *container.volumes],
+                volumes=resolved_volumes([*spec.volumes, *container.volumes], gates),
                 command=container.command,
                 args=list(container.args) if container.args is not None else None,
             )

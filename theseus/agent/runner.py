@@ -13,7 +13,8 @@ A running task whose spec has health checks also has a check loop (``theseus.age
 while it runs and is meant to run; the runner reports each change of its verdict, and when the
 loop asks for a kill, the task's worker performs it (``Step.KILL``) like any other step, within
 the node's budget of health kills (``theseus.agent.kill_budget``). What a start hands the driver
-is built by ``theseus.agent.launch``.
+is built by ``theseus.agent.launch``, once the spec has passed the node's gates
+(``theseus.agent.gates.refusal``: host volumes, privileges).
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ from theseus.agent.drivers.base import (
     Owner,
     TaskDriver,
 )
+from theseus.agent.gates import refusal
 from theseus.agent.health import Verdict
 from theseus.agent.kill_budget import KillBudget
 from theseus.agent.launch import launch_of
 from theseus.agent.probes import ProbeTarget
 from theseus.agent.reports import ReportQueue
 from theseus.api.schemas import Assignment, TaskReport
+from theseus.model.hostgates import NodeGates
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +105,12 @@ class TaskRunner:
         owner: Owner,
         reports: ReportQueue,
         kill_budget: KillBudget | None = None,
+        gates: NodeGates | None = None,
     ) -> None:
         self.driver = driver
+        # What this node allows its tasks (host volumes, privileges): every start is checked
+        # against it, whatever the server sent.
+        self.gates = gates or NodeGates()
         self.owner = owner
         self.reports = reports
         self.kill_budget = kill_budget or KillBudget()  # health kills this node may make
@@ -284,8 +291,15 @@ class TaskRunner:
         slot.grace = assignment.spec.task_kill_grace_period_seconds
         slot.phase = Phase.STARTING
         self._report(slot)
+        refused = refusal(assignment.spec, self.gates)
+        if refused is not None:  # nothing is started: the server replaces it, with backoff
+            log.warning("refused to start task %s: %s", slot.task_id, refused)
+            slot.phase = Phase.FAILED
+            slot.message = f"refused by node {self.owner.node}: {refused}; nothing was started"
+            self._report(slot)
+            return
         try:
-            launch = launch_of(assignment, self.owner, self.driver.discovery)
+            launch = launch_of(assignment, self.owner, self.driver.discovery, self.gates)
             slot.handle = await self.driver.start(launch)
         except DriverError as exc:
             slot.phase, slot.message = Phase.FAILED, str(exc)

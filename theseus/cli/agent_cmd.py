@@ -19,6 +19,13 @@ from theseus.agent.agent import AgentConfig, machine_mem_mib, run_agent
 from theseus.agent.drivers import DRIVERS
 from theseus.api.client import DEFAULT_SERVER
 from theseus.api.failover import parse_addresses
+from theseus.model.hostgates import (
+    HOST_VOLUME_NAME,
+    HostVolume,
+    NodeGates,
+    cap_problem,
+    normalise_cap,
+)
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -40,6 +47,46 @@ def parse_attributes(pairs: list[str]) -> dict[str, str]:
             raise typer.BadParameter(f"{pair!r} is not key=value")
         attributes[key] = value
     return attributes
+
+
+def parse_host_volume(text: str) -> HostVolume:
+    """``NAME=/host/path[:ro]`` (``--host-volume``)."""
+    name, sep, rest = text.partition("=")
+    path, _, mode = rest.partition(":")
+    if not sep or not path.startswith("/") or mode not in ("", "ro", "rw"):
+        raise typer.BadParameter(
+            f"--host-volume {text!r}: give NAME=/absolute/path or NAME=/path:ro"
+        )
+    try:
+        return HostVolume(name=name, path=path, read_only=mode == "ro")
+    except ValueError:
+        raise typer.BadParameter(
+            f"--host-volume {text!r}: the name must match {HOST_VOLUME_NAME} "
+            "(letters, digits, '_', '.', '-')"
+        ) from None
+
+
+def parse_caps(names: list[str]) -> list[str]:
+    """``--allow-cap`` values, normalised (``cap_net_admin`` → ``NET_ADMIN``)."""
+    caps = sorted({normalise_cap(name) for name in names})
+    for cap in caps:
+        problem = cap_problem(cap)
+        if problem is not None:
+            raise typer.BadParameter(f"--allow-cap {cap}: {problem}")
+    return caps
+
+
+def parse_gates(
+    host_volumes: list[str], allow_privileged: bool, allow_host_namespaces: bool, caps: list[str]
+) -> NodeGates:
+    """The node's gates from ``theseus agent``'s flags; a bad one is a ``typer.BadParameter``
+    naming it. Paths are checked when the agent starts (``theseus.agent.gates``)."""
+    return NodeGates(
+        host_volumes=[parse_host_volume(text) for text in host_volumes],
+        allow_privileged=allow_privileged,
+        allow_host_namespaces=allow_host_namespaces,
+        allow_caps=parse_caps(caps),
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -105,6 +152,33 @@ def register(app: typer.Typer) -> None:
                 "registry) and is killed when the budget allows, if it still fails.",
             ),
         ] = 10.0,
+        host_volume: Annotated[
+            list[str] | None,
+            typer.Option(
+                metavar="NAME=/PATH[:ro]",
+                help="A host directory specs may mount by name (`volumes: [NAME:/in/container]`); "
+                "`:ro`: never writable. Repeatable. /, /etc, /proc, /sys, /dev, Docker's socket "
+                "and data, etcd's data and Theseus's state are refused, whatever the spelling.",
+            ),
+        ] = None,
+        allow_privileged: Annotated[
+            bool, typer.Option(help="Let specs run privileged containers (`privileged: true`).")
+        ] = False,
+        allow_host_namespaces: Annotated[
+            bool,
+            typer.Option(
+                help="Let specs use the host's network and PID namespaces "
+                "(`network_mode: host`, `pid_mode: host`)."
+            ),
+        ] = False,
+        allow_cap: Annotated[
+            list[str] | None,
+            typer.Option(
+                metavar="CAP",
+                help="A capability beyond Kubernetes' Baseline that specs may add (`cap_add`), "
+                "e.g. NET_ADMIN. Repeatable.",
+            ),
+        ] = None,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ) -> None:
         """Run this machine's node agent: register, run assigned tasks, report them."""
@@ -117,6 +191,9 @@ def register(app: typer.Typer) -> None:
             servers = parse_addresses(server or [DEFAULT_SERVER])
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--server") from None
+        gates = parse_gates(
+            host_volume or [], allow_privileged, allow_host_namespaces, allow_cap or []
+        )
         config = AgentConfig(
             server=",".join(servers),
             name=name or socket.gethostname(),
@@ -129,6 +206,7 @@ def register(app: typer.Typer) -> None:
             driver=driver,
             state_dir=state_dir,
             health_kills_per_minute=max_health_kills_per_minute,
+            gates=gates,
         )
         try:
             asyncio.run(run_agent(config))

@@ -69,7 +69,8 @@ class Launch:
     A pod has ``members`` (one per container, sharing one network namespace and the task's
     ``ports``); its ``image``, ``environment``, ``cpus``, ``mem`` and ``volumes`` are then the
     first member's image, the task-level variables and the pod's totals, for drivers that
-    only look (each member carries its own)."""
+    only look (each member carries its own). ``volumes`` are host binds, already resolved from
+    the node's named host volumes (``/host/path:/container/path:mode``)."""
 
     task_id: str
     image: str
@@ -83,6 +84,12 @@ class Launch:
     args: list[str] | None = None
     members: list[MemberLaunch] = field(default_factory=list)
     init: bool = True  # Docker's init as PID 1, for every container of the task
+    # What the task may do to its host, for every container of the task (the runner has
+    # checked them against the node's gates, ``theseus.agent.gates``).
+    privileged: bool = False
+    host_network: bool = False
+    host_pid: bool = False
+    cap_add: list[str] = field(default_factory=list)
 
     @property
     def is_pod(self) -> bool:

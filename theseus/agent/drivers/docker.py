@@ -45,6 +45,7 @@ from theseus.agent.drivers.base import (
     Owner,
 )
 from theseus.agent.drivers.docker_handles import KnownHandles
+from theseus.agent.drivers.docker_security import privileges
 from theseus.images.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_POD_MEMBERS, LABEL_TASK
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,9 @@ def discovery_bind(discovery_dir: Path | None, volumes: list[str]) -> list[str]:
 def container_config(
     launch: Launch, address: str, discovery_dir: Path | None = None
 ) -> dict[str, Any]:
-    """The Engine's ``containers/create`` body for ``launch`` (pure; unit-tested)."""
-    exposed, bindings = pods.published_ports(launch.ports, address)
+    """The Engine's ``containers/create`` body for ``launch`` (pure; unit-tested). On the
+    host's network nothing is published: the task listens on its ``PORT_<NAME>`` itself."""
+    exposed, bindings = pods.published_ports([] if launch.host_network else launch.ports, address)
     config: dict[str, Any] = {
         "Image": launch.image,
         "Env": [f"{key}={value}" for key, value in launch.environment.items()],
@@ -89,6 +91,7 @@ def container_config(
             "PortBindings": bindings,
             "Binds": [*launch.volumes, *discovery_bind(discovery_dir, launch.volumes)],
             "Init": launch.init,
+            **privileges(launch),
         },
     }
     if launch.command is not None:

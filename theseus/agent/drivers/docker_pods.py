@@ -37,6 +37,7 @@ from theseus.agent.drivers.base import (
     Observed,
     PortBinding,
 )
+from theseus.agent.drivers.docker_security import infra_privileges, pod_privileges
 from theseus.images.labels import LABEL_MEMBER, LABEL_POD_INFRA, LABEL_POD_MEMBERS
 from theseus.images.tags import BUSYBOX_IMAGE
 
@@ -73,8 +74,9 @@ def published_ports(
 
 def infra_config(launch: Launch, address: str) -> dict[str, Any]:
     """The ``containers/create`` body of a pod's infrastructure container (pure): it owns
-    the namespace, so it publishes the task's ports (at ``address``, as single containers)."""
-    exposed, bindings = published_ports(launch.ports, address)
+    the namespace, so it publishes the task's ports (at ``address``, as single containers;
+    nothing on the host's network)."""
+    exposed, bindings = published_ports([] if launch.host_network else launch.ports, address)
     return {
         "Image": INFRA_IMAGE,
         "Cmd": list(PAUSE_COMMAND),
@@ -88,6 +90,7 @@ def infra_config(launch: Launch, address: str) -> dict[str, Any]:
             "Memory": INFRA_MEM * 1024 * 1024,
             "PortBindings": bindings,
             "Init": True,  # a stop right after the start must not wait for the trap
+            **infra_privileges(launch),
         },
     }
 
@@ -111,6 +114,7 @@ def member_config(
             "Memory": int(member.mem * 1024 * 1024),
             "Binds": [*member.volumes, *extra],
             "Init": launch.init,
+            **pod_privileges(launch),
         },
     }
     if member.command is not None:
