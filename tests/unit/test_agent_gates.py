@@ -1,6 +1,6 @@
 """The agent's side of the spec gates: its flags, the declarations it refuses to start with,
-the assignments it refuses to start, and what the docker driver asks of the Engine for every
-container."""
+the assignments it refuses to start, what the docker driver asks of the Engine for every
+container, and the discovery socket that answers registry reads only."""
 
 from __future__ import annotations
 
@@ -10,19 +10,23 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import typer
 
 from tests.kit.builders import make_assignment
 from tests.kit.fake_driver import FakeDriver
 from tests.kit.runner import settled
+from theseus.agent.discovery import discovery_app
 from theseus.agent.drivers.base import Launch, Owner, PortBinding
 from theseus.agent.drivers.docker import container_config
 from theseus.agent.drivers.docker_pods import infra_config, member_config
 from theseus.agent.gates import GateError, checked_gates, refusal, resolved_volumes
+from theseus.agent.http import AgentHttpServer
 from theseus.agent.launch import launch_of
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
+from theseus.api.client import AsyncServerClient
 from theseus.cli.agent_cmd import parse_caps, parse_gates, parse_host_volume
 from theseus.model.hostgates import HostVolume, NodeGates
 from theseus.model.spec import GroupSpec
@@ -183,3 +187,40 @@ def test_a_pods_containers_are_hardened_too() -> None:
     member = member_config(pod, pod.members[0], "infra-id")["HostConfig"]
     assert member["SecurityOpt"] == ["no-new-privileges"] and member["CapDrop"] == ["NET_RAW"]
     assert member["CapAdd"] == ["NET_ADMIN"] and member["NetworkMode"] == "container:infra-id"
+
+
+# --- the discovery socket -------------------------------------------------------------------
+
+
+async def test_the_discovery_socket_answers_registry_reads_only() -> None:
+    asked: list[str] = []
+
+    async def server(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return httpx.Response(200, json={"service": "web", "index": 1, "groups": []})
+
+    client = AsyncServerClient("http://server", transport=httpx.MockTransport(server))
+    directory = Path(tempfile.mkdtemp(prefix="th-"))
+    path = directory / "agent.sock"
+    http = AgentHttpServer(discovery_app(client), None, uds=path)
+    await http.start()
+    try:
+        transport = httpx.AsyncHTTPTransport(uds=str(path))
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as socket:
+            assert (await socket.get("/v1/registry/web")).status_code == 200
+            for method, url in [
+                ("GET", "/v1/tasks/web.1/logs"),
+                ("GET", "/v1/health"),
+                ("POST", "/v1/registry/web"),
+                ("DELETE", "/v1/registry/web"),
+                ("GET", "/deploy"),
+            ]:
+                answer = await socket.request(method, url)
+                assert answer.status_code in (404, 405), (method, url)
+                assert "answers only GET /v1/registry" in answer.json()["message"]
+        assert asked == ["/v1/registry/web"]
+        assert http.port == 0  # no TCP port at all
+    finally:
+        await http.stop()
+        await client.aclose()
+        shutil.rmtree(directory, ignore_errors=True)

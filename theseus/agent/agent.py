@@ -13,8 +13,9 @@ each bounded:
 * assignments long-poll, resumable by index, fed to the task runner (level-triggered);
 * resync with the driver every ``resync_interval`` seconds (the safety net for missed events);
 * the report sender; the HTTP endpoint (health, logs, and the registry reads proxied to the
-  server for containers), on the TCP address and on the node's discovery socket
-  ``<state dir>/discovery/agent.sock`` (``theseus.agent.discovery``).
+  server for containers) on the TCP address, and the registry reads alone on the node's
+  discovery socket ``<state dir>/discovery/agent.sock`` (``theseus.agent.discovery``), which
+  every container can reach.
 
 What the node allows its tasks (``AgentConfig.gates``: host volumes, privileges) is checked
 once at start (``theseus.agent.gates.checked_gates``: an agent that declares a protected path
@@ -40,6 +41,7 @@ from typing import TypeVar
 
 import httpx
 
+from theseus.agent.discovery import discovery_app
 from theseus.agent.drivers import make_driver
 from theseus.agent.drivers.base import DISCOVERY_SOCKET, Owner, TaskDriver, discovery_dir
 from theseus.agent.gates import checked_gates
@@ -245,6 +247,7 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         http: AgentHttpServer | None = None
+        discovery: AgentHttpServer | None = None
         loops: list[asyncio.Task[None]] = []
         try:
             await self.register()
@@ -252,10 +255,13 @@ class Agent:
             await self.runner.resync()  # adopt what a previous run left (decided once assigned)
             if self.config.serve_http:
                 app = create_app(self.runner, self.config.name, self.discovery_client)
-                http = AgentHttpServer(
-                    app, self.config.address, self.config.port, self.discovery_socket
-                )
+                http = AgentHttpServer(app, self.config.address, self.config.port)
                 await http.start()
+                # Containers reach this one: discovery reads only (no logs, no writes).
+                discovery = AgentHttpServer(
+                    discovery_app(self.discovery_client), None, uds=self.discovery_socket
+                )
+                await discovery.start()
             for name, loop in (
                 ("registration", self._registration_loop()),
                 ("heartbeat", self._heartbeat_loop()),
@@ -284,8 +290,9 @@ class Agent:
             await asyncio.gather(*loops, return_exceptions=True)
             await self.runner.close()
             await self._flush_reports()
-            if http is not None:
-                await http.stop()
+            for server in (http, discovery):
+                if server is not None:
+                    await server.stop()
             await self.driver.close()
             await self.client.aclose()
             await self.discovery_client.aclose()

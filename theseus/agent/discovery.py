@@ -1,10 +1,13 @@
 """The node's discovery endpoint: what containers on this node use to find their peers.
 
-The agent serves its HTTP app (``theseus.agent.http``) on a unix socket,
-``<state dir>/discovery/agent.sock``, as well as on its TCP address. The docker driver mounts
-that directory into every container at ``/run/theseus``; ``THESEUS_DISCOVERY`` tells a task
-where the socket is (``theseus.agent.environment``). Containers never need the server's address:
-the two routes below are proxied to the server through ``AsyncServerClient``:
+The agent serves ``discovery_app`` on a unix socket, ``<state dir>/discovery/agent.sock``
+(its full app, with every task's logs, is on its TCP address only: ``theseus.agent.http``).
+The docker driver mounts that directory into every container at ``/run/theseus``;
+``THESEUS_DISCOVERY`` tells a task where the socket is (``theseus.agent.environment``).
+Anything that can reach the socket is a container of any task, so it answers discovery
+reads and nothing else: no logs, nothing that changes state (any other path or method is a
+404 or 405). Containers never need the server's address: the two routes below are proxied to
+the server through ``AsyncServerClient``, also served on the agent's TCP address:
 
 * ``GET /v1/registry/{service}`` → the server's ``RegistryService`` JSON;
 * ``GET /v1/registry/watch?services=a,b&index=N&wait=S`` → the server's ``RegistryWatch``
@@ -25,6 +28,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -62,6 +67,22 @@ def registry_routes(server: AsyncServerClient) -> list[Route]:
         return await _proxied(lambda: server.registry_watch(services, index, wait))
 
     return [Route("/v1/registry/watch", watch), Route("/v1/registry/{service}", service)]
+
+
+def discovery_app(server: AsyncServerClient) -> Starlette:
+    """What the discovery socket serves: the registry reads, nothing else."""
+
+    async def not_here(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        return _error(
+            status,
+            "the discovery socket answers only GET /v1/registry/{service} and "
+            "GET /v1/registry/watch",
+        )
+
+    return Starlette(
+        routes=registry_routes(server), exception_handlers={404: not_here, 405: not_here}
+    )
 
 
 async def _proxied(call: Callable[[], Awaitable[BaseModel]]) -> Response:

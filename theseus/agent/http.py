@@ -1,5 +1,7 @@
 """The agent's own small HTTP endpoint, served inside the agent's event loop, on its TCP
-address and on the node's discovery socket (``<state dir>/discovery/agent.sock``).
+address. The node's discovery socket (``<state dir>/discovery/agent.sock``), which every
+container can reach, serves only the registry reads (``theseus.agent.discovery.discovery_app``),
+through another ``AgentHttpServer``.
 
 Routes (the server proxies ``theseus logs`` to the second one):
 
@@ -88,13 +90,21 @@ class _QuietServer(uvicorn.Server):
 
 
 class AgentHttpServer:
-    """Serves ``app`` on ``host:port`` and, given ``uds``, on a unix socket at that path."""
+    """Serves ``app`` on ``host:port`` (``host`` ``None``: not on TCP) and, given ``uds``, on
+    a unix socket at that path."""
 
-    def __init__(self, app: Starlette, host: str, port: int, uds: Path | None = None) -> None:
+    def __init__(
+        self, app: Starlette, host: str | None, port: int = 0, uds: Path | None = None
+    ) -> None:
         self.host, self.port, self.uds = host, port, uds
         self._uds_inode: int | None = None
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+            app,
+            host=host or "127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
         )
         self._server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None
@@ -102,20 +112,23 @@ class AgentHttpServer:
     async def start(self, timeout: float = 10.0) -> None:
         """Serve in the background; return once listening. A taken port raises ``OSError``
         here (uvicorn would call ``sys.exit`` from inside the loop), so we bind ourselves."""
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(f"the agent cannot listen on {self.host}:{self.port}: {exc}") from exc
-        self.port = sock.getsockname()[1]
-        sockets = [sock]
+        sockets: list[socket.socket] = []
+        if self.host is not None:
+            sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as exc:
+                sock.close()
+                raise OSError(f"the agent cannot listen on {self.host}:{self.port}: {exc}") from exc
+            self.port = sock.getsockname()[1]
+            sockets.append(sock)
         if self.uds is not None:
             try:
                 sockets.append(bind_unix_socket(self.uds))
             except OSError:
-                sock.close()
+                for sock in sockets:
+                    sock.close()
                 raise
             self._uds_inode = self.uds.lstat().st_ino
         self._task = asyncio.create_task(self._server.serve(sockets), name="agent-http")
