@@ -1,6 +1,10 @@
 """Fixtures for integration tests: a real Docker Engine, the locally built busybox image, and
 one 3-node cluster (etcd + server + three docker agents at 127.0.0.2-4) per test session.
 
+Its nodes declare host volumes (``HOST_VOLUMES``, in directories of ``host_volumes``): every
+node ``shared`` and ``readonly`` (``:ro``), and only node-3 ``data``, so that placement by
+host volume can be seen. No node allows privileges beyond the defaults.
+
 Each test starts from an empty cluster: after it, every group is removed and the fixture waits
 until no task and no container of the cluster is left, also when the test failed.
 """
@@ -20,6 +24,12 @@ from theseus.images.build import build_busybox_image, build_image
 
 IMAGE = "theseus/busybox:latest"
 NODES = {"node-1": "127.0.0.2", "node-2": "127.0.0.3", "node-3": "127.0.0.4"}
+# Node -> the host volumes its agent declares (name -> directory under ``host_volumes``).
+HOST_VOLUMES = {
+    "node-1": {"shared": "shared", "readonly": "readonly:ro"},
+    "node-2": {"shared": "shared", "readonly": "readonly:ro"},
+    "node-3": {"shared": "shared", "readonly": "readonly:ro", "data": "data"},
+}
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +58,30 @@ def example_image(busybox_image: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[Cluster]:
+def host_volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of the cluster's host volumes (``shared``, ``readonly``, ``data``), each
+    writable by any user; apart from the cluster's state, which no agent may declare."""
+    root = tmp_path_factory.mktemp("volumes")
+    for name in ("shared", "readonly", "data"):
+        (root / name).mkdir()
+        (root / name).chmod(0o777)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, busybox_image: str, host_volumes: Path
+) -> Iterator[Cluster]:
     agents = {
-        name: {"address": address, "cpus": 1.0, "mem": 2048} for name, address in NODES.items()
+        name: {
+            "address": address,
+            "cpus": 1.0,
+            "mem": 2048,
+            "host_volumes": {
+                volume: f"{host_volumes}/{where}" for volume, where in HOST_VOLUMES[name].items()
+            },
+        }
+        for name, address in NODES.items()
     }
     cluster = start_cluster(Path(tmp_path_factory.mktemp("cluster")), agents)
     yield cluster

@@ -222,7 +222,7 @@ def test_no_event_is_lost_across_an_agent_restart(
             client.scale("ingestor", 3, labels=["dev"])  # ...while its peers change...
             wait_until(lambda: len(registered(client, "ingestor")) == 3, 3, "the change registered")
         finally:
-            cluster.start_agent(node, cluster.nodes[node])  # ...and comes back
+            cluster.restart(node)  # ...and comes back, with the same flags (host volumes)
         wait_until(
             lambda: sum(d for d, _ in changes(docker_client, watcher.container_id)[before:]) == 1,
             60,

@@ -41,6 +41,7 @@ from theseus.agent.drivers.docker import DockerDriver, docker_answers
 from theseus.api.schemas import Assignment
 from theseus.images.build import build_busybox_image
 from theseus.images.containers import remove_cluster_containers
+from theseus.model.hostgates import HostVolume, NodeGates
 from theseus.model.spec import GroupSpec
 
 pytestmark = pytest.mark.integration
@@ -280,7 +281,12 @@ REGISTRY_WEB = {"service": "web", "index": 3, "groups": []}
 # The host's python3, read-only, lets the busybox container speak HTTP over a unix socket
 # (busybox's wget and nc cannot).
 USE_PYTHON = Path("/usr/bin/python3").exists()
-HOST_PYTHON = ["/usr:/usr:ro", *(f"{d}:{d}:ro" for d in ("/lib", "/lib64") if Path(d).exists())]
+# The host's Python, mounted by name: the agent declares each directory (--host-volume).
+HOST_DIRS = {"usr": "/usr", **{d[1:]: d for d in ("/lib", "/lib64") if Path(d).exists()}}
+HOST_PYTHON = [f"{name}:{path}:ro" for name, path in HOST_DIRS.items()]
+HOST_GATES = NodeGates(
+    host_volumes=[HostVolume(name=n, path=p, read_only=True) for n, p in HOST_DIRS.items()]
+)
 GET_OVER_THE_SOCKET = (
     "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/theseus/agent.sock'); "
     "s.sendall(b'GET /v1/registry/web HTTP/1.0\\r\\nHost: agent\\r\\n\\r\\n'); "
@@ -340,6 +346,7 @@ async def test_a_container_reaches_the_discovery_endpoint_across_agent_restarts(
             handle_signals=False,
             transport=httpx.MockTransport(handle),
             poll_wait=5,
+            gates=HOST_GATES,
         )
 
     def reported(times: int) -> bool:

@@ -140,9 +140,13 @@ class Cluster:
         mem: int = 2048,
         servers: list[str] | None = None,
         attributes: dict[str, str] | None = None,
+        host_volumes: dict[str, str] | None = None,
+        allow_privileged: bool = False,
     ) -> Process:
         """An agent (again, under the name of one that has exited) on a free port of its own
-        address; it is not waited for (``wait_nodes_ready``)."""
+        address; it is not waited for (``wait_nodes_ready``). ``host_volumes``: name ->
+        ``/path[:ro]`` its tasks may mount (outside ``root``: the cluster's state is never
+        mountable)."""
         agent = AgentProcess(
             servers=tuple(servers or [self.server_url]),
             name=name,
@@ -153,6 +157,8 @@ class Cluster:
             cpus=cpus,
             mem=mem,
             attributes=tuple((attributes or {}).items()),
+            host_volumes=tuple(f"{n}={path}" for n, path in (host_volumes or {}).items()),
+            allow_privileged=allow_privileged,
         )
         process = self.processes.start(name, agent.argv(), role="agent")
         self.nodes[name] = address

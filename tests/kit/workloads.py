@@ -117,3 +117,13 @@ def etcd_dump(cluster: Cluster, prefix: str) -> list[tuple[str, str, int]]:
     ).stdout
     kvs = json.loads(out).get("kvs", [])
     return [(kv["key"], kv["value"], kv["mod_revision"]) for kv in kvs]
+
+
+def etcd_put(cluster: Cluster, key: str, value: str) -> None:
+    """Write ``key`` straight into etcd with ``etcdctl``, bypassing the server (as an operator
+    or an intruder with etcd access could)."""
+    subprocess.run(
+        ["etcdctl", f"--endpoints=127.0.0.1:{cluster.etcd_port}", "put", key, value],
+        check=True,
+        capture_output=True,
+    )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from theseus.cluster.argv import AgentProcess
 from theseus.cluster.commands import (
     ClusterConfig,
     agent_command,
@@ -132,3 +133,32 @@ def test_node_attributes_hand_each_keys_values_out_in_turn() -> None:
 def test_bad_node_attributes_are_refused_by_name(option: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_node_attributes([option])
+
+
+def test_an_agents_gates_are_on_its_command_line() -> None:
+    agent = AgentProcess(
+        servers=("http://s",),
+        name="n1",
+        address="127.0.0.2",
+        port=5051,
+        state_dir=STATE / "agents" / "n1",
+        host_volumes=("data=/srv/data", "logs=/var/log/app:ro"),
+        allow_privileged=True,
+        allow_host_namespaces=True,
+        allow_caps=("NET_ADMIN",),
+        python="/py",
+    )
+    command = agent.argv()
+    tail = command[command.index("127.0.0.2") + 3 :]
+    assert tail == [
+        "--host-volume",
+        "data=/srv/data",
+        "--host-volume",
+        "logs=/var/log/app:ro",
+        "--allow-privileged",
+        "--allow-host-namespaces",
+        "--allow-cap",
+        "NET_ADMIN",
+        "--state-dir",
+        "/state/agents/n1",
+    ]

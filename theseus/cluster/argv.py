@@ -132,6 +132,11 @@ class AgentProcess:
     cpus: float | None = None
     mem: float | None = None  # MB
     attributes: tuple[tuple[str, str], ...] = ()
+    # ``NAME=/path[:ro]`` host volumes its tasks may mount, and what else it allows them.
+    host_volumes: tuple[str, ...] = ()
+    allow_privileged: bool = False
+    allow_host_namespaces: bool = False
+    allow_caps: tuple[str, ...] = ()
     python: str = sys.executable
 
     def argv(self) -> list[str]:
@@ -145,6 +150,14 @@ class AgentProcess:
             command += ["--mem", number(self.mem)]
         for key, value in self.attributes:
             command += ["--attr", f"{key}={value}"]
+        for volume in self.host_volumes:
+            command += ["--host-volume", volume]
+        if self.allow_privileged:
+            command.append("--allow-privileged")
+        if self.allow_host_namespaces:
+            command.append("--allow-host-namespaces")
+        for cap in self.allow_caps:
+            command += ["--allow-cap", cap]
         return command + ["--state-dir", str(self.state_dir)]
 
 
