@@ -162,3 +162,10 @@ def test_an_agents_gates_are_on_its_command_line() -> None:
         "--state-dir",
         "/state/agents/n1",
     ]
+
+
+def test_theseus_up_hands_its_host_volumes_to_every_agent() -> None:
+    config = ClusterConfig(state_dir=STATE, host_volumes=("data=/srv/data:ro",))
+    for index in (1, 2):
+        command = agent_command(config, index)
+        assert command[command.index("--host-volume") + 1] == "data=/srv/data:ro"

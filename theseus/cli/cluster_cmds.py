@@ -114,6 +114,15 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        host_volume: Annotated[
+            list[str] | None,
+            typer.Option(
+                metavar="NAME=/PATH[:ro]",
+                help="A host directory every node offers to specs by name (`volumes: "
+                "[NAME:/in/container]`), repeatable; see `theseus agent --help`.",
+                show_default=False,
+            ),
+        ] = None,
         ha: Annotated[
             bool,
             typer.Option(
@@ -169,6 +178,7 @@ def register(app: typer.Typer) -> None:
             servers=servers or (2 if ha else 1),
             etcd_members=etcd_members or (3 if ha else 1),
             attributes=attributes,
+            host_volumes=tuple(host_volume or ()),
         )
         try:
             result = local.up(config, _say)

@@ -64,6 +64,8 @@ class ClusterConfig:
     # Node attributes for placement constraints: each key's values are handed out to the
     # nodes in turn (``parse_node_attributes``).
     attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # ``NAME=/path[:ro]`` host volumes every agent declares (``theseus agent --host-volume``).
+    host_volumes: tuple[str, ...] = ()
 
     @property
     def api_url(self) -> str:
@@ -194,6 +196,7 @@ def agent_process(config: ClusterConfig, index: int) -> AgentProcess:
         cpus=config.node_cpus,
         mem=config.node_mem,
         attributes=tuple(node_attributes(config, index).items()),
+        host_volumes=config.host_volumes,
         python=config.python,
     )
 
