@@ -1,11 +1,11 @@
 """Every store write the API makes on behalf of a request (the leader writes its own plans).
 
 * group changes from ``/deploy``, scale, remove, rollback and cancel: decided once
-  (``decide_group_changes``: the planner, the dependency checks, the size limits, the group
-  writes and their encoding) and then either previewed (``POST /deploy?dry_run=true``) or
-  applied in one transaction guarded by each group's mod revision, so a document is applied
-  atomically or not at all, retried on a race; with each group's spec version and deployment
-  (``theseus.reconciler.deployments``);
+  (``decide_group_changes``: the planner, the dependency checks, the host-path gate, the size
+  limits, the group writes and their encoding) and then either previewed
+  (``POST /deploy?dry_run=true``) or applied in one transaction guarded by each group's mod
+  revision, so a document is applied atomically or not at all, retried on a race; with each
+  group's spec version and deployment (``theseus.reconciler.deployments``);
 * node registration and heartbeats: a node record plus a leased ``alive`` key, whose lease
   is replaced when the cluster's heartbeat timing changes (``theseus.server.heartbeats``);
 * task reports from agents: observed status, batched into as few transactions as possible;
