@@ -2,23 +2,27 @@
 points 6 and 7): the host-path deploy refused at the API with its field's path and nothing
 applied; the same spec written straight into etcd refused by the agent, nothing started; no
 container can read another task's logs through its node's discovery socket; every container
-runs with no-new-privileges and without NET_RAW."""
+runs with no-new-privileges and without NET_RAW; privileges wait for a node that allows them;
+an agent that declares a protected path never starts."""
 
 from __future__ import annotations
 
 import base64
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 import pytest
 
-from tests.kit.cluster import Cluster
+from tests.kit.cluster import Cluster, free_port
 from tests.kit.wait import wait_until
 from tests.kit.workloads import etcd_dump, etcd_put, wait_running
 from theseus.api.client import ServerClient
 from theseus.api.schemas import TaskInfo
+from theseus.cluster.argv import AgentProcess
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +184,62 @@ def test_every_container_runs_without_new_privileges_and_net_raw(
         assert "NET_RAW" in (host["CapDrop"] or []), listed["Names"]
         checked += 1
     assert checked >= 3  # the single container, the pod's infrastructure container and member
+
+
+def test_privileges_wait_for_a_node_that_allows_them(cluster: Cluster) -> None:
+    # No node of the session cluster allows anything beyond the defaults.
+    waiting = {
+        "priv": ({"privileged": True}, "3 nodes: privileged is not allowed (--allow-privileged)"),
+        "hostnet": (
+            {"network_mode": "host", "pid_mode": "host"},
+            "3 nodes: network_mode: host and pid_mode: host is not allowed "
+            "(--allow-host-namespaces)",
+        ),
+        "admin": (
+            {"cap_add": ["sys_admin"]},
+            "3 nodes: cap_add SYS_ADMIN is not allowed (--allow-cap SYS_ADMIN)",
+        ),
+    }
+    document = {
+        name: {**BUSYBOX, **fields, "command": LOOP} for name, (fields, _) in waiting.items()
+    }
+    document["baseline"] = {**BUSYBOX, "cap_add": ["CHOWN", "NET_BIND_SERVICE"], "command": LOOP}
+    with cluster.client() as client:
+        client.deploy(json.dumps({"deploy": document}), "application/json")
+        wait_running(client, "baseline", 1)  # Baseline capabilities need no flag
+
+        def reasons() -> dict[str, str] | None:
+            found = {
+                t.service: t.pending_reason or ""
+                for t in client.tasks().tasks
+                if t.service in waiting and t.state == "pending"
+            }
+            return found if len(found) == len(waiting) else None
+
+        found = wait_until(reasons, 30, "each group pending with its reason")
+    for name, (_, reason) in waiting.items():
+        assert found[name] == f"0/3 nodes can run it: {reason}", found[name]
+
+
+def test_an_agent_declaring_a_protected_path_does_not_start(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    for declared, fragment in [
+        ("root=/", "/ (the whole host) is never mounted"),
+        ("sock=/run", "/run holds /run/docker.sock"),
+        (f"state={cluster.root}", "holds"),  # the cluster's own state: etcd's data, agents'
+    ]:
+        agent = AgentProcess(
+            servers=(cluster.server_url,),
+            name="rogue",
+            address="127.0.0.9",
+            port=free_port("127.0.0.9"),
+            state_dir=tmp_path / "agents" / "rogue",
+            host_volumes=(declared,),
+        )
+        done = subprocess.run(agent.argv(), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done
+        assert f"--host-volume {declared}: refused" in done.stderr
+        assert fragment in done.stderr, done.stderr
+    with cluster.client() as client:
+        assert "rogue" not in {n.name for n in client.nodes().nodes}  # it never registered

@@ -21,7 +21,7 @@ from theseus.agent.discovery import discovery_app
 from theseus.agent.drivers.base import Launch, Owner, PortBinding
 from theseus.agent.drivers.docker import container_config
 from theseus.agent.drivers.docker_pods import infra_config, member_config
-from theseus.agent.gates import GateError, checked_gates, refusal, resolved_volumes
+from theseus.agent.gates import GateError, checked_gates, refusal, resolved_volumes, state_within
 from theseus.agent.http import AgentHttpServer
 from theseus.agent.launch import launch_of
 from theseus.agent.reports import ReportQueue
@@ -224,3 +224,22 @@ async def test_the_discovery_socket_answers_registry_reads_only() -> None:
         await http.stop()
         await client.aclose()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_etcds_data_and_theseus_state_are_found_wherever_they_live(state_dir: Path) -> None:
+    root = Path(tempfile.mkdtemp(prefix="th-found-"))
+    try:
+        etcd = root / "custom" / "etcd" / "cluster-of-3" / "etcd-1"
+        (etcd / "member" / "wal").mkdir(parents=True)
+        (root / "up").mkdir()
+        (root / "up" / "cluster.json").write_text("{}")
+        (root / "data").mkdir()
+        assert state_within(root / "custom") == etcd  # holds it, three levels down
+        assert state_within(etcd / "member") == etcd  # lies in it
+        assert state_within(root / "up") == root / "up"
+        assert state_within(root / "data") is None
+        declared = NodeGates(host_volumes=[HostVolume(name="c", path=str(root / "custom"))])
+        with pytest.raises(GateError, match=r"--host-volume c=.*holds .*etcd-1, etcd's data"):
+            checked_gates(declared, state_dir)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -2,8 +2,9 @@
 before every task start (``theseus.model.hostgates`` has the vocabulary and the rules;
 ``theseus.cli.agent_cmd`` reads the flags that declare them).
 
-* ``checked_gates`` (I/O: it resolves symlinks and looks whether each path exists) refuses, at
-  the agent's start, a declaration of a protected path, whatever its spelling; called by
+* ``checked_gates`` (I/O: it resolves symlinks, looks whether each path exists, and looks for
+  etcd's data or Theseus's state at, above and a few levels below it) refuses, at the agent's
+  start, a declaration of a protected path, whatever its spelling; called by
   ``theseus.agent.agent.run_agent``, so an agent with such a flag never registers;
 * ``refusal`` (pure) is asked by the task runner (``theseus.agent.runner``) before each
   start: an assignment that carries a host path, an undeclared volume or a privilege this node
@@ -38,6 +39,42 @@ def theseus_state_dirs(state_dir: Path) -> list[str]:
     return [str(path) for path in found]
 
 
+# What a data directory of etcd, or the state directory of ``theseus up``, holds: found at, above
+# or below a declared path, wherever it lives (a protected list knows only the usual places).
+_STATE_MARKERS = (("member", "wal"), ("member", "snap"), ("cluster.json",))
+SCAN_DEPTH = 3  # ``theseus up --ha`` keeps etcd's data at <state>/etcd/cluster-of-3/etcd-1
+SCAN_LIMIT = 5000  # directories looked into below a declaration, at most
+
+
+def _is_state(directory: Path) -> bool:
+    return any(directory.joinpath(*marker).exists() for marker in _STATE_MARKERS)
+
+
+def state_within(path: Path) -> Path | None:
+    """An etcd data directory or a Theseus state directory that ``path`` is, lies in, or
+    holds (up to ``SCAN_DEPTH`` levels below, symlinks not followed), or ``None``."""
+    for candidate in (path, *path.parents):
+        if _is_state(candidate):
+            return candidate
+    level, seen = [path], 0
+    for _ in range(SCAN_DEPTH):
+        below: list[Path] = []
+        for directory in level:
+            try:
+                with os.scandir(directory) as entries:
+                    below += [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                continue
+        for directory in below:
+            seen += 1
+            if seen > SCAN_LIMIT:
+                return None
+            if _is_state(directory):
+                return directory
+        level = below
+    return None
+
+
 def checked_gates(gates: NodeGates, state_dir: Path) -> NodeGates:
     """``gates`` with every host volume's path resolved (symlinks followed), or ``GateError``
     for a path that does not exist, or that is, lies under or holds a protected one."""
@@ -57,6 +94,12 @@ def checked_gates(gates: NodeGates, state_dir: Path) -> NodeGates:
             problem = protected_reason(spelling, protected)
             if problem is not None:
                 raise GateError(f"{flag}: refused, {problem}, whatever an agent declares")
+        found = state_within(Path(real))
+        if found is not None:
+            raise GateError(
+                f"{flag}: refused, {real} is, lies in or holds {found}, etcd's data or "
+                "Theseus's state, which is never mounted, whatever an agent declares"
+            )
         volumes.append(volume.model_copy(update={"path": real}))
     return gates.model_copy(update={"host_volumes": volumes})
 
