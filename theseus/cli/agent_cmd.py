@@ -162,13 +162,18 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         allow_privileged: Annotated[
-            bool, typer.Option(help="Let specs run privileged containers (`privileged: true`).")
+            bool,
+            typer.Option(
+                "--allow-privileged",
+                help="Let specs run privileged containers (`privileged: true`).",
+            ),
         ] = False,
         allow_host_namespaces: Annotated[
             bool,
             typer.Option(
+                "--allow-host-namespaces",
                 help="Let specs use the host's network and PID namespaces "
-                "(`network_mode: host`, `pid_mode: host`)."
+                "(`network_mode: host`, `pid_mode: host`).",
             ),
         ] = False,
         allow_cap: Annotated[
