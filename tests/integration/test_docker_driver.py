@@ -33,6 +33,7 @@ from theseus.agent.drivers.base import (
     DriverError,
     ExitNotice,
     Launch,
+    MemberLaunch,
     Owner,
     PortBinding,
     discovery_dir,
@@ -406,3 +407,46 @@ async def test_a_container_reaches_the_discovery_endpoint_across_agent_restarts(
     # Same container both runs: the restarted agent's new socket is visible inside it.
     assert server.states(task_id) == ["starting", "running", "running"]
     assert len(asked) == (4 if USE_PYTHON else 2)
+
+
+async def test_what_a_node_allows_reaches_the_engine(
+    driver: tuple[DockerDriver, asyncio.Queue[ExitNotice]], owner: Owner, image: str
+) -> None:
+    """Privileges the agent allowed (the runner checked them) start as asked: the Engine
+    accepts them together with the hardening, for a single container and a pod. (Not
+    ``privileged``: a Docker Engine that itself runs without every capability, as in CI's
+    container, cannot start one at all; ``container_config``'s unit test covers the key.)"""
+    docker_driver, _ = driver
+    allowed: dict[str, Any] = {
+        "host_network": True,
+        "host_pid": True,
+        "cap_add": ["NET_ADMIN", "NET_RAW"],
+        "command": "while true; do sleep 0.2; done",
+    }
+    single = launch(owner, image, free_host_port(), **allowed)
+    pod_id = f"pod.{uuid.uuid4().hex[:8]}"
+    member = MemberLaunch("app", image, {}, 0.1, 32, command="while true; do sleep 0.2; done")
+    pod = launch(owner, image, free_host_port(), task_id=pod_id, members=[member], **allowed)
+    pod.labels["theseus.task"] = pod_id
+    async with aiodocker.Docker() as docker:
+        for task in (single, pod):
+            handle = await docker_driver.start(task)
+            listed = await docker.containers.list(
+                all=True, filters={"label": [f"theseus.task={task.task_id}"]}
+            )
+            assert len(listed) == (2 if task.is_pod else 1)
+            for container in listed:
+                info = await container.show()
+                host = info["HostConfig"]
+                assert info["State"]["Running"], info["Name"]
+                assert "no-new-privileges" in host["SecurityOpt"], info["Name"]
+                if host["NetworkMode"].startswith("container:"):  # a pod's member
+                    assert host["NetworkMode"] == f"container:{handle}"
+                else:
+                    assert host["NetworkMode"] == "host"
+                if "theseus.pod.member" in (info["Config"]["Labels"] or {}) or not task.is_pod:
+                    assert host["PidMode"] == "host"
+                    assert sorted(host["CapAdd"]) == ["NET_ADMIN", "NET_RAW"]
+                    assert not host["CapDrop"]  # NET_RAW was added back
+            await docker_driver.stop(handle, 1)
+            await docker_driver.remove(handle)
