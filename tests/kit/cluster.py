@@ -5,7 +5,9 @@ the launcher (``theseus/cluster/argv.py`` builds their command lines,
 
 ``start_cluster`` gives etcd, a server and agents, all ready; ``start_ha_cluster`` several
 servers and, optionally, an etcd of several members, for the tests of failover.
-``Cluster.kill`` and ``Cluster.restart`` act on one process by name.
+``Cluster.kill`` and ``Cluster.restart`` act on one process by name. ``start_secure_cluster``
+gives the secure model (``theseus up --secure``'s): a CA, TLS, an admin token, agents joined
+with a join token.
 
 Tests talk to the cluster only as users do: HTTP (``ServerClient``), the ``theseus`` command,
 and the Docker API for inspecting and killing containers.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +28,20 @@ import httpx
 from theseus.api.client import ServerClient
 from theseus.cluster.argv import AgentProcess, EtcdMember, ServerProcess
 from theseus.cluster.ports import free_port
+from theseus.cluster.secure import bootstrap_admin, new_join_token, prepare_pki, secure_client
 from theseus.cluster.supervise import Process, Processes
 from theseus.cluster.waiting import wait_until
+from theseus.security.files import PkiDir
+from theseus.security.tls import client_context
 
-__all__ = ["Cluster", "free_port", "new_cluster", "start_cluster", "start_ha_cluster"]
+__all__ = [
+    "Cluster",
+    "free_port",
+    "new_cluster",
+    "start_cluster",
+    "start_ha_cluster",
+    "start_secure_cluster",
+]
 
 
 @dataclass
@@ -40,18 +53,27 @@ class Cluster:
     nodes: dict[str, str] = field(default_factory=dict)  # name -> address
     servers: dict[str, int] = field(default_factory=dict)  # server name -> API port
     etcd_members: dict[str, int] = field(default_factory=dict)  # name -> client port (if >1)
+    # A secure cluster: the servers' CA and certificates, the admin token, a join token.
+    pki: PkiDir | None = None
+    admin_token: str | None = None
+    join_token: str | None = None
 
     def __post_init__(self) -> None:
         self.processes = Processes(self.root)
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.pki is not None else "http"
+
+    @property
     def server_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}"
+        return f"{self.scheme}://127.0.0.1:{self.server_port}"
 
     @property
     def server_urls(self) -> list[str]:
         """Every server started, in start order (just ``server_url`` for one server)."""
-        return [f"http://127.0.0.1:{port}" for port in self.servers.values()] or [self.server_url]
+        urls = [f"{self.scheme}://127.0.0.1:{port}" for port in self.servers.values()]
+        return urls or [self.server_url]
 
     @property
     def etcd_endpoints(self) -> list[str]:
@@ -59,9 +81,15 @@ class Cluster:
         return [f"127.0.0.1:{port}" for port in ports]
 
     def url_of(self, server: str) -> str:
-        return f"http://127.0.0.1:{self.servers[server]}"
+        return f"{self.scheme}://127.0.0.1:{self.servers[server]}"
 
-    def client(self, addresses: str | list[str] | None = None) -> ServerClient:
+    def client(
+        self, addresses: str | list[str] | None = None, token: str | None = None
+    ) -> ServerClient:
+        """A client of the cluster; of a secure one, trusting its CA, with ``token`` (the
+        admin token by default)."""
+        if self.pki is not None:
+            return secure_client(addresses or self.server_url, self.pki, token or self.admin_token)
         return ServerClient(addresses or self.server_url)
 
     # --- one process ------------------------------------------------------------------------
@@ -126,6 +154,7 @@ class Cluster:
             etcd=tuple(self.etcd_endpoints),
             liveness_timeout=liveness_timeout,
             registry_repair_interval=registry_repair_interval,
+            pki_dir=self.pki.root if self.pki is not None else None,
         )
         self.processes.start(name, server.argv(), role="server")
         self.servers[name] = server.port
@@ -140,22 +169,34 @@ class Cluster:
         mem: int = 2048,
         servers: list[str] | None = None,
         attributes: dict[str, str] | None = None,
+        join_token: str | None = None,
+        may_exit: bool = False,
+        process_name: str | None = None,
     ) -> Process:
         """An agent (again, under the name of one that has exited) on a free port of its own
-        address; it is not waited for (``wait_nodes_ready``)."""
+        address; it is not waited for (``wait_nodes_ready``). In a secure cluster it joins
+        with ``join_token`` (default: the cluster's; "" for none). ``process_name``: another
+        process (and state directory) under a node's name, e.g. an impostor's; not a node of
+        the cluster for ``wait_nodes_ready``."""
         agent = AgentProcess(
             servers=tuple(servers or [self.server_url]),
             name=name,
             address=address,
             port=free_port(address),
-            state_dir=self.root / "agents" / name,
+            state_dir=self.root / "agents" / (process_name or name),
             driver=driver,
             cpus=cpus,
             mem=mem,
             attributes=tuple((attributes or {}).items()),
+            join=self.server_url if self.pki is not None else None,
         )
-        process = self.processes.start(name, agent.argv(), role="agent")
-        self.nodes[name] = address
+        token = self.join_token if join_token is None else join_token
+        env = {"THESEUS_JOIN_TOKEN": token} if token else None
+        process = self.processes.start(
+            process_name or name, agent.argv(), role="agent", may_exit=may_exit, extra_env=env
+        )
+        if process_name is None and not may_exit:  # may_exit: not expected to become a node
+            self.nodes[name] = address
         return process
 
     def wait_nodes_ready(self, timeout: float = 30) -> None:
@@ -167,7 +208,10 @@ class Cluster:
         wait_until(ready, timeout, f"nodes {sorted(self.nodes)} ready")
 
     def _wait_healthy(self, name: str, url: str, timeout: float) -> None:
-        self.processes[name].wait_healthy(lambda: _answers(url), timeout, f"{name} to answer")
+        verify = client_context(self.pki) if url.startswith("https") and self.pki else True
+        self.processes[name].wait_healthy(
+            lambda: _answers(url, verify), timeout, f"{name} to answer"
+        )
 
     # --- the end ----------------------------------------------------------------------------
 
@@ -179,9 +223,9 @@ class Cluster:
         return self.processes.logs()
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, verify: ssl.SSLContext | bool = True) -> bool:
     try:
-        return httpx.get(url, timeout=1.0).status_code == 200
+        return httpx.get(url, timeout=1.0, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -232,6 +276,27 @@ def start_ha_cluster(
         for i, (name, options) in enumerate(agents.items()):
             rotated = urls[i % len(urls) :] + urls[: i % len(urls)]
             cluster.start_agent(name, **{"servers": rotated, **options})
+        cluster.wait_nodes_ready()
+    return cluster
+
+
+def start_secure_cluster(
+    root: Path, agents: dict[str, dict[str, Any]], liveness_timeout: int = 4
+) -> Cluster:
+    """``start_cluster``, secured as ``theseus up --secure`` does it: the server serves TLS
+    with a certificate from a new CA, requires tokens, and the agents join with a join token
+    (in their environment) and then talk mutual TLS."""
+    cluster = new_cluster(root)
+    cluster.pki = prepare_pki(root / "pki", root.name, ["127.0.0.1"])
+    with _stopped_on_failure(cluster):
+        cluster.start_etcd()
+        cluster.start_server(liveness_timeout)
+        cluster.admin_token = bootstrap_admin(cluster.server_url, cluster.pki)
+        cluster.join_token = new_join_token(
+            cluster.server_url, cluster.pki, cluster.admin_token, ttl=3600
+        )
+        for name, options in agents.items():
+            cluster.start_agent(name, **options)
         cluster.wait_nodes_ready()
     return cluster
 

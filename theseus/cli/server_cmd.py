@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
+import ssl
+from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
 import typer
 import uvicorn
 from fastapi import FastAPI
 
+from theseus.security.files import PkiDir
+from theseus.security.serving import http_protocol
 from theseus.server.app import create_app
 from theseus.server.context import ServerConfig
 
@@ -54,12 +60,44 @@ def register(app: typer.Typer) -> None:
             help="Seconds of the leader's etcd lease: when the leader dies, another server "
             "takes over about this much later (2 is etcd's minimum with its default timings).",
         ),
+        pki_dir: Path | None = typer.Option(
+            None,
+            "--pki-dir",
+            help="Serve TLS and require credentials: the directory holding ca.pem, "
+            "server.pem and server-key.pem (and ca-key.pem to admit agents), as `theseus ca` "
+            "makes it. Without it the API is plain HTTP and anyone who reaches it is admin: "
+            "allowed on loopback only (a development cluster), or with --insecure.",
+        ),
+        agent_cert_days: float = typer.Option(
+            90.0, min=0.0001, help="Lifetime in days of the certificates agents get at join."
+        ),
+        insecure: bool = typer.Option(
+            False,
+            "--insecure",
+            help="Serve plain HTTP without authentication on a non-loopback address anyway.",
+        ),
         log_level: str = typer.Option("info", help="debug, info, warning or error."),
     ) -> None:
         """Run a Theseus server against etcd."""
         logging.basicConfig(
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        tls = _tls_options(pki_dir)
+        if pki_dir is None:
+            if not _is_loopback(host) and not insecure:
+                raise typer.BadParameter(
+                    f"{host} is not a loopback address: serving the API there without TLS "
+                    "would let anyone on the network run anything on every node. Give "
+                    "--pki-dir (see docs/security.md), or --insecure if you really mean it.",
+                    param_hint="--host",
+                )
+            logging.getLogger("theseus.server").warning(
+                "DEVELOPMENT MODE: plain HTTP, no authentication: anyone who can reach "
+                "%s:%d can run anything on every node%s",
+                host,
+                port,
+                "" if _is_loopback(host) else " (--insecure, on a non-loopback address!)",
+            )
         config = ServerConfig(
             host=host,
             port=port,
@@ -68,6 +106,9 @@ def register(app: typer.Typer) -> None:
             max_heartbeats_per_second=max_heartbeats_per_second,
             registry_repair_interval=registry_repair_interval,
             leader_lease_ttl=leader_lease_ttl,
+            pki_dir=pki_dir,
+            agent_cert_days=agent_cert_days,
+            insecure=insecure,
         )
         app = create_app(config)
         server = _Server(
@@ -81,9 +122,41 @@ def register(app: typer.Typer) -> None:
                 # Long-polls are answered at once on a stop (``_Server``); this bounds anything
                 # else (a quick stop also hands leadership over at once, by revoking our lease).
                 timeout_graceful_shutdown=2,
+                http=http_protocol(),
+                ssl_certfile=tls.cert,
+                ssl_keyfile=tls.key,
+                ssl_ca_certs=tls.ca,
+                ssl_cert_reqs=ssl.CERT_OPTIONAL if tls.ca else ssl.CERT_NONE,
             ),
         )
         server.run()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _TlsFiles(NamedTuple):
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+
+
+def _tls_options(pki_dir: Path | None) -> _TlsFiles:
+    """uvicorn's TLS settings: the server's certificate, and client certificates asked for
+    (agents and servers present theirs) but not required (the CLI presents a token)."""
+    if pki_dir is None:
+        return _TlsFiles()
+    pki = PkiDir(pki_dir)
+    for path in (pki.ca_cert, pki.cert("server"), pki.key("server")):
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} is missing", param_hint="--pki-dir")
+    return _TlsFiles(str(pki.cert("server")), str(pki.key("server")), str(pki.ca_cert))
 
 
 class _Server(uvicorn.Server):

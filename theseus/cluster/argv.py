@@ -95,11 +95,13 @@ class ServerProcess:
     liveness_timeout: int | None = None
     registry_repair_interval: float | None = None
     log_level: str | None = None
+    pki_dir: Path | None = None  # TLS and credentials (``theseus server --pki-dir``)
     python: str = sys.executable
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.pki_dir is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def health_url(self) -> str:
@@ -116,6 +118,8 @@ class ServerProcess:
             command += ["--registry-repair-interval", number(self.registry_repair_interval)]
         if self.log_level is not None:
             command += ["--log-level", self.log_level]
+        if self.pki_dir is not None:
+            command += ["--pki-dir", str(self.pki_dir)]
         return command
 
 
@@ -132,10 +136,15 @@ class AgentProcess:
     cpus: float | None = None
     mem: float | None = None  # MB
     attributes: tuple[tuple[str, str], ...] = ()
+    # A secure cluster: join through this server (the join token goes in the environment,
+    # THESEUS_JOIN_TOKEN, never on the command line).
+    join: str | None = None
     python: str = sys.executable
 
     def argv(self) -> list[str]:
         command = [self.python, "-m", "theseus", "agent", "--server", ",".join(self.servers)]
+        if self.join is not None:
+            command += ["--join", self.join]
         command += ["--name", self.name, "--address", self.address, "--port", str(self.port)]
         if self.driver is not None:
             command += ["--driver", self.driver]

@@ -29,8 +29,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CA_DAYS = 3650
 SERVER_DAYS = 365
 AGENT_DAYS = 90
-# Issued certificates start an hour early so that a node whose clock is a little behind the
-# server's can use its certificate at once (Swarm backdates by the same hour).
+# Issued certificates start an hour early (a tenth of their life if that is less) so that a
+# node whose clock is a little behind the server's can use its certificate at once (Swarm
+# backdates by the same hour).
 BACKDATE = datetime.timedelta(hours=1)
 
 
@@ -155,11 +156,12 @@ def _sign(
     name: str,
     role: Role,
     addresses: list[str],
-    days: int,
+    days: float,
 ) -> bytes:
     ca_cert = load_cert(ca.cert)
     ca_key = load_key(ca.key)
     now = _now()
+    life = datetime.timedelta(days=days)
     # Every holder is both: servers and agents serve TLS (the API, the agent's port) and dial
     # each other; etcd members dial their peers.
     usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -169,8 +171,8 @@ def _sign(
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .not_valid_before(now - min(BACKDATE, life / 10))
+        .not_valid_after(min(now + life, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
@@ -186,7 +188,7 @@ def _sign(
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def issue(ca: Issued, *, name: str, role: Role, addresses: list[str], days: int) -> Issued:
+def issue(ca: Issued, *, name: str, role: Role, addresses: list[str], days: float) -> Issued:
     """A certificate and a new key for a holder whose key may be made here (servers, etcd
     members, the launcher's own client)."""
     key = new_key()
@@ -218,7 +220,7 @@ def csr_name(csr_pem: bytes) -> str:
     return names[0].value
 
 
-def sign_csr(ca: Issued, csr_pem: bytes, *, role: Role, addresses: list[str], days: int) -> bytes:
+def sign_csr(ca: Issued, csr_pem: bytes, *, role: Role, addresses: list[str], days: float) -> bytes:
     """The certificate for a CSR. The role and addresses are the server's decision, not the
     requester's: only the CSR's public key and common name are taken from it."""
     name = csr_name(csr_pem)
