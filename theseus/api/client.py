@@ -51,6 +51,7 @@ HEARTBEAT_FAILOVER_TIMEOUT = 1.5
 class ServerUnreachable(ConnectionError):
     def __init__(self, address: str, cause: Exception) -> None:
         self.address = address
+        self.cause = cause
         super().__init__(
             f"cannot reach the Theseus server at {address} ({cause.__class__.__name__})"
         )

@@ -93,6 +93,12 @@ def api_errors() -> Iterator[None]:
     try:
         yield
     except ServerUnreachable as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc.cause):
+            fail(
+                f"the server at {exc.address} presents a certificate this CLI does not trust: "
+                "give the cluster's CA (--ca-cert, THESEUS_CA_CERT) or use a context that has "
+                "it (`theseus context list`)"
+            )
         fail(unreachable_message(exc.address))
     except ApiError as exc:
         report_api_error(exc)

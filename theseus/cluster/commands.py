@@ -64,14 +64,25 @@ class ClusterConfig:
     # Node attributes for placement constraints: each key's values are handed out to the
     # nodes in turn (``parse_node_attributes``).
     attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # ``--secure``: a CA, TLS, tokens; agents join with a join token (docs/security.md).
+    secure: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.secure else "http"
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def api_urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{self.port + i}" for i in range(self.servers)]
+        return [f"{self.scheme}://127.0.0.1:{self.port + i}" for i in range(self.servers)]
+
+    @property
+    def pki_dir(self) -> Path:
+        """The servers' certificates and the CA (``--secure`` only)."""
+        return self.state_dir / "pki"
 
     @property
     def etcd_endpoint(self) -> str:
@@ -143,6 +154,7 @@ def server_process(config: ClusterConfig, index: int = 1) -> ServerProcess:
         port=config.port + index - 1,
         etcd=tuple(_rotated(config.etcd_endpoints, index - 1)),
         python=config.python,
+        pki_dir=config.pki_dir if config.secure else None,
     )
 
 
@@ -195,6 +207,7 @@ def agent_process(config: ClusterConfig, index: int) -> AgentProcess:
         mem=config.node_mem,
         attributes=tuple(node_attributes(config, index).items()),
         python=config.python,
+        join=config.api_url if config.secure else None,
     )
 
 
