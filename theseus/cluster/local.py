@@ -18,8 +18,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-import httpx
-
 from theseus.api.client import ApiError, ServerClient, ServerUnreachable
 from theseus.api.schemas import NodeInfo
 from theseus.cluster import procs, statefile
@@ -33,6 +31,7 @@ from theseus.cluster.commands import (
     node_name,
     server_command,
 )
+from theseus.cluster.etcd_probe import etcd_answers, member_healthy
 from theseus.cluster.statefile import ClusterRecord, ProcessRecord, ProcessRole
 from theseus.cluster.supervise import (
     STOP_GRACE,
@@ -65,11 +64,8 @@ class UpResult:
 
 
 def etcd_healthy(port: int) -> bool:
-    try:
-        response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200 and '"true"' in response.text
+    """A plain member on loopback answers (``etcd_probe.member_healthy`` also does TLS)."""
+    return etcd_answers(f"http://127.0.0.1:{port}/health")
 
 
 def _client(api_url: str) -> ServerClient:
@@ -257,10 +253,11 @@ def _start_etcd(starter: _Starter, binary: str, report: Report) -> None:
         report(f"starting etcd on {config.etcd_endpoint}")
     else:
         report(f"starting {len(names)} etcd members on {', '.join(config.etcd_endpoints)}")
-    for member, name in enumerate(names, 1):
-        starter.start(name, "etcd", replace(etcd_member(config, member), binary=binary).argv())
-    for name, port in zip(names, config.etcd_ports, strict=True):
-        starter.wait_until(name, partial(etcd_healthy, port), name)
+    members = [replace(etcd_member(config, m), binary=binary) for m in range(1, len(names) + 1)]
+    for name, member in zip(names, members, strict=True):
+        starter.start(name, "etcd", member.argv())
+    for name, member in zip(names, members, strict=True):
+        starter.wait_until(name, partial(member_healthy, member), name)
 
 
 def _start_servers(starter: _Starter, report: Report) -> str | None:
