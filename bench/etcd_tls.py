@@ -138,16 +138,21 @@ def main() -> None:
             child = children.start(side, member.argv(), role="etcd")
             child.wait_healthy(lambda m=member: member_healthy(m), START_TIMEOUT, f"{side} etcd")
         results: dict[str, list[dict[str, float]]] = {"plain": [], "tls": []}
-        for round_ in range(args.rounds):
-            for side in ("plain", "tls") if round_ % 2 == 0 else ("tls", "plain"):
-                tls = credentials if side == "tls" else None
-                etcd_cpu, client_cpu = cpu_seconds(children[side].pid), time.process_time()
-                figures = asyncio.run(
-                    one_round(members[side].endpoint, tls, args.ops, args.concurrency, side)
-                )
-                figures["etcd CPU s per round"] = cpu_seconds(children[side].pid) - etcd_cpu
-                figures["client CPU s per round"] = time.process_time() - client_cpu
-                results[side].append(figures)
+
+        async def rounds() -> None:
+            # One event loop for every round: gRPC's asyncio channels belong to the loop of
+            # the first one, and a second asyncio.run trips over them on exit.
+            for round_ in range(args.rounds):
+                for side in ("plain", "tls") if round_ % 2 == 0 else ("tls", "plain"):
+                    tls = credentials if side == "tls" else None
+                    etcd_cpu, client_cpu = cpu_seconds(children[side].pid), time.process_time()
+                    endpoint = members[side].endpoint
+                    figures = await one_round(endpoint, tls, args.ops, args.concurrency, side)
+                    figures["etcd CPU s per round"] = cpu_seconds(children[side].pid) - etcd_cpu
+                    figures["client CPU s per round"] = time.process_time() - client_cpu
+                    results[side].append(figures)
+
+        asyncio.run(rounds())
     except BaseException:
         children.stop_all()
         print(f"failed; the members' data and logs are in {root}\n{children.logs()}")
