@@ -5,9 +5,11 @@ the launcher (``theseus/cluster/argv.py`` builds their command lines,
 
 ``start_cluster`` gives etcd, a server and agents, all ready; ``start_ha_cluster`` several
 servers and, optionally, an etcd of several members, for the tests of failover.
-``Cluster.kill`` and ``Cluster.restart`` act on one process by name. ``start_secure_cluster``
-gives the secure model (``theseus up --secure``'s): a CA, TLS, an admin token, agents joined
-with a join token.
+``Cluster.kill`` and ``Cluster.restart`` act on one process by name. ``Cluster.use_etcd_tls``
+before starting etcd makes its members require TLS client certificates from a CA (clients and
+peers), and hands the servers their etcd client certificate. ``start_secure_cluster`` gives the
+secure model (``theseus up --secure``'s): a CA, TLS everywhere (etcd included), an admin
+token, agents joined with a join token.
 
 Tests talk to the cluster only as users do: HTTP (``ServerClient``), the ``theseus`` command,
 and the Docker API for inspecting and killing containers.
@@ -26,7 +28,9 @@ from typing import Any
 import httpx
 
 from theseus.api.client import ServerClient
-from theseus.cluster.argv import AgentProcess, EtcdMember, ServerProcess
+from theseus.cluster.argv import AgentProcess, EtcdMember, EtcdTlsFiles, ServerProcess, etcd_url
+from theseus.cluster.certs import issue_client_cert, issue_etcd_certs
+from theseus.cluster.etcd_probe import member_healthy
 from theseus.cluster.ports import free_port
 from theseus.cluster.secure import bootstrap_admin, new_join_token, prepare_pki, secure_client
 from theseus.cluster.supervise import Process, Processes
@@ -57,6 +61,9 @@ class Cluster:
     pki: PkiDir | None = None
     admin_token: str | None = None
     join_token: str | None = None
+    etcd_pki: PkiDir | None = None  # etcd over TLS, with this CA (``use_etcd_tls``)
+    etcd_tls: EtcdTlsFiles | None = None  # the servers' etcd client certificate
+    _etcd_specs: dict[str, EtcdMember] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.processes = Processes(self.root)
@@ -78,6 +85,8 @@ class Cluster:
     @property
     def etcd_endpoints(self) -> list[str]:
         ports = list(self.etcd_members.values()) or [self.etcd_port]
+        if self.etcd_pki is not None:
+            return [f"https://127.0.0.1:{port}" for port in ports]
         return [f"127.0.0.1:{port}" for port in ports]
 
     def url_of(self, server: str) -> str:
@@ -109,35 +118,59 @@ class Cluster:
 
     # --- etcd -------------------------------------------------------------------------------
 
+    def use_etcd_tls(self, pki: PkiDir) -> EtcdTlsFiles:
+        """Start etcd over TLS from now on (``pki`` holds the CA key pair): members get their
+        certificates and require their clients' and peers'; servers are given the client
+        certificate ``etcd-client``, whose files this returns."""
+        self.etcd_pki = pki
+        self.etcd_tls = issue_client_cert(pki)
+        return self.etcd_tls
+
     def start_etcd(self) -> None:
         """One etcd member on ``etcd_port``."""
-        member = EtcdMember("t", self.root / "etcd", self.etcd_port, free_port())
+        member = self._member("etcd", "t", self.root / "etcd", self.etcd_port, free_port())
         self._start_etcd_member("etcd", member)
-        self._wait_healthy("etcd", member.health_url, 20)
+        self.wait_etcd_member("etcd", 20)
 
     def start_etcd_members(self, count: int = 3) -> None:
         """An etcd cluster of ``count`` members (etcd-1, ...) on free ports; ``etcd_port``
         becomes the first member's client port."""
         names = [f"etcd-{i}" for i in range(1, count + 1)]
         ports = {name: (free_port(), free_port()) for name in names}  # client, peer
-        initial = tuple((name, f"http://127.0.0.1:{peer}") for name, (_, peer) in ports.items())
+        pki_dir = None if self.etcd_pki is None else self.etcd_pki.root
+        initial = tuple(
+            (name, etcd_url("127.0.0.1", peer, pki_dir)) for name, (_, peer) in ports.items()
+        )
         self.etcd_members = {name: client for name, (client, _) in ports.items()}
         self.etcd_port = self.etcd_members[names[0]]
         for name, (client, peer) in ports.items():
             token = f"t-{self.root.name}"
-            member = EtcdMember(
-                name, self.root / name, client, peer, initial_cluster=initial, token=token
+            member = self._member(
+                name, name, self.root / name, client, peer, initial_cluster=initial, token=token
             )
             self._start_etcd_member(name, member)
         for name in names:
             self.wait_etcd_member(name)
 
+    def _member(
+        self, process: str, name: str, data: Path, client: int, peer: int, **options: Any
+    ) -> EtcdMember:
+        """A member's description, with TLS and its certificate when ``use_etcd_tls``."""
+        pki_dir = None if self.etcd_pki is None else self.etcd_pki.root
+        member = EtcdMember(name, data, client, peer, pki_dir=pki_dir, **options)
+        if self.etcd_pki is not None:
+            issue_etcd_certs(self.etcd_pki, [member])
+        self._etcd_specs[process] = member
+        return member
+
     def _start_etcd_member(self, name: str, member: EtcdMember) -> None:
         self.processes.start(name, member.argv(), role="etcd")
 
     def wait_etcd_member(self, name: str, timeout: float = 30) -> None:
-        url = f"http://127.0.0.1:{self.etcd_members[name]}/health"
-        self._wait_healthy(name, url, timeout)
+        member = self._etcd_specs[name]
+        self.processes[name].wait_healthy(
+            lambda: member_healthy(member), timeout, f"{name} to answer"
+        )
 
     # --- servers and agents -----------------------------------------------------------------
 
@@ -152,6 +185,7 @@ class Cluster:
         server = ServerProcess(
             port=port or self.server_port,
             etcd=tuple(self.etcd_endpoints),
+            etcd_tls=self.etcd_tls,
             liveness_timeout=liveness_timeout,
             registry_repair_interval=registry_repair_interval,
             pki_dir=self.pki.root if self.pki is not None else None,
@@ -288,6 +322,7 @@ def start_secure_cluster(
     (in their environment) and then talk mutual TLS."""
     cluster = new_cluster(root)
     cluster.pki = prepare_pki(root / "pki", root.name, ["127.0.0.1"])
+    cluster.use_etcd_tls(cluster.pki)
     with _stopped_on_failure(cluster):
         cluster.start_etcd()
         cluster.start_server(liveness_timeout)

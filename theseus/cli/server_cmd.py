@@ -29,7 +29,26 @@ def register(app: typer.Typer) -> None:
         etcd: list[str] = typer.Option(
             ["127.0.0.1:2379"],
             help="etcd endpoint host:port (repeat, or separate with commas, for several "
-            "members: the server moves to the next one when its member fails).",
+            "members: the server moves to the next one when its member fails). "
+            "https://host:port, or host:port with --etcd-cacert, is etcd over TLS.",
+        ),
+        etcd_cacert: Path | None = typer.Option(
+            None,
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="etcd over TLS (with --etcd-cert and --etcd-key): the CA certificate etcd's "
+            "certificate must chain to.",
+        ),
+        etcd_cert: Path | None = typer.Option(
+            None,
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="The server's client certificate for etcd (etcd runs --client-cert-auth).",
+        ),
+        etcd_key: Path | None = typer.Option(
+            None, exists=True, dir_okay=False, readable=True, help="That certificate's key."
         ),
         liveness_timeout: int = typer.Option(
             3,
@@ -98,10 +117,12 @@ def register(app: typer.Typer) -> None:
                 port,
                 "" if _is_loopback(host) else " (--insecure, on a non-loopback address!)",
             )
+        endpoints = [e.strip() for item in etcd for e in item.split(",") if e.strip()]
         config = ServerConfig(
             host=host,
             port=port,
-            etcd=[e.strip() for item in etcd for e in item.split(",") if e.strip()],
+            etcd=endpoints,
+            etcd_tls=_etcd_tls(endpoints, etcd_cacert, etcd_cert, etcd_key),
             liveness_timeout=liveness_timeout,
             max_heartbeats_per_second=max_heartbeats_per_second,
             registry_repair_interval=registry_repair_interval,
@@ -157,6 +178,24 @@ def _tls_options(pki_dir: Path | None) -> _TlsFiles:
         if not path.is_file():
             raise typer.BadParameter(f"{path} is missing", param_hint="--pki-dir")
     return _TlsFiles(str(pki.cert("server")), str(pki.key("server")), str(pki.ca_cert))
+
+
+def _etcd_tls(
+    endpoints: list[str], cacert: Path | None, cert: Path | None, key: Path | None
+) -> tuple[Path, Path, Path] | None:
+    """The three TLS files, all or none; https endpoints need them."""
+    given = [f for f in (cacert, cert, key) if f is not None]
+    if given and len(given) < 3:
+        raise typer.BadParameter(
+            "etcd over TLS needs all of --etcd-cacert, --etcd-cert, --etcd-key"
+        )
+    if cacert is not None and cert is not None and key is not None:
+        return cacert, cert, key
+    if any(e.startswith("https://") for e in endpoints):
+        raise typer.BadParameter(
+            "an https:// etcd endpoint needs --etcd-cacert, --etcd-cert and --etcd-key"
+        )
+    return None
 
 
 class _Server(uvicorn.Server):

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-import httpx
-
 from theseus.api.client import ApiError, ServerClient, ServerUnreachable
 from theseus.api.schemas import NodeInfo
 from theseus.cluster import procs, statefile
+from theseus.cluster.certs import ETCD_CLIENT, issue_client_cert, issue_etcd_certs
 from theseus.cluster.commands import (
     AGENT_PORT,
     ClusterConfig,
@@ -33,6 +32,7 @@ from theseus.cluster.commands import (
     node_name,
     server_command,
 )
+from theseus.cluster.etcd_probe import etcd_answers, member_healthy
 from theseus.cluster.secure import (
     ClientAccess,
     ensure_admin_token,
@@ -78,11 +78,8 @@ class UpResult:
 
 
 def etcd_healthy(port: int) -> bool:
-    try:
-        response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200 and '"true"' in response.text
+    """A plain member on loopback answers (``etcd_probe.member_healthy`` also does TLS)."""
+    return etcd_answers(f"http://127.0.0.1:{port}/health")
 
 
 def _client(api_url: str, access: ClientAccess) -> ServerClient:
@@ -134,7 +131,12 @@ def is_running(record: ClusterRecord) -> bool:
     """Every recorded process is alive and ours, and every etcd member and a server answer."""
     if not record.processes or not all(procs.is_ours(p) for p in record.processes):
         return False
-    if not all(etcd_healthy(port) for port in record.etcd_ports):
+    if record.api_url.startswith("https"):  # --secure: etcd wants a client certificate too
+        context = client_context(PkiDir(Path(record.state_dir) / "pki"), ETCD_CLIENT)
+        urls = [f"https://127.0.0.1:{port}/health" for port in record.etcd_ports]
+        if not all(etcd_answers(url, context) for url in urls):
+            return False
+    elif not all(etcd_healthy(port) for port in record.etcd_ports):
         return False
     return server_cluster_id(record.server_address, record_access(record)) is not None
 
@@ -266,6 +268,9 @@ def up(config: ClusterConfig, report: Report) -> UpResult:
         if config.secure:
             report(f"making the cluster's CA and the servers' certificates in {config.pki_dir}")
             files = prepare_pki(config.pki_dir, f"theseus {state_dir}", ["127.0.0.1", "localhost"])
+            members = [etcd_member(config, m) for m in range(1, config.etcd_members + 1)]
+            issue_etcd_certs(files, members)
+            issue_client_cert(files)
             access = ClientAccess(client_context(ca_pem=files.read_ca()))
         _start_etcd(starter, etcd, report)
         record.cluster_id = _start_servers(starter, report, access)
@@ -312,10 +317,11 @@ def _start_etcd(starter: _Starter, binary: str, report: Report) -> None:
         report(f"starting etcd on {config.etcd_endpoint}")
     else:
         report(f"starting {len(names)} etcd members on {', '.join(config.etcd_endpoints)}")
-    for member, name in enumerate(names, 1):
-        starter.start(name, "etcd", replace(etcd_member(config, member), binary=binary).argv())
-    for name, port in zip(names, config.etcd_ports, strict=True):
-        starter.wait_until(name, partial(etcd_healthy, port), name)
+    members = [replace(etcd_member(config, m), binary=binary) for m in range(1, len(names) + 1)]
+    for name, member in zip(names, members, strict=True):
+        starter.start(name, "etcd", member.argv())
+    for name, member in zip(names, members, strict=True):
+        starter.wait_until(name, partial(member_healthy, member), name)
 
 
 def _start_servers(starter: _Starter, report: Report, access: ClientAccess) -> str | None:

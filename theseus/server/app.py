@@ -46,6 +46,7 @@ from theseus.server.writes import ConflictError, TooLargeError, Writer
 from theseus.store.base import Store, StoreUnavailable
 from theseus.store.cache import StateCache
 from theseus.store.etcd import EtcdStore
+from theseus.store.etcd_tls import EtcdTls
 from theseus.store.leadership import Leadership
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ async def retry_while_etcd_unavailable(step: Callable[[], Awaitable[T]]) -> T:
 
 def etcd_stores(config: ServerConfig) -> Store:
     """A connection to the configured etcd members (each call: a connection of its own)."""
-    return EtcdStore(config.etcd)
+    return EtcdStore(
+        config.etcd, tls=EtcdTls.from_files(*config.etcd_tls) if config.etcd_tls else None
+    )
 
 
 def load_ca(config: ServerConfig) -> pki.Issued | None:

@@ -23,6 +23,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 5000
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    # etcd over TLS: the (CA, client certificate, key) files, etcdctl's --cacert/--cert/--key.
+    etcd_tls: tuple[Path, Path, Path] | None = None
     # Seconds without a heartbeat before a node is lost, and agents' heartbeat interval, in
     # clusters small enough; both grow with the cluster (``theseus.server.heartbeats``).
     liveness_timeout: int = 3
