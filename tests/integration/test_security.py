@@ -9,6 +9,9 @@ uses 127.0.0.2-4); rogue agents come and go at 127.0.0.7-9.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,3 +251,67 @@ def test_the_agents_endpoint_serves_logs_to_servers_only(secure: Cluster) -> Non
         assert agent.get(url).status_code == 403
     with httpx.Client(verify=client_context(secure.pki, "server"), timeout=10) as server:
         assert server.get(url).status_code == 404  # allowed; no such task
+
+
+def test_the_cli_needs_no_flags_once_a_context_is_saved(secure: Cluster, tmp_path: Path) -> None:
+    assert secure.pki is not None and secure.admin_token is not None
+    env = {**os.environ, "THESEUS_CONFIG": str(tmp_path / "config.json")}
+    env.pop("THESEUS_SERVER", None)
+
+    def cli(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "theseus", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert result.returncode == expect, f"{args}: {result.stdout}\n{result.stderr}"
+        return result
+
+    cli("ps", expect=1)  # no context yet: the default development address, nothing there
+    cli(
+        "context", "set", "lab", "--server", secure.server_url,
+        "--ca-cert", str(secure.pki.ca_cert), "--token", secure.admin_token,
+    )  # fmt: skip
+    assert (tmp_path / "config.json").stat().st_mode & 0o077 == 0
+    spec = {**LOOPING, "command": "echo from-cli; while true; do sleep 0.1; done"}
+    (tmp_path / "app.json").write_text(json.dumps({"deploy": {"clied": spec}}))
+    cli("deploy", "-f", str(tmp_path / "app.json"))
+    assert "clied" in cli("ps").stdout
+    cli("scale", "clied", "2")
+    with secure.client() as client:
+        task = wait_running(client, "clied", 2)[0]
+    wait_until(lambda: "from-cli" in cli("logs", task.id).stdout, 30, "logs through the CLI")
+    assert "token" in cli("token", "whoami").stdout
+    cli("rm", "clied")
+
+
+def test_agent_certificates_are_renewed_before_they_expire(
+    tmp_path_factory: pytest.TempPathFactory, busybox_image: str
+) -> None:
+    """Certificates of 20 s: renewed at 10-16 s, and the node stays ready past their end."""
+    root = Path(tmp_path_factory.mktemp("renewal"))
+    cluster = start_secure_cluster(
+        root, {"short-1": {"address": "127.0.0.9", "driver": "process"}}, agent_cert_days=20 / 86400
+    )
+    try:
+        files = PkiDir(root / "agents" / "short-1" / "pki")
+        first = pki.identity(files.cert("agent").read_bytes())
+        renewed = wait_until(
+            lambda: (
+                (now := pki.identity(files.cert("agent").read_bytes())).serial != first.serial
+                and now
+            ),
+            30,
+            "the agent's certificate to be renewed",
+        )
+        assert renewed.not_after > first.not_after
+        # Past the first certificate's end by more than the liveness timeout (4 s): the node
+        # is only still ready if its heartbeats went on with the renewed one.
+        ended = first.not_after.timestamp() + 6
+        wait_until(lambda: time.time() > ended, 30, "the first certificate to be long over")
+        with cluster.client() as client:
+            assert client.node("short-1").status == "ready"
+    finally:
+        cluster.stop()

@@ -180,6 +180,7 @@ class Cluster:
         registry_repair_interval: float = 3.0,
         name: str = "server",
         port: int | None = None,
+        agent_cert_days: float | None = None,
     ) -> None:
         """A server against every etcd member; ``name`` and ``port`` for a further one."""
         server = ServerProcess(
@@ -189,6 +190,7 @@ class Cluster:
             liveness_timeout=liveness_timeout,
             registry_repair_interval=registry_repair_interval,
             pki_dir=self.pki.root if self.pki is not None else None,
+            agent_cert_days=agent_cert_days,
         )
         self.processes.start(name, server.argv(), role="server")
         self.servers[name] = server.port
@@ -315,7 +317,10 @@ def start_ha_cluster(
 
 
 def start_secure_cluster(
-    root: Path, agents: dict[str, dict[str, Any]], liveness_timeout: int = 4
+    root: Path,
+    agents: dict[str, dict[str, Any]],
+    liveness_timeout: int = 4,
+    agent_cert_days: float | None = None,
 ) -> Cluster:
     """``start_cluster``, secured as ``theseus up --secure`` does it: the server serves TLS
     with a certificate from a new CA, requires tokens, and the agents join with a join token
@@ -325,7 +330,7 @@ def start_secure_cluster(
     cluster.use_etcd_tls(cluster.pki)
     with _stopped_on_failure(cluster):
         cluster.start_etcd()
-        cluster.start_server(liveness_timeout)
+        cluster.start_server(liveness_timeout, agent_cert_days=agent_cert_days)
         cluster.admin_token = bootstrap_admin(cluster.server_url, cluster.pki)
         cluster.join_token = new_join_token(
             cluster.server_url, cluster.pki, cluster.admin_token, ttl=3600

@@ -146,6 +146,7 @@ class ServerProcess:
     registry_repair_interval: float | None = None
     log_level: str | None = None
     pki_dir: Path | None = None  # TLS and credentials (``theseus server --pki-dir``)
+    agent_cert_days: float | None = None  # lifetime of agents' certificates (None: default)
     python: str = sys.executable
 
     @property
@@ -178,6 +179,8 @@ class ServerProcess:
             command += ["--log-level", self.log_level]
         if self.pki_dir is not None:
             command += ["--pki-dir", str(self.pki_dir)]
+        if self.agent_cert_days is not None:
+            command += ["--agent-cert-days", number(self.agent_cert_days)]
         return command
 
 
