@@ -117,3 +117,8 @@ def test_mutual_tls_with_issued_certificates(tmp_path: Path) -> None:
     )
     with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
         _handshake(server_context(elsewhere, "server"), client_context(files))
+
+
+def test_a_long_cluster_name_still_makes_a_ca() -> None:
+    ca = pki.create_ca("x" * 200)
+    assert len(pki.identity(ca.cert).name) == 64

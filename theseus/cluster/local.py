@@ -267,7 +267,7 @@ def up(config: ClusterConfig, report: Report) -> UpResult:
     try:
         if config.secure:
             report(f"making the cluster's CA and the servers' certificates in {config.pki_dir}")
-            files = prepare_pki(config.pki_dir, f"theseus {state_dir}", ["127.0.0.1", "localhost"])
+            files = prepare_pki(config.pki_dir, "local", ["127.0.0.1", "localhost"])
             members = [etcd_member(config, m) for m in range(1, config.etcd_members + 1)]
             issue_etcd_certs(files, members)
             issue_client_cert(files)

@@ -109,7 +109,7 @@ def create_ca(cluster: str, days: int = CA_DAYS) -> Issued:
     """A new self-signed CA for one cluster; it signs certificates and nothing above it."""
     key = new_key()
     now = _now()
-    name = _name(f"theseus-ca {cluster}", "ca")
+    name = _name(f"theseus-ca {cluster}"[:64], "ca")  # X.509 caps a common name at 64
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
