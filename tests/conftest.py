@@ -1,4 +1,6 @@
-"""Settings shared by every test: the hypothesis profiles (the one place they are set).
+"""Settings shared by every test: the hypothesis profiles (the one place they are set), and
+a CLI configuration of the test run's own (``THESEUS_CONFIG``), so that no test reads or
+writes the contexts of whoever runs the suite.
 
 * ``ci`` (loaded by default): 200 examples per property, derandomized, so that every run, on
   every machine, tries the same examples and a failure in CI is a failure of the change
@@ -16,7 +18,13 @@ On failure both print the ``@reproduce_failure`` blob of the shrunk example.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 from hypothesis import settings
+
+os.environ["THESEUS_CONFIG"] = str(Path(tempfile.mkdtemp(prefix="theseus-cli-")) / "config.json")
 
 settings.register_profile(
     "ci", max_examples=200, derandomize=True, database=None, deadline=None, print_blob=True

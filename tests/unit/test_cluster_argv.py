@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from theseus.cluster.argv import AgentProcess, EtcdMember, ServerProcess
+from theseus.cluster.argv import AgentProcess, EtcdMember, EtcdTlsFiles, ServerProcess, etcd_url
 
 
 def test_a_member_of_three_names_the_others_and_the_token() -> None:
@@ -70,4 +70,44 @@ def test_agent_with_every_option() -> None:
         *("--name", "n-1", "--address", "127.0.0.31", "--port", "20030", "--driver", "docker"),
         *("--cpus", "1", "--mem", "2048", "--attr", "rack=r1", "--attr", "zone=a"),
         *("--state-dir", "/s/n-1"),
+    ]
+
+
+def test_a_member_with_a_pki_dir_serves_clients_and_peers_over_tls_and_requires_certs() -> None:
+    member = EtcdMember("e-1", Path("/d/e-1"), 20040, 20041, pki_dir=Path("/pki"))
+    argv = member.argv()
+
+    def value(flag: str) -> str:
+        return argv[argv.index(flag) + 1]
+
+    assert member.client_url == "https://127.0.0.1:20040"
+    assert member.endpoint == "https://127.0.0.1:20040"
+    assert member.health_url == "https://127.0.0.1:20040/health"
+    assert value("--listen-client-urls") == value("--advertise-client-urls") == member.client_url
+    assert value("--listen-peer-urls") == "https://127.0.0.1:20041"
+    assert value("--initial-cluster") == "e-1=https://127.0.0.1:20041"
+    assert value("--cert-file") == value("--peer-cert-file") == "/pki/etcd-e-1.pem"
+    assert value("--key-file") == value("--peer-key-file") == "/pki/etcd-e-1-key.pem"
+    assert value("--trusted-ca-file") == value("--peer-trusted-ca-file") == "/pki/ca.pem"
+    assert "--client-cert-auth" in argv and "--peer-client-cert-auth" in argv
+
+
+def test_a_member_without_a_pki_dir_has_no_tls_flag() -> None:
+    member = EtcdMember("e-1", Path("/d/e-1"), 20040, 20041)
+    assert member.tls_files is None
+    assert not [a for a in member.argv() if "cert" in a or "trusted-ca" in a]
+
+
+def test_peers_of_a_tls_cluster_are_named_by_https_urls() -> None:
+    assert etcd_url("127.0.0.1", 20041, Path("/pki")) == "https://127.0.0.1:20041"
+    assert etcd_url("127.0.0.1", 20041) == "http://127.0.0.1:20041"
+
+
+def test_a_server_of_a_tls_etcd_gets_the_three_files() -> None:
+    files = EtcdTlsFiles(Path("/pki/ca.pem"), Path("/pki/c.pem"), Path("/pki/c-key.pem"))
+    server = ServerProcess(20020, ("https://127.0.0.1:1",), python="/py", etcd_tls=files)
+    assert server.argv() == [
+        *("/py", "-m", "theseus", "server", "--host", "127.0.0.1", "--port", "20020"),
+        *("--etcd", "https://127.0.0.1:1", "--etcd-cacert", "/pki/ca.pem"),
+        *("--etcd-cert", "/pki/c.pem", "--etcd-key", "/pki/c-key.pem"),
     ]

@@ -81,7 +81,9 @@ def test_up_waits_for_the_attributes_it_gave_not_a_stale_ready_record(
         return httpx.Response(200, json={"nodes": listed})
 
     transport = httpx.MockTransport(nodes)
-    monkeypatch.setattr(local, "_client", lambda url: ServerClient(url, transport=transport))
+    monkeypatch.setattr(
+        local, "_client", lambda url, _access: ServerClient(url, transport=transport)
+    )
     assert [n.name for n in local.ready_nodes("http://s", {"node-1", "node-2"}, attributes)] == [
         "node-2"
     ]

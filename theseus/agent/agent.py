@@ -46,10 +46,14 @@ from theseus.agent.drivers import make_driver
 from theseus.agent.drivers.base import DISCOVERY_SOCKET, Owner, TaskDriver, discovery_dir
 from theseus.agent.gates import checked_gates
 from theseus.agent.http import AgentHttpServer, create_app
+from theseus.agent.identity import NAME as IDENTITY_NAME
+from theseus.agent.identity import Identity, JoinError, join
+from theseus.agent.identity import pki_dir as identity_pki
 from theseus.agent.kill_budget import KillBudget
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
 from theseus.api.client import DEFAULT_SERVER, ApiError, AsyncServerClient, ServerUnreachable
+from theseus.api.failover import parse_addresses
 from theseus.api.schemas import NodeRegistration, RegistrationAnswer, ReportBatch
 from theseus.model.hostgates import NodeGates
 
@@ -98,6 +102,9 @@ class AgentConfig:
     serve_http: bool = True  # hollow agents of a benchmark may go without
     handle_signals: bool = True  # SIGTERM/SIGINT end run_agent (tests cancel it instead)
     transport: httpx.AsyncBaseTransport | None = None  # tests only
+    # A secure cluster (https servers): the join token for the first start; later starts use
+    # the certificate it got (``theseus.agent.identity``).
+    join_token: str | None = None
 
 
 class NodeUnknown(Exception):
@@ -105,13 +112,18 @@ class NodeUnknown(Exception):
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, driver: TaskDriver) -> None:
+    def __init__(
+        self, config: AgentConfig, driver: TaskDriver, identity: Identity | None = None
+    ) -> None:
         self.config = config
         self.driver = driver
-        self.client = AsyncServerClient(config.server, transport=config.transport)
+        self.identity = identity
+        tls = identity.client if identity is not None else None
+        self.client = AsyncServerClient(config.server, transport=config.transport, tls=tls)
         self.discovery_client = AsyncServerClient(
             config.server,
-            transport=config.transport or httpx.AsyncHTTPTransport(limits=DISCOVERY_LIMITS),
+            transport=config.transport
+            or httpx.AsyncHTTPTransport(limits=DISCOVERY_LIMITS, verify=tls or True),
         )
         state_dir = config.state_dir or default_state_dir(config.name)
         self.discovery_socket = discovery_dir(state_dir) / DISCOVERY_SOCKET
@@ -254,10 +266,17 @@ class Agent:
             await self.driver.open(self.owner, self.runner.observe_exit)
             await self.runner.resync()  # adopt what a previous run left (decided once assigned)
             if self.config.serve_http:
-                app = create_app(self.runner, self.config.name, self.discovery_client)
-                http = AgentHttpServer(app, self.config.address, self.config.port)
+                secure = self.identity is not None
+                app = create_app(self.runner, self.config.name, self.discovery_client, secure)
+                http = AgentHttpServer(
+                    app,
+                    self.config.address,
+                    self.config.port,
+                    tls=self.identity.server if self.identity is not None else None,
+                )
                 await http.start()
-                # Containers reach this one: discovery reads only (no logs, no writes).
+                # Containers reach this one, in every mode: discovery reads only (no logs, no
+                # writes), so it needs no credentials (a container has none).
                 discovery = AgentHttpServer(
                     discovery_app(self.discovery_client), None, uds=self.discovery_socket
                 )
@@ -270,6 +289,9 @@ class Agent:
                 ("reports", self.reports.run(self._send)),
             ):
                 loops.append(asyncio.create_task(loop, name=f"agent-{name}"))
+            if self.identity is not None:
+                renewal = self.identity.renew_forever(self.client, self.config.address)
+                loops.append(asyncio.create_task(renewal, name="agent-certificate"))
             log.info(
                 "agent %s ready (driver %s, %s:%s, discovery %s)",
                 self.config.name,
@@ -334,6 +356,7 @@ async def run_agent(config: AgentConfig) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     # A protected or missing host volume ends the agent here, before it registers.
     config = replace(config, gates=checked_gates(config.gates, state_dir))
+    identity = await establish_identity(config, state_dir)
     driver = await make_driver(config.driver, state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -341,8 +364,25 @@ async def run_agent(config: AgentConfig) -> None:
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        await Agent(config, driver).run(stop)
+        await Agent(config, driver, identity).run(stop)
     finally:
         for sig in signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+
+
+async def establish_identity(config: AgentConfig, state_dir: Path) -> Identity | None:
+    """The agent's certificate in a secure cluster (its servers are https): the one it has,
+    or one got by joining with ``config.join_token``; None in a development cluster."""
+    servers = parse_addresses(config.server)
+    if not any(server.startswith("https://") for server in servers):
+        return None
+    files = identity_pki(state_dir)
+    if not files.has(IDENTITY_NAME):
+        if not config.join_token:
+            raise JoinError(
+                f"node {config.name} has no certificate in {files.root} yet: start it once with "
+                "--token (a join token from `theseus join-token`)"
+            )
+        await join(servers, config.join_token, config.name, config.address, files)
+    return Identity(files, config.name)

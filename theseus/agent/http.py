@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
@@ -33,19 +34,29 @@ from starlette.routing import Route
 from theseus.agent.discovery import bind_unix_socket, registry_routes, remove_unix_socket
 from theseus.agent.runner import TaskRunner, UnknownContainer, UnknownTask
 from theseus.api.client import AsyncServerClient
+from theseus.security.pki import Role
+from theseus.security.serving import http_protocol, peer_identity
 
 
 def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
 
-def create_app(runner: TaskRunner, node: str, server: AsyncServerClient) -> Starlette:
-    """The agent's app; registry reads go to the server through ``server``."""
+def create_app(
+    runner: TaskRunner, node: str, server: AsyncServerClient, secure: bool = False
+) -> Starlette:
+    """The agent's app; registry reads go to the server through ``server``. ``secure``: it
+    is served over TLS, and task logs go only to a server (its certificate says so)."""
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": node})
 
     async def logs(request: Request) -> Response:
+        if secure:
+            peer = peer_identity(request.scope)
+            if peer is None or peer.role != Role.SERVER:
+                message = "task logs are served to Theseus servers only (by their certificate)"
+                return JSONResponse({"message": message}, 401 if peer is None else 403)
         task_id = request.path_params["task_id"]
         follow = _flag(request.query_params.get("follow"))
         tail_text = request.query_params.get("tail")
@@ -94,7 +105,12 @@ class AgentHttpServer:
     a unix socket at that path."""
 
     def __init__(
-        self, app: Starlette, host: str | None, port: int = 0, uds: Path | None = None
+        self,
+        app: Starlette,
+        host: str | None,
+        port: int = 0,
+        uds: Path | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port, self.uds = host, port, uds
         self._uds_inode: int | None = None
@@ -105,6 +121,9 @@ class AgentHttpServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            http=http_protocol(),
+            # The agent's own context: renewing its certificate reloads it in place.
+            ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
         )
         self._server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None

@@ -13,11 +13,13 @@ The transport is injectable for tests.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
 
+from theseus.api.access import CertificateAnswer, CertificateRequest
 from theseus.api.failover import ServerList
 from theseus.api.rollouts import DeploymentList, VersionList
 from theseus.api.schemas import (
@@ -49,6 +51,7 @@ HEARTBEAT_FAILOVER_TIMEOUT = 1.5
 class ServerUnreachable(ConnectionError):
     def __init__(self, address: str, cause: Exception) -> None:
         self.address = address
+        self.cause = cause
         super().__init__(
             f"cannot reach the Theseus server at {address} ({cause.__class__.__name__})"
         )
@@ -112,17 +115,26 @@ def _labels_param(labels: list[str] | None) -> dict[str, str]:
     return {} if labels is None else {"labels": json.dumps(sorted(set(labels)))}
 
 
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 class ServerClient:
-    """Blocking client, for the CLI and tests."""
+    """Blocking client, for the CLI and tests. ``tls``: the context that verifies the servers
+    (the cluster CA; ``theseus.security.tls.client_context``); ``token``: an API token."""
 
     def __init__(
         self,
         address: str | Sequence[str] = DEFAULT_SERVER,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,  # None except in tests
+        tls: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
         self.servers = ServerList(address)
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            timeout=timeout, transport=transport, verify=tls or True, headers=auth_headers(token)
+        )
 
     @property
     def address(self) -> str:
@@ -151,6 +163,10 @@ class ServerClient:
             if _answer_stands(self.servers, address, response, n == len(attempts)):
                 return response
         raise AssertionError("unreachable: attempts() is never empty")
+
+    def request(self, method: str, path: str, once: bool = False, **kwargs: Any) -> httpx.Response:
+        """A call to any route, with this client's failover and errors (``ApiError``)."""
+        return self._request(method, path, once, **kwargs)
 
     def health(self) -> Health:
         return Health.model_validate(self._request("GET", "/v1/health").json())
@@ -286,17 +302,25 @@ class ServerClient:
 
 
 class AsyncServerClient:
-    """Asyncio client, for the agent."""
+    """Asyncio client, for the agent (``tls``: its context, with its certificate)."""
 
     def __init__(
         self,
         address: str | Sequence[str] = DEFAULT_SERVER,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,  # None except in tests
+        tls: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
         self.servers = ServerList(address)
         limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            transport=transport,
+            limits=limits,
+            verify=tls or True,
+            headers=auth_headers(token),
+        )
 
     @property
     def address(self) -> str:
@@ -320,6 +344,12 @@ class AsyncServerClient:
             if _answer_stands(self.servers, address, response, n == len(attempts)):
                 return response
         raise AssertionError("unreachable: attempts() is never empty")
+
+    async def renew_certificate(self, node: str, request: CertificateRequest) -> CertificateAnswer:
+        response = await self._request(
+            "POST", f"/v1/agent/{node}/certificate", json=request.model_dump()
+        )
+        return CertificateAnswer.model_validate(response.json())
 
     async def register(self, registration: NodeRegistration) -> RegistrationAnswer:
         response = await self._request(

@@ -103,6 +103,26 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        join: Annotated[
+            str | None,
+            typer.Option(
+                "--join",
+                metavar="URL",
+                help="Join a secure cluster through this server (https://...): with --token, "
+                "the agent checks the server's CA against the token, gets its certificate and "
+                "keeps it in its state directory; later starts need neither.",
+            ),
+        ] = None,
+        token: Annotated[
+            str | None,
+            typer.Option(
+                "--token",
+                envvar="THESEUS_JOIN_TOKEN",
+                help="Join token from `theseus join-token` (better in THESEUS_JOIN_TOKEN: "
+                "command lines are visible to every user of the machine).",
+                show_envvar=True,
+            ),
+        ] = None,
         name: Annotated[
             str | None, typer.Option(help="Node name (default: the host name).")
         ] = None,
@@ -193,7 +213,9 @@ def register(app: typer.Typer) -> None:
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         try:
-            servers = parse_addresses(server or [DEFAULT_SERVER])
+            servers = parse_addresses(
+                [*([join] if join else []), *(server or [])] or [DEFAULT_SERVER]
+            )
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--server") from None
         gates = parse_gates(
@@ -212,6 +234,7 @@ def register(app: typer.Typer) -> None:
             state_dir=state_dir,
             health_kills_per_minute=max_health_kills_per_minute,
             gates=gates,
+            join_token=token,
         )
         try:
             asyncio.run(run_agent(config))

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from theseus.cli import contexts
 from theseus.cli.output import (
     console,
     err_console,
@@ -58,7 +59,7 @@ def print_summary(result: local.UpResult) -> None:
         console.print(f"  API         {record.api_url}  (docs: {record.api_url}/docs)")
     else:
         for url, process in zip(record.servers, record.by_role("server"), strict=False):
-            role = local.server_role(url)
+            role = local.server_role(url, local.record_access(record))
             console.print(f"  API         {url}  ({role}, pid {process.pid}; docs: {url}/docs)")
     if len(record.etcd_ports) == 1:
         console.print(f"  etcd        {record.etcd_endpoint}")
@@ -74,7 +75,9 @@ def print_summary(result: local.UpResult) -> None:
         console.print(f"  {agent.name:<11} {agent.address}  ({status}, pid {agent.pid})")
     console.print(f"  state dir   {record.state_dir}")
     console.print(f"  logs        {Path(record.state_dir) / 'logs'}")
-    default = record.port == 5000 and len(record.servers) == 1
+    default = (record.port == 5000 and len(record.servers) == 1) or record.api_url.startswith(
+        "https"
+    )  # a secure cluster's address is in the CLI context
     server = "" if default else f" -s {record.server_address}"
     state = (
         "" if Path(record.state_dir) == default_state_dir() else f" --state-dir {record.state_dir}"
@@ -84,6 +87,9 @@ def print_summary(result: local.UpResult) -> None:
     console.print(f"  theseus{server} ps")
     console.print(f"  theseus{server} nodes")
     console.print(f"  theseus down{state}")
+
+
+SECURE_CONTEXT = "local-secure"
 
 
 def register(app: typer.Typer) -> None:
@@ -153,6 +159,15 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        secure: Annotated[
+            bool,
+            typer.Option(
+                "--secure",
+                help="The whole security model on this machine: a cluster CA, TLS, API tokens "
+                "(an admin token is bootstrapped), agents joined with a join token and talking "
+                "mutual TLS; the CLI's context is saved so that `theseus ps` just works.",
+            ),
+        ] = False,
     ) -> None:
         """Start etcd, a server and N agents on this machine (idempotent).
 
@@ -179,11 +194,26 @@ def register(app: typer.Typer) -> None:
             etcd_members=etcd_members or (3 if ha else 1),
             attributes=attributes,
             host_volumes=tuple(host_volume or ()),
+            secure=secure,
         )
         try:
             result = local.up(config, _say)
         except (local.ClusterError, StateFileError) as exc:
             raise _cluster_error(exc) from None
+        if result.ca_cert is not None and result.admin_token is not None:
+            context = contexts.Context(
+                servers=result.record.servers,
+                ca=result.ca_cert.decode(),
+                token=result.admin_token,
+            )
+            path = contexts.set_context(SECURE_CONTEXT, context)
+            _say(f"saved the CLI context {SECURE_CONTEXT} (admin token, CA) in {path}")
+        else:
+            console.print(
+                "[yellow]development mode:[/] plain HTTP and no authentication on loopback "
+                "(anyone on this machine can use the cluster); `theseus up --secure` runs "
+                "the secure model"
+            )
         print_summary(result)
 
     @app.command()

@@ -7,12 +7,14 @@ Global options (``--server``) land in ``ctx.obj`` as a ``CliState`` that command
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from theseus.api.client import DEFAULT_SERVER
 from theseus.cli import (
+    access_cmds,
     agent_cmd,
     cluster_cmds,
     deployments_cmd,
@@ -40,17 +42,48 @@ app = typer.Typer(
 def _global_options(
     ctx: typer.Context,
     server: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--server",
             "-s",
             envvar="THESEUS_SERVER",
             help="Address of a Theseus server, or several separated by commas: the CLI moves "
-            "to the next one when a server does not answer.",
+            f"to the next one when a server does not answer (default: the current context's, "
+            f"else {DEFAULT_SERVER}).",
+            show_default=False,
         ),
-    ] = DEFAULT_SERVER,
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="THESEUS_TOKEN",
+            help="API token (default: the current context's).",
+            show_default=False,
+        ),
+    ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert",
+            envvar="THESEUS_CA_CERT",
+            help="The cluster CA's certificate, to verify https servers (default: the current "
+            "context's).",
+            show_default=False,
+        ),
+    ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            envvar="THESEUS_CONTEXT",
+            help="A saved context to use instead of the current one (`theseus context list`).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    state_of(ctx).server = server
+    state = state_of(ctx)
+    state.server, state.token, state.ca_cert, state.context = server, token, ca_cert, context
 
 
 workloads.register(app)
@@ -62,6 +95,7 @@ cluster_cmds.register(app)
 images_cmd.register(app)
 server_cmd.register(app)
 agent_cmd.register(app)
+access_cmds.register(app)
 
 
 def main() -> None:

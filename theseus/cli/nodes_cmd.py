@@ -4,7 +4,8 @@
 * ``theseus nodes drain NODE`` moves its tasks elsewhere, each replacement started before the
   task it replaces stops, and keeps new work off it (``--wait`` until it is empty);
 * ``theseus nodes ineligible NODE`` keeps new work off it but leaves its tasks running;
-* ``theseus nodes eligible NODE`` ends either.
+* ``theseus nodes eligible NODE`` ends either;
+* ``theseus nodes remove NODE`` forgets it and revokes its certificate.
 
 Registered by ``theseus.cli.main``; the semantics are Nomad's (``node drain``,
 ``node eligibility``), the work is the server's (``/v1/nodes/{name}/drain|eligibility``).
@@ -16,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from theseus.api.access_client import AccessApi
 from theseus.api.client import ServerClient
 from theseus.api.schemas import NodeInfo
 from theseus.cli.output import (
@@ -114,6 +116,15 @@ def _wait_empty(client: ServerClient, node: NodeInfo, timeout: float, quiet: boo
             f"node {node.name} still holds {current.tasks} tasks after {timeout:g}s "
             "(see `theseus ps` for pending reasons: is there room elsewhere?)"
         )
+
+
+@nodes_app.command()
+def remove(ctx: typer.Context, node: NodeArgument) -> None:
+    """Forget a node and revoke its certificate: its agent can no longer reach the cluster,
+    and its tasks are replaced elsewhere. To bring the machine back, join it again."""
+    with connect(ctx) as client:
+        AccessApi(client).remove_node(node)
+    console.print(f"removed node {node} (its certificate is revoked)")
 
 
 def _say(node: NodeInfo, json_out: bool) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
@@ -25,6 +26,8 @@ from rich.table import Table
 
 from theseus.api.client import DEFAULT_SERVER, ApiError, ServerClient, ServerUnreachable
 from theseus.api.schemas import GroupChange, NodeInfo, TaskInfo
+from theseus.cli import contexts
+from theseus.security.tls import client_context
 
 # soft_wrap: lines are never hard-wrapped (copy-paste and grep keep working); tables still fit.
 console = Console(highlight=False, soft_wrap=True)
@@ -34,13 +37,31 @@ PIPE_WIDTH = 400
 
 @dataclass
 class CliState:
-    """``ctx.obj``: the global options. Tests pass one with a mock ``transport``."""
+    """``ctx.obj``: the global options. Tests pass one with a mock ``transport``.
 
-    server: str = DEFAULT_SERVER
+    What is not given as an option (or in ``THESEUS_SERVER``, ``THESEUS_TOKEN``,
+    ``THESEUS_CA_CERT``) comes from the CLI context (``theseus.cli.contexts``): the one named
+    by ``--context``, or the current one; without either, a development cluster on this
+    machine."""
+
+    server: str | None = None
     transport: httpx.BaseTransport | None = None
+    token: str | None = None
+    ca_cert: Path | None = None
+    context: str | None = None
 
     def client(self, timeout: float = 10.0) -> ServerClient:
-        return ServerClient(self.server, timeout=timeout, transport=self.transport)
+        try:
+            saved = contexts.resolve(self.context)
+        except contexts.ContextError as exc:
+            fail(str(exc))
+        server = self.server or (",".join(saved.servers) if saved else DEFAULT_SERVER)
+        token = self.token or (saved.token if saved else None)
+        ca_pem = self.ca_cert.read_bytes() if self.ca_cert else None
+        if ca_pem is None and saved is not None and saved.ca:
+            ca_pem = saved.ca.encode()
+        tls = client_context(ca_pem=ca_pem) if ca_pem else None
+        return ServerClient(server, timeout=timeout, transport=self.transport, tls=tls, token=token)
 
 
 def state_of(ctx: typer.Context) -> CliState:
@@ -72,6 +93,12 @@ def api_errors() -> Iterator[None]:
     try:
         yield
     except ServerUnreachable as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc.cause):
+            fail(
+                f"the server at {exc.address} presents a certificate this CLI does not trust: "
+                "give the cluster's CA (--ca-cert, THESEUS_CA_CERT) or use a context that has "
+                "it (`theseus context list`)"
+            )
         fail(unreachable_message(exc.address))
     except ApiError as exc:
         report_api_error(exc)

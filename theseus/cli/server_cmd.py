@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
+import ssl
+from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
 import typer
 import uvicorn
 from fastapi import FastAPI
 
+from theseus.security.files import PkiDir
+from theseus.security.serving import http_protocol
 from theseus.server.app import create_app
 from theseus.server.context import ServerConfig
 
@@ -23,7 +29,26 @@ def register(app: typer.Typer) -> None:
         etcd: list[str] = typer.Option(
             ["127.0.0.1:2379"],
             help="etcd endpoint host:port (repeat, or separate with commas, for several "
-            "members: the server moves to the next one when its member fails).",
+            "members: the server moves to the next one when its member fails). "
+            "https://host:port, or host:port with --etcd-cacert, is etcd over TLS.",
+        ),
+        etcd_cacert: Path | None = typer.Option(
+            None,
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="etcd over TLS (with --etcd-cert and --etcd-key): the CA certificate etcd's "
+            "certificate must chain to.",
+        ),
+        etcd_cert: Path | None = typer.Option(
+            None,
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="The server's client certificate for etcd (etcd runs --client-cert-auth).",
+        ),
+        etcd_key: Path | None = typer.Option(
+            None, exists=True, dir_okay=False, readable=True, help="That certificate's key."
         ),
         liveness_timeout: int = typer.Option(
             3,
@@ -54,20 +79,57 @@ def register(app: typer.Typer) -> None:
             help="Seconds of the leader's etcd lease: when the leader dies, another server "
             "takes over about this much later (2 is etcd's minimum with its default timings).",
         ),
+        pki_dir: Path | None = typer.Option(
+            None,
+            "--pki-dir",
+            help="Serve TLS and require credentials: the directory holding ca.pem, "
+            "server.pem and server-key.pem (and ca-key.pem to admit agents), as `theseus ca` "
+            "makes it. Without it the API is plain HTTP and anyone who reaches it is admin: "
+            "allowed on loopback only (a development cluster), or with --insecure.",
+        ),
+        agent_cert_days: float = typer.Option(
+            90.0, min=0.0001, help="Lifetime in days of the certificates agents get at join."
+        ),
+        insecure: bool = typer.Option(
+            False,
+            "--insecure",
+            help="Serve plain HTTP without authentication on a non-loopback address anyway.",
+        ),
         log_level: str = typer.Option("info", help="debug, info, warning or error."),
     ) -> None:
         """Run a Theseus server against etcd."""
         logging.basicConfig(
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        tls = _tls_options(pki_dir)
+        if pki_dir is None:
+            if not _is_loopback(host) and not insecure:
+                raise typer.BadParameter(
+                    f"{host} is not a loopback address: serving the API there without TLS "
+                    "would let anyone on the network run anything on every node. Give "
+                    "--pki-dir (see docs/security.md), or --insecure if you really mean it.",
+                    param_hint="--host",
+                )
+            logging.getLogger("theseus.server").warning(
+                "DEVELOPMENT MODE: plain HTTP, no authentication: anyone who can reach "
+                "%s:%d can run anything on every node%s",
+                host,
+                port,
+                "" if _is_loopback(host) else " (--insecure, on a non-loopback address!)",
+            )
+        endpoints = [e.strip() for item in etcd for e in item.split(",") if e.strip()]
         config = ServerConfig(
             host=host,
             port=port,
-            etcd=[e.strip() for item in etcd for e in item.split(",") if e.strip()],
+            etcd=endpoints,
+            etcd_tls=_etcd_tls(endpoints, etcd_cacert, etcd_cert, etcd_key),
             liveness_timeout=liveness_timeout,
             max_heartbeats_per_second=max_heartbeats_per_second,
             registry_repair_interval=registry_repair_interval,
             leader_lease_ttl=leader_lease_ttl,
+            pki_dir=pki_dir,
+            agent_cert_days=agent_cert_days,
+            insecure=insecure,
         )
         app = create_app(config)
         server = _Server(
@@ -81,9 +143,59 @@ def register(app: typer.Typer) -> None:
                 # Long-polls are answered at once on a stop (``_Server``); this bounds anything
                 # else (a quick stop also hands leadership over at once, by revoking our lease).
                 timeout_graceful_shutdown=2,
+                http=http_protocol(),
+                ssl_certfile=tls.cert,
+                ssl_keyfile=tls.key,
+                ssl_ca_certs=tls.ca,
+                ssl_cert_reqs=ssl.CERT_OPTIONAL if tls.ca else ssl.CERT_NONE,
             ),
         )
         server.run()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _TlsFiles(NamedTuple):
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+
+
+def _tls_options(pki_dir: Path | None) -> _TlsFiles:
+    """uvicorn's TLS settings: the server's certificate, and client certificates asked for
+    (agents and servers present theirs) but not required (the CLI presents a token)."""
+    if pki_dir is None:
+        return _TlsFiles()
+    pki = PkiDir(pki_dir)
+    for path in (pki.ca_cert, pki.cert("server"), pki.key("server")):
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} is missing", param_hint="--pki-dir")
+    return _TlsFiles(str(pki.cert("server")), str(pki.key("server")), str(pki.ca_cert))
+
+
+def _etcd_tls(
+    endpoints: list[str], cacert: Path | None, cert: Path | None, key: Path | None
+) -> tuple[Path, Path, Path] | None:
+    """The three TLS files, all or none; https endpoints need them."""
+    given = [f for f in (cacert, cert, key) if f is not None]
+    if given and len(given) < 3:
+        raise typer.BadParameter(
+            "etcd over TLS needs all of --etcd-cacert, --etcd-cert, --etcd-key"
+        )
+    if cacert is not None and cert is not None and key is not None:
+        return cacert, cert, key
+    if any(e.startswith("https://") for e in endpoints):
+        raise typer.BadParameter(
+            "an https:// etcd endpoint needs --etcd-cacert, --etcd-cert and --etcd-key"
+        )
+    return None
 
 
 class _Server(uvicorn.Server):

@@ -5,6 +5,11 @@ Whoever starts one of them builds its command line here: ``theseus.cluster.comma
 ``theseus up``'s options onto these descriptions, the test kit (``tests/kit/cluster.py``) and
 the benchmarks (``bench/procs.py``) describe their own processes, with their own ports and
 options. Every address is on loopback unless a description says otherwise.
+
+etcd over TLS: a member given a ``pki_dir`` serves its clients and peers over TLS with its
+certificate ``etcd-<name>.pem`` from there (``theseus.cluster.certs`` issues it) and requires
+theirs, signed by the same CA; a server then gets the three files of its etcd client
+certificate (``EtcdTlsFiles``).
 """
 
 from __future__ import annotations
@@ -12,12 +17,34 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 # etcd's default of 128 operations per transaction is too few for one deploy of many groups;
 # every member starts with the limit the store's writers respect.
+from theseus.security.files import PkiDir
 from theseus.store.limits import MAX_TXN_OPS
 
 LOOPBACK = "127.0.0.1"
+
+
+class EtcdTlsFiles(NamedTuple):
+    """What a client of an etcd with ``--client-cert-auth`` presents (etcdctl's ``--cacert``,
+    ``--cert`` and ``--key``)."""
+
+    cacert: Path
+    cert: Path
+    key: Path
+
+
+def etcd_url(host: str, port: int, pki_dir: Path | None = None) -> str:
+    """A member's client or peer URL: https when it has a ``pki_dir``. Also what a member of
+    several needs for each peer in ``initial_cluster``."""
+    return f"{'https' if pki_dir is not None else 'http'}://{host}:{port}"
+
+
+def member_cert_name(name: str) -> str:
+    """The name of member ``name``'s certificate in a ``PkiDir``: ``etcd-<name>``."""
+    return f"etcd-{name}"
 
 
 @dataclass(frozen=True)
@@ -36,19 +63,35 @@ class EtcdMember:
     token: str | None = None
     max_txn_ops: int = MAX_TXN_OPS
     binary: str = "etcd"
+    # TLS for clients and peers, both required to present a certificate of the CA in this
+    # directory (``theseus.security.files.PkiDir``); None: plain HTTP.
+    pki_dir: Path | None = None
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return etcd_url(self.host, self.client_port, self.pki_dir)
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return etcd_url(self.host, self.peer_port, self.pki_dir)
 
     @property
     def endpoint(self) -> str:
-        """``host:port``, what ``theseus server --etcd`` takes."""
-        return f"{self.host}:{self.client_port}"
+        """What ``theseus server --etcd`` takes: ``host:port``, or ``https://host:port``."""
+        return self.client_url if self.pki_dir is not None else f"{self.host}:{self.client_port}"
+
+    @property
+    def cert_name(self) -> str:
+        return member_cert_name(self.name)
+
+    @property
+    def tls_files(self) -> EtcdTlsFiles | None:
+        """The member's own certificate, CA and key (None without TLS). It serves as a client
+        certificate too: the launcher's health probe presents it."""
+        if self.pki_dir is None:
+            return None
+        pki = PkiDir(self.pki_dir)
+        return EtcdTlsFiles(pki.ca_cert, pki.cert(self.cert_name), pki.key(self.cert_name))
 
     @property
     def health_url(self) -> str:
@@ -75,6 +118,12 @@ class EtcdMember:
         ]
         if self.token is not None:
             command += ["--initial-cluster-state", "new", "--initial-cluster-token", self.token]
+        tls = self.tls_files
+        if tls is not None:
+            command += ["--cert-file", str(tls.cert), "--key-file", str(tls.key)]
+            command += ["--trusted-ca-file", str(tls.cacert), "--client-cert-auth"]
+            command += ["--peer-cert-file", str(tls.cert), "--peer-key-file", str(tls.key)]
+            command += ["--peer-trusted-ca-file", str(tls.cacert), "--peer-client-cert-auth"]
         return command + [
             "--max-txn-ops",
             str(self.max_txn_ops),
@@ -90,16 +139,20 @@ class ServerProcess:
     """One ``theseus server``; options left at ``None`` are the server's own defaults."""
 
     port: int
-    etcd: tuple[str, ...]  # endpoints ``host:port``, the first one tried first
+    etcd: tuple[str, ...]  # endpoints ``host:port`` (or ``https://...``), the first tried first
     host: str = LOOPBACK
+    etcd_tls: EtcdTlsFiles | None = None  # its etcd client certificate, for a TLS etcd
     liveness_timeout: int | None = None
     registry_repair_interval: float | None = None
     log_level: str | None = None
+    pki_dir: Path | None = None  # TLS and credentials (``theseus server --pki-dir``)
+    agent_cert_days: float | None = None  # lifetime of agents' certificates (None: default)
     python: str = sys.executable
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.pki_dir is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def health_url(self) -> str:
@@ -110,12 +163,24 @@ class ServerProcess:
         command += ["--port", str(self.port)]
         for endpoint in self.etcd:
             command += ["--etcd", endpoint]
+        if self.etcd_tls is not None:
+            command += ["--etcd-cacert", str(self.etcd_tls.cacert)]
+            command += [
+                "--etcd-cert",
+                str(self.etcd_tls.cert),
+                "--etcd-key",
+                str(self.etcd_tls.key),
+            ]
         if self.liveness_timeout is not None:
             command += ["--liveness-timeout", str(self.liveness_timeout)]
         if self.registry_repair_interval is not None:
             command += ["--registry-repair-interval", number(self.registry_repair_interval)]
         if self.log_level is not None:
             command += ["--log-level", self.log_level]
+        if self.pki_dir is not None:
+            command += ["--pki-dir", str(self.pki_dir)]
+        if self.agent_cert_days is not None:
+            command += ["--agent-cert-days", number(self.agent_cert_days)]
         return command
 
 
@@ -137,10 +202,15 @@ class AgentProcess:
     allow_privileged: bool = False
     allow_host_namespaces: bool = False
     allow_caps: tuple[str, ...] = ()
+    # A secure cluster: join through this server (the join token goes in the environment,
+    # THESEUS_JOIN_TOKEN, never on the command line).
+    join: str | None = None
     python: str = sys.executable
 
     def argv(self) -> list[str]:
         command = [self.python, "-m", "theseus", "agent", "--server", ",".join(self.servers)]
+        if self.join is not None:
+            command += ["--join", self.join]
         command += ["--name", self.name, "--address", self.address, "--port", str(self.port)]
         if self.driver is not None:
             command += ["--driver", self.driver]

@@ -17,7 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from theseus.cluster.argv import LOOPBACK, AgentProcess, EtcdMember, ServerProcess
+from theseus.cluster.argv import LOOPBACK, AgentProcess, EtcdMember, ServerProcess, etcd_url
+from theseus.cluster.certs import etcd_client_files
+from theseus.security.files import PkiDir
 
 AGENT_PORT = 5051  # every agent listens on its own loopback address, so one port fits all
 DRIVERS = ("docker", "process", "sim")
@@ -66,14 +68,25 @@ class ClusterConfig:
     attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # ``NAME=/path[:ro]`` host volumes every agent declares (``theseus agent --host-volume``).
     host_volumes: tuple[str, ...] = ()
+    # ``--secure``: a CA, TLS, tokens; agents join with a join token (docs/security.md).
+    secure: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.secure else "http"
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def api_urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{self.port + i}" for i in range(self.servers)]
+        return [f"{self.scheme}://127.0.0.1:{self.port + i}" for i in range(self.servers)]
+
+    @property
+    def pki_dir(self) -> Path:
+        """The servers' certificates and the CA (``--secure`` only)."""
+        return self.state_dir / "pki"
 
     @property
     def etcd_endpoint(self) -> str:
@@ -108,8 +121,9 @@ class ClusterConfig:
 
 
 def etcd_member(config: ClusterConfig, member: int = 1) -> EtcdMember:
-    """Member ``member`` (from 1) of the cluster's etcd."""
+    """Member ``member`` (from 1) of the cluster's etcd (over TLS with ``--secure``)."""
     port = config.etcd_ports[member - 1]
+    pki_dir = config.pki_dir if config.secure else None
     if config.etcd_members == 1:
         return EtcdMember(
             name="theseus",
@@ -117,6 +131,7 @@ def etcd_member(config: ClusterConfig, member: int = 1) -> EtcdMember:
             client_port=port,
             peer_port=port + 1,
             binary=config.etcd_binary,
+            pki_dir=pki_dir,
         )
     name = config.etcd_name(member)
     return EtcdMember(
@@ -127,11 +142,12 @@ def etcd_member(config: ClusterConfig, member: int = 1) -> EtcdMember:
         client_port=port,
         peer_port=port + 1,
         initial_cluster=tuple(
-            (config.etcd_name(i), f"http://{LOOPBACK}:{p + 1}")
+            (config.etcd_name(i), etcd_url(LOOPBACK, p + 1, pki_dir))
             for i, p in enumerate(config.etcd_ports, 1)
         ),
         token="theseus",
         binary=config.etcd_binary,
+        pki_dir=pki_dir,
     )
 
 
@@ -141,10 +157,13 @@ def etcd_command(config: ClusterConfig, member: int = 1) -> list[str]:
 
 def server_process(config: ClusterConfig, index: int = 1) -> ServerProcess:
     """Server ``index`` (from 1): given every etcd member, its own one first."""
+    members = [etcd_member(config, m).endpoint for m in range(1, config.etcd_members + 1)]
     return ServerProcess(
         port=config.port + index - 1,
-        etcd=tuple(_rotated(config.etcd_endpoints, index - 1)),
+        etcd=tuple(_rotated(members, index - 1)),
         python=config.python,
+        pki_dir=config.pki_dir if config.secure else None,
+        etcd_tls=etcd_client_files(PkiDir(config.pki_dir)) if config.secure else None,
     )
 
 
@@ -198,6 +217,7 @@ def agent_process(config: ClusterConfig, index: int) -> AgentProcess:
         attributes=tuple(node_attributes(config, index).items()),
         host_volumes=config.host_volumes,
         python=config.python,
+        join=config.api_url if config.secure else None,
     )
 
 

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-import httpx
-
 from theseus.api.client import ApiError, ServerClient, ServerUnreachable
 from theseus.api.schemas import NodeInfo
 from theseus.cluster import procs, statefile
+from theseus.cluster.certs import ETCD_CLIENT, issue_client_cert, issue_etcd_certs
 from theseus.cluster.commands import (
     AGENT_PORT,
     ClusterConfig,
@@ -33,6 +32,14 @@ from theseus.cluster.commands import (
     node_name,
     server_command,
 )
+from theseus.cluster.etcd_probe import etcd_answers, member_healthy
+from theseus.cluster.secure import (
+    ClientAccess,
+    ensure_admin_token,
+    local_access,
+    new_join_token,
+    prepare_pki,
+)
 from theseus.cluster.statefile import ClusterRecord, ProcessRecord, ProcessRole
 from theseus.cluster.supervise import (
     STOP_GRACE,
@@ -42,9 +49,12 @@ from theseus.cluster.supervise import (
     tail,
 )
 from theseus.cluster.waiting import WaitTimeout
+from theseus.security.files import PkiDir
+from theseus.security.tls import client_context
 
 Report = Callable[[str], None]
 UP_DEADLINE = 60.0
+PLAIN = ClientAccess()
 
 
 class ClusterError(RuntimeError):
@@ -59,49 +69,52 @@ class UpResult:
     record: ClusterRecord
     already_running: bool
     nodes: list[NodeInfo] = field(default_factory=list)
+    # ``--secure``: what the CLI's context needs (the CA's certificate, the admin token).
+    ca_cert: bytes | None = None
+    admin_token: str | None = None
 
 
 # --- probes -------------------------------------------------------------------------------
 
 
 def etcd_healthy(port: int) -> bool:
-    try:
-        response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200 and '"true"' in response.text
+    """A plain member on loopback answers (``etcd_probe.member_healthy`` also does TLS)."""
+    return etcd_answers(f"http://127.0.0.1:{port}/health")
 
 
-def _client(api_url: str) -> ServerClient:
-    return ServerClient(api_url, timeout=2.0)
+def _client(api_url: str, access: ClientAccess) -> ServerClient:
+    return access.client(api_url, timeout=2.0)
 
 
-def server_cluster_id(api_url: str) -> str | None:
+def server_cluster_id(api_url: str, access: ClientAccess = PLAIN) -> str | None:
     """The server's cluster id, or None when it does not answer."""
     try:
-        with _client(api_url) as client:
+        with _client(api_url, access) as client:
             return client.health().cluster_id or ""
     except (ServerUnreachable, ApiError):
         return None
 
 
-def server_role(api_url: str) -> str:
+def server_role(api_url: str, access: ClientAccess = PLAIN) -> str:
     """``leader``, ``follower`` or ``not answering``: what ``up`` shows for each server."""
     try:
-        with _client(api_url) as client:
+        with _client(api_url, access) as client:
             return "leader" if client.health().leader else "follower"
     except (ServerUnreachable, ApiError):
         return "not answering"
 
 
 def ready_nodes(
-    api_url: str, names: set[str], attributes: dict[str, dict[str, str]] | None = None
+    api_url: str,
+    names: set[str],
+    attributes: dict[str, dict[str, str]] | None = None,
+    access: ClientAccess = PLAIN,
 ) -> list[NodeInfo]:
     """The nodes of ``names`` that are ready; with ``attributes`` (by name), only once their
     record carries those: a node of a cluster stopped moments ago still reads as ready, with
     the attributes it had, until its liveness lease runs out."""
     try:
-        with _client(api_url) as client:
+        with _client(api_url, access) as client:
             nodes = client.nodes().nodes
     except (ServerUnreachable, ApiError):
         return []
@@ -118,9 +131,19 @@ def is_running(record: ClusterRecord) -> bool:
     """Every recorded process is alive and ours, and every etcd member and a server answer."""
     if not record.processes or not all(procs.is_ours(p) for p in record.processes):
         return False
-    if not all(etcd_healthy(port) for port in record.etcd_ports):
+    if record.api_url.startswith("https"):  # --secure: etcd wants a client certificate too
+        context = client_context(PkiDir(Path(record.state_dir) / "pki"), ETCD_CLIENT)
+        urls = [f"https://127.0.0.1:{port}/health" for port in record.etcd_ports]
+        if not all(etcd_answers(url, context) for url in urls):
+            return False
+    elif not all(etcd_healthy(port) for port in record.etcd_ports):
         return False
-    return server_cluster_id(record.server_address) is not None
+    return server_cluster_id(record.server_address, record_access(record)) is not None
+
+
+def record_access(record: ClusterRecord) -> ClientAccess:
+    """How to call the cluster of ``record``: its CA and admin token if it is secure."""
+    return local_access(Path(record.state_dir) / "pki")
 
 
 # --- up -----------------------------------------------------------------------------------
@@ -141,9 +164,14 @@ class _Starter:
         self.processes = Processes(self.config.log_dir, options)
 
     def start(
-        self, name: str, role: ProcessRole, command: list[str], address: str | None = None
+        self,
+        name: str,
+        role: ProcessRole,
+        command: list[str],
+        address: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
-        process = self.processes.start(name, command, role)
+        process = self.processes.start(name, command, role, extra_env=extra_env)
         entry = ProcessRecord(
             name=name,
             role=role,
@@ -195,8 +223,16 @@ def up(config: ClusterConfig, report: Report) -> UpResult:
     previous = statefile.load(state_dir)
     if previous is not None:
         if is_running(previous):
+            if previous.api_url.startswith("https") != config.secure:
+                kind = "secure" if previous.api_url.startswith("https") else "development"
+                raise ClusterError(
+                    f"a {kind} cluster is running from {state_dir}: stop it first "
+                    "(`theseus down`), or give another --state-dir and ports"
+                )
             names = {p.name for p in previous.by_role("agent")}
-            return UpResult(previous, True, ready_nodes(previous.server_address, names))
+            access = record_access(previous)
+            found = ready_nodes(previous.server_address, names, access=access)
+            return UpResult(previous, True, found, *_secure_result(config, access))
         leftovers = [p for p in reversed(previous.processes) if procs.is_ours(p)]
         if leftovers:
             report(f"stopping what is left of the previous cluster in {state_dir}")
@@ -226,27 +262,51 @@ def up(config: ClusterConfig, report: Report) -> UpResult:
         record.api_urls = config.api_urls
         record.etcd_endpoints = config.etcd_endpoints
     starter = _Starter(config, record, time.monotonic() + UP_DEADLINE)
+    access = PLAIN
+    agent_env: dict[str, str] | None = None
     try:
+        if config.secure:
+            report(f"making the cluster's CA and the servers' certificates in {config.pki_dir}")
+            files = prepare_pki(config.pki_dir, "local", ["127.0.0.1", "localhost"])
+            members = [etcd_member(config, m) for m in range(1, config.etcd_members + 1)]
+            issue_etcd_certs(files, members)
+            issue_client_cert(files)
+            access = ClientAccess(client_context(ca_pem=files.read_ca()))
         _start_etcd(starter, etcd, report)
-        record.cluster_id = _start_servers(starter, report)
+        record.cluster_id = _start_servers(starter, report, access)
         statefile.save(state_dir, record)
+        if config.secure:
+            access = access._replace(token=ensure_admin_token(config.api_url, files))
+            assert access.token is not None
+            # The agents' join token lives ten minutes: enough to join, not worth stealing.
+            join = new_join_token(config.api_url, files, access.token, ttl=600)
+            agent_env = {"THESEUS_JOIN_TOKEN": join}
 
         names = {node_name(i) for i in range(1, config.nodes + 1)}
         declared = {node_name(i): node_attributes(config, i) for i in range(1, config.nodes + 1)}
         report(f"starting {config.nodes} agents ({', '.join(sorted(names))})")
         for i in range(1, config.nodes + 1):
-            starter.start(node_name(i), "agent", agent_command(config, i), node_address(i))
+            command = agent_command(config, i)
+            starter.start(node_name(i), "agent", command, node_address(i), agent_env)
         nodes: list[NodeInfo] = []
 
         def agents_ready() -> bool:
-            nodes[:] = ready_nodes(record.server_address, names, declared)
+            nodes[:] = ready_nodes(record.server_address, names, declared, access)
             return len(nodes) == len(names)
 
         starter.wait_until("the nodes to be ready", agents_ready, "node-1")
     except BaseException:
         starter.rollback()
         raise
-    return UpResult(record, False, sorted(nodes, key=lambda n: n.name))
+    result = UpResult(record, False, sorted(nodes, key=lambda n: n.name))
+    result.ca_cert, result.admin_token = _secure_result(config, access)
+    return result
+
+
+def _secure_result(config: ClusterConfig, access: ClientAccess) -> tuple[bytes | None, str | None]:
+    if not config.secure:
+        return None, None
+    return PkiDir(config.pki_dir).read_ca(), access.token
 
 
 def _start_etcd(starter: _Starter, binary: str, report: Report) -> None:
@@ -257,13 +317,14 @@ def _start_etcd(starter: _Starter, binary: str, report: Report) -> None:
         report(f"starting etcd on {config.etcd_endpoint}")
     else:
         report(f"starting {len(names)} etcd members on {', '.join(config.etcd_endpoints)}")
-    for member, name in enumerate(names, 1):
-        starter.start(name, "etcd", replace(etcd_member(config, member), binary=binary).argv())
-    for name, port in zip(names, config.etcd_ports, strict=True):
-        starter.wait_until(name, partial(etcd_healthy, port), name)
+    members = [replace(etcd_member(config, m), binary=binary) for m in range(1, len(names) + 1)]
+    for name, member in zip(names, members, strict=True):
+        starter.start(name, "etcd", member.argv())
+    for name, member in zip(names, members, strict=True):
+        starter.wait_until(name, partial(member_healthy, member), name)
 
 
-def _start_servers(starter: _Starter, report: Report) -> str | None:
+def _start_servers(starter: _Starter, report: Report, access: ClientAccess) -> str | None:
     """Start the servers, wait until each answers; the cluster id they agree on."""
     config = starter.config
     names = [config.server_name(i) for i in range(1, config.servers + 1)]
@@ -276,7 +337,7 @@ def _start_servers(starter: _Starter, report: Report) -> str | None:
     answers: dict[str, str] = {}
 
     def server_up(url: str) -> bool:
-        cluster_id = server_cluster_id(url)
+        cluster_id = server_cluster_id(url, access)
         if cluster_id is not None:
             answers[url] = cluster_id
         return cluster_id is not None
@@ -304,7 +365,8 @@ def down(state_dir: Path, purge: bool, report: Report) -> None:
     if record is None:
         report(f"no cluster recorded in {state_dir}; nothing to stop")
     else:
-        cluster_id = record.cluster_id or server_cluster_id(record.server_address) or None
+        access = record_access(record)
+        cluster_id = record.cluster_id or server_cluster_id(record.server_address, access) or None
         for role in ("agent", "server"):
             for name, outcome in procs.stop(record.by_role(role), STOP_GRACE).items():
                 report(f"{name}: {outcome}")

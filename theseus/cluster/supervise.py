@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -241,14 +242,24 @@ class Processes(Mapping[str, Process]):
         return len(self._by_name)
 
     def start(
-        self, name: str, argv: Sequence[str], role: Role | None = None, may_exit: bool = False
+        self,
+        name: str,
+        argv: Sequence[str],
+        role: Role | None = None,
+        may_exit: bool = False,
+        extra_env: Mapping[str, str] | None = None,
     ) -> Process:
-        """Start a process under ``name`` (again, if one of that name has exited)."""
+        """Start a process under ``name`` (again, if one of that name has exited);
+        ``extra_env``: added to its environment (secrets that must stay off command lines)."""
         previous = self._by_name.get(name)
         if previous is not None and previous.alive():
             raise RuntimeError(f"{name} still runs (pid {previous.pid})")
         log = self.log_dir / f"{name}.log"
-        process = Process.start(name, argv, log, self.options, role, may_exit)
+        options = self.options
+        if extra_env:
+            base = dict(options.env) if options.env is not None else dict(os.environ)
+            options = dataclasses.replace(options, env={**base, **extra_env})
+        process = Process.start(name, argv, log, options, role, may_exit)
         self._by_name[name] = process
         return process
 

@@ -7,6 +7,7 @@ abandoned. Called by the task routes (``theseus.server.routes.tasks``).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 
 import httpx
@@ -23,17 +24,24 @@ class LogsUnavailable(RuntimeError):
 
 
 async def open_task_logs(
-    node: NodeRecord, task_id: str, follow: bool, tail: int | None, container: str | None
+    node: NodeRecord,
+    task_id: str,
+    follow: bool,
+    tail: int | None,
+    container: str | None,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[bytes]:
     """The agent's stream of ``task_id``'s output, opened (so that an error is raised here,
-    before any byte is sent); ``LogsUnavailable`` when it cannot be."""
-    url = f"http://{node.address}:{node.agent_port}/v1/tasks/{task_id}/logs"
+    before any byte is sent); ``LogsUnavailable`` when it cannot be. ``tls``: the server's
+    client context (its certificate, which the agent requires for this route)."""
+    scheme = "https" if tls is not None else "http"
+    url = f"{scheme}://{node.address}:{node.agent_port}/v1/tasks/{task_id}/logs"
     params = {"follow": "true" if follow else "false"}
     if tail is not None:
         params["tail"] = str(tail)
     if container is not None:
         params["container"] = container
-    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), verify=tls or True)
     try:
         request = client.build_request("GET", url, params=params)
         response = await client.send(request, stream=True)

@@ -1,5 +1,6 @@
-"""The server's FastAPI app: routes, error format, and a lifespan that connects to etcd,
-starts the cache's watch and the leader's campaign, and stops them on shutdown.
+"""The server's FastAPI app: routes, error format, authentication (``theseus.server.auth``,
+in front of every route), and a lifespan that connects to etcd, starts the cache's watch, the
+leader's campaign and the audit log's writer, and stops them on shutdown.
 
 Errors always answer ``{"message": ..., "details": [{"path", "message"}]}``; validation
 errors of the deploy document are 422 and name the path of every bad field.
@@ -23,9 +24,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from theseus import __version__
 from theseus.api.schemas import Health
 from theseus.model.spec import SpecError
+from theseus.security import pki
+from theseus.security.files import PkiDir
+from theseus.security.tls import client_context
+from theseus.server.access_writes import AccessWriter
+from theseus.server.audit import AuditLog
+from theseus.server.auth import AuditHook, AuthMiddleware
 from theseus.server.context import ServerConfig, ServerContext
 from theseus.server.leader import Leader
 from theseus.server.routes import (
+    access,
     agent,
     deploy,
     deployments,
@@ -38,6 +46,7 @@ from theseus.server.writes import ConflictError, TooLargeError, Writer
 from theseus.store.base import Store, StoreUnavailable
 from theseus.store.cache import StateCache
 from theseus.store.etcd import EtcdStore
+from theseus.store.etcd_tls import EtcdTls
 from theseus.store.leadership import Leadership
 
 log = logging.getLogger(__name__)
@@ -63,7 +72,20 @@ async def retry_while_etcd_unavailable(step: Callable[[], Awaitable[T]]) -> T:
 
 def etcd_stores(config: ServerConfig) -> Store:
     """A connection to the configured etcd members (each call: a connection of its own)."""
-    return EtcdStore(config.etcd)
+    return EtcdStore(
+        config.etcd, tls=EtcdTls.from_files(*config.etcd_tls) if config.etcd_tls else None
+    )
+
+
+def load_ca(config: ServerConfig) -> pki.Issued | None:
+    """The CA with its key, when this server has it (it then admits and renews agents)."""
+    if config.pki_dir is None or not PkiDir(config.pki_dir).has_ca_key():
+        return None
+    return PkiDir(config.pki_dir).read_ca_pair()
+
+
+def _ca_cert_only(config: ServerConfig) -> bytes | None:
+    return PkiDir(config.pki_dir).read_ca() if config.pki_dir is not None else None
 
 
 def create_app(
@@ -100,13 +122,27 @@ def create_app(
             leadership,
             registry_repair_interval=config.registry_repair_interval,
         )
-        ctx = ServerContext(config=config, store=store, cache=cache, writer=writer, leader=leader)
+        ca = load_ca(config)
+        ctx = ServerContext(
+            config=config,
+            store=store,
+            cache=cache,
+            writer=writer,
+            leader=leader,
+            access=AccessWriter(store, cache, ca, config.agent_cert_days),
+            audit=AuditLog(store, f"{socket.gethostname()}:{config.port}"),
+            ca_cert=ca.cert if ca is not None else (_ca_cert_only(config)),
+            agent_tls=(
+                client_context(PkiDir(config.pki_dir), "server") if config.pki_dir else None
+            ),
+        )
         ctx.cluster_id = await retry_while_etcd_unavailable(writer.ensure_cluster_id)
         app.state.ctx = ctx
         background = [
             asyncio.create_task(cache.run(), name="cache"),
             asyncio.create_task(leader.run(), name="leader"),
             asyncio.create_task(cache.probe(), name="cache-probe"),
+            asyncio.create_task(ctx.audit.run(), name="audit"),
         ]
         await asyncio.wait_for(cache.wait_ready(), timeout=30)
         log.info("theseus server %s ready (cluster %s)", server_id, ctx.cluster_id)
@@ -132,6 +168,21 @@ def create_app(
     app.include_router(node_control.router)
     app.include_router(agent.router)
     app.include_router(registry.router)
+    app.include_router(access.router)
+
+    def ready_context() -> ServerContext | None:
+        return getattr(app.state, "ctx", None)
+
+    def audit_hook() -> AuditHook | None:
+        ctx = ready_context()
+        return ctx.audit.note if ctx is not None else None
+
+    app.add_middleware(
+        AuthMiddleware,
+        access=lambda: ctx.cache.access if (ctx := ready_context()) is not None else None,
+        anonymous=config.anonymous,
+        audit=audit_hook,
+    )
 
     @app.get("/v1/health", response_model=Health, tags=["health"])
     async def health(request: Request) -> Health:

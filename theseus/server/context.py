@@ -3,10 +3,14 @@ the memo of JSON answers)."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import HTTPException, Request
 
+from theseus.server.access_writes import AccessWriter
+from theseus.server.audit import AuditLog
 from theseus.server.leader import Leader
 from theseus.server.wire import WireMemo
 from theseus.server.writes import Writer
@@ -19,6 +23,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 5000
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    # etcd over TLS: the (CA, client certificate, key) files, etcdctl's --cacert/--cert/--key.
+    etcd_tls: tuple[Path, Path, Path] | None = None
     # Seconds without a heartbeat before a node is lost, and agents' heartbeat interval, in
     # clusters small enough; both grow with the cluster (``theseus.server.heartbeats``).
     liveness_timeout: int = 3
@@ -26,6 +32,16 @@ class ServerConfig:
     max_heartbeats_per_second: float = 100.0  # from all agents together
     registry_repair_interval: float = 3.0  # seconds between anti-entropy passes
     leader_lease_ttl: int = 2  # seconds: a dead leader is replaced about this much later
+    # TLS: the directory of the CA and this server's certificate (``theseus.security.files``);
+    # None: plain HTTP, a development cluster on loopback, where callers need no token.
+    pki_dir: Path | None = None
+    agent_cert_days: float = 90.0  # lifetime of the certificates agents get at join
+    insecure: bool = False  # serve plain HTTP beyond loopback anyway (said loudly at start)
+
+    @property
+    def anonymous(self) -> bool:
+        """Whether requests without credentials are served (as the admin): only without TLS."""
+        return self.pki_dir is None
 
 
 @dataclass
@@ -35,6 +51,11 @@ class ServerContext:
     cache: StateCache
     writer: Writer
     leader: Leader
+    access: AccessWriter
+    audit: AuditLog
+    ca_cert: bytes | None = None  # the cluster CA's certificate (PEM), with TLS
+    # With TLS: how this server calls agents (they serve TLS too, and want its certificate).
+    agent_tls: ssl.SSLContext | None = None
     cluster_id: str = ""
     wire: WireMemo = field(default_factory=WireMemo)  # pieces of the hot routes' answers
 

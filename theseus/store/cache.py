@@ -35,6 +35,7 @@ from theseus.model.registry import service_of as registry_service_of
 from theseus.model.state import ClusterState, LeaderKey
 from theseus.model.tasks import TaskRecord, TaskStatus
 from theseus.store import keys
+from theseus.store.access import AccessState
 from theseus.store.base import Change, Entry, HistoryCompacted, Store, StoreUnavailable
 from theseus.store.encoding import alive_ttl
 
@@ -84,6 +85,7 @@ class StateCache:
         self._store = store
         self._clock = clock  # for the proof that the cache follows the store
         self.state = ClusterState(revision=0)
+        self.access = AccessState()  # tokens and certificates (not part of the cluster state)
         self._changed = asyncio.Event()
         self._ready = asyncio.Event()
         # Revision of the last change to each node's assignment list (for agent long-polls)
@@ -242,6 +244,7 @@ class StateCache:
 
     def _replace(self, revision: int, entries: list[Entry]) -> None:
         self.state = ClusterState(revision=revision)
+        self.access = AccessState()
         self.lease_ttls = {}
         self.group_index.clear()
         for entry in entries:
@@ -318,6 +321,8 @@ class StateCache:
                 deployment = self._decode(key, value, DeploymentRecord)
                 state.deployments[deployment.id] = deployment
                 state.deployment_revisions[deployment.id] = revision
+            elif key.startswith(keys.ACL):
+                self.access.apply(key, value)
             elif key == keys.CLUSTER_ID:
                 state.cluster_id = value.decode()
             elif key == keys.LEADER:
@@ -361,6 +366,8 @@ class StateCache:
             deployment_id = key.removeprefix(keys.DEPLOYMENTS)
             state.deployments.pop(deployment_id, None)
             state.deployment_revisions.pop(deployment_id, None)
+        elif key.startswith(keys.ACL):
+            self.access.remove(key)
         elif key == keys.LEADER:
             state.leader = None
 

@@ -11,6 +11,10 @@ the next member that answers; the calls in flight raise ``StoreUnavailable`` and
 retry as they do for any outage. Watches resume from their last revision on the new member
 (the cache does that), and the shared lease keep-alive stream re-opens there. With a single
 endpoint the connection is kept and gRPC reconnects to it by itself.
+
+TLS: given ``tls`` (``theseus.store.etcd_tls.EtcdTls``), every member is reached over TLS with
+that client certificate (``https://`` endpoints require it); failover, watches and leases are
+the same over either channel.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from theseus.store.base import (
     StoreUnavailable,
 )
 from theseus.store.commit import Txn, TxnTooLarge, fits
+from theseus.store.etcd_tls import EtcdTls, make_client, parse_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +76,19 @@ class EtcdStore:
     """A connection to an etcd cluster, to one member at a time.
 
     ``connect`` tries ``endpoints`` in order; after a member failure the next call tries them
-    again, starting with the one after the failed member.
+    again, starting with the one after the failed member. ``tls``: reach every member over
+    TLS with this client certificate (``EtcdTlsError`` at once for an ``https://`` endpoint
+    without it, or a plain ``http://`` one with it).
     """
 
-    def __init__(self, endpoints: Sequence[str], timeout: int = 5) -> None:
+    def __init__(
+        self, endpoints: Sequence[str], timeout: int = 5, tls: EtcdTls | None = None
+    ) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoint")
         self._endpoints = list(endpoints)
+        self._tls = tls
+        self._addresses = [parse_endpoint(endpoint, tls) for endpoint in endpoints]
         self._timeout = timeout
         self._client: aetcd.Client | None = None
         self._member = 0  # the endpoint of _client, or the first to try on the next connect
@@ -112,10 +123,7 @@ class EtcdStore:
         for step in range(count):
             index = (self._member + step) % count
             endpoint = self._endpoints[index]
-            host, _, port = endpoint.removeprefix("http://").partition(":")
-            client = aetcd.Client(
-                host=host, port=int(port or 2379), timeout=self._timeout, options=CHANNEL_OPTIONS
-            )
+            client = make_client(self._addresses[index], self._tls, self._timeout, CHANNEL_OPTIONS)
             try:
                 await client.connect()
                 status = await self._leader_known(client, several=count > 1)

@@ -12,6 +12,12 @@
     /theseus/control/<node>        NodeControl  (the operator's drain / eligibility)
     /theseus/versions/<service>/<labels JSON>/<n>   SpecVersion (a group's spec history)
     /theseus/deployments/<id>      DeploymentRecord (one change of a group, followed)
+    /theseus/acl/tokens/<id>       TokenRecord  (an API token: its scopes, its secret's hash)
+    /theseus/acl/join/<id>         JoinTokenRecord
+    /theseus/acl/certs/<node>      NodeCertificate (the node's current certificate)
+    /theseus/acl/revoked/<serial>  RevokedCertificate
+    /theseus/acl/bootstrap         Bootstrap (the first admin token was issued)
+    /theseus/audit/<time>-<n>      AuditRecord (one write through the API; not cached)
 
 The service registry lives beside it, under ``/services/`` (``theseus.model.registry``).
 All values are JSON. The cache follows both with one watch over the key range
@@ -36,6 +42,13 @@ ALIVE = PREFIX + "alive/"
 CONTROL = PREFIX + "control/"
 VERSIONS = PREFIX + "versions/"
 DEPLOYMENTS = PREFIX + "deployments/"
+ACL = PREFIX + "acl/"
+TOKENS = ACL + "tokens/"
+JOIN_TOKENS = ACL + "join/"
+CERTIFICATES = ACL + "certs/"
+REVOKED = ACL + "revoked/"
+BOOTSTRAP = ACL + "bootstrap"
+AUDIT = PREFIX + "audit/"
 
 MIRROR_START = REGISTRY
 MIRROR_END = PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1)  # "/theseus0": just past "/theseus/..."
@@ -77,3 +90,19 @@ def parse_version_key(key: str) -> tuple[str, int] | None:
 
 def deployment_key(deployment_id: str) -> str:
     return DEPLOYMENTS + deployment_id
+
+
+def token_key(token_id: str) -> str:
+    return TOKENS + token_id
+
+
+def join_token_key(token_id: str) -> str:
+    return JOIN_TOKENS + token_id
+
+
+def certificate_key(node: str) -> str:
+    return CERTIFICATES + node
+
+
+def revoked_key(serial: str) -> str:
+    return REVOKED + serial

@@ -1,8 +1,12 @@
-"""``/v1/agent``: what agents call: register, heartbeat, long-poll assignments, report."""
+"""``/v1/agent``: what agents call: register, heartbeat, long-poll assignments, report.
+
+With TLS, each agent acts for its own node only (``theseus.server.policy``'s ``node`` rule,
+checked by its certificate before the route runs): it registers under its certificate's
+name, and its reports about tasks assigned to other nodes are dropped."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
 from theseus.api.schemas import (
@@ -12,6 +16,7 @@ from theseus.api.schemas import (
     RegistrationAnswer,
     ReportBatch,
 )
+from theseus.server.auth import Caller
 from theseus.server.context import ServerContext, context
 from theseus.server.views import node_info
 
@@ -22,8 +27,13 @@ MAX_WAIT = 60.0
 
 @router.post("/register", response_model=RegistrationAnswer)
 async def register(
-    registration: NodeRegistration, ctx: ServerContext = Depends(context)
+    registration: NodeRegistration, request: Request, ctx: ServerContext = Depends(context)
 ) -> RegistrationAnswer:
+    caller = _agent(request)
+    if caller is not None and caller.name != registration.name:
+        raise HTTPException(
+            403, f"this certificate belongs to node {caller.name!r}, not {registration.name!r}"
+        )
     writer = ctx.writer
     await writer.register_node(registration)
     return RegistrationAnswer(
@@ -61,7 +71,20 @@ async def assignments(
 
 @router.post("/{node}/reports")
 async def reports(
-    node: str, batch: ReportBatch, ctx: ServerContext = Depends(context)
+    node: str, batch: ReportBatch, request: Request, ctx: ServerContext = Depends(context)
 ) -> dict[str, int]:
-    written = await ctx.writer.record_reports(batch.reports)
+    accepted = batch.reports
+    if _agent(request) is not None:
+        tasks = ctx.cache.state.tasks
+        accepted = [
+            r for r in accepted if (task := tasks.get(r.task_id)) is None or task.node == node
+        ]
+    written = await ctx.writer.record_reports(accepted)
     return {"accepted": len(batch.reports), "written": written}
+
+
+def _agent(request: Request) -> Caller | None:
+    """The calling agent, when it authenticated with its certificate (None on a development
+    cluster, where agents are anonymous)."""
+    caller = getattr(request.state, "caller", None)
+    return caller if isinstance(caller, Caller) and caller.kind == "agent" else None

@@ -63,7 +63,7 @@ async def task_logs(
     if node is None:
         raise HTTPException(409, f"task {task_id} has not been placed on a node yet")
     try:
-        stream = await open_task_logs(node, task_id, follow, tail, container)
+        stream = await open_task_logs(node, task_id, follow, tail, container, ctx.agent_tls)
     except LogsUnavailable as exc:
         raise HTTPException(exc.status, str(exc)) from exc
     return StreamingResponse(stream, media_type="text/plain; charset=utf-8")

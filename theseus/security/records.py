@@ -1,0 +1,89 @@
+"""What the cluster stores about its credentials (JSON in etcd, under ``/theseus/acl/``).
+
+Secrets are never stored, only their hashes (``theseus.security.tokens.secret_hash``). Read by
+the server's cache (``theseus.store.access``), written by the server's access writes
+(``theseus.server.access_writes``), shown (without hashes) by the ACL routes.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from theseus.security.tokens import Scope
+
+
+class TokenRecord(BaseModel):
+    """An API token: ``id`` is public (it names the token in lists, audits and revocations)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    scopes: list[Scope]
+    secret_hash: str
+    created_at: float
+    expires_at: float | None = None  # unix time; None: until revoked
+    created_by: str = ""
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+class JoinTokenRecord(BaseModel):
+    """A join token: any number of agents may join with it until it expires or is revoked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    secret_hash: str
+    created_at: float
+    expires_at: float
+    created_by: str = ""
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+
+class NodeCertificate(BaseModel):
+    """The certificate a node holds now (the one issued at its join or latest renewal)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node: str
+    serial: str  # hex: certificate serials are 159-bit integers, beyond JSON's safe range
+    not_after: float
+    issued_at: float
+
+
+class RevokedCertificate(BaseModel):
+    """A certificate that must no longer be accepted, kept until it would have expired."""
+
+    model_config = ConfigDict(frozen=True)
+
+    serial: str
+    node: str
+    revoked_at: float
+    not_after: float
+
+
+class Bootstrap(BaseModel):
+    """That the first admin token was issued (once per cluster), and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    token_id: str
+    at: float
+
+
+class AuditRecord(BaseModel):
+    """One write through the API: who (the token's name and id, or the anonymous caller of a
+    development cluster), what (method, route, target) and the answer's status."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: float
+    who: str
+    token_id: str | None
+    method: str
+    path: str
+    status: int
