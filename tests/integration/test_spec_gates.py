@@ -1,9 +1,9 @@
 """What a spec may do to a host, and what containers see, on the real cluster (issue 12,
 points 6 and 7): the host-path deploy refused at the API with its field's path and nothing
 applied; the same spec written straight into etcd refused by the agent, nothing started; no
-container can read another task's logs through its node's discovery socket; every container
-runs with no-new-privileges and without NET_RAW; privileges wait for a node that allows them;
-an agent that declares a protected path never starts."""
+container can read another task's logs (or its variables) through its node's discovery
+socket; every container runs with no-new-privileges and without NET_RAW; privileges wait for a
+node that allows them; an agent that declares a protected path never starts."""
 
 from __future__ import annotations
 
@@ -126,7 +126,11 @@ def test_a_container_cannot_read_another_tasks_logs_through_its_socket(
     cluster: Cluster, example_image: str
 ) -> None:
     with cluster.client() as client:
-        secret = {**BUSYBOX, "command": "echo TOPSECRET-42; " + LOOP}
+        secret = {
+            **BUSYBOX,
+            "command": "echo TOPSECRET-42; " + LOOP,
+            "environment": {"DB_PASSWORD": "hunter2-xyz"},
+        }
         client.deploy(json.dumps({"deploy": {"secret": secret}}), "application/json")
         [task] = wait_running(client, "secret", 1)
         wait_until(lambda: "TOPSECRET-42" in "".join(client.logs(task.id)), 30, "its output")
@@ -147,6 +151,7 @@ def test_a_container_cannot_read_another_tasks_logs_through_its_socket(
     assert found["scale"][0] in ("404", "405")
     assert found["registry"][0] == "200"  # discovery still works
     assert json.loads(found["registry"][1])["service"] == "secret"
+    assert "hunter2-xyz" not in found["registry"][1]  # not another group's variables
 
 
 def probe_line(client: ServerClient, task: TaskInfo) -> str | None:

@@ -197,7 +197,13 @@ async def test_the_discovery_socket_answers_registry_reads_only() -> None:
 
     async def server(request: httpx.Request) -> httpx.Response:
         asked.append(request.url.path)
-        return httpx.Response(200, json={"service": "web", "index": 1, "groups": []})
+        config = {
+            "image": "i",
+            "environment": {"DB_PASSWORD": "hunter2"},
+            "containers": [{"name": "a", "image": "i", "environment": {"TOKEN": "t"}}],
+        }
+        group = {"labels": [], "config": config, "containers": []}
+        return httpx.Response(200, json={"service": "web", "index": 1, "groups": [group]})
 
     client = AsyncServerClient("http://server", transport=httpx.MockTransport(server))
     directory = Path(tempfile.mkdtemp(prefix="th-"))
@@ -207,7 +213,13 @@ async def test_the_discovery_socket_answers_registry_reads_only() -> None:
     try:
         transport = httpx.AsyncHTTPTransport(uds=str(path))
         async with httpx.AsyncClient(transport=transport, base_url="http://agent") as socket:
-            assert (await socket.get("/v1/registry/web")).status_code == 200
+            answer = await socket.get("/v1/registry/web")
+            assert answer.status_code == 200
+            # Ports, images and instances, but no group's variables (they may hold secrets).
+            assert answer.json()["groups"][0]["config"] == {
+                "image": "i",
+                "containers": [{"name": "a", "image": "i"}],
+            }
             for method, url in [
                 ("GET", "/v1/tasks/web.1/logs"),
                 ("GET", "/v1/health"),

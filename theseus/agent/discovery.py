@@ -6,8 +6,9 @@ The docker driver mounts that directory into every container at ``/run/theseus``
 ``THESEUS_DISCOVERY`` tells a task where the socket is (``theseus.agent.environment``).
 Anything that can reach the socket is a container of any task, so it answers discovery
 reads and nothing else: no logs, nothing that changes state (any other path or method is a
-404 or 405). Containers never need the server's address: the two routes below are proxied to
-the server through ``AsyncServerClient``, also served on the agent's TCP address:
+404 or 405), and no group's ``environment`` in the configs it relays. Containers never need
+the server's address: the two routes below are proxied to the server through
+``AsyncServerClient``, also served on the agent's TCP address:
 
 * ``GET /v1/registry/{service}`` → the server's ``RegistryService`` JSON;
 * ``GET /v1/registry/watch?services=a,b&index=N&wait=S`` → the server's ``RegistryWatch``
@@ -35,18 +36,43 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from theseus.api.client import ApiError, AsyncServerClient, ServerUnreachable
+from theseus.api.schemas import RegistryService
 
 DEFAULT_WATCH_WAIT = 30.0
 MAX_WATCH_WAIT = 60.0
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes on Linux, NUL included
 
 
-def registry_routes(server: AsyncServerClient) -> list[Route]:
-    """The proxied registry reads (``watch`` first: it is not a service name)."""
+# Keys of a group's config that a container of another task does not see: its variables may
+# hold credentials ("Containers see only what is theirs").
+PRIVATE_CONFIG_KEYS = ("environment",)
+
+
+def without_private_config(answer: RegistryService) -> RegistryService:
+    """``answer`` with each group's ``environment`` (a pod member's too) left out (pure)."""
+
+    def public(config: dict[str, object]) -> dict[str, object]:
+        kept = {k: v for k, v in config.items() if k not in PRIVATE_CONFIG_KEYS}
+        members = kept.get("containers")
+        if isinstance(members, list):
+            kept["containers"] = [public(m) if isinstance(m, dict) else m for m in members]
+        return kept
+
+    groups = [g.model_copy(update={"config": public(g.config)}) for g in answer.groups]
+    return answer.model_copy(update={"groups": groups})
+
+
+def registry_routes(server: AsyncServerClient, for_containers: bool = False) -> list[Route]:
+    """The proxied registry reads (``watch`` first: it is not a service name);
+    ``for_containers``: without the groups' environments (``without_private_config``)."""
+
+    async def read(name: str) -> BaseModel:
+        answer = await server.registry(name)
+        return without_private_config(answer) if for_containers else answer
 
     async def service(request: Request) -> Response:
         name = request.path_params["service"]
-        return await _proxied(lambda: server.registry(name))
+        return await _proxied(lambda: read(name))
 
     async def watch(request: Request) -> Response:
         params = request.query_params
@@ -81,7 +107,8 @@ def discovery_app(server: AsyncServerClient) -> Starlette:
         )
 
     return Starlette(
-        routes=registry_routes(server), exception_handlers={404: not_here, 405: not_here}
+        routes=registry_routes(server, for_containers=True),
+        exception_handlers={404: not_here, 405: not_here},
     )
 
 
