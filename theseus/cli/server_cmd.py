@@ -54,6 +54,13 @@ def register(app: typer.Typer) -> None:
             help="Seconds of the leader's etcd lease: when the leader dies, another server "
             "takes over about this much later (2 is etcd's minimum with its default timings).",
         ),
+        max_request_bytes: int = typer.Option(
+            ServerConfig.max_request_bytes,
+            min=1024,
+            help="Largest request body accepted, in bytes (default 4 MiB). A larger one is "
+            "refused with 413 before it is read or parsed, whether it declares its length or "
+            "is sent in chunks.",
+        ),
         log_level: str = typer.Option("info", help="debug, info, warning or error."),
     ) -> None:
         """Run a Theseus server against etcd."""
@@ -68,6 +75,7 @@ def register(app: typer.Typer) -> None:
             max_heartbeats_per_second=max_heartbeats_per_second,
             registry_repair_interval=registry_repair_interval,
             leader_lease_ttl=leader_lease_ttl,
+            max_request_bytes=max_request_bytes,
         )
         app = create_app(config)
         server = _Server(

@@ -94,6 +94,7 @@ class ServerProcess:
     host: str = LOOPBACK
     liveness_timeout: int | None = None
     registry_repair_interval: float | None = None
+    max_request_bytes: int | None = None
     log_level: str | None = None
     python: str = sys.executable
 
@@ -114,6 +115,8 @@ class ServerProcess:
             command += ["--liveness-timeout", str(self.liveness_timeout)]
         if self.registry_repair_interval is not None:
             command += ["--registry-repair-interval", number(self.registry_repair_interval)]
+        if self.max_request_bytes is not None:
+            command += ["--max-request-bytes", str(self.max_request_bytes)]
         if self.log_level is not None:
             command += ["--log-level", self.log_level]
         return command

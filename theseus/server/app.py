@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from theseus import __version__
 from theseus.api.schemas import Health
 from theseus.model.spec import SpecError
+from theseus.server.body_limit import BodyLimit
 from theseus.server.context import ServerConfig, ServerContext
 from theseus.server.leader import Leader
 from theseus.server.routes import (
@@ -140,6 +141,7 @@ def create_app(
             leader=ctx.leader.is_leader, revision=ctx.cache.revision, cluster_id=ctx.cluster_id
         )
 
+    app.add_middleware(BodyLimit, limit=config.max_request_bytes)
     _install_error_handlers(app)
     return app
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
 
+from theseus.server.body_limit import DEFAULT_MAX_REQUEST_BYTES
 from theseus.server.leader import Leader
 from theseus.server.wire import WireMemo
 from theseus.server.writes import Writer
@@ -26,6 +27,7 @@ class ServerConfig:
     max_heartbeats_per_second: float = 100.0  # from all agents together
     registry_repair_interval: float = 3.0  # seconds between anti-entropy passes
     leader_lease_ttl: int = 2  # seconds: a dead leader is replaced about this much later
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # larger bodies: 413, never parsed
 
 
 @dataclass
