@@ -13,8 +13,13 @@ from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import GroupChangePlan, plan_document
 from theseus.reconciler.preview import preview
 from theseus.server.context import ServerContext, context
+from theseus.server.writes import TooLargeError
 
 router = APIRouter()
+
+# Groups one document may name (unchanged and absent ones included; at most
+# ``MAX_GROUP_CHANGES`` of them may change).
+MAX_DOCUMENT_GROUPS = 1000
 
 _DOCUMENT_SCHEMA = {
     "requestBody": {
@@ -25,6 +30,18 @@ _DOCUMENT_SCHEMA = {
         },
     }
 }
+
+
+def _read_document(body: bytes) -> DeployDocument:
+    document = parse_deploy_document(parse_document_text(body))
+    named = len(document.deploy) + len(document.remove)
+    if named > MAX_DOCUMENT_GROUPS:
+        # Deciding on and answering every group happens on the event loop: bounded here.
+        raise TooLargeError(
+            f"a document may name at most {MAX_DOCUMENT_GROUPS} groups under deploy and "
+            f"remove together, this one names {named}; split it"
+        )
+    return document
 
 
 def changes_result(changes: list[GroupChangePlan]) -> DeployResult:
@@ -51,7 +68,10 @@ async def deploy(
     """Apply a ``deploy:``/``remove:`` document atomically; answers at once with what changed
     per group (rollouts continue in the background). ``dry_run``: change nothing, say what
     would change, where new tasks would go and which would wait, and why (``theseus plan``)."""
-    document = parse_deploy_document(parse_document_text(await request.body()))
+    body = await request.body()  # at most ``--max-request-bytes`` (``BodyLimit``)
+    # Decoding and validating a document of some MiB takes long: in a worker thread, so that
+    # every other caller (agents' heartbeats, the leader's lease) is served meanwhile.
+    document = await asyncio.to_thread(_read_document, body)
 
     def planner(state: ClusterState) -> list[GroupChangePlan]:
         return plan_document(document, state.groups, time.time())
