@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
@@ -21,11 +22,33 @@ router = APIRouter()
 # ``MAX_GROUP_CHANGES`` of them may change).
 MAX_DOCUMENT_GROUPS = 1000
 
+
+def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (pydantic's JSON schema of a model) with each ``#/$defs/...`` reference
+    replaced by its definition: in the OpenAPI document, ``#`` is the whole document's root,
+    where no ``$defs`` exists, so tools could not read the deploy document's schema."""
+    definitions = schema.get("$defs", {})
+
+    def inlined(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inlined(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            beside = {key: value for key, value in node.items() if key != "$ref"}
+            return {**inlined(definitions[ref.removeprefix("#/$defs/")]), **inlined(beside)}
+        return {key: inlined(value) for key, value in node.items() if key != "$defs"}
+
+    result: dict[str, Any] = inlined(schema)
+    return result
+
+
 _DOCUMENT_SCHEMA = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": DeployDocument.model_json_schema()},
+            "application/json": {"schema": self_contained(DeployDocument.model_json_schema())},
             "application/x-yaml": {"schema": {"type": "string"}},
         },
     }
