@@ -49,6 +49,23 @@ def test_every_reference_resolves(description: dict[str, Any]) -> None:
         resolve(description, ref)
 
 
+def test_every_link_leads_to_an_operation_with_that_parameter(
+    description: dict[str, Any],
+) -> None:
+    links = [
+        link
+        for operations in description["paths"].values()
+        for operation in operations.values()
+        for response in operation["responses"].values()
+        for link in response.get("links", {}).values()
+    ]
+    assert links, "POST /deploy links to the operations on the groups it changed"
+    for link in links:
+        target = resolve(description, link["operationRef"])
+        names = {parameter["name"] for parameter in target.get("parameters", [])}
+        assert set(link["parameters"]) <= names, link
+
+
 def test_the_description_is_valid_openapi(description: dict[str, Any]) -> None:
     validate(description)
 

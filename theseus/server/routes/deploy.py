@@ -82,8 +82,34 @@ def changes_result(changes: list[GroupChangePlan]) -> DeployResult:
     )
 
 
+# OpenAPI links: where each changed group's ``service`` leads (tools and the API fuzzer's
+# stateful phase follow them from a deploy to the group's own operations).
+_GROUP_OPERATIONS = {
+    "ScaleGroup": "~1v1~1groups~1{service}~1scale/post",
+    "RemoveGroup": "~1v1~1groups~1{service}/delete",
+    "GroupVersions": "~1v1~1groups~1{service}~1versions/get",
+    "RollbackGroup": "~1v1~1groups~1{service}~1rollback/post",
+}
+_LINKS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "What changed, per group",
+        "links": {
+            name: {
+                "operationRef": f"#/paths/{pointer}",
+                "parameters": {"service": "$response.body#/changes/0/service"},
+            }
+            for name, pointer in _GROUP_OPERATIONS.items()
+        },
+    }
+}
+
+
 @router.post(
-    "/deploy", response_model=DeployResult, openapi_extra=_DOCUMENT_SCHEMA, tags=["deploy"]
+    "/deploy",
+    response_model=DeployResult,
+    openapi_extra=_DOCUMENT_SCHEMA,
+    responses=_LINKS,
+    tags=["deploy"],
 )
 async def deploy(
     request: Request, dry_run: bool = False, ctx: ServerContext = Depends(context)
