@@ -127,6 +127,10 @@ async def test_watch_passes_its_parameters_through_and_caps_the_wait(
     [
         ({}, "services: give one or more service names, comma-separated"),
         ({"services": " , "}, "services: give one or more service names, comma-separated"),
+        (
+            {"index": "10172", "services": ""},
+            "services: give one or more service names, comma-separated",
+        ),
         ({"services": "web", "index": "x"}, "index must be an integer, not 'x'"),
         ({"services": "web", "wait": "soon"}, "wait must be a number of seconds, not 'soon'"),
         ({"services": "web", "wait": "nan"}, "wait must be a number of seconds, not 'nan'"),

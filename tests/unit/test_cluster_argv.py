@@ -43,9 +43,11 @@ def test_server_options_are_passed_only_when_given() -> None:
         ("127.0.0.1:1",),
         liveness_timeout=4,
         registry_repair_interval=3.0,
+        max_request_bytes=1 << 20,
         log_level="warning",
     )
     argv = tuned.argv()
+    assert argv[argv.index("--max-request-bytes") + 1] == "1048576"
     assert argv[argv.index("--liveness-timeout") + 1] == "4"
     assert argv[argv.index("--registry-repair-interval") + 1] == "3"
     assert argv[argv.index("--log-level") + 1] == "warning"

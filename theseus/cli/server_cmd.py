@@ -95,6 +95,13 @@ def register(app: typer.Typer) -> None:
             "--insecure",
             help="Serve plain HTTP without authentication on a non-loopback address anyway.",
         ),
+        max_request_bytes: int = typer.Option(
+            ServerConfig.max_request_bytes,
+            min=1024,
+            help="Largest request body accepted, in bytes (default 4 MiB). A larger one is "
+            "refused with 413 before it is read or parsed, whether it declares its length or "
+            "is sent in chunks.",
+        ),
         log_level: str = typer.Option("info", help="debug, info, warning or error."),
     ) -> None:
         """Run a Theseus server against etcd."""
@@ -130,6 +137,7 @@ def register(app: typer.Typer) -> None:
             pki_dir=pki_dir,
             agent_cert_days=agent_cert_days,
             insecure=insecure,
+            max_request_bytes=max_request_bytes,
         )
         app = create_app(config)
         server = _Server(

@@ -144,6 +144,7 @@ class ServerProcess:
     etcd_tls: EtcdTlsFiles | None = None  # its etcd client certificate, for a TLS etcd
     liveness_timeout: int | None = None
     registry_repair_interval: float | None = None
+    max_request_bytes: int | None = None
     log_level: str | None = None
     pki_dir: Path | None = None  # TLS and credentials (``theseus server --pki-dir``)
     agent_cert_days: float | None = None  # lifetime of agents' certificates (None: default)
@@ -175,6 +176,8 @@ class ServerProcess:
             command += ["--liveness-timeout", str(self.liveness_timeout)]
         if self.registry_repair_interval is not None:
             command += ["--registry-repair-interval", number(self.registry_repair_interval)]
+        if self.max_request_bytes is not None:
+            command += ["--max-request-bytes", str(self.max_request_bytes)]
         if self.log_level is not None:
             command += ["--log-level", self.log_level]
         if self.pki_dir is not None:

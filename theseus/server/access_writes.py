@@ -162,7 +162,9 @@ class AccessWriter:
     async def join(self, token: str, csr: bytes, address: str) -> tuple[str, bytes]:
         """An agent's first certificate: (node name, certificate PEM)."""
         if self._ca is None:
-            raise AccessDenied(503, "this server has no CA key: it cannot admit agents")
+            raise AccessDenied(
+                409, "this server has no CA key (or runs without TLS): it cannot admit agents"
+            )
         self._check_join_token(token)
         name = self._csr_name(csr)
         if name in self._cache.state.alive:
@@ -177,7 +179,7 @@ class AccessWriter:
         """A fresh certificate for an agent that holds a valid one (the middleware checked it
         and that ``node`` is its own)."""
         if self._ca is None:
-            raise AccessDenied(503, "this server has no CA key: it cannot renew certificates")
+            raise AccessDenied(409, "this server has no CA key: it cannot renew certificates")
         if self._csr_name(csr) != node:
             raise AccessDenied(403, f"the certificate request must name node {node!r}")
         return await self._issue(node, csr, address, revoke_previous=False)

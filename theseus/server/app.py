@@ -30,6 +30,7 @@ from theseus.security.tls import client_context
 from theseus.server.access_writes import AccessWriter
 from theseus.server.audit import AuditLog
 from theseus.server.auth import AuditHook, AuthMiddleware
+from theseus.server.body_limit import BodyLimit
 from theseus.server.context import ServerConfig, ServerContext
 from theseus.server.leader import Leader
 from theseus.server.routes import (
@@ -191,6 +192,7 @@ def create_app(
             leader=ctx.leader.is_leader, revision=ctx.cache.revision, cluster_id=ctx.cluster_id
         )
 
+    app.add_middleware(BodyLimit, limit=config.max_request_bytes)
     _install_error_handlers(app)
     return app
 

@@ -11,6 +11,7 @@ from fastapi import HTTPException, Request
 
 from theseus.server.access_writes import AccessWriter
 from theseus.server.audit import AuditLog
+from theseus.server.body_limit import DEFAULT_MAX_REQUEST_BYTES
 from theseus.server.leader import Leader
 from theseus.server.wire import WireMemo
 from theseus.server.writes import Writer
@@ -42,6 +43,8 @@ class ServerConfig:
     def anonymous(self) -> bool:
         """Whether requests without credentials are served (as the admin): only without TLS."""
         return self.pki_dir is None
+
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # larger bodies: 413, never parsed
 
 
 @dataclass

@@ -16,7 +16,7 @@ Who may call which is ``theseus.server.policy``'s table; the writes are
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from theseus.api.access import (
     AuditList,
@@ -187,7 +187,9 @@ async def remove_node(name: str, ctx: ServerContext = Depends(context)) -> None:
 
 @router.get("/v1/audit", response_model=AuditList)
 async def audit(
-    since: float = 0.0, limit: int = 1000, ctx: ServerContext = Depends(context)
+    since: float = Query(0.0, ge=0, le=1e10, description="Unix time."),
+    limit: int = Query(1000, ge=1, le=10_000),
+    ctx: ServerContext = Depends(context),
 ) -> AuditList:
-    """Writes through the API in the last hour or so, oldest first (``since``: unix time)."""
-    return AuditList(records=await ctx.audit.read(since, max(1, min(limit, 10_000))))
+    """Writes through the API in the last hour or so, oldest first."""
+    return AuditList(records=await ctx.audit.read(since, limit))

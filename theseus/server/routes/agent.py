@@ -6,7 +6,7 @@ name, and its reports about tasks assigned to other nodes are dropped."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from theseus.api.schemas import (
@@ -54,7 +54,10 @@ async def heartbeat(node: str, ctx: ServerContext = Depends(context)) -> Heartbe
 
 @router.get("/{node}/assignments", response_model=AssignmentList)
 async def assignments(
-    node: str, index: int = 0, wait: float = 30.0, ctx: ServerContext = Depends(context)
+    node: str,
+    index: int = 0,
+    wait: float = Query(30.0, allow_inf_nan=False),  # NaN would spin the wait's loop
+    ctx: ServerContext = Depends(context),
 ) -> Response:
     """Every task assigned to ``node``. Blocks until that list changes after ``index``.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
@@ -13,18 +14,57 @@ from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import GroupChangePlan, plan_document
 from theseus.reconciler.preview import preview
 from theseus.server.context import ServerContext, context
+from theseus.server.writes import TooLargeError
 
 router = APIRouter()
+
+# Groups one document may name (unchanged and absent ones included; at most
+# ``MAX_GROUP_CHANGES`` of them may change).
+MAX_DOCUMENT_GROUPS = 1000
+
+
+def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (pydantic's JSON schema of a model) with each ``#/$defs/...`` reference
+    replaced by its definition: in the OpenAPI document, ``#`` is the whole document's root,
+    where no ``$defs`` exists, so tools could not read the deploy document's schema."""
+    definitions = schema.get("$defs", {})
+
+    def inlined(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inlined(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            beside = {key: value for key, value in node.items() if key != "$ref"}
+            return {**inlined(definitions[ref.removeprefix("#/$defs/")]), **inlined(beside)}
+        return {key: inlined(value) for key, value in node.items() if key != "$defs"}
+
+    result: dict[str, Any] = inlined(schema)
+    return result
+
 
 _DOCUMENT_SCHEMA = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": DeployDocument.model_json_schema()},
+            "application/json": {"schema": self_contained(DeployDocument.model_json_schema())},
             "application/x-yaml": {"schema": {"type": "string"}},
         },
     }
 }
+
+
+def _read_document(body: bytes) -> DeployDocument:
+    document = parse_deploy_document(parse_document_text(body))
+    named = len(document.deploy) + len(document.remove)
+    if named > MAX_DOCUMENT_GROUPS:
+        # Deciding on and answering every group happens on the event loop: bounded here.
+        raise TooLargeError(
+            f"a document may name at most {MAX_DOCUMENT_GROUPS} groups under deploy and "
+            f"remove together, this one names {named}; split it"
+        )
+    return document
 
 
 def changes_result(changes: list[GroupChangePlan]) -> DeployResult:
@@ -42,8 +82,34 @@ def changes_result(changes: list[GroupChangePlan]) -> DeployResult:
     )
 
 
+# OpenAPI links: where each changed group's ``service`` leads (tools and the API fuzzer's
+# stateful phase follow them from a deploy to the group's own operations).
+_GROUP_OPERATIONS = {
+    "ScaleGroup": "~1v1~1groups~1{service}~1scale/post",
+    "RemoveGroup": "~1v1~1groups~1{service}/delete",
+    "GroupVersions": "~1v1~1groups~1{service}~1versions/get",
+    "RollbackGroup": "~1v1~1groups~1{service}~1rollback/post",
+}
+_LINKS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "What changed, per group",
+        "links": {
+            name: {
+                "operationRef": f"#/paths/{pointer}",
+                "parameters": {"service": "$response.body#/changes/0/service"},
+            }
+            for name, pointer in _GROUP_OPERATIONS.items()
+        },
+    }
+}
+
+
 @router.post(
-    "/deploy", response_model=DeployResult, openapi_extra=_DOCUMENT_SCHEMA, tags=["deploy"]
+    "/deploy",
+    response_model=DeployResult,
+    openapi_extra=_DOCUMENT_SCHEMA,
+    responses=_LINKS,
+    tags=["deploy"],
 )
 async def deploy(
     request: Request, dry_run: bool = False, ctx: ServerContext = Depends(context)
@@ -51,7 +117,10 @@ async def deploy(
     """Apply a ``deploy:``/``remove:`` document atomically; answers at once with what changed
     per group (rollouts continue in the background). ``dry_run``: change nothing, say what
     would change, where new tasks would go and which would wait, and why (``theseus plan``)."""
-    document = parse_deploy_document(parse_document_text(await request.body()))
+    body = await request.body()  # at most ``--max-request-bytes`` (``BodyLimit``)
+    # Decoding and validating a document of some MiB takes long: in a worker thread, so that
+    # every other caller (agents' heartbeats, the leader's lease) is served meanwhile.
+    document = await asyncio.to_thread(_read_document, body)
 
     def planner(state: ClusterState) -> list[GroupChangePlan]:
         return plan_document(document, state.groups, time.time())

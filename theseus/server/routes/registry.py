@@ -6,7 +6,7 @@ Reads come from the server's cache of ``/services/``, i.e. exactly what etcd hol
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from theseus.api.schemas import CleanupResult, RegistryService, RegistryWatch
 from theseus.server.context import ServerContext, context
@@ -31,15 +31,19 @@ async def cleanup(ctx: ServerContext = Depends(context)) -> CleanupResult:
 async def watch(
     services: str,
     index: int = 0,
-    wait: float = 30.0,
+    wait: float = Query(30.0, allow_inf_nan=False),  # NaN would spin the wait's loop
     ctx: ServerContext = Depends(context),
 ) -> RegistryWatch:
     """Instance names per service; blocks until one of ``services`` changes after ``index``.
 
     The answer's ``index`` is the revision the answer was read at: every change after it
-    wakes the next call, so a watcher that resumes with it misses nothing.
+    wakes the next call, so a watcher that resumes with it misses nothing. ``services`` names
+    at least one service (comma-separated): an empty list is a 400, as on the agents'
+    discovery socket, rather than a watch of nothing or of everything.
     """
     names = [name for name in (s.strip() for s in services.split(",")) if name]
+    if not names:
+        raise HTTPException(400, "services: give one or more service names, comma-separated")
     cache = ctx.cache
     if index > 0:
         await cache.wait_services(names, index, min(max(wait, 0.0), MAX_WAIT))
