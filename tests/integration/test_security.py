@@ -242,18 +242,21 @@ def test_agents_act_for_their_own_node_only_and_a_removed_one_is_shut_out(
     del secure.nodes["secure-3"]
 
 
-def test_the_agents_endpoint_serves_logs_to_servers_only(secure: Cluster) -> None:
+def test_the_agents_endpoint_answers_servers_only(secure: Cluster) -> None:
     with secure.client() as client:
         node = client.node("secure-1")
     assert secure.pki is not None
-    url = f"https://{node.address}:{node.agent_port}/v1/tasks/any/logs"
+    base = f"https://{node.address}:{node.agent_port}"
+    logs, registry = f"{base}/v1/tasks/any/logs", f"{base}/v1/registry/web"
     agent_files = PkiDir(secure.root / "agents" / "secure-2" / "pki")
     with httpx.Client(verify=client_context(secure.pki), timeout=10) as anonymous:
-        assert anonymous.get(url).status_code == 401
+        assert anonymous.get(f"{base}/v1/health").status_code == 200
+        assert anonymous.get(logs).status_code == 401
+        assert anonymous.get(registry).status_code == 401
     with httpx.Client(verify=client_context(agent_files, "agent"), timeout=10) as agent:
-        assert agent.get(url).status_code == 403
+        assert agent.get(logs).status_code == 403
     with httpx.Client(verify=client_context(secure.pki, "server"), timeout=10) as server:
-        assert server.get(url).status_code == 404  # allowed; no such task
+        assert server.get(logs).status_code == 404  # allowed; no such task
 
 
 def test_the_cli_needs_no_flags_once_a_context_is_saved(secure: Cluster, tmp_path: Path) -> None:

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from theseus.agent.discovery import bind_unix_socket, registry_routes, remove_unix_socket
 from theseus.agent.runner import TaskRunner, UnknownContainer, UnknownTask
@@ -46,17 +48,13 @@ def create_app(
     runner: TaskRunner, node: str, server: AsyncServerClient, secure: bool = False
 ) -> Starlette:
     """The agent's app; registry reads go to the server through ``server``. ``secure``: it
-    is served over TLS, and task logs go only to a server (its certificate says so)."""
+    is served over TLS, and answers only servers (by their certificate), health excepted:
+    nobody else has business with a node's logs or with relaying its registry reads."""
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": node})
 
     async def logs(request: Request) -> Response:
-        if secure:
-            peer = peer_identity(request.scope)
-            if peer is None or peer.role != Role.SERVER:
-                message = "task logs are served to Theseus servers only (by their certificate)"
-                return JSONResponse({"message": message}, 401 if peer is None else 403)
         task_id = request.path_params["task_id"]
         follow = _flag(request.query_params.get("follow"))
         tail_text = request.query_params.get("tail")
@@ -76,13 +74,30 @@ def create_app(
             return JSONResponse({"message": str(exc)}, 404)
         return StreamingResponse(_guarded(stream), media_type="text/plain; charset=utf-8")
 
-    return Starlette(
-        routes=[
-            Route("/v1/health", health),
-            Route("/v1/tasks/{task_id}/logs", logs),
-            *registry_routes(server),
-        ]
-    )
+    routes = [
+        Route("/v1/health", health),
+        Route("/v1/tasks/{task_id}/logs", logs),
+        *registry_routes(server),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(ServersOnly)] if secure else [])
+
+
+class ServersOnly:
+    """Every route but ``/v1/health`` answers only a caller holding a server's certificate:
+    401 without a certificate, 403 with another's (an agent's)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/v1/health":
+            peer = peer_identity(scope)
+            if peer is None or peer.role != Role.SERVER:
+                message = "this node's agent answers Theseus servers only (by their certificate)"
+                status = 401 if peer is None else 403
+                await JSONResponse({"message": message}, status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _guarded(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
