@@ -1,0 +1,116 @@
+"""Credentials on the in-memory store: the bootstrap happens once, tokens are stored as hashes
+and revoked at once, joining checks its token and refuses a live node's name, renewal keeps
+the name, node removal revokes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from theseus.security import pki
+from theseus.security.tokens import Scope, new_join_token, parse_api_token, secret_hash
+from theseus.server.access_writes import AccessDenied, AccessWriter, serial_hex
+from theseus.store import keys
+from theseus.store.base import Put
+from theseus.store.cache import StateCache
+from theseus.store.memory import MemoryStore
+
+
+@pytest.fixture
+def ca() -> pki.Issued:
+    return pki.create_ca("unit")
+
+
+@pytest.fixture
+def writer(store: MemoryStore, cache: StateCache, ca: pki.Issued) -> AccessWriter:
+    return AccessWriter(store, cache, ca, agent_cert_days=1)
+
+
+def _csr(name: str) -> bytes:
+    return pki.make_csr(pki.new_key(), name, pki.Role.AGENT)
+
+
+async def test_bootstrap_happens_once_and_stores_only_a_hash(
+    writer: AccessWriter, store: MemoryStore
+) -> None:
+    secret, record = await writer.bootstrap()
+    token = parse_api_token(secret)
+    stored = await store.get(keys.token_key(token.id))
+    assert stored is not None and token.secret.encode() not in stored.value
+    assert record.secret_hash == secret_hash(token.secret) and record.scopes == [Scope.ADMIN]
+    with pytest.raises(AccessDenied) as again:
+        await writer.bootstrap()
+    assert again.value.status == 409
+
+
+async def test_a_revoked_token_is_gone_from_the_cache_at_once(
+    writer: AccessWriter, cache: StateCache
+) -> None:
+    _, record = await writer.create_token("ci", [Scope.WRITE], ttl=None, created_by="t")
+    assert record.id in cache.access.tokens
+    await writer.revoke_token(record.id)
+    assert record.id not in cache.access.tokens
+    with pytest.raises(AccessDenied, match="no token"):
+        await writer.revoke_token(record.id)
+
+
+async def test_join_checks_its_token_and_issues_an_agent_certificate(
+    writer: AccessWriter, cache: StateCache, ca: pki.Issued
+) -> None:
+    join, _ = await writer.create_join_token(3600, created_by="t")
+    name, cert = await writer.join(join, _csr("node-a"), "198.18.0.5")
+    holder = pki.identity(cert)
+    assert (name, holder.name, holder.role) == ("node-a", "node-a", "agent")
+    assert cache.access.certificates["node-a"].serial == serial_hex(cert)
+
+    wrong_ca = str(new_join_token(pki.ca_fingerprint(pki.create_ca("other").cert)))
+    unknown = str(new_join_token(pki.ca_fingerprint(ca.cert)))
+    for token, reason in [(wrong_ca, "another cluster"), (unknown, "unknown or revoked")]:
+        with pytest.raises(AccessDenied, match=reason) as refused:
+            await writer.join(token, _csr("node-b"), "198.18.0.6")
+        assert refused.value.status == 401
+    with pytest.raises(AccessDenied, match="not a valid node name"):
+        await writer.join(join, _csr("../etc"), "198.18.0.6")
+
+
+async def test_an_expired_join_token_is_refused(writer: AccessWriter) -> None:
+    join, record = await writer.create_join_token(0.05, created_by="t")
+    while time.time() <= record.expires_at:  # the condition is the clock passing its end
+        await asyncio.sleep(0.01)
+    with pytest.raises(AccessDenied, match="expired"):
+        await writer.join(join, _csr("node-c"), "198.18.0.7")
+
+
+async def test_a_live_nodes_name_is_refused_and_removal_revokes(
+    writer: AccessWriter, store: MemoryStore, cache: StateCache
+) -> None:
+    join, _ = await writer.create_join_token(3600, created_by="t")
+    _, cert = await writer.join(join, _csr("node-d"), "198.18.0.8")
+    lease = await store.grant_lease(10)
+    revision = await store.commit([Put(keys.alive_key("node-d"), b"{}", lease)])
+    assert revision is not None
+    await cache.wait_for_revision(revision)
+    with pytest.raises(AccessDenied, match="is alive") as refused:
+        await writer.join(join, _csr("node-d"), "198.18.0.9")
+    assert refused.value.status == 409
+
+    renewed = await writer.renew("node-d", _csr("node-d"), "198.18.0.8")
+    assert pki.identity(renewed).serial != pki.identity(cert).serial
+    with pytest.raises(AccessDenied, match="must name node"):
+        await writer.renew("node-d", _csr("node-e"), "198.18.0.8")
+
+    assert await writer.remove_node("node-d")
+    assert serial_hex(renewed) in cache.access.revoked
+    assert "node-d" not in cache.access.certificates and "node-d" not in cache.state.alive
+    assert not await writer.remove_node("node-d")
+
+
+async def test_a_server_without_the_ca_key_admits_nobody(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    writer = AccessWriter(store, cache, None, agent_cert_days=1)
+    with pytest.raises(AccessDenied, match="no CA key") as refused:
+        await writer.join("THS1-a-b.c", _csr("node-f"), "198.18.0.10")
+    assert refused.value.status == 409
