@@ -11,7 +11,7 @@ from theseus.security.pki import Identity
 from theseus.security.records import RevokedCertificate, TokenRecord
 from theseus.security.tokens import Scope, new_api_token, secret_hash
 from theseus.server.app import create_app
-from theseus.server.auth import ANONYMOUS, Caller, Refusal, authorize, identify
+from theseus.server.auth import ANONYMOUS, Caller, Refusal, _dry_run, authorize, identify
 from theseus.server.context import ServerConfig
 from theseus.server.policy import FALLBACK, TEMPLATES, Need, decide
 from theseus.store.access import AccessState
@@ -116,3 +116,11 @@ def test_authorize_scopes_and_node_restriction() -> None:
     with pytest.raises(Refusal):
         authorize(reader, decide("POST", "/v1/agent/node-1/heartbeat"))
     authorize(ANONYMOUS, decide("POST", "/v1/acl/tokens"))  # a development cluster
+
+
+@pytest.mark.parametrize(
+    ("query", "dry"),
+    [(b"dry_run=true", True), (b"dry_run=1", True), (b"dry_run=false", False), (b"", False)],
+)
+def test_a_plan_is_not_audited_as_a_write(query: bytes, dry: bool) -> None:
+    assert _dry_run({"query_string": query}) is dry

@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
+from urllib.parse import parse_qs
 
 from theseus.security.pki import Role
 from theseus.security.serving import peer_identity
@@ -162,7 +163,7 @@ class AuthMiddleware:
             await _refuse(send, refusal)
             return
         scope.setdefault("state", {})["caller"] = caller
-        audited = method not in ("GET", "HEAD") or path == "/cleanup"
+        audited = (method not in ("GET", "HEAD") or path == "/cleanup") and not _dry_run(scope)
         if not audited or decision.rule.need is Need.NODE:
             await self.app(scope, receive, send)
             return
@@ -180,6 +181,12 @@ class AuthMiddleware:
             hook = self._audit()
             if hook is not None:
                 hook(caller, method, path, status)
+
+
+def _dry_run(scope: dict[str, Any]) -> bool:
+    """``POST /deploy?dry_run=true`` (a plan) writes nothing, so it is no write to audit."""
+    values = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get("dry_run", [])
+    return any(v.lower() in ("1", "true", "yes", "on") for v in values)
 
 
 async def _refuse(send: Any, refusal: Refusal) -> None:
