@@ -13,16 +13,20 @@ Starts ``theseus up --secure --nodes 1`` on free ports with a temp state dir and
    process's CPU and the server's (/proc/<pid>/stat) per join;
 2. ``--agents`` real ``theseus agent --join URL`` processes (sim driver, the token in
    ``THESEUS_JOIN_TOKEN``), one after the other: from the process's start to its node ready
-   in ``GET /v1/nodes`` (polled every 20 ms), the interpreter's start-up included.
+   in ``GET /v1/nodes`` (polled every 20 ms), the interpreter's start-up included; and from
+   its start to its log's "joined the cluster" line. For reference, the time a new
+   interpreter takes to import what ``python -m theseus`` loads (``theseus.cli.main``).
 
-Prints median, p95, min and max of each.
+Prints median, p95, min and max of each (server CPU: the mean, /proc counts 10 ms ticks).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,10 +71,26 @@ def ready(client: ServerClient, name: str) -> bool:
     return any(n.name == name and n.status == "ready" for n in client.nodes().nodes)
 
 
-def agents(url: str, token: str, count: int, root: Path, client: ServerClient) -> list[float]:
-    """``count`` real agent processes, one at a time: start to ready (s)."""
+def joined_at(log: Path) -> float:
+    """The Unix time of the agent log's "joined the cluster" line (local time, ms)."""
+    line = next(x for x in log.read_text().splitlines() if "joined the cluster" in x)
+    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.timestamp()
+
+
+def import_time() -> float:
+    started = time.perf_counter()
+    argv = [sys.executable, "-c", "import theseus.cli.main"]
+    subprocess.run(argv, check=True)
+    return time.perf_counter() - started
+
+
+def agents(
+    url: str, token: str, count: int, root: Path, client: ServerClient
+) -> tuple[list[float], list[float]]:
+    """``count`` real agent processes, one at a time: start to ready, start to joined (s)."""
     children = bench_processes(root)
-    times = []
+    times, joined = [], []
     try:
         for i in range(count):
             name = f"bench-agent-{i}"
@@ -83,16 +103,17 @@ def agents(url: str, token: str, count: int, root: Path, client: ServerClient) -
                 driver="sim",
                 join=url,
             )
-            started = time.perf_counter()
+            started, wall = time.perf_counter(), time.time()
             process = children.start(
                 name, agent.argv(), "agent", extra_env={"THESEUS_JOIN_TOKEN": token}
             )
             children.wait_until(partial(ready, client, name), 30, f"{name} ready", 0.02)
             times.append(time.perf_counter() - started)
             process.stop()
+            joined.append(joined_at(process.log) - wall)
     finally:
         children.stop_all()
-    return times
+    return times, joined
 
 
 def line(label: str, values: list[float]) -> str:
@@ -118,13 +139,17 @@ def main() -> None:
             token = AccessApi(client).create_join_token(3600).token
             pid = server_pid(state_dir)
             figures = joins(target.url, token, args.joins, root / "joins", pid)
-            started = agents(target.url, token, args.agents, root / "agents", client)
+            started, joined = agents(target.url, token, args.agents, root / "agents", client)
+    imports = [import_time() for _ in range(args.agents)]
     print("joining a `theseus up --secure` cluster on loopback (ms)\n")
     print(f"{'':48}{'median':>9}{'p95':>9}{'min':>9}{'max':>9}{'n':>5}")
     print(line("identity.join: wall", figures["wall"]))
     print(line("identity.join: joining process CPU", figures["client CPU"]))
-    print(line("identity.join: server CPU", figures["server CPU"]))
+    server_cpu = statistics.mean(figures["server CPU"])
+    print(f"{'identity.join: server CPU (mean)':48}{1000 * server_cpu:9.1f}")
+    print(line("`theseus agent --join` process: start to joined", joined))
     print(line("`theseus agent --join` process: start to ready", started))
+    print(line("new interpreter: import theseus.cli.main", imports))
 
 
 if __name__ == "__main__":
