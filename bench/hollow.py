@@ -42,9 +42,7 @@ import httpx
 import theseus.agent.agent as agent_module
 from theseus.agent.agent import AgentConfig, run_agent
 from theseus.agent.identity import join
-from theseus.api.client import AsyncServerClient
-
-AGENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)  # as the agent's
+from theseus.api.client import AGENT_LIMITS, AsyncServerClient  # the agent's own limits
 
 
 def hollow_name(index: int) -> str:
