@@ -240,6 +240,7 @@ def main() -> None:
                 for mode in modes if round_ % 2 == 0 else modes[::-1]:
                     with cluster(base, args, mode) as bench:
                         measure(bench, mode, round_, sizes, scale, times)
+                    print(f"repetition {round_ + 1}/{args.repeat}: {mode} done", flush=True)
     report(times, modes, sizes, scale)
 
 
