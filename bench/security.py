@@ -233,6 +233,8 @@ def run_side(args: argparse.Namespace, secure: bool, root: Path) -> dict[str, fl
         }
         beats = figures["heartbeats in window"]
         figures["server CPU per heartbeat (us)"] = 1e6 * idle_cpu / beats if beats else math.nan
+        calls = beats + figures["assignment polls in window"]
+        figures["server CPU per heartbeat or poll (us)"] = 1e6 * idle_cpu / calls if calls else 0
         cluster.http.close()
         return figures
     except BaseException:
