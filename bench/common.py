@@ -1,6 +1,7 @@
 """Shared pieces of the side-by-side benchmarks (``bench/converge.py``, ``bench/selfheal.py``):
-a Theseus cluster started for the run, Docker Swarm mode entered for the run, the three sides
-(Theseus, Swarm, the raw engine) and the result tables.
+a Theseus cluster started for the run (``theseus up``, or ``theseus up --secure``: TLS with the
+cluster's CA and the admin token then reach every call of the Theseus side), Docker Swarm mode
+entered for the run, the three sides (Theseus, Swarm, the raw engine) and the result tables.
 
 Not a benchmark itself. Every object a benchmark creates on the Docker Engine carries the label
 ``theseus.bench=<run id>`` (swarm services and their containers, raw-engine containers), so
@@ -22,16 +23,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import docker
 import httpx
 from docker.models.services import Service
 from docker.types import Mount, Resources
 
-from theseus.api.client import ServerClient
 from theseus.cluster.ports import free_port, free_port_pair
+from theseus.cluster.secure import ClientAccess, local_access
 from theseus.cluster.waiting import wait_until
 
 IMAGE = "theseus/busybox:latest"
@@ -104,51 +107,68 @@ def print_table(
 # --- the Theseus cluster ---------------------------------------------------------------------
 
 
-def theseus_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+def theseus_cli(
+    *args: str, timeout: float = 120.0, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``theseus ARGS``; with ``config``, its CLI contexts go there (``THESEUS_CONFIG``), not to
+    the user's file (``theseus up --secure`` writes one)."""
+    env = dict(os.environ)
+    if config is not None:
+        env["THESEUS_CONFIG"] = str(config)
     return subprocess.run(
         [sys.executable, "-m", "theseus", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
+
+
+PLAIN = ClientAccess()  # a development cluster: no TLS, no token
+
+
+class Target(NamedTuple):
+    """A cluster to measure: its server URL, and how to call it (CA and token if secure)."""
+
+    url: str
+    access: ClientAccess = PLAIN
 
 
 @contextlib.contextmanager
-def theseus_cluster(server: str | None, state_dir: Path | None, nodes: int = 3) -> Iterator[str]:
-    """Yield a server URL: ``server`` as given, or a cluster ``theseus up --nodes N`` starts on
-    free ports with its own state dir (a temp dir unless ``state_dir``), stopped with
-    ``theseus down --purge`` at the end."""
+def theseus_cluster(
+    server: str | None, state_dir: Path | None, nodes: int = 3, secure: bool = False
+) -> Iterator[Target]:
+    """Yield a cluster: ``server`` as given (plain access), or one ``theseus up --nodes N
+    [--secure]`` starts on free ports with its own state dir (a temp dir unless
+    ``state_dir``) and CLI config file (a temp one), stopped with ``theseus down --purge``
+    at the end. A secure one is called with its CA and the admin token ``up`` kept in the
+    state dir (``theseus.cluster.secure.local_access``)."""
     if server is not None:
-        yield server
+        yield Target(server)
         return
-    temp = None
+    temp = tempfile.mkdtemp(prefix="theseus-bench-")
     if state_dir is None:
-        temp = tempfile.mkdtemp(prefix="theseus-bench-")
         state_dir = Path(temp) / "state"
+    config = Path(temp) / "config.json"
     api = free_port()
     etcd = free_port_pair()  # its peer port is the next one
-    up = theseus_cli(
-        "up",
-        "--nodes",
-        str(nodes),
-        "--port",
-        str(api),
-        "--etcd-port",
-        str(etcd),
-        "--state-dir",
-        str(state_dir),
-    )
+    argv = ["up", "--nodes", str(nodes), "--port", str(api), "--etcd-port", str(etcd)]
+    argv += ["--state-dir", str(state_dir), *(["--secure"] if secure else [])]
+    up = theseus_cli(*argv, config=config)
     try:
         if up.returncode != 0:
             raise RuntimeError(f"theseus up failed:\n{up.stdout}\n{up.stderr}")
-        yield f"http://127.0.0.1:{api}"
+        scheme = "https" if secure else "http"
+        access = local_access(state_dir / "pki") if secure else PLAIN
+        if secure and (access.tls is None or access.token is None):
+            raise RuntimeError(f"theseus up --secure left no CA or admin token in {state_dir}")
+        yield Target(f"{scheme}://127.0.0.1:{api}", access)
     finally:
-        down = theseus_cli("down", "--state-dir", str(state_dir), "--purge")
+        down = theseus_cli("down", "--state-dir", str(state_dir), "--purge", config=config)
         if down.returncode != 0:
             print(f"theseus down failed:\n{down.stdout}\n{down.stderr}", file=sys.stderr)
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 # --- the three sides -------------------------------------------------------------------------
@@ -163,10 +183,14 @@ class TheseusSide:
     task states once.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, access: ClientAccess = PLAIN) -> None:
         self.url = url
-        self.client = ServerClient(url, timeout=30.0)
-        self.http = httpx.Client(base_url=url, timeout=40.0)
+        self.secure = access.tls is not None
+        # Both clients trust the cluster's CA and send the token (a secure cluster's).
+        self.client = access.client(url, timeout=30.0)
+        headers = {"Authorization": f"Bearer {access.token}"} if access.token else {}
+        verify = access.tls if access.tls is not None else True
+        self.http = httpx.Client(base_url=url, timeout=40.0, verify=verify, headers=headers)
 
     def close(self) -> None:
         self.client.close()
@@ -307,7 +331,7 @@ class SwarmSide:
         )
 
 
-def engine_parallel_start(bench: Bench, count: int) -> float:
+def engine_parallel_start(bench: EngineRun, count: int) -> float:
     """Seconds to create and start ``count`` containers in parallel through the Docker API
     (one thread each: what ``count`` parallel ``docker run -d`` do), with the same image,
     limits and bind mount as the orchestrated ones, no orchestrator. Removes them after."""
@@ -374,23 +398,56 @@ def cleanup(engine: docker.DockerClient, run_id: str) -> None:
             engine.api.remove_container(container["Id"], force=True)
 
 
-class Bench:
-    """What a benchmark run holds: the engine, the run id, a directory to bind into every
-    container, the Theseus side and (unless disabled) the Swarm side."""
+@dataclass
+class EngineRun:
+    """What a benchmark run holds besides Theseus: the engine, the run id, a directory to bind
+    into every container and (unless disabled) the Swarm side."""
 
-    def __init__(
-        self,
-        engine: docker.DockerClient,
-        run_id: str,
-        mount_source: str,
-        theseus: TheseusSide,
-        swarm: SwarmSide | None,
-    ) -> None:
-        self.engine = engine
-        self.run_id = run_id
-        self.mount_source = mount_source
-        self.theseus = theseus
-        self.swarm = swarm
+    engine: docker.DockerClient
+    run_id: str
+    mount_source: str
+    swarm: SwarmSide | None
+
+
+@dataclass
+class Bench(EngineRun):
+    """An ``EngineRun`` and the Theseus side."""
+
+    theseus: TheseusSide
+
+
+@contextlib.contextmanager
+def engine_run(run_id: str, with_swarm: bool, pool_size: int) -> Iterator[EngineRun]:
+    """Swarm mode (if wanted) and cleanup of everything labelled with ``run_id`` at the end,
+    whatever happens."""
+    engine = docker.from_env(max_pool_size=max(pool_size, 10), timeout=120)
+    mount_source = tempfile.mkdtemp(prefix="theseus-bench-mount-")
+    os.chmod(mount_source, 0o755)
+    try:
+        with contextlib.ExitStack() as stack:
+            swarm = None
+            if with_swarm:
+                stack.enter_context(swarm_mode(engine))
+                stack.callback(cleanup, engine, run_id)  # before leaving swarm mode
+                swarm = SwarmSide(engine, run_id, mount_source)
+            yield EngineRun(engine, run_id, mount_source, swarm)
+    finally:
+        cleanup(engine, run_id)
+        shutil.rmtree(mount_source, ignore_errors=True)
+        engine.close()
+
+
+@contextlib.contextmanager
+def theseus_side(
+    server: str | None, state_dir: Path | None, secure: bool = False
+) -> Iterator[TheseusSide]:
+    """The Theseus side on its cluster (``theseus_cluster``)."""
+    with theseus_cluster(server, state_dir, secure=secure) as target:
+        side = TheseusSide(target.url, target.access)
+        try:
+            yield side
+        finally:
+            side.close()
 
 
 @contextlib.contextmanager
@@ -400,29 +457,14 @@ def bench_run(
     run_id: str,
     with_swarm: bool,
     pool_size: int,
+    secure: bool = False,
 ) -> Iterator[Bench]:
-    """The Theseus cluster, swarm mode (if wanted) and cleanup of everything labelled with
-    ``run_id`` at the end, whatever happens."""
-    engine = docker.from_env(max_pool_size=max(pool_size, 10), timeout=120)
-    mount_source = tempfile.mkdtemp(prefix="theseus-bench-mount-")
-    os.chmod(mount_source, 0o755)
-    try:
-        with theseus_cluster(server, state_dir) as url:
-            side = TheseusSide(url)
-            try:
-                with contextlib.ExitStack() as stack:
-                    swarm = None
-                    if with_swarm:
-                        stack.enter_context(swarm_mode(engine))
-                        stack.callback(cleanup, engine, run_id)  # before leaving swarm mode
-                        swarm = SwarmSide(engine, run_id, mount_source)
-                    yield Bench(engine, run_id, mount_source, side, swarm)
-            finally:
-                side.close()
-    finally:
-        cleanup(engine, run_id)
-        shutil.rmtree(mount_source, ignore_errors=True)
-        engine.close()
+    """The Theseus cluster, and the engine run (``engine_run``)."""
+    with (
+        theseus_side(server, state_dir, secure) as side,
+        engine_run(run_id, with_swarm, pool_size) as run,
+    ):
+        yield Bench(run.engine, run.run_id, run.mount_source, run.swarm, side)
 
 
 def common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,22 +29,47 @@ dir, enters swarm mode if the engine is not in a swarm, and undoes both at the e
 Prints one table per size and one for the scale: median, min, max per side and the ratios
 Theseus / Swarm and Theseus / engine (targets: at most 0.40, i.e. 2.5x faster than Swarm, and
 at most 1.25). Removes every group, service and container it created.
+
+``--modes dev,secure`` measures Theseus both as ``theseus up`` (development mode) and as
+``theseus up --secure`` (the API over TLS with the admin token, agents on mutual TLS, etcd
+with client certificates) in one run: ``theseus up`` gives each node a fixed loopback address,
+so the two clusters cannot run at once; each repetition runs one cluster of each mode in turn
+(the order alternating), from ``up`` to ``down``, with one untimed 3-task deploy first, and
+measures every size on it, the engine and Swarm sides interleaved as above. Adds the ratio
+Theseus secure / Theseus dev. ``--modes secure`` alone: the secure cluster only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from common import Bench, bench_run, common_arguments, cores, engine_parallel_start, new_run_id
+from common import (
+    Bench,
+    EngineRun,
+    common_arguments,
+    cores,
+    engine_parallel_start,
+    engine_run,
+    new_run_id,
+    theseus_side,
+)
 from common import print_table as table
 
-THESEUS = "theseus: POST /deploy -> N running + registered"
+MODES = ("dev", "secure")
 SWARM = "swarm: service create -> N tasks running"
 ENGINE = "engine: N parallel create+start"
-THESEUS_SCALE = "theseus: scale -> all running + registered"
 SWARM_SCALE = "swarm: service scale -> all tasks running"
+
+
+def theseus_label(mode: str) -> str:
+    return f"theseus {mode}: POST /deploy -> N running + registered"
+
+
+def theseus_scale_label(mode: str) -> str:
+    return f"theseus {mode}: scale -> all running + registered"
 
 
 def theseus_deploy(bench: Bench, name: str, count: int) -> float:
@@ -91,16 +116,94 @@ def swarm_scale(bench: Bench, name: str, start: int, end: int) -> float:
     return elapsed
 
 
-def interleaved(
-    repeat: int, sides: list[tuple[str, Callable[[int], float]]]
-) -> dict[str, list[float]]:
-    """``repeat`` rounds of every side; round i starts with side i mod len(sides)."""
-    times: dict[str, list[float]] = {label: [] for label, _ in sides}
-    for round_ in range(repeat):
-        shift = round_ % len(sides)
-        for label, run in sides[shift:] + sides[:shift]:
-            times[label].append(run(round_))
-    return times
+Times = dict[str, list[float]]
+
+
+def one_round(times: Times, round_: int, sides: list[tuple[str, Callable[[int], float]]]) -> None:
+    """Every side once; round i starts with side i mod len(sides)."""
+    shift = round_ % len(sides)
+    for label, run in sides[shift:] + sides[:shift]:
+        times.setdefault(label, []).append(run(round_))
+
+
+def measure(
+    bench: Bench,
+    mode: str,
+    round_: int,
+    sizes: list[int],
+    scale: tuple[int, ...] | None,
+    times: dict[str, Times],
+) -> None:
+    """One repetition of every size (and the scale) on ``bench``'s cluster of ``mode``."""
+    run_id = f"{bench.run_id}{mode[0]}"
+
+    def deploy(n: int) -> Callable[[int], float]:
+        return lambda r: theseus_deploy(bench, f"{run_id}-t{n}-{r}", n)
+
+    def engine(n: int) -> Callable[[int], float]:
+        return lambda r: engine_parallel_start(bench, n)
+
+    def create(n: int) -> Callable[[int], float]:
+        return lambda r: swarm_create(bench, f"{run_id}-s{n}-{r}", n)
+
+    for count in sizes:
+        sides = [(theseus_label(mode), deploy(count)), (ENGINE, engine(count))]
+        if bench.swarm is not None:
+            sides.insert(1, (SWARM, create(count)))
+        one_round(times.setdefault(f"N={count}", {}), round_, sides)
+    if scale is not None:
+        start, end = scale
+        scale_sides: list[tuple[str, Callable[[int], float]]] = [
+            (
+                theseus_scale_label(mode),
+                lambda r: theseus_scale(bench, f"{run_id}-ts-{r}", start, end),
+            )
+        ]
+        if bench.swarm is not None:
+            scale_sides.append(
+                (SWARM_SCALE, lambda r: swarm_scale(bench, f"{run_id}-ss-{r}", start, end))
+            )
+        one_round(times.setdefault("scale", {}), round_, scale_sides)
+
+
+@contextlib.contextmanager
+def cluster(base: EngineRun, args: argparse.Namespace, mode: str) -> Iterator[Bench]:
+    """A Theseus cluster of ``mode`` for ``base``'s run, warmed up by one untimed deploy."""
+    with theseus_side(args.server, args.state_dir, secure=mode == "secure") as side:
+        bench = Bench(base.engine, base.run_id, base.mount_source, base.swarm, side)
+        theseus_deploy(bench, f"{base.run_id}{mode[0]}-warm", 3)
+        yield bench
+
+
+def report(
+    times: dict[str, Times], modes: list[str], sizes: list[int], scale: tuple[int, ...] | None
+) -> None:
+    for count in sizes:
+        labels = [theseus_label(m) for m in modes]
+        ratios = [
+            (f"theseus {m} / {o}", theseus_label(m), s)
+            for m in modes
+            for o, s in (("swarm", SWARM), ("engine", ENGINE))
+        ]
+        if len(modes) > 1:
+            ratios.append(("theseus secure / theseus dev", labels[1], labels[0]))
+        block = times.get(f"N={count}", {})
+        table(
+            f"converge N={count}",
+            [(label, block.get(label, [])) for label in (*labels, SWARM, ENGINE)],
+            ratios,
+        )
+    if scale is not None:
+        labels = [theseus_scale_label(m) for m in modes]
+        ratios = [(f"theseus {m} / swarm", theseus_scale_label(m), SWARM_SCALE) for m in modes]
+        if len(modes) > 1:
+            ratios.append(("theseus secure / theseus dev", labels[1], labels[0]))
+        block = times.get("scale", {})
+        table(
+            f"scale {scale[0]} -> {scale[1]}",
+            [(label, block.get(label, [])) for label in (*labels, SWARM_SCALE)],
+            ratios,
+        )
 
 
 def main() -> None:
@@ -109,44 +212,36 @@ def main() -> None:
     parser.add_argument("--sizes", default="20,60", help="comma-separated replica counts")
     parser.add_argument("--scale", default="20:60", help="FROM:TO, or '' to skip the scale")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--modes", default="dev", help="dev, secure, or dev,secure (both, interleaved)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     scale = tuple(int(s) for s in args.scale.split(":")) if args.scale else None
+    modes = [m for m in MODES if m in args.modes.split(",")]
+    if not modes or (args.server and modes != ["dev"]):
+        parser.error("--modes: dev, secure or dev,secure (--server: dev only)")
     run_id = args.run_id or new_run_id()
-    with_swarm = not args.no_swarm
     biggest = max([*sizes, *(scale or ())])
-    with bench_run(args.server, args.state_dir, run_id, with_swarm, biggest) as bench:
-        print(f"converge, run {run_id}, {cores()} cores, {args.repeat} repetitions (seconds)\n")
-        for count in sizes:
-            sides: list[tuple[str, Callable[[int], float]]] = [
-                (THESEUS, lambda r, n=count: theseus_deploy(bench, f"{run_id}-t{n}-{r}", n)),
-                (ENGINE, lambda r, n=count: engine_parallel_start(bench, n)),
-            ]
-            if with_swarm:
-                sides.insert(
-                    1, (SWARM, lambda r, n=count: swarm_create(bench, f"{run_id}-s{n}-{r}", n))
-                )
-            times = interleaved(args.repeat, sides)
-            table(
-                f"converge N={count}",
-                [(label, times.get(label, [])) for label in (THESEUS, SWARM, ENGINE)],
-                [("theseus / swarm", THESEUS, SWARM), ("theseus / engine", THESEUS, ENGINE)],
-            )
-        if scale is not None:
-            start, end = scale
-            sides = [
-                (THESEUS_SCALE, lambda r: theseus_scale(bench, f"{run_id}-ts-{r}", start, end))
-            ]
-            if with_swarm:
-                sides.append(
-                    (SWARM_SCALE, lambda r: swarm_scale(bench, f"{run_id}-ss-{r}", start, end))
-                )
-            times = interleaved(args.repeat, sides)
-            table(
-                f"scale {start} -> {end}",
-                [(label, times.get(label, [])) for label in (THESEUS_SCALE, SWARM_SCALE)],
-                [("theseus / swarm", THESEUS_SCALE, SWARM_SCALE)],
-            )
+    times: dict[str, Times] = {}
+    with engine_run(run_id, not args.no_swarm, biggest) as base:
+        what = " and ".join(f"theseus up{' --secure' if m == 'secure' else ''}" for m in modes)
+        print(
+            f"converge, run {run_id}, {cores()} cores, {args.repeat} repetitions (seconds), "
+            f"{what}\n",
+            flush=True,
+        )
+        if len(modes) == 1:  # one cluster for every repetition
+            with cluster(base, args, modes[0]) as bench:
+                for round_ in range(args.repeat):
+                    measure(bench, modes[0], round_, sizes, scale, times)
+        else:  # a cluster per mode and repetition, the modes' order alternating
+            for round_ in range(args.repeat):
+                for mode in modes if round_ % 2 == 0 else modes[::-1]:
+                    with cluster(base, args, mode) as bench:
+                        measure(bench, mode, round_, sizes, scale, times)
+                    print(f"repetition {round_ + 1}/{args.repeat}: {mode} done", flush=True)
+    report(times, modes, sizes, scale)
 
 
 if __name__ == "__main__":

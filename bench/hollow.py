@@ -13,6 +13,14 @@ only names the node: hollow agents serve no HTTP). Runs until SIGTERM or SIGINT.
 Each agent gets its own connection pool (like a real agent) but one SSL context shared by the
 process: httpx builds a fresh one per client (about 15 ms of CPU), which would cost 30 s of
 CPU for 1,000 agents of two clients each and say nothing about Theseus.
+
+``--join-token T`` (a secure cluster, ``https://`` server): each agent joins with T, as
+``theseus agent --join`` does, and then talks mutual TLS with the certificate it got; it builds
+its own TLS contexts from it (no shared transport: a given transport would win over TLS).
+
+``--counts FILE``: every 0.2 s, write what the agents of this process have done so far as
+JSON: heartbeats and assignment polls answered, registrations, and each join's duration (s).
+bench/security.py counts heartbeats this way, from the agents' side.
 """
 
 from __future__ import annotations
@@ -20,17 +28,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+import theseus.agent.agent as agent_module
 from theseus.agent.agent import AgentConfig, run_agent
-
-AGENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)  # as the agent's
+from theseus.agent.identity import join
+from theseus.api.client import AGENT_LIMITS, AsyncServerClient  # the agent's own limits
 
 
 def hollow_name(index: int) -> str:
@@ -41,10 +53,60 @@ def hollow_address(index: int) -> str:
     return f"127.1.{index // 250}.{index % 250 + 1}"
 
 
+class Counts:
+    """What this process's agents did, counted by wrapping the client's calls (answered ones
+    only) and the join: a bench-only instrument, the agent's code is unchanged."""
+
+    def __init__(self) -> None:
+        self.values = {"heartbeats": 0, "polls": 0, "registrations": 0}
+        self.joins: list[float] = []
+
+    def install(self) -> None:
+        for method, key in (
+            ("heartbeat", "heartbeats"),
+            ("assignments", "polls"),
+            ("register", "registrations"),
+        ):
+            original = getattr(AsyncServerClient, method)
+
+            async def counted(*args: Any, _original: Any = original, _key: str = key) -> Any:
+                answer = await _original(*args)
+                self.values[_key] += 1
+                return answer
+
+            setattr(AsyncServerClient, method, counted)
+
+        async def timed_join(*args: Any) -> None:
+            started = time.monotonic()
+            await join(*args)
+            self.joins.append(time.monotonic() - started)
+
+        setattr(agent_module, "join", timed_join)  # noqa: B010 - what establish_identity calls
+
+    async def write_forever(self, path: Path) -> None:
+        while True:
+            temp = path.with_suffix(".tmp")
+            temp.write_text(json.dumps({**self.values, "joins": self.joins}))
+            os.replace(temp, path)  # a reader never sees half a file
+            await asyncio.sleep(0.2)
+
+
 async def run_hollow(
-    server: str, first: int, count: int, state_root: Path, cpus: float, mem: float
+    server: str,
+    first: int,
+    count: int,
+    state_root: Path,
+    cpus: float,
+    mem: float,
+    join_token: str | None = None,
+    counts_file: Path | None = None,
 ) -> None:
     ssl_context = httpx.create_ssl_context()
+    writer = None
+    if counts_file is not None:
+        counts = Counts()
+        counts.install()
+        writer = asyncio.create_task(counts.write_forever(counts_file))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,7 +124,11 @@ async def run_hollow(
                     state_dir=state_root / hollow_name(i),
                     serve_http=False,
                     handle_signals=False,
-                    transport=httpx.AsyncHTTPTransport(verify=ssl_context, limits=AGENT_LIMITS),
+                    # With a join token the agent makes its own TLS contexts (mutual TLS).
+                    transport=None
+                    if join_token
+                    else httpx.AsyncHTTPTransport(verify=ssl_context, limits=AGENT_LIMITS),
+                    join_token=join_token,
                 )
             )
         )
@@ -75,6 +141,8 @@ async def run_hollow(
         task.cancel()
     await asyncio.gather(*agents, return_exceptions=True)
     stopped.cancel()
+    if writer is not None:
+        writer.cancel()
     for task in ended:
         task.result()  # an agent that ended by itself: show why
 
@@ -88,12 +156,21 @@ def main() -> None:
     parser.add_argument("--cpus", type=float, default=64.0)
     parser.add_argument("--mem", type=float, default=256_000.0, help="MiB per node")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--join-token", help="join a secure cluster with this join token")
+    parser.add_argument("--counts", type=Path, help="write the agents' call counts here")
     args = parser.parse_args()
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     coroutine = run_hollow(
-        args.server, args.first, args.count, args.state_root, args.cpus, args.mem
+        args.server,
+        args.first,
+        args.count,
+        args.state_root,
+        args.cpus,
+        args.mem,
+        args.join_token or os.environ.get("THESEUS_JOIN_TOKEN"),
+        args.counts,
     )
     try:
         import uvloop  # the server runs on it too (uvicorn[standard])

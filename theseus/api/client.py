@@ -46,6 +46,15 @@ DEFAULT_SERVER = "http://127.0.0.1:5000"
 # another one before the node's liveness lease runs out (4 s by default). With one server
 # there is nowhere else to go, and the default timeout applies.
 HEARTBEAT_FAILOVER_TIMEOUT = 1.5
+# An agent's connections to its server stay open this long while idle (httpx's default: 5 s).
+# At 1,000 nodes an agent heartbeats every 10 s (``theseus.server.heartbeats``): with 5 s
+# every heartbeat opened a new connection, in a secure cluster a new mutual-TLS handshake,
+# which doubled the server's CPU per heartbeat (bench/security.py). Below the server's own
+# idle limit (``theseus server``: 75 s), so that the server never closes one first.
+KEEPALIVE_EXPIRY = 60.0
+AGENT_LIMITS = httpx.Limits(
+    max_connections=20, max_keepalive_connections=10, keepalive_expiry=KEEPALIVE_EXPIRY
+)
 
 
 class ServerUnreachable(ConnectionError):
@@ -313,11 +322,10 @@ class AsyncServerClient:
         token: str | None = None,
     ) -> None:
         self.servers = ServerList(address)
-        limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
         self._http = httpx.AsyncClient(
             timeout=timeout,
             transport=transport,
-            limits=limits,
+            limits=AGENT_LIMITS,
             verify=tls or True,
             headers=auth_headers(token),
         )

@@ -151,6 +151,11 @@ def register(app: typer.Typer) -> None:
                 # Long-polls are answered at once on a stop (``_Server``); this bounds anything
                 # else (a quick stop also hands leadership over at once, by revoking our lease).
                 timeout_graceful_shutdown=2,
+                # Idle connections stay open longer than agents' heartbeat intervals (10 s at
+                # 1,000 nodes; uvicorn's default closes them after 5 s): a heartbeat then
+                # reuses its connection instead of paying a new (TLS) handshake. Agents let
+                # theirs go after 60 s (``theseus.api.client.KEEPALIVE_EXPIRY``).
+                timeout_keep_alive=75,
                 http=http_protocol(),
                 ssl_certfile=tls.cert,
                 ssl_keyfile=tls.key,

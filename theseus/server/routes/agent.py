@@ -36,6 +36,11 @@ async def register(
         )
     writer = ctx.writer
     await writer.register_node(registration)
+    if registration.name not in ctx.cache.state.nodes:
+        # Written, but this server's view did not catch up within the writer's wait (5 s: an
+        # overloaded server, as with 1,000 agents registering at once): a 503 the agent
+        # retries, not a KeyError's 500.
+        raise HTTPException(503, "the registration is not visible on this server yet: retry")
     return RegistrationAnswer(
         cluster_id=ctx.cluster_id,
         node=node_info(ctx.cache.state, registration.name),
