@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from theseus.server.app import create_app
-from theseus.server.context import ServerConfig
+from theseus.server.config import ServerConfig
 from theseus.store.base import Store
 from theseus.store.memory import MemoryStore
 

@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from tests.kit.app import inprocess_api
 from theseus.server.body_limit import BodyLimit
-from theseus.server.context import ServerConfig
+from theseus.server.config import ServerConfig
 
 LIMIT = 64 * 1024
 SPEC = {"image": "theseus/busybox:latest", "instances": 1, "cpus": 0.1, "mem": 32}

@@ -11,7 +11,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from theseus.server.app import create_app
-from theseus.server.context import ServerConfig
+from theseus.server.config import ServerConfig
 from theseus.server.routes.deploy import self_contained
 
 

@@ -12,7 +12,7 @@ from theseus.security.records import RevokedCertificate, TokenRecord
 from theseus.security.tokens import Scope, new_api_token, secret_hash
 from theseus.server.app import create_app
 from theseus.server.auth import ANONYMOUS, Caller, Refusal, _dry_run, authorize, identify
-from theseus.server.context import ServerConfig
+from theseus.server.config import ServerConfig
 from theseus.server.policy import FALLBACK, TEMPLATES, Need, decide
 from theseus.store.access import AccessState
 

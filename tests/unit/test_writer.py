@@ -18,7 +18,7 @@ from theseus.model.groups import GroupKey
 from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import GroupChangePlan, plan_group, plan_scale
 from theseus.server.app import create_app
-from theseus.server.context import ServerConfig
+from theseus.server.config import ServerConfig
 from theseus.server.writes import MAX_GROUP_CHANGES, Writer
 from theseus.store import keys
 from theseus.store.base import Entry, Store

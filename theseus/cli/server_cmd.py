@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
-import socket
-import ssl
 from pathlib import Path
-from types import FrameType
 from typing import NamedTuple
 
 import typer
-import uvicorn
-from fastapi import FastAPI
 
 from theseus.security.files import PkiDir
-from theseus.security.serving import http_protocol
-from theseus.server.app import create_app
-from theseus.server.context import ServerConfig
+from theseus.server.config import ServerConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -139,31 +131,11 @@ def register(app: typer.Typer) -> None:
             insecure=insecure,
             max_request_bytes=max_request_bytes,
         )
-        app = create_app(config)
-        server = _Server(
-            app,
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                log_level=log_level,
-                access_log=False,
-                # Long-polls are answered at once on a stop (``_Server``); this bounds anything
-                # else (a quick stop also hands leadership over at once, by revoking our lease).
-                timeout_graceful_shutdown=2,
-                # Idle connections stay open longer than agents' heartbeat intervals (10 s at
-                # 1,000 nodes; uvicorn's default closes them after 5 s): a heartbeat then
-                # reuses its connection instead of paying a new (TLS) handshake. Agents let
-                # theirs go after 60 s (``theseus.api.client.KEEPALIVE_EXPIRY``).
-                timeout_keep_alive=75,
-                http=http_protocol(),
-                ssl_certfile=tls.cert,
-                ssl_keyfile=tls.key,
-                ssl_ca_certs=tls.ca,
-                ssl_cert_reqs=ssl.CERT_OPTIONAL if tls.ca else ssl.CERT_NONE,
-            ),
-        )
-        server.run()
+        # Imported here: every other command (theseus agent included) starts without the
+        # server's machinery (FastAPI, the store, the reconciler), half a second of imports.
+        from theseus.server.serve import serve
+
+        serve(config, log_level, tls.cert, tls.key, tls.ca)
 
 
 def _is_loopback(host: str) -> bool:
@@ -209,25 +181,3 @@ def _etcd_tls(
             "an https:// etcd endpoint needs --etcd-cacert, --etcd-cert and --etcd-key"
         )
     return None
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, plus: on SIGTERM/SIGINT, the long-polls that agents and containers hold open
-    (up to a minute) are answered at once, before uvicorn waits for open requests to end;
-    otherwise it would cancel them at its timeout, logging an error for each."""
-
-    def __init__(self, app: FastAPI, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._app = app
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        ctx = getattr(self._app.state, "ctx", None)  # None until the lifespan started
-        loop = self._loop
-        if ctx is not None and loop is not None:
-            loop.call_soon_threadsafe(ctx.cache.release_waiters)
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)

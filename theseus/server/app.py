@@ -31,7 +31,8 @@ from theseus.server.access_writes import AccessWriter
 from theseus.server.audit import AuditLog
 from theseus.server.auth import AuditHook, AuthMiddleware
 from theseus.server.body_limit import BodyLimit
-from theseus.server.context import ServerConfig, ServerContext
+from theseus.server.config import ServerConfig
+from theseus.server.context import ServerContext
 from theseus.server.leader import Leader
 from theseus.server.routes import (
     access,

@@ -1,0 +1,76 @@
+"""Running a server process: its app under uvicorn, with TLS when configured, until SIGTERM.
+
+Called by ``theseus server`` (``theseus.cli.server_cmd``) once its options are checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from theseus.security.serving import http_protocol
+from theseus.server.app import create_app
+from theseus.server.config import ServerConfig
+
+
+def serve(
+    config: ServerConfig,
+    log_level: str,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    ca_certs: str | None = None,
+) -> None:
+    """Serve until stopped. With ``certfile``: TLS, asking clients for a certificate from
+    ``ca_certs`` without requiring one (agents and servers present theirs, the CLI a token)."""
+    app = create_app(config)
+    server = _Server(
+        app,
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=log_level,
+            access_log=False,
+            # Long-polls are answered at once on a stop (``_Server``); this bounds anything
+            # else (a quick stop also hands leadership over at once, by revoking our lease).
+            timeout_graceful_shutdown=2,
+            # Idle connections stay open longer than agents' heartbeat intervals (10 s at
+            # 1,000 nodes; uvicorn's default closes them after 5 s): a heartbeat then
+            # reuses its connection instead of paying a new (TLS) handshake. Agents let
+            # theirs go after 60 s (``theseus.api.client.KEEPALIVE_EXPIRY``).
+            timeout_keep_alive=75,
+            http=http_protocol(),
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+            ssl_ca_certs=ca_certs,
+            ssl_cert_reqs=ssl.CERT_OPTIONAL if ca_certs else ssl.CERT_NONE,
+        ),
+    )
+    server.run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus: on SIGTERM/SIGINT, the long-polls that agents and containers hold open
+    (up to a minute) are answered at once, before uvicorn waits for open requests to end;
+    otherwise it would cancel them at its timeout, logging an error for each."""
+
+    def __init__(self, app: FastAPI, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        ctx = getattr(self._app.state, "ctx", None)  # None until the lifespan started
+        loop = self._loop
+        if ctx is not None and loop is not None:
+            loop.call_soon_threadsafe(ctx.cache.release_waiters)
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
