@@ -45,11 +45,18 @@ def running(client: ServerClient, service: str, version: str | None = None) -> l
 def wait_running(
     client: ServerClient, service: str, count: int, timeout: float = 60
 ) -> list[TaskInfo]:
-    """Until exactly ``count`` tasks of ``service`` are meant to run and all do; those."""
+    """Until exactly ``count`` tasks of ``service`` are meant to run and all do; those. A 503
+    (a server that cannot vouch for its view, e.g. while it moves to another etcd member) is
+    "not yet", as it is for any client: ask again."""
 
     def converged() -> list[TaskInfo] | None:
-        tasks = running(client, service)
-        active = [t for t in client.tasks(service).tasks if t.desired == "run"]
+        try:
+            tasks = running(client, service)
+            active = [t for t in client.tasks(service).tasks if t.desired == "run"]
+        except ApiError as exc:
+            if exc.status != 503:
+                raise
+            return None
         return tasks if len(tasks) == count and len(active) == count else None
 
     return wait_until(converged, timeout, f"{count} running tasks of {service}")
