@@ -80,9 +80,9 @@ def test_converge_runs_end_to_end(
         "converge.py", state_dir, run_id, "--sizes", "2", "--scale", "1:2", "--repeat", "1"
     )
     assert "converge N=2" in out and "scale 1 -> 2" in out
-    for side in ("theseus: POST /deploy", "swarm: service create", "engine: N parallel"):
+    for side in ("theseus dev: POST /deploy", "swarm: service create", "engine: N parallel"):
         assert side in out
-    assert "ratio theseus / swarm" in out and "ratio theseus / engine" in out
+    assert "ratio theseus dev / swarm" in out and "ratio theseus dev / engine" in out
     assert swarm_state(docker_client) == swarm_before  # left swarm mode again if it entered
     assert not docker_client.api.containers(all=True, filters={"label": f"{LABEL}={run_id}"})
     assert not state_dir.exists()  # theseus down --purge
