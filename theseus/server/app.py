@@ -27,7 +27,7 @@ from theseus.model.spec import SpecError
 from theseus.security import pki
 from theseus.security.files import PkiDir
 from theseus.security.tls import client_context
-from theseus.server.access_writes import AccessWriter
+from theseus.server.access_writes import AccessDenied, AccessWriter
 from theseus.server.audit import AuditLog
 from theseus.server.auth import AuditHook, AuthMiddleware
 from theseus.server.body_limit import BodyLimit
@@ -218,6 +218,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(AccessDenied)
+    async def access_denied(request: Request, exc: AccessDenied) -> JSONResponse:
+        return _error(exc.status, str(exc))
 
     @app.exception_handler(ConflictError)
     async def conflict(request: Request, exc: ConflictError) -> JSONResponse:

@@ -11,7 +11,8 @@
 * ``GET /v1/audit``: the recent writes through the API, with who made them.
 
 Who may call which is ``theseus.server.policy``'s table; the writes are
-``theseus.server.access_writes``'.
+``theseus.server.access_writes``', whose refusals (``AccessDenied``) the app answers with their
+status and message.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from theseus.api.access import (
 )
 from theseus.security import pki
 from theseus.security.records import JoinTokenRecord, TokenRecord
-from theseus.server.access_writes import AccessDenied
 from theseus.server.auth import ANONYMOUS, Caller
 from theseus.server.context import ServerContext, context
 
@@ -83,10 +83,7 @@ async def ca(ctx: ServerContext = Depends(context)) -> CaAnswer:
 async def join(body: JoinRequest, ctx: ServerContext = Depends(context)) -> CertificateAnswer:
     """Admit an agent: its join token must be valid and made for this cluster's CA, and its
     name must not be a live node's."""
-    try:
-        node, cert = await ctx.access.join(body.token, body.csr.encode(), body.address)
-    except AccessDenied as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    node, cert = await ctx.access.join(body.token, body.csr.encode(), body.address)
     return _certificate_answer(ctx, node, cert)
 
 
@@ -94,10 +91,7 @@ async def join(body: JoinRequest, ctx: ServerContext = Depends(context)) -> Cert
 async def renew(
     node: str, body: CertificateRequest, ctx: ServerContext = Depends(context)
 ) -> CertificateAnswer:
-    try:
-        cert = await ctx.access.renew(node, body.csr.encode(), body.address)
-    except AccessDenied as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    cert = await ctx.access.renew(node, body.csr.encode(), body.address)
     return _certificate_answer(ctx, node, cert)
 
 
@@ -113,10 +107,7 @@ def _certificate_answer(ctx: ServerContext, node: str, cert: bytes) -> Certifica
 @router.post("/v1/acl/bootstrap", response_model=TokenCreated)
 async def bootstrap(ctx: ServerContext = Depends(context)) -> TokenCreated:
     """The first admin token. Works once per cluster; afterwards 409."""
-    try:
-        secret, record = await ctx.access.bootstrap()
-    except AccessDenied as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    secret, record = await ctx.access.bootstrap()
     return TokenCreated(token=secret, info=_token_info(record))
 
 
@@ -146,10 +137,7 @@ async def create_token(
 
 @router.delete("/v1/acl/tokens/{token_id}", response_model=TokenInfo)
 async def revoke_token(token_id: str, ctx: ServerContext = Depends(context)) -> TokenInfo:
-    try:
-        return _token_info(await ctx.access.revoke_token(token_id))
-    except AccessDenied as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    return _token_info(await ctx.access.revoke_token(token_id))
 
 
 @router.get("/v1/acl/join-tokens", response_model=JoinTokenList)
@@ -162,19 +150,13 @@ async def list_join_tokens(ctx: ServerContext = Depends(context)) -> JoinTokenLi
 async def create_join_token(
     body: JoinTokenCreate, request: Request, ctx: ServerContext = Depends(context)
 ) -> JoinTokenCreated:
-    try:
-        secret, record = await ctx.access.create_join_token(body.ttl, caller_of(request).name)
-    except AccessDenied as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    secret, record = await ctx.access.create_join_token(body.ttl, caller_of(request).name)
     return JoinTokenCreated(token=secret, info=_join_info(record))
 
 
 @router.delete("/v1/acl/join-tokens/{token_id}", response_model=JoinTokenInfo)
 async def revoke_join_token(token_id: str, ctx: ServerContext = Depends(context)) -> JoinTokenInfo:
-    try:
-        return _join_info(await ctx.access.revoke_join_token(token_id))
-    except AccessDenied as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    return _join_info(await ctx.access.revoke_join_token(token_id))
 
 
 @router.delete("/v1/nodes/{name}", status_code=204)
