@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from theseus.cli import contexts
+from theseus.cli import agent_cmd, contexts
 from theseus.cli.access_cmds import parse_duration
 from theseus.cli.main import app
 from theseus.security import pki
@@ -77,3 +77,18 @@ def test_a_ca_and_a_server_certificate_made_by_hand(tmp_path: Path) -> None:
     assert issued.exit_code == 0, issued.output
     holder = pki.identity(PkiDir(tmp_path).cert("server").read_bytes())
     assert (holder.name, holder.role) == ("s1", "server")
+
+
+def test_an_agent_refuses_a_non_loopback_address_without_tls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(agent_cmd, "run_agent", lambda config: started.append(config))
+    refused = runner.invoke(app, ["agent", "--address", "198.18.0.21", "--name", "n1"])
+    said = " ".join(refused.output.replace("│", " ").split())
+    assert refused.exit_code == 2 and "not a loopback address" in said and "--join" in said
+    assert not started
+    monkeypatch.setattr(agent_cmd.asyncio, "run", lambda coroutine: coroutine)
+    allowed = runner.invoke(app, ["agent", "--address", "198.18.0.21", "--insecure"])
+    assert allowed.exit_code == 0, allowed.output
+    assert started  # started, having been told

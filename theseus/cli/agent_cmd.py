@@ -26,6 +26,7 @@ from theseus.model.hostgates import (
     cap_problem,
     normalise_cap,
 )
+from theseus.security.tls import is_loopback
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -204,6 +205,14 @@ def register(app: typer.Typer) -> None:
                 "e.g. NET_ADMIN. Repeatable.",
             ),
         ] = None,
+        insecure: Annotated[
+            bool,
+            typer.Option(
+                "--insecure",
+                help="Serve the agent's endpoint in plain HTTP without credentials on a "
+                "non-loopback --address anyway (a development cluster spread over machines).",
+            ),
+        ] = False,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ) -> None:
         """Run this machine's node agent: register, run assigned tasks, report them."""
@@ -218,6 +227,14 @@ def register(app: typer.Typer) -> None:
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--server") from None
+        secure = any(s.startswith("https://") for s in servers)
+        if not secure and not is_loopback(address) and not insecure:
+            raise typer.BadParameter(
+                f"{address} is not a loopback address: the agent's endpoint would serve its "
+                "tasks' logs there without TLS or credentials. Join a secure cluster (--join "
+                "https://SERVER), or give --insecure if you really mean it.",
+                param_hint="--address",
+            )
         gates = parse_gates(
             host_volume or [], allow_privileged, allow_host_namespaces, allow_cap or []
         )

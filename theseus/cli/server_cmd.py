@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -10,6 +9,7 @@ from typing import NamedTuple
 import typer
 
 from theseus.security.files import PkiDir
+from theseus.security.tls import is_loopback
 from theseus.server.config import ServerConfig
 
 
@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         )
         tls = _tls_options(pki_dir)
         if pki_dir is None:
-            if not _is_loopback(host) and not insecure:
+            if not is_loopback(host) and not insecure:
                 raise typer.BadParameter(
                     f"{host} is not a loopback address: serving the API there without TLS "
                     "would let anyone on the network run anything on every node. Give "
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
                 "%s:%d can run anything on every node%s",
                 host,
                 port,
-                "" if _is_loopback(host) else " (--insecure, on a non-loopback address!)",
+                "" if is_loopback(host) else " (--insecure, on a non-loopback address!)",
             )
         endpoints = [e.strip() for item in etcd for e in item.split(",") if e.strip()]
         config = ServerConfig(
@@ -136,15 +136,6 @@ def register(app: typer.Typer) -> None:
         from theseus.server.serve import serve
 
         serve(config, log_level, tls.cert, tls.key, tls.ca)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _TlsFiles(NamedTuple):

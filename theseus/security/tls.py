@@ -11,6 +11,7 @@ certificate presented must chain to the cluster CA, or the handshake fails.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 
 from theseus.security.files import PkiDir
@@ -51,3 +52,14 @@ def unverified_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine's loopback: the only place Theseus serves plain HTTP
+    without authentication (a development cluster)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
