@@ -1,0 +1,224 @@
+"""``scripts/testbed down``: undo everything ``up`` made, from its state file, also after a
+partial ``up`` or a crash, and say what (if anything) is left.
+
+Called by ``tests.testbed.cli`` and the fixture. The order matters: the cluster the bootstrap
+set up first (``theseus cluster teardown``), then each engine's containers (through the engine,
+which unmounts their file systems), then the recorded daemons (by PID, SIGTERM then SIGKILL),
+then whatever still runs in the test bed's namespaces or its engines' cgroups (what a killed
+engine or the bootstrap left), then mounts, cgroups, namespaces, links, the iptables rule,
+certs.d, the CLI's context, and the work directory. Without a state file (it was deleted),
+the names only the test bed uses (``ths-tb-*``, ``thstb*``) are swept all the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.testbed import context, engines, network, processes, state
+from tests.testbed.plan import BRIDGE, NETNS_PREFIX, TestbedPlan, make_plan
+from tests.testbed.state import TestbedState
+from tests.testbed.up import Say, theseus_command
+
+TEARDOWN_TIMEOUT = 300.0
+LEFTOVER_GRACE = 5.0
+
+
+@dataclass
+class DownReport:
+    steps: list[tuple[str, str]] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # what could not be removed
+    seconds: float = 0.0
+
+    def step(self, what: str, outcome: str, say: Say) -> None:
+        self.steps.append((what, outcome))
+        say(f"  {what}: {outcome}")
+
+
+def _our_netns() -> list[str]:
+    if not processes.NETNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in processes.NETNS_DIR.iterdir() if p.name.startswith(NETNS_PREFIX))
+
+
+def _our_links() -> list[str]:
+    return sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith("thstb"))
+
+
+def plan_for(workdir: Path, recorded: TestbedState | None) -> TestbedPlan:
+    """The plan of the recorded bed, or, without a record, of as many hosts as are found."""
+    if recorded is not None:
+        return make_plan(workdir, recorded.hosts)
+    found = [n for n in _our_netns() if n.startswith(NETNS_PREFIX + "h")]
+    dirs = list((workdir / "hosts").glob("h*")) if (workdir / "hosts").is_dir() else []
+    return make_plan(workdir, max(len(found), len(dirs), 1))
+
+
+def down(workdir: Path, say: Say = print) -> DownReport:
+    started = time.monotonic()
+    report = DownReport()
+    recorded = state.load(workdir / "state.json")
+    plan = plan_for(workdir, recorded)
+    current = recorded or TestbedState(hosts=len(plan.hosts))
+    if recorded is None and not _our_netns() and not _our_links():
+        say("no test bed is up")
+    if current.bootstrap_started and plan.hosts_file.exists():
+        report.step("cluster", _teardown(plan), say)
+    removed = 0
+    for host in plan.hosts:
+        try:
+            removed += engines.remove_containers(host)
+        except Exception as exc:  # an engine that fails here is stopped below all the same
+            report.step(f"containers of {host.name}", f"not removed: {exc}", say)
+    report.step("containers", f"{removed} removed", say)
+    outcome = processes.stop(current.processes)
+    report.step("daemons", _summary(outcome), say)
+    _stop_leftovers(plan, current, report, say)
+    _unmount(plan, report, say)
+    for parent in {*current.cgroups, *(h.cgroup_parent for h in plan.hosts)}:
+        report.left += engines.remove_cgroups(parent)
+    _remove_network(plan, current, report, say)
+    for path in current.remove_paths:
+        _remove_path(Path(path), report)
+    if current.context is not None:
+        report.step("CLI context", context.restore(current.context), say)
+    _clean_workdir(plan, report, say)
+    processes.reap_children()
+    report.left += leftovers(plan, current)
+    if not report.left:
+        state.clear(plan.state_file)
+    report.seconds = round(time.monotonic() - started, 2)
+    say(f"down in {report.seconds:.1f} s" + ("" if not report.left else "; LEFT:"))
+    for item in report.left:
+        say(f"  left: {item}")
+    return report
+
+
+def _summary(outcome: dict[str, str]) -> str:
+    if not outcome:
+        return "none recorded"
+    return ", ".join(f"{name} {how}" for name, how in sorted(outcome.items()))
+
+
+def _teardown(plan: TestbedPlan) -> str:
+    argv = [theseus_command(), "cluster", "teardown", "-f", str(plan.hosts_file)]
+    try:
+        result = subprocess.run(
+            argv, timeout=TEARDOWN_TIMEOUT, capture_output=True, text=True, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"teardown failed ({exc}); its processes are stopped below"
+    if result.returncode != 0:
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+        return f"teardown exited {result.returncode} ({last[0]}); its processes are stopped below"
+    return "torn down"
+
+
+def _stop_leftovers(plan: TestbedPlan, current: TestbedState, report: DownReport, say: Say) -> None:
+    """Whatever still runs in the namespaces (the bootstrap's processes, a dead engine's
+    containerd and shims) or in the engines' cgroups (containers of a dead engine)."""
+    found: dict[int, str] = {}
+    for netns in {*current.netns, *plan.netns_names, *_our_netns()}:
+        for pid in processes.netns_pids(netns):
+            found[pid] = netns
+    for host in plan.hosts:
+        for pid in engines.cgroup_pids(host.cgroup_parent):
+            found.setdefault(pid, f"cgroup {host.cgroup_parent}")
+    if not found:
+        return
+    outcome = processes.stop_pids(found, LEFTOVER_GRACE)
+    report.step("left in the namespaces", _summary(outcome), say)
+
+
+def _unmount(plan: TestbedPlan, report: DownReport, say: Say) -> None:
+    left = engines.unmount_under(plan.workdir)
+    for host in plan.hosts:
+        left += engines.unmount_under(host.paths.docker_exec)
+    report.left += left
+    if left:
+        report.step("mounts", f"{len(left)} could not be unmounted", say)
+
+
+def _remove_network(plan: TestbedPlan, current: TestbedState, report: DownReport, say: Say) -> None:
+    names = sorted({*current.netns, *_our_netns()})
+    for netns in names:
+        try:
+            network.remove_netns(netns)
+        except network.NetworkError as exc:
+            report.left.append(str(exc))
+    links = [name for name in {*current.links, *_our_links()} if name != BRIDGE]
+    if current.bridge or network.link_exists(BRIDGE):
+        links.append(BRIDGE)  # last: the veths hang on it
+    for link in links:
+        try:
+            network.remove_link(link)
+        except network.NetworkError as exc:
+            report.left.append(str(exc))
+    rules = current.iptables or [network.bridge_rule(BRIDGE)]
+    for rule in rules:
+        try:
+            network.remove_rule(rule)
+        except network.NetworkError as exc:
+            report.left.append(str(exc))
+    if current.netns_mount and not _any_netns():
+        # The first `ip netns add` of this machine made /run/netns a mount point of its own.
+        subprocess.run(["umount", str(processes.NETNS_DIR)], capture_output=True, check=False)
+    report.step("network", f"{len(names)} namespaces, {len(links)} links, rule removed", say)
+
+
+def _any_netns() -> bool:
+    return processes.NETNS_DIR.is_dir() and any(processes.NETNS_DIR.iterdir())
+
+
+def _remove_path(path: Path, report: DownReport) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            if path == Path("/run/sshd"):
+                with contextlib.suppress(OSError):  # only if empty: it may be in use since
+                    path.rmdir()
+                return
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        report.left.append(f"{path}: {exc.strerror}")
+
+
+def _clean_workdir(plan: TestbedPlan, report: DownReport, say: Say) -> None:
+    """The hosts' directories (engines' data: image layers), the registry's, the keys and the
+    hosts file; never while anything is still mounted under them."""
+    still = engines.mounts_under(plan.workdir)
+    if still:
+        report.left += [f"mounted: {p}" for p in still]
+        say("  work directory kept: something is still mounted under it")
+        return
+    for name in ("hosts", "registry", "ssh"):
+        shutil.rmtree(plan.workdir / name, ignore_errors=True)
+    for path in (plan.hosts_file, plan.known_hosts):
+        path.unlink(missing_ok=True)
+
+
+def leftovers(plan: TestbedPlan, current: TestbedState) -> list[str]:
+    """What of the test bed still exists (empty when down left nothing behind): namespaces,
+    links, mounts, recorded processes, processes in the engines' cgroups, the rule."""
+    left = [f"namespace {n}" for n in _our_netns()]
+    left += [f"link {n}" for n in _our_links()]
+    left += [f"mount {p}" for p in engines.mounts_under(plan.workdir)]
+    left += [
+        f"mount {p}"
+        for p in network.mount_points()
+        if p.startswith(str(processes.NETNS_DIR.resolve()) + "/" + NETNS_PREFIX)
+    ]
+    left += [f"process {p.name} ({p.pid})" for p in current.processes if processes.alive(p)]
+    for host in plan.hosts:
+        left += [
+            f"process {pid} in {host.cgroup_parent}"
+            for pid in engines.cgroup_pids(host.cgroup_parent)
+        ]
+    if network.rule_exists(network.bridge_rule(BRIDGE)):
+        left.append("iptables rule " + " ".join(network.bridge_rule(BRIDGE)))
+    return left

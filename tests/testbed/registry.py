@@ -1,0 +1,79 @@
+"""The test bed's image registry: Debian's ``docker-registry`` in namespace ``ths-tb-registry``
+at 198.18.0.2:5000, TLS from a test CA and a password (``tests.kit.image_registry`` starts it);
+every engine trusts its CA (``/etc/docker/certs.d/<host>/ca.crt``, one directory all engines of
+this machine read), and the project's images are pushed there from the root namespace's engine.
+
+Called by ``tests.testbed.up``; ``credentials`` by the tests and the fixture. The password is
+kept in ``.testbed/registry/credentials.json`` (0600) and never printed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.kit.image_registry import (
+    ImageRegistry,
+    push_images,
+    start_image_registry,
+    trust_registry,
+)
+from tests.testbed.plan import RegistryPlan
+from theseus.security.files import write_private
+
+IMAGES = ("theseus/busybox:latest", "theseus/python-base:latest", "theseus/example:latest")
+CREDENTIALS_FILE = "credentials.json"
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    host: str  # 198.18.0.2:5000
+    username: str
+    password: str
+    ca_cert: Path
+
+    def __repr__(self) -> str:  # never the password, wherever it is printed
+        return f"RegistryCredentials(host={self.host!r}, username={self.username!r})"
+
+    @property
+    def auth_config(self) -> dict[str, str]:
+        """What the Docker SDK's ``pull(..., auth_config=)`` takes."""
+        return {"username": self.username, "password": self.password}
+
+
+def start(plan: RegistryPlan) -> ImageRegistry:
+    plan.workdir.mkdir(parents=True, exist_ok=True)
+    registry = start_image_registry(plan.workdir, plan.address, plan.port, netns=plan.netns)
+    write_private(
+        plan.workdir / CREDENTIALS_FILE,
+        json.dumps(
+            {
+                "host": registry.host,
+                "username": registry.username,
+                "password": registry.password,
+                "ca_cert": str(registry.ca_cert),
+            }
+        ).encode(),
+    )
+    return registry
+
+
+def trust(registry: ImageRegistry) -> Path:
+    """The certs.d directory made for it (``down`` removes it)."""
+    return trust_registry(registry)
+
+
+def push(registry: ImageRegistry) -> list[str]:
+    """The project's images, from the root namespace's engine; the names pushed."""
+    return push_images(registry, list(IMAGES))
+
+
+def credentials(plan: RegistryPlan) -> RegistryCredentials:
+    data = json.loads((plan.workdir / CREDENTIALS_FILE).read_text())
+    return RegistryCredentials(
+        host=data["host"],
+        username=data["username"],
+        password=data["password"],
+        ca_cert=Path(data["ca_cert"]),
+    )

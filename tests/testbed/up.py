@@ -1,0 +1,228 @@
+"""``scripts/testbed up``: make the test bed of ``tests.testbed.plan`` (network, engines, sshds,
+registry, images pushed, ``hosts.yaml``), then bootstrap a Theseus cluster on it over SSH.
+
+Called by ``tests.testbed.cli`` and the fixture. Every thing made is recorded in the state file
+before the next is made, so a failure (or a crash) half-way leaves a record ``down`` undoes;
+``up`` never cleans up after itself, so a failure can be looked at; it says to run ``down``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.testbed import context, engines, network, processes, sshd, state
+from tests.testbed.hostsfile import write_hosts_file
+from tests.testbed.plan import TestbedPlan
+from tests.testbed.state import Recorder, TestbedState
+
+REQUIRED_COMMANDS = ("ip", "iptables", "nsenter", "dockerd", "umount", "docker-registry")
+BOOTSTRAP_TIMEOUT = 600.0
+Say = Callable[[str], None]
+
+
+class UpError(RuntimeError):
+    pass
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def theseus_command() -> str:
+    return str(repo_root() / ".venv" / "bin" / "theseus")
+
+
+@contextmanager
+def _timed(rec: Recorder, step: str, say: Say) -> Iterator[None]:
+    start = time.monotonic()
+    yield
+    elapsed = time.monotonic() - start
+    rec.state.timings[step] = round(elapsed, 2)
+    rec.save()
+    say(f"  {step:<10} {elapsed:6.1f} s")
+
+
+def is_up(current: TestbedState) -> list[str]:
+    """What of a complete test bed is not running (empty: it is up)."""
+    return [p.name for p in current.processes if not processes.alive(p)]
+
+
+def preflight(plan: TestbedPlan) -> None:
+    if os.geteuid() != 0:
+        raise UpError("the test bed needs root (network namespaces, bridges, iptables)")
+    missing = [c for c in REQUIRED_COMMANDS if shutil.which(c) is None]
+    if not Path(sshd.SSHD).exists():
+        missing.append(sshd.SSHD)
+    if missing:
+        raise UpError(f"missing commands: {', '.join(missing)} (scripts/setup installs them)")
+    taken = [n for n in plan.netns_names if network.netns_exists(n)]
+    taken += [n for n in [plan.bridge, plan.registry.veth] if network.link_exists(n)]
+    taken += [h.veth for h in plan.hosts if network.link_exists(h.veth)]
+    if taken:
+        raise UpError(
+            f"already there, made by another test bed without a state file: {', '.join(taken)}; "
+            "scripts/testbed down removes them"
+        )
+
+
+def up(plan: TestbedPlan, bootstrap: bool, say: Say = print) -> TestbedState:
+    existing = state.load(plan.state_file)
+    if existing is not None:
+        return _already(plan, existing, say)
+    preflight(plan)
+    rec = Recorder(plan.state_file, TestbedState(hosts=len(plan.hosts)))
+    rec.state.context = context.remember()
+    rec.save()
+    say(f"test bed: {len(plan.hosts)} hosts, state in {plan.state_file}")
+    total = time.monotonic()
+    with _timed(rec, "network", say):
+        make_network(plan, rec)
+    with _timed(rec, "engines", say):
+        start_engines(plan, rec)
+    with _timed(rec, "sshd", say):
+        start_sshds(plan, rec)
+    with _timed(rec, "registry", say):
+        registry = start_registry(plan, rec)
+    with _timed(rec, "push", say):
+        from tests.testbed import registry as registry_module
+
+        registry_module.push(registry)
+    write_hosts_file(plan)
+    rec.state.up_complete = True
+    rec.state.timings["up"] = round(time.monotonic() - total, 2)
+    rec.save()
+    say(f"hosts file: {plan.hosts_file}")
+    if bootstrap:
+        with _timed(rec, "bootstrap", say):
+            run_bootstrap(plan, rec)
+    say(f"registry: {plan.registry.host}")
+    return rec.state
+
+
+def _already(plan: TestbedPlan, existing: TestbedState, say: Say) -> TestbedState:
+    if not existing.up_complete:
+        raise UpError(
+            f"a test bed was partly made (an earlier up failed or was killed; {plan.state_file}):"
+            " run scripts/testbed down first"
+        )
+    if existing.hosts != len(plan.hosts):
+        raise UpError(
+            f"a test bed of {existing.hosts} hosts is up: scripts/testbed down first to make "
+            f"one of {len(plan.hosts)}"
+        )
+    stopped = is_up(existing)
+    if stopped:
+        raise UpError(
+            f"the test bed is up but {', '.join(stopped)} no longer runs: "
+            "scripts/testbed down, then up"
+        )
+    say(f"the test bed is up ({existing.hosts} hosts)")
+    say(f"registry: {existing.registry_host}")
+    return existing
+
+
+def make_network(plan: TestbedPlan, rec: Recorder) -> None:
+    s = rec.state
+    s.netns_mount = not network.is_mount_point(processes.NETNS_DIR)
+    rec.save()
+    network.make_bridge(plan.bridge, plan.bridge_cidr)
+    s.bridge = plan.bridge
+    rec.save()
+    rule = network.bridge_rule(plan.bridge)
+    network.insert_rule(rule)
+    s.iptables.append(rule)
+    rec.save()
+    ends = [(plan.registry.netns, plan.registry.veth, plan.registry.address)]
+    ends += [(h.netns, h.veth, h.address) for h in plan.hosts]
+    for netns, veth, address in ends:
+        network.make_netns(netns)
+        s.netns.append(netns)
+        rec.save()
+        network.make_veth(veth, netns, f"{address}/24", plan.bridge)
+        s.links.append(veth)
+        rec.save()
+
+
+def start_engines(plan: TestbedPlan, rec: Recorder) -> None:
+    """All at once (each takes seconds to come up), then wait for each."""
+    started = []
+    for host in plan.hosts:
+        rec.state.cgroups.append(host.cgroup_parent)
+        rec.state.engine_roots += [str(host.paths.docker_data), str(host.paths.docker_exec)]
+        entry = engines.start_engine(host)
+        rec.state.processes.append(entry)
+        rec.save()
+        started.append((host, entry))
+    for host, entry in started:
+        engines.wait_engine(host, entry)
+
+
+def start_sshds(plan: TestbedPlan, rec: Recorder) -> None:
+    if not sshd.PRIVSEP_DIR.exists():
+        sshd.PRIVSEP_DIR.mkdir(mode=0o755)
+        rec.state.remove_paths.append(str(sshd.PRIVSEP_DIR))
+        rec.save()
+    plan.ssh_dir.mkdir(parents=True, exist_ok=True)
+    plan.ssh_dir.chmod(0o700)
+    client_public = sshd.make_key(plan.client_key, "theseus-testbed")
+    plan.authorized_keys.write_text(client_public + "\n")
+    plan.authorized_keys.chmod(0o600)
+    lines = []
+    started = []
+    for host in plan.hosts:
+        public = sshd.prepare(host, plan.authorized_keys)
+        lines.append(sshd.known_hosts_line(host, public))
+        entry = sshd.start_sshd(host)
+        rec.state.processes.append(entry)
+        rec.save()
+        started.append((host, entry))
+    plan.known_hosts.write_text("\n".join(lines) + "\n")
+    for host, entry in started:
+        sshd.wait_sshd(host, entry)
+
+
+def start_registry(plan: TestbedPlan, rec: Recorder) -> object:
+    from tests.testbed import registry as registry_module
+
+    registry = registry_module.start(plan.registry)
+    command = processes.cmdline_of(registry.pid)
+    rec.state.processes.append(
+        state.ProcessEntry(
+            name="registry",
+            kind="registry",
+            pid=registry.pid,
+            start_time=processes.start_time(registry.pid) or 0,
+            command=command,
+            log=str(plan.registry.workdir),
+            netns=plan.registry.netns,
+        )
+    )
+    rec.state.registry_host = registry.host
+    rec.save()
+    certs = registry_module.trust(registry)
+    rec.state.remove_paths.append(str(certs))
+    rec.save()
+    return registry
+
+
+def run_bootstrap(plan: TestbedPlan, rec: Recorder) -> None:
+    rec.state.bootstrap_started = True
+    rec.save()
+    argv = [theseus_command(), "cluster", "bootstrap", "-f", str(plan.hosts_file)]
+    try:
+        result = subprocess.run(argv, timeout=BOOTSTRAP_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise UpError(
+            f"theseus cluster bootstrap did not finish within {BOOTSTRAP_TIMEOUT:g} s"
+        ) from None
+    if result.returncode != 0:
+        raise UpError(
+            f"theseus cluster bootstrap -f {plan.hosts_file} failed (exit {result.returncode});"
+            " the test bed itself is up: fix and run the bootstrap again, or scripts/testbed down"
+        )
