@@ -12,14 +12,13 @@ the names only the test bed uses (``ths-tb-*``, ``thstb*``) are swept all the sa
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.testbed import context, engines, network, processes, state
+from tests.testbed import context, engines, network, processes, registry, state
 from tests.testbed.plan import BRIDGE, NETNS_PREFIX, TestbedPlan, make_plan
 from tests.testbed.state import TestbedState
 from tests.testbed.up import Say, theseus_command
@@ -84,10 +83,12 @@ def down(workdir: Path, say: Say = print) -> DownReport:
     _remove_network(plan, current, report, say)
     for path in current.remove_paths:
         _remove_path(Path(path), report)
+    if current.root_tags:
+        report.left += registry.untag(current.root_tags)
     if current.context is not None:
         report.step("CLI context", context.restore(current.context), say)
     _clean_workdir(plan, report, say)
-    processes.reap_children()
+    processes.reap(current.processes)
     report.left += leftovers(plan, current)
     if not report.left:
         state.clear(plan.state_file)
@@ -177,10 +178,6 @@ def _any_netns() -> bool:
 def _remove_path(path: Path, report: DownReport) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
-            if path == Path("/run/sshd"):
-                with contextlib.suppress(OSError):  # only if empty: it may be in use since
-                    path.rmdir()
-                return
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ the namespace. Its iptables rules (port publishing) are the namespace's own.
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 from pathlib import Path
 
@@ -63,8 +64,20 @@ def client(host: HostPlan, timeout: float = 30.0) -> docker.DockerClient:
     return docker.DockerClient(base_url=host.docker_host, timeout=int(timeout))
 
 
+def _accepts(socket_path: Path) -> bool:
+    """Something accepts connections on the unix socket. Asked first because the Docker SDK
+    leaks its socket when the connect is refused (a killed engine leaves its socket file)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(socket_path))
+        except OSError:
+            return False
+    return True
+
+
 def answers(host: HostPlan) -> bool:
-    if not host.paths.docker_socket.exists():
+    if not _accepts(host.paths.docker_socket):
         return False
     try:
         with contextlib.closing(client(host, timeout=2)) as engine:

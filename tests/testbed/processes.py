@@ -91,12 +91,17 @@ def stop(entries: Sequence[ProcessEntry], grace: float = STOP_GRACE) -> dict[str
     return stop_together([_Recorded(e) for e in entries], grace)
 
 
-def reap_children() -> None:
-    """Collect the exit status of the daemons this process started and that have exited (the
-    fixture runs ``up`` and ``down`` in one process): a zombie would still show in ``ps``."""
+def reap(entries: Sequence[ProcessEntry]) -> None:
+    """Collect the exit status of recorded daemons that were this process's children and have
+    exited (the fixture runs ``up`` and ``down`` in one process; the registry's starter keeps
+    its own Popen): a zombie would still show in ``ps``. Only those PIDs: never another
+    child's status."""
     for pid, popen in list(_children.items()):
         if popen.poll() is not None:
             del _children[pid]
+    for entry in entries:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(entry.pid, os.WNOHANG)
 
 
 def netns_pids(netns: str) -> list[int]:

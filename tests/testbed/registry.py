@@ -9,11 +9,15 @@ kept in ``.testbed/registry/credentials.json`` (0600) and never printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
+
 from tests.kit.image_registry import (
+    CERTS_D,
     ImageRegistry,
     push_images,
     start_image_registry,
@@ -59,14 +63,34 @@ def start(plan: RegistryPlan) -> ImageRegistry:
     return registry
 
 
+def certs_dir(registry: ImageRegistry) -> Path:
+    return CERTS_D / registry.host
+
+
 def trust(registry: ImageRegistry) -> Path:
     """The certs.d directory made for it (``down`` removes it)."""
     return trust_registry(registry)
 
 
 def push(registry: ImageRegistry) -> list[str]:
-    """The project's images, from the root namespace's engine; the names pushed."""
+    """The project's images, from the root namespace's engine (tagged there as
+    ``<host>/<name>``: ``down`` removes these tags); the names pushed."""
     return push_images(registry, list(IMAGES))
+
+
+def untag(tags: list[str]) -> list[str]:
+    """Remove the root engine's tags the push made (never the images they name); what could
+    not be removed."""
+    left = []
+    with contextlib.closing(docker.from_env()) as engine:
+        for tag in tags:
+            try:
+                engine.images.remove(tag, noprune=True)
+            except docker.errors.ImageNotFound:
+                pass
+            except docker.errors.DockerException as exc:
+                left.append(f"tag {tag}: {exc}")
+    return left
 
 
 def credentials(plan: RegistryPlan) -> RegistryCredentials:

@@ -60,6 +60,7 @@ class TestbedState(BaseModel):
     context: ContextBefore | None = None
     bootstrap_started: bool = False
     registry_host: str | None = None
+    root_tags: list[str] = Field(default_factory=list)  # the root engine's <registry>/... tags
     timings: dict[str, float] = Field(default_factory=dict)
 
     def process(self, name: str) -> ProcessEntry | None:

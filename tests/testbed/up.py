@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.testbed import context, engines, network, processes, sshd, state
+from tests.kit.image_registry import ImageRegistry
+from tests.testbed import context, engines, network, processes, registry, sshd, state
 from tests.testbed.hostsfile import write_hosts_file
 from tests.testbed.plan import TestbedPlan
 from tests.testbed.state import Recorder, TestbedState
@@ -88,11 +89,12 @@ def up(plan: TestbedPlan, bootstrap: bool, say: Say = print) -> TestbedState:
     with _timed(rec, "sshd", say):
         start_sshds(plan, rec)
     with _timed(rec, "registry", say):
-        registry = start_registry(plan, rec)
+        started = start_registry(plan, rec)
     with _timed(rec, "push", say):
-        from tests.testbed import registry as registry_module
-
-        registry_module.push(registry)
+        # Recorded before the push: a push that fails half-way has tagged some already.
+        rec.state.root_tags = [started.image(name) for name in registry.IMAGES]
+        rec.save()
+        registry.push(started)
     write_hosts_file(plan)
     rec.state.up_complete = True
     rec.state.timings["up"] = round(time.monotonic() - total, 2)
@@ -164,10 +166,9 @@ def start_engines(plan: TestbedPlan, rec: Recorder) -> None:
 
 
 def start_sshds(plan: TestbedPlan, rec: Recorder) -> None:
-    if not sshd.PRIVSEP_DIR.exists():
-        sshd.PRIVSEP_DIR.mkdir(mode=0o755)
-        rec.state.remove_paths.append(str(sshd.PRIVSEP_DIR))
-        rec.save()
+    # Left in place by down: openssh-server's own directory, which other sshds of this
+    # machine (the bootstrap's tests) need as well.
+    sshd.PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     plan.ssh_dir.mkdir(parents=True, exist_ok=True)
     plan.ssh_dir.chmod(0o700)
     client_public = sshd.make_key(plan.client_key, "theseus-testbed")
@@ -187,28 +188,26 @@ def start_sshds(plan: TestbedPlan, rec: Recorder) -> None:
         sshd.wait_sshd(host, entry)
 
 
-def start_registry(plan: TestbedPlan, rec: Recorder) -> object:
-    from tests.testbed import registry as registry_module
-
-    registry = registry_module.start(plan.registry)
-    command = processes.cmdline_of(registry.pid)
+def start_registry(plan: TestbedPlan, rec: Recorder) -> ImageRegistry:
+    started = registry.start(plan.registry)
     rec.state.processes.append(
         state.ProcessEntry(
             name="registry",
             kind="registry",
-            pid=registry.pid,
-            start_time=processes.start_time(registry.pid) or 0,
-            command=command,
-            log=str(plan.registry.workdir),
+            pid=started.pid,
+            start_time=processes.start_time(started.pid) or 0,
+            command=processes.cmdline_of(started.pid),
+            log=str(plan.registry.workdir / "registry.log"),
             netns=plan.registry.netns,
         )
     )
-    rec.state.registry_host = registry.host
+    rec.state.registry_host = started.host
     rec.save()
-    certs = registry_module.trust(registry)
-    rec.state.remove_paths.append(str(certs))
+    # Recorded first: the directory may be made and the write then fail.
+    rec.state.remove_paths.append(str(registry.certs_dir(started)))
     rec.save()
-    return registry
+    registry.trust(started)
+    return started
 
 
 def run_bootstrap(plan: TestbedPlan, rec: Recorder) -> None:
