@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tests.testbed import down, engines, network, processes, state, up
+from tests.testbed import down, engines, processes, state, up
 from tests.testbed.plan import PlanError, TestbedPlan, make_plan
 
 DEFAULT_HOSTS = 3
@@ -50,15 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "registry":
             return _registry()
         return _status()
-    except (
-        PlanError,
-        up.UpError,
-        state.StateError,
-        network.NetworkError,
-        engines.EngineError,
-        RuntimeError,
-    ) as exc:
+    except (PlanError, up.UpError, state.StateError) as exc:
         print(f"testbed: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a step of up failed: say which, and how to undo what was made
+        print(f"testbed: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if args.command == "up" and (workdir() / "state.json").exists():
+            print("testbed: scripts/testbed down removes what was made", file=sys.stderr)
         return 1
 
 

@@ -57,12 +57,24 @@ def plan_for(workdir: Path, recorded: TestbedState | None) -> TestbedPlan:
     return make_plan(workdir, max(len(found), len(dirs), 1))
 
 
+def _what_a_bed_makes(plan: TestbedPlan) -> TestbedState:
+    """Without a state file: the things of a test bed whose names are the test bed's alone
+    (its certs.d directory and its tags in the root engine; namespaces and links are found by
+    their prefixes)."""
+    return TestbedState(
+        hosts=len(plan.hosts),
+        remove_paths=[str(registry.CERTS_D / plan.registry.host)],
+        root_tags=[f"{plan.registry.host}/{image}" for image in registry.IMAGES],
+        cgroups=[h.cgroup_parent for h in plan.hosts],
+    )
+
+
 def down(workdir: Path, say: Say = print) -> DownReport:
     started = time.monotonic()
     report = DownReport()
     recorded = state.load(workdir / "state.json")
     plan = plan_for(workdir, recorded)
-    current = recorded or TestbedState(hosts=len(plan.hosts))
+    current = recorded or _what_a_bed_makes(plan)
     if recorded is None and not _our_netns() and not _our_links():
         say("no test bed is up")
     if current.bootstrap_started and plan.hosts_file.exists():

@@ -78,6 +78,22 @@ def push(registry: ImageRegistry) -> list[str]:
     return push_images(registry, list(IMAGES))
 
 
+def missing_images() -> list[str]:
+    """Those of the project's images the root namespace's engine lacks (or all of them, when
+    it does not answer: the push needs it)."""
+    try:
+        with contextlib.closing(docker.from_env()) as engine:
+            missing = []
+            for image in IMAGES:
+                try:
+                    engine.images.get(image)
+                except docker.errors.ImageNotFound:
+                    missing.append(image)
+            return missing
+    except docker.errors.DockerException as exc:
+        raise RuntimeError(f"this machine's Docker Engine does not answer: {exc}") from None
+
+
 def untag(tags: list[str]) -> list[str]:
     """Remove the root engine's tags the push made (never the images they name); what could
     not be removed."""

@@ -62,6 +62,12 @@ def preflight(plan: TestbedPlan) -> None:
         missing.append(sshd.SSHD)
     if missing:
         raise UpError(f"missing commands: {', '.join(missing)} (scripts/setup installs them)")
+    missing_images = registry.missing_images()
+    if missing_images:
+        raise UpError(
+            f"not in this machine's Docker Engine: {', '.join(missing_images)}; "
+            ".venv/bin/theseus images build makes them (scripts/setup does)"
+        )
     taken = [n for n in plan.netns_names if network.netns_exists(n)]
     taken += [n for n in [plan.bridge, plan.registry.veth] if network.link_exists(n)]
     taken += [h.veth for h in plan.hosts if network.link_exists(h.veth)]
