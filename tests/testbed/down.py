@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from signal import SIGKILL
 
 from tests.testbed import context, engines, network, processes, registry, state
 from tests.testbed.plan import BRIDGE, NETNS_PREFIX, TestbedPlan, make_plan
@@ -133,18 +134,24 @@ def _teardown(plan: TestbedPlan) -> str:
 
 def _stop_leftovers(plan: TestbedPlan, current: TestbedState, report: DownReport, say: Say) -> None:
     """Whatever still runs in the namespaces (the bootstrap's processes, a dead engine's
-    containerd and shims) or in the engines' cgroups (containers of a dead engine)."""
-    found: dict[int, str] = {}
+    containerd and shims): SIGTERM, then SIGKILL; and in the engines' cgroups (the containers
+    of an engine that died without stopping them): SIGKILL at once, as ``docker rm -f`` does.
+    """
+    in_netns: dict[int, str] = {}
     for netns in {*current.netns, *plan.netns_names, *_our_netns()}:
         for pid in processes.netns_pids(netns):
-            found[pid] = netns
+            in_netns[pid] = netns
+    in_cgroups: dict[int, str] = {}
     for host in plan.hosts:
         for pid in engines.cgroup_pids(host.cgroup_parent):
-            found.setdefault(pid, f"cgroup {host.cgroup_parent}")
-    if not found:
-        return
-    outcome = processes.stop_pids(found, LEFTOVER_GRACE)
-    report.step("left in the namespaces", _summary(outcome), say)
+            if pid not in in_netns:
+                in_cgroups[pid] = f"cgroup {host.cgroup_parent}"
+    if in_cgroups:
+        outcome = processes.stop_pids(in_cgroups, LEFTOVER_GRACE, SIGKILL)
+        report.step("containers of stopped engines", _summary(outcome), say)
+    if in_netns:
+        outcome = processes.stop_pids(in_netns, LEFTOVER_GRACE)
+        report.step("left in the namespaces", _summary(outcome), say)
 
 
 def _unmount(plan: TestbedPlan, report: DownReport, say: Say) -> None:

@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from signal import SIGTERM
 
 from tests.testbed.state import ProcessEntry, ProcessKind
 from theseus.cluster.procs import cmdline
@@ -135,10 +136,12 @@ class _Pid:
             os.kill(self.pid, sig)
 
 
-def stop_pids(pids: dict[int, str], grace: float = STOP_GRACE) -> dict[str, str]:
+def stop_pids(
+    pids: dict[int, str], grace: float = STOP_GRACE, sig: int = SIGTERM
+) -> dict[str, str]:
     """Stop the processes found in the test bed's namespaces or cgroups (pid -> where)."""
     found = [_Pid(pid, where, start_time(pid)) for pid, where in sorted(pids.items())]
-    return stop_together(found, grace)
+    return stop_together(found, grace, sig)
 
 
 def cmdline_of(pid: int) -> list[str]:
