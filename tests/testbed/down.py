@@ -178,7 +178,7 @@ def _remove_network(plan: TestbedPlan, current: TestbedState, report: DownReport
             network.remove_link(link)
         except network.NetworkError as exc:
             report.left.append(str(exc))
-    rules = current.iptables or [network.bridge_rule(BRIDGE)]
+    rules = current.iptables or network.bridge_rules(BRIDGE)
     for rule in rules:
         try:
             network.remove_rule(rule)
@@ -187,7 +187,7 @@ def _remove_network(plan: TestbedPlan, current: TestbedState, report: DownReport
     if current.netns_mount and not _any_netns():
         # The first `ip netns add` of this machine made /run/netns a mount point of its own.
         subprocess.run(["umount", str(processes.NETNS_DIR)], capture_output=True, check=False)
-    report.step("network", f"{len(names)} namespaces, {len(links)} links, rule removed", say)
+    report.step("network", f"{len(names)} namespaces, {len(links)} links, rules removed", say)
 
 
 def _any_netns() -> bool:
@@ -235,6 +235,7 @@ def leftovers(plan: TestbedPlan, current: TestbedState) -> list[str]:
             f"process {pid} in {host.cgroup_parent}"
             for pid in engines.cgroup_pids(host.cgroup_parent)
         ]
-    if network.rule_exists(network.bridge_rule(BRIDGE)):
-        left.append("iptables rule " + " ".join(network.bridge_rule(BRIDGE)))
+    for rule in network.bridge_rules(BRIDGE):
+        if network.rule_exists(rule):
+            left.append("iptables rule " + " ".join(rule))
     return left

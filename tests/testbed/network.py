@@ -8,7 +8,8 @@ and its error, each ``remove_*`` is silent when the thing is already gone.
 Why the rule: the root namespace's dockerd sets FORWARD's policy to DROP, and with
 ``br_netfilter`` loaded, frames bridged between two veths of ``thstb0`` traverse the root
 namespace's FORWARD chain: without an ACCEPT for ``-i thstb0 -o thstb0``, the hosts could
-reach the root namespace but not each other.
+reach the root namespace but not each other. A second rule drops what would be forwarded into
+the bridge from anywhere else, so the test bed is a closed network whatever FORWARD's policy.
 """
 
 from __future__ import annotations
@@ -79,20 +80,15 @@ def make_veth(root_end: str, netns: str, cidr: str, bridge: str) -> None:
     _run(["ip", "-n", netns, "link", "set", "eth0", "up"])
 
 
-def bridge_rule(bridge: str) -> list[str]:
-    """The FORWARD rule, as given to ``iptables -I`` / ``-C`` / ``-D`` after the action."""
+def bridge_rules(bridge: str) -> list[list[str]]:
+    """The FORWARD rules, as given to ``iptables -I`` / ``-C`` / ``-D`` after the action:
+    traffic between the test bed's namespaces crosses the bridge; nothing forwarded from
+    elsewhere (another interface of this machine, a container of its own engine) enters it.
+    The root namespace itself reaches the hosts without FORWARD (OUTPUT, INPUT)."""
+    comment = ["-m", "comment", "--comment", RULE_COMMENT]
     return [
-        "FORWARD",
-        "-i",
-        bridge,
-        "-o",
-        bridge,
-        "-m",
-        "comment",
-        "--comment",
-        RULE_COMMENT,
-        "-j",
-        "ACCEPT",
+        ["FORWARD", "-i", bridge, "-o", bridge, *comment, "-j", "ACCEPT"],
+        ["FORWARD", "!", "-i", bridge, "-o", bridge, *comment, "-j", "DROP"],
     ]
 
 
@@ -100,9 +96,9 @@ def rule_exists(rule: list[str]) -> bool:
     return _quiet(["iptables", "-C", *rule])
 
 
-def insert_rule(rule: list[str]) -> None:
+def insert_rule(rule: list[str], position: int = 1) -> None:
     chain, *spec = rule
-    _run(["iptables", "-I", chain, "1", *spec])
+    _run(["iptables", "-I", chain, str(position), *spec])
 
 
 def remove_rule(rule: list[str]) -> None:

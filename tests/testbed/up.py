@@ -142,10 +142,10 @@ def make_network(plan: TestbedPlan, rec: Recorder) -> None:
     network.make_bridge(plan.bridge, plan.bridge_cidr)
     s.bridge = plan.bridge
     rec.save()
-    rule = network.bridge_rule(plan.bridge)
-    network.insert_rule(rule)
-    s.iptables.append(rule)
-    rec.save()
+    for position, rule in enumerate(network.bridge_rules(plan.bridge), start=1):
+        s.iptables.append(rule)  # recorded first: down removes a rule that is not there too
+        rec.save()
+        network.insert_rule(rule, position)
     ends = [(plan.registry.netns, plan.registry.veth, plan.registry.address)]
     ends += [(h.netns, h.veth, h.address) for h in plan.hosts]
     for netns, veth, address in ends:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.testbed.engines import dockerd_argv
 from tests.testbed.hostsfile import hosts_document
-from tests.testbed.network import bridge_rule
+from tests.testbed.network import bridge_rules
 from tests.testbed.plan import MAX_HOSTS, TESTBED_RANGE, PlanError, addresses, make_plan
 from tests.testbed.sshd import known_hosts_line, sshd_config
 
@@ -122,7 +122,9 @@ def test_the_hosts_file_follows_docs_machines_md() -> None:
     assert [h["role"] for h in document["hosts"]] == ["both", "agent", "agent"]
 
 
-def test_the_bridge_rule_names_only_the_bridge() -> None:
-    rule = bridge_rule("thstb0")
-    assert rule[:5] == ["FORWARD", "-i", "thstb0", "-o", "thstb0"]
-    assert rule[-2:] == ["-j", "ACCEPT"]
+def test_the_bridge_rules_let_the_bed_talk_within_and_nothing_in() -> None:
+    accept, drop = bridge_rules("thstb0")
+    assert accept[:5] == ["FORWARD", "-i", "thstb0", "-o", "thstb0"]
+    assert accept[-2:] == ["-j", "ACCEPT"]
+    assert drop[:6] == ["FORWARD", "!", "-i", "thstb0", "-o", "thstb0"]
+    assert drop[-2:] == ["-j", "DROP"]
