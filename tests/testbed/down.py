@@ -64,7 +64,7 @@ def _what_a_bed_makes(plan: TestbedPlan) -> TestbedState:
     their prefixes)."""
     return TestbedState(
         hosts=len(plan.hosts),
-        remove_paths=[str(registry.CERTS_D / plan.registry.host)],
+        remove_paths=[str(registry.certs_dir_of(plan.registry.host))],
         root_tags=[f"{plan.registry.host}/{image}" for image in registry.IMAGES],
         cgroups=[h.cgroup_parent for h in plan.hosts],
     )
@@ -164,18 +164,17 @@ def _unmount(plan: TestbedPlan, report: DownReport, say: Say) -> None:
 
 
 def _remove_network(plan: TestbedPlan, current: TestbedState, report: DownReport, say: Say) -> None:
+    # The veths first (deleting one end deletes the pair at once; a namespace's deletion
+    # takes its end away only later), then the namespaces, the bridge last.
+    veths = sorted(name for name in {*current.links, *_our_links()} if name != BRIDGE)
     names = sorted({*current.netns, *_our_netns()})
-    for netns in names:
-        try:
-            network.remove_netns(netns)
-        except network.NetworkError as exc:
-            report.left.append(str(exc))
-    links = [name for name in {*current.links, *_our_links()} if name != BRIDGE]
+    steps = [(network.remove_link, v) for v in veths]
+    steps += [(network.remove_netns, n) for n in names]
     if current.bridge or network.link_exists(BRIDGE):
-        links.append(BRIDGE)  # last: the veths hang on it
-    for link in links:
+        steps.append((network.remove_link, BRIDGE))
+    for remove, item in steps:
         try:
-            network.remove_link(link)
+            remove(item)
         except network.NetworkError as exc:
             report.left.append(str(exc))
     rules = current.iptables or network.bridge_rules(BRIDGE)
@@ -187,7 +186,7 @@ def _remove_network(plan: TestbedPlan, current: TestbedState, report: DownReport
     if current.netns_mount and not _any_netns():
         # The first `ip netns add` of this machine made /run/netns a mount point of its own.
         subprocess.run(["umount", str(processes.NETNS_DIR)], capture_output=True, check=False)
-    report.step("network", f"{len(names)} namespaces, {len(links)} links, rules removed", say)
+    report.step("network", f"{len(names)} namespaces, {len(veths)} veths, the bridge", say)
 
 
 def _any_netns() -> bool:

@@ -107,8 +107,14 @@ def remove_rule(rule: list[str]) -> None:
 
 
 def remove_link(name: str) -> None:
+    """Silent when it is gone, also when it went meanwhile: a namespace's deletion removes its
+    veths asynchronously."""
     if link_exists(name):
-        _run(["ip", "link", "del", name])
+        try:
+            _run(["ip", "link", "del", name])
+        except NetworkError:
+            if link_exists(name):
+                raise
 
 
 def remove_netns(name: str) -> None:

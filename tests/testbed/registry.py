@@ -64,7 +64,12 @@ def start(plan: RegistryPlan) -> ImageRegistry:
 
 
 def certs_dir(registry: ImageRegistry) -> Path:
-    return CERTS_D / registry.host
+    return certs_dir_of(registry.host)
+
+
+def certs_dir_of(host: str) -> Path:
+    """Where every engine of this machine looks for the CA of registry ``host``."""
+    return CERTS_D / host
 
 
 def trust(registry: ImageRegistry) -> Path:
