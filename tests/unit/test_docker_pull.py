@@ -106,28 +106,36 @@ async def test_a_waiter_that_goes_does_not_end_the_others_pull() -> None:
     assert IMAGE in docker.images.present
 
 
+class Logins:
+    """The agent's registry logins, as the puller sees them."""
+
+    def __init__(self, password: str) -> None:
+        self.password = password
+        self.asked: list[str] = []
+        self.forgotten: list[str] = []
+
+    async def lookup(self, host: str) -> RegistryAuth | None:
+        self.asked.append(host)
+        return RegistryAuth("theseus", self.password)
+
+    def forget(self, host: str) -> None:
+        self.forgotten.append(host)
+
+
 async def test_the_registrys_credentials_go_with_the_pull() -> None:
-    asked: list[str] = []
-
-    async def credentials(host: str) -> RegistryAuth | None:
-        asked.append(host)
-        return RegistryAuth("theseus", "pw")
-
-    docker = FakeDocker()
-    await puller(docker, credentials=credentials).ensure(IMAGE, "if_not_present", "n1")
-    assert asked == ["r.example:5000"]
+    docker, logins = FakeDocker(), Logins("pw")
+    await puller(docker, logins=logins).ensure(IMAGE, "if_not_present", "n1")
+    assert logins.asked == ["r.example:5000"] and logins.forgotten == []
     assert docker.images.pulls == [(IMAGE, {"username": "theseus", "password": "pw"})]
 
 
 async def test_a_refused_pull_names_the_registry_and_never_the_password() -> None:
-    async def credentials(host: str) -> RegistryAuth | None:
-        return RegistryAuth("theseus", "pw-123456")
-
-    docker = FakeDocker()
+    docker, logins = FakeDocker(), Logins("pw-123456")
     docker.images.error = DockerError(500, {"message": "unauthorized: pw-123456 is wrong"})
     with pytest.raises(DriverError) as failed:
-        await puller(docker, credentials=credentials).ensure(IMAGE, "if_not_present", "n1")
+        await puller(docker, logins=logins).ensure(IMAGE, "if_not_present", "n1")
     assert str(failed.value) == f"registry r.example:5000 refused the credentials for {IMAGE}"
+    assert logins.forgotten == ["r.example:5000"]  # the next pull asks the server again
     docker.images.error = DockerError(404, {"message": "manifest unknown"})
     with pytest.raises(DriverError, match="image not found in registry r.example:5000"):
         await puller(docker).ensure(IMAGE, "if_not_present", "n1")

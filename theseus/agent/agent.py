@@ -50,6 +50,7 @@ from theseus.agent.identity import NAME as IDENTITY_NAME
 from theseus.agent.identity import Identity, JoinError, join
 from theseus.agent.identity import pki_dir as identity_pki
 from theseus.agent.kill_budget import KillBudget
+from theseus.agent.registry_logins import CACHE_SECONDS as LOGIN_CACHE_SECONDS
 from theseus.agent.registry_logins import RegistryLogins
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
@@ -112,6 +113,7 @@ class AgentConfig:
     pull_timeout: float = DEFAULT_PULL_TIMEOUT
     pull_unqualified: bool = False
     pod_infra_image: str = BUSYBOX_IMAGE
+    registry_login_cache: float = LOGIN_CACHE_SECONDS  # 0: ask the server at every pull
 
 
 class NodeUnknown(Exception):
@@ -370,9 +372,9 @@ async def run_agent(config: AgentConfig) -> None:
     # A protected or missing host volume ends the agent here, before it registers.
     config = replace(config, gates=checked_gates(config.gates, state_dir))
     identity = await establish_identity(config, state_dir)
-    logins = RegistryLogins(config.name)
+    logins = RegistryLogins(config.name, config.registry_login_cache)
     images = ImageSettings(
-        config.pull_timeout, config.pull_unqualified, config.pod_infra_image, logins.lookup
+        config.pull_timeout, config.pull_unqualified, config.pod_infra_image, logins
     )
     driver = await make_driver(config.driver, state_dir, images)
     stop = asyncio.Event()

@@ -15,13 +15,15 @@ from theseus.agent.drivers.base import DriverError
 from theseus.agent.drivers.pull_rules import RegistryAuth
 from theseus.api.client import ApiError, AsyncServerClient, ServerUnreachable
 
-# Briefly: a login changed with `theseus registry-login` is used by the next pull after this.
+# Briefly: a login changed with `theseus registry-login` is used by the next pull after this
+# (at once when the registry refused the old one). ``theseus agent --registry-login-cache``.
 CACHE_SECONDS = 10.0
 
 
 class RegistryLogins:
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, cache_seconds: float = CACHE_SECONDS) -> None:
         self._node = node
+        self._cache_seconds = cache_seconds
         self._client: AsyncServerClient | None = None
         self._cache: dict[str, tuple[float, RegistryAuth | None]] = {}  # host -> (until, auth)
 
@@ -44,5 +46,9 @@ class RegistryLogins:
                 f"could not get the login of registry {host} from the server: {exc}"
             ) from None
         auth = None if secret is None else RegistryAuth(secret.username, secret.password)
-        self._cache[host] = (now + CACHE_SECONDS, auth)
+        if self._cache_seconds > 0:
+            self._cache[host] = (now + self._cache_seconds, auth)
         return auth
+
+    def forget(self, host: str) -> None:
+        self._cache.pop(host, None)

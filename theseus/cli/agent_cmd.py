@@ -234,6 +234,14 @@ def register(app: typer.Typer) -> None:
                 "any image when it names a registry host.",
             ),
         ] = BUSYBOX_IMAGE,
+        registry_login_cache: Annotated[
+            float,
+            typer.Option(
+                min=0,
+                help="Seconds a registry's login fetched from the server is reused by "
+                "later pulls (0: fetched for every pull).",
+            ),
+        ] = AgentConfig.registry_login_cache,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ) -> None:
         """Run this machine's node agent: register, run assigned tasks, report them."""
@@ -276,6 +284,7 @@ def register(app: typer.Typer) -> None:
             pull_timeout=pull_timeout,
             pull_unqualified=pull_unqualified,
             pod_infra_image=pod_infra_image,
+            registry_login_cache=registry_login_cache,
         )
         try:
             asyncio.run(run_agent(config))

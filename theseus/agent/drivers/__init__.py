@@ -6,13 +6,15 @@ it is used, so that ``process`` and ``sim`` agents never load the Docker client.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from theseus.agent.drivers.base import TaskDriver, discovery_dir
-from theseus.agent.drivers.pull_rules import RegistryAuth
 from theseus.images.tags import BUSYBOX_IMAGE
+
+if TYPE_CHECKING:  # the docker driver's modules load only when it is used
+    from theseus.agent.drivers.docker_pull import Logins
 
 DRIVERS = ("docker", "process", "sim")
 DEFAULT_PULL_TIMEOUT = 300.0
@@ -26,7 +28,7 @@ class ImageSettings:
     pull_timeout: float = DEFAULT_PULL_TIMEOUT
     pull_unqualified: bool = False
     pod_infra_image: str = BUSYBOX_IMAGE
-    credentials: Callable[[str], Awaitable[RegistryAuth | None]] | None = None
+    logins: Logins | None = None
 
 
 async def default_driver_name() -> str:
@@ -48,7 +50,7 @@ async def make_driver(
         from theseus.agent.drivers.docker_pull import PullOptions
 
         images = images or ImageSettings()
-        options = PullOptions(images.pull_timeout, images.pull_unqualified, images.credentials)
+        options = PullOptions(images.pull_timeout, images.pull_unqualified, images.logins)
         return DockerDriver(discovery_dir(state_dir), options, images.pod_infra_image)
     if name == "process":
         from theseus.agent.drivers.process import ProcessDriver

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiodocker
 from aiodocker.exceptions import DockerError
@@ -33,6 +34,7 @@ from theseus.agent.drivers.pull_rules import (
     RegistryAuth,
     not_pulled_message,
     pull_failure,
+    refused,
     registry_host,
     should_pull,
     timed_out,
@@ -41,18 +43,29 @@ from theseus.agent.drivers.pull_rules import (
 log = logging.getLogger(__name__)
 
 
-Credentials = Callable[[str], Awaitable[RegistryAuth | None]]  # registry host -> its login
 ProgressCallback = Callable[[str], None]
+
+
+class Logins(Protocol):
+    """Where registry logins come from (the agent's ``RegistryLogins``)."""
+
+    async def lookup(self, host: str) -> RegistryAuth | None:
+        """The login stored for ``host``, or ``None``."""
+        ...
+
+    def forget(self, host: str) -> None:
+        """Drop what is cached for ``host`` (the registry refused it)."""
+        ...
 
 
 @dataclass(frozen=True)
 class PullOptions:
     """The agent's settings for pulls (``theseus agent --pull-timeout``,
-    ``--pull-unqualified``); ``credentials`` looks a registry's login up when needed."""
+    ``--pull-unqualified``); ``logins`` looks a registry's login up when needed."""
 
     timeout: float = DEFAULT_PULL_TIMEOUT
     allow_unqualified: bool = False
-    credentials: Credentials | None = None
+    logins: Logins | None = None
 
 
 @dataclass
@@ -120,8 +133,9 @@ class ImagePuller:
     async def _pull(self, image: str, flight: _Flight) -> None:
         host = registry_host(image)
         auth: RegistryAuth | None = None
-        if host is not None and self._options.credentials is not None:
-            auth = await self._options.credentials(host)
+        logins = self._options.logins
+        if host is not None and logins is not None:
+            auth = await logins.lookup(host)
         secrets = (auth.password,) if auth is not None else ()
         timeout = self._options.timeout
         progress = PullProgress()
@@ -146,6 +160,8 @@ class ImagePuller:
                 secrets=secrets,
             )
             log.warning("pull of %s failed: %s", image, reason)
+            if host is not None and logins is not None and refused(reason):
+                logins.forget(host)  # a login changed since: the next pull asks again
             raise DriverError(reason) from None  # Docker's own text is in the reason, scrubbed
         log.info("pulled %s", image)
 

@@ -127,6 +127,11 @@ def pull_failure(
     return f"pull of {image} from registry {host} failed: {text}"
 
 
+def refused(reason: str) -> bool:
+    """Whether a reason of ``pull_failure`` says the registry refused the credentials."""
+    return reason.startswith("registry ") and " refused the credentials " in reason
+
+
 def timed_out(image: str, timeout: float) -> str:
     return f"pull of {image} timed out after {timeout:g} s"
 
