@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,6 +47,9 @@ from theseus.security.tokens import Scope
 pytestmark = pytest.mark.integration
 
 NODE, ADDRESS = "puller-1", "127.0.0.10"
+# Below dockerd's own TLS handshake timeout (10 s), so that a registry that never answers
+# times out on the agent's clock; pulls from loopback take well under a second.
+PULL_TIMEOUT = 8
 SLEEPING = {"command": "echo marker=$MARKER; exec sleep 3600", "cpus": 0.1, "mem": 32}
 
 
@@ -78,7 +82,7 @@ def registry(
 def pulling(tmp_path_factory: pytest.TempPathFactory, registry: ImageRegistry) -> Iterator[Cluster]:
     images = {
         "registry_login_cache": 0,
-        "pull_timeout": 60,
+        "pull_timeout": PULL_TIMEOUT,
         "pod_infra_image": registry.image("theseus/busybox:latest"),
     }
     agents = {NODE: {"address": ADDRESS, "cpus": 2.0, "mem": 2048, "images": images}}
@@ -241,6 +245,24 @@ def test_a_pods_network_image_comes_from_the_registry(
         deploy(client, pod=pod)
         wait_running(client, "pod", 1)
     assert f"pulling {image}" in agent_log(pulling)
+
+
+def test_a_pull_in_progress_shows_and_one_that_hangs_times_out(
+    pulling: Cluster, registry: ImageRegistry
+) -> None:
+    # A "registry" that accepts connections (the kernel completes them) and never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", free_port()))
+        silent.listen(16)
+        host = f"127.0.0.1:{silent.getsockname()[1]}"
+        image = f"{host}/theseus/busybox:latest"
+        with pulling.client() as client:
+            deploy(client, hanging={**SLEEPING, "image": image})
+            shown = f"starting (pulling {image})"
+            wait_until(lambda: shown in ps(pulling), 30, "the pull shown in theseus ps")
+            reason = f"pull of {image} timed out after {PULL_TIMEOUT} s"
+            wait_until(lambda: failed_with(client, "hanging", reason), 30, "the time-out")
+            client.remove("hanging")
 
 
 def ps(cluster: Cluster, *args: str) -> str:
