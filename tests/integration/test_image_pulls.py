@@ -208,6 +208,16 @@ def test_a_missing_image_is_refused_with_its_reason(
         wait_until(lambda: failed_with(client, "missing", reason), 60, "image not found")
 
 
+def test_an_unreachable_registry_is_named_with_dockers_reason(pulling: Cluster) -> None:
+    host = f"127.0.0.1:{free_port()}"  # nothing listens there
+    image = f"{host}/theseus/busybox:latest"
+    with pulling.client() as client:
+        deploy(client, unreachable={**SLEEPING, "image": image})
+        reason = f"registry {host} unreachable: "
+        task = wait_until(lambda: failed_with(client, "unreachable", reason), 60, "unreachable")
+    assert "connection refused" in (task.message or "")
+
+
 def test_a_missing_image_without_a_registry_host_is_not_pulled(pulling: Cluster) -> None:
     image = "theseus/not-built-anywhere:1"
     with pulling.client() as client:

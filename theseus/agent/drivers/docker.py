@@ -278,11 +278,12 @@ class DockerDriver:
         if launch.is_pod:
             wanted = [(self._infra_image, "if_not_present")]
             wanted += [(m.image, m.pull) for m in launch.members]
-        seen: set[str] = set()
+        policies: dict[str, str] = {}  # each image once, "always" if any of its uses says so
         for image, policy in wanted:
-            if image not in seen:
-                seen.add(image)
-                await self.puller.ensure(image, policy, self._owner.node, launch.on_progress)
+            if policies.get(image) != "always":
+                policies[image] = policy
+        for image, policy in policies.items():
+            await self.puller.ensure(image, policy, self._owner.node, launch.on_progress)
 
     async def start(self, launch: Launch) -> str:
         name = CONTAINER_PREFIX + launch.task_id
