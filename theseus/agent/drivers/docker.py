@@ -274,16 +274,21 @@ class DockerDriver:
     async def _ensure_images(self, launch: Launch) -> None:
         """Pull what the task needs, one image after the other (a pod's infrastructure
         image first: without it no member starts)."""
-        wanted = [(launch.image, launch.pull)]
+        wanted = [(launch.image, launch.pull, "")]
         if launch.is_pod:
-            wanted = [(self._infra_image, "if_not_present")]
-            wanted += [(m.image, m.pull) for m in launch.members]
-        policies: dict[str, str] = {}  # each image once, "always" if any of its uses says so
-        for image, policy in wanted:
-            if policies.get(image) != "always":
-                policies[image] = policy
-        for image, policy in policies.items():
-            await self.puller.ensure(image, policy, self._owner.node, launch.on_progress)
+            wanted = [(self._infra_image, "if_not_present", "the pod's network container: ")]
+            wanted += [(m.image, m.pull, f"container '{m.name}': ") for m in launch.members]
+        # Each image once, "always" if any of its uses says so; a failure names its first use.
+        policies: dict[str, tuple[str, str]] = {}
+        for image, policy, who in wanted:
+            first = policies.get(image)
+            if first is None or (policy == "always" and first[0] != "always"):
+                policies[image] = (policy, first[1] if first else who)
+        for image, (policy, who) in policies.items():
+            try:
+                await self.puller.ensure(image, policy, self._owner.node, launch.on_progress)
+            except DriverError as exc:
+                raise DriverError(f"{who}{exc}") from None
 
     async def start(self, launch: Launch) -> str:
         name = CONTAINER_PREFIX + launch.task_id
