@@ -302,9 +302,16 @@ def raw(
 
 
 def test_the_login_is_managed_by_the_cli_and_its_password_shown_nowhere(
-    pulling: Cluster, registry: ImageRegistry
+    pulling: Cluster, registry: ImageRegistry, docker_client: docker.DockerClient
 ) -> None:
     assert pulling.pki is not None and pulling.admin_token is not None
+    image = registry.image("theseus/busybox:latest")
+    untag(docker_client, image)
+    with pulling.client() as client:
+        deploy(client, shown={**SLEEPING, "image": image, "pull": "always"})
+        task = wait_running(client, "shown", 1)[0]
+    assert task.container_id is not None
+    container = json.dumps(docker_client.api.inspect_container(task.container_id))
     base = [
         sys.executable, "-m", "theseus", "--server", pulling.server_url,
         "--ca-cert", str(pulling.pki.ca_cert), "--token", pulling.admin_token,
@@ -336,6 +343,9 @@ def test_the_login_is_managed_by_the_cli_and_its_password_shown_nowhere(
         ps(pulling),
         ps(pulling, "ps", "--all", "--json"),
         ps(pulling, "audit"),
+        raw(pulling, "GET", f"/v1/tasks/{task.id}", pulling.admin_token).text,
+        ps(pulling, "logs", task.id),
+        container,  # its environment above all
     ]
     audit = raw(pulling, "GET", "/v1/audit", pulling.admin_token).json()["records"]
     assert any(
