@@ -69,11 +69,12 @@ def api_schema(fuzzed_cluster: Cluster) -> Any:
 @pytest.fixture(scope="module")
 def known(fuzzed_cluster: Cluster) -> dict[str, str]:
     """Objects that exist, by the path parameter that names them: a group with two tasks
-    (and its deployment), the node that runs them. Random names mostly get 404s; these let
-    the fuzzer past the lookups, into scale, rollback, drain, logs..."""
+    (and its deployment), the node that runs them, a registry login. Random names mostly get
+    404s; these let the fuzzer past the lookups, into scale, rollback, drain, logs..."""
     document = {"deploy": {"web": {"image": IMAGE, "instances": 2, "labels": ["dev"]}}}
     with fuzzed_cluster.client() as client:
         token = AccessApi(client).create_token("fuzzed", [Scope.READ], None)
+        AccessApi(client).registry_login("registry.fuzz:5000", "fuzz", "fuzz-password")
         (change,) = client.deploy(json.dumps(document), "application/json").changes
         running = wait_until(
             lambda: [t for t in client.tasks("web").tasks if t.state == "running"][:1],
@@ -88,6 +89,7 @@ def known(fuzzed_cluster: Cluster) -> dict[str, str]:
         "task_id": running[0].id,
         "deployment_id": change.deployment,
         "token_id": token.info.id,
+        "host": "registry.fuzz:5000",
     }
 
 

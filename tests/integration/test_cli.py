@@ -68,7 +68,7 @@ def test_failing_deploy_exits_nonzero_with_the_reason(cluster: Cluster, tmp_path
     )
     result = theseus(cluster, "deploy", "-f", str(document), "--timeout", "60", expect=None)
     assert result.returncode == 1
-    assert "never pulls" in result.stdout + result.stderr
+    assert "names no registry host, so it is not pulled" in result.stdout + result.stderr
 
 
 def test_bad_document_and_unreachable_server_give_one_line_errors(

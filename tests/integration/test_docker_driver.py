@@ -39,6 +39,7 @@ from theseus.agent.drivers.base import (
     discovery_dir,
 )
 from theseus.agent.drivers.docker import DockerDriver, docker_answers
+from theseus.agent.drivers.pull_rules import not_pulled_message
 from theseus.api.schemas import Assignment
 from theseus.images.build import build_busybox_image
 from theseus.images.containers import remove_cluster_containers
@@ -184,10 +185,8 @@ async def test_a_missing_image_fails_clearly_and_is_never_pulled(
     missing = f"theseus/absent-{uuid.uuid4().hex[:8]}:never"
     with pytest.raises(DriverError) as failure:
         await docker_driver.start(launch(owner, missing, free_host_port()))
-    assert str(failure.value) == (
-        f"image '{missing}' is not present on node {owner.node}; Theseus never pulls, "
-        "build or load it first"
-    )
+    assert str(failure.value) == not_pulled_message(missing, owner.node)
+    assert "names no registry host, so it is not pulled" in str(failure.value)
     assert await docker_driver.list_tasks() == []
 
 

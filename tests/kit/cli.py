@@ -38,8 +38,9 @@ def theseus(
     return result
 
 
-def invoke(handler: Handler, *args: str) -> Any:
+def invoke(handler: Handler, *args: str, input: str | None = None) -> Any:
     """Run ``theseus --server http://fake:5000 ARGS...`` in this process, its requests
-    answered by ``handler``; typer's ``Result``."""
+    answered by ``handler`` (``input``: its stdin); typer's ``Result``."""
     state = CliState(transport=httpx.MockTransport(handler))
-    return CliRunner().invoke(app, ["--server", "http://fake:5000", *args], obj=state)
+    argv = ["--server", "http://fake:5000", *args]
+    return CliRunner().invoke(app, argv, obj=state, input=input)

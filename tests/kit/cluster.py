@@ -210,13 +210,16 @@ class Cluster:
         process_name: str | None = None,
         host_volumes: dict[str, str] | None = None,
         allow_privileged: bool = False,
+        images: dict[str, Any] | None = None,
     ) -> Process:
         """An agent (again, under the name of one that has exited) on a free port of its own
         address; it is not waited for (``wait_nodes_ready``). In a secure cluster it joins
         with ``join_token`` (default: the cluster's; "" for none). ``process_name``: another
         process (and state directory) under a node's name, e.g. an impostor's; not a node of
         the cluster for ``wait_nodes_ready``. ``host_volumes``: name -> ``/path[:ro]`` its
-        tasks may mount (outside ``root``: the cluster's state is never mountable)."""
+        tasks may mount (outside ``root``: the cluster's state is never mountable).
+        ``images``: ``AgentProcess``'s pull settings (``pull_timeout``, ``pod_infra_image``,
+        ``registry_login_cache``, ``pull_unqualified``)."""
         agent = AgentProcess(
             servers=tuple(servers or [self.server_url]),
             name=name,
@@ -230,6 +233,7 @@ class Cluster:
             host_volumes=tuple(f"{n}={path}" for n, path in (host_volumes or {}).items()),
             allow_privileged=allow_privileged,
             join=self.server_url if self.pki is not None else None,
+            **(images or {}),
         )
         token = self.join_token if join_token is None else join_token
         env = {"THESEUS_JOIN_TOKEN": token} if token else None

@@ -32,6 +32,7 @@ class FakeDriver:
         self.fail_start: str | None = None
         self.launches: dict[str, Launch] = {}
         self.gate: asyncio.Event | None = None  # when set, starts wait for it
+        self.progress: list[str] = []  # told to each start's on_progress, as a pull would
 
     async def open(self, owner: Owner, on_exit: ExitCallback) -> None:
         return None
@@ -44,6 +45,9 @@ class FakeDriver:
 
     async def start(self, launch: Launch) -> str:
         self.calls.append(("start", launch.task_id))
+        for text in self.progress:
+            if launch.on_progress is not None:
+                launch.on_progress(text)
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_start:

@@ -116,3 +116,18 @@ async def test_a_server_without_the_ca_key_admits_nobody(
     with pytest.raises(AccessDenied, match="no CA key") as refused:
         await writer.join("THS1-a-b.c", _csr("node-f"), "198.18.0.10")
     assert refused.value.status == 409
+
+
+async def test_a_registry_login_is_stored_replaced_and_removed(
+    writer: AccessWriter, cache: StateCache
+) -> None:
+    await writer.set_registry_login("r.example:5000", "u", "pw-1", created_by="admin")
+    await writer.set_registry_login("r.example:5000", "u", "pw-2", created_by="admin")
+    login = cache.access.registry_logins["r.example:5000"]
+    assert (login.username, login.password) == ("u", "pw-2")
+    assert "pw-2" not in repr(login)
+    await writer.remove_registry_login("r.example:5000")
+    assert "r.example:5000" not in cache.access.registry_logins
+    with pytest.raises(AccessDenied, match="no login is stored for registry") as missing:
+        await writer.remove_registry_login("r.example:5000")
+    assert missing.value.status == 404

@@ -193,3 +193,17 @@ async def test_an_unknown_container_starting_asks_for_a_resync_at_once(
     # Started by a previous agent killed mid-start: not known here.
     runner.observe_exit(ExitNotice("t9", "c-elsewhere", None, started=True))
     assert runner.resync_soon.is_set()
+
+
+async def test_a_pull_in_progress_is_reported_as_starting_at_most_every_two_seconds(
+    runner: TaskRunner, driver: FakeDriver
+) -> None:
+    driver.progress = ["pulling r.example/app:1", "pulling r.example/app:1: 1.0 of 2.0 MB"]
+    runner.apply([make_assignment("t1")])
+    await settled(runner)
+    reports = list(runner.reports._pending)
+    assert [(r.state, r.message) for r in reports] == [
+        ("starting", None),
+        ("starting", "pulling r.example/app:1"),  # the second came within 2 s: not sent
+        ("running", None),
+    ]

@@ -89,9 +89,17 @@ def all_match(labels: dict[str, str], wanted: list[list[str]]) -> bool:
     return all(labels.get(key) == value for key, value in wanted)
 
 
+class FakeImages:
+    """``docker.images``: every image is present (nothing is pulled)."""
+
+    async def inspect(self, name: str) -> dict[str, Any]:
+        return {"Id": name}
+
+
 class FakeDocker:
     def __init__(self, engine: FakeEngine) -> None:
         self.containers = engine
+        self.images = FakeImages()
 
 
 def driver_on(engine: FakeEngine) -> DockerDriver:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.kit.builders import make_assignment
 from tests.kit.fake_driver import FakeDriver
 from tests.kit.runner import drain, settled
 from theseus.agent.drivers.base import DriverError, ExitNotice, Owner
@@ -295,3 +296,21 @@ async def test_the_sim_driver_runs_a_pod_as_one_task() -> None:
     assert [(o.task_id, o.handle, o.running) for o in await driver.list_tasks()] == [
         ("web.abc123", handle, True)
     ]
+
+
+def test_the_pull_policy_reaches_the_driver_for_the_task_and_each_member() -> None:
+    single = launch_of(make_assignment("t1", pull="always"), OWNER)
+    assert single.pull == "always"
+    assert launch_of(make_assignment("t2"), OWNER).pull == "if_not_present"
+    containers = [
+        {"name": "app", "image": "registry.example/app:1", "pull": "if_not_present"},
+        {"name": "side", "image": "registry.example/side:1"},
+    ]
+    pod = launch_of(pod_assignment(containers=containers, pull="always"), OWNER, gates=GATES)
+    assert [(m.name, m.pull) for m in pod.members] == [
+        ("app", "if_not_present"),
+        ("side", "always"),
+    ]
+    assert infra_config(pod, "127.0.0.2", "registry.example/pause:1")["Image"] == (
+        "registry.example/pause:1"
+    )

@@ -124,3 +124,24 @@ def test_authorize_scopes_and_node_restriction() -> None:
 )
 def test_a_plan_is_not_audited_as_a_write(query: bytes, dry: bool) -> None:
     assert _dry_run({"query_string": query}) is dry
+
+
+def test_registry_logins_are_set_by_admins_listed_by_readers_read_by_agents_only() -> None:
+    reader = Caller("token", "r", "id", (Scope.READ,))
+    admin = Caller("token", "a", "id", (Scope.ADMIN,))
+    agent = Caller("agent", "node-1")
+    host = "registry.example:5000"
+    authorize(reader, decide("GET", "/v1/acl/registry-logins"))
+    authorize(admin, decide("PUT", f"/v1/acl/registry-logins/{host}"))
+    authorize(admin, decide("DELETE", f"/v1/acl/registry-logins/{host}"))
+    with pytest.raises(Refusal, match="admin scope"):
+        authorize(reader, decide("PUT", f"/v1/acl/registry-logins/{host}"))
+    secret = f"/v1/agent/node-1/registry-logins/{host}"
+    authorize(agent, decide("GET", secret))
+    for token in (reader, admin):  # no token, whatever its scope, reads a password
+        with pytest.raises(Refusal, match="only the agent"):
+            authorize(token, decide("GET", secret))
+    with pytest.raises(Refusal, match="node-2"):
+        authorize(agent, decide("GET", f"/v1/agent/node-2/registry-logins/{host}"))
+    with pytest.raises(Refusal):
+        authorize(agent, decide("PUT", f"/v1/acl/registry-logins/{host}"))

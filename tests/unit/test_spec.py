@@ -305,3 +305,17 @@ def test_init_is_on_by_default_and_keeps_the_digests_of_specs_written_before_it(
     assert spec.version() == "c28f80945c79"
     own_pid_1 = GroupSpec.model_validate({**spec.model_dump(), "init": False})
     assert own_pid_1.version() != spec.version()  # it changes the container: a rollout
+
+
+def test_pull_is_validated_named_and_restarts_nothing() -> None:
+    with pytest.raises(SpecError) as bad:
+        parse_deploy_document({"deploy": {"web": {"image": "a", "pull": "never"}}})
+    assert bad.value.errors[0]["path"] == "deploy.web.pull"
+    plain, always = (
+        GroupSpec(image="r.example/a:1"),
+        GroupSpec(image="r.example/a:1", pull="always"),
+    )
+    assert always.pull == "always" and plain.version() == always.version()
+    pod = {"containers": [{"name": "a", "image": "r.example/a:1"}]}
+    member = {"containers": [{"name": "a", "image": "r.example/a:1", "pull": "always"}]}
+    assert GroupSpec.model_validate(pod).version() == GroupSpec.model_validate(member).version()

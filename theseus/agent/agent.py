@@ -42,7 +42,7 @@ from typing import TypeVar
 import httpx
 
 from theseus.agent.discovery import discovery_app
-from theseus.agent.drivers import make_driver
+from theseus.agent.drivers import DEFAULT_PULL_TIMEOUT, ImageSettings, make_driver
 from theseus.agent.drivers.base import DISCOVERY_SOCKET, Owner, TaskDriver, discovery_dir
 from theseus.agent.gates import checked_gates
 from theseus.agent.http import AgentHttpServer, create_app
@@ -50,11 +50,14 @@ from theseus.agent.identity import NAME as IDENTITY_NAME
 from theseus.agent.identity import Identity, JoinError, join
 from theseus.agent.identity import pki_dir as identity_pki
 from theseus.agent.kill_budget import KillBudget
+from theseus.agent.registry_logins import CACHE_SECONDS as LOGIN_CACHE_SECONDS
+from theseus.agent.registry_logins import RegistryLogins
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
 from theseus.api.client import DEFAULT_SERVER, ApiError, AsyncServerClient, ServerUnreachable
 from theseus.api.failover import parse_addresses
 from theseus.api.schemas import NodeRegistration, RegistrationAnswer, ReportBatch
+from theseus.images.tags import BUSYBOX_IMAGE
 from theseus.model.hostgates import NodeGates
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,12 @@ class AgentConfig:
     # A secure cluster (https servers): the join token for the first start; later starts use
     # the certificate it got (``theseus.agent.identity``).
     join_token: str | None = None
+    # Images (``theseus.agent.drivers.docker_pull``): the bound of one pull, whether images
+    # without a registry host may be pulled (from Docker Hub), the pods' network image.
+    pull_timeout: float = DEFAULT_PULL_TIMEOUT
+    pull_unqualified: bool = False
+    pod_infra_image: str = BUSYBOX_IMAGE
+    registry_login_cache: float = LOGIN_CACHE_SECONDS  # 0: ask the server at every pull
 
 
 class NodeUnknown(Exception):
@@ -113,13 +122,19 @@ class NodeUnknown(Exception):
 
 class Agent:
     def __init__(
-        self, config: AgentConfig, driver: TaskDriver, identity: Identity | None = None
+        self,
+        config: AgentConfig,
+        driver: TaskDriver,
+        identity: Identity | None = None,
+        logins: RegistryLogins | None = None,
     ) -> None:
         self.config = config
         self.driver = driver
         self.identity = identity
         tls = identity.client if identity is not None else None
         self.client = AsyncServerClient(config.server, transport=config.transport, tls=tls)
+        if logins is not None:  # the driver's pulls ask for them through this agent's client
+            logins.bind(self.client)
         self.discovery_client = AsyncServerClient(
             config.server,
             transport=config.transport
@@ -357,14 +372,18 @@ async def run_agent(config: AgentConfig) -> None:
     # A protected or missing host volume ends the agent here, before it registers.
     config = replace(config, gates=checked_gates(config.gates, state_dir))
     identity = await establish_identity(config, state_dir)
-    driver = await make_driver(config.driver, state_dir)
+    logins = RegistryLogins(config.name, config.registry_login_cache)
+    images = ImageSettings(
+        config.pull_timeout, config.pull_unqualified, config.pod_infra_image, logins
+    )
+    driver = await make_driver(config.driver, state_dir, images)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if config.handle_signals else ()
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        await Agent(config, driver, identity).run(stop)
+        await Agent(config, driver, identity, logins).run(stop)
     finally:
         for sig in signals:
             with contextlib.suppress(Exception):

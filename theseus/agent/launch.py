@@ -69,6 +69,7 @@ def launch_of(
         host_network=spec.network_mode == "host",
         host_pid=spec.pid_mode == "host",
         cap_add=list(spec.cap_add),
+        pull=spec.pull,
     )
 
 
@@ -95,6 +96,7 @@ def members_of(
                 volumes=resolved_volumes([*spec.volumes, *container.volumes], gates),
                 command=container.command,
                 args=list(container.args) if container.args is not None else None,
+                pull=container.pull or spec.pull,
             )
         )
     return members

@@ -20,6 +20,7 @@ is built by ``theseus.agent.launch``, once the spec has passed the node's gates
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import math
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 DEFAULT_GRACE = 10.0  # for a container whose assignment we never saw (adopted, then dropped)
 RETRY_FIRST = 0.5
 RETRY_MAX = 5.0
+_WITH_MESSAGE = (Phase.FAILED, Phase.EXITED, Phase.STARTING)
+PROGRESS_EVERY = 2.0  # seconds between two reports of one task's pull progress, at least
 
 
 class UnknownTask(KeyError):
@@ -92,6 +95,7 @@ class Slot:
     adopted_at: float | None = None  # wall-clock start of an adopted container, if known
     checks_started: float | None = None  # monotonic start of its first check loop
     end_pod: bool = False  # exited: if it is a pod, its other members still need stopping
+    progress_at: float | None = None  # monotonic time of its last pull-progress report
 
     def local(self) -> Local:
         unhealthy = self.kill_reason is not None
@@ -289,7 +293,7 @@ class TaskRunner:
         assert self.assigned is not None
         assignment = self.assigned[slot.task_id]
         slot.grace = assignment.spec.task_kill_grace_period_seconds
-        slot.phase = Phase.STARTING
+        slot.phase, slot.message, slot.progress_at = Phase.STARTING, None, None
         self._report(slot)
         refused = refusal(assignment.spec, self.gates)
         if refused is not None:  # nothing is started: the server replaces it, with backoff
@@ -300,6 +304,7 @@ class TaskRunner:
             return
         try:
             launch = launch_of(assignment, self.owner, self.driver.discovery, self.gates)
+            launch = dataclasses.replace(launch, on_progress=partial(self._pulling, slot))
             slot.handle = await self.driver.start(launch)
         except DriverError as exc:
             slot.phase, slot.message = Phase.FAILED, str(exc)
@@ -310,11 +315,22 @@ class TaskRunner:
             slot.phase, slot.message = Phase.FAILED, f"{exc.__class__.__name__}: {exc}"
             self._report(slot)
             return
-        slot.phase = Phase.RUNNING
+        slot.phase, slot.message = Phase.RUNNING, None
         self._report(slot)
         early, slot.early_exit = slot.early_exit, None
         if early is not None and early.handle == slot.handle:
             self._exited(slot, early.exit_code, early.message)
+
+    def _pulling(self, slot: Slot, text: str) -> None:
+        """A pull for the task's start made progress: a ``starting`` report that says so
+        (``pulling IMAGE: 12.3 of 40.1 MB``), at most one every ``PROGRESS_EVERY`` seconds."""
+        now = time.monotonic()
+        if slot.phase is not Phase.STARTING or self.slots.get(slot.task_id) is not slot:
+            return
+        if slot.progress_at is not None and now - slot.progress_at < PROGRESS_EVERY:
+            return
+        slot.progress_at, slot.message = now, text
+        self._report(slot)
 
     async def _remove(self, slot: Slot) -> None:
         if slot.handle is not None:
@@ -336,7 +352,8 @@ class TaskRunner:
                 task_id=slot.task_id,
                 state=state,
                 exit_code=slot.exit_code if terminal else None,
-                message=slot.message if slot.phase in (Phase.FAILED, Phase.EXITED) else None,
+                # A start's message is its pull's progress.
+                message=slot.message if slot.phase in _WITH_MESSAGE else None,
                 container_id=slot.handle,
                 healthy=slot.healthy,
                 health_message=slot.health_message,

@@ -1,6 +1,7 @@
 """Client calls of the credential routes (``theseus.server.routes.access``), over a
 ``ServerClient``'s failover: for ``theseus token``, ``theseus join-token``, ``theseus acl``,
-``theseus audit`` and ``theseus nodes remove``, and for the launcher's bootstrap."""
+``theseus audit``, ``theseus nodes remove`` and ``theseus registry-login``/``-logout``/``-logins``,
+and for the launcher's bootstrap."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from theseus.api.access import (
     JoinTokenCreated,
     JoinTokenInfo,
     JoinTokenList,
+    RegistryLoginInfo,
+    RegistryLoginList,
     TokenCreate,
     TokenCreated,
     TokenInfo,
@@ -64,3 +67,18 @@ class AccessApi:
         return AuditList.model_validate(
             self._client.request("GET", "/v1/audit", params=params).json()
         )
+
+    def registry_logins(self) -> RegistryLoginList:
+        answer = self._client.request("GET", "/v1/acl/registry-logins")
+        return RegistryLoginList.model_validate(answer.json())
+
+    def registry_login(self, host: str, username: str, password: str) -> RegistryLoginInfo:
+        # Not validated here: a pydantic error would quote the password; the server's 422
+        # names the field only.
+        body = {"username": username, "password": password}
+        answer = self._client.request("PUT", f"/v1/acl/registry-logins/{host}", json=body)
+        return RegistryLoginInfo.model_validate(answer.json())
+
+    def registry_logout(self, host: str) -> RegistryLoginInfo:
+        answer = self._client.request("DELETE", f"/v1/acl/registry-logins/{host}")
+        return RegistryLoginInfo.model_validate(answer.json())

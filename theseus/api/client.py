@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from theseus.api.access import CertificateAnswer, CertificateRequest
+from theseus.api.access import CertificateAnswer, CertificateRequest, RegistryLoginSecret
 from theseus.api.failover import ServerList
 from theseus.api.rollouts import DeploymentList, VersionList
 from theseus.api.schemas import (
@@ -358,6 +358,17 @@ class AsyncServerClient:
             "POST", f"/v1/agent/{node}/certificate", json=request.model_dump()
         )
         return CertificateAnswer.model_validate(response.json())
+
+    async def registry_login(self, node: str, host: str) -> RegistryLoginSecret | None:
+        """The stored login of image registry ``host``, for this agent's pulls; ``None``
+        when none is stored."""
+        try:
+            response = await self._request("GET", f"/v1/agent/{node}/registry-logins/{host}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return RegistryLoginSecret.model_validate(response.json())
 
     async def register(self, registration: NodeRegistration) -> RegistrationAnswer:
         response = await self._request(

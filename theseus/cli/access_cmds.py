@@ -36,7 +36,7 @@ def parse_duration(text: str) -> float:
     return float(match[1]) * _UNITS[match[2] or "s"]
 
 
-def _when(timestamp: float | None) -> str:
+def when(timestamp: float | None) -> str:
     if timestamp is None:
         return "never"
     return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
@@ -103,7 +103,7 @@ def token_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
     view = table("ID", "NAME", "SCOPES", "CREATED", "EXPIRES", "BY")
     for t in tokens:
         view.add_row(
-            t.id, t.name, ",".join(t.scopes), _when(t.created_at), _when(t.expires_at), t.created_by
+            t.id, t.name, ",".join(t.scopes), when(t.created_at), when(t.expires_at), t.created_by
         )
     print_table(view)
 
@@ -146,7 +146,7 @@ def join_list(ctx: typer.Context, json_out: JsonOption = False) -> None:
         return
     view = table("ID", "CREATED", "EXPIRES", "BY")
     for t in listing:
-        view.add_row(t.id, _when(t.created_at), _when(t.expires_at), t.created_by)
+        view.add_row(t.id, when(t.created_at), when(t.expires_at), t.created_by)
     print_table(view)
 
 
@@ -172,7 +172,7 @@ def audit(
         return
     view = table("TIME", "WHO", "METHOD", "PATH", "STATUS")
     for r in records:
-        view.add_row(_when(r.at), r.who, r.method, r.path, str(r.status))
+        view.add_row(when(r.at), r.who, r.method, r.path, str(r.status))
     print_table(view)
 
 

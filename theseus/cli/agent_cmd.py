@@ -16,9 +16,10 @@ from typing import Annotated
 import typer
 
 from theseus.agent.agent import AgentConfig, machine_mem_mib, run_agent
-from theseus.agent.drivers import DRIVERS
+from theseus.agent.drivers import DEFAULT_PULL_TIMEOUT, DRIVERS
 from theseus.api.client import DEFAULT_SERVER
 from theseus.api.failover import parse_addresses
+from theseus.images.tags import BUSYBOX_IMAGE
 from theseus.model.hostgates import (
     HOST_VOLUME_NAME,
     HostVolume,
@@ -213,6 +214,34 @@ def register(app: typer.Typer) -> None:
                 "non-loopback --address anyway (a development cluster spread over machines).",
             ),
         ] = False,
+        pull_unqualified: Annotated[
+            bool,
+            typer.Option(
+                "--pull-unqualified",
+                help="Also pull images that name no registry host (e.g. `busybox`, from "
+                "Docker Hub). Without it only images like `registry.example:5000/app:1` "
+                "are pulled, so an offline machine never reaches for a public registry.",
+            ),
+        ] = False,
+        pull_timeout: Annotated[
+            float,
+            typer.Option(min=1, help="Seconds one image pull may take before the task fails."),
+        ] = DEFAULT_PULL_TIMEOUT,
+        pod_infra_image: Annotated[
+            str,
+            typer.Option(
+                help="The image of each pod's network container (as kubelet's); pulled like "
+                "any image when it names a registry host.",
+            ),
+        ] = BUSYBOX_IMAGE,
+        registry_login_cache: Annotated[
+            float,
+            typer.Option(
+                min=0,
+                help="Seconds a registry's login fetched from the server is reused by "
+                "later pulls (0: fetched for every pull).",
+            ),
+        ] = AgentConfig.registry_login_cache,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ) -> None:
         """Run this machine's node agent: register, run assigned tasks, report them."""
@@ -252,6 +281,10 @@ def register(app: typer.Typer) -> None:
             health_kills_per_minute=max_health_kills_per_minute,
             gates=gates,
             join_token=token,
+            pull_timeout=pull_timeout,
+            pull_unqualified=pull_unqualified,
+            pod_infra_image=pod_infra_image,
+            registry_login_cache=registry_login_cache,
         )
         try:
             asyncio.run(run_agent(config))

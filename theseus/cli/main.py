@@ -22,6 +22,7 @@ from theseus.cli import (
     logs_cmd,
     nodes_cmd,
     registry_cmd,
+    registry_login_cmds,
     server_cmd,
     workloads,
 )
@@ -96,6 +97,7 @@ images_cmd.register(app)
 server_cmd.register(app)
 agent_cmd.register(app)
 access_cmds.register(app)
+registry_login_cmds.register(app)
 
 
 def main() -> None:

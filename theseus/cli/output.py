@@ -179,7 +179,7 @@ def format_state(task: TaskInfo, now: float) -> str:
         state += f" ({task.message})"  # e.g. which member of a pod exited, with its code
     elif task.state == "exited" and task.exit_code is not None:
         state += f" (code {task.exit_code})"
-    elif task.state in ("failed", "lost") and task.message:
+    elif task.state in ("failed", "lost", "starting") and task.message:
         state += f" ({task.message})"
     elif state == "running" and task.health is not None:
         state += f" ({format_health(task)})"

@@ -208,6 +208,12 @@ class AgentProcess:
     # A secure cluster: join through this server (the join token goes in the environment,
     # THESEUS_JOIN_TOKEN, never on the command line).
     join: str | None = None
+    # Images: ``--pull-timeout``, ``--pod-infra-image``, ``--registry-login-cache`` (None:
+    # the agent's defaults) and ``--pull-unqualified``.
+    pull_timeout: float | None = None
+    pod_infra_image: str | None = None
+    registry_login_cache: float | None = None
+    pull_unqualified: bool = False
     python: str = sys.executable
 
     def argv(self) -> list[str]:
@@ -231,6 +237,14 @@ class AgentProcess:
             command.append("--allow-host-namespaces")
         for cap in self.allow_caps:
             command += ["--allow-cap", cap]
+        if self.pull_timeout is not None:
+            command += ["--pull-timeout", number(self.pull_timeout)]
+        if self.pod_infra_image is not None:
+            command += ["--pod-infra-image", self.pod_infra_image]
+        if self.registry_login_cache is not None:
+            command += ["--registry-login-cache", number(self.registry_login_cache)]
+        if self.pull_unqualified:
+            command.append("--pull-unqualified")
         return command + ["--state-dir", str(self.state_dir)]
 
 

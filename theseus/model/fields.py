@@ -6,7 +6,7 @@ group and a pod member validate them the same way.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StrictStr, ValidationInfo
 
@@ -23,6 +23,9 @@ ServiceName = Annotated[str, Field(pattern=SERVICE_NAME_PATTERN)]
 PortName = Annotated[str, Field(pattern=PORT_NAME_PATTERN)]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 PortNumber = Annotated[StrictInt, Field(ge=1, le=65535)]
+# When the agent pulls an image that names a registry host (``theseus.agent.drivers.
+# docker_pull``): only when the node lacks it (the default), or at every start.
+PullPolicy = Literal["if_not_present", "always"]
 
 
 def _env_string(value: object) -> str:

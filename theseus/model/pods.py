@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StrictStr, model_validator
 
-from theseus.model.fields import EnvName, EnvValue, Volume
+from theseus.model.fields import EnvName, EnvValue, PullPolicy, Volume
 from theseus.model.health import MARATHON_KEYS, HealthCheck
 
 CONTAINER_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"  # a DNS label, as Kubernetes
@@ -37,6 +37,7 @@ class ContainerSpec(BaseModel):
     mem: Annotated[float, Field(gt=0, le=4_194_304)] = DEFAULT_CONTAINER_MEM
     volumes: list[Volume] = Field(default_factory=list)
     health_checks: list[HealthCheck] = Field(default_factory=list)
+    pull: PullPolicy | None = None  # None: the group's ``pull``
 
     @model_validator(mode="after")
     def _command_or_args(self) -> ContainerSpec:

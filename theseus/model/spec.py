@@ -44,6 +44,7 @@ from theseus.model.fields import (
     EnvValue,
     PortName,
     PortNumber,
+    PullPolicy,
     ServiceName,
     Volume,
 )
@@ -111,6 +112,10 @@ class GroupSpec(BaseModel):
     # zombies, so a ``command`` (``sh -c``, which as PID 1 would ignore SIGTERM) stops at
     # once, even before it set a trap. false for images whose own process must be PID 1.
     init: StrictBool = True
+    # When the agent pulls the image (one that names a registry host, or any with the agent's
+    # --pull-unqualified): only when its node lacks it, or at every start. A pod's member may
+    # set its own.
+    pull: PullPolicy = "if_not_present"
     # Restart a task that died on the node it ran on, as long as that node is alive; move it
     # only when the node is lost or drained (the original's ``custom_constraints: fixed-host``
     # intent, which it never implemented; Nomad's ``restart`` vs. ``reschedule``).
@@ -234,14 +239,18 @@ class GroupSpec(BaseModel):
     def version(self) -> str:
         """A digest of everything that changes a running container: tasks of another version
         get replaced. ``instances``, ``sticky``, ``upgrade_strategy`` and ``dependencies`` only
-        steer the orchestrator, so changing them restarts nothing."""
-        excluded = {"instances", "sticky", "upgrade_strategy", "dependencies"}
+        steer the orchestrator, and ``pull`` only how an image reaches the node (it applies at
+        the next start), so changing them restarts nothing."""
+        excluded = {"instances", "sticky", "upgrade_strategy", "dependencies", "pull"}
         # A key at its default leaves the digest as it was before the key existed: an
         # upgraded server must not replace every running task.
         excluded |= {
             key for key, default in _DIGEST_DEFAULTS.items() if getattr(self, key) == default
         }
-        body = self.model_dump(mode="json", exclude=excluded)
+        exclude: dict[str, Any] = dict.fromkeys(excluded, True)
+        if self.containers is not None:
+            exclude["containers"] = {"__all__": {"pull"}}
+        body = self.model_dump(mode="json", exclude=exclude)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

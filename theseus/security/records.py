@@ -1,13 +1,16 @@
 """What the cluster stores about its credentials (JSON in etcd, under ``/theseus/acl/``).
 
-Secrets are never stored, only their hashes (``theseus.security.tokens.secret_hash``). Read by
+Secrets of Theseus's own are never stored, only their hashes
+(``theseus.security.tokens.secret_hash``). The one exception is a registry login's password,
+which the agents must present to a registry as it is: it is stored as given, answered only to
+agents (by their certificates), and never listed. Read by
 the server's cache (``theseus.store.access``), written by the server's access writes
 (``theseus.server.access_writes``), shown (without hashes) by the ACL routes.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from theseus.security.tokens import Scope
 
@@ -73,6 +76,19 @@ class Bootstrap(BaseModel):
 
     token_id: str
     at: float
+
+
+class RegistryLogin(BaseModel):
+    """The credentials of one private image registry (``theseus registry-login HOST``), for
+    the agents' pulls from it. ``password`` goes only to agents; its ``repr`` hides it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str  # "registry.example:5000": what image names start with
+    username: str
+    password: str = Field(repr=False)
+    created_at: float
+    created_by: str = ""
 
 
 class AuditRecord(BaseModel):

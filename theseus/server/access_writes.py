@@ -1,5 +1,6 @@
 """Every store write about credentials and membership: the one-time bootstrap, API and join
-tokens, agents' certificates (issued at join, renewed, revoked), node removal.
+tokens, agents' certificates (issued at join, renewed, revoked), node removal, image
+registries' logins.
 
 Called by the credential routes (``theseus.server.routes.access``). Decisions that can be
 refused (a bad join token, a name a live node holds) raise ``AccessDenied`` with the status
@@ -21,6 +22,7 @@ from theseus.security.records import (
     Bootstrap,
     JoinTokenRecord,
     NodeCertificate,
+    RegistryLogin,
     RevokedCertificate,
     TokenRecord,
 )
@@ -236,6 +238,29 @@ class AccessWriter:
             ops += [Delete(keys.certificate_key(node)), _revocation(cert, now)]
         await self._commit(ops)
         return True
+
+    # --- image registries' logins ---------------------------------------------------------
+
+    async def set_registry_login(
+        self, host: str, username: str, password: str, created_by: str
+    ) -> RegistryLogin:
+        """Store (or replace) the login the agents use for pulls from ``host``."""
+        record = RegistryLogin(
+            host=host,
+            username=username,
+            password=password,
+            created_at=time.time(),
+            created_by=created_by,
+        )
+        await self._commit([Put(keys.registry_login_key(host), _json(record))])
+        return record
+
+    async def remove_registry_login(self, host: str) -> RegistryLogin:
+        record = self._cache.access.registry_logins.get(host)
+        if record is None:
+            raise AccessDenied(404, f"no login is stored for registry {host!r}")
+        await self._commit([Delete(keys.registry_login_key(host))])
+        return record
 
 
 def _revocation(cert: NodeCertificate, now: float) -> Put:

@@ -42,6 +42,7 @@ from theseus.server.routes import (
     groups,
     node_control,
     registry,
+    registry_logins,
     tasks,
 )
 from theseus.server.writes import ConflictError, TooLargeError, Writer
@@ -171,6 +172,7 @@ def create_app(
     app.include_router(agent.router)
     app.include_router(registry.router)
     app.include_router(access.router)
+    app.include_router(registry_logins.router)
 
     def ready_context() -> ServerContext | None:
         return getattr(app.state, "ctx", None)

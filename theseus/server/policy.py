@@ -86,6 +86,10 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("POST", "/v1/acl/join-tokens", Rule(Need.ADMIN)),
     ("DELETE", "/v1/acl/join-tokens/{id}", Rule(Need.ADMIN)),
     ("GET", "/v1/acl/self", Rule(Need.READ)),
+    # Image registries' logins: listed (never their passwords) with read, set with admin.
+    ("GET", "/v1/acl/registry-logins", Rule(Need.READ)),
+    ("PUT", "/v1/acl/registry-logins/{host}", Rule(Need.ADMIN)),
+    ("DELETE", "/v1/acl/registry-logins/{host}", Rule(Need.ADMIN)),
     ("GET", "/v1/audit", Rule(Need.ADMIN)),
     # Agents, each for its own node (registration names its node in the body: the route
     # compares it with the certificate).
@@ -94,6 +98,8 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("GET", "/v1/agent/{node}/assignments", Rule(Need.NODE)),
     ("POST", "/v1/agent/{node}/reports", Rule(Need.NODE)),
     ("POST", "/v1/agent/{node}/certificate", Rule(Need.NODE)),
+    # A registry's password, for the agent's pulls: no API token, whatever its scope, reads it.
+    ("GET", "/v1/agent/{node}/registry-logins/{host}", Rule(Need.NODE)),
 ]
 
 FALLBACK = Rule(Need.ADMIN)

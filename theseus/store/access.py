@@ -13,6 +13,7 @@ from theseus.security.records import (
     Bootstrap,
     JoinTokenRecord,
     NodeCertificate,
+    RegistryLogin,
     RevokedCertificate,
     TokenRecord,
 )
@@ -26,6 +27,7 @@ class AccessState:
     certificates: dict[str, NodeCertificate] = field(default_factory=dict)  # by node
     revoked: dict[str, RevokedCertificate] = field(default_factory=dict)  # by serial (hex)
     bootstrap: Bootstrap | None = None
+    registry_logins: dict[str, RegistryLogin] = field(default_factory=dict)  # by host
 
     def apply(self, key: str, value: bytes) -> None:
         """A put under ``keys.ACL`` (``ValueError`` from pydantic if the value is garbled)."""
@@ -43,6 +45,9 @@ class AccessState:
             self.revoked[revoked.serial] = revoked
         elif key == keys.BOOTSTRAP:
             self.bootstrap = Bootstrap.model_validate_json(value)
+        elif key.startswith(keys.REGISTRY_LOGINS):
+            login = RegistryLogin.model_validate_json(value)
+            self.registry_logins[login.host] = login
 
     def remove(self, key: str) -> None:
         if key.startswith(keys.TOKENS):
@@ -55,3 +60,5 @@ class AccessState:
             self.revoked.pop(key.removeprefix(keys.REVOKED), None)
         elif key == keys.BOOTSTRAP:
             self.bootstrap = None
+        elif key.startswith(keys.REGISTRY_LOGINS):
+            self.registry_logins.pop(key.removeprefix(keys.REGISTRY_LOGINS), None)

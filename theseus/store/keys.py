@@ -17,6 +17,7 @@
     /theseus/acl/certs/<node>      NodeCertificate (the node's current certificate)
     /theseus/acl/revoked/<serial>  RevokedCertificate
     /theseus/acl/bootstrap         Bootstrap (the first admin token was issued)
+    /theseus/acl/registries/<host> RegistryLogin (an image registry's credentials, for agents)
     /theseus/audit/<time>-<n>      AuditRecord (one write through the API; not cached)
 
 The service registry lives beside it, under ``/services/`` (``theseus.model.registry``).
@@ -48,6 +49,7 @@ JOIN_TOKENS = ACL + "join/"
 CERTIFICATES = ACL + "certs/"
 REVOKED = ACL + "revoked/"
 BOOTSTRAP = ACL + "bootstrap"
+REGISTRY_LOGINS = ACL + "registries/"
 AUDIT = PREFIX + "audit/"
 
 MIRROR_START = REGISTRY
@@ -106,3 +108,7 @@ def certificate_key(node: str) -> str:
 
 def revoked_key(serial: str) -> str:
     return REVOKED + serial
+
+
+def registry_login_key(host: str) -> str:
+    return REGISTRY_LOGINS + host

@@ -60,6 +60,7 @@ class MemberLaunch:
     volumes: list[str] = field(default_factory=list)
     command: str | None = None
     args: list[str] | None = None
+    pull: str = "if_not_present"  # its own pull policy, else the group's
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,12 @@ class Launch:
     host_network: bool = False
     host_pid: bool = False
     cap_add: list[str] = field(default_factory=list)
+    # When the image is pulled (``theseus.agent.drivers.pull_rules``): "if_not_present" or
+    # "always"; a pod's members carry their own.
+    pull: str = "if_not_present"
+    # Told how a pull of the task's images goes (``pulling IMAGE: 12.3 of 40.1 MB``), as
+    # often as Docker reports; the runner throttles what it reports to the server.
+    on_progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_pod(self) -> bool:

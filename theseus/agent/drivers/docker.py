@@ -2,8 +2,12 @@
 
 Called by the task runner (``theseus.agent.runner``) through the ``TaskDriver`` protocol. With
 ``docker_pods``, the only modules of the agent that import aiodocker. Thin by design:
-it maps a ``Launch`` onto the Engine API and reports what the Engine says; it never pulls an
-image (no registry is reachable, and a silent pull hides a missing build).
+it maps a ``Launch`` onto the Engine API and reports what the Engine says. Before creating a
+container it makes sure its image is there (``docker_pull``): an image that names a registry
+host is pulled when the node lacks it (``pull: if_not_present``) or at every start
+(``always``), with the cluster's stored credentials for that host; an image without a
+registry host is pulled only when the agent allows it (``--pull-unqualified``), so an offline
+machine never reaches for Docker Hub and a missing local build is reported, not fetched.
 
 Every container gets the node's discovery directory bind-mounted read-only at
 ``/run/theseus`` (connecting to a unix socket needs no write access to the mount), so that
@@ -45,6 +49,7 @@ from theseus.agent.drivers.base import (
     Owner,
 )
 from theseus.agent.drivers.docker_handles import KnownHandles
+from theseus.agent.drivers.docker_pull import ImagePuller, PullOptions
 from theseus.agent.drivers.docker_security import privileges
 from theseus.images.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_POD_MEMBERS, LABEL_TASK
 
@@ -115,20 +120,23 @@ def exec_argv(command: str, timeout: float) -> list[str]:
     return ["/bin/sh", "-c", _EXEC_WRAPPER, str(max(1, math.ceil(timeout))), command]
 
 
-def missing_image_message(image: str, node: str) -> str:
-    return (
-        f"image '{image}' is not present on node {node}; Theseus never pulls, "
-        "build or load it first"
-    )
-
-
 class DockerDriver:
     name = "docker"
 
-    def __init__(self, discovery_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        discovery_dir: Path | None = None,
+        pull: PullOptions | None = None,
+        infra_image: str = pods.INFRA_IMAGE,
+    ) -> None:
         """``discovery_dir``: the host directory of the agent's discovery socket, mounted
-        into every container (``None``: no discovery endpoint for the containers)."""
+        into every container (``None``: no discovery endpoint for the containers);
+        ``pull``: how images are pulled; ``infra_image``: the pods' network container's
+        image (``--pod-infra-image``), pulled as any other when it names a registry."""
         self._discovery_dir = discovery_dir
+        self._pull_options = pull or PullOptions()
+        self._infra_image = infra_image
+        self._puller: ImagePuller | None = None
         self.discovery = (
             None if discovery_dir is None else f"unix://{DISCOVERY_MOUNT}/{DISCOVERY_SOCKET}"
         )
@@ -151,13 +159,22 @@ class DockerDriver:
         await self._docker.version()  # fail now, clearly, if the Engine does not answer
         self._events = asyncio.create_task(self._watch_events(on_exit), name="docker-events")
 
+    @property
+    def puller(self) -> ImagePuller:
+        if self._puller is None:
+            self._puller = ImagePuller(self.docker, self._pull_options)
+        return self._puller
+
     async def close(self) -> None:
+        if self._puller is not None:
+            await self._puller.close()
         if self._events is not None:
             self._events.cancel()
             await asyncio.gather(self._events, return_exceptions=True)
         if self._docker is not None:
             await self._docker.close()
             self._docker = None
+        self._puller = None
 
     def _filters(self, with_cluster: bool = True) -> dict[str, list[str]]:
         labels = [f"{LABEL_NODE}={self._owner.node}"]
@@ -254,13 +271,33 @@ class DockerDriver:
         code = state.get("ExitCode")
         return (int(code) if code is not None else None), str(state.get("FinishedAt") or "")
 
+    async def _ensure_images(self, launch: Launch) -> None:
+        """Pull what the task needs, one image after the other (a pod's infrastructure
+        image first: without it no member starts)."""
+        wanted = [(launch.image, launch.pull, "")]
+        if launch.is_pod:
+            wanted = [(self._infra_image, "if_not_present", "the pod's network container: ")]
+            wanted += [(m.image, m.pull, f"container '{m.name}': ") for m in launch.members]
+        # Each image once, "always" if any of its uses says so; a failure names its first use.
+        policies: dict[str, tuple[str, str]] = {}
+        for image, policy, who in wanted:
+            first = policies.get(image)
+            if first is None or (policy == "always" and first[0] != "always"):
+                policies[image] = (policy, first[1] if first else who)
+        for image, (policy, who) in policies.items():
+            try:
+                await self.puller.ensure(image, policy, self._owner.node, launch.on_progress)
+            except DriverError as exc:
+                raise DriverError(f"{who}{exc}") from None
+
     async def start(self, launch: Launch) -> str:
         name = CONTAINER_PREFIX + launch.task_id
+        await self._ensure_images(launch)
         if launch.is_pod:
             binds = discovery_bind(self._discovery_dir, [])
             node = self._owner.node
             handle = await pods.start_pod(
-                self.docker, launch, name, self._owner.address, node, binds
+                self.docker, launch, name, self._owner.address, node, binds, self._infra_image
             )
             self._handles.learn(handle, is_pod=True)
             return handle
@@ -268,8 +305,10 @@ class DockerDriver:
         try:
             container = await self._create(config, name)
         except DockerError as exc:
-            if exc.status == 404:
-                raise DriverError(missing_image_message(launch.image, self._owner.node)) from exc
+            if exc.status == 404:  # removed between the check and the create
+                raise DriverError(
+                    f"image '{launch.image}' is not present on node {self._owner.node}"
+                ) from exc
             raise DriverError(f"could not create the container: {exc.message}") from exc
         self._handles.learn(container.id, is_pod=False)
         try:

@@ -41,7 +41,9 @@ from theseus.agent.drivers.docker_security import infra_privileges, pod_privileg
 from theseus.images.labels import LABEL_MEMBER, LABEL_POD_INFRA, LABEL_POD_MEMBERS
 from theseus.images.tags import BUSYBOX_IMAGE
 
-INFRA_IMAGE = BUSYBOX_IMAGE  # built locally (`theseus images build`), never pulled
+# The default infrastructure image, built locally (`theseus images build`); an agent may name
+# another (``--pod-infra-image``), pulled like any image when it names a registry host.
+INFRA_IMAGE = BUSYBOX_IMAGE
 # PID 1 of the infrastructure container: sleeps until SIGTERM, then exits 0 at once (a shell
 # without a trap would ignore SIGTERM as PID 1 and make every stop wait for the SIGKILL).
 PAUSE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait $!; done"]
@@ -72,13 +74,13 @@ def published_ports(
     return exposed, bindings
 
 
-def infra_config(launch: Launch, address: str) -> dict[str, Any]:
+def infra_config(launch: Launch, address: str, image: str = INFRA_IMAGE) -> dict[str, Any]:
     """The ``containers/create`` body of a pod's infrastructure container (pure): it owns
     the namespace, so it publishes the task's ports (at ``address``, as single containers;
     nothing on the host's network)."""
     exposed, bindings = published_ports([] if launch.host_network else launch.ports, address)
     return {
-        "Image": INFRA_IMAGE,
+        "Image": image,
         "Cmd": list(PAUSE_COMMAND),
         "Env": [f"{key}={value}" for key, value in launch.environment.items()],
         "Labels": {
@@ -228,16 +230,18 @@ async def start_pod(
     address: str,
     node: str,
     extra_binds: list[str],
+    infra_image: str = INFRA_IMAGE,
 ) -> str:
     """Create the infrastructure container and every member, then start them all; the
-    infrastructure container's id. On any failure, nothing is left behind."""
+    infrastructure container's id. On any failure, nothing is left behind. The images are
+    present already (the driver pulled what it had to)."""
     try:
-        infra = await _create(docker, infra_config(launch, address), name, pod=True)
+        infra = await _create(docker, infra_config(launch, address, infra_image), name, pod=True)
     except DockerError as exc:
         if exc.status == 404:
             raise DriverError(
-                f"the pod's network container needs image '{INFRA_IMAGE}', which is not "
-                f"present on node {node}; build it with `theseus images build`"
+                f"the pod's network container needs image '{infra_image}', which is not "
+                f"present on node {node}"
             ) from exc
         raise DriverError(f"could not create the pod's network container: {exc.message}") from exc
     try:
@@ -280,8 +284,7 @@ async def _create_member(
     except DockerError as exc:
         if exc.status == 404:
             raise DriverError(
-                f"container '{member.name}': image '{member.image}' is not present on node "
-                f"{node}; Theseus never pulls, build or load it first"
+                f"container '{member.name}': image '{member.image}' is not present on node {node}"
             ) from exc
         raise DriverError(f"could not create container '{member.name}': {exc.message}") from exc
 
