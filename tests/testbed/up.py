@@ -231,3 +231,25 @@ def run_bootstrap(plan: TestbedPlan, rec: Recorder) -> None:
             f"theseus cluster bootstrap -f {plan.hosts_file} failed (exit {result.returncode});"
             " the test bed itself is up: fix and run the bootstrap again, or scripts/testbed down"
         )
+    login_registry(plan)
+
+
+def login_registry(plan: TestbedPlan) -> None:
+    """Store the registry's login in the cluster the CLI now points at, so that every agent
+    pulls ``198.18.0.2:5000/...`` images. The password goes on stdin, never on a command line,
+    and the command's output (which never holds it) is shown only on failure."""
+    login = registry.credentials(plan.registry)
+    argv = [theseus_command(), "registry-login", login.host, "-u", login.username]
+    result = subprocess.run(
+        [*argv, "--password-stdin"],
+        input=login.password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise UpError(
+            f"theseus registry-login {login.host} failed (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()}"
+        )
