@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument(
         "--no-bootstrap",
         action="store_true",
-        help="only the hosts, engines, sshds and registry: no Theseus cluster on them",
+        help="only the hosts, engines, sshds and registry: no Theseus cluster on them (a later "
+        "up without this flag bootstraps the bed that is up)",
     )
     commands.add_parser("down", help="remove everything up made (also after a crash)")
     commands.add_parser("status", help="what is up and whether it runs")
@@ -76,7 +77,14 @@ def _status() -> int:
         return 1
     plan = make_plan(workdir(), current.hosts)
     complete = "up" if current.up_complete else "partly made (scripts/testbed down)"
-    print(f"test bed: {current.hosts} hosts, {complete}; bootstrapped: {current.bootstrap_started}")
+    cluster = (
+        "bootstrapped"
+        if current.bootstrap_done
+        else "bootstrap failed or running"
+        if current.bootstrap_started
+        else "not bootstrapped"
+    )
+    print(f"test bed: {current.hosts} hosts, {complete}; cluster {cluster}")
     print(f"registry: {current.registry_host or '-'}")
     for host in plan.hosts:
         print(_host_line(plan, host.name, current))

@@ -58,7 +58,8 @@ class TestbedState(BaseModel):
     engine_roots: list[str] = Field(default_factory=list)  # data and exec roots: their mounts
     remove_paths: list[str] = Field(default_factory=list)  # certs.d directories
     context: ContextBefore | None = None
-    bootstrap_started: bool = False
+    bootstrap_started: bool = False  # down then runs `theseus cluster teardown`
+    bootstrap_done: bool = False  # it succeeded, and the registry's login is stored
     registry_host: str | None = None
     root_tags: list[str] = Field(default_factory=list)  # the root engine's <registry>/... tags
     timings: dict[str, float] = Field(default_factory=dict)

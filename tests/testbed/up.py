@@ -81,7 +81,7 @@ def preflight(plan: TestbedPlan) -> None:
 def up(plan: TestbedPlan, bootstrap: bool, say: Say = print) -> TestbedState:
     existing = state.load(plan.state_file)
     if existing is not None:
-        return _already(plan, existing, say)
+        return _already(plan, existing, bootstrap, say)
     preflight(plan)
     rec = Recorder(plan.state_file, TestbedState(hosts=len(plan.hosts)))
     rec.state.context = context.remember()
@@ -113,7 +113,7 @@ def up(plan: TestbedPlan, bootstrap: bool, say: Say = print) -> TestbedState:
     return rec.state
 
 
-def _already(plan: TestbedPlan, existing: TestbedState, say: Say) -> TestbedState:
+def _already(plan: TestbedPlan, existing: TestbedState, bootstrap: bool, say: Say) -> TestbedState:
     if not existing.up_complete:
         raise UpError(
             f"a test bed was partly made (an earlier up failed or was killed; {plan.state_file}):"
@@ -131,6 +131,11 @@ def _already(plan: TestbedPlan, existing: TestbedState, say: Say) -> TestbedStat
             "scripts/testbed down, then up"
         )
     say(f"the test bed is up ({existing.hosts} hosts)")
+    if bootstrap and not existing.bootstrap_done:
+        # Up without (or with a failed) bootstrap: this is the way to run it (again).
+        rec = Recorder(plan.state_file, existing)
+        with _timed(rec, "bootstrap", say):
+            run_bootstrap(plan, rec)
     say(f"registry: {existing.registry_host}")
     return existing
 
@@ -229,9 +234,12 @@ def run_bootstrap(plan: TestbedPlan, rec: Recorder) -> None:
     if result.returncode != 0:
         raise UpError(
             f"theseus cluster bootstrap -f {plan.hosts_file} failed (exit {result.returncode});"
-            " the test bed itself is up: fix and run the bootstrap again, or scripts/testbed down"
+            " the test bed itself is up: scripts/testbed up runs the bootstrap again,"
+            " scripts/testbed down removes it all"
         )
     login_registry(plan)
+    rec.state.bootstrap_done = True
+    rec.save()
 
 
 def login_registry(plan: TestbedPlan) -> None:
