@@ -22,7 +22,7 @@ from signal import SIGKILL
 from tests.testbed import context, engines, network, processes, registry, state
 from tests.testbed.plan import BRIDGE, NETNS_PREFIX, TestbedPlan, make_plan
 from tests.testbed.state import TestbedState
-from tests.testbed.up import Say, theseus_command
+from tests.testbed.up import Say, cluster_args, theseus_command
 
 TEARDOWN_TIMEOUT = 300.0
 LEFTOVER_GRACE = 5.0
@@ -97,7 +97,10 @@ def down(workdir: Path, say: Say = print) -> DownReport:
     for path in current.remove_paths:
         _remove_path(Path(path), report)
     if current.root_tags:
-        report.left += registry.untag(current.root_tags)
+        left, kept = registry.untag(current.root_tags)
+        report.left += left
+        for tag in kept:
+            report.step("tag kept", tag, say)
     if current.context is not None:
         report.step("CLI context", context.restore(current.context), say)
     _clean_workdir(plan, report, say)
@@ -119,7 +122,15 @@ def _summary(outcome: dict[str, str]) -> str:
 
 
 def _teardown(plan: TestbedPlan) -> str:
-    argv = [theseus_command(), "cluster", "teardown", "-f", str(plan.hosts_file)]
+    # --keep-packages: the hosts share this machine's packages, which are not the bed's.
+    argv = [
+        theseus_command(),
+        "cluster",
+        "teardown",
+        *cluster_args(plan),
+        "--yes",
+        "--keep-packages",
+    ]
     try:
         result = subprocess.run(
             argv, timeout=TEARDOWN_TIMEOUT, capture_output=True, text=True, check=False
@@ -211,7 +222,7 @@ def _clean_workdir(plan: TestbedPlan, report: DownReport, say: Say) -> None:
         report.left += [f"mounted: {p}" for p in still]
         say("  work directory kept: something is still mounted under it")
         return
-    for name in ("hosts", "registry", "ssh"):
+    for name in ("hosts", "registry", "ssh", "cluster"):
         shutil.rmtree(plan.workdir / name, ignore_errors=True)
     for path in (plan.hosts_file, plan.known_hosts):
         path.unlink(missing_ok=True)

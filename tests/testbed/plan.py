@@ -119,6 +119,11 @@ class TestbedPlan:
         return self.workdir / "hosts.yaml"
 
     @property
+    def cluster_state_dir(self) -> Path:
+        """``theseus cluster --state-dir``: the workstation's side of the bootstrapped cluster."""
+        return self.workdir / "cluster"
+
+    @property
     def known_hosts(self) -> Path:
         return self.workdir / "known_hosts"
 

@@ -99,19 +99,25 @@ def missing_images() -> list[str]:
         raise RuntimeError(f"this machine's Docker Engine does not answer: {exc}") from None
 
 
-def untag(tags: list[str]) -> list[str]:
-    """Remove the root engine's tags the push made (never the images they name); what could
-    not be removed."""
-    left = []
+def untag(tags: list[str]) -> tuple[list[str], list[str]]:
+    """Remove the root engine's tags the push made, never forced: a tag is only a name, but
+    when a container uses its image (someone's build FROM it, at this moment) and it is the
+    image's last name, a forced removal deletes the image under that build. Such a tag is
+    kept and said so. (What could not be removed, what was kept.)"""
+    left: list[str] = []
+    kept: list[str] = []
     with contextlib.closing(docker.from_env()) as engine:
         for tag in tags:
             try:
                 engine.images.remove(tag, noprune=True)
             except docker.errors.ImageNotFound:
                 pass
-            except docker.errors.DockerException as exc:
-                left.append(f"tag {tag}: {exc}")
-    return left
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    kept.append(f"{tag} (its image is in use by a container)")
+                else:
+                    left.append(f"tag {tag}: {exc}")
+    return left, kept
 
 
 def credentials(plan: RegistryPlan) -> RegistryCredentials:

@@ -221,10 +221,16 @@ def start_registry(plan: TestbedPlan, rec: Recorder) -> ImageRegistry:
     return started
 
 
+def cluster_args(plan: TestbedPlan) -> list[str]:
+    """The hosts file, and the workstation's state of the cluster (its CA, admin token) in
+    the work directory, where down removes it with the rest."""
+    return ["-f", str(plan.hosts_file), "--state-dir", str(plan.cluster_state_dir)]
+
+
 def run_bootstrap(plan: TestbedPlan, rec: Recorder) -> None:
     rec.state.bootstrap_started = True
     rec.save()
-    argv = [theseus_command(), "cluster", "bootstrap", "-f", str(plan.hosts_file)]
+    argv = [theseus_command(), "cluster", "bootstrap", *cluster_args(plan)]
     try:
         result = subprocess.run(argv, timeout=BOOTSTRAP_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
