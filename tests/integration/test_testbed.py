@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import asyncssh
@@ -28,6 +29,7 @@ from tests.kit.wait import wait_until
 from tests.testbed import engines
 from tests.testbed.fixture import Testbed, TestbedSession, testbed, testbed_session  # noqa: F401
 from tests.testbed.plan import NETNS_PREFIX, HostPlan
+from tests.testbed.up import theseus_command
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +170,50 @@ def test_the_hosts_file_describes_the_bed(testbed: Testbed) -> None:  # noqa: F8
         assert entry["address"] == entry["advertise"]
     key = testbed.plan.hosts_file.parent / document["ssh"]["key"]
     assert key.is_file() and key.stat().st_mode & 0o077 == 0
+
+
+def _has_cluster_command() -> bool:
+    result = subprocess.run(
+        [theseus_command(), "cluster", "--help"], capture_output=True, text=True, check=False
+    )
+    return result.returncode == 0
+
+
+def test_a_deploy_from_the_registry_runs_on_every_host(
+    testbed: Testbed,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """theseus cluster bootstrap over SSH (h1 etcd + server + agent, h2 and h3 agents), the
+    registry's login stored, then a deploy of the registry's image: its tasks run on all
+    three hosts, each in its own engine."""
+    if not _has_cluster_command():
+        pytest.skip("theseus cluster bootstrap is not on this branch yet")
+    testbed.bootstrap()
+    spec = tmp_path / "web.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "deploy": {
+                    "web": {
+                        "image": testbed.image(),
+                        "command": "sleep 3600",
+                        "instances": 6,
+                        "cpus": 0.1,
+                        "mem": 32,
+                    }
+                }
+            }
+        )
+    )
+    subprocess.run([theseus_command(), "deploy", "-f", str(spec)], check=True, timeout=120)
+
+    for host in testbed.hosts:
+        engine = testbed.engine(host)
+        wait_until(partial(_runs, engine, testbed.image()), 60, f"a task of web on {host.name}")
+
+
+def _runs(engine: docker.DockerClient, image: str) -> bool:
+    return any(image in container.image.tags for container in engine.containers.list())
 
 
 def test_down_leaves_nothing_behind_even_after_a_crash(

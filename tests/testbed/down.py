@@ -26,6 +26,7 @@ from tests.testbed.up import Say, cluster_args, theseus_command
 
 TEARDOWN_TIMEOUT = 300.0
 LEFTOVER_GRACE = 5.0
+LEFTOVER_ROUNDS = 3
 
 
 @dataclass
@@ -147,7 +148,28 @@ def _stop_leftovers(plan: TestbedPlan, current: TestbedState, report: DownReport
     """Whatever still runs in the namespaces (the bootstrap's processes, a dead engine's
     containerd and shims): SIGTERM, then SIGKILL; and in the engines' cgroups (the containers
     of an engine that died without stopping them): SIGKILL at once, as ``docker rm -f`` does.
-    """
+    A few rounds: a supervisor stopped in one round may have started a child in it (a
+    process left in a namespace would outlive its deletion, unseen)."""
+    for _ in range(LEFTOVER_ROUNDS):
+        in_netns, in_cgroups = _running_in_bed(plan, current)
+        if not in_netns and not in_cgroups:
+            return
+        if in_cgroups:
+            outcome = processes.stop_pids(in_cgroups, LEFTOVER_GRACE, SIGKILL)
+            report.step("containers of stopped engines", _summary(outcome), say)
+        if in_netns:
+            outcome = processes.stop_pids(in_netns, LEFTOVER_GRACE)
+            report.step("left in the namespaces", _summary(outcome), say)
+    in_netns, in_cgroups = _running_in_bed(plan, current)
+    report.left += [f"process {pid} in {where}" for pid, where in in_netns.items()]
+    report.left += [f"process {pid} in {where}" for pid, where in in_cgroups.items()]
+
+
+def _running_in_bed(
+    plan: TestbedPlan, current: TestbedState
+) -> tuple[dict[int, str], dict[int, str]]:
+    """The processes in the bed's namespaces, and those in its engines' cgroups but not in a
+    namespace of the bed (containers have namespaces of their own): pid -> where."""
     in_netns: dict[int, str] = {}
     for netns in {*current.netns, *plan.netns_names, *_our_netns()}:
         for pid in processes.netns_pids(netns):
@@ -157,12 +179,7 @@ def _stop_leftovers(plan: TestbedPlan, current: TestbedState, report: DownReport
         for pid in engines.cgroup_pids(host.cgroup_parent):
             if pid not in in_netns:
                 in_cgroups[pid] = f"cgroup {host.cgroup_parent}"
-    if in_cgroups:
-        outcome = processes.stop_pids(in_cgroups, LEFTOVER_GRACE, SIGKILL)
-        report.step("containers of stopped engines", _summary(outcome), say)
-    if in_netns:
-        outcome = processes.stop_pids(in_netns, LEFTOVER_GRACE)
-        report.step("left in the namespaces", _summary(outcome), say)
+    return in_netns, in_cgroups
 
 
 def _unmount(plan: TestbedPlan, report: DownReport, say: Say) -> None:
