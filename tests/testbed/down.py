@@ -72,6 +72,11 @@ def _what_a_bed_makes(plan: TestbedPlan) -> TestbedState:
 
 
 def down(workdir: Path, say: Say = print) -> DownReport:
+    with state.locked(workdir):
+        return _down(workdir, say)
+
+
+def _down(workdir: Path, say: Say) -> DownReport:
     started = time.monotonic()
     report = DownReport()
     recorded = state.load(workdir / "state.json")

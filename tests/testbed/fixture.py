@@ -64,7 +64,10 @@ class Testbed:
         return f"{self.registry.host}/{name}"
 
     def bootstrap(self) -> None:
-        up.run_bootstrap(self.plan, up_recorder(self.plan))
+        """``theseus cluster bootstrap`` on the bed, then the registry's login stored in the
+        cluster (``down`` tears the cluster down)."""
+        with state.locked(self.plan.workdir):
+            up.run_bootstrap(self.plan, up_recorder(self.plan))
 
     def close_clients(self) -> None:
         for client in self._clients:

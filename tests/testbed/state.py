@@ -10,7 +10,10 @@ the registry's password is never here (``registry/credentials.json``, 0600 too).
 
 from __future__ import annotations
 
+import fcntl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -70,6 +73,32 @@ class TestbedState(BaseModel):
 
 class StateError(RuntimeError):
     pass
+
+
+LOCK_TIMEOUT = 300.0  # another up or down (a bootstrap: about a minute) holds the bed
+
+
+@contextmanager
+def locked(workdir: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """One ``up`` or ``down`` at a time on a work directory (``.testbed/.lock``, flock): two at
+    once, from a terminal and a test session, would each make or remove the other's things."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / ".lock", "w") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StateError(
+                        f"another scripts/testbed up or down holds {workdir} (waited {timeout:g} s)"
+                    ) from None
+                time.sleep(0.2)  # polling a lock: flock has no timeout of its own
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def load(path: Path) -> TestbedState | None:

@@ -79,6 +79,11 @@ def preflight(plan: TestbedPlan) -> None:
 
 
 def up(plan: TestbedPlan, bootstrap: bool, say: Say = print) -> TestbedState:
+    with state.locked(plan.workdir):
+        return _up(plan, bootstrap, say)
+
+
+def _up(plan: TestbedPlan, bootstrap: bool, say: Say) -> TestbedState:
     existing = state.load(plan.state_file)
     if existing is not None:
         return _already(plan, existing, bootstrap, say)
