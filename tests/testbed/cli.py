@@ -93,7 +93,7 @@ def _status() -> int:
         print(f"  {entry.name:<14} pid {entry.pid:<8} {running}")
     if current.timings:
         print("timings: " + ", ".join(f"{k} {v:g} s" for k, v in current.timings.items()))
-    stopped = up.is_up(current)
+    stopped = up.not_running(current)
     return 1 if stopped or not current.up_complete else 0
 
 

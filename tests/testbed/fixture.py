@@ -94,8 +94,13 @@ class TestbedSession:
 
     def ensure_up(self) -> Testbed:
         current = state.load(self.plan.state_file)
-        if current is None or not current.up_complete or up.is_up(current):
-            if current is not None:  # partial, or something of it died: start afresh
+        if (
+            current is None
+            or not current.up_complete
+            or current.hosts != len(self.plan.hosts)
+            or up.not_running(current)
+        ):
+            if current is not None:  # partial, another size, or a part died: start afresh
                 down_module.down(self.plan.workdir)
             self.ours = True
             try:

@@ -49,7 +49,7 @@ def _timed(rec: Recorder, step: str, say: Say) -> Iterator[None]:
     say(f"  {step:<10} {elapsed:6.1f} s")
 
 
-def is_up(current: TestbedState) -> list[str]:
+def not_running(current: TestbedState) -> list[str]:
     """What of a complete test bed is not running (empty: it is up)."""
     return [p.name for p in current.processes if not processes.alive(p)]
 
@@ -129,7 +129,7 @@ def _already(plan: TestbedPlan, existing: TestbedState, bootstrap: bool, say: Sa
             f"a test bed of {existing.hosts} hosts is up: scripts/testbed down first to make "
             f"one of {len(plan.hosts)}"
         )
-    stopped = is_up(existing)
+    stopped = not_running(existing)
     if stopped:
         raise UpError(
             f"the test bed is up but {', '.join(stopped)} no longer runs: "
