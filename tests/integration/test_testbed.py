@@ -179,6 +179,8 @@ def _has_cluster_command() -> bool:
     return result.returncode == 0
 
 
+# A first bootstrap on a machine also builds the wheelhouse the hosts install from.
+@pytest.mark.timeout(600)
 def test_a_deploy_from_the_registry_runs_on_every_host(
     testbed: Testbed,  # noqa: F811
     tmp_path: Path,
