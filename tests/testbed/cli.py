@@ -6,6 +6,7 @@ errors into one line on stderr and exit status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "registry":
             return _registry()
         return _status()
+    except BrokenPipeError:  # `scripts/testbed status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (PlanError, up.UpError, state.StateError) as exc:
         print(f"testbed: error: {exc}", file=sys.stderr)
         return 1
