@@ -106,7 +106,11 @@ def untag(tags: list[str]) -> tuple[list[str], list[str]]:
     kept and said so. (What could not be removed, what was kept.)"""
     left: list[str] = []
     kept: list[str] = []
-    with contextlib.closing(docker.from_env()) as engine:
+    try:
+        engine = docker.from_env()
+    except docker.errors.DockerException as exc:
+        return [f"tags {', '.join(tags)}: this machine's Docker Engine: {exc}"], kept
+    with contextlib.closing(engine):
         for tag in tags:
             try:
                 engine.images.remove(tag, noprune=True)
