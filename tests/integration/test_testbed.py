@@ -5,8 +5,9 @@ Proves that each host's engine runs a container from the registry's image, that 
 on one host reaches a published port of a container on another at that host's address, that
 SSH to each host works with strict host-key checking (and fails without the host's key), and
 that ``down`` leaves no namespace, mount, process, link, rule or certs.d directory behind,
-even after a crash (an engine and an sshd killed). The last test takes the bed down: a module
-that runs later and asks for ``testbed`` gets it brought up again.
+even after a crash (an engine and an sshd killed) and after an ``up`` killed half-way. The
+last two tests take the bed down: a module that runs later and asks for ``testbed`` gets it
+brought up again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -26,10 +28,11 @@ import pytest
 import yaml
 
 from tests.kit.wait import wait_until
-from tests.testbed import engines
+from tests.testbed import down as down_module
+from tests.testbed import engines, state
 from tests.testbed.fixture import Testbed, TestbedSession, testbed, testbed_session  # noqa: F401
-from tests.testbed.plan import NETNS_PREFIX, HostPlan
-from tests.testbed.up import theseus_command
+from tests.testbed.plan import NETNS_PREFIX, HostPlan, TestbedPlan
+from tests.testbed.up import repo_root, theseus_command
 
 pytestmark = pytest.mark.integration
 
@@ -241,18 +244,58 @@ def test_down_leaves_nothing_behind_even_after_a_crash(
     report = testbed_session.down()
 
     assert report.left == []
+    _assert_nothing_left(testbed.plan, pids, h2.cgroup_parent)
+    assert not any(p.exists() for p in certs)
+
+
+def test_down_after_an_up_killed_half_way(testbed_session: TestbedSession) -> None:  # noqa: F811
+    """``scripts/testbed up`` killed (SIGKILL) once its engines run: down still removes what
+    it made. Runs after the test above took the bed down."""
+    plan = testbed_session.plan
+    if plan.state_file.exists():
+        pytest.skip("a test bed is up (this test needs the names to be free)")
+    up_process = subprocess.Popen(
+        [sys.executable, "-m", "tests.testbed", "up", "--no-bootstrap"],
+        cwd=repo_root(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(partial(_engines_recorded, plan), 60, "up to have started the engines")
+    finally:
+        up_process.kill()
+        up_process.wait()
+    recorded = state.load(plan.state_file)
+    assert recorded is not None and not recorded.up_complete
+    pids = [p.pid for p in recorded.processes]
+
+    report = down_module.down(plan.workdir)
+
+    assert report.left == []
+    _assert_nothing_left(plan, pids, plan.hosts[0].cgroup_parent)
+
+
+def _engines_recorded(plan: TestbedPlan) -> bool:
+    with contextlib.suppress(state.StateError):  # read while it is replaced: look again
+        recorded = state.load(plan.state_file)
+        return recorded is not None and len(recorded.processes) >= len(plan.hosts)
+    return False
+
+
+def _assert_nothing_left(plan: TestbedPlan, pids: list[int], cgroup_parent: str) -> None:
+    """What ``ip netns list``, ``ip link``, ``mount``, ``iptables -S`` and ``ps`` say."""
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     assert NETNS_PREFIX not in netns.stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
     assert "thstb" not in links.stdout
     mounts = subprocess.run(["mount"], capture_output=True, text=True, check=True).stdout
-    assert str(testbed.plan.workdir) not in mounts and NETNS_PREFIX not in mounts
+    assert str(plan.workdir) not in mounts and NETNS_PREFIX not in mounts
     rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=True)
     assert "theseus-testbed" not in rules.stdout
-    assert not any(p.exists() for p in certs)
-    assert not engines.cgroup_pids(h2.cgroup_parent)
+    assert not engines.cgroup_pids(cgroup_parent)
     wait_until(lambda: not _running(pids), 10, "the test bed's processes to be gone from ps")
-    assert not testbed.plan.state_file.exists()
+    assert not plan.state_file.exists()
 
 
 def _running(pids: list[int]) -> list[int]:
