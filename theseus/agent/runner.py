@@ -1,7 +1,8 @@
 """The task runner: keeps this node's tasks where the server wants them, through a driver.
 
 Owned by the agent (``theseus.agent.agent``), which feeds it each new assignment list
-(``apply``), driver exit notices (``observe_exit``) and periodic resyncs (``resync``); the HTTP
+(``apply``), driver exit notices (``observe_exit``), periodic resyncs (``resync``) and the
+tasks to stop when no server answers (``fence``, ``theseus.agent.fencing``); the HTTP
 endpoint reads logs through it. Every decision comes from the pure ``decide.next_step``; this
 module only performs steps (and adds one of its own: ``END_POD``, which stops the other members
 of a pod once one member's exit has been reported). Each task has at most one worker coroutine
