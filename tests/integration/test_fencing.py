@@ -14,6 +14,7 @@ registry equals the running tasks. The window during which each group ran more t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -26,7 +27,7 @@ import docker
 import httpx
 import pytest
 
-from tests.kit.cluster import Cluster, new_cluster
+from tests.kit.cluster import Cluster, free_port, new_cluster
 from tests.kit.tcp_proxy import TcpProxy
 from tests.kit.wait import wait_until
 from tests.kit.workloads import LOOPING, containers, deploy, running, wait_running
@@ -44,21 +45,28 @@ GROUPS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture
-def partitioned(
-    tmp_path_factory: pytest.TempPathFactory,
-    busybox_image: str,
-    docker_client: docker.DockerClient,
+@contextlib.contextmanager
+def cut_off_cluster(
+    root: Path, docker_client: docker.DockerClient, through: str
 ) -> Iterator[tuple[Cluster, TcpProxy]]:
-    """The cluster, with ``CUT``'s agent behind the proxy; everything it made is removed
-    afterwards, also when the test fails (containers, which agents leave running, too)."""
-    cluster = new_cluster(Path(tmp_path_factory.mktemp("fencing")))
-    proxy = TcpProxy(cluster.server_port).start()
+    """etcd, servers and the two agents, ``CUT`` on the far side of the proxy: ``through``
+    "agent", its agent reaches the one server only through it; "etcd", there are two servers,
+    server-2 reaches etcd only through it and ``CUT``'s agent knows only server-2. Everything
+    it made is removed afterwards, also when the test fails (containers, which agents leave
+    running, too)."""
+    cluster = new_cluster(root)
+    proxy = TcpProxy(cluster.etcd_port if through == "etcd" else cluster.server_port).start()
     try:
         cluster.start_etcd()
-        cluster.start_server(LIVENESS_TIMEOUT)
-        cluster.start_agent(DIRECT, NODES[DIRECT])
-        cluster.start_agent(CUT, NODES[CUT], servers=[proxy.url])
+        cluster.start_server(LIVENESS_TIMEOUT, name="server-1")
+        servers = [proxy.url]
+        if through == "etcd":
+            port = free_port()
+            etcd = [f"127.0.0.1:{proxy.port}"]
+            cluster.start_server(LIVENESS_TIMEOUT, name="server-2", port=port, etcd=etcd)
+            servers = [cluster.url_of("server-2")]
+        cluster.start_agent(DIRECT, NODES[DIRECT], servers=[cluster.url_of("server-1")])
+        cluster.start_agent(CUT, NODES[CUT], servers=servers)
         cluster.wait_nodes_ready()
         yield cluster, proxy
     except BaseException:
@@ -151,11 +159,12 @@ def registered(client: ServerClient, service: str) -> set[str]:
     return {c.instance_name for g in client.registry(service).groups for c in g.containers}
 
 
-def test_a_cut_off_agent_fences_itself_and_rejoins_without_duplicates(
-    partitioned: tuple[Cluster, TcpProxy], docker_client: docker.DockerClient
-) -> None:
-    cluster, proxy = partitioned
-    with cluster.client() as client:
+def cut_and_heal(
+    cluster: Cluster, proxy: TcpProxy, docker_client: docker.DockerClient, refusal: str
+) -> dict[str, Any]:
+    """The scenario of the module's docstring; what it measured. ``refusal``: what the cut
+    agent's discovery socket says during the cut."""
+    with cluster.client() as client:  # server-1, which etcd follows throughout
         cluster_id = client.health().cluster_id or ""
         deploy(client, **GROUPS)
         stranded: dict[str, str] = {}  # service -> its task on the node to be cut off
@@ -173,7 +182,6 @@ def test_a_cut_off_agent_fences_itself_and_rejoins_without_duplicates(
         proxy.cut()
         cut_at = time.monotonic()
         try:
-            asking.start()
 
             def replaced() -> bool:
                 for service in GROUPS:
@@ -187,6 +195,8 @@ def test_a_cut_off_agent_fences_itself_and_rejoins_without_duplicates(
             wait_until(replaced, 30, f"{CUT} lost, its tasks replaced and unregistered")
             replaced_after = time.monotonic() - cut_at
             assert client.node(CUT).status == "lost"
+            # A container asks once the other side has moved on: its registry is stale now.
+            asking.start()
 
             deadline = FENCE_AFTER + 5  # the issue's target: its setting plus 5 s
             wait_until(
@@ -201,7 +211,7 @@ def test_a_cut_off_agent_fences_itself_and_rejoins_without_duplicates(
 
             asking.join(30)
             assert discovery.get("status") == 503, discovery
-            assert "cannot reach the Theseus server" in discovery["body"]["message"]
+            assert refusal in discovery["body"]["message"]
         finally:
             proxy.heal()
         healed_at = time.monotonic()
@@ -228,20 +238,42 @@ def test_a_cut_off_agent_fences_itself_and_rejoins_without_duplicates(
         history = {t.id: t for t in client.tasks(include_stopped=True).tasks}
         fenced_task = history.get(stranded["fenced"])
 
-    print(
-        json.dumps(
-            {
-                "replaced_after_cut_s": round(replaced_after, 2),
-                "fenced_after_cut_s": round(fenced_after, 2),
-                "setting_s": FENCE_AFTER,
-                "over_instances_s": {s: round(w, 2) for s, w in windows.items()},
-                "converged_after_heal_s": round(converged_after, 2),
-                "discovery_answer_s": round(discovery["seconds"], 2),
-                "fenced_task_message": fenced_task.message if fenced_task else None,
-            }
-        )
-    )
+    measured = {
+        "replaced_after_cut_s": round(replaced_after, 2),
+        "fenced_after_cut_s": round(fenced_after, 2),
+        "setting_s": FENCE_AFTER,
+        "over_instances_s": {s: round(w, 2) for s, w in windows.items()},
+        "converged_after_heal_s": round(converged_after, 2),
+        "discovery_answer_s": round(discovery["seconds"], 2),
+        "fenced_task_message": fenced_task.message if fenced_task else None,
+    }
+    print(json.dumps(measured))
     # The fenced group ran over its instances only from its replacement to the fence; the
     # "never" group until the heal, when the returning agent stopped its replaced task.
     assert windows["fenced"] <= FENCE_AFTER + 1
     assert windows["steadfast"] >= windows["fenced"]
+    return measured
+
+
+def test_a_cut_off_agent_fences_itself_and_rejoins_without_duplicates(
+    tmp_path_factory: pytest.TempPathFactory,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    """The agent's link to its server drops: nothing answers it."""
+    root = Path(tmp_path_factory.mktemp("fencing"))
+    with cut_off_cluster(root, docker_client, "agent") as (cluster, proxy):
+        cut_and_heal(cluster, proxy, docker_client, "cannot reach the Theseus server")
+
+
+def test_a_server_cut_off_from_etcd_does_not_vouch_for_its_agents(
+    tmp_path_factory: pytest.TempPathFactory,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    """The agent reaches its server, but that server has lost etcd: it answers 503 (it
+    renews no lease), and the server that has etcd declares the node lost. The agent
+    fences itself all the same, and the 503 reaches its containers."""
+    root = Path(tmp_path_factory.mktemp("fencing-etcd"))
+    with cut_off_cluster(root, docker_client, "etcd") as (cluster, proxy):
+        cut_and_heal(cluster, proxy, docker_client, "its view may be stale")
