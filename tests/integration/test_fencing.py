@@ -235,8 +235,17 @@ def cut_and_heal(
         windows = over.stop()
         # Nothing fenced came back, nor ran again afterwards.
         assert running_on(docker_client, cluster_id, CUT)["fenced"] == 0
-        history = {t.id: t for t in client.tasks(include_stopped=True).tasks}
-        fenced_task = history.get(stranded["fenced"])
+
+        def fence_reported() -> tuple[str | None] | None:
+            """The fenced task's message once the agent's report of it has arrived (its
+            reports back off up to 5 s), or (None,) if the task was collected meanwhile."""
+            history = {t.id: t for t in client.tasks(include_stopped=True).tasks}
+            task = history.get(stranded["fenced"])
+            if task is None:
+                return (None,)
+            return (task.message,) if (task.message or "").endswith("(fenced)") else None
+
+        (fenced_message,) = wait_until(fence_reported, 15, "the fence reported after the heal")
 
     measured = {
         "replaced_after_cut_s": round(replaced_after, 2),
@@ -245,7 +254,7 @@ def cut_and_heal(
         "over_instances_s": {s: round(w, 2) for s, w in windows.items()},
         "converged_after_heal_s": round(converged_after, 2),
         "discovery_answer_s": round(discovery["seconds"], 2),
-        "fenced_task_message": fenced_task.message if fenced_task else None,
+        "fenced_task_message": fenced_message,
     }
     print(json.dumps(measured))
     # The fenced group ran over its instances only from its replacement to the fence; the
