@@ -34,8 +34,9 @@ from theseus.model.spec import GroupSpec
 # not stop a healthy node's tasks between two heartbeats.
 HEARTBEATS_OF_GRACE = 2.0
 
-# The phases a fence stops: started or about to be. Everything else has ended already.
-FENCEABLE = (Phase.NEW, Phase.RUNNING)
+# The phases of a task a fence stops: not started yet, starting (fenced once its start ends)
+# or running. In every other phase it has ended already.
+_LIVE = (Phase.NEW, Phase.STARTING, Phase.RUNNING)
 
 
 def delay_of(spec: GroupSpec) -> float | None:
@@ -55,13 +56,14 @@ def candidates(
         if assignment.desired != "run":
             continue
         state = local.get(task_id, Local(Phase.NEW))
-        if state.fenced or state.phase not in (*FENCEABLE, Phase.STARTING):
+        if state.fenced or state.phase not in _LIVE:
             continue
         found[task_id] = delay_of(assignment.spec)
     return found
 
 
 def effective(delay: float, heartbeat_interval: float) -> float:
+    """The silence after which a task of that setting is stopped."""
     return max(delay, HEARTBEATS_OF_GRACE * heartbeat_interval)
 
 
