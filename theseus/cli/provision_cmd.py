@@ -1,0 +1,333 @@
+"""``theseus cluster bootstrap|status|teardown -f hosts.yaml``: a cluster of real machines
+set up, inspected and removed over SSH (docs/machines.md).
+
+Registered by ``theseus.cli.main``. Parses options, runs ``theseus.provision`` and prints its
+reports as tables; after a bootstrap it saves and selects the CLI context named after the
+cluster (its servers, CA and admin token), so that ``theseus nodes`` works at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from theseus.cli import contexts
+from theseus.cli.output import console, err_console
+from theseus.cluster.commands import default_state_dir
+from theseus.provision import hosts as hosts_file
+from theseus.provision.plan import PHASES, Step
+from theseus.provision.run import Bootstrap, BootstrapError, Report, StepResult
+from theseus.provision.teardown import TEARDOWN_PHASES, HostStatus, status, teardown
+from theseus.provision.wheelhouse import WheelhouseError
+from theseus.provision.workstation import ClusterChangeRefused, Workstation, state_dir_for
+
+cluster_app = typer.Typer(
+    name="cluster",
+    help="Set a cluster of machines up over SSH, see how it is, tear it down "
+    "(the hosts file: docs/machines.md).",
+    no_args_is_help=True,
+)
+
+FileOption = Annotated[
+    Path,
+    typer.Option(
+        "--file",
+        "-f",
+        help="The hosts file (docs/machines.md): the cluster's name, each host's SSH address, "
+        "advertise address and role.",
+        show_default=False,
+    ),
+]
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Where this workstation keeps the cluster's CA, admin token and host records "
+        "[default: $XDG_STATE_HOME/theseus/clusters/<cluster>]",
+        show_default=False,
+    ),
+]
+AcceptOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--accept-host-key",
+        metavar="HOST=SHA256:...",
+        help="Trust this host key (the fingerprint an earlier run printed) for HOST (its name "
+        "or address) and record it in the host's known_hosts file. Repeatable.",
+    ),
+]
+
+STYLE = {"ok": "green", "changed": "yellow", "skipped": "dim", "failed": "bold red"}
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(1)
+
+
+def _load(path: Path, state_dir: Path | None) -> tuple[hosts_file.HostsFile, Workstation]:
+    try:
+        hosts = hosts_file.load(path)
+    except hosts_file.HostsFileError as exc:
+        raise _fail(str(exc)) from None
+    return hosts, Workstation(state_dir_for(hosts.cluster, state_dir), hosts.cluster)
+
+
+def _accepted(values: list[str] | None) -> dict[str, str]:
+    accepted: dict[str, str] = {}
+    for value in values or []:
+        host, sep, fingerprint = value.partition("=")
+        if not sep or not fingerprint.startswith("SHA256:"):
+            raise typer.BadParameter(
+                f"{value!r}: give HOST=SHA256:... (as printed)", param_hint="--accept-host-key"
+            )
+        accepted[host] = fingerprint
+    return accepted
+
+
+def _wheelhouse_dir(explicit: Path | None) -> Path:
+    return explicit if explicit is not None else default_state_dir() / "wheelhouse"
+
+
+def _progress(result: StepResult) -> None:
+    if result.status == "skipped":
+        return
+    style = STYLE.get(result.status, "")
+    console.print(
+        f"[dim]·[/] {result.host:<12} {result.phase:<10} [{style}]{result.status}[/] "
+        f"[dim]{result.duration:.1f}s {escape(result.found)}[/]"
+    )
+
+
+def _table(report: Report, phases: tuple[str, ...], title: str) -> Table:
+    """A row per step, a column per host: status and duration (``-``: not a step of it)."""
+    hosts: dict[str, dict[str, StepResult]] = {}
+    for result in report.results:
+        hosts.setdefault(result.host, {})[result.phase] = result
+    table = Table(title=title, title_justify="left")
+    table.add_column("step")
+    for host in hosts:
+        table.add_column(host)
+    for phase in phases:
+        cells = []
+        for results in hosts.values():
+            result = results.get(phase)
+            if result is None:
+                cells.append("[dim]-[/]")
+            else:
+                style = STYLE.get(result.status, "")
+                cells.append(f"[{style}]{result.status}[/] [dim]{result.duration:.1f}s[/]")
+        table.add_row(phase, *cells)
+    return table
+
+
+def _print_failures(report: Report, command: str) -> None:
+    for result in report.failed:
+        err_console.print(
+            f"[bold red]{escape(result.phase)} failed on {escape(result.host)}:[/] "
+            f"{escape(result.error or '')}"
+        )
+    err_console.print(
+        f"Fix the cause and run the same command again ({escape(command)}): the steps already "
+        "done are found done and left as they are."
+    )
+
+
+def _print_plan(plans: dict[str, list[Step]]) -> None:
+    for host, steps in plans.items():
+        console.print(f"[bold]{escape(host)}[/]")
+        for step in steps:
+            if step.error is not None:
+                console.print(f"  {step.phase:<10} [bold red]would fail:[/] {escape(step.error)}")
+            elif not step.needed:
+                console.print(f"  {step.phase:<10} [green]ok[/] [dim]{escape(step.check)}[/]")
+            else:
+                console.print(f"  {step.phase:<10} [yellow]change[/] [dim]{escape(step.check)}[/]")
+                for command in step.commands:
+                    console.print(f"      $ {escape(command.show())}")
+
+
+def _save_context(report: Report) -> None:
+    context = contexts.Context(
+        servers=report.servers, ca=report.ca_pem.decode(), token=report.admin_token
+    )
+    path = contexts.set_context(report.cluster, context)
+    console.print(
+        f"CLI context [bold]{escape(report.cluster)}[/] saved in {path} and made current: "
+        "`theseus nodes` talks to this cluster now."
+    )
+
+
+def _drop_context(cluster: str) -> None:
+    saved = contexts.load()
+    if cluster in saved.contexts:
+        del saved.contexts[cluster]
+        if saved.current == cluster:
+            saved.current = None
+        contexts.save(saved)
+
+
+def bootstrap_command(
+    file: FileOption,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Connect to every host and look at it (read only), then print each step's "
+            "commands without running any: nothing changes on the hosts or here.",
+        ),
+    ] = False,
+    accept_host_key: AcceptOption = None,
+    state_dir: StateDirOption = None,
+    wheelhouse_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the wheelhouse hosts install Theseus from is built and cached "
+            "[default: $XDG_STATE_HOME/theseus/wheelhouse]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Set every host of the hosts file up (or bring it back to what the file says).
+
+    Per host, in phases (every host's phase ends before the next begins, hosts in parallel):
+    preflight, packages (docker.io, python3-venv, etcd-server on servers), docker, theseus (the
+    same build as this workstation's, from a wheelhouse built here), config (certificates from
+    the cluster CA kept here), services (systemd units, or a supervisor without systemd), etcd,
+    servers, agents (joined with fresh join tokens). Running it again changes nothing; a host
+    added to the file is added (agents only: the server hosts of a cluster are fixed). A failed
+    step stops the run at the end of its phase; fix the cause and run it again.
+
+    Hosts are reached over SSH with their keys checked against known_hosts: an unknown key stops
+    the run before anything changes and prints its fingerprint (accept it with
+    --accept-host-key). At the end the CLI's current context is this cluster.
+    """
+    hosts, ws = _load(file, state_dir)
+    boot = Bootstrap(hosts, ws, _wheelhouse_dir(wheelhouse_dir), _accepted(accept_host_key))
+    boot.progress = _progress
+    try:
+        if dry_run:
+            _print_plan(asyncio.run(boot.dry_run()))
+            return
+        report = asyncio.run(boot.run())
+    except (BootstrapError, ClusterChangeRefused, WheelhouseError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(_table(report, PHASES, f"cluster {hosts.cluster}: bootstrap"))
+    if report.failed:
+        _print_failures(report, f"theseus cluster bootstrap -f {shlex.quote(str(file))}")
+        raise typer.Exit(1)
+    changed = sum(1 for r in report.results if r.status == "changed")
+    console.print(
+        f"[green]cluster {escape(hosts.cluster)} is up[/] in {report.elapsed:.1f}s "
+        f"({changed} steps changed something); servers: {', '.join(report.servers)}"
+    )
+    _save_context(report)
+
+
+def _since(value: float | None) -> str:
+    if value is None:
+        return ""
+    return datetime.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _status_table(cluster: str, rows: list[HostStatus]) -> Table:
+    table = Table(title=f"cluster {cluster}", title_justify="left")
+    for column in ("host", "role", "services", "theseus", "docker", "etcd", "node"):
+        table.add_column(column)
+    for row in rows:
+        facts = row.facts
+        services = []
+        for name in ("etcd", "server", "agent"):
+            if name == "agent" and not row.host.is_agent:
+                continue
+            if name != "agent" and not row.host.is_server:
+                continue
+            state = facts.service(name)
+            if state.running:
+                services.append(
+                    f"{name} [green]running[/] pid {state.pid} since {_since(state.since)}"
+                )
+            else:
+                services.append(f"{name} [red]stopped[/]")
+        node = "-"
+        if row.host.is_agent:
+            node = (
+                "[dim]unknown[/]"
+                if row.node is None
+                else f"{row.node.status} ({row.node.eligibility}, {row.node.tasks} tasks)"
+            )
+        table.add_row(
+            row.host.name,
+            row.host.role,
+            "\n".join(services),
+            f"{facts.theseus_version or '-'} build {facts.build or '-'}",
+            facts.docker or "[red]no answer[/]",
+            (facts.etcd or "-") if row.host.is_server else "-",
+            node,
+        )
+    return table
+
+
+def status_command(
+    file: FileOption, accept_host_key: AcceptOption = None, state_dir: StateDirOption = None
+) -> None:
+    """Every host's services (running or stopped, pid, since), the Theseus version and build
+    on it, Docker's and etcd's versions, and its node as the API sees it."""
+    hosts, ws = _load(file, state_dir)
+    boot = Bootstrap(hosts, ws, _wheelhouse_dir(None), _accepted(accept_host_key))
+    try:
+        rows = asyncio.run(status(boot))
+    except BootstrapError as exc:
+        raise _fail(str(exc)) from None
+    console.print(_status_table(hosts.cluster, rows))
+
+
+def teardown_command(
+    file: FileOption,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    keep_packages: Annotated[
+        bool,
+        typer.Option(
+            "--keep-packages", help="Leave the Debian packages bootstrap installed in place."
+        ),
+    ] = False,
+    accept_host_key: AcceptOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Remove the cluster: agents, servers and etcd stopped; the containers of its tasks
+    removed from every host's engine; its units or supervisors, everything it made under each
+    host's prefix and the packages it installed removed; then this workstation's state of the
+    cluster (its CA and admin token) and its CLI context."""
+    hosts, ws = _load(file, state_dir)
+    if not yes:
+        typer.confirm(
+            f"Remove cluster {hosts.cluster} from {len(hosts.hosts)} hosts, with its tasks' "
+            "containers and etcd's data?",
+            abort=True,
+        )
+    boot = Bootstrap(hosts, ws, _wheelhouse_dir(None), _accepted(accept_host_key))
+    boot.progress = _progress
+    try:
+        report = asyncio.run(teardown(boot, keep_packages))
+    except BootstrapError as exc:
+        raise _fail(str(exc)) from None
+    console.print(_table(report, TEARDOWN_PHASES, f"cluster {hosts.cluster}: teardown"))
+    if report.failed:
+        _print_failures(report, f"theseus cluster teardown -f {shlex.quote(str(file))}")
+        raise typer.Exit(1)
+    _drop_context(hosts.cluster)
+    console.print(f"[green]cluster {escape(hosts.cluster)} removed[/] in {report.elapsed:.1f}s")
+
+
+def register(app: typer.Typer) -> None:
+    cluster_app.command("bootstrap")(bootstrap_command)
+    cluster_app.command("status")(status_command)
+    cluster_app.command("teardown")(teardown_command)
+    app.add_typer(cluster_app)
