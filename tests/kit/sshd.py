@@ -50,9 +50,7 @@ def client_key(directory: Path) -> Path:
     key = directory / "id_ed25519"
     if not key.exists():
         directory.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
-        )
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     return key
 
 
@@ -69,9 +67,7 @@ def start_sshd(directory: Path, address: str, port: int, authorized: Path) -> Ss
     directory.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     host_key = directory / "host_ed25519"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True
-    )
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
     (directory / "authorized_keys").write_text(authorized.read_text())
     config = directory / "sshd_config"
     config.write_text(

@@ -58,6 +58,7 @@ PHASES = (
     "agents",
 )
 MIN_PYTHON = (3, 11)
+MAX_SOCKET_PATH = 107
 MAX_SKEW = 1.0  # seconds: certificates, leases and token expiry all read the clock
 PIP_ENV = "PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1"
 
@@ -164,6 +165,12 @@ def preflight(hosts: HostsFile, host: Host, facts: HostFacts, desired: Desired) 
         if state is not None and state.busy and not state.ours:
             holder = f" by {state.holder}" if state.holder else ""
             problems.append(f"port {port} on {host.advertise} is taken{holder}")
+    socket = layout_of(hosts, host).agent_state / "discovery" / "agent.sock"
+    if host.is_agent and len(str(socket)) > MAX_SOCKET_PATH:
+        problems.append(
+            f"install.prefix {host.prefix} is too long: the agent's socket {socket} would be "
+            f"over {MAX_SOCKET_PATH} bytes, the limit of a unix socket's path"
+        )
     if abs(facts.skew) >= MAX_SKEW:
         problems.append(
             f"its clock is {facts.skew:+.2f} s off the workstation's (at most {MAX_SKEW:g} s): "
@@ -298,6 +305,19 @@ def _restart(service: Service, layout: Layout, facts: HostFacts, wanted: str) ->
     return commands
 
 
+def stays_up(name: str, layout: Layout, seconds: int = 3) -> str:
+    """Fails, with its log's tail, if the supervised service restarts before it has run for
+    ``seconds`` (an agent can register, and look ready, then fail on its next step)."""
+    child, log = q(layout.child_pidfile(name)), q(layout.log_file(name))
+    return (
+        f"p=$(cat {child}); for i in $(seq 100); do "
+        f'if [ "$(cat {child} 2>/dev/null)" != "$p" ] || ! kill -0 "$p" 2>/dev/null; then '
+        f"echo '{name} restarted; its log:' >&2; tail -n 5 {log} >&2; exit 1; fi; "
+        f'[ "$(ps -o etimes= -p "$p" | tr -d " ")" -ge {seconds} ] && exit 0; sleep 0.2; done; '
+        f"exit 1"
+    )
+
+
 def _record(service: Service, layout: Layout, wanted: str) -> Command:
     return shell(f"printf '%s\\n' {wanted} > {q(layout.started_record(service.name))}")
 
@@ -313,7 +333,7 @@ def _service_state(facts: HostFacts, service: Service, wanted: str) -> tuple[boo
 
 def etcd(hosts: HostsFile, host: Host, facts: HostFacts, layout: Layout, files: str) -> Step:
     service = services_of(hosts, host)[0]
-    wanted = _with_files(desired_hash(service, layout, facts), files)
+    wanted = with_files(desired_hash(service, layout, facts), files)
     ok, found = _service_state(facts, service, wanted)
     if ok:
         return Step("etcd", found)
@@ -333,7 +353,7 @@ def servers(
     hosts: HostsFile, host: Host, facts: HostFacts, layout: Layout, desired: Desired, files: str
 ) -> Step:
     service = services_of(hosts, host)[1]
-    wanted = _with_files(desired_hash(service, layout, facts), files)
+    wanted = with_files(desired_hash(service, layout, facts), files)
     ok, found = _service_state(facts, service, wanted)
     commands: list[Command] = []
     if not ok:
@@ -366,6 +386,8 @@ def agents(hosts: HostsFile, host: Host, facts: HostFacts, layout: Layout) -> St
         ]
     commands += _restart(service, layout, facts, wanted)
     commands.append(Command("local", "wait_node", argument=host.name))
+    if not facts.systemd:
+        commands.append(shell(stays_up(service.name, layout)))
     if not facts.agent_joined:
         # Joined: its certificate is in its state dir; a restart needs no token.
         commands.append(Command("put", env_file, env, 0o600))
@@ -373,7 +395,9 @@ def agents(hosts: HostsFile, host: Host, facts: HostFacts, layout: Layout) -> St
     return Step("agents", found, tuple(commands))
 
 
-def _with_files(service_hash: str, files: str) -> str:
+def with_files(service_hash: str, files: str) -> str:
+    """A service's hash with the digest of the files it reads (etcd's and the server's
+    certificates; the agent's are its own)."""
     return hashlib.sha256(f"{service_hash}:{files}".encode()).hexdigest()[:16]
 
 

@@ -58,10 +58,14 @@ def teardown_steps(
     commands = []
     if cluster_id:
         docker = f"DOCKER_HOST={q(host.docker_host)} docker"
+        listing = f"{docker} ps -aq --filter label={LABEL_CLUSTER}={q(cluster_id)}"
+        # Removed, then checked gone: a removal already under way (another host sharing the
+        # engine, as in a test bed) answers an error but ends with the container gone.
         commands.append(
             shell(
-                f"ids=$({docker} ps -aq --filter label={LABEL_CLUSTER}={q(cluster_id)}); "
-                f'[ -z "$ids" ] || {docker} rm -f -v $ids >/dev/null'
+                f'ids=$({listing}); [ -z "$ids" ] || {docker} rm -f -v $ids >/dev/null '
+                f'2>&1; for i in $(seq 50); do [ -z "$({listing})" ] && exit 0; sleep 0.2; '
+                f'done; echo "containers left: $({listing})" >&2; exit 1'
             )
         )
     if facts.systemd:
@@ -78,10 +82,10 @@ def teardown_steps(
     commands.append(shell("rm -rf " + " ".join(q(p) for p in layout.owned)))
     if str(layout.prefix) != "/":
         # The prefix's own directories, if this tool made them and they are empty now.
-        parents = ["opt", "etc", "var/lib", "var/log", "var", "run"]
-        commands.append(
-            shell("rmdir " + " ".join(q(layout.prefix / p) for p in parents) + " 2>/dev/null; true")
-        )
+        # rmdir goes on after one that is not empty; the prefix itself last.
+        parents = [layout.prefix / p for p in ("opt", "etc", "var/lib", "var/log", "var", "run")]
+        parents.append(layout.prefix)
+        commands.append(shell("rmdir " + " ".join(q(p) for p in parents) + " 2>/dev/null; true"))
     found = f"cluster {cluster_id or 'id unknown: containers left'}"
     if packages:
         found += f"; packages {' '.join(packages)}"
