@@ -10,6 +10,7 @@ The durations of the three runs are printed (``-s`` shows them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -125,10 +126,8 @@ def hosts(tmp_path: Path, short_dir: Path) -> Iterator[tuple[Path, dict[str, Ssh
         yield path, sshds
     finally:
         for pid in _our_processes(short_dir):  # whatever a failed test left running
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
         for sshd in sshds.values():
             sshd.stop()
 

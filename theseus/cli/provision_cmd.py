@@ -118,12 +118,12 @@ def _table(report: Report, phases: tuple[str, ...], title: str) -> Table:
     for phase in phases:
         cells = []
         for results in hosts.values():
-            result = results.get(phase)
-            if result is None:
+            found = results.get(phase)
+            if found is None:
                 cells.append("[dim]-[/]")
             else:
-                style = STYLE.get(result.status, "")
-                cells.append(f"[{style}]{result.status}[/] [dim]{result.duration:.1f}s[/]")
+                style = STYLE.get(found.status, "")
+                cells.append(f"[{style}]{found.status}[/] [dim]{found.duration:.1f}s[/]")
         table.add_row(phase, *cells)
     return table
 
@@ -238,24 +238,16 @@ def _since(value: float | None) -> str:
 
 
 def _status_table(cluster: str, rows: list[HostStatus]) -> Table:
+    """A row per service of each host, with the host's versions and its node on its first."""
     table = Table(title=f"cluster {cluster}", title_justify="left")
-    for column in ("host", "role", "services", "theseus", "docker", "etcd", "node"):
+    columns = ("host", "service", "state", "pid", "since", "theseus", "docker", "etcd", "node")
+    for column in columns:
         table.add_column(column)
     for row in rows:
         facts = row.facts
-        services = []
-        for name in ("etcd", "server", "agent"):
-            if name == "agent" and not row.host.is_agent:
-                continue
-            if name != "agent" and not row.host.is_server:
-                continue
-            state = facts.service(name)
-            if state.running:
-                services.append(
-                    f"{name} [green]running[/] pid {state.pid} since {_since(state.since)}"
-                )
-            else:
-                services.append(f"{name} [red]stopped[/]")
+        names = (["etcd", "server"] if row.host.is_server else []) + (
+            ["agent"] if row.host.is_agent else []
+        )
         node = "-"
         if row.host.is_agent:
             node = (
@@ -263,15 +255,20 @@ def _status_table(cluster: str, rows: list[HostStatus]) -> Table:
                 if row.node is None
                 else f"{row.node.status} ({row.node.eligibility}, {row.node.tasks} tasks)"
             )
-        table.add_row(
-            row.host.name,
-            row.host.role,
-            "\n".join(services),
-            f"{facts.theseus_version or '-'} build {facts.build or '-'}",
-            facts.docker or "[red]no answer[/]",
-            (facts.etcd or "-") if row.host.is_server else "-",
-            node,
-        )
+        for index, name in enumerate(names):
+            state = facts.service(name)
+            first = index == 0
+            table.add_row(
+                f"{row.host.name} ({row.host.role})" if first else "",
+                name,
+                "[green]running[/]" if state.running else "[red]stopped[/]",
+                str(state.pid or "-") if state.running else "-",
+                _since(state.since) if state.running else "-",
+                f"{facts.theseus_version or '-'} ({facts.build or 'none'})" if first else "",
+                (facts.docker or "[red]no answer[/]") if first else "",
+                ((facts.etcd or "-") if row.host.is_server else "-") if first else "",
+                node if first else "",
+            )
     return table
 
 
