@@ -77,8 +77,12 @@ def settled(hosts: HostsFile, host_index: int, systemd: bool = False) -> HostFac
     for service in services_of(hosts, host):
         facts = fresh(systemd=systemd)
         started = desired_hash(service, layout, facts)
-        if service.name != "agent":
+        if service.name == "etcd":
             started = with_files(started, pki)
+        elif service.name == "server":
+            started = with_files(started, f"{pki}:{wanted.build}")
+        else:
+            started = with_files(started, wanted.build)
         unit = hashlib.sha256(unit_text(service, layout).encode()).hexdigest()
         services[service.name] = ServiceState(
             running=True, pid=10, installed=True, started=started, unit_sha256=unit
@@ -209,6 +213,9 @@ def test_a_service_with_another_configuration_is_restarted() -> None:
     other = desired(files=(DesiredFile("pki/ca.pem", b"CA2"), FILES[1]))
     steps = by_phase(plan_host(HOSTS, S1, settled(HOSTS, 0), other))
     assert steps["etcd"].needed and steps["servers"].needed and not steps["agents"].needed
+    # A new build of Theseus restarts the server and the agent, not etcd.
+    steps = by_phase(plan_host(HOSTS, S1, settled(HOSTS, 0), desired(build="b2")))
+    assert steps["servers"].needed and steps["agents"].needed and not steps["etcd"].needed
 
 
 def test_the_admin_token_is_bootstrapped_once_on_the_first_server() -> None:

@@ -181,7 +181,8 @@ def bootstrap_command(
         typer.Option(
             "--dry-run",
             help="Connect to every host and look at it (read only), then print each step's "
-            "commands without running any: nothing changes on the hosts or here.",
+            "commands without running any: nothing changes on the hosts or here (but host keys "
+            "accepted with --accept-host-key are recorded).",
         ),
     ] = False,
     accept_host_key: AcceptOption = None,
@@ -195,19 +196,18 @@ def bootstrap_command(
         ),
     ] = None,
 ) -> None:
-    """Set every host of the hosts file up (or bring it back to what the file says).
+    """Set every host of the hosts file up, or bring it back to what the file says.
 
-    Per host, in phases (every host's phase ends before the next begins, hosts in parallel):
-    preflight, packages (docker.io, python3-venv, etcd-server on servers), docker, theseus (the
-    same build as this workstation's, from a wheelhouse built here), config (certificates from
-    the cluster CA kept here), services (systemd units, or a supervisor without systemd), etcd,
-    servers, agents (joined with fresh join tokens). Running it again changes nothing; a host
-    added to the file is added (agents only: the server hosts of a cluster are fixed). A failed
-    step stops the run at the end of its phase; fix the cause and run it again.
+    Phases, each on every host at once: preflight, packages, docker, theseus, config,
+    services, etcd, servers, agents (docs/machines.md says what each one does).
 
-    Hosts are reached over SSH with their keys checked against known_hosts: an unknown key stops
-    the run before anything changes and prints its fingerprint (accept it with
-    --accept-host-key). At the end the CLI's current context is this cluster.
+    Running it again changes nothing. An agent host added to the file is added.
+
+    A failed step stops the run at the end of its phase: fix the cause, run it again.
+
+    An unknown host key stops the run before anything changes and prints its fingerprint.
+
+    At the end the CLI's current context is this cluster's: `theseus nodes` works at once.
     """
     hosts, ws = _load(file, state_dir)
     boot = Bootstrap(hosts, ws, _wheelhouse_dir(wheelhouse_dir), _accepted(accept_host_key))
@@ -275,8 +275,11 @@ def _status_table(cluster: str, rows: list[HostStatus]) -> Table:
 def status_command(
     file: FileOption, accept_host_key: AcceptOption = None, state_dir: StateDirOption = None
 ) -> None:
-    """Every host's services (running or stopped, pid, since), the Theseus version and build
-    on it, Docker's and etcd's versions, and its node as the API sees it."""
+    """Show every host's services, versions and node.
+
+    Per host: each service running or stopped (pid, since), the Theseus version and build on
+    it, Docker's and etcd's versions, and its node as the API sees it.
+    """
     hosts, ws = _load(file, state_dir)
     boot = Bootstrap(hosts, ws, _wheelhouse_dir(None), _accepted(accept_host_key))
     try:
@@ -298,10 +301,14 @@ def teardown_command(
     accept_host_key: AcceptOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
-    """Remove the cluster: agents, servers and etcd stopped; the containers of its tasks
-    removed from every host's engine; its units or supervisors, everything it made under each
-    host's prefix and the packages it installed removed; then this workstation's state of the
-    cluster (its CA and admin token) and its CLI context."""
+    """Remove the cluster from every host, and this workstation's state of it.
+
+    Agents, servers and etcd stopped, in that order; the containers of the cluster's tasks
+    removed from each host's engine; the units or supervisors, everything made under each
+    host's prefix and the packages bootstrap installed removed (see --keep-packages).
+
+    Then the cluster's CA, admin token and records here, and its CLI context.
+    """
     hosts, ws = _load(file, state_dir)
     if not yes:
         typer.confirm(

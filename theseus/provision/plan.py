@@ -353,7 +353,8 @@ def servers(
     hosts: HostsFile, host: Host, facts: HostFacts, layout: Layout, desired: Desired, files: str
 ) -> Step:
     service = services_of(hosts, host)[1]
-    wanted = with_files(desired_hash(service, layout, facts), files)
+    # A new build of Theseus restarts the servers and agents onto it (etcd is not Theseus).
+    wanted = with_files(desired_hash(service, layout, facts), f"{files}:{desired.build}")
     ok, found = _service_state(facts, service, wanted)
     commands: list[Command] = []
     if not ok:
@@ -368,9 +369,11 @@ def servers(
     return Step("servers", found, tuple(commands))
 
 
-def agents(hosts: HostsFile, host: Host, facts: HostFacts, layout: Layout) -> Step:
+def agents(
+    hosts: HostsFile, host: Host, facts: HostFacts, layout: Layout, desired: Desired
+) -> Step:
     service = services_of(hosts, host)[-1]
-    wanted = desired_hash(service, layout, facts)
+    wanted = with_files(desired_hash(service, layout, facts), desired.build)
     ok, found = _service_state(facts, service, wanted)
     if ok and facts.agent_joined:
         return Step("agents", found + ", joined")
@@ -424,5 +427,5 @@ def plan_host(hosts: HostsFile, host: Host, facts: HostFacts, desired: Desired) 
         steps.append(etcd(hosts, host, facts, layout, pki))
         steps.append(servers(hosts, host, facts, layout, desired, pki))
     if host.is_agent:
-        steps.append(agents(hosts, host, facts, layout))
+        steps.append(agents(hosts, host, facts, layout, desired))
     return steps

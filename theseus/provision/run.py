@@ -31,8 +31,8 @@ from theseus.provision.facts import (
     probe_source,
 )
 from theseus.provision.hosts import Host, HostsFile
-from theseus.provision.plan import PHASES, Command, Desired, Step, plan_host
-from theseus.provision.services import server_urls
+from theseus.provision.plan import PHASES, Command, Desired, Step, plan_host, q
+from theseus.provision.services import layout_of, server_urls
 from theseus.provision.ssh import Completed, Connection, SshError, connect
 from theseus.provision.workstation import Workstation
 
@@ -291,11 +291,26 @@ class Bootstrap:
             try:
                 await asyncio.to_thread(self._local, host, command.target, command.argument)
             except (ServerUnreachable, ApiError, TimeoutError) as exc:
-                return self.secrets.redact(str(exc))
+                log = await self._log_tail(host, command.target, connection)
+                return self.secrets.redact(f"{exc}{log}")
             return None
         if done.exit_status == 0:
             return None
         return f"exited {done.exit_status}: {tail(done.stderr) or tail(done.stdout)}"
+
+    async def _log_tail(self, host: Host, action: str, connection: Connection) -> str:
+        """The last lines of the log of the service a failed wait was for."""
+        service = {"wait_server": "server", "wait_node": "agent"}.get(action)
+        if service is None:
+            return ""
+        layout = layout_of(self.hosts, host)
+        command = (
+            f"journalctl -q -n 8 -u {layout.unit_name(service)} 2>/dev/null; "
+            f"tail -n 8 {q(layout.log_file(service))} 2>/dev/null; true"
+        )
+        done = await connection.run(command, timeout=15)
+        text = tail(done.stdout)
+        return f"\n--- the last lines of its {service}'s log:\n{text}" if text else ""
 
     def _local(self, host: Host, action: str, argument: str) -> None:
         if action == "wait_server":
