@@ -158,6 +158,7 @@ def test_bootstrap_rerun_status_teardown(
     try:
         done = cli(*bootstrap, *accept)
         first = time.monotonic() - started
+        print(done.stdout)  # the table of steps and their durations (pytest -s)
         assert "is up" in done.stdout
         nodes = cli("nodes", "--json")
         ready = {n["name"] for n in json.loads(nodes.stdout) if n["status"] == "ready"}

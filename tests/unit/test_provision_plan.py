@@ -174,6 +174,9 @@ def test_theseus_is_installed_from_the_wheelhouse_only_when_the_build_differs() 
     assert "python3 -m venv /srv/a1/opt/theseus/venv" in text
     assert "--no-index --find-links /srv/a1/opt/theseus/wheels" in text
     assert "printf '%s\\n' b1 > /srv/a1/opt/theseus/build" in text
+    assert "--force-reinstall" not in text  # a new venv: one install is enough
+    upgrade = by_phase(plan_host(HOSTS, A1, fresh(build="b0", venv=True), desired()))["theseus"]
+    assert "--no-deps --force-reinstall" in shown(upgrade) and "-m venv" not in shown(upgrade)
     same = by_phase(plan_host(HOSTS, A1, fresh(build="b1", venv=True), desired()))["theseus"]
     assert not same.needed
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -127,7 +127,6 @@ class Desired:
     python: tuple[int, int]  # the workstation's: the wheelhouse is built for it
     admin_token_known: bool = False
     first_server: str = ""  # the host that bootstraps the admin token
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def q(path: PurePosixPath | str) -> str:
@@ -238,10 +237,11 @@ def theseus(facts: HostFacts, layout: Layout, desired: Desired) -> Step:
     ]
     if not facts.venv:
         commands.append(shell(f"python3 -m venv {q(layout.venv)}"))
-    commands += [
-        shell(f"{pip} {q(wheel)}"),
+    commands.append(shell(f"{pip} {q(wheel)}"))
+    if facts.venv:
         # The project's version does not change with every build: reinstall it by its wheel.
-        shell(f"{pip} --no-deps --force-reinstall {q(wheel)}"),
+        commands.append(shell(f"{pip} --no-deps --force-reinstall {q(wheel)}"))
+    commands += [
         shell(f"printf '%s\\n' {desired.build} > {q(layout.build_record)} && rm -rf {q(wheels)}"),
     ]
     return Step("theseus", found, tuple(commands))
@@ -288,7 +288,7 @@ def desired_hash(service: Service, layout: Layout, facts: HostFacts) -> str:
     return config_hash(service, {"unit": unit_text(service, layout) if facts.systemd else ""})
 
 
-def _restart(service: Service, layout: Layout, facts: HostFacts, wanted: str) -> list[Command]:
+def _restart(service: Service, layout: Layout, facts: HostFacts) -> list[Command]:
     state = facts.service(service.name)
     commands: list[Command] = []
     if state.installed or state.running:
@@ -342,7 +342,7 @@ def etcd(hosts: HostsFile, host: Host, facts: HostFacts, layout: Layout, files: 
         f"https://{host.advertise}:{hosts.ports.etcd_client} {q(layout.pki)} etcd-{host.name}"
     )
     commands = [
-        *_restart(service, layout, facts, wanted),
+        *_restart(service, layout, facts),
         shell(health),
         _record(service, layout, wanted),
     ]
@@ -358,7 +358,7 @@ def servers(
     ok, found = _service_state(facts, service, wanted)
     commands: list[Command] = []
     if not ok:
-        commands += _restart(service, layout, facts, wanted)
+        commands += _restart(service, layout, facts)
         commands.append(Command("local", "wait_server", argument=server_url(hosts, host)))
         commands.append(_record(service, layout, wanted))
     if not desired.admin_token_known and host.name == desired.first_server:
@@ -387,7 +387,7 @@ def agents(
             # The token is a file's content, never a command line's argument.
             Command("put", env_file, env, 0o600, secrets=(JOIN_TOKEN_VARIABLE,)),
         ]
-    commands += _restart(service, layout, facts, wanted)
+    commands += _restart(service, layout, facts)
     commands.append(Command("local", "wait_node", argument=host.name))
     if not facts.systemd:
         commands.append(shell(stays_up(service.name, layout)))

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 
 from theseus.cluster.argv import (
     AgentProcess,
@@ -36,7 +36,6 @@ class Service:
     env: tuple[tuple[str, str], ...] = ()  # without secrets: those are added by the runner
     only_main_process: bool = False  # systemd's KillMode=process: the agent's tasks live on
     oom_protected: bool = False
-    files: tuple[str, ...] = field(default_factory=tuple)  # config files whose change restarts
 
 
 def layout_of(hosts: HostsFile, host: Host) -> Layout:
@@ -72,7 +71,7 @@ def etcd_member(hosts: HostsFile, host: Host) -> EtcdMember:
 
 def etcd_service(hosts: HostsFile, host: Host) -> Service:
     member = etcd_member(hosts, host)
-    return Service("etcd", tuple(member.argv()), oom_protected=True, files=("pki",))
+    return Service("etcd", tuple(member.argv()), oom_protected=True)
 
 
 def server_service(hosts: HostsFile, host: Host) -> Service:
@@ -90,7 +89,7 @@ def server_service(hosts: HostsFile, host: Host) -> Service:
         pki_dir=pki,
         python=str(layout.python),
     )
-    return Service("server", tuple(process.argv()), oom_protected=True, files=("pki",))
+    return Service("server", tuple(process.argv()), oom_protected=True)
 
 
 def agent_service(hosts: HostsFile, host: Host) -> Service:
@@ -204,7 +203,3 @@ def stop_command(service: str, layout: Layout, systemd: bool) -> str:
         f"if [ -f {pidfile} ]; then pid=$(cat {pidfile}); kill -TERM $pid 2>/dev/null; "
         f"for i in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done; fi; true"
     )
-
-
-def remote_path(path: PurePosixPath) -> str:
-    return shlex.quote(str(path))
