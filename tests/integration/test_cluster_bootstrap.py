@@ -189,6 +189,8 @@ def test_bootstrap_rerun_status_teardown(
         again = cli(*bootstrap)
         rerun = time.monotonic() - started
         assert "(0 steps changed something)" in again.stdout, again.stdout
+        dry = cli(*bootstrap, "--dry-run").stdout
+        assert dry.count(" ok ") == 16 and " change " not in dry, dry
 
         status = cli("cluster", "status", *common).stdout
         for name in HOSTS:

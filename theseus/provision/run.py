@@ -212,9 +212,12 @@ class Bootstrap:
             facts = await facts_of_all(self.hosts, connections)
             house = await asyncio.to_thread(wheelhouse.ensure, self.wheelhouse_root)
             plans = self.plans(facts, house, self.ws)
-            self.ws.save_record(self.hosts, None)
             stopped = False
             for phase in PHASES:
+                if phase == "etcd" and not stopped:
+                    # From here on etcd's members exist: the server hosts are fixed.
+                    record = self.ws.record()
+                    self.ws.save_record(self.hosts, record.cluster_id if record else None)
                 work = [
                     (h, step)
                     for h in self.hosts.hosts
