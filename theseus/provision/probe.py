@@ -122,7 +122,8 @@ def ports(advertise: str, numbers: list[int], ours: list[str]) -> dict[str, Any]
     for number in numbers:
         for hex_address, inode in table.get(number, []):
             address = decode_address(hex_address)
-            if address in resolved or address in wildcard or address.endswith(tuple(resolved)):
+            mapped = address[7:] if address.startswith("::ffff:") else address  # IPv4 on IPv6
+            if address in wildcard or address in resolved or mapped in resolved:
                 holders[number] = inode
     owners = socket_owners(holders.values()) if holders else {}
     result: dict[str, Any] = {}
