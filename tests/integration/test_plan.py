@@ -35,7 +35,12 @@ def test_plan_describes_each_change_and_changes_nothing(cluster: Cluster, tmp_pa
         document = {
             "deploy": {
                 "planned": {**WEB, "environment": {"COLOR": "blue"}},
-                "fresh": {**WEB, "instances": 4, "constraints": [["hostname", "UNIQUE"]]},
+                "fresh": {
+                    **WEB,
+                    "instances": 4,
+                    "constraints": [["hostname", "UNIQUE"]],
+                    "stop_after_server_loss_seconds": "never",
+                },
                 "grown": {**WEB, "instances": 3},
             },
             "remove": {"doomed": {}},
@@ -67,3 +72,9 @@ def test_plan_describes_each_change_and_changes_nothing(cluster: Cluster, tmp_pa
     assert "environment.COLOR: None → 'blue'" in shown
     assert "1 would wait: 0/3 nodes can run it: 3 nodes: UNIQUE hostname" in shown
     assert "2 running would stop now" in shown
+    # How long a node cut off from every server keeps each group's tasks (issue 14).
+    assert by_service["planned"]["plan"]["stop_after_server_loss"] == 30.0  # the default
+    assert fresh["plan"]["stop_after_server_loss"] == "never"
+    assert by_service["doomed"]["plan"]["stop_after_server_loss"] is None
+    assert "on a node that reaches no server: stopped after 30 s" in shown
+    assert "on a node that reaches no server: never stopped" in shown

@@ -181,11 +181,13 @@ class Cluster:
         name: str = "server",
         port: int | None = None,
         agent_cert_days: float | None = None,
+        etcd: list[str] | None = None,
     ) -> None:
-        """A server against every etcd member; ``name`` and ``port`` for a further one."""
+        """A server against every etcd member (or the ``etcd`` endpoints given, e.g. a
+        proxy's); ``name`` and ``port`` for a further one."""
         server = ServerProcess(
             port=port or self.server_port,
-            etcd=tuple(self.etcd_endpoints),
+            etcd=tuple(etcd or self.etcd_endpoints),
             etcd_tls=self.etcd_tls,
             liveness_timeout=liveness_timeout,
             registry_repair_interval=registry_repair_interval,

@@ -23,6 +23,8 @@ class FakeServer:
         self.heartbeats = 0
         self.forget_node = False  # next heartbeat answers 404
         self.reports_down = 0  # the next N report posts answer 503
+        self.heartbeat_status: int | None = None  # heartbeats answer this status (e.g. 503)
+        self.cut = False  # every request fails to connect: the network is down
         self.reports: list[TaskReport] = []
         self.index = 1
         self.tasks: list[Assignment] = []
@@ -35,6 +37,8 @@ class FakeServer:
             self.changed.notify_all()
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.cut:
+            raise httpx.ConnectError("the network is down", request=request)
         path = request.url.path
         if path == "/v1/agent/register":
             self.registrations += 1
@@ -52,6 +56,9 @@ class FakeServer:
             return httpx.Response(200, json=answer)
         if path.endswith("/heartbeat"):
             self.heartbeats += 1
+            if self.heartbeat_status is not None:
+                status = self.heartbeat_status
+                return httpx.Response(status, json={"message": f"answered {status}"})
             if self.forget_node:
                 self.forget_node = False
                 return httpx.Response(404, json={"message": "unknown node"})

@@ -7,7 +7,7 @@ import typer
 from rich.text import Text
 
 from tests.kit.builders import NOW, make_task_info
-from theseus.api.schemas import GroupChange, NodeInfo, PortInfo
+from theseus.api.schemas import GroupChange, GroupPlan, NodeInfo, PortInfo
 from theseus.cli.output import (
     change_line,
     format_age,
@@ -15,6 +15,7 @@ from theseus.cli.output import (
     format_state,
     node_row,
     parse_label_options,
+    plan_lines,
     task_row,
 )
 from theseus.model.hostgates import HostVolume, NodeGates
@@ -135,6 +136,24 @@ def test_change_line_names_the_group_and_instances() -> None:
     assert Text.from_markup(change_line(change)).plain == "created   ingestor [dev] (4 instances)"
     removed = GroupChange(service="ingestor", labels=[], action="removed", instances=0)
     assert Text.from_markup(change_line(removed)).plain == "removed   ingestor [-]"
+
+
+def test_plan_lines_say_how_long_a_cut_off_node_keeps_the_tasks() -> None:
+    def shown(fence: float | str | None) -> list[str]:
+        plan = GroupPlan.model_validate({"placed": {"node-1": 2}, "stop_after_server_loss": fence})
+        change = GroupChange(service="web", labels=[], action="created", instances=2, plan=plan)
+        return [Text.from_markup(line).plain for line in plan_lines(change)]
+
+    assert shown(30.0) == [
+        "    + 2 new: node-1 ×2",
+        "    · on a node that reaches no server: stopped after 30 s "
+        "(stop_after_server_loss_seconds)",
+    ]
+    assert shown("never")[-1] == (
+        "    · on a node that reaches no server: never stopped "
+        "(stop_after_server_loss_seconds: never)"
+    )
+    assert shown(None) == ["    + 2 new: node-1 ×2"]  # a removal
 
 
 def test_label_options_are_taken_whole_deduplicated_and_sorted() -> None:

@@ -12,6 +12,9 @@ each bounded:
   the registration or to an assignments poll: the interval grows with the cluster);
 * assignments long-poll, resumable by index, fed to the task runner (level-triggered);
 * resync with the driver every ``resync_interval`` seconds (the safety net for missed events);
+* fencing: once no server has answered a heartbeat for a task's group setting
+  (``stop_after_server_loss_seconds``), the task is stopped here for good, since the servers
+  have replaced it (``theseus.agent.fencing``: what counts as an answer, and why);
 * the report sender; the HTTP endpoint (health, logs, and the registry reads proxied to the
   server for containers) on the TCP address, and the registry reads alone on the node's
   discovery socket ``<state dir>/discovery/agent.sock`` (``theseus.agent.discovery``), which
@@ -22,7 +25,8 @@ once at start (``theseus.agent.gates.checked_gates``: an agent that declares a p
 does not start), declared to the server at registration (placement reads it) and checked
 again by the runner before every task start.
 
-Unreachable server: every call retries with capped exponential backoff (0.2 s doubling to 5 s).
+Unreachable server: every call retries with capped exponential backoff (0.2 s doubling to 5 s);
+tasks keep running, until the fence of their group (above).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -41,6 +46,7 @@ from typing import TypeVar
 
 import httpx
 
+from theseus.agent import fencing
 from theseus.agent.discovery import discovery_app
 from theseus.agent.drivers import DEFAULT_PULL_TIMEOUT, ImageSettings, make_driver
 from theseus.agent.drivers.base import DISCOVERY_SOCKET, Owner, TaskDriver, discovery_dir
@@ -151,6 +157,10 @@ class Agent:
         self._registered = asyncio.Event()
         self._unregistered = asyncio.Event()
         self._unregistered.set()
+        # Monotonic time at which the last heartbeat (or registration) that a server answered
+        # was sent: the node's lease was renewed no earlier. None before the first one.
+        self.last_contact: float | None = None
+        self._fence_wake = asyncio.Event()  # the tasks or their settings changed: decide again
 
     # --- registration -------------------------------------------------------------------
 
@@ -169,7 +179,9 @@ class Agent:
         )
 
     async def register(self) -> RegistrationAnswer:
-        answer = await _retrying("register", lambda: self.client.register(self.registration()))
+        answer = await _retrying(
+            "register", self._contact(lambda: self.client.register(self.registration()))
+        )
         if self.owner.cluster_id and answer.cluster_id != self.owner.cluster_id:
             log.warning(
                 "the server's cluster changed (%s → %s): tasks of the old cluster are not in "
@@ -184,6 +196,20 @@ class Agent:
         self._registered.set()
         log.info("registered node %s in cluster %s", self.config.name, answer.cluster_id)
         return answer
+
+    def _contact(self, call: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """``call``, which notes the time it was sent as the last contact when it succeeds
+        (only a 2xx answer returns: ``fencing`` says why nothing else counts)."""
+
+        async def timed() -> T:
+            sent = time.monotonic()
+            answer = await call()
+            last, self.last_contact = self.last_contact, max(sent, self.last_contact or sent)
+            if last is not None and sent - last > 3 * max(self.heartbeat_interval, 1.0):
+                log.warning("a server answered again, after %.1fs without one", sent - last)
+            return answer
+
+        return timed
 
     def _node_unknown(self) -> None:
         self._registered.clear()
@@ -234,7 +260,7 @@ class Agent:
             # liveness timeout would get a node declared lost while the server is only busy.
             answer = await self._call(
                 "heartbeat",
-                lambda: self.client.heartbeat(self.config.name),
+                self._contact(lambda: self.client.heartbeat(self.config.name)),
                 max_delay=self.heartbeat_interval,
             )
             if answer.heartbeat_interval is not None:
@@ -251,6 +277,37 @@ class Agent:
                 # The server only advises a slower pace once the node's lease allows it.
                 self.heartbeat_interval = answer.heartbeat_interval
             self.runner.apply(answer.tasks)
+            self._fence_wake.set()
+
+    async def _fence_loop(self) -> None:
+        while True:
+            self._fence_wake.clear()
+            wait = self._fence_due()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):  # None: until the tasks change
+                    await self._fence_wake.wait()
+
+    def _fence_due(self) -> float | None:
+        """Fence the tasks that are due; seconds until the next one may be."""
+        runner, assigned = self.runner, self.runner.assigned
+        if self.last_contact is None or assigned is None:
+            return None
+        now, interval = time.monotonic(), self.heartbeat_interval
+        local = {task_id: slot.local() for task_id, slot in runner.slots.items()}
+        delays = fencing.candidates(assigned, local)
+        due = fencing.due(now, self.last_contact, delays, interval)
+        if due:
+            silence = now - self.last_contact
+            log.warning(
+                "no server reached for %.1fs: stopping %d tasks (fenced): %s",
+                silence,
+                len(due),
+                ", ".join(due),
+            )
+            runner.fence(due, fencing.reason(silence))
+            for task_id in due:
+                del delays[task_id]
+        return fencing.next_due(now, self.last_contact, delays, interval)
 
     async def _resync_loop(self) -> None:
         while True:
@@ -301,6 +358,7 @@ class Agent:
                 ("heartbeat", self._heartbeat_loop()),
                 ("assignments", self._assignment_loop()),
                 ("resync", self._resync_loop()),
+                ("fencing", self._fence_loop()),
                 ("reports", self.reports.run(self._send)),
             ):
                 loops.append(asyncio.create_task(loop, name=f"agent-{name}"))

@@ -14,6 +14,9 @@ Rules (running tasks outlive their agent: a restarted agent adopts them, never r
   restart it: the server creates a replacement task;
 * desired ``run``, container running but its health checks failed too often → kill it and
   report it exited (``theseus.agent.health``): the server replaces it like any dead task;
+* desired ``run``, but the node is fenced for it (no server reached for its group's
+  ``stop_after_server_loss_seconds``, ``theseus.agent.fencing``) → stop it if it runs, never
+  start it, and report it exited with why: it ends for good here, as a dead task does;
 * a task no longer in the list at all → stop it if it runs and remove it, without a report;
 * every local state the server has not heard of yet is reported (adoption, exits, failures).
 """
@@ -43,6 +46,7 @@ class Step(StrEnum):
     STOP = "stop"  # stop gracefully, report "stopped", remove the container
     REMOVE = "remove"  # desired stop, container already dead: remove it
     KILL = "kill"  # health checks failed too often: stop it, report "exited" with why
+    FENCE = "fence"  # no server reached for too long: stop it (or never start it), "exited"
     REPORT = "report"  # tell the server the current phase
     DISCARD = "discard"  # not ours any more: stop if running, remove, forget; no report
     FORGET = "forget"  # not ours any more and nothing left locally
@@ -69,6 +73,7 @@ class Local:
     has_container: bool = False
     reported: str | None = None  # the last state sent to the server for this task
     unhealthy: bool = False  # its health checks asked for it to be killed
+    fenced: bool = False  # no server reached for its group's setting: it must not run here
 
 
 def next_step(desired: DesiredState, local: Local) -> Step | None:
@@ -77,6 +82,8 @@ def next_step(desired: DesiredState, local: Local) -> Step | None:
     if desired is None:
         return Step.DISCARD if local.has_container else Step.FORGET
     if desired == "run":
+        if local.fenced and phase in (Phase.NEW, Phase.RUNNING):
+            return Step.FENCE
         if phase is Phase.NEW:
             return Step.START
         if phase is Phase.RUNNING and local.unhealthy and local.has_container:

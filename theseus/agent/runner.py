@@ -1,7 +1,8 @@
 """The task runner: keeps this node's tasks where the server wants them, through a driver.
 
 Owned by the agent (``theseus.agent.agent``), which feeds it each new assignment list
-(``apply``), driver exit notices (``observe_exit``) and periodic resyncs (``resync``); the HTTP
+(``apply``), driver exit notices (``observe_exit``), periodic resyncs (``resync``) and the
+tasks to stop when no server answers (``fence``, ``theseus.agent.fencing``); the HTTP
 endpoint reads logs through it. Every decision comes from the pure ``decide.next_step``; this
 module only performs steps (and adds one of its own: ``END_POD``, which stops the other members
 of a pod once one member's exit has been reported). Each task has at most one worker coroutine
@@ -96,10 +97,11 @@ class Slot:
     checks_started: float | None = None  # monotonic start of its first check loop
     end_pod: bool = False  # exited: if it is a pod, its other members still need stopping
     progress_at: float | None = None  # monotonic time of its last pull-progress report
+    fenced: str | None = None  # why it must not run here any more (``theseus.agent.fencing``)
 
     def local(self) -> Local:
-        unhealthy = self.kill_reason is not None
-        return Local(self.phase, self.handle is not None, self.reported, unhealthy=unhealthy)
+        unhealthy, fenced = self.kill_reason is not None, self.fenced is not None
+        return Local(self.phase, self.handle is not None, self.reported, unhealthy, fenced)
 
 
 class TaskRunner:
@@ -153,6 +155,13 @@ class TaskRunner:
         elif slot.busy is None and slot.phase is Phase.RUNNING and slot.handle == notice.handle:
             self._exited(slot, notice.exit_code, notice.message)
             self.kick(slot.task_id)
+
+    def fence(self, task_ids: list[str], reason: str) -> None:
+        """No server reached for these tasks' setting: stop them for good (``Step.FENCE``)."""
+        for task_id in task_ids:
+            slot = self.slots.setdefault(task_id, Slot(task_id))
+            slot.fenced = slot.fenced or reason
+            self.kick(task_id)
 
     async def resync(self) -> None:
         """Compare the driver's containers with local knowledge; adopt unknown ones."""
@@ -268,6 +277,11 @@ class TaskRunner:
             code = await self.driver.stop(slot.handle, slot.grace)
             reason, slot.kill_reason = slot.kill_reason, None
             self._exited(slot, code, reason)
+        elif step is Step.FENCE:  # stopped as a drain would; never started if it was not yet
+            code = None
+            if slot.handle is not None and slot.phase is Phase.RUNNING:
+                code = await self.driver.stop(slot.handle, slot.grace)
+            self._exited(slot, code, slot.fenced)
         elif step is Step.REPORT:
             self._report(slot)
         elif step is Step.DISCARD:
@@ -409,7 +423,9 @@ class TaskRunner:
         slot.checker.add_done_callback(self._checkers.discard)
 
     def _checks_wanted(self, slot: Slot) -> list[Check]:
-        if slot.phase is not Phase.RUNNING or slot.handle is None or slot.kill_reason:
+        if slot.phase is not Phase.RUNNING or slot.handle is None:
+            return []
+        if slot.kill_reason or slot.fenced:
             return []
         assignment = self.assigned.get(slot.task_id) if self.assigned is not None else None
         if assignment is None or assignment.desired != "run":

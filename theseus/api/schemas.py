@@ -35,6 +35,9 @@ class GroupPlan(BaseModel):
     pending: dict[str, int] = {}  # reason -> new tasks that would wait
     stopping: int = 0  # running tasks that would be stopped in this first step
     diff: list[FieldChange] = []  # the fields an update changes
+    # The group's ``stop_after_server_loss_seconds`` (seconds or "never"; None: removed): how
+    # long a node cut off from every server keeps its tasks (``theseus.agent.fencing``).
+    stop_after_server_loss: float | Literal["never"] | None = None
 
 
 class GroupChange(BaseModel):

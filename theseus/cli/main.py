@@ -21,6 +21,7 @@ from theseus.cli import (
     images_cmd,
     logs_cmd,
     nodes_cmd,
+    provision_cmd,
     registry_cmd,
     registry_login_cmds,
     server_cmd,
@@ -93,6 +94,7 @@ logs_cmd.register(app)
 registry_cmd.register(app)
 nodes_cmd.register(app)
 cluster_cmds.register(app)
+provision_cmd.register(app)
 images_cmd.register(app)
 server_cmd.register(app)
 agent_cmd.register(app)

@@ -284,7 +284,8 @@ def change_line(change: GroupChange) -> str:
 
 def plan_lines(change: GroupChange) -> list[str]:
     """The indented lines under a change in ``theseus plan``: field diff, where new tasks
-    would go, what would wait and why, what would stop."""
+    would go, what would wait and why, what would stop, and how long a node cut off from
+    every server keeps the group's tasks."""
     plan = change.plan
     if plan is None:
         return []
@@ -296,6 +297,17 @@ def plan_lines(change: GroupChange) -> list[str]:
         lines.append(f"    [red]![/] {n} would wait: {escape(reason)}")
     if plan.stopping:
         lines.append(f"    [red]-[/] {plan.stopping} running would stop now")
+    fence = plan.stop_after_server_loss
+    if fence == "never":
+        lines.append(
+            "    [dim]·[/] on a node that reaches no server: never stopped "
+            "(stop_after_server_loss_seconds: never)"
+        )
+    elif fence is not None:
+        lines.append(
+            f"    [dim]·[/] on a node that reaches no server: stopped after {fence:g} s "
+            "(stop_after_server_loss_seconds)"
+        )
     return lines
 
 

@@ -105,7 +105,8 @@ def register(app: typer.Typer) -> None:
         """Show what `deploy -f FILE` would do, and change nothing.
 
         Each group's action, the fields an update changes, where new tasks would go, which
-        would wait and why. A rolling update shows its first step."""
+        would wait and why, and how long a node cut off from every server keeps its tasks
+        (stop_after_server_loss_seconds). A rolling update shows its first step."""
         text, content_type = _read_document(file)
         with connect(ctx) as client:
             result = client.deploy(text, content_type, dry_run=True)

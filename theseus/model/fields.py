@@ -6,6 +6,7 @@ group and a pod member validate them the same way.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StrictStr, ValidationInfo
@@ -26,6 +27,32 @@ PortNumber = Annotated[StrictInt, Field(ge=1, le=65535)]
 # When the agent pulls an image that names a registry host (``theseus.agent.drivers.
 # docker_pull``): only when the node lacks it (the default), or at every start.
 PullPolicy = Literal["if_not_present", "always"]
+
+# How long an agent that reaches no server keeps a group's tasks running before it stops them
+# (``theseus.agent.fencing``): seconds, or ``never``. 30 s by default: the server declares a
+# silent node lost after 3 s and replaces its tasks about a second later, so a cut-off node's
+# group runs more than ``instances`` for at most ~26 s; a leader failover or a server restart
+# (a few seconds) stays well inside it.
+NEVER: Literal["never"] = "never"
+STOP_AFTER_SERVER_LOSS_DEFAULT = 30.0
+STOP_AFTER_SERVER_LOSS_RANGE = (1.0, 86_400.0)
+
+
+def _server_loss_delay(value: object) -> object:
+    """A number of seconds in range, or ``never`` (0 or a negative number is refused rather
+    than read as "at once" or "never": the reader of a spec could take it for either)."""
+    low, high = STOP_AFTER_SERVER_LOSS_RANGE
+    expected = f"must be a number of seconds ({low:g} to {high:g}) or '{NEVER}'"
+    if value == NEVER:
+        return NEVER
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{expected}, not {value!r}")
+    if math.isnan(value) or not low <= value <= high:
+        raise ValueError(f"{expected}, not {value!r}")
+    return float(value)
+
+
+ServerLossDelay = Annotated[float | Literal["never"], BeforeValidator(_server_loss_delay)]
 
 
 def _env_string(value: object) -> str:

@@ -40,11 +40,13 @@ from pydantic import (
 from theseus.model.constraints import Constraint
 from theseus.model.fields import (
     GATED,
+    STOP_AFTER_SERVER_LOSS_DEFAULT,
     EnvName,
     EnvValue,
     PortName,
     PortNumber,
     PullPolicy,
+    ServerLossDelay,
     ServiceName,
     Volume,
 )
@@ -108,6 +110,11 @@ class GroupSpec(BaseModel):
     backoff_factor: Annotated[float, Field(ge=1, le=10)] = 2.0
     max_launch_delay_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
     task_kill_grace_period_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    # An agent that has reached no server for this long stops the group's tasks on its node
+    # (it fences itself: the servers have declared the node lost and replaced them), so that
+    # a cut-off node runs a group beside its replacements only that long; ``never`` for a
+    # group that must ride out any outage of the servers (Nomad's ``stop_on_client_after``).
+    stop_after_server_loss_seconds: ServerLossDelay = STOP_AFTER_SERVER_LOSS_DEFAULT
     # Docker's init (tini) as each container's PID 1: it passes signals on and reaps
     # zombies, so a ``command`` (``sh -c``, which as PID 1 would ignore SIGTERM) stops at
     # once, even before it set a trap. false for images whose own process must be PID 1.
@@ -239,9 +246,12 @@ class GroupSpec(BaseModel):
     def version(self) -> str:
         """A digest of everything that changes a running container: tasks of another version
         get replaced. ``instances``, ``sticky``, ``upgrade_strategy`` and ``dependencies`` only
-        steer the orchestrator, and ``pull`` only how an image reaches the node (it applies at
-        the next start), so changing them restarts nothing."""
+        steer the orchestrator, ``pull`` only how an image reaches the node (it applies at
+        the next start) and ``stop_after_server_loss_seconds`` only what an agent cut off
+        from the servers does (it applies to the tasks started after the change), so changing
+        them restarts nothing."""
         excluded = {"instances", "sticky", "upgrade_strategy", "dependencies", "pull"}
+        excluded.add("stop_after_server_loss_seconds")
         # A key at its default leaves the digest as it was before the key existed: an
         # upgraded server must not replace every running task.
         excluded |= {

@@ -141,5 +141,8 @@ async def deploy(
                 stopping=found.stopping,
                 diff=[FieldChange(field=f, old=o, new=n) for f, o, n in found.diff],
             )
+            if change.record is not None:
+                fence = change.record.spec.stop_after_server_loss_seconds
+                planned.plan.stop_after_server_loss = fence
     result.dry_run = True
     return result
