@@ -85,7 +85,7 @@ def _down(workdir: Path, say: Say) -> DownReport:
     if recorded is None and not _our_netns() and not _our_links():
         say("no test bed is up")
     if current.bootstrap_started and plan.hosts_file.exists():
-        report.step("cluster", _teardown(plan), say)
+        report.step("cluster", _teardown(plan, current), say)
     removed = 0
     for host in plan.hosts:
         try:
@@ -127,7 +127,7 @@ def _summary(outcome: dict[str, str]) -> str:
     return ", ".join(f"{name} {how}" for name, how in sorted(outcome.items()))
 
 
-def _teardown(plan: TestbedPlan) -> str:
+def _teardown(plan: TestbedPlan, current: TestbedState) -> str:
     # --keep-packages: the hosts share this machine's packages, which are not the bed's.
     argv = [
         theseus_command(),
@@ -139,7 +139,12 @@ def _teardown(plan: TestbedPlan) -> str:
     ]
     try:
         result = subprocess.run(
-            argv, timeout=TEARDOWN_TIMEOUT, capture_output=True, text=True, check=False
+            argv,
+            env=context.environ(current.context) if current.context is not None else None,
+            timeout=TEARDOWN_TIMEOUT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"teardown failed ({exc}); its processes are stopped below"

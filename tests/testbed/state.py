@@ -40,6 +40,7 @@ class ProcessEntry(BaseModel):
 class ContextBefore(BaseModel):
     """The CLI's contexts before ``up``: ``down`` makes them so again."""
 
+    path: str  # the contexts file up saw ($THESEUS_CONFIG then)
     current: str | None = None
     testbed: str | None = None  # the JSON of a context named ``testbed`` that was there before
 

@@ -237,7 +237,7 @@ def run_bootstrap(plan: TestbedPlan, rec: Recorder) -> None:
     rec.save()
     argv = [theseus_command(), "cluster", "bootstrap", *cluster_args(plan)]
     try:
-        result = subprocess.run(argv, timeout=BOOTSTRAP_TIMEOUT, check=False)
+        result = subprocess.run(argv, env=_env(rec), timeout=BOOTSTRAP_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         raise UpError(
             f"theseus cluster bootstrap did not finish within {BOOTSTRAP_TIMEOUT:g} s"
@@ -248,12 +248,16 @@ def run_bootstrap(plan: TestbedPlan, rec: Recorder) -> None:
             " the test bed itself is up: scripts/testbed up runs the bootstrap again,"
             " scripts/testbed down removes it all"
         )
-    login_registry(plan)
+    login_registry(plan, rec)
     rec.state.bootstrap_done = True
     rec.save()
 
 
-def login_registry(plan: TestbedPlan) -> None:
+def _env(rec: Recorder) -> dict[str, str] | None:
+    return context.environ(rec.state.context) if rec.state.context is not None else None
+
+
+def login_registry(plan: TestbedPlan, rec: Recorder) -> None:
     """Store the registry's login in the cluster the CLI now points at, so that every agent
     pulls ``198.18.0.2:5000/...`` images. The password goes on stdin, never on a command line,
     and the command's output (which never holds it) is shown only on failure."""
@@ -261,6 +265,7 @@ def login_registry(plan: TestbedPlan) -> None:
     argv = [theseus_command(), "registry-login", login.host, "-u", login.username]
     result = subprocess.run(
         [*argv, "--password-stdin"],
+        env=_env(rec),
         input=login.password + "\n",
         capture_output=True,
         text=True,

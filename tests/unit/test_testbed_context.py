@@ -58,3 +58,21 @@ def test_no_contexts_before_means_none_current_after() -> None:
     assert contexts.load().current is None
     assert contexts.load().contexts == {}
     assert context.restore(before) == "unchanged"
+
+
+def test_contexts_are_restored_in_the_file_up_saw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A terminal's down of a bed that a test session (with its own THESEUS_CONFIG) made
+    leaves the terminal's contexts alone."""
+    contexts.set_context("local", Context(servers=["http://127.0.0.1:5000"]))
+    before = context.remember()
+    bootstrap_points_the_cli_at_the_testbed()
+    assert context.environ(before)["THESEUS_CONFIG"] == before.path
+    monkeypatch.setenv("THESEUS_CONFIG", str(tmp_path / "terminal.json"))
+    contexts.set_context("mine", Context(servers=["http://127.0.0.1:6000"]))
+
+    context.restore(before)
+
+    assert contexts.load().current == "mine"
+    assert contexts.load(Path(before.path)).current == "local"
