@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import docker
 import pytest
+import yaml
 
 from tests.testbed import down as down_module
 from tests.testbed import engines, state, up
@@ -63,11 +65,21 @@ class Testbed:
         """``name`` as the hosts pull it: from the test bed's registry."""
         return f"{self.registry.host}/{name}"
 
-    def bootstrap(self) -> None:
-        """``theseus cluster bootstrap`` on the bed, then the registry's login stored in the
-        cluster (``down`` tears the cluster down)."""
+    def bootstrap(self, hosts_file: Path | None = None, extra: Sequence[str] = ()) -> float:
+        """``theseus cluster bootstrap`` on the bed (or on the hosts of ``hosts_file``, a part
+        of the bed's hosts file), then the registry's login stored in the cluster (``down``
+        tears the cluster down). Its duration in seconds."""
         with state.locked(self.plan.workdir):
-            up.run_bootstrap(self.plan, up_recorder(self.plan))
+            return up.run_bootstrap(self.plan, up_recorder(self.plan), hosts_file, extra)
+
+    def hosts_file(self, names: Sequence[str]) -> Path:
+        """The bed's hosts file cut to the hosts ``names``, beside it (so that its relative
+        paths still hold): what bootstraps a part of the bed."""
+        document = yaml.safe_load(self.plan.hosts_file.read_text())
+        path = self.plan.workdir / f"hosts-{'-'.join(names)}.yaml"
+        hosts = [h for h in document["hosts"] if h["name"] in names]
+        path.write_text(yaml.safe_dump({**document, "hosts": hosts}))
+        return path
 
     def close_clients(self) -> None:
         for client in self._clients:

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -226,16 +226,27 @@ def start_registry(plan: TestbedPlan, rec: Recorder) -> ImageRegistry:
     return started
 
 
-def cluster_args(plan: TestbedPlan) -> list[str]:
-    """The hosts file, and the workstation's state of the cluster (its CA, admin token) in
-    the work directory, where down removes it with the rest."""
-    return ["-f", str(plan.hosts_file), "--state-dir", str(plan.cluster_state_dir)]
+def cluster_args(plan: TestbedPlan, hosts_file: Path | None = None) -> list[str]:
+    """The hosts file (the bed's, or a part of it: ``hosts_file``), and the workstation's
+    state of the cluster (its CA, admin token) in the work directory, where down removes it
+    with the rest."""
+    hosts = hosts_file or plan.hosts_file
+    return ["-f", str(hosts), "--state-dir", str(plan.cluster_state_dir)]
 
 
-def run_bootstrap(plan: TestbedPlan, rec: Recorder) -> None:
+def run_bootstrap(
+    plan: TestbedPlan,
+    rec: Recorder,
+    hosts_file: Path | None = None,
+    extra: Sequence[str] = (),
+) -> float:
+    """``theseus cluster bootstrap`` of the bed's hosts file (or ``hosts_file``, some of its
+    hosts: the others are added by a later run), then the registry's login stored in the
+    cluster. Its duration in seconds, the login's included."""
     rec.state.bootstrap_started = True
     rec.save()
-    argv = [theseus_command(), "cluster", "bootstrap", *cluster_args(plan)]
+    started = time.monotonic()
+    argv = [theseus_command(), "cluster", "bootstrap", *cluster_args(plan, hosts_file), *extra]
     try:
         result = subprocess.run(argv, env=_env(rec), timeout=BOOTSTRAP_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
@@ -251,6 +262,7 @@ def run_bootstrap(plan: TestbedPlan, rec: Recorder) -> None:
     login_registry(plan, rec)
     rec.state.bootstrap_done = True
     rec.save()
+    return time.monotonic() - started
 
 
 def _env(rec: Recorder) -> dict[str, str] | None:
