@@ -134,10 +134,11 @@ def test_bootstrap_adds_a_host_to_a_running_cluster(bed: Testbed) -> None:
 
 def test_the_originals_curl_deploy_spreads_over_three_hosts_and_engines(
     bed_cluster: BedCluster,
+    tmp_path: Path,
 ) -> None:
     cluster = bed_cluster
     bed = cluster.bed
-    ca = bed.plan.workdir / "ca-for-curl.pem"
+    ca = tmp_path / "ca.pem"
     ca.write_text(cluster.context.ca or "")
     body = json.dumps({"deploy": {"ingestor": {**INGESTOR, "image": bed.image()}}})
     # The original's test, with what a secure cluster adds: its CA and a token.

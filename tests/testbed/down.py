@@ -251,8 +251,8 @@ def _clean_workdir(plan: TestbedPlan, report: DownReport, say: Say) -> None:
         return
     for name in ("hosts", "registry", "ssh", "cluster"):
         shutil.rmtree(plan.workdir / name, ignore_errors=True)
-    for path in (plan.hosts_file, plan.known_hosts):
-        path.unlink(missing_ok=True)
+    for path in (plan.hosts_file, plan.known_hosts, *plan.workdir.glob("hosts-*.yaml")):
+        path.unlink(missing_ok=True)  # hosts-*.yaml: parts of the hosts file (Testbed.hosts_file)
 
 
 def leftovers(plan: TestbedPlan, current: TestbedState) -> list[str]:
