@@ -14,6 +14,7 @@ a module that runs later gets a fresh one.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import subprocess
 import time
@@ -31,6 +32,7 @@ from tests.testbed import state, up
 from tests.testbed.faults import kill_host
 from tests.testbed.fixture import Testbed, TestbedSession, testbed_session  # noqa: F401
 from tests.testbed.plan import HostPlan
+from theseus.api.access_client import AccessApi
 from theseus.api.client import ServerClient
 from theseus.api.schemas import TaskInfo
 from theseus.cli import contexts
@@ -230,6 +232,93 @@ def test_a_container_reaches_its_peers_on_other_hosts_and_hears_them_change(
             "the watcher on h1 to hear h2's ingestor go and come back",
         )
         client.remove("watcher")
+
+
+def build(docker_client: docker.DockerClient, tag: str, marker: str) -> str:
+    """A new image ``tag`` on theseus/busybox in this machine's engine, whose MARKER is
+    ``marker``; its id (pushing and pulling keep it)."""
+    dockerfile = f"FROM theseus/busybox:latest\nENV MARKER={marker}\n".encode()
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, pull=False)
+    return str(image.id)
+
+
+def failed_with(client: ServerClient, service: str, text: str) -> TaskInfo | None:
+    tasks = client.tasks(service, include_stopped=True).tasks
+    return next((t for t in tasks if t.state == "failed" and text in (t.message or "")), None)
+
+
+def files_holding(root: Path, secret: bytes) -> list[str]:
+    found = []
+    for path in root.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink() and secret in path.read_bytes():
+                found.append(str(path))
+    return found
+
+
+def test_hosts_pull_from_the_beds_registry_over_tls_with_its_password(
+    bed_cluster: BedCluster, docker_client: docker.DockerClient
+) -> None:
+    """On hosts whose engines have never seen the image: the first start pulls it, ``always``
+    pulls the new image pushed under the same tag, a wrong password and a missing image are
+    refused with their reasons, and the password is in no file of any host."""
+    cluster = bed_cluster
+    bed = cluster.bed
+    local = "theseus/pull-test-bed:latest"
+    image = bed.image(local)
+    sleeping = {"command": "echo marker=$MARKER; exec sleep 3600", "cpus": 0.05, "mem": 16}
+    one = build(docker_client, local, "one")
+    pushed = bed.push([local])
+    h2 = bed.engine(cluster.host("h2"))
+    try:
+        with cluster.client() as client:
+            on_h2 = {**sleeping, "image": image, "constraints": [["hostname", "IS", "h2"]]}
+            cluster.deploy("fresh", {**on_h2, "pull": "always"})
+            (first,) = wait_until(lambda: running(client, "fresh"), 120, "a first start on h2")
+            assert h2.containers.get(first.container_id).image.id == one
+
+            two = build(docker_client, local, "two")
+            bed.push([local])
+            h2.containers.get(first.container_id).kill()  # its replacement pulls again
+            second = wait_until(
+                lambda: next((t for t in running(client, "fresh") if t.id != first.id), None),
+                120,
+                "a replacement on h2",
+            )
+            container = h2.containers.get(second.container_id)
+            assert container.image.id == two
+            wait_until(lambda: b"marker=two" in container.logs(), 20, "the new image's marker")
+            client.remove("fresh")
+
+            access = AccessApi(client)
+            login = bed.registry
+            access.registry_login(login.host, login.username, "not-the-password")
+            try:
+                on_h3 = {**on_h2, "constraints": [["hostname", "IS", "h3"]]}
+                cluster.deploy("refused", {**on_h3, "pull": "always"})
+                reason = f"registry {login.host} refused the credentials for {image}"
+                wait_until(lambda: failed_with(client, "refused", reason), 90, "the refusal")
+            finally:
+                access.registry_login(login.host, login.username, login.password)
+            wait_until(lambda: running(client, "refused"), 120, "a retry with the right login")
+            client.remove("refused")
+
+            missing = bed.image("theseus/no-such-image:1")
+            cluster.deploy("missing", {**on_h3, "image": missing})
+            reason = f"image not found in registry {login.host}: {missing}"
+            wait_until(lambda: failed_with(client, "missing", reason), 90, "image not found")
+            client.remove("missing")
+
+            answers = json.dumps(client.tasks(include_stopped=True).model_dump(mode="json"))
+            assert login.password not in answers
+        secret = login.password.encode()
+        for host in bed.hosts:  # its install: configuration, state, every log
+            assert files_holding(host.paths.prefix, secret) == [], host.name
+        assert files_holding(bed.plan.cluster_state_dir, secret) == []
+    finally:
+        for tag in [*pushed, local]:
+            with contextlib.suppress(docker.errors.APIError):
+                docker_client.images.remove(tag)
 
 
 def test_a_drained_host_hands_its_tasks_to_the_others(bed_cluster: BedCluster) -> None:

@@ -24,6 +24,7 @@ import docker
 import pytest
 import yaml
 
+from tests.kit.image_registry import ImageRegistry, push_images
 from tests.testbed import down as down_module
 from tests.testbed import engines, state, up
 from tests.testbed.cli import workdir
@@ -64,6 +65,16 @@ class Testbed:
     def image(self, name: str = "theseus/busybox:latest") -> str:
         """``name`` as the hosts pull it: from the test bed's registry."""
         return f"{self.registry.host}/{name}"
+
+    def push(self, images: Sequence[str]) -> list[str]:
+        """Images of this machine's engine pushed to the bed's registry, as ``<host>/<name>``
+        (tags the caller removes from this machine's engine when done; ``down`` removes only
+        those of the project's images)."""
+        login = self.registry
+        registry = ImageRegistry(
+            login.host, login.username, login.password, login.ca_cert, 0, self.plan.workdir
+        )
+        return push_images(registry, images)
 
     def bootstrap(self, hosts_file: Path | None = None, extra: Sequence[str] = ()) -> float:
         """``theseus cluster bootstrap`` on the bed (or on the hosts of ``hosts_file``, a part
