@@ -4,8 +4,9 @@ prefix under the test's directory and this machine's Docker Engine.
 
 An unknown host key stops the run, naming its fingerprint, before anything changes; accepted,
 the cluster comes up and the CLI's new context sees two ready nodes that run a task; a second
-run changes nothing; status shows both hosts; teardown leaves no process, container or file.
-The durations of the three runs are printed (``-s`` shows them).
+run changes nothing; an agent option (``agent:``) given to one host restarts that agent alone,
+which registers with it while its task runs on; status shows both hosts; teardown leaves no
+process, container or file. The durations of the runs are printed (``-s`` shows them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -103,6 +105,9 @@ def hosts(tmp_path: Path, short_dir: Path) -> Iterator[tuple[Path, dict[str, Ssh
                 "etcd_peer": etcd_peer,
             },
             "install": {"docker_host": "unix:///var/run/docker.sock"},
+            # Longer than an agent's restart on a loaded machine: the restart below must not
+            # have its node declared lost and its task replaced.
+            "server": {"liveness_timeout": 15},
             "hosts": [
                 {
                     "name": "s1",
@@ -192,6 +197,28 @@ def test_bootstrap_rerun_status_teardown(
         dry = cli(*bootstrap, "--dry-run").stdout
         assert dry.count(" ok ") == 16 and " change " not in dry, dry
 
+        # An agent option given to a1 only: a1's agent alone restarts, registers with it,
+        # and its task runs on (KillMode=process, or the supervisor's --only-main-process).
+        document = json.loads(path.read_text())
+        document["hosts"][1]["agent"] = {"cpus": 3, "allow_caps": ["cap_net_admin"]}
+        path.write_text(json.dumps(document))
+        started = time.monotonic()
+        changed = cli(*bootstrap)
+        option_rerun = time.monotonic() - started
+        assert "(1 steps changed something)" in changed.stdout, changed.stdout
+
+        def a1_with_options() -> dict[str, Any] | None:
+            listed = {n["name"]: n for n in json.loads(cli("nodes", "--json").stdout)}
+            node: dict[str, Any] = listed["a1"]
+            return node if node["status"] == "ready" and node["cpus"] == 3 else None
+
+        a1 = wait_until(a1_with_options, 30, "a1 registered again with --cpus 3")
+        assert a1["gates"]["allow_caps"] == ["NET_ADMIN"]
+        s1 = next(n for n in json.loads(cli("nodes", "--json").stdout) if n["name"] == "s1")
+        assert s1["gates"]["allow_caps"] == [] and s1["cpus"] != 3
+        assert wait_until(running, 60, "the tasks still running on each host") == {"s1", "a1"}
+        print(cli("ps", "-a").stdout)
+
         status = cli("cluster", "status", *common).stdout
         for name in HOSTS:
             assert name in status
@@ -204,7 +231,10 @@ def test_bootstrap_rerun_status_teardown(
         removed = cli("cluster", "teardown", *common, "--yes", expect=None)
         teardown = time.monotonic() - started
     assert removed.returncode == 0, removed.stdout + removed.stderr
-    print(f"\nbootstrap of 2 hosts {first:.1f}s, re-run {rerun:.1f}s, teardown {teardown:.1f}s")
+    print(
+        f"\nbootstrap of 2 hosts {first:.1f}s, re-run {rerun:.1f}s, re-run with an agent "
+        f"option {option_rerun:.1f}s, teardown {teardown:.1f}s"
+    )
 
     assert _our_processes(short_dir) == []
     left = docker_client.containers.list(

@@ -5,6 +5,8 @@ Pure (``hosts_document``) plus one write; called by ``tests.testbed.up``. Cluste
 h1 runs etcd and a server (role ``both``), the others are agents; each host's ``install.prefix``
 is its own directory (the hosts share this machine's filesystem) and its ``docker_host`` its
 own engine's socket. The SSH key and ``known_hosts`` are the test bed's, relative to the file.
+Every agent's pods get their network container from the test bed's registry
+(``agent.pod_infra_image``), as on real hosts that have no locally built images.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import yaml
 
 from tests.testbed.plan import CLUSTER_NAME, SSH_PORT, TestbedPlan
+from theseus.images.tags import BUSYBOX_IMAGE
 
 
 def hosts_document(plan: TestbedPlan) -> dict[str, Any]:
@@ -28,6 +31,8 @@ def hosts_document(plan: TestbedPlan) -> dict[str, Any]:
             "key": os.path.relpath(plan.client_key, base),
             "known_hosts": os.path.relpath(plan.known_hosts, base),
         },
+        # Pushed there by up (tests.testbed.registry.IMAGES) before the bootstrap runs.
+        "agent": {"pod_infra_image": f"{plan.registry.host}/{BUSYBOX_IMAGE}"},
         "hosts": [
             {
                 "name": host.name,

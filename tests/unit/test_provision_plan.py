@@ -26,15 +26,13 @@ from theseus.provision.services import (
     unit_text,
 )
 
-HOSTS = parse(
-    """
+HOSTS_TEXT = """
 cluster: prod
 hosts:
   - {name: s1, advertise: 198.18.0.11, role: both, attributes: {zone: a}}
   - {name: a1, advertise: 198.18.0.12, role: agent, install: {prefix: /srv/a1}}
-""",
-    Path("/cfg/hosts.yaml"),
-)
+"""
+HOSTS = parse(HOSTS_TEXT, Path("/cfg/hosts.yaml"))
 S1, A1 = HOSTS.hosts
 FILES = (DesiredFile("pki/ca.pem", b"CA"), DesiredFile("agent.env", b"DOCKER_HOST=x\n", 0o600))
 
@@ -266,3 +264,52 @@ def test_services_run_what_the_launcher_runs() -> None:
     assert "--state-dir /srv/a1/var/lib/theseus/agent" in text
     assert agent.only_main_process
     assert "--attr zone=a" in " ".join(agent_service(HOSTS, S1).argv)
+
+
+def _with(options: str) -> HostsFile:
+    """``HOSTS`` with more top-level keys (``agent:``, ``server:``)."""
+    return parse(HOSTS_TEXT + options, Path("/cfg/hosts.yaml"))
+
+
+def test_a_changed_agent_option_restarts_that_agent_only() -> None:
+    for systemd in (False, True):
+        before = _with("agent: {pull_timeout: 60}\n")
+        facts = [settled(before, index, systemd) for index in (0, 1)]
+        # The same options again: nothing to do.
+        for index, host in enumerate(before.hosts):
+            assert not any(s.needed for s in plan_host(before, host, facts[index], desired()))
+        after = _with("agent: {pull_timeout: 60, pod_infra_image: r.example:5000/busybox:1}\n")
+        for index, host in enumerate(after.hosts):
+            steps = by_phase(plan_host(after, host, facts[index], desired()))
+            assert steps["agents"].needed, (systemd, host.name)
+            assert "running with another configuration" in steps["agents"].check
+            assert "join_token" not in shown(steps["agents"])  # joined: a restart, no new join
+            if host.is_server:
+                assert not steps["etcd"].needed and not steps["servers"].needed
+            # The new command line: the supervisor's, or the agent's unit (and only that unit).
+            units = [c for c in steps["services"].commands if c.kind == "put"]
+            if systemd:
+                assert [c.target.rsplit("/", 1)[1] for c in units] == ["theseus-prod-agent.service"]
+                started = units[0].content.decode()
+            else:
+                assert units == []
+                started = shown(steps["agents"])
+            assert "--pod-infra-image r.example:5000/busybox:1" in started
+        # A host's own option restarts that host's agent, not the others'.
+        own = parse(
+            HOSTS_TEXT.replace("prefix: /srv/a1}", "prefix: /srv/a1}, agent: {cpus: 3}")
+            + "agent: {pull_timeout: 60}\n",
+            Path("/cfg/hosts.yaml"),
+        )
+        s1, a1 = own.hosts
+        assert not any(s.needed for s in plan_host(own, s1, facts[0], desired()))
+        assert by_phase(plan_host(own, a1, facts[1], desired()))["agents"].needed
+        assert "--cpus 3" in " ".join(agent_service(own, a1).argv)
+
+
+def test_a_changed_server_option_restarts_the_server_only() -> None:
+    facts = settled(HOSTS, 0)
+    steps = by_phase(plan_host(_with("server: {liveness_timeout: 6}\n"), S1, facts, desired()))
+    assert steps["servers"].needed and "--liveness-timeout 6" in shown(steps["servers"])
+    assert not steps["etcd"].needed and not steps["agents"].needed
+    assert not any(s.needed for s in plan_host(_with("server: {}\n"), S1, facts, desired()))

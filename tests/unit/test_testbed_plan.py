@@ -8,12 +8,15 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.testbed.engines import dockerd_argv
 from tests.testbed.hostsfile import hosts_document
 from tests.testbed.network import bridge_rules
 from tests.testbed.plan import MAX_HOSTS, TESTBED_RANGE, PlanError, addresses, make_plan
 from tests.testbed.sshd import known_hosts_line, sshd_config
+from theseus.provision.hosts import parse
+from theseus.provision.services import agent_service
 
 WORKDIR = Path("/repo/.testbed")
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
@@ -120,6 +123,18 @@ def test_the_hosts_file_follows_docs_machines_md() -> None:
         },
     }
     assert [h["role"] for h in document["hosts"]] == ["both", "agent", "agent"]
+    # No host has local images: the pods' network container comes from the bed's registry.
+    assert document["agent"] == {"pod_infra_image": "198.18.0.2:5000/theseus/busybox:latest"}
+
+
+def test_the_hosts_file_is_one_theseus_cluster_reads() -> None:
+    plan = make_plan(WORKDIR, 3)
+    hosts = parse(yaml.safe_dump(hosts_document(plan)), plan.hosts_file)
+    assert [h.name for h in hosts.agents] == ["h1", "h2", "h3"]
+    for host in hosts.agents:
+        argv = agent_service(hosts, host).argv
+        image = argv[argv.index("--pod-infra-image") + 1]
+        assert image == "198.18.0.2:5000/theseus/busybox:latest"
 
 
 def test_the_bridge_rules_let_the_bed_talk_within_and_nothing_in() -> None:

@@ -2,7 +2,9 @@
 its validation and its loading (docs/machines.md has the format).
 
 Owns what a valid file is: 1, 3 or 5 server hosts, unique names and advertise addresses, ports
-that differ, paths expanded (``~``) and made absolute relative to the file. Bad input is one
+that differ, paths expanded (``~``) and made absolute relative to the file, each host's
+``ssh:``, ``install:`` and ``agent:`` over the file's (the ``agent:`` and ``server:`` blocks'
+own model is ``theseus.provision.options``). Bad input is one
 ``HostsFileError`` listing every problem by its field (``hosts[2].advertise: field required``),
 raised before anything connects. Called by ``theseus.cli.provision_cmd``; the plan
 (``theseus.provision.plan``) reads the resolved ``Host`` records.
@@ -16,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from theseus.provision.options import AgentOptions, ServerOptions
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -71,6 +75,7 @@ class HostEntry(_Strict):
     host_volumes: dict[str, str] = Field(default_factory=dict)
     ssh: SshOptions = SshOptions()
     install: InstallOptions = InstallOptions()
+    agent: AgentOptions = AgentOptions()
 
     @field_validator("name")
     @classmethod
@@ -110,6 +115,8 @@ class HostsDocument(_Strict):
     ssh: SshOptions = SshOptions()
     ports: Ports = Ports()
     install: InstallOptions = InstallOptions()
+    agent: AgentOptions = AgentOptions()
+    server: ServerOptions = ServerOptions()
     hosts: list[HostEntry] = Field(min_length=1)
 
     @field_validator("cluster")
@@ -137,6 +144,7 @@ class Host(BaseModel):
     known_hosts: Path
     prefix: PurePosixPath
     docker_host: str
+    agent: AgentOptions  # its agent's options, the file's with the host's own over them
 
     @property
     def is_server(self) -> bool:
@@ -157,6 +165,7 @@ class HostsFile(BaseModel):
     path: Path
     cluster: str
     ports: Ports
+    server: ServerOptions  # every server's options
     hosts: tuple[Host, ...]
 
     @property
@@ -213,6 +222,8 @@ def resolve(document: HostsDocument, path: Path) -> HostsFile:
             other = advertised[entry.advertise]
             problems.append(f"{where}.advertise: {entry.advertise} is also hosts[{other}]'s")
         advertised.setdefault(entry.advertise, index)
+        if entry.role == "server" and entry.agent != AgentOptions():
+            problems.append(f"{where}.agent: role server runs no agent (role both does)")
         ssh = document.ssh.model_copy(update=entry.ssh.model_dump(exclude_none=True))
         install = document.install.model_copy(update=entry.install.model_dump(exclude_none=True))
         prefix = install.prefix or "/"
@@ -231,6 +242,7 @@ def resolve(document: HostsDocument, path: Path) -> HostsFile:
                 known_hosts=_resolve_path(ssh.known_hosts or "~/.ssh/known_hosts", base),
                 prefix=prefix_path,
                 docker_host=install.docker_host or "unix:///var/run/docker.sock",
+                agent=entry.agent.over(document.agent),
             )
         )
     servers = sum(1 for h in hosts if h.is_server)
@@ -241,7 +253,13 @@ def resolve(document: HostsDocument, path: Path) -> HostsFile:
         )
     if problems:
         raise HostsFileError(f"{path}:\n  " + "\n  ".join(problems))
-    return HostsFile(path=path, cluster=document.cluster, ports=document.ports, hosts=tuple(hosts))
+    return HostsFile(
+        path=path,
+        cluster=document.cluster,
+        ports=document.ports,
+        server=document.server,
+        hosts=tuple(hosts),
+    )
 
 
 def parse(text: str, path: Path) -> HostsFile:

@@ -4,8 +4,9 @@ is run — a systemd unit modelled on Nomad's where systemd runs, a supervisor p
 
 The command lines come from the launcher's own descriptions (``theseus.cluster.argv``), so a
 host runs exactly what ``theseus up --secure`` runs on one machine, with the host's advertise
-address and the cluster's ports. Called by the plan (``theseus.provision.plan``), status and
-teardown.
+address, the cluster's ports and the hosts file's ``agent:`` and ``server:`` options (a changed
+option is a changed command line, so the plan restarts that service). Called by the plan
+(``theseus.provision.plan``), status and teardown.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def server_service(hosts: HostsFile, host: Host) -> Service:
             pki / "ca.pem", pki / f"{ETCD_CLIENT}.pem", pki / f"{ETCD_CLIENT}-key.pem"
         ),
         pki_dir=pki,
+        liveness_timeout=hosts.server.liveness_timeout,
+        agent_cert_days=hosts.server.agent_cert_days,
         python=str(layout.python),
     )
     return Service("server", tuple(process.argv()), oom_protected=True)
@@ -98,6 +101,7 @@ def agent_service(hosts: HostsFile, host: Host) -> Service:
     # An agent on a server host starts with its own server; the others are spread.
     index = hosts.servers.index(host) if host.is_server else hosts.hosts.index(host)
     servers = _rotated(urls, index % len(urls))
+    options = host.agent
     process = AgentProcess(
         servers=servers,
         name=host.name,
@@ -107,6 +111,15 @@ def agent_service(hosts: HostsFile, host: Host) -> Service:
         attributes=tuple(sorted(host.attributes.items())),
         host_volumes=tuple(f"{name}={path}" for name, path in sorted(host.host_volumes.items())),
         join=servers[0],
+        cpus=options.cpus,
+        mem=options.mem,
+        allow_privileged=bool(options.allow_privileged),
+        allow_host_namespaces=bool(options.allow_host_namespaces),
+        allow_caps=tuple(options.allow_caps or ()),
+        pull_timeout=options.pull_timeout,
+        pod_infra_image=options.pod_infra_image,
+        registry_login_cache=options.registry_login_cache,
+        pull_unqualified=bool(options.pull_unqualified),
         python=str(layout.python),
     )
     return Service(
