@@ -131,6 +131,16 @@ def failed_with(client: ServerClient, service: str, text: str) -> TaskInfo | Non
     return next((t for t in tasks if t.state == "failed" and text in (t.message or "")), None)
 
 
+def etcd_files(cluster: Cluster) -> dict[Path, bytes]:
+    """Every file of every etcd member's data directory, as bytes."""
+    return {
+        path: path.read_bytes()
+        for data_dir in cluster.etcd_data_dirs()
+        for path in sorted(data_dir.rglob("*"))
+        if path.is_file()
+    }
+
+
 def agent_log(cluster: Cluster) -> str:
     return cluster.processes[NODE].log.read_text(errors="replace")
 
@@ -359,3 +369,14 @@ def test_the_login_is_managed_by_the_cli_and_its_password_shown_nowhere(
     for text in answers + list(logs.values()):
         assert registry.password not in text
     assert "not-the-password" not in "".join(logs.values())
+    # Nor in etcd's own files (the WAL, written at commit, before the login was answered;
+    # its db): the login's record is there, its password sealed (theseus.security.sealing).
+    record_key = f"/theseus/acl/registries/{registry.host}".encode()
+
+    def written() -> dict[Path, bytes] | None:
+        files = etcd_files(pulling)
+        return files if any(record_key in data for data in files.values()) else None
+
+    files = wait_until(written, 10, "the login's record in etcd's data files")
+    holding = [str(path) for path, data in files.items() if registry.password.encode() in data]
+    assert not holding, f"the registry password is readable in {holding}"

@@ -126,6 +126,10 @@ class Cluster:
         self.etcd_tls = issue_client_cert(pki)
         return self.etcd_tls
 
+    def etcd_data_dirs(self) -> list[Path]:
+        """Every etcd member's data directory (its WAL and db snapshots), started or not."""
+        return [member.data_dir for member in self._etcd_specs.values()]
+
     def start_etcd(self) -> None:
         """One etcd member on ``etcd_port``."""
         member = self._member("etcd", "t", self.root / "etcd", self.etcd_port, free_port())

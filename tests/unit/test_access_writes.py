@@ -1,17 +1,22 @@
 """Credentials on the in-memory store: the bootstrap happens once, tokens are stored as hashes
 and revoked at once, joining checks its token and refuses a live node's name, renewal keeps
-the name, node removal revokes."""
+the name, node removal revokes, registry passwords are stored sealed (as given only on a
+development cluster) and one sealed under another CA is a clear 409 to the agent."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from fastapi import HTTPException
 
 from theseus.security import pki
 from theseus.security.tokens import Scope, new_join_token, parse_api_token, secret_hash
 from theseus.server import access_writes
 from theseus.server.access_writes import AccessDenied, AccessWriter, serial_hex
+from theseus.server.routes.registry_logins import agent_login
 from theseus.store import keys
 from theseus.store.base import Put
 from theseus.store.cache import StateCache
@@ -124,10 +129,65 @@ async def test_a_registry_login_is_stored_replaced_and_removed(
     await writer.set_registry_login("r.example:5000", "u", "pw-1", created_by="admin")
     await writer.set_registry_login("r.example:5000", "u", "pw-2", created_by="admin")
     login = cache.access.registry_logins["r.example:5000"]
-    assert (login.username, login.password) == ("u", "pw-2")
+    assert (login.username, login.open_password(writer.login_key)) == ("u", "pw-2")
     assert "pw-2" not in repr(login)
     await writer.remove_registry_login("r.example:5000")
     assert "r.example:5000" not in cache.access.registry_logins
     with pytest.raises(AccessDenied, match="no login is stored for registry") as missing:
         await writer.remove_registry_login("r.example:5000")
     assert missing.value.status == 404
+
+
+def _ctx(cache: StateCache, access: AccessWriter) -> Any:
+    """What the agent's login route reads of the server's context."""
+    return SimpleNamespace(cache=cache, access=access)
+
+
+async def test_a_registry_password_is_sealed_in_the_store_and_opened_only_for_agents(
+    writer: AccessWriter, store: MemoryStore, cache: StateCache
+) -> None:
+    host = "r.example:5000"
+    await writer.set_registry_login(host, "u", "pw-sealed", created_by="admin")
+    stored = store.value(keys.registry_login_key(host))
+    assert stored is not None and b"pw-sealed" not in stored
+    assert json.loads(stored)["sealed"].startswith("v1:") and b"password" not in stored
+    answer = await agent_login("n1", host, _ctx(cache, writer))
+    assert (answer.username, answer.password) == ("u", "pw-sealed")
+
+
+async def test_a_password_sealed_under_another_ca_is_a_clear_409_never_a_500(
+    writer: AccessWriter, store: MemoryStore, cache: StateCache
+) -> None:
+    host = "r.example:5000"
+    await writer.set_registry_login(host, "u", "pw", created_by="admin")
+    replaced = AccessWriter(store, cache, pki.create_ca("unit"), agent_cert_days=1)
+    with pytest.raises(HTTPException) as refused:
+        await agent_login("n1", host, _ctx(cache, replaced))
+    assert refused.value.status_code == 409
+    assert refused.value.detail == (
+        "the login for registry r.example:5000 cannot be read by this server (sealed with "
+        "another cluster CA): run theseus registry-login r.example:5000 again"
+    )
+    keyless = AccessWriter(store, cache, None, agent_cert_days=1)
+    with pytest.raises(HTTPException) as no_key:
+        await agent_login("n1", host, _ctx(cache, keyless))
+    assert no_key.value.status_code == 409 and "no CA key" in no_key.value.detail
+    # Stored again through the new CA's server, it opens.
+    await replaced.set_registry_login(host, "u", "pw", created_by="admin")
+    answer = await agent_login("n1", host, _ctx(cache, replaced))
+    assert answer.password == "pw"
+
+
+async def test_a_development_cluster_stores_the_password_as_given_a_keyless_secure_one_refuses(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    host = "r.example:5000"
+    keyless = AccessWriter(store, cache, None, agent_cert_days=1)
+    with pytest.raises(AccessDenied, match="cannot seal") as refused:
+        await keyless.set_registry_login(host, "u", "pw", created_by="admin")
+    assert refused.value.status == 409 and store.value(keys.registry_login_key(host)) is None
+    development = AccessWriter(store, cache, None, agent_cert_days=1, plain_logins=True)
+    await development.set_registry_login(host, "u", "pw-plain", created_by="anonymous")
+    assert json.loads(store.value(keys.registry_login_key(host)) or b"")["password"] == "pw-plain"
+    answer = await agent_login("n1", host, _ctx(cache, development))
+    assert answer.password == "pw-plain"

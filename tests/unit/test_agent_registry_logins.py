@@ -1,6 +1,7 @@
 """The agent's registry logins (``theseus.agent.registry_logins``): fetched from the server
 when a pull needs one, reused briefly, asked again after a refusal; a server that cannot say
-fails the pull with that reason, not with a misleading "no credentials"."""
+fails the pull with that reason, not with a misleading "no credentials"; one it cannot open
+(sealed under another CA) with the server's own words."""
 
 from __future__ import annotations
 
@@ -59,3 +60,15 @@ async def test_a_server_that_cannot_say_fails_the_pull_with_that_reason() -> Non
     client.error = ApiError(503, "the server is starting", [])
     with pytest.raises(DriverError, match="could not get the login of registry r.example:5000"):
         await logins(client).lookup("r.example:5000")
+
+
+async def test_a_login_the_server_cannot_open_fails_the_pull_with_the_servers_words() -> None:
+    client = FakeClient()
+    words = (
+        "the login for registry r.example:5000 cannot be read by this server (sealed with "
+        "another cluster CA): run theseus registry-login r.example:5000 again"
+    )
+    client.error = ApiError(409, words, [])
+    with pytest.raises(DriverError) as failed:
+        await logins(client).lookup("r.example:5000")
+    assert str(failed.value) == words  # the task's reason, as it is

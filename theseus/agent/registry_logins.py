@@ -41,7 +41,15 @@ class RegistryLogins:
             return None
         try:
             secret = await self._client.registry_login(self._node, host)
-        except (ApiError, ServerUnreachable) as exc:
+        except ApiError as exc:
+            if exc.status == 409:
+                # The server has the login but cannot open it (sealed with another cluster
+                # CA): its message says what to do, and is the task's reason as it is.
+                raise DriverError(exc.message) from None
+            raise DriverError(
+                f"could not get the login of registry {host} from the server: {exc}"
+            ) from None
+        except ServerUnreachable as exc:
             raise DriverError(
                 f"could not get the login of registry {host} from the server: {exc}"
             ) from None

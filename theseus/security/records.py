@@ -2,16 +2,19 @@
 
 Secrets of Theseus's own are never stored, only their hashes
 (``theseus.security.tokens.secret_hash``). The one exception is a registry login's password,
-which the agents must present to a registry as it is: it is stored as given, answered only to
-agents (by their certificates), and never listed. Read by
+which the agents must present to a registry as it is: in a secure cluster it is stored sealed
+(``theseus.security.sealing``, under a key derived from the CA's, which etcd never holds), in
+a development cluster as given; it is answered only to agents (by their certificates), and
+never listed. Read by
 the server's cache (``theseus.store.access``), written by the server's access writes
 (``theseus.server.access_writes``), shown (without hashes) by the ACL routes.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from theseus.security.sealing import SealError, open_sealed
 from theseus.security.tokens import Scope
 
 
@@ -80,15 +83,35 @@ class Bootstrap(BaseModel):
 
 class RegistryLogin(BaseModel):
     """The credentials of one private image registry (``theseus registry-login HOST``), for
-    the agents' pulls from it. ``password`` goes only to agents; its ``repr`` hides it."""
+    the agents' pulls from it. The password is either ``sealed`` (a secure cluster:
+    ``theseus.security.sealing``, bound to ``host``) or ``password`` as given (a development
+    cluster, or a record written before sealing); it goes only to agents, and the ``repr``
+    shows neither."""
 
     model_config = ConfigDict(frozen=True)
 
     host: str  # "registry.example:5000": what image names start with
     username: str
-    password: str = Field(repr=False)
+    password: str | None = Field(default=None, repr=False)
+    sealed: str | None = Field(default=None, repr=False)  # "v1:<base64 nonce + ciphertext>"
     created_at: float
     created_by: str = ""
+
+    @model_validator(mode="after")
+    def _one_password(self) -> RegistryLogin:
+        if (self.password is None) == (self.sealed is None):
+            raise ValueError("a registry login holds either password or sealed, not both")
+        return self
+
+    def open_password(self, key: bytes | None) -> str:
+        """The password, opened with the cluster's sealing key (``None``: this server has
+        none); ``SealError`` when it is sealed and ``key`` cannot open it."""
+        if self.sealed is None:
+            assert self.password is not None  # the validator's
+            return self.password
+        if key is None:
+            raise SealError("sealed, and this server has no CA key to open it")
+        return open_sealed(key, self.sealed, self.host)
 
 
 class AuditRecord(BaseModel):

@@ -17,7 +17,7 @@ import time
 from pydantic import BaseModel
 
 from theseus.api.access import NODE_NAME
-from theseus.security import pki
+from theseus.security import pki, sealing
 from theseus.security.records import (
     Bootstrap,
     JoinTokenRecord,
@@ -56,12 +56,23 @@ def serial_hex(cert_pem: bytes) -> str:
 
 class AccessWriter:
     def __init__(
-        self, store: Store, cache: StateCache, ca: pki.Issued | None, agent_cert_days: float
+        self,
+        store: Store,
+        cache: StateCache,
+        ca: pki.Issued | None,
+        agent_cert_days: float,
+        *,
+        plain_logins: bool = False,
     ) -> None:
         self._store = store
         self._cache = cache
         self._ca = ca  # None: this server cannot sign (no CA key): joining is refused
         self._agent_cert_days = agent_cert_days
+        # Registry logins' passwords are sealed under a key derived from the CA's, which etcd
+        # never holds (``theseus.security.sealing``); without a CA key they are stored as
+        # given only where ``plain_logins`` allows it (a development cluster: no CA at all).
+        self.login_key = sealing.key_from_ca_key(ca.key) if ca is not None else None
+        self._plain_logins = plain_logins
 
     async def _commit(self, ops: list[Op], guards: list[Guard] | None = None) -> bool:
         revision = await self._store.commit(ops, guards or [])
@@ -244,15 +255,32 @@ class AccessWriter:
     async def set_registry_login(
         self, host: str, username: str, password: str, created_by: str
     ) -> RegistryLogin:
-        """Store (or replace) the login the agents use for pulls from ``host``."""
+        """Store (or replace) the login the agents use for pulls from ``host``: its password
+        sealed, so that etcd's files never hold it (as given on a development cluster)."""
+        sealed: str | None = None
+        plain: str | None = None
+        if self.login_key is not None:
+            sealed = sealing.seal(self.login_key, password, host)
+        elif self._plain_logins:
+            plain = password
+        else:
+            # A secure server without ca-key.pem: storing the password as given would put it
+            # in etcd's files, which is what sealing exists to prevent.
+            raise AccessDenied(
+                409,
+                "this server has no CA key (ca-key.pem in its --pki-dir), so it cannot seal a "
+                "registry's password: send the login to a server that has it",
+            )
         record = RegistryLogin(
             host=host,
             username=username,
-            password=password,
             created_at=time.time(),
             created_by=created_by,
+            password=plain,
+            sealed=sealed,
         )
-        await self._commit([Put(keys.registry_login_key(host), _json(record))])
+        value = record.model_dump_json(exclude_none=True).encode()
+        await self._commit([Put(keys.registry_login_key(host), value)])
         return record
 
     async def remove_registry_login(self, host: str) -> RegistryLogin:

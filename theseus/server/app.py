@@ -132,7 +132,13 @@ def create_app(
             cache=cache,
             writer=writer,
             leader=leader,
-            access=AccessWriter(store, cache, ca, config.agent_cert_days),
+            access=AccessWriter(
+                store,
+                cache,
+                ca,
+                config.agent_cert_days,
+                plain_logins=config.anonymous,  # a development cluster: no CA to seal with
+            ),
             audit=AuditLog(store, f"{socket.gethostname()}:{config.port}"),
             ca_cert=ca.cert if ca is not None else (_ca_cert_only(config)),
             agent_tls=(

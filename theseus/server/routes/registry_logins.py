@@ -8,7 +8,9 @@
 * ``GET /v1/agent/{node}/registry-logins/{host}``: the login, password included, for the
   agent of ``node`` only, by its certificate (``theseus.server.policy``'s ``node`` rule); no
   API token reads it. On a development cluster (no TLS) the anonymous caller may, as it may
-  do everything there.
+  do everything there. The password is opened here, and only here, from its sealed record
+  (``theseus.security.sealing``); one this server cannot open (the CA was replaced since) is
+  a 409 whose message the agent shows as the task's reason.
 
 The writes are ``theseus.server.access_writes``'.
 """
@@ -25,6 +27,7 @@ from theseus.api.access import (
     registry_host_problem,
 )
 from theseus.security.records import RegistryLogin
+from theseus.security.sealing import SealError
 from theseus.server.context import ServerContext, context
 from theseus.server.routes.access import caller_of
 
@@ -45,6 +48,18 @@ def _checked(host: str) -> str:
     if problem is not None:
         raise HTTPException(422, f"host: {problem}")
     return host
+
+
+def _unreadable(host: str, has_key: bool) -> str:
+    if has_key:  # the record was sealed under another CA's key (the CA was replaced)
+        return (
+            f"the login for registry {host} cannot be read by this server (sealed with "
+            f"another cluster CA): run theseus registry-login {host} again"
+        )
+    return (
+        f"the login for registry {host} cannot be read by this server: it has no CA key "
+        "(ca-key.pem in its --pki-dir) to open it"
+    )
 
 
 @router.get("/v1/acl/registry-logins", response_model=RegistryLoginList)
@@ -75,4 +90,9 @@ async def agent_login(
     record = ctx.cache.access.registry_logins.get(_checked(host))
     if record is None:
         raise HTTPException(404, f"no login is stored for registry {host!r}")
-    return RegistryLoginSecret(host=record.host, username=record.username, password=record.password)
+    try:
+        password = record.open_password(ctx.access.login_key)
+    except SealError:
+        # 409, never a 500: the agent makes this the task's reason, word for word.
+        raise HTTPException(409, _unreadable(host, ctx.access.login_key is not None)) from None
+    return RegistryLoginSecret(host=record.host, username=record.username, password=password)
