@@ -14,7 +14,6 @@ a module that runs later gets a fresh one.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import subprocess
 import time
@@ -27,7 +26,9 @@ import docker
 import httpx
 import pytest
 
+from tests.kit.image_registry import build_marked_image
 from tests.kit.wait import wait_until
+from tests.kit.workloads import failed_with
 from tests.testbed import state, up
 from tests.testbed.faults import kill_host
 from tests.testbed.fixture import Testbed, TestbedSession, testbed_session  # noqa: F401
@@ -234,19 +235,6 @@ def test_a_container_reaches_its_peers_on_other_hosts_and_hears_them_change(
         client.remove("watcher")
 
 
-def build(docker_client: docker.DockerClient, tag: str, marker: str) -> str:
-    """A new image ``tag`` on theseus/busybox in this machine's engine, whose MARKER is
-    ``marker``; its id (pushing and pulling keep it)."""
-    dockerfile = f"FROM theseus/busybox:latest\nENV MARKER={marker}\n".encode()
-    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, pull=False)
-    return str(image.id)
-
-
-def failed_with(client: ServerClient, service: str, text: str) -> TaskInfo | None:
-    tasks = client.tasks(service, include_stopped=True).tasks
-    return next((t for t in tasks if t.state == "failed" and text in (t.message or "")), None)
-
-
 def files_holding(root: Path, secret: bytes) -> list[str]:
     found = []
     for path in root.rglob("*"):
@@ -267,7 +255,7 @@ def test_hosts_pull_from_the_beds_registry_over_tls_with_its_password(
     local = "theseus/pull-test-bed:latest"
     image = bed.image(local)
     sleeping = {"command": "echo marker=$MARKER; exec sleep 3600", "cpus": 0.05, "mem": 16}
-    one = build(docker_client, local, "one")
+    one = build_marked_image(docker_client, local, "one")
     pushed = bed.push([local])
     h2 = bed.engine(cluster.host("h2"))
     try:
@@ -277,7 +265,7 @@ def test_hosts_pull_from_the_beds_registry_over_tls_with_its_password(
             (first,) = wait_until(lambda: running(client, "fresh"), 120, "a first start on h2")
             assert h2.containers.get(first.container_id).image.id == one
 
-            two = build(docker_client, local, "two")
+            two = build_marked_image(docker_client, local, "two")
             bed.push([local])
             h2.containers.get(first.container_id).kill()  # its replacement pulls again
             second = wait_until(

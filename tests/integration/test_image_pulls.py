@@ -13,7 +13,6 @@ pulled in the local engine, the certs.d directory) is removed at the end, also o
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import shutil
 import socket
@@ -30,15 +29,15 @@ import pytest
 from tests.kit.cluster import Cluster, start_secure_cluster
 from tests.kit.image_registry import (
     ImageRegistry,
+    build_marked_image,
     push_images,
     start_image_registry,
     stop_image_registry,
     trust_registry,
 )
 from tests.kit.wait import wait_until
-from tests.kit.workloads import deploy, wait_running
+from tests.kit.workloads import deploy, failed_with, wait_running
 from theseus.api.access_client import AccessApi
-from theseus.api.client import ServerClient
 from theseus.api.schemas import TaskInfo
 from theseus.cluster.ports import free_port
 from theseus.security.tls import client_context
@@ -118,19 +117,6 @@ def untag(docker_client: docker.DockerClient, *names: str) -> None:
             docker_client.images.remove(name)
 
 
-def build(docker_client: docker.DockerClient, tag: str, marker: str) -> str:
-    """A new local image ``tag`` on theseus/busybox whose MARKER is ``marker`` (built here,
-    never pulled); its id."""
-    dockerfile = f"FROM theseus/busybox:latest\nENV MARKER={marker}\n".encode()
-    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, pull=False)
-    return str(image.id)
-
-
-def failed_with(client: ServerClient, service: str, text: str) -> TaskInfo | None:
-    tasks = client.tasks(service, include_stopped=True).tasks
-    return next((t for t in tasks if t.state == "failed" and text in (t.message or "")), None)
-
-
 def etcd_files(cluster: Cluster) -> dict[Path, bytes]:
     """Every file of every etcd member's data directory, as bytes."""
     return {
@@ -163,7 +149,7 @@ def test_always_pulls_the_new_image_under_the_same_tag(
 ) -> None:
     local = "theseus/pull-test-always:latest"
     image = registry.image(local)
-    one = build(docker_client, local, "one")
+    one = build_marked_image(docker_client, local, "one")
     push_images(registry, [local])
     untag(docker_client, image)  # push_images tagged it under the registry's name
     with pulling.client() as client:
@@ -172,7 +158,7 @@ def test_always_pulls_the_new_image_under_the_same_tag(
         assert first.container_id is not None
         assert docker_client.containers.get(first.container_id).image.id == one
         # A new image under the same tag; the node keeps the old one under that tag.
-        two = build(docker_client, local, "two")
+        two = build_marked_image(docker_client, local, "two")
         push_images(registry, [local])
         docker_client.images.get(one).tag(image)
         docker_client.containers.get(first.container_id).kill()  # replaced: a new start
@@ -242,7 +228,7 @@ def test_two_tasks_of_one_image_on_one_node_pull_it_once(
 ) -> None:
     local = "theseus/pull-test-twice:latest"
     image = registry.image(local)
-    build(docker_client, local, "twice")
+    build_marked_image(docker_client, local, "twice")
     push_images(registry, [local])
     untag(docker_client, image, local)
     with pulling.client() as client:

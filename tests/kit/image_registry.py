@@ -14,6 +14,7 @@ credentials passed per request (never ``docker login``, which would write them t
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 import signal
@@ -193,3 +194,12 @@ def push_images(
     finally:
         client.close()
     return pushed
+
+
+def build_marked_image(docker_client: docker.DockerClient, tag: str, marker: str) -> str:
+    """A new local image ``tag`` on theseus/busybox whose environment says MARKER=``marker``
+    (built here, never pulled), so that a test tells two images under one tag apart; its id,
+    which a push and a pull keep."""
+    dockerfile = f"FROM theseus/busybox:latest\nENV MARKER={marker}\n".encode()
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, pull=False)
+    return str(image.id)

@@ -134,3 +134,9 @@ def etcd_put(cluster: Cluster, key: str, value: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def failed_with(client: ServerClient, service: str, text: str) -> TaskInfo | None:
+    """A task of ``service`` that failed with ``text`` in its reason, if there is one."""
+    tasks = client.tasks(service, include_stopped=True).tasks
+    return next((t for t in tasks if t.state == "failed" and text in (t.message or "")), None)
