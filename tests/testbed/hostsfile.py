@@ -32,7 +32,11 @@ def hosts_document(plan: TestbedPlan) -> dict[str, Any]:
             "known_hosts": os.path.relpath(plan.known_hosts, base),
         },
         # Pushed there by up (tests.testbed.registry.IMAGES) before the bootstrap runs.
-        "agent": {"pod_infra_image": f"{plan.registry.host}/{BUSYBOX_IMAGE}"},
+        # No login cache: a login a test changes (a wrong password) is the very next pull's.
+        "agent": {
+            "pod_infra_image": f"{plan.registry.host}/{BUSYBOX_IMAGE}",
+            "registry_login_cache": 0,
+        },
         "hosts": [
             {
                 "name": host.name,

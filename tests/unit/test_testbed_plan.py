@@ -124,7 +124,10 @@ def test_the_hosts_file_follows_docs_machines_md() -> None:
     }
     assert [h["role"] for h in document["hosts"]] == ["both", "agent", "agent"]
     # No host has local images: the pods' network container comes from the bed's registry.
-    assert document["agent"] == {"pod_infra_image": "198.18.0.2:5000/theseus/busybox:latest"}
+    assert document["agent"] == {
+        "pod_infra_image": "198.18.0.2:5000/theseus/busybox:latest",
+        "registry_login_cache": 0,
+    }
 
 
 def test_the_hosts_file_is_one_theseus_cluster_reads() -> None:
