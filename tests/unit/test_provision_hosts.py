@@ -8,7 +8,7 @@ import pytest
 
 from theseus.provision.hosts import HostsFileError, field_path, parse
 
-FILE = Path("/work/cluster/hosts.yaml")
+FILE = Path("/srv/cluster/hosts.yaml")
 
 GOOD = """
 cluster: prod
@@ -40,8 +40,8 @@ def test_defaults_and_overrides_resolve_per_host() -> None:
     assert hosts.cluster == "prod" and hosts.ports.api == 5000 and hosts.ports.etcd_peer == 2380
     assert s1.address == "198.18.0.11"  # SSH reaches it at its advertise address by default
     assert (s1.user, s1.port, s1.sudo) == ("admin", 2222, True)
-    assert s1.key == Path("/work/cluster/keys/id_ed25519")  # relative to the file
-    assert s1.known_hosts == Path("/work/cluster/known_hosts")
+    assert s1.key == Path("/srv/cluster/keys/id_ed25519")  # relative to the file
+    assert s1.known_hosts == Path("/srv/cluster/known_hosts")
     assert s1.prefix == PurePosixPath("/")
     assert s1.docker_host == "unix:///var/run/docker.sock"
     assert s1.host_volumes == {"data": "/srv/data", "conf": "/etc/app:ro"}
