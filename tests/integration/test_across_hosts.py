@@ -88,8 +88,12 @@ def bootstrapped(bed: Testbed) -> bool:
 
 
 @pytest.fixture(scope="module")
-def bed(testbed_session: TestbedSession) -> Testbed:  # noqa: F811
-    return testbed_session.ensure_up()
+def bed(testbed_session: TestbedSession) -> Iterator[Testbed]:  # noqa: F811
+    yield testbed_session.ensure_up()
+    # Down at the module's end (the last test does it already): the bed's cluster is the CLI's
+    # current context, which later modules, running the `theseus` command against their own
+    # clusters, must not inherit. ``down`` puts the contexts back as they were.
+    testbed_session.down()
 
 
 @pytest.fixture

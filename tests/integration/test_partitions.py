@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -48,6 +49,15 @@ def registered(api: ServerClient, service: str) -> set[str]:
 
 def live_containers(engine: docker.DockerClient, service: str) -> list[Any]:
     return engine.containers.list(filters={"label": f"theseus.service={service}"})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bed_down_after(testbed_session: TestbedSession) -> Iterator[None]:  # noqa: F811
+    """The bed down at the module's end: its cluster is the CLI's current context, which the
+    modules after this one (their own clusters, through the ``theseus`` command) must not
+    inherit. ``down`` puts the contexts back as they were."""
+    yield
+    testbed_session.down()
 
 
 @pytest.fixture
