@@ -68,6 +68,8 @@ class RoundResult:
 @dataclass
 class ChaosReport:
     rounds: list[RoundResult] = field(default_factory=list)
+    # The longest a group ran more than its instances (the test bed's runs measure it).
+    longest_over_instances: float | None = None
 
     @property
     def faults(self) -> Counter[str]:
@@ -93,6 +95,11 @@ class ChaosReport:
             "violations": len(self.violations),
             "longest_convergence_s": self.longest_convergence,
             "convergence_s": [r.converged_after for r in self.rounds],
+            **(
+                {"longest_over_instances_s": self.longest_over_instances}
+                if self.longest_over_instances is not None
+                else {}
+            ),
         }
 
 
@@ -122,6 +129,12 @@ class Chaos:
         self.expected = Expectations()
         self.docker = docker.from_env()
         self.restarts: list[Restart] = []
+        # What a run of another kind (the test bed's) changes: its faults and their weights,
+        # the image, settings every deploy carries, and whether deploys roll updates.
+        self.actions = dict(ACTIONS)
+        self.image = IMAGE
+        self.spec_extra: dict[str, Any] = {}
+        self.rolling_updates = True
         with self._client() as client:
             self.cluster_id = client.health().cluster_id or ""
 
@@ -154,12 +167,16 @@ class Chaos:
         ends = time.monotonic() + self.round_seconds
         while time.monotonic() < ends:
             self._restart_due()
-            kinds = [k for k in ACTIONS if self._possible(k)]
-            kind = self.rng.choices(kinds, weights=[ACTIONS[k] for k in kinds])[0]
+            kinds = [k for k in self.actions if self._possible(k)]
+            kind = self.rng.choices(kinds, weights=[self.actions[k] for k in kinds])[0]
             if getattr(self, f"_{kind}")():
                 done[kind] += 1
+            self._tick()
             time.sleep(self.rng.uniform(0.2, 0.8))  # the pace of the chaos, not a wait
         return done
+
+    def _tick(self) -> None:
+        """After each action of a round: what a run of another kind samples."""
 
     def _possible(self, kind: str) -> bool:
         if kind == "kill_etcd_member":
@@ -174,8 +191,9 @@ class Chaos:
     def _deploy(self) -> bool:
         service = self.rng.choice(SERVICES)
         instances = self.rng.randint(0, 4)
-        spec = {"image": IMAGE, "instances": instances, "cpus": 0.05, "mem": 32}
-        if self.rng.random() < 0.3:
+        spec = {"image": self.image, "instances": instances, "cpus": 0.05, "mem": 32}
+        spec |= self.spec_extra
+        if self.rolling_updates and self.rng.random() < 0.3:
             spec["environment"] = {"ROUND": str(self.rng.randint(0, 3))}  # a rolling update
         if service in CHECKED:
             # Registered only once the agent says healthy; the agent re-checks adopted

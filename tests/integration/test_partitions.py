@@ -6,23 +6,40 @@ reaching no server, stops its own task once the group's ``stop_after_server_loss
 has passed (the fence); after the heal the agent registers again and no duplicate is left: the
 group runs exactly ``instances`` tasks and the registry holds exactly those. The window in which
 the group ran more than ``instances`` is measured and bounded.
+
+The bed's cluster here has three server hosts (etcd, a server and an agent on each), so that
+a server or an etcd member can be cut off while a majority goes on: a leading server cut off
+from etcd (its HTTP still answered) steps down within its lease and refuses to answer from its
+stale view, another leads, and nothing runs twice; an etcd member cut off from its peers (a
+minority of one) does not stop the cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker
 import pytest
 
+from tests.chaos.testbed import TestbedChaos
 from tests.kit.wait import wait_until
-from tests.testbed.faults import cut_host, heal_host
+from tests.testbed.faults import (
+    add_rules,
+    cut_host,
+    etcd_client_rules,
+    etcd_peer_rules,
+    heal_host,
+    heal_rules,
+)
 from tests.testbed.fixture import Testbed, TestbedSession, testbed_session  # noqa: F401
-from theseus.api.client import ServerClient
+from theseus.api.client import ApiError, ServerClient, ServerUnreachable
 from theseus.api.schemas import TaskInfo
 from theseus.cli import contexts
 from theseus.security.tls import client_context
@@ -60,12 +77,53 @@ def _bed_down_after(testbed_session: TestbedSession) -> Iterator[None]:  # noqa:
     testbed_session.down()
 
 
+SERVERS = ("h1", "h2", "h3")
+
+
 @pytest.fixture
 def bed(testbed_session: TestbedSession) -> Testbed:  # noqa: F811
-    bed = testbed_session.ensure_up()
-    if not bed.state().bootstrap_done:
-        bed.bootstrap()
-    return bed
+    return testbed_session.with_cluster(SERVERS)
+
+
+def server_urls() -> dict[str, str]:
+    """Server URL by host name (the bed's addresses are the hosts' own)."""
+    context = contexts.resolve(None)
+    assert context is not None
+    return {_host_of(url): url for url in context.servers}
+
+
+def _host_of(url: str) -> str:
+    address = urlsplit(url).hostname
+    return f"h{int(str(address).rsplit('.', 1)[1]) - 10}"
+
+
+def one_server(url: str, timeout: float = 5) -> ServerClient:
+    """A client of that server alone: its 503 is an answer, not a reason to move on."""
+    context = contexts.resolve(None)
+    assert context is not None and context.ca is not None
+    tls = client_context(ca_pem=context.ca.encode())
+    return ServerClient([url], tls=tls, token=context.token, timeout=timeout)
+
+
+def leads(url: str) -> bool | None:
+    """Whether that server says it leads; None when it does not answer."""
+    try:
+        with one_server(url, timeout=2) as api:
+            return api.health().leader
+    except (ServerUnreachable, ApiError):
+        return None
+
+
+def answers_tasks(url: str) -> int:
+    """The status that server answers a read with (0: no answer)."""
+    try:
+        with one_server(url, timeout=2) as api:
+            api.tasks()
+    except ApiError as exc:
+        return exc.status
+    except ServerUnreachable:
+        return 0
+    return 200
 
 
 def test_a_cut_off_host_fences_itself_and_rejoins_without_duplicates(bed: Testbed) -> None:
@@ -133,3 +191,179 @@ def test_a_cut_off_host_fences_itself_and_rejoins_without_duplicates(bed: Testbe
         finally:
             with contextlib.suppress(Exception):
                 api.remove("fenced")
+
+
+class ContainerWatch:
+    """Samples, in a thread, the running containers of ``service`` on every host (each
+    engine's own socket answers whatever the network does): the most seen at once, and any
+    task seen running in two containers. A sampler, not a wait: what it holds is checked
+    over the whole window the test makes."""
+
+    def __init__(self, bed: Testbed, service: str) -> None:
+        self.service = service
+        self.engines = [bed.engine(h) for h in bed.hosts]
+        self.most = 0
+        self.samples = 0
+        self.twice: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="container-watch", daemon=True)
+
+    def __enter__(self) -> ContainerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                tasks = [
+                    c.labels.get("theseus.task", "")
+                    for engine in self.engines
+                    for c in live_containers(engine, self.service)
+                ]
+            except docker.errors.DockerException:
+                continue  # a container gone between the list and its inspection
+            self.samples += 1
+            self.most = max(self.most, len(tasks))
+            self.twice |= {t for t in tasks if tasks.count(t) > 1}
+
+
+def leaders(urls: dict[str, str]) -> list[str]:
+    return [host for host, url in urls.items() if leads(url)]
+
+
+def test_a_leading_server_cut_off_from_etcd_steps_down_and_another_leads(bed: Testbed) -> None:
+    urls = server_urls()
+    assert len(urls) == 3, urls
+    spec = {
+        "image": bed.image(),
+        "command": "exec sleep 3600",
+        "instances": 3,
+        "cpus": 0.05,
+        "mem": 16,
+    }
+    with client() as api, ContainerWatch(bed, "steady") as watch:
+        api.deploy(json.dumps({"deploy": {"steady": spec}}), "application/json")
+        try:
+            wait_until(lambda: len(registered(api, "steady")) == 3, 120, "3 registered")
+            (old,) = wait_until(lambda: leaders(urls), 30, "one leader")
+            host = bed.plan.host(old)
+            others = {h: u for h, u in urls.items() if h != old}
+            rules = etcd_client_rules()
+            cut_at = time.monotonic()
+            add_rules(host, rules)
+            try:
+                # Its lease cannot be refreshed: it steps down when the lease would have run
+                # out (2 s), and says so on /v1/health, which it still answers.
+                wait_until(lambda: leads(urls[old]) is False, 15, f"{old} to step down")
+                stepped_down = time.monotonic() - cut_at
+                (new,) = wait_until(lambda: leaders(others), 30, "another server to lead")
+                elected = time.monotonic() - cut_at
+                # It cannot confirm that it follows etcd: reads get 503, not its stale view.
+                wait_until(lambda: answers_tasks(urls[old]) == 503, 15, f"{old} to refuse reads")
+                refused = time.monotonic() - cut_at
+                # The cluster goes on without it: a scale is done by the new leader.
+                with one_server(others[new], timeout=30) as other:
+                    other.scale("steady", 4)
+                    wait_until(lambda: len(registered(other, "steady")) == 4, 60, "4 registered")
+                    assert leads(urls[old]) is False, "the cut-off server leads again"
+            finally:
+                heal_rules(host, rules)
+            healed_at = time.monotonic()
+            wait_until(lambda: answers_tasks(urls[old]) == 200, 30, f"{old} to answer again")
+            with one_server(urls[old]) as healed:
+                # Its view is the cluster's again: the scale it did not see, the same tasks.
+                wait_until(
+                    lambda: (
+                        {t.id for t in running(healed, "steady")}
+                        == {t.id for t in running(api, "steady")}
+                        and len(running(healed, "steady")) == 4
+                    ),
+                    30,
+                    f"{old}'s view to be the cluster's",
+                )
+            assert leaders(urls) == [new]
+            print(
+                f"{old} cut off from etcd: stepped down after {stepped_down:.1f} s, {new} led"
+                f" after {elected:.1f} s, reads refused after {refused:.1f} s; answering again"
+                f" {time.monotonic() - healed_at:.1f} s after the heal"
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                api.remove("steady")
+    # Over the whole test, never more containers than the group's instances at the time
+    # (3, then 4), and no task in two containers.
+    assert watch.samples > 10
+    assert watch.most <= 4 and not watch.twice, (watch.most, watch.twice)
+
+
+def test_an_etcd_member_cut_off_from_its_peers_does_not_stop_the_cluster(bed: Testbed) -> None:
+    urls = server_urls()
+    (lead,) = wait_until(lambda: leaders(urls), 30, "one leader")
+    # The minority member on a host whose server does not lead, so this test is the etcd
+    # member's, not the leader's (the test above).
+    minority = next(h for h in SERVERS if h != lead)
+    host = bed.plan.host(minority)
+    spec = {"image": bed.image(), "command": "exec sleep 3600", "instances": 2, "mem": 16}
+    rules = etcd_peer_rules()
+    with client() as api, ContainerWatch(bed, "during") as watch:
+        add_rules(host, rules)
+        cut_at = time.monotonic()
+        try:
+            # Deploys, placements and the registry go on through the majority.
+            api.deploy(json.dumps({"deploy": {"during": spec}}), "application/json")
+            wait_until(lambda: len(registered(api, "during")) == 2, 60, "2 registered")
+            deployed = time.monotonic() - cut_at
+            api.scale("during", 3)
+            wait_until(lambda: len(registered(api, "during")) == 3, 60, "3 registered")
+            # The server on the minority's host, whose etcd member can no longer confirm
+            # anything, refuses reads rather than answer from what it saw last, or follows
+            # through another member: never a stale view.
+            status = answers_tasks(urls[minority])
+            assert status in (200, 503), status
+            if status == 200:
+                with one_server(urls[minority]) as there:
+                    wait_until(lambda: len(running(there, "during")) == 3, 15, "its view current")
+            assert leaders(urls) == [lead], "the leader changed for a minority member"
+        finally:
+            heal_rules(host, rules)
+        try:
+            wait_until(lambda: answers_tasks(urls[minority]) == 200, 60, "the member back")
+            with one_server(urls[minority]) as there:
+                wait_until(lambda: len(running(there, "during")) == 3, 30, "its view current")
+            print(
+                f"{minority}'s etcd member cut off from its peers: a deploy registered after"
+                f" {deployed:.1f} s; reads on its server answered {status}"
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                api.remove("during")
+    assert watch.most <= 3 and not watch.twice, (watch.most, watch.twice)
+
+
+def test_a_chaos_run_with_partitions_and_host_deaths_keeps_every_invariant(
+    bed: Testbed,
+) -> None:
+    seed = int.from_bytes(os.urandom(4))
+    print(f"chaos seed {seed} (scripts/chaos --testbed --seed {seed} replays the choices)")
+    hosts_file = bed.hosts_file(bed.plan.host_names, servers=SERVERS)
+    chaos = TestbedChaos(bed, hosts_file, seed, round_seconds=15.0, settle_seconds=90.0)
+    # Partitions and host deaths are what this run is for: often (they come in turn).
+    chaos.actions = {**chaos.actions, "cut_host": 3, "kill_host": 3}
+    try:
+        report = chaos.run(duration=60.0)
+    finally:
+        chaos.remove_services()
+        chaos.close()
+    summary = report.summary()
+    print(summary)
+    assert summary["faults"].get("cut_host", 0) >= 1, summary
+    assert summary["faults"].get("kill_host", 0) >= 1, summary
+    assert report.violations == [], report.violations
+    # A partition's duplicates last until the fence (8 s after the last heartbeat answered),
+    # a few seconds more for the replacement's start to be seen and the fence's stop.
+    assert report.longest_over_instances is not None
+    assert report.longest_over_instances <= FENCE_SECONDS + 5, summary

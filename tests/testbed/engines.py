@@ -53,8 +53,10 @@ def start_engine(host: HostPlan) -> ProcessEntry:
     for directory in (paths.docker_data, paths.docker_exec):
         directory.mkdir(parents=True, exist_ok=True)
     paths.docker_config.write_text("{}\n")
-    # A pid file left by an engine that was killed makes dockerd refuse to start.
+    # A pid file left by an engine that was killed makes dockerd refuse to start; one left by
+    # its containerd makes dockerd wait for whatever process has that pid now, if any.
     paths.docker_pidfile.unlink(missing_ok=True)
+    (paths.docker_exec / "containerd" / "containerd.pid").unlink(missing_ok=True)
     return processes.start(
         f"dockerd-{host.name}", "dockerd", host.netns, dockerd_argv(host), paths.docker_log
     )

@@ -83,12 +83,16 @@ class Testbed:
         with state.locked(self.plan.workdir):
             return up.run_bootstrap(self.plan, up_recorder(self.plan), hosts_file, extra)
 
-    def hosts_file(self, names: Sequence[str]) -> Path:
+    def hosts_file(self, names: Sequence[str], servers: Sequence[str] = ()) -> Path:
         """The bed's hosts file cut to the hosts ``names``, beside it (so that its relative
-        paths still hold): what bootstraps a part of the bed."""
+        paths still hold): what bootstraps a part of the bed. ``servers``: hosts that run etcd
+        and a server as well as an agent (role ``both``), instead of the bed's h1 alone."""
         document = yaml.safe_load(self.plan.hosts_file.read_text())
-        path = self.plan.workdir / f"hosts-{'-'.join(names)}.yaml"
+        suffix = f"-servers-{'-'.join(servers)}" if servers else ""
+        path = self.plan.workdir / f"hosts-{'-'.join(names)}{suffix}.yaml"
         hosts = [h for h in document["hosts"] if h["name"] in names]
+        if servers:
+            hosts = [{**h, "role": "both" if h["name"] in servers else "agent"} for h in hosts]
         path.write_text(yaml.safe_dump({**document, "hosts": hosts}))
         return path
 
@@ -134,6 +138,25 @@ class TestbedSession:
         if self.bed is None:
             self.bed = Testbed(self.plan)
         return self.bed
+
+    def with_cluster(self, servers: Sequence[str]) -> Testbed:
+        """The bed up with a cluster bootstrapped whose server hosts (etcd, a server and an
+        agent each) are ``servers`` and whose other hosts are agents. A cluster of another
+        shape cannot become this one (etcd members are not added to a running cluster), so
+        the bed is made afresh then."""
+        bed = self.ensure_up()
+        hosts_file = bed.hosts_file(bed.plan.host_names, servers=servers)
+        current = bed.state()
+        if current.bootstrap_done and current.bootstrap_servers != list(servers):
+            self.down()
+            bed = self.ensure_up()
+        if not bed.state().bootstrap_done:
+            bed.bootstrap(hosts_file)
+            with state.locked(self.plan.workdir):
+                recorder = up_recorder(self.plan)
+                recorder.state.bootstrap_servers = list(servers)
+                recorder.save()
+        return bed
 
     def down(self) -> down_module.DownReport:
         if self.bed is not None:

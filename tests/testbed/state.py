@@ -64,6 +64,9 @@ class TestbedState(BaseModel):
     context: ContextBefore | None = None
     bootstrap_started: bool = False  # down then runs `theseus cluster teardown`
     bootstrap_done: bool = False  # it succeeded, and the registry's login is stored
+    # The server hosts of the cluster bootstrapped: the bed's hosts file has h1 alone; a test
+    # that bootstraps another shape (``TestbedSession.with_cluster``) records it.
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["h1"])
     registry_host: str | None = None
     root_tags: list[str] = Field(default_factory=list)  # the root engine's <registry>/... tags
     timings: dict[str, float] = Field(default_factory=dict)
