@@ -31,10 +31,11 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 
@@ -44,11 +45,12 @@ from tests.kit.wait import wait_until
 from tests.testbed.faults import cut_host, heal_host
 from tests.testbed.fixture import Testbed, TestbedSession, testbed_plan
 from tests.testbed.plan import HostPlan
-from theseus.api.client import ServerClient
+from theseus.api.client import ApiError, ServerClient, ServerUnreachable
 from theseus.cli import contexts
 from theseus.security.tls import client_context
 
 SERVERS = ("h1", "h2", "h3")
+T = TypeVar("T")
 PER_HOST = 2
 
 
@@ -62,13 +64,22 @@ class Cut:
     converged: float  # after the heal
     duplicates: int  # 10 s after the heal
     lost: int
+    unanswered: float  # the longest the majority's servers gave no answer but 503s
 
 
-def client() -> ServerClient:
+def client(without: str | None = None) -> ServerClient:
+    """A client of the servers, ``without`` the one on that host: the observer of a cut is
+    on the majority's side (a request to the cut server would wait for its timeout)."""
     context = contexts.resolve(None)
     assert context is not None and context.ca is not None
     tls = client_context(ca_pem=context.ca.encode())
-    return ServerClient(context.servers, tls=tls, token=context.token, timeout=30)
+    servers = [url for url in context.servers if without is None or _host_of(url) != without]
+    return ServerClient(servers, tls=tls, token=context.token, timeout=30)
+
+
+def _host_of(url: str) -> str:
+    """The bed's addresses end in 10 + the host's number."""
+    return f"h{int(url.split('//')[1].split(':')[0].rsplit('.', 1)[1]) - 10}"
 
 
 def running(api: ServerClient, service: str) -> list[Any]:
@@ -84,21 +95,46 @@ def containers(engine: docker.DockerClient, service: str) -> list[str]:
     return [c["Labels"].get("theseus.task", "") for c in found]
 
 
-def leading_host(api: ServerClient) -> str | None:
-    """The host whose server leads (the bed's addresses end in 10 + the host's number)."""
-    del api
+def leading_host() -> str | None:
+    """The host whose server leads."""
     context = contexts.resolve(None)
     assert context is not None and context.ca is not None
     tls = client_context(ca_pem=context.ca.encode())
     for url in context.servers:
         with (
             contextlib.suppress(Exception),
-            ServerClient([url], tls=tls, token=context.token) as one,
+            ServerClient([url], tls=tls, token=context.token, timeout=5) as one,
         ):
             if one.health().leader:
-                octet = int(url.split("//")[1].split(":")[0].rsplit(".", 1)[1])
-                return f"h{octet - 10}"
+                return _host_of(url)
     return None
+
+
+class Outages:
+    """The observer's calls through the majority's servers: a 503 (no server could vouch
+    for its view of etcd) or no answer is a moment without an API, timed."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._since: float | None = None
+
+    def call(self, fn: Callable[[], T]) -> T | None:
+        try:
+            result = fn()
+        except (ApiError, ServerUnreachable) as exc:
+            if isinstance(exc, ApiError) and exc.status != 503:
+                raise
+            if self._since is None:
+                self._since = time.monotonic()
+            return None
+        self.finish()
+        return result
+
+    def finish(self) -> float:
+        if self._since is not None:
+            self.longest = max(self.longest, time.monotonic() - self._since)
+            self._since = None
+        return self.longest
 
 
 class Sampler:
@@ -132,9 +168,7 @@ class Sampler:
         return self.over
 
 
-def one_cut(
-    bed: Testbed, api: ServerClient, victim: HostPlan, n: int, fence: int, cut_s: float
-) -> Cut:
+def one_cut(bed: Testbed, victim: HostPlan, n: int, fence: int, cut_s: float) -> Cut:
     service = f"part-{n}"
     instances = PER_HOST * len(bed.hosts)
     spec = {
@@ -147,24 +181,43 @@ def one_cut(
     }
     engines = [bed.engine(h) for h in bed.hosts]
     victim_engine = bed.engine(victim)
+    with client(without=victim.name) as api:
+        return _measure(api, engines, victim_engine, victim, service, spec, fence, cut_s)
+
+
+def _measure(
+    api: ServerClient,
+    engines: list[docker.DockerClient],
+    victim_engine: docker.DockerClient,
+    victim: HostPlan,
+    service: str,
+    spec: dict[str, Any],
+    fence: int,
+    cut_s: float,
+) -> Cut:
+    instances = int(spec["instances"])
     api.deploy(json.dumps({"deploy": {service: spec}}), "application/json")
     wait_until(lambda: len(registered(api, service)) == instances, 120, f"{service} registered")
-    wait_until(lambda: len({t.node for t in running(api, service)}) == len(bed.hosts), 30, "spread")
+    wait_until(lambda: len({t.node for t in running(api, service)}) == len(engines), 30, "spread")
     doomed = {t.id for t in running(api, service) if t.node == victim.name}
-    leader = leading_host(api) == victim.name
+    leader = leading_host() == victim.name
     sampler = Sampler(engines, service, instances)
+    outages = Outages()
     cut_at = time.monotonic()
     cut_host(victim)
     replaced = fenced = 0.0
     try:
 
-        def moved() -> bool:
+        def moved_now() -> bool:
             tasks = running(api, service)
             return (
                 len(tasks) == instances
                 and all(t.node != victim.name for t in tasks)
                 and not doomed & registered(api, service)
             )
+
+        def moved() -> bool:
+            return bool(outages.call(moved_now))
 
         wait_until(moved, 60, "the cut host's tasks replaced", interval=0.1)
         replaced = time.monotonic() - cut_at
@@ -175,7 +228,7 @@ def one_cut(
         heal_host(victim)
     healed_at = time.monotonic()
 
-    def agreed() -> bool:
+    def agreed_now() -> bool:
         tasks = running(api, service)
         ids = {t.id for t in tasks}
         seen = [t for e in engines for t in containers(e, service)]
@@ -186,6 +239,9 @@ def one_cut(
             and any(n.name == victim.name and n.status == "ready" for n in api.nodes().nodes)
         )
 
+    def agreed() -> bool:
+        return bool(outages.call(agreed_now))
+
     wait_until(agreed, 60, "the group, its containers and the registry to agree", interval=0.1)
     converged = time.monotonic() - healed_at
     wait_until(lambda: time.monotonic() - healed_at >= 10, 11, "10 s after the heal")
@@ -195,7 +251,8 @@ def one_cut(
     lost = max(0, instances - len(tasks))
     over = sampler.stop()
     api.remove(service)
-    return Cut(victim.name, leader, replaced, fenced, over, converged, duplicates, lost)
+    unanswered = outages.finish()
+    return Cut(victim.name, leader, replaced, fenced, over, converged, duplicates, lost, unanswered)
 
 
 def main() -> None:
@@ -210,17 +267,17 @@ def main() -> None:
     cuts: list[Cut] = []
     try:
         bed = session.with_cluster(SERVERS)
-        with client() as api:
-            for n in range(args.cuts):
-                victim = bed.hosts[n % len(bed.hosts)]
-                cut = one_cut(bed, api, victim, n, args.fence, args.cut_seconds)
-                cuts.append(cut)
-                print(
-                    f"  cut {n + 1}: {cut.host}{' (leader)' if cut.leader else ''}: replaced"
-                    f" {cut.replaced:.2f} s, fenced {cut.fenced:.2f} s, over instances"
-                    f" {cut.over:.2f} s; after the heal converged {cut.converged:.2f} s,"
-                    f" duplicates {cut.duplicates}, lost {cut.lost}"
-                )
+        for n in range(args.cuts):
+            victim = bed.hosts[n % len(bed.hosts)]
+            cut = one_cut(bed, victim, n, args.fence, args.cut_seconds)
+            cuts.append(cut)
+            print(
+                f"  cut {n + 1}: {cut.host}{' (leader)' if cut.leader else ''}: replaced"
+                f" {cut.replaced:.2f} s, fenced {cut.fenced:.2f} s, over instances"
+                f" {cut.over:.2f} s; after the heal converged {cut.converged:.2f} s,"
+                f" duplicates {cut.duplicates}, lost {cut.lost}; the API answered only 503"
+                f" for {cut.unanswered:.2f} s at most"
+            )
     finally:
         session.close()
 
@@ -232,6 +289,7 @@ def main() -> None:
         (f"own containers stopped (target <= {args.fence + 5} s)", stat([c.fenced for c in cuts])),
         ("group over instances", stat([c.over for c in cuts])),
         ("converged after the heal", stat([c.converged for c in cuts])),
+        ("the majority's servers answered only 503", stat([c.unanswered for c in cuts])),
         (
             "duplicates / lost 10 s after the heal (target 0)",
             f"{sum(c.duplicates for c in cuts)} / {sum(c.lost for c in cuts)}",

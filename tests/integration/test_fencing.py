@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import threading
 import time
 from collections import Counter
@@ -286,3 +287,50 @@ def test_a_server_cut_off_from_etcd_does_not_vouch_for_its_agents(
     root = Path(tmp_path_factory.mktemp("fencing-etcd"))
     with cut_off_cluster(root, docker_client, "etcd") as (cluster, proxy):
         cut_and_heal(cluster, proxy, docker_client, "its view may be stale")
+
+
+def test_an_agent_restarted_while_cut_off_fences_what_it_adopted(
+    tmp_path_factory: pytest.TempPathFactory,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    """The cut-off agent is killed and started again during the cut: it has no assignments
+    and reaches no server, so it adopts its containers and fences them by the setting each
+    container carries in its labels, counting from its own start."""
+    root = Path(tmp_path_factory.mktemp("fencing-restart"))
+    with (
+        cut_off_cluster(root, docker_client, "agent") as (cluster, proxy),
+        cluster.client() as client,
+    ):
+        cluster_id = client.health().cluster_id or ""
+        deploy(client, **GROUPS)
+        for service in GROUPS:
+            wait_running(client, service, 2)
+        assert running_on(docker_client, cluster_id, CUT) == {"fenced": 1, "steadfast": 1}
+        proxy.cut()
+        try:
+            cluster.processes[CUT].stop(signal.SIGKILL)
+            cluster.restart(CUT)
+            restarted_at = time.monotonic()
+            deadline = FENCE_AFTER + 5
+            wait_until(
+                lambda: running_on(docker_client, cluster_id, CUT)["fenced"] == 0,
+                deadline,
+                f"the restarted {CUT} to fence its adopted task within {deadline} s",
+            )
+            fenced_after = time.monotonic() - restarted_at
+            assert fenced_after >= FENCE_AFTER - 2, "before its setting"
+            assert running_on(docker_client, cluster_id, CUT)["steadfast"] == 1
+        finally:
+            proxy.heal()
+        wait_until(lambda: client.node(CUT).status == "ready", 30, f"{CUT} back")
+
+        def settled() -> bool:
+            on_docker = Counter(
+                c["Labels"]["theseus.task"] for c in containers(docker_client, cluster_id)
+            )
+            active = {t.id for t in client.tasks().tasks if t.desired == "run"}
+            return set(on_docker) == active and max(on_docker.values(), default=1) == 1
+
+        wait_until(settled, 30, "no duplicate: containers == the tasks meant to run")
+        print(f"the restarted agent fenced its adopted task {fenced_after:.1f} s after start")

@@ -300,3 +300,79 @@ async def test_an_outage_shorter_than_the_setting_stops_nothing(
     await wait_until_async(lambda: server.heartbeats > beats + 100, 5.0, "2 s of heartbeats")
     assert running_here(runner_agent) == {"t1"}
     assert server.states("t1") == ["starting", "running"]
+
+
+# --- an agent restarted during the partition ---------------------------------------------------
+
+
+def test_adopted_containers_are_fenced_by_their_label() -> None:
+    running = Local(P.RUNNING, has_container=True)
+    local = {"a": running, "b": running, "c": running, "d": running, "e": Local(P.EXITED)}
+    labels = {"a": "8", "b": "never", "c": None, "d": "soon", "e": "8"}
+    # No label (an older agent's container) or one that does not parse: left alone.
+    assert fencing.adopted_candidates(local, labels) == {"a": 8.0, "b": None}
+
+
+def agent_config(tmp_path: Path, server: FakeServer) -> AgentConfig:
+    return AgentConfig(
+        server="http://fake",
+        name="n1",
+        address="127.0.0.2",
+        cpus=2,
+        mem=1024,
+        driver="sim",
+        state_dir=tmp_path,
+        serve_http=False,
+        handle_signals=False,
+        transport=httpx.MockTransport(server.handle),
+        poll_wait=5,
+    )
+
+
+async def test_an_agent_restarted_while_cut_off_fences_what_it_adopted(tmp_path: Path) -> None:
+    """The containers keep running across the agent's restart (the sim driver, shared, plays
+    Docker), the network is cut meanwhile: the new agent never reaches a server, so it reads
+    each container's setting from its label and stops ``quick`` 1 s after it started."""
+    server, driver = FakeServer(), SimDriver()
+    first, stop = Agent(agent_config(tmp_path, server), driver), asyncio.Event()
+    running = asyncio.create_task(first.run(stop))
+    await wait_until_async(lambda: server.registrations >= 1)
+    await deploy_two(server)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    server.cut = True
+    second = Agent(agent_config(tmp_path, server), driver)
+    loop = asyncio.get_running_loop()
+    since = loop.time()
+    restarted = asyncio.create_task(second.run(asyncio.Event()))
+    try:
+        await wait_until_async(lambda: running_here(second) == {"steady"}, 5.0, "fenced")
+        assert loop.time() - since >= 0.9  # its setting, counted from the agent's start
+        slot = second.runner.slots["quick"]
+        assert slot.phase is Phase.EXITED and slot.fenced and slot.fenced.endswith("(fenced)")
+        assert server.registrations == 1  # all of it before any server answered
+        server.cut = False  # the server hears of it once the network heals
+        await wait_until_async(lambda: server.states("quick")[-1:] == ["exited"], 5.0, "reported")
+    finally:
+        restarted.cancel()
+        await asyncio.gather(restarted, return_exceptions=True)
+
+
+async def test_a_restarted_agent_that_reaches_a_server_fences_nothing(tmp_path: Path) -> None:
+    server, driver = FakeServer(), SimDriver()
+    first, stop = Agent(agent_config(tmp_path, server), driver), asyncio.Event()
+    running = asyncio.create_task(first.run(stop))
+    await wait_until_async(lambda: server.registrations >= 1)
+    await deploy_two(server)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    second, stop = Agent(agent_config(tmp_path, server), driver), asyncio.Event()
+    restarted = asyncio.create_task(second.run(stop))
+    try:
+        await wait_until_async(lambda: server.registrations >= 2, 5.0, "registered again")
+        beats = server.heartbeats
+        await wait_until_async(lambda: server.heartbeats > beats + 60, 5.0, "1.2 s of beats")
+        assert running_here(second) == {"quick", "steady"}
+    finally:
+        stop.set()
+        await asyncio.wait_for(restarted, 5)

@@ -68,6 +68,8 @@ from theseus.model.hostgates import NodeGates
 
 log = logging.getLogger(__name__)
 
+CLUSTER_ID_FILE = "cluster-id"  # in the state directory
+
 T = TypeVar("T")
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
@@ -148,6 +150,10 @@ class Agent:
         )
         state_dir = config.state_dir or default_state_dir(config.name)
         self.discovery_socket = discovery_dir(state_dir) / DISCOVERY_SOCKET
+        # The cluster this node last registered in: a restarted agent adopts that cluster's
+        # containers before any server answers, so that it can fence them during a partition.
+        self.cluster_id_file = state_dir / CLUSTER_ID_FILE
+        self.started = time.monotonic()
         self.owner = Owner(node=config.name, address=config.address)
         self.reports = ReportQueue()
         budget = KillBudget(config.health_kills_per_minute, config.health_kills_per_minute)
@@ -190,12 +196,27 @@ class Agent:
                 answer.cluster_id,
             )
         self.owner.cluster_id = answer.cluster_id
+        self._remember_cluster(answer.cluster_id)
         self.answer = answer
         self.heartbeat_interval = answer.heartbeat_interval
         self._unregistered.clear()
         self._registered.set()
         log.info("registered node %s in cluster %s", self.config.name, answer.cluster_id)
         return answer
+
+    def _remember_cluster(self, cluster_id: str) -> None:
+        try:
+            if self._remembered_cluster() != cluster_id:
+                self.cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
+                self.cluster_id_file.write_text(cluster_id + "\n")
+        except OSError as exc:  # only a restart during a partition would miss it
+            log.warning("cannot keep the cluster id in %s: %s", self.cluster_id_file, exc)
+
+    def _remembered_cluster(self) -> str:
+        try:
+            return self.cluster_id_file.read_text().strip()
+        except OSError:
+            return ""
 
     def _contact(self, call: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
         """``call``, which notes the time it was sent as the last contact when it succeeds
@@ -290,14 +311,18 @@ class Agent:
     def _fence_due(self) -> float | None:
         """Fence the tasks that are due; seconds until the next one may be."""
         runner, assigned = self.runner, self.runner.assigned
-        if self.last_contact is None or assigned is None:
-            return None
-        now, interval = time.monotonic(), self.heartbeat_interval
         local = {task_id: slot.local() for task_id, slot in runner.slots.items()}
-        delays = fencing.candidates(assigned, local)
-        due = fencing.due(now, self.last_contact, delays, interval)
+        if assigned is not None:
+            delays = fencing.candidates(assigned, local)
+        else:  # restarted, no list yet: what it adopted, by the containers' labels
+            labels = {task_id: slot.fence_after for task_id, slot in runner.slots.items()}
+            delays = fencing.adopted_candidates(local, labels)
+        # Never reached a server since this agent started: the silence counts from then.
+        last_contact = self.last_contact if self.last_contact is not None else self.started
+        now, interval = time.monotonic(), self.heartbeat_interval
+        due = fencing.due(now, last_contact, delays, interval)
         if due:
-            silence = now - self.last_contact
+            silence = now - last_contact
             log.warning(
                 "no server reached for %.1fs: stopping %d tasks (fenced): %s",
                 silence,
@@ -307,7 +332,7 @@ class Agent:
             runner.fence(due, fencing.reason(silence))
             for task_id in due:
                 del delays[task_id]
-        return fencing.next_due(now, self.last_contact, delays, interval)
+        return fencing.next_due(now, last_contact, delays, interval)
 
     async def _resync_loop(self) -> None:
         while True:
@@ -334,8 +359,20 @@ class Agent:
         discovery: AgentHttpServer | None = None
         loops: list[asyncio.Task[None]] = []
         try:
-            await self.register()
-            await self.driver.open(self.owner, self.runner.observe_exit)
+            remembered = self._remembered_cluster()
+            if remembered:
+                # Adopt what the previous run left and fence it if no server answers for its
+                # groups' settings: registration may wait for the network as long as it lasts.
+                self.owner.cluster_id = remembered
+                await self.driver.open(self.owner, self.runner.observe_exit)
+                await self.runner.resync()
+                loops.append(asyncio.create_task(self._fence_loop(), name="agent-fencing"))
+                await self.register()
+                if self.owner.cluster_id != remembered:  # another cluster: not ours to fence
+                    self.runner.forget_idle()
+            else:
+                await self.register()
+                await self.driver.open(self.owner, self.runner.observe_exit)
             await self.runner.resync()  # adopt what a previous run left (decided once assigned)
             if self.config.serve_http:
                 secure = self.identity is not None
@@ -358,10 +395,11 @@ class Agent:
                 ("heartbeat", self._heartbeat_loop()),
                 ("assignments", self._assignment_loop()),
                 ("resync", self._resync_loop()),
-                ("fencing", self._fence_loop()),
                 ("reports", self.reports.run(self._send)),
             ):
                 loops.append(asyncio.create_task(loop, name=f"agent-{name}"))
+            if not remembered:
+                loops.append(asyncio.create_task(self._fence_loop(), name="agent-fencing"))
             if self.identity is not None:
                 renewal = self.identity.renew_forever(self.client, self.config.address)
                 loops.append(asyncio.create_task(renewal, name="agent-certificate"))

@@ -17,7 +17,10 @@ node's certificate refused: a removed or revoked node, whose tasks the servers r
 a 404 (node unknown: the agent registers again, and that answer counts).
 
 The agent calls ``candidates`` with its runner's view, ``due`` to know which to stop now and
-``next_due`` to know when to look again; the runner performs the stop (``Step.FENCE``).
+``next_due`` to know when to look again; the runner performs the stop (``Step.FENCE``). An
+agent restarted during a partition has no assignments to read the settings from: it fences
+the containers it adopted by their label (``adopted_candidates``), counting the silence from
+its own start, since it cannot know how long the network was cut before.
 """
 
 from __future__ import annotations
@@ -59,6 +62,28 @@ def candidates(
         if state.fenced or state.phase not in _LIVE:
             continue
         found[task_id] = delay_of(assignment.spec)
+    return found
+
+
+def adopted_candidates(
+    local: Mapping[str, Local], labels: Mapping[str, str | None]
+) -> dict[str, float | None]:
+    """Before the server's first list (an agent restarted while it reaches no server): each
+    adopted task a fence would stop, with the delay its container's label says (the group's
+    setting when it started). A container without the label (started by an older agent) or
+    with one that does not parse is left alone, as every task was before fencing."""
+    found: dict[str, float | None] = {}
+    for task_id, label in labels.items():
+        state = local.get(task_id)
+        if label is None or state is None or state.fenced or state.phase not in _LIVE:
+            continue
+        if label == NEVER:
+            found[task_id] = None
+            continue
+        try:
+            found[task_id] = float(label)
+        except ValueError:
+            continue
     return found
 
 

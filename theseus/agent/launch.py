@@ -14,6 +14,7 @@ from theseus.agent.gates import resolved_volumes
 from theseus.api.schemas import Assignment
 from theseus.images.labels import (
     LABEL_CLUSTER,
+    LABEL_FENCE_AFTER,
     LABEL_GROUP,
     LABEL_NODE,
     LABEL_SERVICE,
@@ -44,6 +45,7 @@ def launch_of(
         LABEL_NODE: owner.node,
         LABEL_CLUSTER: owner.cluster_id,
         LABEL_VERSION: assignment.version,
+        LABEL_FENCE_AFTER: str(spec.stop_after_server_loss_seconds),
     }
     ports = [
         PortBinding(name, container_port, assignment.host_ports[name])

@@ -98,6 +98,7 @@ class Slot:
     end_pod: bool = False  # exited: if it is a pod, its other members still need stopping
     progress_at: float | None = None  # monotonic time of its last pull-progress report
     fenced: str | None = None  # why it must not run here any more (``theseus.agent.fencing``)
+    fence_after: str | None = None  # an adopted container's label: its group's setting
 
     def local(self) -> Local:
         unhealthy, fenced = self.kill_reason is not None, self.fenced is not None
@@ -156,6 +157,11 @@ class TaskRunner:
             self._exited(slot, notice.exit_code, notice.message)
             self.kick(slot.task_id)
 
+    def forget_idle(self) -> None:
+        """Forget every task with no step in flight (its container left as it is): what was
+        adopted for a cluster this node turned out not to be in."""
+        self.slots = {task_id: s for task_id, s in self.slots.items() if s.worker is not None}
+
     def fence(self, task_ids: list[str], reason: str) -> None:
         """No server reached for these tasks' setting: stop them for good (``Step.FENCE``)."""
         for task_id in task_ids:
@@ -179,6 +185,7 @@ class TaskRunner:
                 slot.adopted_at = seen.started_at if seen.started_at is not None else time.time()
                 slot.message = None if seen.running else seen.message
                 slot.end_pod = not seen.running
+                slot.fence_after = seen.fence_after
                 log.info("adopted %s (%s)", task_id, slot.phase)
             elif slot.busy is not None or slot.changed > before:
                 continue  # changed while we listed: the listing may be stale for it
@@ -199,7 +206,10 @@ class TaskRunner:
     # --- decisions --------------------------------------------------------------------------
 
     def desired(self, task_id: str) -> DesiredState:
-        assert self.assigned is not None
+        if self.assigned is None:
+            # Before the server's first list only a fence acts (``kick``), on a container
+            # adopted from the previous run: it ran because it was meant to.
+            return "run"
         assignment = self.assigned.get(task_id)
         return assignment.desired if assignment is not None else None
 
@@ -211,9 +221,11 @@ class TaskRunner:
 
     def kick(self, task_id: str) -> None:
         """Make sure a worker runs for ``task_id`` if it has something to do."""
-        if self.assigned is None:
-            return  # nothing is decided before the server's list arrives (adoption waits)
         slot = self.slots.get(task_id)
+        if self.assigned is None and (slot is None or slot.fenced is None):
+            # Nothing is decided before the server's list arrives (adoption waits), but a
+            # fence: an agent restarted while it reaches no server stops what it adopted.
+            return
         if slot is not None:
             self._sync_health(slot)
         if slot is not None and slot.worker is not None:

@@ -16,6 +16,9 @@ LABEL_GROUP = "theseus.group"
 LABEL_NODE = "theseus.node"
 LABEL_CLUSTER = "theseus.cluster"
 LABEL_VERSION = "theseus.version"
+# The group's stop_after_server_loss_seconds ("30", "never"): an agent restarted while it
+# reaches no server fences the containers it adopts by it, with no assignment to read it from.
+LABEL_FENCE_AFTER = "theseus.stop-after-server-loss"
 
 # A pod's containers also carry one of these: the infrastructure container lists the members
 # (comma-separated, in spec order), and each member names itself and the infrastructure

@@ -113,6 +113,7 @@ class Observed:
     exit_code: int | None = None
     started_at: float | None = None  # wall clock; where known (health checks' grace period)
     message: str | None = None  # why it is not running, when the driver knows more than a code
+    fence_after: str | None = None  # its group's stop_after_server_loss_seconds, if labelled
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,13 @@ from theseus.agent.drivers.base import (
 from theseus.agent.drivers.docker_handles import KnownHandles
 from theseus.agent.drivers.docker_pull import ImagePuller, PullOptions
 from theseus.agent.drivers.docker_security import privileges
-from theseus.images.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_POD_MEMBERS, LABEL_TASK
+from theseus.images.labels import (
+    LABEL_CLUSTER,
+    LABEL_FENCE_AFTER,
+    LABEL_NODE,
+    LABEL_POD_MEMBERS,
+    LABEL_TASK,
+)
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +254,17 @@ class DockerDriver:
                 pod = pods.PodContainer(container.id, labels, running, code, finished, started_at)
                 in_pods.setdefault(task_id, []).append(pod)
                 continue
-            observed.append(Observed(task_id, container.id, running, code, started_at=started_at))
+            fence_after = labels.get(LABEL_FENCE_AFTER)
+            observed.append(
+                Observed(
+                    task_id,
+                    container.id,
+                    running,
+                    code,
+                    started_at=started_at,
+                    fence_after=fence_after,
+                )
+            )
         pod_tasks = [pods.pod_observed(t, members) for t, members in in_pods.items()]
         # What each handle is, so that stop, remove, logs and exec need not ask the Engine.
         found = {o.handle: False for o in observed} | {o.handle: True for o in pod_tasks}

@@ -38,7 +38,12 @@ from theseus.agent.drivers.base import (
     PortBinding,
 )
 from theseus.agent.drivers.docker_security import infra_privileges, pod_privileges
-from theseus.images.labels import LABEL_MEMBER, LABEL_POD_INFRA, LABEL_POD_MEMBERS
+from theseus.images.labels import (
+    LABEL_FENCE_AFTER,
+    LABEL_MEMBER,
+    LABEL_POD_INFRA,
+    LABEL_POD_MEMBERS,
+)
 from theseus.images.tags import BUSYBOX_IMAGE
 
 # The default infrastructure image, built locally (`theseus images build`); an agent may name
@@ -182,7 +187,10 @@ def pod_observed(task_id: str, containers: list[PodContainer]) -> Observed:
     missing = [name for name in expected if name and name not in members]
     if infra is not None and infra.running and not missing:  # noqa: SIM102 (two questions)
         if all(c.running for c in members.values()):
-            return Observed(task_id, handle, True, started_at=infra.created)
+            fence_after = infra.labels.get(LABEL_FENCE_AFTER)
+            return Observed(
+                task_id, handle, True, started_at=infra.created, fence_after=fence_after
+            )
     stopped = [c for c in containers if not c.running]
     stopped.sort(key=lambda c: (sortable_time(c.finished_at), c.member is None))
     if stopped:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from theseus.agent.drivers.base import ExitCallback, Launch, Observed, Owner
+from theseus.images.labels import LABEL_FENCE_AFTER
 
 
 class SimDriver:
@@ -21,6 +22,7 @@ class SimDriver:
     def __init__(self) -> None:
         self._owner = Owner(node="", address="")
         self._tasks: dict[str, str] = {}  # handle -> task id
+        self._fence_after: dict[str, str | None] = {}  # handle -> its label, as Docker's keep
 
     async def open(self, owner: Owner, on_exit: ExitCallback) -> None:
         self._owner = owner
@@ -29,11 +31,15 @@ class SimDriver:
         return None
 
     async def list_tasks(self) -> list[Observed]:
-        return [Observed(task_id, handle, True) for handle, task_id in self._tasks.items()]
+        return [
+            Observed(task_id, handle, True, fence_after=self._fence_after.get(handle))
+            for handle, task_id in self._tasks.items()
+        ]
 
     async def start(self, launch: Launch) -> str:
         handle = f"sim-{launch.task_id}"
         self._tasks[handle] = launch.task_id
+        self._fence_after[handle] = launch.labels.get(LABEL_FENCE_AFTER)
         return handle
 
     async def stop(self, handle: str, grace: float) -> int | None:
@@ -46,6 +52,7 @@ class SimDriver:
 
     async def remove(self, handle: str) -> None:
         self._tasks.pop(handle, None)
+        self._fence_after.pop(handle, None)
 
     async def logs(
         self, handle: str, follow: bool, tail: int | None, container: str | None = None
