@@ -30,6 +30,10 @@ class ClusterState:
     statuses: dict[str, TaskStatus] = field(default_factory=dict)
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     alive: dict[str, int] = field(default_factory=dict)  # node -> lease id
+    # Nodes not alive whose loss the leader holds back for a grace period after its election
+    # or a stall of its own (``theseus.server.stall``): their tasks are neither lost nor
+    # unregistered yet, and nothing new is placed on them. Only a pass's copy has any.
+    spared: frozenset[str] = frozenset()
     cluster_id: str | None = None
     leader: LeaderKey | None = None
     registry: dict[str, bytes] = field(default_factory=dict)  # key under /services/ -> value
@@ -56,6 +60,7 @@ class ClusterState:
             statuses=dict(self.statuses),
             nodes=dict(self.nodes),
             alive=dict(self.alive),
+            spared=self.spared,
             cluster_id=self.cluster_id,
             leader=self.leader,
             registry=dict(self.registry),
@@ -109,7 +114,7 @@ class ClusterState:
         status = self.statuses.get(task.id)
         if status is not None and status.state.terminal:
             return status.state
-        if task.node is not None and task.node not in self.alive:
+        if task.node is not None and task.node not in self.alive and task.node not in self.spared:
             return TaskState.LOST
         if status is not None:
             return status.state

@@ -158,6 +158,8 @@ class _Pass:
         for task in list(self.state.tasks.values()):
             if task.node is None or task.node in self.state.alive:
                 continue
+            if task.node in self.state.spared:
+                continue  # its loss is held back (a new leader's, or a stalled one's, grace)
             status = self.state.statuses.get(task.id)
             if status is not None and status.state.terminal:
                 continue

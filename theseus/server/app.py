@@ -45,6 +45,7 @@ from theseus.server.routes import (
     registry_logins,
     tasks,
 )
+from theseus.server.stall import StallWatch
 from theseus.server.writes import ConflictError, TooLargeError, Writer
 from theseus.store.base import Store, StoreUnavailable
 from theseus.store.cache import StateCache
@@ -119,11 +120,14 @@ def create_app(
             lease_ttl=config.leader_lease_ttl,
             keepalive_store=keepalive_store,
         )
+        stalls = StallWatch()
         leader = Leader(
             store,
             cache,
             leadership,
             registry_repair_interval=config.registry_repair_interval,
+            stalls=stalls,
+            loss_grace=writer.loss_grace,
         )
         ca = load_ca(config)
         ctx = ServerContext(
@@ -151,6 +155,7 @@ def create_app(
             asyncio.create_task(cache.run(), name="cache"),
             asyncio.create_task(leader.run(), name="leader"),
             asyncio.create_task(cache.probe(), name="cache-probe"),
+            asyncio.create_task(stalls.run(), name="stall-watch"),
             asyncio.create_task(ctx.audit.run(), name="audit"),
         ]
         await asyncio.wait_for(cache.wait_ready(), timeout=30)

@@ -31,11 +31,13 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from theseus.model.state import ClusterState
 from theseus.reconciler.deployments import Tracked, track
 from theseus.reconciler.reconcile import Plan, reconcile
 from theseus.reconciler.registry import EncodingMemo
+from theseus.server.stall import StallWatch, grace_ends
 from theseus.store.base import Put, Store, StoreUnavailable
 from theseus.store.cache import StateCache
 from theseus.store.commit import PARALLEL_TXNS, commit_all
@@ -62,8 +64,13 @@ class Leader:
         cache: StateCache,
         leadership: Leadership,
         registry_repair_interval: float = 3.0,
+        stalls: StallWatch | None = None,
+        loss_grace: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._store = store
+        self._stalls = stalls or StallWatch()
+        self._loss_grace = loss_grace  # seconds: how long node losses wait (``stall``)
+        self._leading_since = 0.0
         self._cache = cache
         self._leadership = leadership
         self._repair_interval = registry_repair_interval
@@ -108,6 +115,7 @@ class Leader:
 
     async def _reconcile_while_leading(self, term: Term) -> None:
         last_commit = 0
+        self._leading_since = time.monotonic()
         self._last_repair = 0.0  # the first pass as leader compares with etcd itself
         while not term.over:
             if not await self._cache.wait_for_revision(last_commit):
@@ -125,6 +133,7 @@ class Leader:
                 self._registry_view = dict(snapshot.registry)
                 self._last_repair = now
             snapshot.registry = self._registry_view
+            snapshot.spared = self._spared(snapshot)
             copied = time.monotonic()
             plan, encoded, tracked = await asyncio.to_thread(self._pass, snapshot, now)
             planned = time.monotonic()  # what follows waits on etcd: the log counts it apart
@@ -146,6 +155,14 @@ class Leader:
                 wake = plan.wake_at
                 plan.wake_at = tracked.wake_at if wake is None else min(wake, tracked.wake_at)
             await self._wait_for_work(snapshot, plan, now)
+
+    def _spared(self, snapshot: ClusterState) -> frozenset[str]:
+        """The nodes whose loss this pass holds back: every node not alive, while the grace
+        after the election or a stall of this server lasts (``theseus.server.stall``)."""
+        ends = grace_ends(self._leading_since, self._stalls.check(), self._loss_grace())
+        if time.monotonic() >= ends:
+            return frozenset()
+        return frozenset(snapshot.nodes.keys() - snapshot.alive.keys())
 
     def _pass(self, snapshot: ClusterState, now: float) -> tuple[Plan, EncodedPlan, Tracked]:
         """One reconcile pass and its encoding, and the step of the running deployments

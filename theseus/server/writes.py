@@ -143,6 +143,17 @@ class Writer:
             nodes, self.liveness_timeout, self.max_heartbeats_per_second, self.heartbeat_interval
         )
 
+    def loss_grace(self) -> float:
+        """How long a new (or stalled) leader holds node losses back: a lease's life and one
+        heartbeat more, the time every live node needs to be heard again."""
+        # Every registered node counts, live or not: after a stall none may be alive, and
+        # the agents still heartbeat at the pace of the whole cluster.
+        nodes = max(len(self._cache.state.nodes), len(self._cache.state.alive) + self._joining)
+        timing = heartbeat_timing(
+            nodes, self.liveness_timeout, self.max_heartbeats_per_second, self.heartbeat_interval
+        )
+        return timing.ttl + timing.interval
+
     def lease_ttl(self, node: str) -> int:
         # Unknown (an older server granted it): the shortest TTL any server grants.
         return self._cache.lease_ttls.get(node, self.liveness_timeout)

@@ -1,0 +1,69 @@
+"""A stall is never blamed on the nodes: the leader's watch of its own stalls and the grace it
+gives node losses (``theseus.server.stall``), and the reconciler's handling of spared nodes
+(their tasks neither lost, nor replaced, nor unregistered; nothing new placed on them)."""
+
+from __future__ import annotations
+
+from tests.kit.builders import created, make_group, make_node, make_state, make_task, plan_of
+from tests.kit.builders import running as running_statuses
+from theseus.model.tasks import TaskState
+from theseus.reconciler.registry import desired_registry
+from theseus.server.stall import StallWatch, grace_ends
+
+NODES = [make_node("n1"), make_node("n2"), make_node("n3")]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_late_tick_is_a_stall_and_a_timely_one_is_not() -> None:
+    clock = Clock()
+    watch = StallWatch(tick=0.1, stall=1.0, clock=clock)
+    clock.now += 0.15
+    assert watch.check() is None
+    clock.now += 1.05  # under a second late
+    assert watch.check() is None
+    clock.now += 15.0  # SIGSTOP, or a loop held up by a huge request
+    assert watch.check() == clock.now
+    stalled_end = clock.now
+    clock.now += 0.1
+    assert watch.check() == stalled_end  # the last stall is remembered
+
+
+def test_the_grace_runs_from_the_later_of_the_election_and_the_last_stall() -> None:
+    assert grace_ends(leading_since=10.0, last_stall_end=None, grace=4.0) == 14.0
+    assert grace_ends(leading_since=10.0, last_stall_end=50.0, grace=4.0) == 54.0
+    assert grace_ends(leading_since=60.0, last_stall_end=50.0, grace=4.0) == 64.0
+
+
+def test_tasks_of_a_spared_node_are_neither_lost_nor_replaced_nor_unregistered() -> None:
+    group = make_group(instances=2)
+    tasks = [make_task(group, "n1"), make_task(group, "n2")]
+    state = make_state([group], NODES, tasks, running_statuses(tasks), lost={"n1"})
+    state.spared = frozenset({"n1"})
+    plan = plan_of(state)
+    assert not plan.status_puts and not created(plan, state)
+    assert state.task_state(tasks[0]) is TaskState.RUNNING
+    registered = desired_registry(state)
+    assert all(any(t.id in key for key in registered) for t in tasks), sorted(registered)
+
+
+def test_nothing_new_is_placed_on_a_spared_node() -> None:
+    group = make_group(instances=3)
+    state = make_state([group], NODES, [], {}, lost={"n1"})
+    state.spared = frozenset({"n1"})
+    placed = created(plan_of(state), state)
+    assert len(placed) == 3 and all(t.node in {"n2", "n3"} for t in placed)
+
+
+def test_once_the_grace_is_over_the_node_is_lost_as_ever() -> None:
+    group = make_group(instances=1)
+    task = make_task(group, "n1")
+    state = make_state([group], NODES, [task], running_statuses([task]), lost={"n1"})
+    plan = plan_of(state)  # spared: none
+    assert plan.status_puts[task.id].state is TaskState.LOST

@@ -1,0 +1,63 @@
+"""Noticing that this server was stalled, so that a stall is never blamed on the nodes.
+
+While a server's event loop is held up (a huge request body parsed, the process stopped or
+starved of CPU), it answers no heartbeat, and the nodes' liveness leases run out in etcd
+although the nodes did nothing wrong. A leader that then declared them lost would replace
+every task of the cluster. So the leader holds node losses back for a grace period after any
+stall of its own, and after its election (Nomad's heartbeat grace after a leader election: a
+new leader cannot know how long its predecessor was unable to renew the nodes' leases): long
+enough for every live node to heartbeat again (its agent registers again at once on the 404
+of a lost lease).
+
+``StallWatch`` ticks on the event loop; a tick that comes much later than asked means the loop
+was stalled. ``check`` does the same from any coroutine, so the leader's first pass after a
+stall sees it even before the tick does. ``grace_ends`` is pure. Created by
+``theseus.server.app``, read by ``theseus.server.leader``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+TICK = 0.1  # seconds between ticks
+STALL = 1.0  # a tick this late (beyond TICK) means the loop was stalled
+
+
+class StallWatch:
+    def __init__(
+        self, tick: float = TICK, stall: float = STALL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._tick = tick
+        self._stall = stall
+        self._clock = clock
+        self._last = clock()
+        self.last_stall_end: float | None = None  # monotonic time the last stall ended
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick)
+            self.check()
+
+    def check(self) -> float | None:
+        """Note a stall if the loop has not come round for too long; when the last one ended."""
+        now = self._clock()
+        late = now - self._last - self._tick
+        if late > self._stall:
+            self.last_stall_end = now
+            log.warning(
+                "this server's event loop was stalled for %.1fs: node losses held back", late
+            )
+        self._last = now
+        return self.last_stall_end
+
+
+def grace_ends(leading_since: float, last_stall_end: float | None, grace: float) -> float:
+    """When node losses may be declared again (monotonic): ``grace`` seconds after the later of
+    the election and the last stall."""
+    since = leading_since if last_stall_end is None else max(leading_since, last_stall_end)
+    return since + grace
