@@ -200,6 +200,34 @@ def test_a_chatty_containers_logs_stay_bounded_and_are_followed_across_rotations
     _remove(logs_cluster, "chatty")
 
 
+def test_each_pod_member_gets_the_groups_bound_over_the_agents(
+    logs_cluster: Cluster, docker_client: docker.DockerClient
+) -> None:
+    member = {"image": "theseus/busybox:latest", "command": "sleep 3600", "cpus": 0.05, "mem": 16}
+    spec = {
+        "containers": [{"name": "a", **member}, {"name": "b", **member}],
+        "constraints": ON_DOCKER,
+        "logs": {"max_size": "32k"},  # max_files: the agent's (2)
+        "task_kill_grace_period_seconds": 1,
+    }
+    _deploy(logs_cluster, pod=spec)
+    task = _running(logs_cluster, "pod")
+    found = docker_client.api.containers(filters={"label": f"theseus.task={task.id}"})
+    configs = {
+        c["Labels"].get("theseus.pod.member", ""): docker_client.api.inspect_container(c["Id"])[
+            "HostConfig"
+        ]["LogConfig"]["Config"]
+        for c in found
+    }
+    member_bound = {"max-size": str(32 * KIB), "max-file": "2"}
+    assert configs == {
+        "a": member_bound,
+        "b": member_bound,
+        "": {"max-size": str(1024 * KIB), "max-file": "1"},  # the network container's
+    }
+    _remove(logs_cluster, "pod")
+
+
 def test_a_chatty_processs_logs_stay_bounded_and_are_followed_across_rotations(
     logs_cluster: Cluster,
 ) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.kit.wait import wait_until_async
+from theseus.agent.drivers.base import ExitNotice, Launch, Owner
+from theseus.agent.drivers.process import ProcessDriver
 from theseus.agent.drivers.process_logs import (
     RotatingLog,
     file_names,
@@ -17,7 +19,7 @@ from theseus.agent.drivers.process_logs import (
     remove_log,
     split_for_file,
 )
-from theseus.model.logs import LogLimits
+from theseus.model.logs import LogLimits, LogOptions
 
 
 @pytest.mark.parametrize(
@@ -144,3 +146,33 @@ async def test_a_follower_ends_when_the_output_does(tmp_path: Path) -> None:
     done = True
     await asyncio.wait_for(follower, 5)
     assert b"".join(chunks) == b"first\nlast\n"
+
+
+async def test_the_process_driver_pumps_its_childs_output_through_the_bound(
+    tmp_path: Path,
+) -> None:
+    """A real child: its output bounded on disk, complete when its exit is heard, readable
+    after the exit, gone with the task; a previous run's files go when the driver opens."""
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "old.1.log").write_bytes(b"a previous run's\n")
+    driver = ProcessDriver(tmp_path, LogLimits(1024, 2))
+    exits: list[ExitNotice] = []
+    await driver.open(Owner("n1", "127.0.0.1"), exits.append)
+    assert not (tmp_path / "logs" / "old.1.log").exists()
+    command = 'i=0; while [ $i -lt 500 ]; do echo "line $i"; i=$((i+1)); done; exit 4'
+    launch = Launch("t1", "img", {}, {}, [], 0.1, 16, command=command, logs=LogOptions())
+    handle = await driver.start(launch)
+    try:
+        await wait_until_async(lambda: exits, 10, "the exit notice")
+        assert exits[0].exit_code == 4
+        files = sorted(p.name for p in (tmp_path / "logs").iterdir())
+        assert files == ["t1.log", "t1.log.1"]
+        assert all(p.stat().st_size <= 1024 for p in (tmp_path / "logs").iterdir())
+        lines = b"".join([c async for c in driver.logs(handle, True, None)]).splitlines()
+        assert lines[-1] == b"line 499"  # the last line was written before the exit was told
+        numbers = [int(line.split()[1]) for line in lines]
+        assert numbers == list(range(numbers[0], 500)) and numbers[0] > 0
+    finally:
+        await driver.remove(handle)
+        await driver.close()
+    assert not list((tmp_path / "logs").iterdir())

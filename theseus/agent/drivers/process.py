@@ -11,13 +11,14 @@ Limitation (documented, by design): processes are not adopted across agent resta
 restarted agent does not know the processes of its previous run; they are left alone (never
 killed blindly by name), and the server replaces their tasks as it would any lost ones. Their
 output went through the agent that is gone: it is lost, and a write to the broken pipe ends
-a process that does not handle SIGPIPE.
+a process that does not handle SIGPIPE; the new agent deletes the old run's log files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -37,6 +38,8 @@ from theseus.agent.drivers.base import (
     exit_code_of_returncode,
 )
 from theseus.model.logs import LogLimits
+
+logger = logging.getLogger(__name__)
 
 # Variables a shell command needs to find its tools; the rest of the agent's environment is
 # not leaked into tasks.
@@ -78,6 +81,11 @@ class ProcessDriver:
 
     async def open(self, owner: Owner, on_exit: ExitCallback) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        # A previous run's files: their tasks are not adopted (the server replaced them) and
+        # no one can read them through the agent any more; restarts must not pile them up.
+        for leftover in self._log_dir.iterdir():
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
         self._on_exit = on_exit
 
     async def close(self) -> None:
@@ -130,9 +138,9 @@ class ProcessDriver:
 
     async def _wait(self, handle: str, child: _Child) -> None:
         returncode = await child.process.wait()
-        # Its last lines are in the log before anyone hears of the exit.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(child.pump), _DRAIN_WAIT)
+        # Its last lines are in the log before anyone hears of the exit (``wait`` neither
+        # raises nor cancels the pump).
+        await asyncio.wait({child.pump}, timeout=_DRAIN_WAIT)
         child.exit_code = exit_code_of_returncode(returncode)
         self._on_exit(ExitNotice(child.task_id, handle, child.exit_code))
 
@@ -222,9 +230,16 @@ class ProcessDriver:
 async def _pump(output: asyncio.StreamReader, log: process_logs.RotatingLog) -> None:
     """The child's output into its log, until the pipe closes (the child and whatever it
     started that holds the pipe have exited), then the file is closed."""
+    failed = False
     try:
         while chunk := await output.read(process_logs.READ_CHUNK):
-            log.write(chunk)
+            if failed:
+                continue  # drained all the same: a child must never block on a full pipe
+            try:
+                log.write(chunk)
+            except OSError as exc:  # e.g. the disk is full: the output is lost, said once
+                failed = True
+                logger.warning("task output not written to %s: %s", log.path, exc)
     finally:
         log.close()
 
