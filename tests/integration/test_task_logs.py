@@ -133,10 +133,12 @@ def _follow_across_rotations(
     sizes: Any,
     bound: int,
     max_files: int,
+    resent: int = 0,
 ) -> list[int]:
     """Follow the task while its current log file is replaced twice (a rotation: a new inode
     at its path); meanwhile, its files on disk never hold more than ``bound`` (sampled at
-    each look). The numbers the follower saw."""
+    each look). No line is lost; the follower sees each once, in order, but for up to
+    ``resent`` lines sent again at a rotation (Docker's follow does so). The numbers seen."""
     follower = Follower(cluster, task_id)
     try:
         wait_until(lambda: follower.last() > 0, 30, "the first followed lines")
@@ -161,7 +163,9 @@ def _follow_across_rotations(
     finally:
         err = follower.stop()
     numbers = follower.numbers
-    assert numbers == sorted(numbers), "lines in order"
+    backs = [(a, b) for a, b in zip(numbers, numbers[1:], strict=False) if b <= a]
+    assert all(a - b < resent for a, b in backs), f"lines out of order: {backs}"
+    assert len(backs) <= len(inodes) + 2, f"more repeats than rotations: {backs}"
     missing = set(range(numbers[0], numbers[-1] + 1)) - set(numbers)
     assert not missing, f"lines lost across the rotations: {sorted(missing)[:10]} ({err})"
     return numbers
@@ -193,10 +197,10 @@ def test_a_chatty_containers_logs_stay_bounded_and_are_followed_across_rotations
         return _files_and_sizes([log_path, log_path.with_name(log_path.name + ".1")])
 
     # Docker's json-file checks the size after each write: a file may pass it by one line.
+    # Its follow API sends the last few lines before a rotation again (seen here: 1 to 4).
     slack = 2 * 200
-    _follow_across_rotations(
-        logs_cluster, task.id, lambda: log_path, sizes, 2 * 16 * KIB + slack, 2
-    )
+    bound = 2 * 16 * KIB + slack
+    _follow_across_rotations(logs_cluster, task.id, lambda: log_path, sizes, bound, 2, resent=10)
     _remove(logs_cluster, "chatty")
 
 
