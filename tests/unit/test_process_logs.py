@@ -18,6 +18,7 @@ from theseus.agent.drivers.process_logs import (
     read_log,
     remove_log,
     split_for_file,
+    tail_start,
 )
 from theseus.model.logs import LogLimits, LogOptions
 
@@ -176,3 +177,51 @@ async def test_the_process_driver_pumps_its_childs_output_through_the_bound(
         await driver.remove(handle)
         await driver.close()
     assert not list((tmp_path / "logs").iterdir())
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        [b"a\nb\n", b"c\nd\n", b"e\n"],
+        [b"a\nb\n", b"c\nd\n", b"e"],  # the last line unterminated
+        [b"a\nb", b"c\nd\n", b""],  # a line cut across files; the current one empty
+        [b"", b"", b""],
+        [b"only\n"],
+        [b"x" * 70_000 + b"\n" + b"y\n" * 40_000, b"z\n"],  # several blocks
+    ],
+)
+def test_a_tail_starts_where_splitlines_says(files: list[bytes]) -> None:
+    stream = b"".join(files)
+
+    def read_back(index: int, start: int, length: int) -> bytes:
+        return files[index][start : start + length]
+
+    for lines in (0, 1, 2, 3, 5, 40_001, 10**6):
+        index, offset = tail_start([len(f) for f in files], read_back, lines)
+        shown = files[index][offset:] + b"".join(files[index + 1 :]) if index < len(files) else b""
+        expected = b"".join(stream.splitlines(keepends=True)[-lines:]) if lines else b""
+        assert shown == expected, (lines, index, offset)
+
+
+async def test_a_follower_with_no_tail_sees_only_what_comes_next(tmp_path: Path) -> None:
+    path = tmp_path / "t1.log"
+    log = RotatingLog(path, LogLimits(1024, 2))
+    for n in range(100):
+        log.write(f"old {n}\n".encode())
+    done = False
+    chunks: list[bytes] = []
+
+    async def follow(tail: int) -> None:
+        async for chunk in read_log(path, 2, True, tail, lambda: done, poll=0.005):
+            chunks.append(chunk)
+
+    followers = [asyncio.create_task(follow(0))]
+    await asyncio.sleep(0.02)
+    log.write(b"new\n")
+    log.close()
+    done = True
+    await asyncio.wait_for(followers[0], 5)
+    assert b"".join(chunks) == b"new\n"
+    chunks.clear()
+    await asyncio.wait_for(follow(2), 5)
+    assert b"".join(chunks) == b"old 99\nnew\n"

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -110,6 +111,11 @@ def _open_chain(path: Path, max_files: int) -> list[BinaryIO]:
     return opened
 
 
+def _read_block(files: list[BinaryIO], index: int, start: int, length: int) -> bytes:
+    files[index].seek(start)
+    return files[index].read(length)
+
+
 def _inode(name: Path) -> int | None:
     try:
         return name.stat().st_ino
@@ -137,11 +143,33 @@ def next_file(path: Path, max_files: int, current: BinaryIO) -> BinaryIO | None:
     return None
 
 
-def _tail_lines(data: bytes, tail: int | None) -> list[bytes]:
-    lines = data.splitlines(keepends=True)
-    if tail is None:
-        return lines
-    return lines[-tail:] if tail > 0 else []
+def tail_start(
+    sizes: list[int], read_back: Callable[[int, int, int], bytes], lines: int
+) -> tuple[int, int]:
+    """Where the last ``lines`` lines of a set of files begin (their ``sizes``, oldest
+    first, read as one stream): the file's index and the offset in it. ``read_back(file,
+    start, length)`` reads a block; the files are read from their end a block at a time, so a
+    short tail costs a block or two however large the bound. A last line without its newline
+    is a line too (``bytes.splitlines``'s rule)."""
+    if lines <= 0:
+        return len(sizes), 0
+    found = 0
+    last_byte = True  # the stream's final newline ends its last line: it starts none
+    for index in range(len(sizes) - 1, -1, -1):
+        end = sizes[index]
+        while end > 0:
+            start = max(0, end - READ_CHUNK)
+            block = read_back(index, start, end - start)
+            if last_byte:
+                last_byte = False
+                block = block.removesuffix(b"\n")
+            position = len(block)
+            while (position := block.rfind(b"\n", 0, position)) >= 0:
+                found += 1
+                if found == lines:
+                    return index, start + position + 1
+            end = start
+    return 0, 0
 
 
 async def read_log(
@@ -157,9 +185,16 @@ async def read_log(
     ``finished()`` (nothing more will be written) and everything has been read."""
     files = _open_chain(path, max_files)
     try:
-        backlog = b"".join(handle.read() for handle in files)  # bounded by the limits
-        for line in _tail_lines(backlog, tail):
-            yield line
+        first, offset = 0, 0
+        if tail is not None:
+            sizes = [os.fstat(handle.fileno()).st_size for handle in files]
+            first, offset = tail_start(sizes, partial(_read_block, files), tail)
+            if files and first == len(files):  # nothing to show: follow from here
+                files[-1].seek(sizes[-1])
+        for index in range(first, len(files)):
+            files[index].seek(offset if index == first else 0)
+            while chunk := files[index].read(READ_CHUNK):
+                yield chunk
         if not follow or not files:
             return
         current = files.pop()
