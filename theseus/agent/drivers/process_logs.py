@@ -6,8 +6,8 @@ nothing is truncated under it. The files are ``<task>.log`` (being written), the
 ``<task>.log.1`` (the one before) ... ``<task>.log.<N-1>``: at most ``max_files`` of at most
 ``max_bytes`` each, as Docker's json-file driver keeps them. ``read_log`` gives a tail of them
 all and, following, goes on in the new file after a rotation (as ``tail -F`` does: it tells
-the files apart by inode). The decisions, where to cut a chunk and which file comes next, are
-pure (``split_for_file``, ``file_names``) and unit-tested.
+the files apart by inode). Where a chunk is cut, the files' names and where a tail begins are
+pure (``split_for_file``, ``file_names``, ``tail_start``); all of it is unit-tested.
 """
 
 from __future__ import annotations
