@@ -194,9 +194,14 @@ def test_one_member_dying_ends_the_pod_and_a_whole_new_pod_replaces_it(
         "server": "running",
         "client": "running",
     }
-    # The old pod's other member was stopped gracefully (by the agent, before the server
-    # asked for the removal, which kills), and everything of it removed in the end.
-    wait_until(lambda: not pod_containers(docker_client, task.id), 30, "the old pod removed")
+    # The old pod's other member was stopped gracefully (by the agent, as the pod ends
+    # whole); its containers stay, stopped, for `theseus logs`, until its record goes.
+    wait_until(
+        lambda: {c["State"] for c in pod_containers(docker_client, task.id).values()} == {"exited"},
+        30,
+        "the old pod stopped",
+    )
+    assert list(client.logs(task.id, container="client"))  # still readable
     events = docker_client.events(
         since=since,
         until=time.time(),

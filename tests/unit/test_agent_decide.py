@@ -25,7 +25,7 @@ TABLE: list[tuple[DesiredState, Local, Step | None]] = [
     ("stop", Local(P.RUNNING, True, "running"), S.STOP),
     ("stop", Local(P.RUNNING, True, None), S.STOP),
     ("stop", Local(P.EXITED, True, "running"), S.REPORT),  # the exit first, then remove
-    ("stop", Local(P.EXITED, True, "exited"), S.REMOVE),
+    ("stop", Local(P.EXITED, True, "exited"), None),  # kept for its logs until discarded
     ("stop", Local(P.EXITED, False, "exited"), None),
     ("stop", Local(P.STOPPED, True, "stopped"), S.REMOVE),  # removal failed last time
     ("stop", Local(P.STOPPED, False, "stopped"), None),

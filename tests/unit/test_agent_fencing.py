@@ -136,7 +136,7 @@ def test_next_step_of_a_fenced_task_meant_to_run(local: Local, expected: Step | 
 
 def test_the_servers_word_still_goes_for_a_fenced_task() -> None:
     exited = Local(P.EXITED, True, "exited", fenced=True)
-    assert next_step("stop", exited) is Step.REMOVE
+    assert next_step("stop", exited) is None  # kept, for its logs, until the record goes
     assert next_step(None, exited) is Step.DISCARD
     assert next_step("stop", Local(P.RUNNING, True, "running", fenced=True)) is Step.STOP
 

@@ -65,6 +65,7 @@ from theseus.api.failover import parse_addresses
 from theseus.api.schemas import NodeRegistration, RegistrationAnswer, ReportBatch
 from theseus.images.tags import BUSYBOX_IMAGE
 from theseus.model.hostgates import NodeGates
+from theseus.model.logs import LogLimits
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class AgentConfig:
     pull_unqualified: bool = False
     pod_infra_image: str = BUSYBOX_IMAGE
     registry_login_cache: float = LOGIN_CACHE_SECONDS  # 0: ask the server at every pull
+    # The bound of each task's logs where its spec's ``logs`` sets none (``theseus.model.logs``).
+    log_limits: LogLimits = field(default_factory=LogLimits)
 
 
 class NodeUnknown(Exception):
@@ -472,7 +475,7 @@ async def run_agent(config: AgentConfig) -> None:
     images = ImageSettings(
         config.pull_timeout, config.pull_unqualified, config.pod_infra_image, logins
     )
-    driver = await make_driver(config.driver, state_dir, images)
+    driver = await make_driver(config.driver, state_dir, images, config.log_limits)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if config.handle_signals else ()

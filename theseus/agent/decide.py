@@ -12,6 +12,11 @@ Rules (running tasks outlive their agent: a restarted agent adopts them, never r
 * desired ``stop``, container running → graceful stop, report ``stopped``, remove;
 * desired ``run``, container exited by itself → keep it (its logs stay readable), never
   restart it: the server creates a replacement task;
+* desired ``stop``, container exited by itself (the server marks every dead task so) → keep
+  it still, for ``theseus logs``, as long as the server keeps the task's record (a short
+  history per group, ``theseus.reconciler.reconcile``: ``collect``); the record's removal
+  drops it from the list, which removes the container (below). One that never ran (a
+  failed start's leftover) or was stopped on request is removed at once;
 * desired ``run``, container running but its health checks failed too often → kill it and
   report it exited (``theseus.agent.health``): the server replaces it like any dead task;
 * desired ``run``, but the node is fenced for it (no server reached for its group's
@@ -94,7 +99,7 @@ def next_step(desired: DesiredState, local: Local) -> Step | None:
     # Here the phase is never NEW (both branches above return for it).
     if local.reported != PHASE_REPORT[phase]:
         return Step.REPORT  # before any removal: an exit must be heard before it is cleaned
-    if desired == "stop" and local.has_container:
+    if desired == "stop" and local.has_container and phase is not Phase.EXITED:
         return Step.REMOVE
     return None
 

@@ -72,6 +72,7 @@ def launch_of(
         host_pid=spec.pid_mode == "host",
         cap_add=list(spec.cap_add),
         pull=spec.pull,
+        logs=spec.logs,
     )
 
 

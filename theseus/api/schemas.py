@@ -38,6 +38,9 @@ class GroupPlan(BaseModel):
     # The group's ``stop_after_server_loss_seconds`` (seconds or "never"; None: removed): how
     # long a node cut off from every server keeps its tasks (``theseus.agent.fencing``).
     stop_after_server_loss: float | Literal["never"] | None = None
+    # How much of each container's output is kept (the group's ``logs``, in words; None:
+    # removed).
+    logs: str | None = None
 
 
 class GroupChange(BaseModel):

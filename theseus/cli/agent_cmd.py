@@ -27,6 +27,7 @@ from theseus.model.hostgates import (
     cap_problem,
     normalise_cap,
 )
+from theseus.model.logs import DEFAULT_MAX_FILES, DEFAULT_MAX_SIZE, SIZE_HELP, LogLimits
 from theseus.security.tls import is_loopback
 
 
@@ -89,6 +90,14 @@ def parse_gates(
         allow_host_namespaces=allow_host_namespaces,
         allow_caps=parse_caps(caps),
     )
+
+
+def parse_log_limits(max_size: str, max_files: int) -> LogLimits:
+    """``--log-max-size`` and ``--log-max-files``; a bad one is a ``typer.BadParameter``."""
+    try:
+        return LogLimits.of(max_size, max_files)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-max-size") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -242,6 +251,23 @@ def register(app: typer.Typer) -> None:
                 "later pulls (0: fetched for every pull).",
             ),
         ] = AgentConfig.registry_login_cache,
+        log_max_size: Annotated[
+            str,
+            typer.Option(
+                help=f"The size of one file of a task's logs ({SIZE_HELP}); a spec's "
+                "`logs: {max_size}` wins.",
+            ),
+        ] = DEFAULT_MAX_SIZE,
+        log_max_files: Annotated[
+            int,
+            typer.Option(
+                min=1,
+                max=100,
+                help="Files of a task's logs kept, the one being written included (the "
+                "oldest is dropped): at most SIZE × FILES on disk per container. A spec's "
+                "`logs: {max_files}` wins.",
+            ),
+        ] = DEFAULT_MAX_FILES,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ) -> None:
         """Run this machine's node agent: register, run assigned tasks, report them."""
@@ -267,6 +293,7 @@ def register(app: typer.Typer) -> None:
         gates = parse_gates(
             host_volume or [], allow_privileged, allow_host_namespaces, allow_cap or []
         )
+        log_limits = parse_log_limits(log_max_size, log_max_files)
         config = AgentConfig(
             server=",".join(servers),
             name=name or socket.gethostname(),
@@ -285,6 +312,7 @@ def register(app: typer.Typer) -> None:
             pull_unqualified=pull_unqualified,
             pod_infra_image=pod_infra_image,
             registry_login_cache=registry_login_cache,
+            log_limits=log_limits,
         )
         try:
             asyncio.run(run_agent(config))

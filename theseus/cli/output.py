@@ -284,8 +284,8 @@ def change_line(change: GroupChange) -> str:
 
 def plan_lines(change: GroupChange) -> list[str]:
     """The indented lines under a change in ``theseus plan``: field diff, where new tasks
-    would go, what would wait and why, what would stop, and how long a node cut off from
-    every server keeps the group's tasks."""
+    would go, what would wait and why, what would stop, how long a node cut off from
+    every server keeps the group's tasks, and how much of their output is kept."""
     plan = change.plan
     if plan is None:
         return []
@@ -308,6 +308,8 @@ def plan_lines(change: GroupChange) -> list[str]:
             f"    [dim]·[/] on a node that reaches no server: stopped after {fence:g} s "
             "(stop_after_server_loss_seconds)"
         )
+    if plan.logs is not None:
+        lines.append(f"    [dim]·[/] logs kept: {escape(plan.logs)} (logs)")
     return lines
 
 

@@ -214,6 +214,10 @@ class AgentProcess:
     pod_infra_image: str | None = None
     registry_login_cache: float | None = None
     pull_unqualified: bool = False
+    # Each task's logs where its spec sets no bound: ``--log-max-size`` (e.g. "10m") and
+    # ``--log-max-files`` (None: the agent's defaults).
+    log_max_size: str | None = None
+    log_max_files: int | None = None
     python: str = sys.executable
 
     def argv(self) -> list[str]:
@@ -245,6 +249,10 @@ class AgentProcess:
             command += ["--registry-login-cache", number(self.registry_login_cache)]
         if self.pull_unqualified:
             command.append("--pull-unqualified")
+        if self.log_max_size is not None:
+            command += ["--log-max-size", self.log_max_size]
+        if self.log_max_files is not None:
+            command += ["--log-max-files", str(self.log_max_files)]
         return command + ["--state-dir", str(self.state_dir)]
 
 

@@ -52,6 +52,7 @@ from theseus.model.fields import (
 )
 from theseus.model.health import MARATHON_KEYS, HealthCheck, check_ports
 from theseus.model.hostgates import cap_problem, normalise_cap
+from theseus.model.logs import LogOptions
 from theseus.model.pods import ContainerSpec, check_members
 
 
@@ -143,6 +144,9 @@ class GroupSpec(BaseModel):
     network_mode: Literal["bridge", "host"] = "bridge"  # host: --allow-host-namespaces
     pid_mode: Literal["private", "host"] = "private"  # host: --allow-host-namespaces
     cap_add: list[StrictStr] = Field(default_factory=list)  # beyond Baseline: --allow-cap
+    # How much output each container keeps (``theseus.model.logs``); a key left out, the
+    # agent's --log-max-size / --log-max-files.
+    logs: LogOptions | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -272,6 +276,7 @@ _DIGEST_DEFAULTS: dict[str, object] = {
     "network_mode": "bridge",
     "pid_mode": "private",
     "cap_add": [],
+    "logs": None,
 }
 
 

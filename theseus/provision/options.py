@@ -14,6 +14,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from theseus.model.hostgates import cap_problem, normalise_cap
+from theseus.model.logs import MAX_LOG_FILES, parse_size
 
 
 class _Strict(BaseModel):
@@ -34,12 +35,21 @@ class AgentOptions(_Strict):
     allow_caps: list[str] | None = None  # --allow-cap, each
     cpus: float | None = Field(default=None, gt=0)  # --cpus (default: the machine's)
     mem: float | None = Field(default=None, gt=0)  # --mem, MiB (default: the machine's)
+    log_max_size: str | None = None  # --log-max-size, e.g. 10m
+    log_max_files: int | None = Field(default=None, ge=1, le=MAX_LOG_FILES)  # --log-max-files
 
     @field_validator("pod_infra_image")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
         if value is not None and (not value or any(c.isspace() for c in value)):
             raise ValueError("an image name (REGISTRY/NAME:TAG), without spaces")
+        return value
+
+    @field_validator("log_max_size")
+    @classmethod
+    def _log_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)  # ValueError: what a size looks like
         return value
 
     @field_validator("allow_caps")

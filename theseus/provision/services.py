@@ -120,6 +120,8 @@ def agent_service(hosts: HostsFile, host: Host) -> Service:
         pod_infra_image=options.pod_infra_image,
         registry_login_cache=options.registry_login_cache,
         pull_unqualified=bool(options.pull_unqualified),
+        log_max_size=options.log_max_size,
+        log_max_files=options.log_max_files,
         python=str(layout.python),
     )
     return Service(

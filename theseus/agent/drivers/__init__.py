@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from theseus.agent.drivers.base import TaskDriver, discovery_dir
 from theseus.images.tags import BUSYBOX_IMAGE
+from theseus.model.logs import LogLimits
 
 if TYPE_CHECKING:  # the docker driver's modules load only when it is used
     from theseus.agent.drivers.docker_pull import Logins
@@ -39,10 +40,14 @@ async def default_driver_name() -> str:
 
 
 async def make_driver(
-    name: str | None, state_dir: Path, images: ImageSettings | None = None
+    name: str | None,
+    state_dir: Path,
+    images: ImageSettings | None = None,
+    log_limits: LogLimits | None = None,
 ) -> TaskDriver:
     """A driver by name; ``None`` picks the default for this machine. ``images``: how the
-    docker driver gets its images (the others ignore it)."""
+    docker driver gets its images (the others ignore it); ``log_limits``: the bound of each
+    task's logs where its spec sets none (``--log-max-size``, ``--log-max-files``)."""
     if name is None:
         name = await default_driver_name()
     if name == "docker":
@@ -51,11 +56,11 @@ async def make_driver(
 
         images = images or ImageSettings()
         options = PullOptions(images.pull_timeout, images.pull_unqualified, images.logins)
-        return DockerDriver(discovery_dir(state_dir), options, images.pod_infra_image)
+        return DockerDriver(discovery_dir(state_dir), options, images.pod_infra_image, log_limits)
     if name == "process":
         from theseus.agent.drivers.process import ProcessDriver
 
-        return ProcessDriver(state_dir)
+        return ProcessDriver(state_dir, log_limits)
     if name == "sim":
         from theseus.agent.drivers.sim import SimDriver
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from theseus.model.logs import LogOptions
+
 # The node's discovery endpoint (``theseus.agent.discovery``): a unix socket in the agent's state
 # directory. The docker driver bind-mounts that directory into every container at
 # ``DISCOVERY_MOUNT``; process tasks use the host path. Mounting the directory, not the socket
@@ -94,6 +96,9 @@ class Launch:
     # When the image is pulled (``theseus.agent.drivers.pull_rules``): "if_not_present" or
     # "always"; a pod's members carry their own.
     pull: str = "if_not_present"
+    # The spec's bound of every container's logs (``theseus.model.logs``); each key left out
+    # is the driver's default (the agent's --log-max-size, --log-max-files).
+    logs: LogOptions | None = None
     # Told how a pull of the task's images goes (``pulling IMAGE: 12.3 of 40.1 MB``), as
     # often as Docker reports; the runner throttles what it reports to the server.
     on_progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)

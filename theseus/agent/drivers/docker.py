@@ -58,6 +58,7 @@ from theseus.images.labels import (
     LABEL_POD_MEMBERS,
     LABEL_TASK,
 )
+from theseus.model.logs import LogLimits
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,14 @@ def discovery_bind(discovery_dir: Path | None, volumes: list[str]) -> list[str]:
 
 
 def container_config(
-    launch: Launch, address: str, discovery_dir: Path | None = None
+    launch: Launch,
+    address: str,
+    discovery_dir: Path | None = None,
+    log_limits: LogLimits | None = None,
 ) -> dict[str, Any]:
     """The Engine's ``containers/create`` body for ``launch`` (pure; unit-tested). On the
-    host's network nothing is published: the task listens on its ``PORT_<NAME>`` itself."""
+    host's network nothing is published: the task listens on its ``PORT_<NAME>`` itself.
+    Its logs are bounded by the spec's ``logs`` over ``log_limits`` (the agent's default)."""
     exposed, bindings = pods.published_ports([] if launch.host_network else launch.ports, address)
     config: dict[str, Any] = {
         "Image": launch.image,
@@ -102,6 +107,7 @@ def container_config(
             "PortBindings": bindings,
             "Binds": [*launch.volumes, *discovery_bind(discovery_dir, launch.volumes)],
             "Init": launch.init,
+            "LogConfig": (log_limits or LogLimits()).over(launch.logs).docker_log_config(),
             **privileges(launch),
         },
     }
@@ -134,12 +140,15 @@ class DockerDriver:
         discovery_dir: Path | None = None,
         pull: PullOptions | None = None,
         infra_image: str = pods.INFRA_IMAGE,
+        log_limits: LogLimits | None = None,
     ) -> None:
         """``discovery_dir``: the host directory of the agent's discovery socket, mounted
         into every container (``None``: no discovery endpoint for the containers);
         ``pull``: how images are pulled; ``infra_image``: the pods' network container's
-        image (``--pod-infra-image``), pulled as any other when it names a registry."""
+        image (``--pod-infra-image``), pulled as any other when it names a registry;
+        ``log_limits``: the bound of each container's logs where the spec sets none."""
         self._discovery_dir = discovery_dir
+        self._log_limits = log_limits or LogLimits()
         self._pull_options = pull or PullOptions()
         self._infra_image = infra_image
         self._puller: ImagePuller | None = None
@@ -313,11 +322,20 @@ class DockerDriver:
             binds = discovery_bind(self._discovery_dir, [])
             node = self._owner.node
             handle = await pods.start_pod(
-                self.docker, launch, name, self._owner.address, node, binds, self._infra_image
+                self.docker,
+                launch,
+                name,
+                self._owner.address,
+                node,
+                binds,
+                self._infra_image,
+                self._log_limits.over(launch.logs),
             )
             self._handles.learn(handle, is_pod=True)
             return handle
-        config = container_config(launch, self._owner.address, self._discovery_dir)
+        config = container_config(
+            launch, self._owner.address, self._discovery_dir, self._log_limits
+        )
         try:
             container = await self._create(config, name)
         except DockerError as exc:

@@ -45,6 +45,7 @@ from theseus.images.labels import (
     LABEL_POD_MEMBERS,
 )
 from theseus.images.tags import BUSYBOX_IMAGE
+from theseus.model.logs import LogLimits
 
 # The default infrastructure image, built locally (`theseus images build`); an agent may name
 # another (``--pod-infra-image``), pulled like any image when it names a registry host.
@@ -53,6 +54,8 @@ INFRA_IMAGE = BUSYBOX_IMAGE
 # without a trap would ignore SIGTERM as PID 1 and make every stop wait for the SIGKILL).
 PAUSE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait $!; done"]
 INFRA_MEM = 16  # MiB: a shell and a sleep
+# The infrastructure container prints nothing; its log is bounded all the same.
+INFRA_LOGS = LogLimits(max_bytes=1024 * 1024, max_files=1)
 
 
 def is_pod_container(labels: dict[str, str]) -> bool:
@@ -97,17 +100,23 @@ def infra_config(launch: Launch, address: str, image: str = INFRA_IMAGE) -> dict
             "Memory": INFRA_MEM * 1024 * 1024,
             "PortBindings": bindings,
             "Init": True,  # a stop right after the start must not wait for the trap
+            "LogConfig": INFRA_LOGS.docker_log_config(),
             **infra_privileges(launch),
         },
     }
 
 
 def member_config(
-    launch: Launch, member: MemberLaunch, infra_id: str, extra_binds: Iterable[str] = ()
+    launch: Launch,
+    member: MemberLaunch,
+    infra_id: str,
+    extra_binds: Iterable[str] = (),
+    log_limits: LogLimits | None = None,
 ) -> dict[str, Any]:
     """The ``containers/create`` body of one member (pure): in the infrastructure container's
     network namespace, so it publishes nothing itself (the Engine refuses ports there).
-    ``extra_binds``: the node's discovery directory (``docker.discovery_bind``)."""
+    ``extra_binds``: the node's discovery directory (``docker.discovery_bind``);
+    ``log_limits``: the bound of its logs, resolved (the pod's ``logs`` over the agent's)."""
     # The member's own mount at a target (e.g. its own /run/theseus) wins over ours.
     targets = {v.split(":")[1].rstrip("/") for v in member.volumes if ":" in v}
     extra = [b for b in extra_binds if b.split(":")[1].rstrip("/") not in targets]
@@ -121,6 +130,7 @@ def member_config(
             "Memory": int(member.mem * 1024 * 1024),
             "Binds": [*member.volumes, *extra],
             "Init": launch.init,
+            "LogConfig": (log_limits or LogLimits()).docker_log_config(),
             **pod_privileges(launch),
         },
     }
@@ -239,10 +249,11 @@ async def start_pod(
     node: str,
     extra_binds: list[str],
     infra_image: str = INFRA_IMAGE,
+    log_limits: LogLimits | None = None,
 ) -> str:
     """Create the infrastructure container and every member, then start them all; the
     infrastructure container's id. On any failure, nothing is left behind. The images are
-    present already (the driver pulled what it had to)."""
+    present already (the driver pulled what it had to). ``log_limits``: each member's."""
     try:
         infra = await _create(docker, infra_config(launch, address, infra_image), name, pod=True)
     except DockerError as exc:
@@ -259,7 +270,7 @@ async def start_pod(
             message = f"could not start the pod's network container: {exc.message}"
             raise DriverError(message) from exc
         members = [
-            await _create_member(docker, launch, m, infra.id, name, node, extra_binds)
+            await _create_member(docker, launch, m, infra.id, name, node, extra_binds, log_limits)
             for m in launch.members
         ]
         results = await asyncio.gather(*(m.start() for m in members), return_exceptions=True)
@@ -285,8 +296,9 @@ async def _create_member(
     infra_name: str,
     node: str,
     extra_binds: list[str],
+    log_limits: LogLimits | None,
 ) -> DockerContainer:
-    config = member_config(launch, member, infra_id, extra_binds)
+    config = member_config(launch, member, infra_id, extra_binds, log_limits)
     try:
         return await _create(docker, config, member_container_name(infra_name, member.name))
     except DockerError as exc:

@@ -9,19 +9,23 @@ agent.sock``).
 
 Limitation (documented, by design): processes are not adopted across agent restarts. A
 restarted agent does not know the processes of its previous run; they are left alone (never
-killed blindly by name), and the server replaces their tasks as it would any lost ones.
+killed blindly by name), and the server replaces their tasks as it would any lost ones. Their
+output went through the agent that is gone: it is lost, and a write to the broken pipe ends
+a process that does not handle SIGPIPE; the new agent deletes the old run's log files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from theseus.agent.drivers import process_logs
 from theseus.agent.drivers.base import (
     DISCOVERY_SOCKET,
     DriverError,
@@ -33,11 +37,16 @@ from theseus.agent.drivers.base import (
     discovery_dir,
     exit_code_of_returncode,
 )
+from theseus.model.logs import LogLimits
+
+logger = logging.getLogger(__name__)
 
 # Variables a shell command needs to find its tools; the rest of the agent's environment is
 # not leaked into tasks.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
-_FOLLOW_POLL = 0.1  # seconds between reads of a followed log file
+# How long an exit notice waits for the child's last output to be written (a background
+# grandchild may hold the pipe open much longer: its output is still written meanwhile).
+_DRAIN_WAIT = 2.0
 
 
 @dataclass
@@ -46,14 +55,23 @@ class _Child:
     process: asyncio.subprocess.Process
     log_path: Path
     environment: dict[str, str]
+    log: process_logs.RotatingLog
+    pump: asyncio.Task[None]
     exit_code: int | None = None
+
+    @property
+    def output_done(self) -> bool:
+        """Nothing more will be written to its log."""
+        return self.pump.done()
 
 
 class ProcessDriver:
     name = "process"
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, log_limits: LogLimits | None = None) -> None:
+        """``log_limits``: the bound of each task's logs where its spec sets none."""
         self._log_dir = state_dir / "logs"
+        self._log_limits = log_limits or LogLimits()
         self.discovery: str | None = (
             f"unix://{discovery_dir(state_dir.absolute()) / DISCOVERY_SOCKET}"
         )
@@ -63,12 +81,18 @@ class ProcessDriver:
 
     async def open(self, owner: Owner, on_exit: ExitCallback) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        # A previous run's files: their tasks are not adopted (the server replaced them) and
+        # no one can read them through the agent any more; restarts must not pile them up.
+        for leftover in self._log_dir.iterdir():
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
         self._on_exit = on_exit
 
     async def close(self) -> None:
-        for waiter in self._waiters:
-            waiter.cancel()
-        await asyncio.gather(*self._waiters, return_exceptions=True)
+        pumps = [child.pump for child in self._children.values()]
+        for task in [*self._waiters, *pumps]:
+            task.cancel()
+        await asyncio.gather(*self._waiters, *pumps, return_exceptions=True)
 
     async def list_tasks(self) -> list[Observed]:
         return [
@@ -89,20 +113,23 @@ class ProcessDriver:
         env = {key: os.environ[key] for key in _INHERITED if key in os.environ}
         env.update(launch.environment)
         log_path = self._log_dir / f"{launch.task_id}.log"
+        limits = self._log_limits.over(launch.logs)
         try:
-            with log_path.open("ab") as log_file:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,  # its own process group: stop reaches children
-                )
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group: stop reaches children
+            )
         except OSError as exc:
             raise DriverError(f"could not start the process: {exc}") from exc
         handle = f"pid-{process.pid}-{launch.task_id}"  # a pid alone may be reused
-        child = _Child(launch.task_id, process, log_path, env)
+        log = process_logs.RotatingLog(log_path, limits)
+        assert process.stdout is not None
+        pump = asyncio.create_task(_pump(process.stdout, log), name=f"log-{handle}")
+        child = _Child(launch.task_id, process, log_path, env, log, pump)
         self._children[handle] = child
         waiter = asyncio.create_task(self._wait(handle, child), name=f"wait-{handle}")
         self._waiters.add(waiter)
@@ -111,6 +138,9 @@ class ProcessDriver:
 
     async def _wait(self, handle: str, child: _Child) -> None:
         returncode = await child.process.wait()
+        # Its last lines are in the log before anyone hears of the exit (``wait`` neither
+        # raises nor cancels the pump).
+        await asyncio.wait({child.pump}, timeout=_DRAIN_WAIT)
         child.exit_code = exit_code_of_returncode(returncode)
         self._on_exit(ExitNotice(child.task_id, handle, child.exit_code))
 
@@ -172,7 +202,9 @@ class ProcessDriver:
         if child.process.returncode is None:
             _signal_group(child.process.pid, signal.SIGKILL)
             await child.process.wait()
-        child.log_path.unlink(missing_ok=True)
+        child.pump.cancel()
+        await asyncio.gather(child.pump, return_exceptions=True)
+        process_logs.remove_log(child.log_path, child.log.limits.max_files)
 
     async def logs(
         self, handle: str, follow: bool, tail: int | None, container: str | None = None
@@ -184,18 +216,32 @@ class ProcessDriver:
             raise DriverError(
                 f"task {child.task_id} is not a pod: it has no container {container!r}"
             )
-        with child.log_path.open("rb") as log_file:
-            lines = log_file.readlines()
-            for line in lines if tail is None else lines[-tail:] if tail > 0 else []:
-                yield line
-            while follow:
-                chunk = log_file.read()
-                if chunk:
-                    yield chunk
-                elif child.process.returncode is not None:
-                    return
-                else:
-                    await asyncio.sleep(_FOLLOW_POLL)
+        stream = process_logs.read_log(
+            child.log_path,
+            child.log.limits.max_files,
+            follow,
+            tail,
+            lambda: child.output_done or self._children.get(handle) is not child,
+        )
+        async for chunk in stream:
+            yield chunk
+
+
+async def _pump(output: asyncio.StreamReader, log: process_logs.RotatingLog) -> None:
+    """The child's output into its log, until the pipe closes (the child and whatever it
+    started that holds the pipe have exited), then the file is closed."""
+    failed = False
+    try:
+        while chunk := await output.read(process_logs.READ_CHUNK):
+            if failed:
+                continue  # drained all the same: a child must never block on a full pipe
+            try:
+                log.write(chunk)
+            except OSError as exc:  # e.g. the disk is full: the output is lost, said once
+                failed = True
+                logger.warning("task output not written to %s: %s", log.path, exc)
+    finally:
+        log.close()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

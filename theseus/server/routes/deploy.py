@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from theseus.api.schemas import DeployResult, FieldChange, GroupChange, GroupPlan
+from theseus.model.logs import describe_options
 from theseus.model.spec import DeployDocument, parse_deploy_document, parse_document_text
 from theseus.model.state import ClusterState
 from theseus.reconciler.deploy import GroupChangePlan, plan_document
@@ -144,5 +145,6 @@ async def deploy(
             if change.record is not None:
                 fence = change.record.spec.stop_after_server_loss_seconds
                 planned.plan.stop_after_server_loss = fence
+                planned.plan.logs = describe_options(change.record.spec.logs)
     result.dry_run = True
     return result
