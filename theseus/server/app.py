@@ -33,12 +33,15 @@ from theseus.server.auth import AuditHook, AuthMiddleware
 from theseus.server.body_limit import BodyLimit
 from theseus.server.config import ServerConfig
 from theseus.server.context import ServerContext
+from theseus.server.events.feed import EventFeed
+from theseus.server.events.keeper import EventKeeper
 from theseus.server.leader import Leader
 from theseus.server.routes import (
     access,
     agent,
     deploy,
     deployments,
+    events,
     groups,
     node_control,
     registry,
@@ -104,6 +107,8 @@ def create_app(
         keepalive_store = open_store(config)  # the leader lease's own connection
         await retry_while_etcd_unavailable(keepalive_store.connect)
         cache = StateCache(store)
+        feed = EventFeed(lambda: cache.state)
+        cache.observer = feed  # before the cache's first load: the window starts there
         server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
         writer = Writer(
             store,
@@ -140,6 +145,7 @@ def create_app(
                 plain_logins=config.anonymous,  # a development cluster: no CA to seal with
             ),
             audit=AuditLog(store, f"{socket.gethostname()}:{config.port}"),
+            events=feed,
             ca_cert=ca.cert if ca is not None else (_ca_cert_only(config)),
             agent_tls=(
                 client_context(PkiDir(config.pki_dir), "server") if config.pki_dir else None
@@ -152,6 +158,9 @@ def create_app(
             asyncio.create_task(leader.run(), name="leader"),
             asyncio.create_task(cache.probe(), name="cache-probe"),
             asyncio.create_task(ctx.audit.run(), name="audit"),
+            asyncio.create_task(
+                EventKeeper(store, feed, lambda: leader.is_leader).run(), name="event-keeper"
+            ),
         ]
         await asyncio.wait_for(cache.wait_ready(), timeout=30)
         log.info("theseus server %s ready (cluster %s)", server_id, ctx.cluster_id)
@@ -179,6 +188,7 @@ def create_app(
     app.include_router(registry.router)
     app.include_router(access.router)
     app.include_router(registry_logins.router)
+    app.include_router(events.router)
 
     def ready_context() -> ServerContext | None:
         return getattr(app.state, "ctx", None)

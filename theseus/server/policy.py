@@ -67,6 +67,7 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("GET", "/v1/nodes", Rule(Need.READ)),
     ("GET", "/v1/nodes/{name}", Rule(Need.READ)),
     ("GET", "/v1/registry/watch", Rule(Need.READ, agents=True)),
+    ("GET", "/v1/events", Rule(Need.READ)),
     ("GET", "/v1/registry/{service}", Rule(Need.READ, agents=True)),
     # Workloads: writes.
     ("POST", "/deploy", Rule(Need.WRITE)),
