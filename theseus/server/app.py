@@ -33,14 +33,17 @@ from theseus.server.auth import AuditHook, AuthMiddleware
 from theseus.server.body_limit import BodyLimit
 from theseus.server.config import ServerConfig
 from theseus.server.context import ServerContext
+from theseus.server.events.callbacks import Deliveries
 from theseus.server.events.feed import EventFeed
 from theseus.server.events.keeper import EventKeeper
+from theseus.server.events.subscriptions import Subscriptions
 from theseus.server.leader import Leader
 from theseus.server.routes import (
     access,
     agent,
     deploy,
     deployments,
+    event_subscriptions,
     events,
     groups,
     node_control,
@@ -161,6 +164,10 @@ def create_app(
             asyncio.create_task(
                 EventKeeper(store, feed, lambda: leader.is_leader).run(), name="event-keeper"
             ),
+            asyncio.create_task(
+                Deliveries(Subscriptions(store), feed, lambda: leader.is_leader).run(),
+                name="event-deliveries",
+            ),
         ]
         await asyncio.wait_for(cache.wait_ready(), timeout=30)
         log.info("theseus server %s ready (cluster %s)", server_id, ctx.cluster_id)
@@ -189,6 +196,7 @@ def create_app(
     app.include_router(access.router)
     app.include_router(registry_logins.router)
     app.include_router(events.router)
+    app.include_router(event_subscriptions.router)
 
     def ready_context() -> ServerContext | None:
         return getattr(app.state, "ctx", None)

@@ -92,6 +92,10 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("PUT", "/v1/acl/registry-logins/{host}", Rule(Need.ADMIN)),
     ("DELETE", "/v1/acl/registry-logins/{host}", Rule(Need.ADMIN)),
     ("GET", "/v1/audit", Rule(Need.ADMIN)),
+    # HTTP callbacks of the event stream: they send everything anywhere.
+    ("GET", "/v1/event-subscriptions", Rule(Need.ADMIN)),
+    ("POST", "/v1/event-subscriptions", Rule(Need.ADMIN)),
+    ("DELETE", "/v1/event-subscriptions/{id}", Rule(Need.ADMIN)),
     # Agents, each for its own node (registration names its node in the body: the route
     # compares it with the certificate).
     ("POST", "/v1/agent/register", Rule(Need.NODE)),

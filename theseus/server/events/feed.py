@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from theseus.api.events import Event
+from theseus.api.events import STREAM, Event
 from theseus.model.state import ClusterState
 from theseus.server.events.derive import WATCHED, derive
 
@@ -156,3 +156,33 @@ class EventFeed:
 
 
 AFTER_ALL = 1 << 62  # an n after every event of a revision: (index, AFTER_ALL) = "after index"
+
+
+class Selection:
+    """Which events a reader wants."""
+
+    def __init__(self, topics: list[str], services: list[str]) -> None:
+        self.topics = frozenset(topics)
+        self.services = frozenset(services)
+
+    def wants(self, event: Event) -> bool:
+        if event.topic == STREAM:
+            return True
+        if self.topics and event.topic not in self.topics:
+            return False
+        return not self.services or event.service in self.services
+
+
+def reset_event(index: int, asked: int, now: float) -> Event:
+    return Event(
+        id=f"reset-{index}",
+        index=index,
+        time=now,
+        topic=STREAM,
+        type="reset",
+        message=(
+            f"events after index {asked} are no longer in this server's window, which starts "
+            f"after index {index}: read the state again; the stream goes on from there"
+        ),
+        payload={"asked": asked, "start": index},
+    )

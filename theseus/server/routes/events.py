@@ -28,7 +28,7 @@ from fastapi.responses import StreamingResponse
 
 from theseus.api.events import STREAM, TOPICS, Event, event_position
 from theseus.server.context import ServerContext, context
-from theseus.server.events.feed import AFTER_ALL, EventFeed, Gap
+from theseus.server.events.feed import AFTER_ALL, EventFeed, Gap, Selection, reset_event
 from theseus.server.events.keeper import history
 
 router = APIRouter(tags=["events"])
@@ -37,47 +37,28 @@ HEARTBEAT = 15.0
 SSE = "text/event-stream"
 
 
-class Selection:
-    """Which events a reader wants."""
-
-    def __init__(self, topics: list[str], services: list[str]) -> None:
-        self.topics = frozenset(topics)
-        self.services = frozenset(services)
-
-    def wants(self, event: Event) -> bool:
-        if event.topic == STREAM:
-            return True
-        if self.topics and event.topic not in self.topics:
-            return False
-        return not self.services or event.service in self.services
-
-
 def _frame(event: Event, line: bytes, sse: bool) -> bytes:
     if sse:
         return b"id: %s\nevent: %s\ndata: %s\n\n" % (event.id.encode(), event.type.encode(), line)
     return line + b"\n"
 
 
-def reset_event(index: int, asked: int, now: float) -> Event:
-    return Event(
-        id=f"reset-{index}",
-        index=index,
-        time=now,
-        topic=STREAM,
-        type="reset",
-        message=(
-            f"events after index {asked} are no longer in this server's window, which starts "
-            f"after index {index}: read the state again; the stream goes on from there"
-        ),
-        payload={"asked": asked, "start": index},
-    )
-
-
-def _heartbeat(index: int, now: float, sse: bool) -> bytes:
+def _heartbeat(position: tuple[int, int], now: float, sse: bool) -> bytes:
+    """A heartbeat says where the reader is: its id resumes the stream from there."""
+    index, n = position
     if sse:
         return b": heartbeat %d\n\n" % index
-    event = Event(id=f"heartbeat-{index}", index=index, time=now, topic=STREAM, type="heartbeat")
+    where = f"{index}" if n == AFTER_ALL else f"{index}-{n}"
+    event = Event(id=f"heartbeat-{where}", index=index, time=now, topic=STREAM, type="heartbeat")
     return event.model_dump_json().encode() + b"\n"
+
+
+def position_of(given: str) -> tuple[int, int] | None:
+    """Where an id resumes: after that event, or after the index of a reset or heartbeat."""
+    kind, _, rest = given.partition("-")
+    if kind in ("reset", "heartbeat"):
+        return (int(rest), AFTER_ALL) if rest.isdigit() else event_position(rest)
+    return event_position(given)
 
 
 async def _stream(
@@ -115,7 +96,7 @@ async def _stream(
         if not follow:
             return
         if time.monotonic() - quiet_since >= HEARTBEAT:
-            yield _heartbeat(position[0], time.time(), sse)
+            yield _heartbeat(position, time.time(), sse)
             quiet_since = time.monotonic()
         await feed.wait(HEARTBEAT - (time.monotonic() - quiet_since))
 
@@ -125,9 +106,7 @@ def _start(
 ) -> tuple[int, int]:
     for given in (after, last_event_id):
         if given:
-            position = event_position(given)
-            if position is None and given.startswith(("reset-", "heartbeat-")):
-                position = (int(given.partition("-")[2] or 0), AFTER_ALL)
+            position = position_of(given)
             if position is None:
                 raise HTTPException(422, f"after: {given!r} is not an event id (INDEX-N)")
             return position
