@@ -54,7 +54,10 @@ def _heartbeat(position: tuple[int, int], now: float, sse: bool) -> bytes:
 
 
 def position_of(given: str) -> tuple[int, int] | None:
-    """Where an id resumes: after that event, or after the index of a reset or heartbeat."""
+    """Where an id resumes: after that event; after every event of an index (a plain
+    number, or the index of a reset or a heartbeat)."""
+    if given.isdigit():
+        return (int(given), AFTER_ALL)
     kind, _, rest = given.partition("-")
     if kind in ("reset", "heartbeat"):
         return (int(rest), AFTER_ALL) if rest.isdigit() else event_position(rest)
