@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.kit.cli import theseus
@@ -96,6 +97,17 @@ def test_deploy_scale_stop_are_events(ev: Cluster) -> None:
         assert {("POST", "/deploy"), ("POST", "/v1/groups/shown/scale")} <= writes
         assert ("DELETE", "/v1/groups/shown") in writes
         assert all(e.payload["who"] == "anonymous:anonymous" for e in audits)
+        # The same as server-sent events (what a browser's EventSource reads).
+        answer = httpx.get(
+            f"{ev.server_url}/v1/events",
+            params={"after": str(start), "follow": "false", "service": "shown"},
+            headers={"Accept": "text/event-stream"},
+        )
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        frames = [f for f in answer.text.split("\n\n") if f.strip()]
+        first = dict(line.split(": ", 1) for line in frames[0].splitlines())
+        assert first["event"] == json.loads(first["data"])["type"]
+        assert first["id"] == json.loads(first["data"])["id"]
 
 
 def _etcd_task_changes(
@@ -190,16 +202,43 @@ def test_an_index_older_than_the_window_is_a_reset(ev: Cluster) -> None:
     name = list(ev.servers)[-1]
     with ev.client(ev.server_urls) as client:
         old = _revision(client)
+        before = time.time()
         deploy(client, older={**LOOPING, "instances": 1})
         wait_running(client, "older", 1)
+        wait_until(  # the leader keeps notable events within a second or so
+            lambda: any(e.type == "GroupCreated" for e in _kept(ev, "older")), 10, "kept"
+        )
     ev.kill(name)
     ev.restart(name)
     url = ev.url_of(name)
     wait_until(lambda: _answers(url), 30, "the restarted server")
     with ServerClient(url) as client:
         first = next(events(client, after=str(old)))
-    assert (first.topic, first.type) == ("stream", "reset")
-    assert first.payload["asked"] == old and first.payload["start"] > old
+        assert (first.topic, first.type) == ("stream", "reset")
+        assert first.payload["asked"] == old and first.payload["start"] > old
+        # What happened before the restart is still there by time: the leader kept the
+        # notable events in etcd, and audits are derived again from the audit log.
+        kept = list(events(client, since=before))
+    kinds = {(e.type, e.service) for e in kept}
+    assert ("GroupCreated", "older") in kinds
+    assert any(e.type == "ApiWrite" and e.payload["path"] == "/deploy" for e in kept)
+    assert all(e.index <= first.payload["start"] or e.time >= before for e in kept)
+
+
+def _kept(cluster: Cluster, service: str) -> list[Event]:
+    """The notable events of ``service`` the leader wrote to etcd."""
+
+    async def load() -> list[Event]:
+        store = EtcdStore(cluster.etcd_endpoints)
+        await store.connect()
+        try:
+            _, batches = await store.load(keys.EVENTS, keys.prefix_end(keys.EVENTS))
+        finally:
+            await store.close()
+        found = [Event.model_validate(e) for b in batches for e in json.loads(b.value)]
+        return [e for e in found if e.service == service]
+
+    return asyncio.run(load())
 
 
 def _answers(url: str) -> bool:

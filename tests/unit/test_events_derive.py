@@ -117,6 +117,9 @@ def test_audit_records_and_registry_entries() -> None:
     [event] = derive(keys.AUDIT + "x", None, None, record.model_dump_json().encode(), make_state())
     assert (event.topic, event.payload["who"], event.time) == ("audit", "token:ci", 5.0)
     assert derive(keys.AUDIT + "x", None, None, None, make_state()) == []  # expiry
+    scale = record.model_copy(update={"path": "/v1/groups/web/scale"})
+    [event] = derive(keys.AUDIT + "y", None, None, scale.model_dump_json().encode(), make_state())
+    assert event.service == "web"
     entry = keys.REGISTRY + "web/x"
     assert _types(entry, None, b"{}") == ["RegistryAdded"]
     assert _types(entry, b"{}", None) == ["RegistryRemoved"]

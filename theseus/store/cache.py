@@ -68,6 +68,9 @@ class ChangeObserver(Protocol):
     def reloaded(self, revision: int) -> None:
         """The cache loaded the whole state again: changes before ``revision`` went unseen."""
 
+    def released(self) -> None:
+        """The server is stopping: its streams end now (``StateCache.release_waiters``)."""
+
 
 class KeyedSignal:
     """Wake the waiters of one key (a node, a service) without waking anyone else's."""
@@ -210,6 +213,8 @@ class StateCache:
         answers now with what it has, so that the stop does not wait for them, nor cut them
         off mid-request. Clients poll again, on this server's successor or another one."""
         self._released = True
+        if self.observer is not None:
+            self.observer.released()
         self._node_signal.fire_all()
         self._service_signal.fire_all()
 

@@ -344,7 +344,7 @@ def _audit(value: bytes | None) -> list[Derived]:
             "audit",
             "ApiWrite",
             record.path,
-            None,
+            _service_in(record.path),
             f"{record.who} {record.method} {record.path} -> {record.status}",
             record.at,
             {
@@ -356,6 +356,14 @@ def _audit(value: bytes | None) -> list[Derived]:
             },
         )
     ]
+
+
+def _service_in(path: str) -> str | None:
+    """The service a write's route names (``/v1/groups/{service}/...``), if it names one."""
+    parts = path.split("/")
+    if len(parts) >= 4 and parts[1:3] == ["v1", "groups"] and parts[3]:
+        return parts[3]
+    return None
 
 
 def _registry(key: str, before: object, after: object) -> list[Derived]:

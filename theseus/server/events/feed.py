@@ -65,7 +65,7 @@ class EventFeed:
         self.last = 0  # the last revision seen
         self._n = 0  # events so far of revision ``last``
         self._grew = asyncio.Event()
-        self.listeners: list[Callable[[list[Item]], None]] = []
+        self.closed = False
 
     # --- fed by the cache -----------------------------------------------------------------
 
@@ -119,8 +119,11 @@ class EventFeed:
         while self._ring and self._ring[0].position[0] <= self.start:
             self._ring.popleft()
             self._positions.popleft()
-        for listener in self.listeners:
-            listener(items)
+        self._wake()
+
+    def released(self) -> None:
+        """The server is stopping: streams end at once (their clients resume elsewhere)."""
+        self.closed = True
         self._wake()
 
     def _wake(self) -> None:

@@ -82,7 +82,7 @@ async def _stream(
             yield b"".join(chunk)
         first = next((i for i in feed.items() if i.event.time >= since), None)
         position = (first.position[0], first.position[1] - 1) if first else (feed.last, AFTER_ALL)
-    while True:
+    while not feed.closed:
         got = feed.read(position)
         if isinstance(got, Gap):
             reset = reset_event(got.index, position[0], time.time())
