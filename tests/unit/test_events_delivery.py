@@ -143,3 +143,37 @@ async def test_the_keeper_writes_one_batch_per_flush_and_history_reads_it() -> N
     await again.flush()
     _, batches = await store.load(keys.EVENTS, keys.prefix_end(keys.EVENTS))
     assert len(batches) == 1
+
+
+async def test_a_receiver_that_never_answers_slows_no_other() -> None:
+    store = MemoryStore()
+    feed = EventFeed(make_state)
+    feed.reloaded(1)
+    subs = Subscriptions(store)
+    await subs.create(SubscriptionCreate(url="http://stuck.example/"), "t")
+    await subs.create(SubscriptionCreate(url="http://quick.example/"), "t")
+    quick: list[str] = []
+    never = asyncio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "stuck.example":
+            await never.wait()  # holds its worker's request open
+        quick.extend(e["id"] for e in json.loads(request.content)["events"])
+        return httpx.Response(204)
+
+    transport = httpx.MockTransport(handle)
+    deliveries = Deliveries(
+        subs, feed, lambda: True, client=lambda: httpx.AsyncClient(transport=transport)
+    )
+    runner = asyncio.create_task(deliveries.run(interval=0.01))
+    try:
+        for n, first in enumerate((10, 20, 30), 1):
+            _node_events(feed, first, 2)
+            wanted = 2 * n
+            await wait_until_async(
+                lambda wanted=wanted: len(quick) == wanted, 2, "the quick receiver's events"
+            )
+        assert quick == ["10-0", "11-0", "20-0", "21-0", "30-0", "31-0"]
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
