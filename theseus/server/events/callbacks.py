@@ -26,6 +26,7 @@ from collections.abc import Callable
 import httpx
 
 from theseus.api.events import Subscription
+from theseus.server.events import metrics
 from theseus.server.events.feed import AFTER_ALL, EventFeed, Gap, Selection, reset_event
 from theseus.server.events.subscriptions import Stored, Subscriptions
 from theseus.store.base import StoreUnavailable
@@ -148,7 +149,12 @@ class Deliveries:
             )
         except httpx.HTTPError as exc:
             log.info("callback %s: %s", subscription.id, exc.__class__.__name__)
+            metrics.CALLBACK_POSTS.labels("failed").inc()
             return False
         if not response.is_success:
             log.info("callback %s: answered %d", subscription.id, response.status_code)
-        return response.is_success
+            metrics.CALLBACK_POSTS.labels("failed").inc()
+            return False
+        metrics.CALLBACK_POSTS.labels("acknowledged").inc()
+        metrics.CALLBACK_EVENTS.inc(len(lines))
+        return True

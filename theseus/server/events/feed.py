@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from theseus.api.events import STREAM, Event
 from theseus.model.state import ClusterState
+from theseus.server.events import metrics
 from theseus.server.events.derive import WATCHED, derive
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class EventFeed:
             )
             self._n += 1
             added.append(Item((revision, self._n - 1), event, event.model_dump_json().encode()))
+        metrics.EVENTS_DERIVED.inc(len(added))
         self._append(added)
 
     def _append(self, items: list[Item]) -> None:

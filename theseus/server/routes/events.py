@@ -28,6 +28,7 @@ from fastapi.responses import StreamingResponse
 
 from theseus.api.events import STREAM, TOPICS, Event, event_position
 from theseus.server.context import ServerContext, context
+from theseus.server.events import metrics
 from theseus.server.events.feed import AFTER_ALL, EventFeed, Gap, Selection, reset_event
 from theseus.server.events.keeper import history
 
@@ -65,6 +66,22 @@ def position_of(given: str) -> tuple[int, int] | None:
 
 
 async def _stream(
+    ctx: ServerContext,
+    start: tuple[int, int],
+    since: float | None,
+    selection: Selection,
+    follow: bool,
+    sse: bool,
+) -> AsyncIterator[bytes]:
+    metrics.STREAM_CLIENTS.inc()
+    try:
+        async for chunk in _chunks(ctx, start, since, selection, follow, sse):
+            yield chunk
+    finally:
+        metrics.STREAM_CLIENTS.dec()
+
+
+async def _chunks(
     ctx: ServerContext,
     start: tuple[int, int],
     since: float | None,
