@@ -65,6 +65,8 @@ class Deliveries:
                         await self._sync(http)
                     except StoreUnavailable as exc:
                         log.warning("event deliveries: etcd unavailable (%s)", exc)
+                    except Exception:  # supplemental: never let it stop for good
+                        log.exception("event deliveries failed; trying again")
                     await asyncio.sleep(interval)
         finally:
             await self._stop_all()
@@ -85,7 +87,11 @@ class Deliveries:
                 self.cursors.pop(sub_id, None)
                 self._moved.discard(sub_id)
         for sub_id, entry in stored.items():
-            if sub_id not in self._workers:
+            worker = self._workers.get(sub_id)
+            if worker is not None and worker.done() and not worker.cancelled():
+                log.error("delivery to %s stopped: %r; starting again", sub_id, worker.exception())
+                worker = None
+            if worker is None:
                 start = self.cursors.get(sub_id, (entry.created_revision, AFTER_ALL))
                 self._workers[sub_id] = asyncio.create_task(
                     self._deliver(http, entry, start), name=f"deliver-{sub_id}"

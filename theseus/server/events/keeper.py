@@ -71,6 +71,9 @@ class EventKeeper:
                 await self.flush()
             except StoreUnavailable as exc:
                 log.warning("notable events not kept this time: %s", exc)
+            except Exception:  # supplemental: never let it stop for good
+                log.exception("keeping notable events failed")
+                self._cursor = None
 
     async def flush(self) -> None:
         if self._cursor is None:
