@@ -3,8 +3,8 @@ add|list|remove`` (its HTTP callbacks).
 
 Registered by ``theseus.cli.main``; reads through ``theseus.api.events_client``, which follows
 the stream across servers. ``--since 10m`` starts ten minutes back (what the servers kept:
-everything in their window, notable events and audits from before it); without it, the
-events from now on (with ``-f``) or none.
+everything in their window, notable events and audits from before it); without it, ``-f``
+follows from now on, and a plain ``theseus events`` shows the last ten minutes.
 """
 
 from __future__ import annotations
