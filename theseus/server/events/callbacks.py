@@ -125,7 +125,7 @@ class Deliveries:
                 lines = [reset.model_dump_json().encode()]
                 after = (got.index, AFTER_ALL)
             elif got:
-                lines = [i.line for i in got if selection.wants(i.event)]
+                lines = [i.line for i in got if selection.wants(i)]
                 after = got[-1].position
             else:
                 await self._feed.wait(5.0)

@@ -85,7 +85,7 @@ class EventKeeper:
             return
         if not got:
             return
-        notable = [item.event for item in got if item.event.type in NOTABLE]
+        notable = [item.event for item in got if item.type in NOTABLE]
         last = got[-1].position
         if notable:
             key = batch_key(last)

@@ -29,7 +29,14 @@ from fastapi.responses import StreamingResponse
 from theseus.api.events import STREAM, TOPICS, Event, event_position
 from theseus.server.context import ServerContext, context
 from theseus.server.events import metrics
-from theseus.server.events.feed import AFTER_ALL, EventFeed, Gap, Selection, reset_event
+from theseus.server.events.feed import (
+    AFTER_ALL,
+    EventFeed,
+    Gap,
+    Item,
+    Selection,
+    reset_event,
+)
 from theseus.server.events.keeper import history
 
 router = APIRouter(tags=["events"])
@@ -38,7 +45,7 @@ HEARTBEAT = 15.0
 SSE = "text/event-stream"
 
 
-def _frame(event: Event, line: bytes, sse: bool) -> bytes:
+def _frame(event: Event | Item, line: bytes, sse: bool) -> bytes:
     if sse:
         return b"id: %s\nevent: %s\ndata: %s\n\n" % (event.id.encode(), event.type.encode(), line)
     return line + b"\n"
@@ -97,7 +104,7 @@ async def _chunks(
         chunk = [_frame(e, e.model_dump_json().encode(), sse) for e in kept if selection.wants(e)]
         if chunk:
             yield b"".join(chunk)
-        first = next((i for i in feed.items() if i.event.time >= since), None)
+        first = next((i for i in feed.items() if i.time >= since), None)
         position = (first.position[0], first.position[1] - 1) if first else (feed.last, AFTER_ALL)
     while not feed.closed:
         got = feed.read(position)
@@ -108,7 +115,7 @@ async def _chunks(
             continue
         if got:
             position = got[-1].position
-            chunk = [_frame(i.event, i.line, sse) for i in got if selection.wants(i.event)]
+            chunk = [_frame(i, i.line, sse) for i in got if selection.wants(i)]
             if chunk:
                 yield b"".join(chunk)
                 quiet_since = time.monotonic()
