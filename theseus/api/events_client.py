@@ -64,6 +64,8 @@ def events(
                     yield event
             if not follow:
                 return
+            time.sleep(0.2)  # the server ended the stream (it is stopping): to the next one
+            client.servers.failed(client.address)
         except ServerUnreachable:
             if not follow:
                 raise
