@@ -177,3 +177,16 @@ async def test_a_receiver_that_never_answers_slows_no_other() -> None:
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_the_keeper_splits_a_burst_into_keys_of_bounded_size() -> None:
+    store = MemoryStore()
+    feed = EventFeed(make_state, clock=lambda: 1000.0)
+    feed.reloaded(1)
+    _node_events(feed, 10, 1200)  # 1,200 notable events (a node flapping, a big failure)
+    await EventKeeper(store, feed, lambda: True).flush()
+    _, batches = await store.load(keys.EVENTS, keys.prefix_end(keys.EVENTS))
+    assert [len(json.loads(b.value)) for b in batches] == [500, 500, 200]
+    assert max(len(b.value) for b in batches) < 200_000
+    kept = await history(store, since=0, before=10_000)
+    assert [e.index for e in kept] == list(range(10, 1210))

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 RETENTION = 3600
 FLUSH = 1.0
 MAX_EVENTS = 10_000
+READ = 2000  # events read from the window at a time
+PER_KEY = 500  # notable events in one key: about 150 kB, far under etcd's request limit
+KEYS_PER_FLUSH = 10
 EVENTS_END = keys.prefix_end(keys.EVENTS)
 AUDIT_END = keys.prefix_end(keys.AUDIT)
 _EVENTS = TypeAdapter(list[Event])
@@ -76,16 +79,28 @@ class EventKeeper:
                 self._cursor = None
 
     async def flush(self) -> None:
+        """Keep what the window gained: a key of at most ``PER_KEY`` notable events at a
+        time (a value well under etcd's request limit), a few keys per flush at most."""
+        for _ in range(KEYS_PER_FLUSH):
+            if not await self._flush_one():
+                return
+
+    async def _flush_one(self) -> bool:
+        """One key's worth; True if there may be more."""
         if self._cursor is None:
             self._cursor = await self._resume()
-        got = self._feed.read(self._cursor, limit=5000)
+        got = self._feed.read(self._cursor, limit=READ)
         if isinstance(got, Gap):
             log.warning("events after %s left the window before they were kept", self._cursor)
             self._cursor = (got.index, AFTER_ALL)
-            return
+            return True
         if not got:
-            return
-        notable = [item.event for item in got if item.type in NOTABLE]
+            return False
+        notable_items = [item for item in got if item.type in NOTABLE]
+        if len(notable_items) > PER_KEY:  # stop at the last one that fits: the rest next time
+            got = got[: got.index(notable_items[PER_KEY - 1]) + 1]
+            notable_items = notable_items[:PER_KEY]
+        notable = [item.event for item in notable_items]
         last = got[-1].position
         if notable:
             key = batch_key(last)
@@ -98,6 +113,7 @@ class EventKeeper:
                 ops.append(Delete(old))
             await self._store.commit(ops)
         self._cursor = last
+        return True
 
     async def _resume(self) -> tuple[int, int]:
         """After the newest batch in etcd, or the start of this server's window."""
