@@ -80,6 +80,7 @@ class Slot:
     phase: Phase = Phase.NEW
     handle: str | None = None
     exit_code: int | None = None
+    oom_killed: bool = False
     message: str | None = None
     reported: str | None = None
     grace: float = DEFAULT_GRACE
@@ -154,7 +155,7 @@ class TaskRunner:
         if slot.busy is Step.START:
             slot.early_exit = notice
         elif slot.busy is None and slot.phase is Phase.RUNNING and slot.handle == notice.handle:
-            self._exited(slot, notice.exit_code, notice.message)
+            self._exited(slot, notice.exit_code, notice.message, notice.oom_killed)
             self.kick(slot.task_id)
 
     def forget_idle(self) -> None:
@@ -181,7 +182,7 @@ class TaskRunner:
                     slot.grace = self.assigned[task_id].spec.task_kill_grace_period_seconds
                 slot.handle = seen.handle
                 slot.phase = Phase.RUNNING if seen.running else Phase.EXITED
-                slot.exit_code = seen.exit_code
+                slot.exit_code, slot.oom_killed = seen.exit_code, seen.oom_killed
                 slot.adopted_at = seen.started_at if seen.started_at is not None else time.time()
                 slot.message = None if seen.running else seen.message
                 slot.end_pod = not seen.running
@@ -192,7 +193,7 @@ class TaskRunner:
             elif slot.handle != seen.handle:
                 slot.handle = seen.handle  # e.g. a leftover of a failed start: remove it later
             elif slot.phase is Phase.RUNNING and not seen.running:
-                self._exited(slot, seen.exit_code, seen.message)
+                self._exited(slot, seen.exit_code, seen.message, seen.oom_killed)
         for slot in list(self.slots.values()):
             if slot.task_id in observed or slot.handle is None:
                 continue
@@ -345,7 +346,7 @@ class TaskRunner:
         self._report(slot)
         early, slot.early_exit = slot.early_exit, None
         if early is not None and early.handle == slot.handle:
-            self._exited(slot, early.exit_code, early.message)
+            self._exited(slot, early.exit_code, early.message, early.oom_killed)
 
     def _pulling(self, slot: Slot, text: str) -> None:
         """A pull for the task's start made progress: a ``starting`` report that says so
@@ -363,8 +364,11 @@ class TaskRunner:
             await self.driver.remove(slot.handle)
             slot.handle = None
 
-    def _exited(self, slot: Slot, exit_code: int | None, message: str | None = None) -> None:
+    def _exited(
+        self, slot: Slot, exit_code: int | None, message: str | None = None, oom: bool = False
+    ) -> None:
         slot.phase, slot.exit_code, slot.message = Phase.EXITED, exit_code, message
+        slot.oom_killed = oom
         slot.end_pod = True
         slot.changed = self._last_epoch = next(self._epoch)
         self._sync_health(slot)
@@ -378,6 +382,7 @@ class TaskRunner:
                 task_id=slot.task_id,
                 state=state,
                 exit_code=slot.exit_code if terminal else None,
+                oom_killed=slot.oom_killed if terminal else False,
                 # A start's message is its pull's progress.
                 message=slot.message if slot.phase in _WITH_MESSAGE else None,
                 container_id=slot.handle,

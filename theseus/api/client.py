@@ -291,12 +291,18 @@ class ServerClient:
             params["tail"] = str(tail)
         if container is not None:
             params["container"] = container
+        yield from self.stream_lines(f"/v1/tasks/{task_id}/logs", params)
+
+    def stream_lines(self, path: str, params: httpx.QueryParams | dict[str, str]) -> Iterator[str]:
+        """The lines of a streamed answer (logs, events), from the first server that answers;
+        once lines came, an error ends it (``ServerUnreachable``): another server would
+        repeat them, and only the caller knows where to resume."""
         attempts = self.servers.attempts()
         for n, address in enumerate(attempts, 1):
             started = False  # once lines were yielded, another server would repeat them
             try:
                 with self._http.stream(
-                    "GET", f"{address}/v1/tasks/{task_id}/logs", params=params, timeout=None
+                    "GET", f"{address}{path}", params=params, timeout=None
                 ) as response:
                     if response.status_code >= 400:
                         response.read()  # the error's body, for ApiError

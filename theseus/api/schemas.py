@@ -87,6 +87,7 @@ class TaskInfo(BaseModel):
     desired: Literal["run", "stop"]
     state: TaskStateName
     exit_code: int | None = None
+    oom_killed: bool = False
     message: str | None = None
     pending_reason: str | None = None
     stop_reason: str | None = None
@@ -243,6 +244,7 @@ class TaskReport(BaseModel):
     task_id: str
     state: Literal["starting", "running", "exited", "failed", "stopped"]
     exit_code: int | None = None
+    oom_killed: bool = False  # killed for memory (Docker's State.OOMKilled)
     message: str | None = None
     container_id: str | None = None
     # Health checks (``theseus.agent.health``): None until a first verdict, or without checks.

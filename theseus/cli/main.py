@@ -18,6 +18,7 @@ from theseus.cli import (
     agent_cmd,
     cluster_cmds,
     deployments_cmd,
+    events_cmd,
     images_cmd,
     logs_cmd,
     nodes_cmd,
@@ -100,6 +101,7 @@ server_cmd.register(app)
 agent_cmd.register(app)
 access_cmds.register(app)
 registry_login_cmds.register(app)
+events_cmd.register(app)
 
 
 def main() -> None:

@@ -175,6 +175,9 @@ def format_state(task: TaskInfo, now: float) -> str:
         state = "stopping"
     if task.state == "pending" and task.pending_reason:
         state += f" ({task.pending_reason})"
+    elif task.state == "exited" and task.oom_killed:
+        code = f", code {task.exit_code}" if task.exit_code is not None else ""
+        state += f" (OOM-killed{code})"
     elif task.state == "exited" and task.message:
         state += f" ({task.message})"  # e.g. which member of a pod exited, with its code
     elif task.state == "exited" and task.exit_code is not None:

@@ -76,6 +76,7 @@ class TaskStatus(BaseModel):
     task_id: str
     state: TaskState
     exit_code: int | None = None
+    oom_killed: bool = False  # the kernel killed it for memory (Docker's State.OOMKilled)
     message: str | None = None
     container_id: str | None = None
     started_at: float | None = None

@@ -33,12 +33,18 @@ from theseus.server.auth import AuditHook, AuthMiddleware
 from theseus.server.body_limit import BodyLimit
 from theseus.server.config import ServerConfig
 from theseus.server.context import ServerContext
+from theseus.server.events.callbacks import Deliveries
+from theseus.server.events.feed import EventFeed
+from theseus.server.events.keeper import EventKeeper
+from theseus.server.events.subscriptions import Subscriptions
 from theseus.server.leader import Leader
 from theseus.server.routes import (
     access,
     agent,
     deploy,
     deployments,
+    event_subscriptions,
+    events,
     groups,
     node_control,
     registry,
@@ -105,6 +111,8 @@ def create_app(
         keepalive_store = open_store(config)  # the leader lease's own connection
         await retry_while_etcd_unavailable(keepalive_store.connect)
         cache = StateCache(store)
+        feed = EventFeed(lambda: cache.state)
+        cache.observer = feed  # before the cache's first load: the window starts there
         server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
         writer = Writer(
             store,
@@ -144,6 +152,7 @@ def create_app(
                 plain_logins=config.anonymous,  # a development cluster: no CA to seal with
             ),
             audit=AuditLog(store, f"{socket.gethostname()}:{config.port}"),
+            events=feed,
             ca_cert=ca.cert if ca is not None else (_ca_cert_only(config)),
             agent_tls=(
                 client_context(PkiDir(config.pki_dir), "server") if config.pki_dir else None
@@ -157,6 +166,13 @@ def create_app(
             asyncio.create_task(cache.probe(), name="cache-probe"),
             asyncio.create_task(stalls.run(), name="stall-watch"),
             asyncio.create_task(ctx.audit.run(), name="audit"),
+            asyncio.create_task(
+                EventKeeper(store, feed, lambda: leader.is_leader).run(), name="event-keeper"
+            ),
+            asyncio.create_task(
+                Deliveries(Subscriptions(store), feed, lambda: leader.is_leader).run(),
+                name="event-deliveries",
+            ),
         ]
         await asyncio.wait_for(cache.wait_ready(), timeout=30)
         log.info("theseus server %s ready (cluster %s)", server_id, ctx.cluster_id)
@@ -184,6 +200,8 @@ def create_app(
     app.include_router(registry.router)
     app.include_router(access.router)
     app.include_router(registry_logins.router)
+    app.include_router(events.router)
+    app.include_router(event_subscriptions.router)
 
     def ready_context() -> ServerContext | None:
         return getattr(app.state, "ctx", None)

@@ -11,6 +11,7 @@ from fastapi import HTTPException, Request
 from theseus.server.access_writes import AccessWriter
 from theseus.server.audit import AuditLog
 from theseus.server.config import ServerConfig
+from theseus.server.events.feed import EventFeed
 from theseus.server.leader import Leader
 from theseus.server.wire import WireMemo
 from theseus.server.writes import Writer
@@ -27,6 +28,7 @@ class ServerContext:
     leader: Leader
     access: AccessWriter
     audit: AuditLog
+    events: EventFeed  # this server's window of the event stream
     ca_cert: bytes | None = None  # the cluster CA's certificate (PEM), with TLS
     # With TLS: how this server calls agents (they serve TLS too, and want its certificate).
     agent_tls: ssl.SSLContext | None = None

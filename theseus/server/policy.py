@@ -67,6 +67,7 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("GET", "/v1/nodes", Rule(Need.READ)),
     ("GET", "/v1/nodes/{name}", Rule(Need.READ)),
     ("GET", "/v1/registry/watch", Rule(Need.READ, agents=True)),
+    ("GET", "/v1/events", Rule(Need.READ)),
     ("GET", "/v1/registry/{service}", Rule(Need.READ, agents=True)),
     # Workloads: writes.
     ("POST", "/deploy", Rule(Need.WRITE)),
@@ -91,6 +92,10 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("PUT", "/v1/acl/registry-logins/{host}", Rule(Need.ADMIN)),
     ("DELETE", "/v1/acl/registry-logins/{host}", Rule(Need.ADMIN)),
     ("GET", "/v1/audit", Rule(Need.ADMIN)),
+    # HTTP callbacks of the event stream: they send everything anywhere.
+    ("GET", "/v1/event-subscriptions", Rule(Need.ADMIN)),
+    ("POST", "/v1/event-subscriptions", Rule(Need.ADMIN)),
+    ("DELETE", "/v1/event-subscriptions/{id}", Rule(Need.ADMIN)),
     # Agents, each for its own node (registration names its node in the body: the route
     # compares it with the certificate).
     ("POST", "/v1/agent/register", Rule(Need.NODE)),

@@ -22,6 +22,7 @@ def next_status(previous: TaskStatus | None, report: TaskReport) -> TaskStatus:
         task_id=report.task_id,
         state=state,
         exit_code=report.exit_code,
+        oom_killed=report.oom_killed,
         message=report.message,
         container_id=report.container_id or (previous.container_id if previous else None),
         started_at=started_at,

@@ -54,6 +54,7 @@ def task_entry(state: ClusterState, task: TaskRecord) -> dict[str, Any]:
         "desired": task.desired.value,
         "state": state.task_state(task).value,
         "exit_code": status.exit_code if status else None,
+        "oom_killed": status.oom_killed if status else False,
         "message": status.message if status else None,
         "pending_reason": task.pending_reason if task.node is None else None,
         "stop_reason": task.stop_reason,

@@ -24,7 +24,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -53,6 +53,23 @@ class _Expected(NamedTuple):
 
     value: bytes
     record: BaseModel
+
+
+class ChangeObserver(Protocol):
+    """Told of each change the cache applies under ``prefixes`` (the event stream,
+    ``theseus.server.events.feed``), with the records before and after it."""
+
+    prefixes: tuple[str, ...]
+
+    def changed(
+        self, key: str, revision: int, before: object, after: object, value: bytes | None
+    ) -> None: ...
+
+    def reloaded(self, revision: int) -> None:
+        """The cache loaded the whole state again: changes before ``revision`` went unseen."""
+
+    def released(self) -> None:
+        """The server is stopping: its streams end now (``StateCache.release_waiters``)."""
 
 
 class KeyedSignal:
@@ -109,6 +126,7 @@ class StateCache:
         # moment (``probe``). Routes refuse to answer from a cache that has not for a while.
         self._confirmed_at = clock()
         self._waiter_ids = itertools.count()
+        self.observer: ChangeObserver | None = None
 
     @property
     def revision(self) -> int:
@@ -195,6 +213,8 @@ class StateCache:
         answers now with what it has, so that the stop does not wait for them, nor cut them
         off mid-request. Clients poll again, on this server's successor or another one."""
         self._released = True
+        if self.observer is not None:
+            self.observer.released()
         self._node_signal.fire_all()
         self._service_signal.fire_all()
 
@@ -257,12 +277,17 @@ class StateCache:
         for service in list(self.registry_index):
             self.registry_index[service] = revision
         self.alive_index = revision
+        if self.observer is not None:
+            self.observer.reloaded(revision)
         self._node_signal.fire_all()
         self._service_signal.fire_all()
         self._ready.set()
         self._notify()
 
     def _apply(self, change: Change) -> None:
+        observer = self.observer
+        observed = observer is not None and change.key.startswith(observer.prefixes)
+        before = self._record_at(change.key) if observed else None
         if change.value is None:
             self._unset(change.key, change.revision)
         else:
@@ -270,7 +295,31 @@ class StateCache:
                 change.key, change.value, change.revision, change.create_revision, change.lease
             )
         self.state.revision = max(self.state.revision, change.revision)
+        if observer is not None and observed:
+            after = self._record_at(change.key)
+            try:
+                observer.changed(change.key, change.revision, before, after, change.value)
+            except Exception:  # events are supplemental: never let them stop the mirror
+                log.exception("deriving the events of %s failed", change.key)
         self._notify()
+
+    def _record_at(self, key: str) -> object:
+        """The record the state holds for ``key`` (None if none, or not kept)."""
+        state = self.state
+        if key.startswith(keys.REGISTRY):
+            return state.registry.get(key)
+        for prefix, table in (
+            (keys.TASKS, state.tasks),
+            (keys.STATUS, state.statuses),
+            (keys.GROUPS, state.groups),
+            (keys.NODES, state.nodes),
+            (keys.ALIVE, state.alive),
+            (keys.CONTROL, state.controls),
+            (keys.DEPLOYMENTS, state.deployments),
+        ):
+            if key.startswith(prefix):
+                return table.get(key.removeprefix(prefix))
+        return None
 
     def _set(self, key: str, value: bytes, revision: int, create_revision: int, lease: int) -> None:
         state = self.state

@@ -19,6 +19,9 @@
     /theseus/acl/bootstrap         Bootstrap (the first admin token was issued)
     /theseus/acl/registries/<host> RegistryLogin (an image registry's credentials, for agents)
     /theseus/audit/<time>-<n>      AuditRecord (one write through the API; not cached)
+    /theseus/events/<index>-<n>    a batch of notable events (JSON list; an hour's lease)
+    /theseus/event-subs/<id>       Subscription (an HTTP callback of the event stream)
+    /theseus/event-cursors/<id>    the id of the last event its receiver acknowledged
 
 The service registry lives beside it, under ``/services/`` (``theseus.model.registry``).
 All values are JSON. The cache follows both with one watch over the key range
@@ -51,6 +54,15 @@ REVOKED = ACL + "revoked/"
 BOOTSTRAP = ACL + "bootstrap"
 REGISTRY_LOGINS = ACL + "registries/"
 AUDIT = PREFIX + "audit/"
+EVENTS = PREFIX + "events/"
+EVENT_SUBSCRIPTIONS = PREFIX + "event-subs/"
+EVENT_CURSORS = PREFIX + "event-cursors/"
+
+
+def prefix_end(prefix: str) -> str:
+    """The end of ``prefix``'s key range (the first key after every key under it)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
 
 MIRROR_START = REGISTRY
 MIRROR_END = PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1)  # "/theseus0": just past "/theseus/..."

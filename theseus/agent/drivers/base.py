@@ -108,6 +108,9 @@ class Launch:
         return bool(self.members)
 
 
+OOM_MESSAGE = "killed for memory (OOM): it used more than its mem limit"
+
+
 @dataclass(frozen=True)
 class Observed:
     """A task's container (or process) as the driver sees it now."""
@@ -119,6 +122,7 @@ class Observed:
     started_at: float | None = None  # wall clock; where known (health checks' grace period)
     message: str | None = None  # why it is not running, when the driver knows more than a code
     fence_after: str | None = None  # its group's stop_after_server_loss_seconds, if labelled
+    oom_killed: bool = False  # the kernel killed it for memory
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ class ExitNotice:
     exit_code: int | None
     started: bool = False
     message: str | None = None  # e.g. which container of a pod exited
+    oom_killed: bool = False  # the kernel killed it for memory (Docker's State.OOMKilled)
 
 
 ExitCallback = Callable[[ExitNotice], None]

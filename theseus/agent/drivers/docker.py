@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ from theseus.agent.drivers import docker_pods as pods
 from theseus.agent.drivers.base import (
     DISCOVERY_MOUNT,
     DISCOVERY_SOCKET,
+    OOM_MESSAGE,
     DriverError,
     ExitCallback,
     ExitNotice,
@@ -159,6 +161,7 @@ class DockerDriver:
         self._owner = Owner(node="", address="")
         self._events: asyncio.Task[None] | None = None
         self._handles = KnownHandles()  # which are pods: learnt at start and listing
+        self._deaths: set[asyncio.Task[None]] = set()  # dead containers being inspected
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -235,15 +238,19 @@ class DockerDriver:
         message = None
         if pods.is_pod_container(attributes):  # any container of a pod speaks for the task
             handle, message = pods.notice_of(attributes, handle)
-        on_exit(
-            ExitNotice(
-                task_id,
-                handle,
-                None if started else exit_code,
-                started,
-                None if started else message,
-            )
+        notice = ExitNotice(
+            task_id,
+            handle,
+            None if started else exit_code,
+            started,
+            None if started else message,
         )
+        if started or pods.is_pod_container(attributes):
+            on_exit(notice)
+            return
+        death = asyncio.create_task(self._notice_death(notice, on_exit), name="docker-death")
+        self._deaths.add(death)  # a reference, so that it is not collected mid-flight
+        death.add_done_callback(self._deaths.discard)
 
     async def list_tasks(self) -> list[Observed]:
         known_before = self._handles.before_listing()
@@ -256,7 +263,9 @@ class DockerDriver:
             if task_id is None:
                 continue
             running = container["State"] in ("running", "paused", "restarting")
-            code, finished = (None, "") if running else await self._exit_state(container.id)
+            code, finished, oom = (
+                (None, "", False) if running else await self._exit_state(container.id)
+            )
             created = container["Created"]  # epoch seconds; started right after creation
             started_at = float(created) if isinstance(created, int | float) else None
             if pods.is_pod_container(labels):
@@ -272,6 +281,8 @@ class DockerDriver:
                     code,
                     started_at=started_at,
                     fence_after=fence_after,
+                    message=OOM_MESSAGE if oom else None,
+                    oom_killed=oom,
                 )
             )
         pod_tasks = [pods.pod_observed(t, members) for t, members in in_pods.items()]
@@ -283,18 +294,32 @@ class DockerDriver:
     async def _exit_code(self, handle: str) -> int | None:
         return (await self._exit_state(handle))[0]
 
-    async def _exit_state(self, handle: str) -> tuple[int | None, str]:
-        """The exit code and the time of the exit (RFC 3339, "" if unknown)."""
+    async def _exit_state(self, handle: str) -> tuple[int | None, str, bool]:
+        """The exit code, the time of the exit (RFC 3339, "" if unknown) and whether the
+        kernel killed it for memory (Docker's ``State.OOMKilled``)."""
         try:
             info = await self.docker.containers.container(handle).show()
         except DockerError:
-            return None, ""
+            return None, "", False
         state = info.get("State") or {}
         # A container created but never started reports 0: that is not an exit code.
         if not state.get("StartedAt") or state["StartedAt"].startswith("0001-"):
-            return None, ""
+            return None, "", False
         code = state.get("ExitCode")
-        return (int(code) if code is not None else None), str(state.get("FinishedAt") or "")
+        finished = str(state.get("FinishedAt") or "")
+        return (int(code) if code is not None else None), finished, bool(state.get("OOMKilled"))
+
+    async def _notice_death(self, notice: ExitNotice, on_exit: ExitCallback) -> None:
+        """A container died: say so once its state is read, so that an OOM kill (which the
+        ``die`` event does not tell) is reported as one."""
+        try:
+            _, _, oom = await self._exit_state(notice.handle)
+        except Exception:  # the Engine went away: the plain notice still stands
+            log.exception("inspecting dead container %s", notice.handle)
+            oom = False
+        if oom:
+            notice = dataclasses.replace(notice, oom_killed=True, message=OOM_MESSAGE)
+        on_exit(notice)
 
     async def _ensure_images(self, launch: Launch) -> None:
         """Pull what the task needs, one image after the other (a pod's infrastructure
