@@ -43,6 +43,7 @@ from theseus.server.routes import (
     node_control,
     registry,
     registry_logins,
+    stats,
     tasks,
 )
 from theseus.server.stall import StallWatch
@@ -179,6 +180,7 @@ def create_app(
     app.include_router(groups.router)
     app.include_router(deployments.router)
     app.include_router(tasks.router)
+    app.include_router(stats.router)
     app.include_router(node_control.router)
     app.include_router(agent.router)
     app.include_router(registry.router)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 # The node's discovery endpoint (``theseus.agent.discovery``): a unix socket in the agent's state
 # directory. The docker driver bind-mounts that directory into every container at
@@ -147,6 +147,7 @@ class StatsTarget:
     network: bool = True
 
 
+@runtime_checkable
 class StatsSource(Protocol):
     """A driver that can say which processes to measure for a task's handle (the docker and
     process drivers; drivers without it have no metrics)."""

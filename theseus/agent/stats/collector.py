@@ -34,6 +34,7 @@ from theseus.agent.stats.samples import (
     node_totals,
     total,
 )
+from theseus.api.schemas import NodeUsage
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,18 @@ class StatsCollector:
         self._previous: dict[tuple[str, str], tuple[Reading, float]] = {}
         self.passes = 0
         self.cost_seconds = 0.0  # CPU time of the passes (this thread and the reader's)
+
+    def usage(self) -> NodeUsage | None:
+        """What the tasks used at the last pass, for the heartbeat (``theseus nodes``)."""
+        totals = self.store.totals
+        if totals is None:
+            return None
+        return NodeUsage(
+            time=totals.time,
+            cpu_cores=totals.cpu_cores,
+            memory_bytes=totals.memory_bytes,
+            tasks=totals.tasks,
+        )
 
     async def run(self) -> None:
         while True:
@@ -188,9 +201,7 @@ def runner_tasks(runner: TaskRunner) -> TaskLister:
             assignment = assigned.get(task_id)
             if slot.phase is not Phase.RUNNING or slot.handle is None or assignment is None:
                 continue
-            meta = TaskMeta(
-                task_id, assignment.service, assignment.group, tuple(assignment.labels)
-            )
+            meta = TaskMeta(task_id, assignment.service, assignment.group, tuple(assignment.labels))
             members = len(assignment.spec.containers or []) or 1
             running.append(Running(meta, slot.handle, members))
         return running, list(runner.slots)
