@@ -217,6 +217,7 @@ class Cluster:
         host_volumes: dict[str, str] | None = None,
         allow_privileged: bool = False,
         images: dict[str, Any] | None = None,
+        stats_interval: float | None = None,
     ) -> Process:
         """An agent (again, under the name of one that has exited) on a free port of its own
         address; it is not waited for (``wait_nodes_ready``). In a secure cluster it joins
@@ -225,7 +226,8 @@ class Cluster:
         the cluster for ``wait_nodes_ready``. ``host_volumes``: name -> ``/path[:ro]`` its
         tasks may mount (outside ``root``: the cluster's state is never mountable).
         ``images``: ``AgentProcess``'s pull settings (``pull_timeout``, ``pod_infra_image``,
-        ``registry_login_cache``, ``pull_unqualified``)."""
+        ``registry_login_cache``, ``pull_unqualified``). ``stats_interval``: its
+        ``--stats-interval`` (the agent's default, 10 s, when None)."""
         agent = AgentProcess(
             servers=tuple(servers or [self.server_url]),
             name=name,
@@ -239,6 +241,7 @@ class Cluster:
             host_volumes=tuple(f"{n}={path}" for n, path in (host_volumes or {}).items()),
             allow_privileged=allow_privileged,
             join=self.server_url if self.pki is not None else None,
+            stats_interval=stats_interval,
             **(images or {}),
         )
         token = self.join_token if join_token is None else join_token

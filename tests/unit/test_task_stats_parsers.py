@@ -61,8 +61,7 @@ V1_FILES_OF_A_CONTAINER = {
     "cpuacct.usage": "82507822000\n",
     "cpuacct.stat": "user 7000\nsystem 1250\n",
     "cpu.stat": (
-        "nr_periods 1200\nnr_throttled 600\nthrottled_time 31000000000\n"
-        "nr_bursts 0\nburst_time 0\n"
+        "nr_periods 1200\nnr_throttled 600\nthrottled_time 31000000000\nnr_bursts 0\nburst_time 0\n"
     ),
     "memory.usage_in_bytes": "56623104\n",
     "memory.limit_in_bytes": "67108864\n",

@@ -11,7 +11,8 @@ Routes (the server proxies ``theseus logs`` to the second one):
   ``404 {"message": ...}`` for a task without a container here, or without that member.
 * ``GET /v1/tasks/{task_id}/stats?since=T&limit=N`` → the task's recent samples
   (``theseus.api.schemas.TaskStats``: samples newer than ``since``, wall clock, at most the
-  ``limit`` newest); ``404`` for a task this agent has no samples of.
+  ``limit`` newest; none yet for a task assigned here but not measured yet); ``404`` for a
+  task this agent neither runs nor has samples of.
 * ``GET /v1/stats`` → the latest sample of every task here (``StatsList``).
 * ``GET /metrics`` → Prometheus' text format: the agent's registry (the tasks' metrics,
   ``theseus.agent.stats.prometheus``).
@@ -43,7 +44,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from theseus.agent.discovery import bind_unix_socket, registry_routes, remove_unix_socket
 from theseus.agent.runner import TaskRunner, UnknownContainer, UnknownTask
-from theseus.agent.stats.samples import SampleStore, task_json
+from theseus.agent.stats.samples import SampleStore, TaskMeta, task_json
 from theseus.api.client import AsyncServerClient
 from theseus.security.pki import Role
 from theseus.security.serving import http_protocol, peer_identity
@@ -101,7 +102,8 @@ def create_app(
     async def task_stats(request: Request) -> Response:
         task_id = request.path_params["task_id"]
         found = metrics.store.get(task_id) if metrics is not None else None
-        if metrics is None or found is None:
+        assignment = (runner.assigned or {}).get(task_id)
+        if metrics is None or (found is None and assignment is None):
             message = f"node {node} has no stats of task {task_id}"
             return JSONResponse({"message": message}, 404)
         try:
@@ -109,6 +111,10 @@ def create_app(
             limit = _number(request.query_params.get("limit"), "limit")
         except ValueError as exc:
             return JSONResponse({"message": str(exc)}, 400)
+        if found is None:  # assigned here, not measured yet (or not running)
+            assert assignment is not None
+            meta = TaskMeta(task_id, assignment.service, assignment.group, tuple(assignment.labels))
+            return JSONResponse(task_json(meta, node, metrics.interval, []))
         meta, ring = found
         samples = ring.since(since, None if limit is None else int(limit))
         return JSONResponse(task_json(meta, node, metrics.interval, samples))

@@ -214,6 +214,7 @@ class AgentProcess:
     pod_infra_image: str | None = None
     registry_login_cache: float | None = None
     pull_unqualified: bool = False
+    stats_interval: float | None = None  # ``--stats-interval`` (None: the agent's default)
     python: str = sys.executable
 
     def argv(self) -> list[str]:
@@ -245,6 +246,8 @@ class AgentProcess:
             command += ["--registry-login-cache", number(self.registry_login_cache)]
         if self.pull_unqualified:
             command.append("--pull-unqualified")
+        if self.stats_interval is not None:
+            command += ["--stats-interval", number(self.stats_interval)]
         return command + ["--state-dir", str(self.state_dir)]
 
 
