@@ -19,7 +19,14 @@ from theseus.agent.http import Metrics, create_app
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
 from theseus.agent.stats.prometheus import TaskMetrics
-from theseus.agent.stats.samples import Reading, SampleStore, TaskMeta, TaskSample, Usage
+from theseus.agent.stats.samples import (
+    Reading,
+    SampleStore,
+    TaskMeta,
+    TaskSample,
+    Usage,
+    node_totals,
+)
 from theseus.api.client import AsyncServerClient
 from theseus.api.schemas import StatsList, TaskStats
 from theseus.security.pki import Identity, Role
@@ -165,3 +172,14 @@ async def test_secure_agent_answers_servers_only(role: str | None, status: int) 
         for path in ("/metrics", "/v1/stats", "/v1/tasks/web.1/stats"):
             assert (await client.get(path)).status_code == status, path
         assert (await client.get("/v1/health")).status_code == 200
+
+
+def test_metrics_end_with_the_task() -> None:
+    """Only tasks read at the last pass are exported: a stopped task's series end."""
+    store = store_with_tasks()
+    metrics = TaskMetrics(store, "n1")
+    store.totals = node_totals(110.0, [])
+    assert {s.labels["task"] for f in metrics.collect() for s in f.samples} == {"web.1", "pod.1"}
+    store.record(TaskMeta("pod.1", "pod", "pod:"), TaskSample(120.0, Usage(None, Reading())))
+    store.totals = node_totals(120.0, [])
+    assert {s.labels["task"] for f in metrics.collect() for s in f.samples} == {"pod.1"}

@@ -97,6 +97,8 @@ class StatsCollector:
         )
 
     async def run(self) -> None:
+        if self.source is None:  # a driver without processes to measure (sim): no passes
+            await asyncio.Event().wait()
         while True:
             try:
                 await self.collect_once()
@@ -111,7 +113,10 @@ class StatsCollector:
         current = {r.meta.task_id: r for r in running}
         watched = {t: w for t, w in self._watched.items() if t in current}
         worker_started = time.thread_time()
-        readings, worker_cost = await asyncio.to_thread(self._read_all, watched)
+        readings: dict[str, dict[str, tuple[Reading, float]]] = {}
+        worker_cost = 0.0
+        if watched:  # no thread hop for an idle node
+            readings, worker_cost = await asyncio.to_thread(self._read_all, watched)
         resumed = time.thread_time()
         self._record(current, readings)
         self.store.keep_only(known)

@@ -6,7 +6,8 @@ disappears from the output with its ring. The agent registers it in its registry
 that at ``GET /metrics`` (``theseus.agent.http``). One series per container: a single
 container's task has ``container=""``, a pod has one per member (so ``sum by (task)`` is the
 pod's total) and its network counters on its first member only (its members share one
-network namespace; counting them per member would multiply them). Labels: ``service``,
+network namespace; counting them per member would multiply them). Only the tasks read at the
+last pass are exported: a stopped task's series end. Labels: ``service``,
 ``group``, ``labels`` (the group's labels, comma-separated), ``task``, ``container``,
 ``node``. A figure that was not measured has no sample rather than a 0.
 """
@@ -119,7 +120,10 @@ class TaskMetrics(Collector):
         seen = GaugeMetricFamily(
             "container_last_seen", "When the agent last read the container", labels=LABELS
         )
+        totals = self.store.totals
         for meta, sample in self.store.latest():
+            if totals is not None and sample.time < totals.time:
+                continue  # not running at the last pass: its series end, as cAdvisor's do
             for container, usage in _containers(sample):
                 values = self._labels(meta, container)
                 reading = usage.reading
