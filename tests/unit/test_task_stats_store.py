@@ -168,6 +168,7 @@ async def test_collector_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
     collector = StatsCollector(source, tasks, interval=1.0, retention=60.0, v2=True)
     assert collector.store.capacity == 60
+    assert collector.usage() is None  # no pass yet: the heartbeat carries nothing
     await collector.collect_once()
     _fake_container(tmp_path, 1, 3_000_000, 2000)  # 2 s of CPU more
     await collector.collect_once()
@@ -185,6 +186,9 @@ async def test_collector_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert latest.usage.reading.memory_usage_bytes == 2000
     totals = collector.store.totals
     assert totals is not None and totals.tasks == 2 and totals.memory_bytes == 4000
+    usage = collector.usage()  # what the heartbeat carries
+    assert usage is not None and (usage.tasks, usage.memory_bytes) == (2, 4000)
+    assert usage.cpu_cores == pytest.approx(totals.cpu_cores)
     assert collector.passes == 2 and collector.cost_seconds > 0
     running.pop()
     known.remove("t2")

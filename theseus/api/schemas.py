@@ -132,9 +132,9 @@ class ScaleRequest(BaseModel):
 
 class NodeUsage(BaseModel):
     """What a node's tasks used at its agent's last stats pass (carried by its heartbeats;
-    kept in the memory of the server that received them, never in etcd)."""
-
-    model_config = ConfigDict(extra="forbid")
+    kept in the memory of the server that received them, never in etcd). Unknown fields are
+    ignored, not refused: a newer agent's heartbeat must never be refused by an older server,
+    or its node would be declared lost."""
 
     time: float = Field(ge=0, allow_inf_nan=False)  # wall clock of the pass
     cpu_cores: float = Field(ge=0, allow_inf_nan=False)
@@ -144,8 +144,6 @@ class NodeUsage(BaseModel):
 
 class HeartbeatBody(BaseModel):
     """What an agent's heartbeat may carry (an empty body from older agents)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     usage: NodeUsage | None = None
 

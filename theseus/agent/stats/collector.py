@@ -89,10 +89,11 @@ class StatsCollector:
         totals = self.store.totals
         if totals is None:
             return None
+        # Clamped: a value the server's schema refuses would fail the heartbeat itself.
         return NodeUsage(
-            time=totals.time,
-            cpu_cores=totals.cpu_cores,
-            memory_bytes=totals.memory_bytes,
+            time=max(0.0, totals.time),
+            cpu_cores=max(0.0, totals.cpu_cores),
+            memory_bytes=max(0, totals.memory_bytes),
             tasks=totals.tasks,
         )
 
