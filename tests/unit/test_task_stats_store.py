@@ -194,3 +194,26 @@ async def test_collector_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     known.remove("t2")
     await collector.collect_once()
     assert collector.store.get("t2") is None
+
+
+def test_ring_keeps_samples_exactly() -> None:
+    """Samples are stored packed (arrays of doubles): what comes out is what went in, ints
+    as ints, "not measured" as None, a pod's members included."""
+    full = Reading(
+        cpu_seconds=12.345678901,
+        cpu_user_seconds=10.5,
+        cpu_periods=123456,
+        memory_usage_bytes=(1 << 40) + 1,
+        memory_limit_bytes=None,
+        oom_kills=0,
+        network_tx_packets=7,
+    )
+    pod = TaskSample(
+        5.25, Usage(0.125, full), {"app": Usage(None, full), "side": Usage(0.5, Reading())}
+    )
+    ring = Ring(2)
+    ring.append(pod)
+    out = ring.latest()
+    assert out == pod
+    assert out is not None and isinstance(out.usage.reading.memory_usage_bytes, int)
+    assert ring.since() == [pod] and ring.since(5.25) == []
