@@ -25,7 +25,6 @@ from theseus.agent.stats.samples import (
     TaskMeta,
     TaskSample,
     Usage,
-    node_totals,
 )
 from theseus.api.client import AsyncServerClient
 from theseus.api.schemas import StatsList, TaskStats
@@ -178,8 +177,7 @@ def test_metrics_end_with_the_task() -> None:
     """Only tasks read at the last pass are exported: a stopped task's series end."""
     store = store_with_tasks()
     metrics = TaskMetrics(store, "n1")
-    store.totals = node_totals(110.0, [])
+    store.current = frozenset({"web.1", "pod.1"})
     assert {s.labels["task"] for f in metrics.collect() for s in f.samples} == {"web.1", "pod.1"}
-    store.record(TaskMeta("pod.1", "pod", "pod:"), TaskSample(120.0, Usage(None, Reading())))
-    store.totals = node_totals(120.0, [])
+    store.current = frozenset({"pod.1"})
     assert {s.labels["task"] for f in metrics.collect() for s in f.samples} == {"pod.1"}

@@ -192,8 +192,10 @@ async def test_collector_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert collector.passes == 2 and collector.cost_seconds > 0
     running.pop()
     known.remove("t2")
+    assert collector.store.current == {"t1", "t2"}
     await collector.collect_once()
     assert collector.store.get("t2") is None
+    assert collector.store.current == {"t1"}
 
 
 def test_ring_keeps_samples_exactly() -> None:

@@ -52,6 +52,9 @@ class Running:
     members: int = 1  # processes expected: a pod's members, else 1
 
 
+# One task's readings of a pass: its wall time, and each member's reading and monotonic time.
+_TaskReadings = tuple[float, dict[str, tuple[Reading, float]]]
+
 TaskLister = Callable[[], tuple[list[Running], Collection[str]]]
 """The running tasks, and every task id the runner still knows (the others' samples go)."""
 
@@ -114,7 +117,7 @@ class StatsCollector:
         current = {r.meta.task_id: r for r in running}
         watched = {t: w for t, w in self._watched.items() if t in current}
         worker_started = time.thread_time()
-        readings: dict[str, dict[str, tuple[Reading, float]]] = {}
+        readings: dict[str, _TaskReadings] = {}
         worker_cost = 0.0
         if watched:  # no thread hop for an idle node
             readings, worker_cost = await asyncio.to_thread(self._read_all, watched)
@@ -149,15 +152,15 @@ class StatsCollector:
                 complete=len(targets) >= task.members,
             )
 
-    def _read_all(
-        self, watched: dict[str, _Watched]
-    ) -> tuple[dict[str, dict[str, tuple[Reading, float]]], float]:
-        """Every watched task's readings (task → member → reading, monotonic time) and the
-        CPU time this took (in the worker thread)."""
+    def _read_all(self, watched: dict[str, _Watched]) -> tuple[dict[str, _TaskReadings], float]:
+        """Every watched task's readings (task → wall time, member → reading, monotonic
+        time) and the CPU time this took (in the worker thread). Each task's time is that
+        of its reading, not of the pass's end: a sample's time is when it was true."""
         started = time.thread_time()
         groups = process_groups({t.pid for w in watched.values() for t in w.trees})
-        readings: dict[str, dict[str, tuple[Reading, float]]] = {}
+        readings: dict[str, _TaskReadings] = {}
         for task_id, entry in watched.items():
+            wall = time.time()
             members: dict[str, tuple[Reading, float]] = {}
             for reader in entry.containers:
                 reading = reader.read()
@@ -170,17 +173,16 @@ class StatsCollector:
                 if group is not None:
                     members[tree.member] = (group, time.monotonic())
             if members:
-                readings[task_id] = members
+                readings[task_id] = (wall, members)
         return readings, time.thread_time() - started
 
     def _record(
         self,
         current: dict[str, Running],
-        readings: dict[str, dict[str, tuple[Reading, float]]],
+        readings: dict[str, _TaskReadings],
     ) -> None:
-        now = time.time()
         recorded: list[TaskSample] = []
-        for task_id, members in readings.items():
+        for task_id, (wall, members) in readings.items():
             usages: dict[str, Usage] = {}
             for member, (reading, at) in members.items():
                 before = self._previous.get((task_id, member))
@@ -189,11 +191,12 @@ class StatsCollector:
                 self._previous[(task_id, member)] = (reading, at)
             single = list(usages) == [""]
             sample = TaskSample(
-                now, total(usages.values()), {} if single else dict(sorted(usages.items()))
+                wall, total(usages.values()), {} if single else dict(sorted(usages.items()))
             )
             self.store.record(current[task_id].meta, sample)
             recorded.append(sample)
-        self.store.totals = node_totals(now, recorded)
+        self.store.totals = node_totals(time.time(), recorded)
+        self.store.current = frozenset(readings)
 
 
 def runner_tasks(runner: TaskRunner) -> TaskLister:

@@ -120,9 +120,9 @@ class TaskMetrics(Collector):
         seen = GaugeMetricFamily(
             "container_last_seen", "When the agent last read the container", labels=LABELS
         )
-        totals = self.store.totals
+        current = self.store.current
         for meta, sample in self.store.latest():
-            if totals is not None and sample.time < totals.time:
+            if current is not None and meta.task_id not in current:
                 continue  # not running at the last pass: its series end, as cAdvisor's do
             for container, usage in _containers(sample):
                 values = self._labels(meta, container)

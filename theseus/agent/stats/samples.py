@@ -187,6 +187,9 @@ class SampleStore:
         self._rings: dict[str, Ring] = {}
         self._meta: dict[str, TaskMeta] = {}
         self.totals: NodeTotals | None = None
+        # The tasks read at the last pass (None: not known, all of them): the others have
+        # stopped running here, and their samples are only history.
+        self.current: frozenset[str] | None = None
 
     def record(self, meta: TaskMeta, sample: TaskSample) -> None:
         ring = self._rings.get(meta.task_id)
