@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from tests.kit.app import inprocess_api
 from tests.kit.cli import invoke
+from theseus.cli import top_cmd
 
 REGISTRATION = {
     "name": "n1",
@@ -96,3 +98,26 @@ def test_top_once_prints_each_task_and_member() -> None:
     only = invoke(handler, "top", "web", "--json")
     assert json.loads(only.output)["tasks"][0]["task_id"] == "web.1"
     assert asked[-1] == "http://fake:5000/v1/stats?service=web"
+
+
+def test_top_live_refreshes_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --once: a table per refresh, and Ctrl-C ends it quietly."""
+    listing = {"tasks": [], "unreachable": []}
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200, json=listing)
+
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(top_cmd.time, "sleep", sleep)
+    result = invoke(handler, "top", "--interval", "3")
+    assert result.exit_code == 0, result.output
+    assert len(asked) == 2 and sleeps == [3.0, 3.0]
+    assert "0 running tasks of the cluster" in result.output
