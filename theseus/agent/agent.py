@@ -46,18 +46,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
-from prometheus_client import CollectorRegistry
 
 from theseus.agent import fencing
 from theseus.agent.discovery import discovery_app
 from theseus.agent.drivers import DEFAULT_PULL_TIMEOUT, ImageSettings, make_driver
-from theseus.agent.drivers.base import (
-    DISCOVERY_SOCKET,
-    Owner,
-    StatsSource,
-    TaskDriver,
-    discovery_dir,
-)
+from theseus.agent.drivers.base import DISCOVERY_SOCKET, Owner, TaskDriver, discovery_dir
 from theseus.agent.gates import checked_gates
 from theseus.agent.http import AgentHttpServer, Metrics, create_app
 from theseus.agent.identity import NAME as IDENTITY_NAME
@@ -69,8 +62,8 @@ from theseus.agent.registry_logins import RegistryLogins
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
 from theseus.agent.stats.collector import DEFAULT_INTERVAL as DEFAULT_STATS_INTERVAL
-from theseus.agent.stats.collector import DEFAULT_RETENTION, StatsCollector, runner_tasks
-from theseus.agent.stats.prometheus import TaskMetrics
+from theseus.agent.stats.collector import DEFAULT_RETENTION, StatsCollector
+from theseus.agent.stats.prometheus import task_registry
 from theseus.api.client import DEFAULT_SERVER, ApiError, AsyncServerClient, ServerUnreachable
 from theseus.api.failover import parse_addresses
 from theseus.api.schemas import NodeRegistration, RegistrationAnswer, ReportBatch
@@ -173,12 +166,8 @@ class Agent:
         self.reports = ReportQueue()
         budget = KillBudget(config.health_kills_per_minute, config.health_kills_per_minute)
         self.runner = TaskRunner(driver, self.owner, self.reports, budget, config.gates)
-        source = driver if isinstance(driver, StatsSource) else None
-        self.stats = StatsCollector(
-            source, runner_tasks(self.runner), config.stats_interval, config.stats_retention
-        )
-        self.metrics = CollectorRegistry()
-        self.metrics.register(TaskMetrics(self.stats.store, config.name))
+        self.stats = StatsCollector.of(self.runner, config.stats_interval, config.stats_retention)
+        self.metrics = task_registry(self.stats.store, config.name)  # served at /metrics
         self.answer: RegistrationAnswer | None = None
         self.heartbeat_interval = BACKOFF_FIRST  # until the server says
         self._registered = asyncio.Event()

@@ -87,6 +87,13 @@ class StatsCollector:
         self.passes = 0
         self.cost_seconds = 0.0  # CPU time of the passes (this thread and the reader's)
 
+    @classmethod
+    def of(cls, runner: TaskRunner, interval: float, retention: float) -> StatsCollector:
+        """The collector of ``runner``'s tasks, through its driver (none: nothing measured)."""
+        driver = runner.driver
+        source = driver if isinstance(driver, StatsSource) else None
+        return cls(source, runner_tasks(runner), interval, retention)
+
     def usage(self) -> NodeUsage | None:
         """What the tasks used at the last pass, for the heartbeat (``theseus nodes``)."""
         totals = self.store.totals

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -155,3 +156,11 @@ def _containers(sample: TaskSample) -> list[tuple[str, Usage]]:
     if not sample.members:
         return [("", sample.usage)]
     return list(sample.members.items())
+
+
+def task_registry(store: SampleStore, node: str) -> CollectorRegistry:
+    """A registry of its own per agent (several agents may share a process: hollow agents,
+    tests), holding the tasks' metrics; control-plane metrics may be registered beside."""
+    registry = CollectorRegistry()
+    registry.register(TaskMetrics(store, node))
+    return registry
