@@ -218,6 +218,7 @@ class Cluster:
         allow_privileged: bool = False,
         images: dict[str, Any] | None = None,
         logs: tuple[str, int] | None = None,
+        stats_interval: float | None = None,
     ) -> Process:
         """An agent (again, under the name of one that has exited) on a free port of its own
         address; it is not waited for (``wait_nodes_ready``). In a secure cluster it joins
@@ -227,7 +228,8 @@ class Cluster:
         tasks may mount (outside ``root``: the cluster's state is never mountable).
         ``images``: ``AgentProcess``'s pull settings (``pull_timeout``, ``pod_infra_image``,
         ``registry_login_cache``, ``pull_unqualified``). ``logs``: its tasks' default log
-        bound (``--log-max-size``, ``--log-max-files``)."""
+        bound (``--log-max-size``, ``--log-max-files``). ``stats_interval``: its
+        ``--stats-interval`` (the agent's default, 10 s, when None)."""
         agent = AgentProcess(
             servers=tuple(servers or [self.server_url]),
             name=name,
@@ -243,6 +245,7 @@ class Cluster:
             join=self.server_url if self.pki is not None else None,
             log_max_size=logs[0] if logs else None,
             log_max_files=logs[1] if logs else None,
+            stats_interval=stats_interval,
             **(images or {}),
         )
         token = self.join_token if join_token is None else join_token

@@ -7,10 +7,12 @@ import typer
 from rich.text import Text
 
 from tests.kit.builders import NOW, make_task_info
-from theseus.api.schemas import GroupChange, GroupPlan, NodeInfo, PortInfo
+from theseus.api.schemas import GroupChange, GroupPlan, NodeInfo, NodeUsage, PortInfo
 from theseus.cli.output import (
     change_line,
     format_age,
+    format_bytes,
+    format_cores,
     format_ports,
     format_state,
     node_row,
@@ -92,6 +94,8 @@ def test_node_row() -> None:
         "docker",
         "0.3/4",
         "384/8192 MB",
+        "-",  # no usage reported (yet)
+        "-",
         "3",
         "-",
         "-",
@@ -99,6 +103,30 @@ def test_node_row() -> None:
     # Sorted by key, and escaped: rich would read "[1]" as markup.
     assert Text.from_markup(row[-1]).plain == "rack=r[1] zone=a"
     assert node_row(node.model_copy(update={"attributes": {}}))[-1] == "-"
+
+
+def test_node_row_shows_what_its_tasks_use() -> None:
+    usage = NodeUsage(time=NOW, cpu_cores=0.512, memory_bytes=96 * 1024 * 1024, tasks=2)
+    node = NodeInfo(
+        name="node-1",
+        address="127.0.0.2",
+        agent_port=5051,
+        status="ready",
+        driver="docker",
+        cpus=4.0,
+        mem=8192.0,
+        used_cpus=1,
+        used_mem=512,
+        tasks=2,
+        port_range=(31000, 32000),
+        attributes={},
+        registered_at=NOW,
+        usage=usage,
+    )
+    assert node_row(node)[5:9] == ["1/4", "512/8192 MB", "0.51", "96.0 MiB"]
+    assert format_bytes(512 * 1024) == "512 KiB"
+    assert format_bytes(3 * 1024**3 // 2) == "1.50 GiB"
+    assert format_bytes(None) == format_cores(None) == "-"
 
 
 def test_node_row_shows_host_volumes_and_what_the_agent_allows() -> None:

@@ -9,7 +9,8 @@ each bounded:
 
 * registration (again whenever the server answers 404: node unknown or lease expired);
 * heartbeat every ``heartbeat_interval`` seconds, as the server last said (in its answer to
-  the registration or to an assignments poll: the interval grows with the cluster);
+  the registration or to an assignments poll: the interval grows with the cluster); each
+  carries what its tasks used at the last stats pass (``theseus.agent.stats``);
 * assignments long-poll, resumable by index, fed to the task runner (level-triggered);
 * resync with the driver every ``resync_interval`` seconds (the safety net for missed events);
 * fencing: once no server has answered a heartbeat for a task's group setting
@@ -51,7 +52,7 @@ from theseus.agent.discovery import discovery_app
 from theseus.agent.drivers import DEFAULT_PULL_TIMEOUT, ImageSettings, make_driver
 from theseus.agent.drivers.base import DISCOVERY_SOCKET, Owner, TaskDriver, discovery_dir
 from theseus.agent.gates import checked_gates
-from theseus.agent.http import AgentHttpServer, create_app
+from theseus.agent.http import AgentHttpServer, Metrics, create_app
 from theseus.agent.identity import NAME as IDENTITY_NAME
 from theseus.agent.identity import Identity, JoinError, join
 from theseus.agent.identity import pki_dir as identity_pki
@@ -60,6 +61,9 @@ from theseus.agent.registry_logins import CACHE_SECONDS as LOGIN_CACHE_SECONDS
 from theseus.agent.registry_logins import RegistryLogins
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
+from theseus.agent.stats.collector import DEFAULT_INTERVAL as DEFAULT_STATS_INTERVAL
+from theseus.agent.stats.collector import DEFAULT_RETENTION, StatsCollector
+from theseus.agent.stats.prometheus import task_registry
 from theseus.api.client import DEFAULT_SERVER, ApiError, AsyncServerClient, ServerUnreachable
 from theseus.api.failover import parse_addresses
 from theseus.api.schemas import NodeRegistration, RegistrationAnswer, ReportBatch
@@ -125,6 +129,10 @@ class AgentConfig:
     registry_login_cache: float = LOGIN_CACHE_SECONDS  # 0: ask the server at every pull
     # The bound of each task's logs where its spec's ``logs`` sets none (``theseus.model.logs``).
     log_limits: LogLimits = field(default_factory=LogLimits)
+    # Task metrics (``theseus.agent.stats``): seconds between two readings, and how long
+    # the samples of each task are kept (in memory only).
+    stats_interval: float = DEFAULT_STATS_INTERVAL
+    stats_retention: float = DEFAULT_RETENTION
 
 
 class NodeUnknown(Exception):
@@ -161,6 +169,8 @@ class Agent:
         self.reports = ReportQueue()
         budget = KillBudget(config.health_kills_per_minute, config.health_kills_per_minute)
         self.runner = TaskRunner(driver, self.owner, self.reports, budget, config.gates)
+        self.stats = StatsCollector.of(self.runner, config.stats_interval, config.stats_retention)
+        self.metrics = task_registry(self.stats.store, config.name)  # served at /metrics
         self.answer: RegistrationAnswer | None = None
         self.heartbeat_interval = BACKOFF_FIRST  # until the server says
         self._registered = asyncio.Event()
@@ -284,7 +294,7 @@ class Agent:
             # liveness timeout would get a node declared lost while the server is only busy.
             answer = await self._call(
                 "heartbeat",
-                self._contact(lambda: self.client.heartbeat(self.config.name)),
+                self._contact(lambda: self.client.heartbeat(self.config.name, self.stats.usage())),
                 max_delay=self.heartbeat_interval,
             )
             if answer.heartbeat_interval is not None:
@@ -379,7 +389,10 @@ class Agent:
             await self.runner.resync()  # adopt what a previous run left (decided once assigned)
             if self.config.serve_http:
                 secure = self.identity is not None
-                app = create_app(self.runner, self.config.name, self.discovery_client, secure)
+                metrics = Metrics(self.stats.store, self.stats.interval, self.metrics)
+                app = create_app(
+                    self.runner, self.config.name, self.discovery_client, secure, metrics
+                )
                 http = AgentHttpServer(
                     app,
                     self.config.address,
@@ -399,6 +412,7 @@ class Agent:
                 ("assignments", self._assignment_loop()),
                 ("resync", self._resync_loop()),
                 ("reports", self.reports.run(self._send)),
+                ("stats", self.stats.run()),
             ):
                 loops.append(asyncio.create_task(loop, name=f"agent-{name}"))
             if not remembered:

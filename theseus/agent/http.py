@@ -9,6 +9,13 @@ Routes (the server proxies ``theseus logs`` to the second one):
 * ``GET /v1/tasks/{task_id}/logs?follow=true|false&tail=N&container=NAME`` → the task's stdout
   and stderr as ``text/plain``, streamed (``container``: only that member of a pod);
   ``404 {"message": ...}`` for a task without a container here, or without that member.
+* ``GET /v1/tasks/{task_id}/stats?since=T&limit=N`` → the task's recent samples
+  (``theseus.api.schemas.TaskStats``: samples newer than ``since``, wall clock, at most the
+  ``limit`` newest; none yet for a task assigned here but not measured yet); ``404`` for a
+  task this agent neither runs nor has samples of.
+* ``GET /v1/stats`` → the latest sample of every task here (``StatsList``).
+* ``GET /metrics`` → Prometheus' text format: the agent's registry (the tasks' metrics,
+  ``theseus.agent.stats.prometheus``).
 * ``GET /v1/registry/{service}``, ``GET /v1/registry/watch?services=&index=&wait=``: the
   service registry, proxied to the server for the containers (``theseus.agent.discovery``).
 
@@ -23,9 +30,11 @@ import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -35,6 +44,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from theseus.agent.discovery import bind_unix_socket, registry_routes, remove_unix_socket
 from theseus.agent.runner import TaskRunner, UnknownContainer, UnknownTask
+from theseus.agent.stats.samples import SampleStore, TaskMeta, task_json
 from theseus.api.client import AsyncServerClient
 from theseus.security.pki import Role
 from theseus.security.serving import http_protocol, peer_identity
@@ -44,12 +54,27 @@ def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
 
+@dataclass(frozen=True)
+class Metrics:
+    """What the agent measures: its tasks' samples (taken every ``interval`` seconds) and
+    the registry ``/metrics`` serves."""
+
+    store: SampleStore
+    interval: float
+    registry: CollectorRegistry
+
+
 def create_app(
-    runner: TaskRunner, node: str, server: AsyncServerClient, secure: bool = False
+    runner: TaskRunner,
+    node: str,
+    server: AsyncServerClient,
+    secure: bool = False,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     """The agent's app; registry reads go to the server through ``server``. ``secure``: it
     is served over TLS, and answers only servers (by their certificate), health excepted:
-    nobody else has business with a node's logs or with relaying its registry reads."""
+    nobody else has business with a node's logs, metrics or with relaying its registry
+    reads. ``metrics``: without it, the stats routes answer 404 and ``/metrics`` is empty."""
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": node})
@@ -74,12 +99,60 @@ def create_app(
             return JSONResponse({"message": str(exc)}, 404)
         return StreamingResponse(_guarded(stream), media_type="text/plain; charset=utf-8")
 
+    async def task_stats(request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        found = metrics.store.get(task_id) if metrics is not None else None
+        assignment = (runner.assigned or {}).get(task_id)
+        if metrics is None or (found is None and assignment is None):
+            message = f"node {node} has no stats of task {task_id}"
+            return JSONResponse({"message": message}, 404)
+        try:
+            since = _number(request.query_params.get("since"), "since")
+            limit = _number(request.query_params.get("limit"), "limit")
+        except ValueError as exc:
+            return JSONResponse({"message": str(exc)}, 400)
+        if found is None:  # assigned here, not measured yet (or not running)
+            assert assignment is not None
+            meta = TaskMeta(task_id, assignment.service, assignment.group, tuple(assignment.labels))
+            return JSONResponse(task_json(meta, node, metrics.interval, []))
+        meta, ring = found
+        samples = ring.since(since, None if limit is None else int(limit))
+        return JSONResponse(task_json(meta, node, metrics.interval, samples))
+
+    async def all_stats(request: Request) -> Response:
+        tasks = []
+        if metrics is not None:
+            tasks = [
+                task_json(meta, node, metrics.interval, [sample])
+                for meta, sample in metrics.store.latest()
+            ]
+        return JSONResponse({"tasks": tasks, "unreachable": []})
+
+    async def prometheus(request: Request) -> Response:
+        registry = metrics.registry if metrics is not None else CollectorRegistry()
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     routes = [
         Route("/v1/health", health),
         Route("/v1/tasks/{task_id}/logs", logs),
+        Route("/v1/tasks/{task_id}/stats", task_stats),
+        Route("/v1/stats", all_stats),
+        Route("/metrics", prometheus),
         *registry_routes(server),
     ]
     return Starlette(routes=routes, middleware=[Middleware(ServersOnly)] if secure else [])
+
+
+def _number(text: str | None, name: str) -> float | None:
+    if text in (None, ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be a finite number, not {text!r}")
+    return value
 
 
 class ServersOnly:

@@ -29,15 +29,19 @@ from theseus.api.schemas import (
     GroupList,
     Health,
     HeartbeatAnswer,
+    HeartbeatBody,
     NodeInfo,
     NodeList,
     NodeRegistration,
+    NodeUsage,
     RegistrationAnswer,
     RegistryService,
     RegistryWatch,
     ReportBatch,
+    StatsList,
     TaskInfo,
     TaskList,
+    TaskStats,
 )
 from theseus.model.deployments import DeploymentRecord
 
@@ -224,6 +228,24 @@ class ServerClient:
     def task(self, task_id: str) -> TaskInfo:
         return TaskInfo.model_validate(self._request("GET", f"/v1/tasks/{task_id}").json())
 
+    def task_stats(
+        self, task_id: str, since: float | None = None, limit: int | None = None
+    ) -> TaskStats:
+        """The task's recent samples from its node's agent (``since``: newer than that wall
+        clock time; ``limit``: at most that many, the newest)."""
+        params: dict[str, str] = {}
+        if since is not None:
+            params["since"] = str(since)
+        if limit is not None:
+            params["limit"] = str(limit)
+        response = self._request("GET", f"/v1/tasks/{task_id}/stats", params=params)
+        return TaskStats.model_validate(response.json())
+
+    def stats(self, service: str | None = None) -> StatsList:
+        """The latest sample of every running task (of ``service``), from their agents."""
+        params = {"service": service} if service else {}
+        return StatsList.model_validate(self._request("GET", "/v1/stats", params=params).json())
+
     def nodes(self) -> NodeList:
         return NodeList.model_validate(self._request("GET", "/v1/nodes").json())
 
@@ -382,11 +404,15 @@ class AsyncServerClient:
         )
         return RegistrationAnswer.model_validate(response.json())
 
-    async def heartbeat(self, node: str) -> HeartbeatAnswer:
-        """Refresh the node's liveness; the answer carries the pace the server wants now."""
+    async def heartbeat(self, node: str, usage: NodeUsage | None = None) -> HeartbeatAnswer:
+        """Refresh the node's liveness (``usage``: what its tasks use, for ``theseus
+        nodes``); the answer carries the pace the server wants now."""
         several = len(self.servers.addresses) > 1
         timeout = HEARTBEAT_FAILOVER_TIMEOUT if several else httpx.USE_CLIENT_DEFAULT
-        response = await self._request("POST", f"/v1/agent/{node}/heartbeat", timeout=timeout)
+        body = None if usage is None else HeartbeatBody(usage=usage).model_dump(mode="json")
+        response = await self._request(
+            "POST", f"/v1/agent/{node}/heartbeat", json=body, timeout=timeout
+        )
         return HeartbeatAnswer.model_validate(response.json())
 
     async def assignments(self, node: str, index: int, wait: float) -> AssignmentList:

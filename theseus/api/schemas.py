@@ -134,6 +134,24 @@ class ScaleRequest(BaseModel):
     labels: list[str] | None = None
 
 
+class NodeUsage(BaseModel):
+    """What a node's tasks used at its agent's last stats pass (carried by its heartbeats;
+    kept in the memory of the server that received them, never in etcd). Unknown fields are
+    ignored, not refused: a newer agent's heartbeat must never be refused by an older server,
+    or its node would be declared lost."""
+
+    time: float = Field(ge=0, allow_inf_nan=False)  # wall clock of the pass
+    cpu_cores: float = Field(ge=0, allow_inf_nan=False)
+    memory_bytes: int = Field(ge=0)  # the tasks' working sets
+    tasks: int = Field(ge=0)
+
+
+class HeartbeatBody(BaseModel):
+    """What an agent's heartbeat may carry (an empty body from older agents)."""
+
+    usage: NodeUsage | None = None
+
+
 class NodeInfo(BaseModel):
     name: str
     address: str
@@ -151,6 +169,9 @@ class NodeInfo(BaseModel):
     attributes: dict[str, str]
     registered_at: float
     gates: NodeGates = NodeGates()  # its host volumes and what its agent allows
+    # Its tasks' use of the machine, as its last heartbeat to this server said (None: none
+    # received here yet, or from an agent that does not measure).
+    usage: NodeUsage | None = None
 
 
 class NodeList(BaseModel):
@@ -319,3 +340,59 @@ class CleanupResult(BaseModel):
     added: list[str]
     removed: list[str]
     updated: list[str]
+
+
+# --- task metrics (``GET /v1/tasks/{id}/stats``, ``GET /v1/stats``) ----------------------------
+
+
+class ContainerUsage(BaseModel):
+    """A task's (or one pod member's) figures at one time; ``None``: not measured there
+    (cgroup v2 has no cache figure for swap-less hosts, a process task no limit...).
+    Counters are cumulative since the container started; ``cpu_cores`` is the rate since the
+    sample before."""
+
+    cpu_cores: float | None = None
+    cpu_seconds: float | None = None
+    cpu_user_seconds: float | None = None
+    cpu_system_seconds: float | None = None
+    cpu_periods: int | None = None
+    cpu_throttled_periods: int | None = None
+    cpu_throttled_seconds: float | None = None
+    memory_usage_bytes: int | None = None
+    memory_working_set_bytes: int | None = None
+    memory_rss_bytes: int | None = None
+    memory_cache_bytes: int | None = None
+    memory_swap_bytes: int | None = None
+    memory_limit_bytes: int | None = None  # None: no limit
+    oom_kills: int | None = None
+    processes: int | None = None
+    network_rx_bytes: int | None = None
+    network_tx_bytes: int | None = None
+    network_rx_packets: int | None = None
+    network_tx_packets: int | None = None
+
+
+class TaskStatsSample(ContainerUsage):
+    time: float  # wall clock
+    members: dict[str, ContainerUsage] = {}  # a pod's, by member name; empty otherwise
+
+
+class TaskStats(BaseModel):
+    """A task's recent samples, oldest first, from the agent of its node (``interval``
+    seconds apart; about an hour is kept there)."""
+
+    task_id: str
+    service: str
+    group: str
+    labels: list[str]
+    node: str
+    interval: float
+    samples: list[TaskStatsSample]
+
+
+class StatsList(BaseModel):
+    """The latest sample of each task (``theseus top``); ``unreachable``: nodes whose agent
+    did not answer, so their tasks are missing."""
+
+    tasks: list[TaskStats]
+    unreachable: list[str] = []

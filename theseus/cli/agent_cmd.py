@@ -268,6 +268,14 @@ def register(app: typer.Typer) -> None:
                 "`logs: {max_files}` wins.",
             ),
         ] = DEFAULT_MAX_FILES,
+        stats_interval: Annotated[
+            float,
+            typer.Option(
+                min=1,
+                help="Seconds between two readings of the tasks' cgroups (CPU, memory, "
+                "processes, network; about an hour of them is kept in memory).",
+            ),
+        ] = AgentConfig.stats_interval,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ) -> None:
         """Run this machine's node agent: register, run assigned tasks, report them."""
@@ -313,6 +321,7 @@ def register(app: typer.Typer) -> None:
             pod_infra_image=pod_infra_image,
             registry_login_cache=registry_login_cache,
             log_limits=log_limits,
+            stats_interval=stats_interval,
         )
         try:
             asyncio.run(run_agent(config))

@@ -26,6 +26,7 @@ from theseus.cli import (
     registry_cmd,
     registry_login_cmds,
     server_cmd,
+    top_cmd,
     workloads,
 )
 from theseus.cli.output import state_of
@@ -94,6 +95,7 @@ deployments_cmd.register(app)
 logs_cmd.register(app)
 registry_cmd.register(app)
 nodes_cmd.register(app)
+top_cmd.register(app)
 cluster_cmds.register(app)
 provision_cmd.register(app)
 images_cmd.register(app)

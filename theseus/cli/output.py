@@ -227,11 +227,29 @@ def node_row(node: NodeInfo) -> list[str]:
         node.driver,
         f"{node.used_cpus:g}/{node.cpus:g}",
         f"{node.used_mem:.0f}/{node.mem:.0f} MB",
+        "-" if node.usage is None else format_cores(node.usage.cpu_cores),
+        "-" if node.usage is None else format_bytes(node.usage.memory_bytes),
         str(node.tasks),
         escape(format_host_volumes(node)),
         format_allows(node),
         escape(" ".join(f"{k}={v}" for k, v in sorted(node.attributes.items())) or "-"),
     ]
+
+
+def format_cores(cores: float | None) -> str:
+    """CPU cores used: ``0.52``; ``-`` when not measured (yet)."""
+    return "-" if cores is None else f"{cores:.2f}"
+
+
+def format_bytes(size: float | None) -> str:
+    """``512 KiB``, ``64.0 MiB``, ``1.50 GiB``; ``-`` when not measured."""
+    if size is None:
+        return "-"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KiB"
+    if size < 1024**3:
+        return f"{size / 1024**2:.1f} MiB"
+    return f"{size / 1024**3:.2f} GiB"
 
 
 def format_host_volumes(node: NodeInfo) -> str:
@@ -257,6 +275,8 @@ NODE_COLUMNS = (
     "DRIVER",
     "CPUS",
     "MEM",
+    "CPU USED",  # what its tasks use (their cgroups), not what they reserve
+    "MEM USED",
     "TASKS",
     "HOST VOLUMES",
     "ALLOWS",

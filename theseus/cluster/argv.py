@@ -218,6 +218,7 @@ class AgentProcess:
     # ``--log-max-files`` (None: the agent's defaults).
     log_max_size: str | None = None
     log_max_files: int | None = None
+    stats_interval: float | None = None  # ``--stats-interval`` (None: the agent's default)
     python: str = sys.executable
 
     def argv(self) -> list[str]:
@@ -253,6 +254,8 @@ class AgentProcess:
             command += ["--log-max-size", self.log_max_size]
         if self.log_max_files is not None:
             command += ["--log-max-files", str(self.log_max_files)]
+        if self.stats_interval is not None:
+            command += ["--stats-interval", number(self.stats_interval)]
         return command + ["--state-dir", str(self.state_dir)]
 
 

@@ -49,6 +49,7 @@ from theseus.server.routes import (
     node_control,
     registry,
     registry_logins,
+    stats,
     tasks,
 )
 from theseus.server.stall import StallWatch
@@ -195,6 +196,7 @@ def create_app(
     app.include_router(groups.router)
     app.include_router(deployments.router)
     app.include_router(tasks.router)
+    app.include_router(stats.router)
     app.include_router(node_control.router)
     app.include_router(agent.router)
     app.include_router(registry.router)

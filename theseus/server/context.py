@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
 
+from theseus.api.schemas import NodeUsage
 from theseus.server.access_writes import AccessWriter
 from theseus.server.audit import AuditLog
 from theseus.server.config import ServerConfig
@@ -34,6 +35,9 @@ class ServerContext:
     agent_tls: ssl.SSLContext | None = None
     cluster_id: str = ""
     wire: WireMemo = field(default_factory=WireMemo)  # pieces of the hot routes' answers
+    # What each node's tasks used, as its last heartbeat to this server said: in memory
+    # only (never etcd); another server knows it from the heartbeats it receives itself.
+    node_usage: dict[str, NodeUsage] = field(default_factory=dict)
 
 
 async def context(request: Request) -> ServerContext:

@@ -64,6 +64,8 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("GET", "/v1/tasks", Rule(Need.READ)),
     ("GET", "/v1/tasks/{id}", Rule(Need.READ)),
     ("GET", "/v1/tasks/{id}/logs", Rule(Need.READ)),
+    ("GET", "/v1/tasks/{id}/stats", Rule(Need.READ)),
+    ("GET", "/v1/stats", Rule(Need.READ)),
     ("GET", "/v1/nodes", Rule(Need.READ)),
     ("GET", "/v1/nodes/{name}", Rule(Need.READ)),
     ("GET", "/v1/registry/watch", Rule(Need.READ, agents=True)),

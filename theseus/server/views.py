@@ -13,6 +13,7 @@ from theseus.api.schemas import (
     ContainerEntry,
     GroupInfo,
     NodeInfo,
+    NodeUsage,
     RegistryGroup,
     RegistryService,
     TaskInfo,
@@ -132,7 +133,8 @@ def _last_failure(state: ClusterState, group_id: str) -> str | None:
     return f"task {latest.id} {latest.stop_reason}"
 
 
-def node_info(state: ClusterState, name: str) -> NodeInfo:
+def node_info(state: ClusterState, name: str, usage: NodeUsage | None = None) -> NodeInfo:
+    """``usage``: what its tasks use, from its heartbeats (``ServerContext.node_usage``)."""
     node = state.nodes[name]
     holding = [t for t in state.tasks_on(name) if not state.task_state(t).terminal]
     return NodeInfo(
@@ -151,6 +153,7 @@ def node_info(state: ClusterState, name: str) -> NodeInfo:
         attributes=node.attributes,
         registered_at=node.registered_at,
         gates=node.gates,
+        usage=usage if name in state.alive else None,
     )
 
 

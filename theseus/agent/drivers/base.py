@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from theseus.model.logs import LogOptions
 
@@ -141,6 +141,30 @@ class ExitNotice:
 
 
 ExitCallback = Callable[[ExitNotice], None]
+
+
+@dataclass(frozen=True)
+class StatsTarget:
+    """A process whose cgroup the agent measures for a task (``theseus.agent.stats``):
+    a container's main process (``member``: the pod member's name, "" for a single
+    container), or, with ``tree``, a process-driver task's leader, whose process group is
+    measured from ``/proc`` (it has no cgroup of its own). ``network``: read its network
+    namespace's counters (once per pod: its members share one)."""
+
+    member: str
+    pid: int
+    tree: bool = False
+    network: bool = True
+
+
+@runtime_checkable
+class StatsSource(Protocol):
+    """A driver that can say which processes to measure for a task's handle (the docker and
+    process drivers; drivers without it have no metrics)."""
+
+    async def stats_targets(self, handle: str) -> list[StatsTarget]:
+        """The running processes of ``handle``; none when it is not running."""
+        ...
 
 
 class TaskDriver(Protocol):

@@ -49,6 +49,7 @@ from theseus.agent.drivers.base import (
     Launch,
     Observed,
     Owner,
+    StatsTarget,
 )
 from theseus.agent.drivers.docker_handles import KnownHandles
 from theseus.agent.drivers.docker_pull import ImagePuller, PullOptions
@@ -402,6 +403,23 @@ class DockerDriver:
         if not await self._is_pod(handle):
             return []
         return await pods.members_of(self.docker, handle)
+
+    async def stats_targets(self, handle: str) -> list[StatsTarget]:
+        """The main process of the container, or of each running member of a pod (the
+        first one also stands for the pod's network namespace); one inspect each, which
+        the stats collector does once per container, not at every reading."""
+        members = await self._members(handle)
+        named = [(pods.member_name(m), m.id) for m in members] if members else [("", handle)]
+        targets: list[StatsTarget] = []
+        for name, container_id in sorted(named):
+            try:
+                state = (await self.docker.containers.get(container_id))["State"]
+            except DockerError:
+                continue  # removed meanwhile
+            pid = int(state.get("Pid") or 0)
+            if state.get("Running") and pid > 0:
+                targets.append(StatsTarget(name, pid, network=not targets))
+        return targets
 
     async def stop(self, handle: str, grace: float) -> int | None:
         members = await self._members(handle)

@@ -34,6 +34,7 @@ from theseus.agent.drivers.base import (
     Launch,
     Observed,
     Owner,
+    StatsTarget,
     discovery_dir,
     exit_code_of_returncode,
 )
@@ -135,6 +136,14 @@ class ProcessDriver:
         self._waiters.add(waiter)
         waiter.add_done_callback(self._waiters.discard)
         return handle
+
+    async def stats_targets(self, handle: str) -> list[StatsTarget]:
+        """Its process group (``start_new_session``: the leader's pid is the group's id),
+        measured from ``/proc``: a process task has no cgroup of its own."""
+        child = self._children.get(handle)
+        if child is None or child.exit_code is not None:
+            return []
+        return [StatsTarget("", child.process.pid, tree=True, network=False)]
 
     async def _wait(self, handle: str, child: _Child) -> None:
         returncode = await child.process.wait()

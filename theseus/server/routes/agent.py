@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from theseus.api.schemas import (
     AssignmentList,
     HeartbeatAnswer,
+    HeartbeatBody,
     NodeRegistration,
     RegistrationAnswer,
     ReportBatch,
@@ -50,10 +51,17 @@ async def register(
 
 
 @router.post("/{node}/heartbeat", response_model=HeartbeatAnswer)
-async def heartbeat(node: str, ctx: ServerContext = Depends(context)) -> HeartbeatAnswer:
+async def heartbeat(
+    node: str, body: HeartbeatBody | None = None, ctx: ServerContext = Depends(context)
+) -> HeartbeatAnswer:
+    """Refresh the node's liveness; ``body.usage`` (what its tasks use) is kept in this
+    server's memory for ``theseus nodes``, never written to etcd."""
     timing = await ctx.writer.heartbeat(node)
     if timing is None:
+        ctx.node_usage.pop(node, None)
         raise HTTPException(404, f"node {node!r} is not registered (or was declared lost)")
+    if body is not None and body.usage is not None:
+        ctx.node_usage[node] = body.usage
     return HeartbeatAnswer(heartbeat_interval=timing.interval, liveness_timeout=timing.ttl)
 
 

@@ -72,7 +72,8 @@ async def task_logs(
 @router.get("/v1/nodes", response_model=NodeList)
 async def list_nodes(ctx: ServerContext = Depends(context)) -> NodeList:
     state = ctx.cache.state
-    return NodeList(nodes=[node_info(state, name) for name in sorted(state.nodes)])
+    usage = ctx.node_usage
+    return NodeList(nodes=[node_info(state, n, usage.get(n)) for n in sorted(state.nodes)])
 
 
 @router.get("/v1/nodes/{name}", response_model=NodeInfo)
@@ -80,4 +81,4 @@ async def get_node(name: str, ctx: ServerContext = Depends(context)) -> NodeInfo
     state = ctx.cache.state
     if name not in state.nodes:
         raise HTTPException(404, f"no node {name!r}")
-    return node_info(state, name)
+    return node_info(state, name, ctx.node_usage.get(name))
