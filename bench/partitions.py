@@ -141,8 +141,16 @@ class Sampler:
     """Every 0.1 s, the containers of ``service`` on every engine: the windows in which they
     were more than ``instances`` (a sampler, not a wait)."""
 
-    def __init__(self, engines: list[docker.DockerClient], service: str, instances: int) -> None:
+    def __init__(
+        self,
+        engines: list[docker.DockerClient],
+        victim: docker.DockerClient,
+        service: str,
+        instances: int,
+    ) -> None:
         self.engines, self.service, self.instances = engines, service, instances
+        self.victim = victim
+        self.victim_empty_at: float | None = None  # when the cut host ran none of them
         self.over = 0.0
         self._since: float | None = None
         self._stop = threading.Event()
@@ -154,6 +162,8 @@ class Sampler:
             with contextlib.suppress(docker.errors.DockerException):
                 count = sum(len(containers(e, self.service)) for e in self.engines)
                 now = time.monotonic()
+                if self.victim_empty_at is None and not containers(self.victim, self.service):
+                    self.victim_empty_at = now
                 if count > self.instances and self._since is None:
                     self._since = now
                 elif count <= self.instances and self._since is not None:
@@ -201,7 +211,7 @@ def _measure(
     wait_until(lambda: len({t.node for t in running(api, service)}) == len(engines), 30, "spread")
     doomed = {t.id for t in running(api, service) if t.node == victim.name}
     leader = leading_host() == victim.name
-    sampler = Sampler(engines, service, instances)
+    sampler = Sampler(engines, victim_engine, service, instances)
     outages = Outages()
     cut_at = time.monotonic()
     cut_host(victim)
@@ -221,8 +231,8 @@ def _measure(
 
         wait_until(moved, 60, "the cut host's tasks replaced", interval=0.1)
         replaced = time.monotonic() - cut_at
-        wait_until(lambda: not containers(victim_engine, service), fence + 30, "fenced", 0.1)
-        fenced = time.monotonic() - cut_at
+        wait_until(lambda: sampler.victim_empty_at, fence + 30, "fenced", 0.1)
+        fenced = (sampler.victim_empty_at or 0.0) - cut_at
         wait_until(lambda: time.monotonic() - cut_at >= cut_s, cut_s + 1, "the cut's length")
     finally:
         heal_host(victim)

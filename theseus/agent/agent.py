@@ -57,6 +57,7 @@ from theseus.agent.identity import NAME as IDENTITY_NAME
 from theseus.agent.identity import Identity, JoinError, join
 from theseus.agent.identity import pki_dir as identity_pki
 from theseus.agent.kill_budget import KillBudget
+from theseus.agent.longpoll import unless_moved
 from theseus.agent.registry_logins import CACHE_SECONDS as LOGIN_CACHE_SECONDS
 from theseus.agent.registry_logins import RegistryLogins
 from theseus.agent.reports import ReportQueue
@@ -179,6 +180,7 @@ class Agent:
         # Monotonic time at which the last heartbeat (or registration) that a server answered
         # was sent: the node's lease was renewed no earlier. None before the first one.
         self.last_contact: float | None = None
+        self._server_moved = asyncio.Event()  # the heartbeats went to another server
         self._fence_wake = asyncio.Event()  # the tasks or their settings changed: decide again
 
     # --- registration -------------------------------------------------------------------
@@ -292,11 +294,14 @@ class Agent:
         while True:
             # Retried no slower than the heartbeat itself: a backoff longer than the server's
             # liveness timeout would get a node declared lost while the server is only busy.
+            server = self.client.servers.current
             answer = await self._call(
                 "heartbeat",
                 self._contact(lambda: self.client.heartbeat(self.config.name, self.stats.usage())),
                 max_delay=self.heartbeat_interval,
             )
+            if self.client.servers.current != server:
+                self._server_moved.set()  # a long-poll on the old one is asked again
             if answer.heartbeat_interval is not None:
                 self.heartbeat_interval = answer.heartbeat_interval
             await asyncio.sleep(self.heartbeat_interval)
@@ -305,7 +310,13 @@ class Agent:
         index = 0
         while True:
             poll = partial(self.client.assignments, self.config.name, index, self.config.poll_wait)
-            answer = await self._call("assignments", poll)
+            asked, current = self.client.servers.current, lambda: self.client.servers.current
+            polled = unless_moved(
+                self._call("assignments", poll), self._server_moved, current, asked
+            )
+            answer = await polled
+            if answer is None:
+                continue  # the heartbeats moved to another server: ask that one
             index = answer.index
             if answer.heartbeat_interval is not None:
                 # The server only advises a slower pace once the node's lease allows it.
