@@ -8,7 +8,7 @@ from tests.kit.builders import created, make_group, make_node, make_state, make_
 from tests.kit.builders import running as running_statuses
 from theseus.model.tasks import TaskState
 from theseus.reconciler.registry import desired_registry
-from theseus.server.stall import StallWatch, grace_ends
+from theseus.server.stall import StallWatch, spared_nodes
 
 NODES = [make_node("n1"), make_node("n2"), make_node("n3")]
 
@@ -35,10 +35,27 @@ def test_a_late_tick_is_a_stall_and_a_timely_one_is_not() -> None:
     assert watch.check() == stalled_end  # the last stall is remembered
 
 
-def test_the_grace_runs_from_the_later_of_the_election_and_the_last_stall() -> None:
-    assert grace_ends(leading_since=10.0, last_stall_end=None, grace=4.0) == 14.0
-    assert grace_ends(leading_since=10.0, last_stall_end=50.0, grace=4.0) == 54.0
-    assert grace_ends(leading_since=60.0, last_stall_end=50.0, grace=4.0) == 64.0
+def test_after_a_stall_every_absent_node_waits_out_the_grace() -> None:
+    absent = frozenset({"n1", "n2"})
+    spared = spared_nodes(
+        absent, frozenset(), now=52.0, leading_since=0.0, last_stall_end=50.0, grace=4.0
+    )
+    assert spared == absent
+    later = spared_nodes(
+        absent, frozenset(), now=54.0, leading_since=0.0, last_stall_end=50.0, grace=4.0
+    )
+    assert later == frozenset()
+
+
+def test_after_an_election_only_the_nodes_gone_already_wait() -> None:
+    """Those went while no leader watched (the only server restarted); one that goes after the
+    election had servers to heartbeat to, and is lost at once."""
+    absent, before = frozenset({"n1", "n2"}), frozenset({"n1"})
+    spared = spared_nodes(
+        absent, before, now=12.0, leading_since=10.0, last_stall_end=None, grace=4.0
+    )
+    assert spared == {"n1"}
+    assert spared_nodes(absent, before, 14.0, 10.0, None, 4.0) == frozenset()
 
 
 def test_tasks_of_a_spared_node_are_neither_lost_nor_replaced_nor_unregistered() -> None:

@@ -37,7 +37,7 @@ from theseus.model.state import ClusterState
 from theseus.reconciler.deployments import Tracked, track
 from theseus.reconciler.reconcile import Plan, reconcile
 from theseus.reconciler.registry import EncodingMemo
-from theseus.server.stall import StallWatch, grace_ends
+from theseus.server.stall import StallWatch, spared_nodes
 from theseus.store.base import Put, Store, StoreUnavailable
 from theseus.store.cache import StateCache
 from theseus.store.commit import PARALLEL_TXNS, commit_all
@@ -71,6 +71,7 @@ class Leader:
         self._stalls = stalls or StallWatch()
         self._loss_grace = loss_grace  # seconds: how long node losses wait (``stall``)
         self._leading_since = 0.0
+        self._absent_at_election: frozenset[str] | None = None
         self._cache = cache
         self._leadership = leadership
         self._repair_interval = registry_repair_interval
@@ -116,6 +117,7 @@ class Leader:
     async def _reconcile_while_leading(self, term: Term) -> None:
         last_commit = 0
         self._leading_since = time.monotonic()
+        self._absent_at_election = None
         self._last_repair = 0.0  # the first pass as leader compares with etcd itself
         while not term.over:
             if not await self._cache.wait_for_revision(last_commit):
@@ -157,12 +159,18 @@ class Leader:
             await self._wait_for_work(snapshot, plan, now)
 
     def _spared(self, snapshot: ClusterState) -> frozenset[str]:
-        """The nodes whose loss this pass holds back: every node not alive, while the grace
-        after the election or a stall of this server lasts (``theseus.server.stall``)."""
-        ends = grace_ends(self._leading_since, self._stalls.check(), self._loss_grace())
-        if time.monotonic() >= ends:
-            return frozenset()
-        return frozenset(snapshot.nodes.keys() - snapshot.alive.keys())
+        """The nodes whose loss this pass holds back (``theseus.server.stall``)."""
+        absent = frozenset(snapshot.nodes.keys() - snapshot.alive.keys())
+        if self._absent_at_election is None:  # the term's first pass
+            self._absent_at_election = absent
+        return spared_nodes(
+            absent,
+            self._absent_at_election,
+            time.monotonic(),
+            self._leading_since,
+            self._stalls.check(),
+            self._loss_grace(),
+        )
 
     def _pass(self, snapshot: ClusterState, now: float) -> tuple[Plan, EncodedPlan, Tracked]:
         """One reconcile pass and its encoding, and the step of the running deployments

@@ -4,14 +4,14 @@ While a server's event loop is held up (a huge request body parsed, the process 
 starved of CPU), it answers no heartbeat, and the nodes' liveness leases run out in etcd
 although the nodes did nothing wrong. A leader that then declared them lost would replace
 every task of the cluster. So the leader holds node losses back for a grace period after any
-stall of its own, and after its election (Nomad's heartbeat grace after a leader election: a
-new leader cannot know how long its predecessor was unable to renew the nodes' leases): long
-enough for every live node to heartbeat again (its agent registers again at once on the 404
-of a lost lease).
+stall of its own, and, after its election, those of the nodes already gone then (Nomad's
+heartbeat grace after a leader election: a new leader cannot know how long the nodes had no
+server to renew their leases, e.g. when the only server restarted): long enough for every
+live node to heartbeat again (its agent registers again at once on the 404 of a lost lease).
 
 ``StallWatch`` ticks on the event loop; a tick that comes much later than asked means the loop
 was stalled. ``check`` does the same from any coroutine, so the leader's first pass after a
-stall sees it even before the tick does. ``grace_ends`` is pure. Created by
+stall sees it even before the tick does. ``spared_nodes`` is pure. Created by
 ``theseus.server.app``, read by ``theseus.server.leader``.
 """
 
@@ -56,8 +56,21 @@ class StallWatch:
         return self.last_stall_end
 
 
-def grace_ends(leading_since: float, last_stall_end: float | None, grace: float) -> float:
-    """When node losses may be declared again (monotonic): ``grace`` seconds after the later of
-    the election and the last stall."""
-    since = leading_since if last_stall_end is None else max(leading_since, last_stall_end)
-    return since + grace
+def spared_nodes(
+    absent: frozenset[str],
+    absent_at_election: frozenset[str],
+    now: float,
+    leading_since: float,
+    last_stall_end: float | None,
+    grace: float,
+) -> frozenset[str]:
+    """The nodes not alive (``absent``) whose loss waits (pure): within ``grace`` of a stall of
+    this server, every one of them (none could reach it); within ``grace`` of its election,
+    those already absent then, whose leases ran out while no leader watched (a restart of the
+    only server, say). A node that goes after the election is lost at once: its heartbeats
+    had servers to reach, the leader among them."""
+    if last_stall_end is not None and now < last_stall_end + grace:
+        return absent
+    if now < leading_since + grace:
+        return absent & absent_at_election
+    return frozenset()
