@@ -40,7 +40,8 @@ from typing import Any
 import httpx
 
 import theseus.agent.agent as agent_module
-from theseus.agent.agent import AgentConfig, run_agent
+from theseus.agent.agent import run_agent
+from theseus.agent.config import AgentConfig
 from theseus.agent.identity import join
 from theseus.api.client import AGENT_LIMITS, AsyncServerClient  # the agent's own limits
 

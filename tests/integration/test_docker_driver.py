@@ -28,7 +28,8 @@ import pytest
 
 from tests.kit.fake_server import FakeServer
 from tests.kit.wait import wait_until_async
-from theseus.agent.agent import Agent, AgentConfig
+from theseus.agent.agent import Agent
+from theseus.agent.config import AgentConfig
 from theseus.agent.drivers.base import (
     DriverError,
     ExitNotice,

@@ -18,7 +18,8 @@ import pytest
 from tests.kit.cluster import free_port
 from tests.kit.fake_server import FakeServer
 from tests.kit.wait import wait_until_async
-from theseus.agent.agent import Agent, AgentConfig
+from theseus.agent.agent import Agent
+from theseus.agent.config import AgentConfig
 from theseus.agent.discovery import bind_unix_socket, discovery_app
 from theseus.agent.drivers.base import Launch, Owner
 from theseus.agent.drivers.docker import DockerDriver, container_config

@@ -18,7 +18,8 @@ from tests.kit.fake_server import FakeServer
 from tests.kit.runner import drain, settled
 from tests.kit.wait import wait_until_async
 from theseus.agent import fencing
-from theseus.agent.agent import Agent, AgentConfig
+from theseus.agent.agent import Agent
+from theseus.agent.config import AgentConfig
 from theseus.agent.decide import Local, Phase, Step, next_step
 from theseus.agent.drivers.base import Owner
 from theseus.agent.drivers.sim import SimDriver

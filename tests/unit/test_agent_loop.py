@@ -14,7 +14,8 @@ import pytest
 from tests.kit.builders import make_assignment
 from tests.kit.fake_server import FakeServer
 from tests.kit.wait import wait_until_async
-from theseus.agent.agent import Agent, AgentConfig
+from theseus.agent.agent import Agent
+from theseus.agent.config import AgentConfig
 from theseus.agent.drivers.sim import SimDriver
 from theseus.agent.http import AgentHttpServer, create_app
 from theseus.agent.reports import ReportQueue

@@ -18,7 +18,8 @@ from theseus.agent.drivers.base import (
 )
 from theseus.agent.launch import launch_of
 from theseus.agent.reports import ReportQueue
-from theseus.agent.runner import TaskRunner, UnknownTask
+from theseus.agent.runner import TaskRunner
+from theseus.agent.slots import UnknownTask
 
 
 @pytest.fixture

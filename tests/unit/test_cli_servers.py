@@ -9,7 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from theseus.agent.agent import AgentConfig
+from theseus.agent.config import AgentConfig
 from theseus.cli import agent_cmd
 from theseus.cli.main import app
 from theseus.cli.output import CliState

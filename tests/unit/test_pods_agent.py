@@ -25,7 +25,8 @@ from theseus.agent.drivers.process import ProcessDriver
 from theseus.agent.drivers.sim import SimDriver
 from theseus.agent.launch import launch_of
 from theseus.agent.reports import ReportQueue
-from theseus.agent.runner import TaskRunner, UnknownContainer
+from theseus.agent.runner import TaskRunner
+from theseus.agent.slots import UnknownContainer
 from theseus.api.schemas import Assignment
 from theseus.images.labels import LABEL_MEMBER, LABEL_POD_INFRA, LABEL_POD_MEMBERS
 from theseus.model.hostgates import HostVolume, NodeGates

@@ -6,6 +6,7 @@ next-step function), ``environment`` (containers' variables), ``reports`` (the o
 ``http`` (health and logs endpoint) and ``drivers`` (docker, process, sim).
 """
 
-from theseus.agent.agent import AgentConfig, run_agent
+from theseus.agent.agent import run_agent
+from theseus.agent.config import AgentConfig
 
 __all__ = ["AgentConfig", "run_agent"]

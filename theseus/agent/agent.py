@@ -35,12 +35,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -48,8 +46,9 @@ from typing import TypeVar
 import httpx
 
 from theseus.agent import fencing
+from theseus.agent.config import AgentConfig, default_state_dir
 from theseus.agent.discovery import discovery_app
-from theseus.agent.drivers import DEFAULT_PULL_TIMEOUT, ImageSettings, make_driver
+from theseus.agent.drivers import ImageSettings, make_driver
 from theseus.agent.drivers.base import DISCOVERY_SOCKET, Owner, TaskDriver, discovery_dir
 from theseus.agent.gates import checked_gates
 from theseus.agent.http import AgentHttpServer, Metrics, create_app
@@ -58,19 +57,14 @@ from theseus.agent.identity import Identity, JoinError, join
 from theseus.agent.identity import pki_dir as identity_pki
 from theseus.agent.kill_budget import KillBudget
 from theseus.agent.longpoll import unless_moved
-from theseus.agent.registry_logins import CACHE_SECONDS as LOGIN_CACHE_SECONDS
 from theseus.agent.registry_logins import RegistryLogins
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
-from theseus.agent.stats.collector import DEFAULT_INTERVAL as DEFAULT_STATS_INTERVAL
-from theseus.agent.stats.collector import DEFAULT_RETENTION, StatsCollector
+from theseus.agent.stats.collector import StatsCollector
 from theseus.agent.stats.prometheus import task_registry
-from theseus.api.client import DEFAULT_SERVER, ApiError, AsyncServerClient, ServerUnreachable
+from theseus.api.client import ApiError, AsyncServerClient, ServerUnreachable
 from theseus.api.failover import parse_addresses
 from theseus.api.schemas import NodeRegistration, RegistrationAnswer, ReportBatch
-from theseus.images.tags import BUSYBOX_IMAGE
-from theseus.model.hostgates import NodeGates
-from theseus.model.logs import LogLimits
 
 log = logging.getLogger(__name__)
 
@@ -82,58 +76,6 @@ BACKOFF_MAX = 5.0
 # Containers' registry watches each hold a connection to the server for up to a minute: give
 # them a pool of their own, so that they can never hold up the agent's heartbeats or reports.
 DISCOVERY_LIMITS = httpx.Limits(max_connections=500, max_keepalive_connections=20)
-
-
-def machine_mem_mib() -> float:
-    """Total memory from /proc/meminfo, in MiB (1024 when unreadable)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 1024.0
-
-
-def default_state_dir(node: str) -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "theseus" / "agents" / node
-
-
-@dataclass
-class AgentConfig:
-    server: str = DEFAULT_SERVER
-    name: str = field(default_factory=socket.gethostname)
-    address: str = "127.0.0.1"  # advertised, published on, and the HTTP endpoint's address
-    port: int = 5051
-    cpus: float = field(default_factory=lambda: float(os.cpu_count() or 1))
-    mem: float = field(default_factory=machine_mem_mib)
-    port_range: tuple[int, int] = (31000, 32000)
-    attributes: dict[str, str] = field(default_factory=dict)
-    driver: str | None = None  # None: docker if the daemon answers, else process
-    state_dir: Path | None = None  # None: default_state_dir(name)
-    resync_interval: float = 7.0
-    health_kills_per_minute: float = 10.0  # at once, then this many a minute (KillBudget)
-    gates: NodeGates = field(default_factory=NodeGates)  # host volumes, privileges allowed
-    poll_wait: float = 30.0
-    serve_http: bool = True  # hollow agents of a benchmark may go without
-    handle_signals: bool = True  # SIGTERM/SIGINT end run_agent (tests cancel it instead)
-    transport: httpx.AsyncBaseTransport | None = None  # tests only
-    # A secure cluster (https servers): the join token for the first start; later starts use
-    # the certificate it got (``theseus.agent.identity``).
-    join_token: str | None = None
-    # Images (``theseus.agent.drivers.docker_pull``): the bound of one pull, whether images
-    # without a registry host may be pulled (from Docker Hub), the pods' network image.
-    pull_timeout: float = DEFAULT_PULL_TIMEOUT
-    pull_unqualified: bool = False
-    pod_infra_image: str = BUSYBOX_IMAGE
-    registry_login_cache: float = LOGIN_CACHE_SECONDS  # 0: ask the server at every pull
-    # The bound of each task's logs where its spec's ``logs`` sets none (``theseus.model.logs``).
-    log_limits: LogLimits = field(default_factory=LogLimits)
-    # Task metrics (``theseus.agent.stats``): seconds between two readings, and how long
-    # the samples of each task are kept (in memory only).
-    stats_interval: float = DEFAULT_STATS_INTERVAL
-    stats_retention: float = DEFAULT_RETENTION
 
 
 class NodeUnknown(Exception):

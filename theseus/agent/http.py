@@ -43,7 +43,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from theseus.agent.discovery import bind_unix_socket, registry_routes, remove_unix_socket
-from theseus.agent.runner import TaskRunner, UnknownContainer, UnknownTask
+from theseus.agent.runner import TaskRunner
+from theseus.agent.slots import UnknownContainer, UnknownTask
 from theseus.agent.stats.samples import SampleStore, TaskMeta, task_json
 from theseus.api.client import AsyncServerClient
 from theseus.security.pki import Role

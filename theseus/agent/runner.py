@@ -27,7 +27,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from functools import partial
 
 import httpx
@@ -46,64 +45,16 @@ from theseus.agent.kill_budget import KillBudget
 from theseus.agent.launch import launch_of
 from theseus.agent.probes import ProbeTarget
 from theseus.agent.reports import ReportQueue
+from theseus.agent.slots import Slot, UnknownContainer, UnknownTask, container_problem
 from theseus.api.schemas import Assignment, TaskReport
 from theseus.model.hostgates import NodeGates
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRACE = 10.0  # for a container whose assignment we never saw (adopted, then dropped)
 RETRY_FIRST = 0.5
 RETRY_MAX = 5.0
 _WITH_MESSAGE = (Phase.FAILED, Phase.EXITED, Phase.STARTING)
 PROGRESS_EVERY = 2.0  # seconds between two reports of one task's pull progress, at least
-
-
-class UnknownTask(KeyError):
-    """No container of that task on this node (the logs endpoint answers 404)."""
-
-
-class UnknownContainer(LookupError):
-    """The task has no container of that name (the logs endpoint answers 404)."""
-
-
-def container_problem(task_id: str, container: str, names: list[str]) -> str:
-    if not names:
-        return f"task {task_id} is not a pod: it has no container {container!r}"
-    return f"task {task_id} has no container {container!r} (its containers: {', '.join(names)})"
-
-
-@dataclass
-class Slot:
-    """Local knowledge of one task."""
-
-    task_id: str
-    phase: Phase = Phase.NEW
-    handle: str | None = None
-    exit_code: int | None = None
-    oom_killed: bool = False
-    message: str | None = None
-    reported: str | None = None
-    grace: float = DEFAULT_GRACE
-    busy: Step | None = None  # the step in flight, if any
-    worker: asyncio.Task[None] | None = None
-    early_exit: ExitNotice | None = None  # a death noticed while the start was in flight
-    changed: int = 0  # runner epoch of the last change (resync ignores newer slots)
-    # Health checks: the loop while it runs, the container it probes, the last verdict.
-    checker: asyncio.Task[None] | None = None
-    checked: str | None = None
-    healthy: bool | None = None
-    health_message: str | None = None
-    kill_reason: str | None = None  # set when the checks ask for a kill
-    adopted_at: float | None = None  # wall-clock start of an adopted container, if known
-    checks_started: float | None = None  # monotonic start of its first check loop
-    end_pod: bool = False  # exited: if it is a pod, its other members still need stopping
-    progress_at: float | None = None  # monotonic time of its last pull-progress report
-    fenced: str | None = None  # why it must not run here any more (``theseus.agent.fencing``)
-    fence_after: str | None = None  # an adopted container's label: its group's setting
-
-    def local(self) -> Local:
-        unhealthy, fenced = self.kill_reason is not None, self.fenced is not None
-        return Local(self.phase, self.handle is not None, self.reported, unhealthy, fenced)
 
 
 class TaskRunner:

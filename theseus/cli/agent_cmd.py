@@ -15,7 +15,8 @@ from typing import Annotated
 
 import typer
 
-from theseus.agent.agent import AgentConfig, machine_mem_mib, run_agent
+from theseus.agent.agent import run_agent
+from theseus.agent.config import AgentConfig, machine_mem_mib
 from theseus.agent.drivers import DEFAULT_PULL_TIMEOUT, DRIVERS
 from theseus.api.client import DEFAULT_SERVER
 from theseus.api.failover import parse_addresses
