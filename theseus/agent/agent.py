@@ -56,6 +56,7 @@ from theseus.agent.identity import NAME as IDENTITY_NAME
 from theseus.agent.identity import Identity, JoinError, join
 from theseus.agent.identity import pki_dir as identity_pki
 from theseus.agent.kill_budget import KillBudget
+from theseus.agent.metrics import AgentMetrics
 from theseus.agent.registry_logins import CACHE_SECONDS as LOGIN_CACHE_SECONDS
 from theseus.agent.registry_logins import RegistryLogins
 from theseus.agent.reports import ReportQueue
@@ -161,6 +162,9 @@ class Agent:
         # was sent: the node's lease was renewed no earlier. None before the first one.
         self.last_contact: float | None = None
         self._fence_wake = asyncio.Event()  # the tasks or their settings changed: decide again
+        # GET /metrics (theseus.agent.metrics); more collectors: self.metrics.registry.register
+        self.metrics = AgentMetrics(config.name)
+        self.metrics.contact_by(lambda: self.last_contact)
 
     # --- registration -------------------------------------------------------------------
 
@@ -260,7 +264,11 @@ class Agent:
             # liveness timeout would get a node declared lost while the server is only busy.
             answer = await self._call(
                 "heartbeat",
-                self._contact(lambda: self.client.heartbeat(self.config.name)),
+                self._contact(
+                    lambda: self.metrics.counted_heartbeat(
+                        lambda: self.client.heartbeat(self.config.name)
+                    )
+                ),
                 max_delay=self.heartbeat_interval,
             )
             if answer.heartbeat_interval is not None:
@@ -339,7 +347,13 @@ class Agent:
             await self.runner.resync()  # adopt what a previous run left (decided once assigned)
             if self.config.serve_http:
                 secure = self.identity is not None
-                app = create_app(self.runner, self.config.name, self.discovery_client, secure)
+                app = create_app(
+                    self.runner,
+                    self.config.name,
+                    self.discovery_client,
+                    secure,
+                    metrics=self.metrics.registry,
+                )
                 http = AgentHttpServer(
                     app,
                     self.config.address,

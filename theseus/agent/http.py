@@ -11,6 +11,8 @@ Routes (the server proxies ``theseus logs`` to the second one):
   ``404 {"message": ...}`` for a task without a container here, or without that member.
 * ``GET /v1/registry/{service}``, ``GET /v1/registry/watch?services=&index=&wait=``: the
   service registry, proxied to the server for the containers (``theseus.agent.discovery``).
+* ``GET /metrics``: the agent's registry (``theseus.agent.metrics``) in Prometheus's text
+  format; with TLS, like every route but health, for servers' certificates only.
 
 Built by ``theseus.agent.agent``; ``AgentHttpServer`` runs uvicorn without letting it touch
 the process's signal handlers (the agent owns SIGTERM/SIGINT).
@@ -26,6 +28,7 @@ from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -34,6 +37,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from theseus.agent.discovery import bind_unix_socket, registry_routes, remove_unix_socket
+from theseus.agent.metrics import CONTENT_TYPE, exposition
 from theseus.agent.runner import TaskRunner, UnknownContainer, UnknownTask
 from theseus.api.client import AsyncServerClient
 from theseus.security.pki import Role
@@ -45,11 +49,16 @@ def _flag(value: str | None) -> bool:
 
 
 def create_app(
-    runner: TaskRunner, node: str, server: AsyncServerClient, secure: bool = False
+    runner: TaskRunner,
+    node: str,
+    server: AsyncServerClient,
+    secure: bool = False,
+    metrics: CollectorRegistry | None = None,
 ) -> Starlette:
     """The agent's app; registry reads go to the server through ``server``. ``secure``: it
     is served over TLS, and answers only servers (by their certificate), health excepted:
-    nobody else has business with a node's logs or with relaying its registry reads."""
+    nobody else has business with a node's logs or with relaying its registry reads.
+    ``metrics``: the registry ``GET /metrics`` renders (none: no such route)."""
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": node})
@@ -74,10 +83,15 @@ def create_app(
             return JSONResponse({"message": str(exc)}, 404)
         return StreamingResponse(_guarded(stream), media_type="text/plain; charset=utf-8")
 
+    async def prometheus_metrics(request: Request) -> Response:
+        assert metrics is not None
+        return Response(exposition(metrics), media_type=CONTENT_TYPE)
+
     routes = [
         Route("/v1/health", health),
         Route("/v1/tasks/{task_id}/logs", logs),
         *registry_routes(server),
+        *([Route("/metrics", prometheus_metrics)] if metrics is not None else []),
     ]
     return Starlette(routes=routes, middleware=[Middleware(ServersOnly)] if secure else [])
 

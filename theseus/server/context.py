@@ -12,6 +12,7 @@ from theseus.server.access_writes import AccessWriter
 from theseus.server.audit import AuditLog
 from theseus.server.config import ServerConfig
 from theseus.server.leader import Leader
+from theseus.server.metrics import ServerMetrics
 from theseus.server.wire import WireMemo
 from theseus.server.writes import Writer
 from theseus.store.base import Store
@@ -32,6 +33,7 @@ class ServerContext:
     agent_tls: ssl.SSLContext | None = None
     cluster_id: str = ""
     wire: WireMemo = field(default_factory=WireMemo)  # pieces of the hot routes' answers
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)  # this server's instruments
 
 
 async def context(request: Request) -> ServerContext:

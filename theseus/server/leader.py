@@ -36,6 +36,7 @@ from theseus.model.state import ClusterState
 from theseus.reconciler.deployments import Tracked, track
 from theseus.reconciler.reconcile import Plan, reconcile
 from theseus.reconciler.registry import EncodingMemo
+from theseus.server.metrics import ServerMetrics
 from theseus.store.base import Put, Store, StoreUnavailable
 from theseus.store.cache import StateCache
 from theseus.store.commit import PARALLEL_TXNS, commit_all
@@ -62,8 +63,10 @@ class Leader:
         cache: StateCache,
         leadership: Leadership,
         registry_repair_interval: float = 3.0,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics if metrics is not None else ServerMetrics()
         self._cache = cache
         self._leadership = leadership
         self._repair_interval = registry_repair_interval
@@ -90,6 +93,7 @@ class Leader:
         failed commit (which etcd may have applied all the same) whatever etcd holds now.
         Otherwise a pass could, say, start again a task that a lost commit already started.
         """
+        self._metrics.elections.inc()
         caught_up_to = term.revision
         while not term.over:
             try:
@@ -129,16 +133,20 @@ class Leader:
             plan, encoded, tracked = await asyncio.to_thread(self._pass, snapshot, now)
             planned = time.monotonic()  # what follows waits on etcd: the log counts it apart
             self.passes += 1
+            self._metrics.reconcile_pass.observe(planned - started)
             if not tracked.empty:
                 revision = await self._commit_tracked(snapshot, tracked, term)
                 last_commit = max(last_commit, revision)
                 if revision and any(w.touches_group for w in tracked.writes):
                     continue  # a revert: plan from the reverted group, not the failed one
             if not plan.empty:
+                committing = time.monotonic()
                 committed = await self._commit_plan(plan, encoded, term)
                 if committed is None:
                     log.warning("plan refused by the fence; stepping down")
                     return
+                self._metrics.reconcile_commit.observe(time.monotonic() - committing)
+                self._metrics.placements.inc(_placements(snapshot, plan))
                 last_commit = max(last_commit, committed)
                 _log_slow_pass(plan, started, copied, planned, len(snapshot.tasks))
                 continue
@@ -202,6 +210,16 @@ class Leader:
         for key in plan.registry_deletes:
             self._registry_view.pop(key, None)
         return committed.revision
+
+
+def _placements(before: ClusterState, plan: Plan) -> int:
+    """Tasks the plan puts on a node that had none (new tasks placed at once included)."""
+    placed = 0
+    for task_id, task in plan.task_puts.items():
+        if task.node is not None:
+            old = before.tasks.get(task_id)
+            placed += old is None or old.node is None
+    return placed
 
 
 def _log_slow_pass(plan: Plan, started: float, copied: float, planned: float, tasks: int) -> None:

@@ -53,7 +53,9 @@ async def register(
 async def heartbeat(node: str, ctx: ServerContext = Depends(context)) -> HeartbeatAnswer:
     timing = await ctx.writer.heartbeat(node)
     if timing is None:
+        ctx.metrics.heartbeat_unknown.inc()
         raise HTTPException(404, f"node {node!r} is not registered (or was declared lost)")
+    ctx.metrics.heartbeat_ok.inc()
     return HeartbeatAnswer(heartbeat_interval=timing.interval, liveness_timeout=timing.ttl)
 
 
