@@ -148,6 +148,7 @@ class AgentHttpServer:
             host=host or "127.0.0.1",
             port=port,
             log_level="warning",
+            log_config=None,  # through the agent's logging (its file and format)
             access_log=False,
             lifespan="off",
             http=http_protocol(),

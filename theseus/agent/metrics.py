@@ -21,7 +21,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -37,6 +44,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class AgentMetrics:
     def __init__(self, node: str, registry: CollectorRegistry | None = None) -> None:
         if registry is None:
+            disable_created_metrics()  # type: ignore[no-untyped-call]  # as the server's (theseus.server.metrics)
             registry = CollectorRegistry(auto_describe=True)
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)

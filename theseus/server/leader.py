@@ -130,7 +130,7 @@ class Leader:
                 self._last_repair = now
             snapshot.registry = self._registry_view
             copied = time.monotonic()
-            plan, encoded, tracked = await asyncio.to_thread(self._pass, snapshot, now)
+            plan, encoded, tracked, placed = await asyncio.to_thread(self._pass, snapshot, now)
             planned = time.monotonic()  # what follows waits on etcd: the log counts it apart
             self.passes += 1
             self._metrics.reconcile_pass.observe(planned - started)
@@ -146,7 +146,7 @@ class Leader:
                     log.warning("plan refused by the fence; stepping down")
                     return
                 self._metrics.reconcile_commit.observe(time.monotonic() - committing)
-                self._metrics.placements.inc(_placements(snapshot, plan))
+                self._metrics.placements.inc(placed)
                 last_commit = max(last_commit, committed)
                 _log_slow_pass(plan, started, copied, planned, len(snapshot.tasks))
                 continue
@@ -155,15 +155,16 @@ class Leader:
                 plan.wake_at = tracked.wake_at if wake is None else min(wake, tracked.wake_at)
             await self._wait_for_work(snapshot, plan, now)
 
-    def _pass(self, snapshot: ClusterState, now: float) -> tuple[Plan, EncodedPlan, Tracked]:
-        """One reconcile pass and its encoding, and the step of the running deployments
-        (``theseus.reconciler.deployments``), in a worker thread. ``snapshot`` is this
+    def _pass(self, snapshot: ClusterState, now: float) -> tuple[Plan, EncodedPlan, Tracked, int]:
+        """One reconcile pass and its encoding, the step of the running deployments
+        (``theseus.reconciler.deployments``) and the number of tasks it places (for the
+        metrics: counted here, off the event loop), in a worker thread. ``snapshot`` is this
         pass's own copy; the registry view is only changed by a commit, which waits for the
         pass."""
         with self._pass_lock:
             tracked = track(snapshot, now)
             plan = reconcile(snapshot, now, memo=self._encodings)
-            return plan, encode_plan(plan), tracked
+            return plan, encode_plan(plan), tracked, _placements(snapshot, plan)
 
     async def _commit_tracked(self, snapshot: ClusterState, tracked: Tracked, term: Term) -> int:
         """Write the deployments' progress, failures and reverts, fenced and guarded by what
