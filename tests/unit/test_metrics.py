@@ -21,6 +21,7 @@ from theseus.scheduler.placement import Placer, Unplaceable
 from theseus.server.metered_store import MeteredStore
 from theseus.server.metrics import ServerMetrics
 from theseus.server.metrics_state import ClusterStateCollector, state_figures
+from theseus.server.policy import template_of
 from theseus.store.base import Put, StoreUnavailable
 from theseus.store.memory import MemoryStore
 
@@ -167,6 +168,13 @@ def test_the_collector_exports_every_label_value_at_scrape_time() -> None:
 
 
 # --- the server in-process ---------------------------------------------------------------
+
+
+def test_requests_refused_before_routing_are_named_by_the_policy_tables_template() -> None:
+    assert template_of("GET", "/v1/tasks/web.abc/logs") == "/v1/tasks/{id}/logs"
+    assert template_of("HEAD", "/metrics") == "/metrics"
+    assert template_of("POST", "/v1/agent/n1/heartbeat") == "/v1/agent/{node}/heartbeat"
+    assert template_of("GET", "/v1/no/such/route") is None
 
 
 async def test_two_servers_in_one_process_keep_their_own_figures() -> None:
