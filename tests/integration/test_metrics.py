@@ -100,8 +100,13 @@ def test_agent_metrics_show_heartbeats(cluster: Cluster) -> None:
         assert value(parsed, "theseus_agent_info", node=node.name, version="0.1.0") == 1
         return value(parsed, "theseus_agent_heartbeats_sent_total")
 
-    first = heartbeats()
-    assert first > 0
+    def counted() -> float | None:
+        try:
+            return heartbeats() or None
+        except httpx.ConnectError:  # ready once registered; its endpoint listens just after
+            return None
+
+    first = wait_until(counted, 30, "the agent's first heartbeats counted")
     wait_until(lambda: heartbeats() > first, 30, "one more heartbeat counted")
     parsed = samples(httpx.get(url, timeout=10).text)
     assert value(parsed, "theseus_agent_heartbeats_failed_total", reason="unreachable") == 0
@@ -143,8 +148,16 @@ def test_a_secure_agent_answers_metrics_to_servers_only(secure: Cluster) -> None
     with secure.client() as client:
         node = client.nodes().nodes[0]
     url = f"https://{node.address}:{node.agent_port}/metrics"
-    with httpx.Client(verify=client_context(secure.pki), timeout=10) as anonymous:
-        assert anonymous.get(url).status_code == 401
+
+    def status_without_certificate() -> int | None:
+        # The node is ready once registered; its endpoint starts listening just after.
+        with httpx.Client(verify=client_context(secure.pki), timeout=10) as anonymous:
+            try:
+                return anonymous.get(url).status_code
+            except httpx.ConnectError:
+                return None
+
+    assert wait_until(status_without_certificate, 30, "the agent's endpoint") == 401
     with httpx.Client(verify=client_context(secure.pki, "server"), timeout=10) as server:
         answer = server.get(url)
     assert answer.status_code == 200
