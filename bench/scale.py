@@ -136,8 +136,12 @@ def documents(services: list[str], tasks: int) -> list[str]:
 
 
 def ready_nodes(http: httpx.Client) -> int:
-    nodes = http.get("/v1/nodes").json()["nodes"]
-    return sum(1 for n in nodes if n["status"] == "ready")
+    """Nodes ready; 0 while the server refuses to say (a 503 on a loaded machine: it cannot
+    show that it follows etcd), so the wait asks again rather than the bench crashing."""
+    response = http.get("/v1/nodes")
+    if response.status_code != 200:
+        return 0
+    return sum(1 for n in response.json()["nodes"] if n["status"] == "ready")
 
 
 def running_count(http: httpx.Client, services: set[str]) -> int | None:
@@ -330,7 +334,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             t = time.perf_counter()
             response = http.get(path)
             values.append(time.perf_counter() - t)
-            if path == "/v1/tasks":
+            if path == "/v1/tasks" and response.status_code == 200:  # not a loaded 503
                 tasks = [x for x in response.json()["tasks"] if x["service"] in wanted]
                 created = [x["created_at"] - t0_wall for x in tasks]
                 started = [x["started_at"] - t0_wall for x in tasks if x["started_at"]]

@@ -71,6 +71,8 @@ def test_server_command_uses_the_given_interpreter() -> None:
         "15000",
         "--etcd",
         "127.0.0.1:12379",
+        "--log-file",  # the file theseus up appends its output to, rotated by the server
+        "/state/logs/server.log",
     ]
 
 
@@ -89,6 +91,8 @@ def test_agent_command_defaults_leave_resources_to_the_agent() -> None:
         "127.0.0.3",
         "--port",
         "5051",
+        "--log-file",
+        "/state/logs/node-2.log",
         "--state-dir",
         "/state/agents/node-2",
     ]

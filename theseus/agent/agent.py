@@ -57,11 +57,12 @@ from theseus.agent.identity import Identity, JoinError, join
 from theseus.agent.identity import pki_dir as identity_pki
 from theseus.agent.kill_budget import KillBudget
 from theseus.agent.longpoll import unless_moved
+from theseus.agent.metrics import AgentMetrics
 from theseus.agent.registry_logins import RegistryLogins
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
 from theseus.agent.stats.collector import StatsCollector
-from theseus.agent.stats.prometheus import task_registry
+from theseus.agent.stats.prometheus import TaskMetrics
 from theseus.api.client import ApiError, AsyncServerClient, ServerUnreachable
 from theseus.api.failover import parse_addresses
 from theseus.api.schemas import NodeRegistration, RegistrationAnswer, ReportBatch
@@ -113,7 +114,6 @@ class Agent:
         budget = KillBudget(config.health_kills_per_minute, config.health_kills_per_minute)
         self.runner = TaskRunner(driver, self.owner, self.reports, budget, config.gates)
         self.stats = StatsCollector.of(self.runner, config.stats_interval, config.stats_retention)
-        self.metrics = task_registry(self.stats.store, config.name)  # served at /metrics
         self.answer: RegistrationAnswer | None = None
         self.heartbeat_interval = BACKOFF_FIRST  # until the server says
         self._registered = asyncio.Event()
@@ -124,6 +124,11 @@ class Agent:
         self.last_contact: float | None = None
         self._server_moved = asyncio.Event()  # the heartbeats went to another server
         self._fence_wake = asyncio.Event()  # the tasks or their settings changed: decide again
+        # GET /metrics: the agent's own (theseus.agent.metrics) and its tasks' (cAdvisor's
+        # names, theseus.agent.stats.prometheus), in a registry of its own.
+        self.metrics = AgentMetrics(config.name)
+        self.metrics.contact_by(lambda: self.last_contact)
+        self.metrics.registry.register(TaskMetrics(self.stats.store, config.name))
 
     # --- registration -------------------------------------------------------------------
 
@@ -239,7 +244,11 @@ class Agent:
             server = self.client.servers.current
             answer = await self._call(
                 "heartbeat",
-                self._contact(lambda: self.client.heartbeat(self.config.name, self.stats.usage())),
+                self._contact(
+                    lambda: self.metrics.counted_heartbeat(
+                        lambda: self.client.heartbeat(self.config.name, self.stats.usage())
+                    )
+                ),
                 max_delay=self.heartbeat_interval,
             )
             if self.client.servers.current != server:
@@ -342,7 +351,7 @@ class Agent:
             await self.runner.resync()  # adopt what a previous run left (decided once assigned)
             if self.config.serve_http:
                 secure = self.identity is not None
-                metrics = Metrics(self.stats.store, self.stats.interval, self.metrics)
+                metrics = Metrics(self.stats.store, self.stats.interval, self.metrics.registry)
                 app = create_app(
                     self.runner, self.config.name, self.discovery_client, secure, metrics
                 )

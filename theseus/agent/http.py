@@ -18,6 +18,8 @@ Routes (the server proxies ``theseus logs`` to the second one):
   ``theseus.agent.stats.prometheus``).
 * ``GET /v1/registry/{service}``, ``GET /v1/registry/watch?services=&index=&wait=``: the
   service registry, proxied to the server for the containers (``theseus.agent.discovery``).
+* ``GET /metrics``: the agent's registry (``theseus.agent.metrics``) in Prometheus's text
+  format; with TLS, like every route but health, for servers' certificates only.
 
 Built by ``theseus.agent.agent``; ``AgentHttpServer`` runs uvicorn without letting it touch
 the process's signal handlers (the agent owns SIGTERM/SIGINT).
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -43,6 +45,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from theseus.agent.discovery import bind_unix_socket, registry_routes, remove_unix_socket
+from theseus.agent.metrics import CONTENT_TYPE, exposition
 from theseus.agent.runner import TaskRunner
 from theseus.agent.slots import UnknownContainer, UnknownTask
 from theseus.agent.stats.samples import SampleStore, TaskMeta, task_json
@@ -131,7 +134,7 @@ def create_app(
 
     async def prometheus(request: Request) -> Response:
         registry = metrics.registry if metrics is not None else CollectorRegistry()
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(registry), media_type=CONTENT_TYPE)
 
     routes = [
         Route("/v1/health", health),
@@ -208,6 +211,7 @@ class AgentHttpServer:
             host=host or "127.0.0.1",
             port=port,
             log_level="warning",
+            log_config=None,  # through the agent's logging (its file and format)
             access_log=False,
             lifespan="off",
             http=http_protocol(),

@@ -184,6 +184,11 @@ class ServerClient:
     def health(self) -> Health:
         return Health.model_validate(self._request("GET", "/v1/health").json())
 
+    def metrics(self) -> str:
+        """``GET /metrics``: the server's Prometheus metrics, in Prometheus's text format
+        (parse with ``prometheus_client.parser.text_string_to_metric_families``)."""
+        return self._request("GET", "/metrics").text
+
     def deploy(
         self,
         document: str | bytes,

@@ -20,6 +20,15 @@ from theseus.agent.config import AgentConfig, machine_mem_mib
 from theseus.agent.drivers import DEFAULT_PULL_TIMEOUT, DRIVERS
 from theseus.api.client import DEFAULT_SERVER
 from theseus.api.failover import parse_addresses
+from theseus.cli.logsetup import (
+    DEFAULT_BACKUPS,
+    DEFAULT_MAX_BYTES,
+    LOG_BACKUPS_HELP,
+    LOG_FILE_HELP,
+    LOG_FORMAT_HELP,
+    LOG_MAX_BYTES_HELP,
+    start_logging,
+)
 from theseus.images.tags import BUSYBOX_IMAGE
 from theseus.model.hostgates import (
     HOST_VOLUME_NAME,
@@ -278,13 +287,17 @@ def register(app: typer.Typer) -> None:
             ),
         ] = AgentConfig.stats_interval,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+        log_file: Annotated[Path | None, typer.Option(help=LOG_FILE_HELP)] = None,
+        log_max_bytes: Annotated[
+            int, typer.Option(min=1024, help=LOG_MAX_BYTES_HELP)
+        ] = DEFAULT_MAX_BYTES,
+        log_backups: Annotated[int, typer.Option(min=0, help=LOG_BACKUPS_HELP)] = DEFAULT_BACKUPS,
+        log_format: Annotated[str, typer.Option(help=LOG_FORMAT_HELP)] = "text",
     ) -> None:
         """Run this machine's node agent: register, run assigned tasks, report them."""
         if driver is not None and driver not in DRIVERS:
             raise typer.BadParameter(f"choose one of {', '.join(DRIVERS)}", param_hint="--driver")
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        start_logging(log_level, log_file, log_max_bytes, log_backups, log_format)
         try:
             servers = parse_addresses(
                 [*([join] if join else []), *(server or [])] or [DEFAULT_SERVER]
@@ -329,5 +342,7 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:  # a second Ctrl-C during shutdown
             raise typer.Exit(130) from None
         except Exception as exc:  # e.g. the server refused the registration: no traceback
+            if log_file is not None:  # there too: stderr may be kept nowhere
+                logging.getLogger("theseus.agent").error("the agent stops: %r", exc)
             typer.echo(f"theseus agent: {exc.__class__.__name__}: {exc}", err=True)
             raise typer.Exit(1) from None

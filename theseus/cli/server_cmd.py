@@ -8,6 +8,15 @@ from typing import NamedTuple
 
 import typer
 
+from theseus.cli.logsetup import (
+    DEFAULT_BACKUPS,
+    DEFAULT_MAX_BYTES,
+    LOG_BACKUPS_HELP,
+    LOG_FILE_HELP,
+    LOG_FORMAT_HELP,
+    LOG_MAX_BYTES_HELP,
+    start_logging,
+)
 from theseus.security.files import PkiDir
 from theseus.security.tls import is_loopback
 from theseus.server.config import ServerConfig
@@ -95,11 +104,13 @@ def register(app: typer.Typer) -> None:
             "is sent in chunks.",
         ),
         log_level: str = typer.Option("info", help="debug, info, warning or error."),
+        log_file: Path | None = typer.Option(None, help=LOG_FILE_HELP),
+        log_max_bytes: int = typer.Option(DEFAULT_MAX_BYTES, min=1024, help=LOG_MAX_BYTES_HELP),
+        log_backups: int = typer.Option(DEFAULT_BACKUPS, min=0, help=LOG_BACKUPS_HELP),
+        log_format: str = typer.Option("text", help=LOG_FORMAT_HELP),
     ) -> None:
         """Run a Theseus server against etcd."""
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        start_logging(log_level, log_file, log_max_bytes, log_backups, log_format)
         tls = _tls_options(pki_dir)
         if pki_dir is None:
             if not is_loopback(host) and not insecure:

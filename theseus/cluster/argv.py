@@ -146,6 +146,7 @@ class ServerProcess:
     registry_repair_interval: float | None = None
     max_request_bytes: int | None = None
     log_level: str | None = None
+    log: LogOptions | None = None  # its log to a rotated file (None: to stderr)
     pki_dir: Path | None = None  # TLS and credentials (``theseus server --pki-dir``)
     agent_cert_days: float | None = None  # lifetime of agents' certificates (None: default)
     python: str = sys.executable
@@ -180,6 +181,8 @@ class ServerProcess:
             command += ["--max-request-bytes", str(self.max_request_bytes)]
         if self.log_level is not None:
             command += ["--log-level", self.log_level]
+        if self.log is not None:
+            command += self.log.argv()
         if self.pki_dir is not None:
             command += ["--pki-dir", str(self.pki_dir)]
         if self.agent_cert_days is not None:
@@ -219,6 +222,7 @@ class AgentProcess:
     log_max_size: str | None = None
     log_max_files: int | None = None
     stats_interval: float | None = None  # ``--stats-interval`` (None: the agent's default)
+    log: LogOptions | None = None  # its log to a rotated file (None: to stderr)
     python: str = sys.executable
 
     def argv(self) -> list[str]:
@@ -256,7 +260,30 @@ class AgentProcess:
             command += ["--log-max-files", str(self.log_max_files)]
         if self.stats_interval is not None:
             command += ["--stats-interval", number(self.stats_interval)]
+        if self.log is not None:
+            command += self.log.argv()
         return command + ["--state-dir", str(self.state_dir)]
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """``--log-file`` and its companions (``theseus.cli.logsetup``) of a server or an agent;
+    None: that option's default."""
+
+    file: Path
+    max_bytes: int | None = None
+    backups: int | None = None
+    format: str | None = None  # text or json
+
+    def argv(self) -> list[str]:
+        command = ["--log-file", str(self.file)]
+        if self.max_bytes is not None:
+            command += ["--log-max-bytes", str(self.max_bytes)]
+        if self.backups is not None:
+            command += ["--log-backups", str(self.backups)]
+        if self.format is not None:
+            command += ["--log-format", self.format]
+        return command
 
 
 def number(value: float) -> str:

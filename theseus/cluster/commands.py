@@ -17,7 +17,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from theseus.cluster.argv import LOOPBACK, AgentProcess, EtcdMember, ServerProcess, etcd_url
+from theseus.cluster.argv import (
+    LOOPBACK,
+    AgentProcess,
+    EtcdMember,
+    LogOptions,
+    ServerProcess,
+    etcd_url,
+)
 from theseus.cluster.certs import etcd_client_files
 from theseus.security.files import PkiDir
 
@@ -164,6 +171,9 @@ def server_process(config: ClusterConfig, index: int = 1) -> ServerProcess:
         python=config.python,
         pki_dir=config.pki_dir if config.secure else None,
         etcd_tls=etcd_client_files(PkiDir(config.pki_dir)) if config.secure else None,
+        # The file its output is appended to (``theseus.cluster.supervise``): it writes its
+        # log there itself, rotated, so a cluster left up does not fill the disk.
+        log=LogOptions(config.log_file(config.server_name(index))),
     )
 
 
@@ -218,6 +228,7 @@ def agent_process(config: ClusterConfig, index: int) -> AgentProcess:
         host_volumes=config.host_volumes,
         python=config.python,
         join=config.api_url if config.secure else None,
+        log=LogOptions(config.log_file(name)),  # as the servers' (server_process)
     )
 
 

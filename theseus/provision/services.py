@@ -21,6 +21,7 @@ from theseus.cluster.argv import (
     AgentProcess,
     EtcdMember,
     EtcdTlsFiles,
+    LogOptions,
     ServerProcess,
 )
 from theseus.cluster.certs import ETCD_CLIENT
@@ -188,6 +189,11 @@ def unit_text(service: Service, layout: Layout) -> str:
     return "\n".join(lines)
 
 
+# The keeper's services that write their own log, rotated (--log-file): Theseus's. (Under
+# systemd, the journal keeps and rotates every service's output.)
+ROTATED_LOGS = ("server", "agent")
+
+
 def keeper_argv(service: Service, layout: Layout) -> list[str]:
     """The supervisor's command line (hosts without systemd), started with ``setsid -f``."""
     argv = [str(layout.python), "-m", "theseus.provision.keeper", "--name", service.name]
@@ -197,7 +203,13 @@ def keeper_argv(service: Service, layout: Layout) -> list[str]:
     argv += ["--env-file", str(layout.env_file(service.name))]
     if service.only_main_process:
         argv.append("--only-main-process")
-    return [*argv, "--", *service.argv]
+    child = list(service.argv)
+    if service.name in ROTATED_LOGS:
+        # The keeper appends its child's output to that file, which would grow without
+        # bound: Theseus's processes write their log to it themselves, rotated (only what
+        # bypasses logging, a crash's traceback, follows their stdout to wherever it was).
+        child += LogOptions(Path(str(layout.log_file(service.name)))).argv()
+    return [*argv, "--", *child]
 
 
 def start_command(service: Service, layout: Layout, systemd: bool) -> str:

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from theseus import __version__
@@ -33,11 +33,16 @@ from theseus.server.auth import AuditHook, AuthMiddleware
 from theseus.server.body_limit import BodyLimit
 from theseus.server.config import ServerConfig
 from theseus.server.context import ServerContext
+from theseus.server.events import metrics as event_metrics
 from theseus.server.events.callbacks import Deliveries
 from theseus.server.events.feed import EventFeed
 from theseus.server.events.keeper import EventKeeper
 from theseus.server.events.subscriptions import Subscriptions
 from theseus.server.leader import Leader
+from theseus.server.metered_store import MeteredStore
+from theseus.server.metrics import CONTENT_TYPE, ServerMetrics, exposition
+from theseus.server.metrics_state import ClusterStateCollector
+from theseus.server.request_metrics import RequestMetrics
 from theseus.server.routes import (
     access,
     agent,
@@ -103,13 +108,22 @@ def create_app(
     config: ServerConfig, open_store: Callable[[ServerConfig], Store] = etcd_stores
 ) -> FastAPI:
     """The server's app; ``open_store`` makes its two store connections (unit tests give it
-    ``theseus.store.memory.MemoryStore``s' factory)."""
+    ``theseus.store.memory.MemoryStore``s' factory). Its metrics have a registry of their
+    own (``theseus.server.metrics``), so several apps in one process do not share them."""
+    metrics = ServerMetrics()
+    # The event stream's counters live on prometheus_client's default registry (shared by the
+    # servers of one process); this server's /metrics shows them beside its own.
+    for collector in event_metrics.COLLECTORS:
+        metrics.registry.register(collector)
+
+    def metered(store: Store) -> Store:
+        return MeteredStore(store, metrics.etcd_duration, metrics.etcd_failures)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(config)
+        store = metered(open_store(config))
         await retry_while_etcd_unavailable(store.connect)
-        keepalive_store = open_store(config)  # the leader lease's own connection
+        keepalive_store = metered(open_store(config))  # the leader lease's own connection
         await retry_while_etcd_unavailable(keepalive_store.connect)
         cache = StateCache(store)
         feed = EventFeed(lambda: cache.state)
@@ -137,7 +151,9 @@ def create_app(
             registry_repair_interval=config.registry_repair_interval,
             stalls=stalls,
             loss_grace=writer.loss_grace,
+            metrics=metrics,
         )
+        metrics.lead_by(lambda: leader.is_leader)
         ca = load_ca(config)
         ctx = ServerContext(
             config=config,
@@ -158,6 +174,7 @@ def create_app(
             agent_tls=(
                 client_context(PkiDir(config.pki_dir), "server") if config.pki_dir else None
             ),
+            metrics=metrics,
         )
         ctx.cluster_id = await retry_while_etcd_unavailable(writer.ensure_cluster_id)
         app.state.ctx = ctx
@@ -226,7 +243,22 @@ def create_app(
             leader=ctx.leader.is_leader, revision=ctx.cache.revision, cluster_id=ctx.cluster_id
         )
 
+    metrics.registry.register(
+        ClusterStateCollector(
+            lambda: ctx.cache.state if (ctx := ready_context()) is not None else None
+        )
+    )
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
+    async def prometheus_metrics() -> Response:
+        """This server's metrics in Prometheus's text format (docs/observability.md).
+        Rendered on the event loop: the state's gauges read the cache, which changes there."""
+        return Response(exposition(metrics.registry), media_type=CONTENT_TYPE)
+
     app.add_middleware(BodyLimit, limit=config.max_request_bytes)
+    # Outermost: it sees every answer, refusals included.
+    app.add_middleware(RequestMetrics, requests=metrics.requests, duration=metrics.request_duration)
+    app.state.metrics = metrics
     _install_error_handlers(app)
     return app
 

@@ -14,6 +14,7 @@ from theseus.server.audit import AuditLog
 from theseus.server.config import ServerConfig
 from theseus.server.events.feed import EventFeed
 from theseus.server.leader import Leader
+from theseus.server.metrics import ServerMetrics
 from theseus.server.wire import WireMemo
 from theseus.server.writes import Writer
 from theseus.store.base import Store
@@ -38,6 +39,7 @@ class ServerContext:
     # What each node's tasks used, as its last heartbeat to this server said: in memory
     # only (never etcd); another server knows it from the heartbeats it receives itself.
     node_usage: dict[str, NodeUsage] = field(default_factory=dict)
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)  # this server's instruments
 
 
 async def context(request: Request) -> ServerContext:

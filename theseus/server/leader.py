@@ -37,6 +37,7 @@ from theseus.model.state import ClusterState
 from theseus.reconciler.deployments import Tracked, track
 from theseus.reconciler.reconcile import Plan, reconcile
 from theseus.reconciler.registry import EncodingMemo
+from theseus.server.metrics import ServerMetrics
 from theseus.server.stall import StallWatch, spared_nodes
 from theseus.store.base import Put, Store, StoreUnavailable
 from theseus.store.cache import StateCache
@@ -66,8 +67,10 @@ class Leader:
         registry_repair_interval: float = 3.0,
         stalls: StallWatch | None = None,
         loss_grace: Callable[[], float] = lambda: 0.0,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics if metrics is not None else ServerMetrics()
         self._stalls = stalls or StallWatch()
         self._loss_grace = loss_grace  # seconds: how long node losses wait (``stall``)
         self._leading_since = 0.0
@@ -98,6 +101,7 @@ class Leader:
         failed commit (which etcd may have applied all the same) whatever etcd holds now.
         Otherwise a pass could, say, start again a task that a lost commit already started.
         """
+        self._metrics.elections.inc()
         caught_up_to = term.revision
         while not term.over:
             try:
@@ -137,19 +141,23 @@ class Leader:
             snapshot.registry = self._registry_view
             snapshot.spared = self._spared(snapshot)
             copied = time.monotonic()
-            plan, encoded, tracked = await asyncio.to_thread(self._pass, snapshot, now)
+            plan, encoded, tracked, placed = await asyncio.to_thread(self._pass, snapshot, now)
             planned = time.monotonic()  # what follows waits on etcd: the log counts it apart
             self.passes += 1
+            self._metrics.reconcile_pass.observe(planned - started)
             if not tracked.empty:
                 revision = await self._commit_tracked(snapshot, tracked, term)
                 last_commit = max(last_commit, revision)
                 if revision and any(w.touches_group for w in tracked.writes):
                     continue  # a revert: plan from the reverted group, not the failed one
             if not plan.empty:
+                committing = time.monotonic()
                 committed = await self._commit_plan(plan, encoded, term)
                 if committed is None:
                     log.warning("plan refused by the fence; stepping down")
                     return
+                self._metrics.reconcile_commit.observe(time.monotonic() - committing)
+                self._metrics.placements.inc(placed)
                 last_commit = max(last_commit, committed)
                 _log_slow_pass(plan, started, copied, planned, len(snapshot.tasks))
                 continue
@@ -172,15 +180,16 @@ class Leader:
             self._loss_grace(),
         )
 
-    def _pass(self, snapshot: ClusterState, now: float) -> tuple[Plan, EncodedPlan, Tracked]:
-        """One reconcile pass and its encoding, and the step of the running deployments
-        (``theseus.reconciler.deployments``), in a worker thread. ``snapshot`` is this
+    def _pass(self, snapshot: ClusterState, now: float) -> tuple[Plan, EncodedPlan, Tracked, int]:
+        """One reconcile pass and its encoding, the step of the running deployments
+        (``theseus.reconciler.deployments``) and the number of tasks it places (for the
+        metrics: counted here, off the event loop), in a worker thread. ``snapshot`` is this
         pass's own copy; the registry view is only changed by a commit, which waits for the
         pass."""
         with self._pass_lock:
             tracked = track(snapshot, now)
             plan = reconcile(snapshot, now, memo=self._encodings)
-            return plan, encode_plan(plan), tracked
+            return plan, encode_plan(plan), tracked, _placements(snapshot, plan)
 
     async def _commit_tracked(self, snapshot: ClusterState, tracked: Tracked, term: Term) -> int:
         """Write the deployments' progress, failures and reverts, fenced and guarded by what
@@ -227,6 +236,16 @@ class Leader:
         for key in plan.registry_deletes:
             self._registry_view.pop(key, None)
         return committed.revision
+
+
+def _placements(before: ClusterState, plan: Plan) -> int:
+    """Tasks the plan puts on a node that had none (new tasks placed at once included)."""
+    placed = 0
+    for task_id, task in plan.task_puts.items():
+        if task.node is not None:
+            old = before.tasks.get(task_id)
+            placed += old is None or old.node is None
+    return placed
 
 
 def _log_slow_pass(plan: Plan, started: float, copied: float, planned: float, tasks: int) -> None:

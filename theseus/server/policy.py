@@ -56,6 +56,8 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("GET", "/docs", Rule(Need.PUBLIC)),
     ("GET", "/docs/oauth2-redirect", Rule(Need.PUBLIC)),
     ("GET", "/redoc", Rule(Need.PUBLIC)),
+    # Prometheus's scrape (theseus.server.metrics), with a read token like any other read.
+    ("GET", "/metrics", Rule(Need.READ)),
     # Workloads: reads.
     ("GET", "/v1/groups", Rule(Need.READ)),
     ("GET", "/v1/groups/{service}/versions", Rule(Need.READ)),
@@ -119,6 +121,16 @@ def _compile(template: str) -> re.Pattern[str]:
 
 _COMPILED = [(method, _compile(path), rule) for method, path, rule in _TABLE]
 TEMPLATES = [(method, path) for method, path, _ in _TABLE]
+
+
+def template_of(method: str, path: str) -> str | None:
+    """The template of the table's entry ``path`` matches (``HEAD`` as ``GET``), or None: how
+    ``theseus.server.request_metrics`` names a request refused before it was routed."""
+    method = "GET" if method == "HEAD" else method
+    for (entry_method, pattern, _), (_, template) in zip(_COMPILED, TEMPLATES, strict=True):
+        if entry_method == method and pattern.match(path):
+            return template
+    return None
 
 
 def decide(method: str, path: str) -> Decision:

@@ -35,6 +35,9 @@ def serve(
             host=config.host,
             port=config.port,
             log_level=log_level,
+            # uvicorn's own records go through the process's logging (theseus.cli.logsetup:
+            # the same file, rotation and format), not through handlers of its own on stderr.
+            log_config=None,
             access_log=False,
             # Long-polls are answered at once on a stop (``_Server``); this bounds anything
             # else (a quick stop also hands leadership over at once, by revoking our lease).

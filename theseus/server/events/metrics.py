@@ -1,5 +1,6 @@
 """Prometheus counters of the event stream and its callbacks, on ``prometheus_client``'s
-default registry (whoever serves ``GET /metrics`` includes it): the stream's clients now, the
+default registry (each server's ``GET /metrics`` registers them in its own registry too:
+``theseus.server.app``): the stream's clients now, the
 events derived, and the callback deliveries by outcome. Counted by
 ``theseus.server.events.feed`` (derived), ``theseus.server.routes.events`` (clients) and
 ``theseus.server.events.callbacks`` (deliveries); several servers in one process (unit tests)
@@ -23,3 +24,4 @@ CALLBACK_POSTS = Counter(
 CALLBACK_EVENTS = Counter(
     "theseus_event_callback_events_total", "Events acknowledged by callback receivers"
 )
+COLLECTORS = (STREAM_CLIENTS, EVENTS_DERIVED, CALLBACK_POSTS, CALLBACK_EVENTS)

@@ -59,9 +59,11 @@ async def heartbeat(
     timing = await ctx.writer.heartbeat(node)
     if timing is None:
         ctx.node_usage.pop(node, None)
+        ctx.metrics.heartbeat_unknown.inc()
         raise HTTPException(404, f"node {node!r} is not registered (or was declared lost)")
     if body is not None and body.usage is not None:
         ctx.node_usage[node] = body.usage
+    ctx.metrics.heartbeat_ok.inc()
     return HeartbeatAnswer(heartbeat_interval=timing.interval, liveness_timeout=timing.ttl)
 
 
