@@ -15,6 +15,7 @@ Called by ``python -m tests.chaos --testbed`` and, short, by
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -66,6 +67,7 @@ class TestbedChaos(Chaos):
         self.tls = client_context(ca_pem=context.ca.encode())
         self.token = context.token
         self.engines = {host.name: bed.engine(host) for host in bed.hosts}
+        self._shared: ServerClient | None = None
         self.faulted: dict[str, str] = {}  # host -> "cut" | "dead", until healed or booted
         self.last_host_fault = ""
         self.booting: list[threading.Thread] = []
@@ -90,8 +92,13 @@ class TestbedChaos(Chaos):
 
     # --- the cluster --------------------------------------------------------------------------
 
-    def _client(self) -> ServerClient:
-        return ServerClient(self.servers, tls=self.tls, token=self.token, timeout=5.0)
+    def _client(self) -> contextlib.AbstractContextManager[ServerClient]:
+        # One client for the whole run, as a user's would be: once a cut host's server stops
+        # answering, the client stays with the one that answered (a new client per call would
+        # try the cut one first, and wait out its timeout, every time).
+        if self._shared is None:
+            self._shared = ServerClient(self.servers, tls=self.tls, token=self.token, timeout=5.0)
+        return contextlib.nullcontext(self._shared)
 
     def _server_addresses(self) -> list[str]:
         return self.servers
@@ -226,3 +233,8 @@ class TestbedChaos(Chaos):
                     client.remove(service)
             except (ServerUnreachable, ApiError):
                 pass  # not deployed, or the cluster is gone: nothing to leave behind
+
+    def close(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+        super().close()
