@@ -71,7 +71,7 @@ class TestbedChaos(Chaos):
         self.faulted: dict[str, str] = {}  # host -> "cut" | "dead", until healed or booted
         self.last_host_fault = ""
         self.booting: list[threading.Thread] = []
-        self.over = OverInstances()
+        self.over = OverInstances(report_over=FENCE_SECONDS + 5)
         # No Cluster of local processes: every call that used one is overridden here.
         super().__init__(None, {}, seed, log, round_seconds, settle_seconds)  # type: ignore[arg-type]
         self.actions = dict(ACTIONS)
@@ -88,6 +88,8 @@ class TestbedChaos(Chaos):
                 f"over instances: {self.over.windows} windows, the longest"
                 f" {self.over.longest:.1f}s ({self.over.longest_service})"
             )
+        for window in self.over.long_windows:
+            self.log(f"  long window: {window}")
         return report
 
     # --- the cluster --------------------------------------------------------------------------
@@ -131,14 +133,24 @@ class TestbedChaos(Chaos):
         try:
             with self._client() as client:
                 instances = {g.service: g.instances for g in client.groups().groups}
-                stopping = {t.id for t in client.tasks().tasks if t.desired != "run"}
+                tasks = {t.id: t for t in client.tasks().tasks}
         except (ServerUnreachable, ApiError):
             return  # no sample: the window, if one is open, goes on
-        containers = [
-            (c["Labels"]["theseus.service"], c["Labels"]["theseus.task"])
-            for c in self._containers()
-        ]
-        self.over.sample(time.monotonic(), instances, counted(containers, stopping))
+        stopping = {t.id for t in tasks.values() if t.desired != "run"}
+        found = self._containers()
+        containers = [(c["Labels"]["theseus.service"], c["Labels"]["theseus.task"]) for c in found]
+
+        def describe(service: str) -> str:
+            def one(c: dict[str, Any]) -> str:
+                task = tasks.get(c["Labels"]["theseus.task"])
+                known = f"{task.desired}/{task.state}" if task is not None else "unknown"
+                return f"{c['Labels']['theseus.task']} on {c['_host']} ({known})"
+
+            ours = [c for c in found if c["Labels"]["theseus.service"] == service]
+            cut = ", ".join(f"{h} {k}" for h, k in self.faulted.items()) or "no host faulted"
+            return f"{cut}; " + ", ".join(one(c) for c in ours)
+
+        self.over.sample(time.monotonic(), instances, counted(containers, stopping), describe)
 
     # --- faults -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ back at or under it; its length is the time between. Called by the test bed's ch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -21,20 +21,39 @@ class OverInstances:
     longest: float = 0.0
     longest_service: str | None = None
     windows: int = 0
+    # What was seen when each open window opened, and the windows longer than ``report_over``
+    # with it: a long one is explained in the run's log.
+    seen_at_open: dict[str, str] = field(default_factory=dict)
+    report_over: float = float("inf")
+    long_windows: list[str] = field(default_factory=list)
 
-    def sample(self, at: float, instances: Mapping[str, int], running: Mapping[str, int]) -> None:
+    def sample(
+        self,
+        at: float,
+        instances: Mapping[str, int],
+        running: Mapping[str, int],
+        describe: Callable[[str], str] = lambda service: "",
+    ) -> None:
         """``instances``: each group's; ``running``: the counted containers per service
-        (a service without a group counts as 0 instances)."""
+        (a service without a group counts as 0 instances); ``describe``: what was seen of a
+        service (kept when its window opens)."""
         for service in set(instances) | set(running) | set(self.opened):
             over = running.get(service, 0) > instances.get(service, 0)
             if over and service not in self.opened:
                 self.opened[service] = at
+                self.seen_at_open[service] = (
+                    f"{running.get(service, 0)} counted, {instances.get(service, 0)} instances;"
+                    f" {describe(service)}"
+                )
                 self.windows += 1
             elif not over and service in self.opened:
                 self._close(service, at)
 
     def _close(self, service: str, at: float) -> None:
         length = at - self.opened.pop(service)
+        seen = self.seen_at_open.pop(service, "")
+        if length > self.report_over:
+            self.long_windows.append(f"{service} over for {length:.1f}s from: {seen}")
         if length > self.longest:
             self.longest, self.longest_service = length, service
 
