@@ -41,6 +41,10 @@ CSP = (
 class NotSignedIn(Exception):
     """No session: a page redirects to the sign-in form, a script call gets 401."""
 
+    def __init__(self, page: bool) -> None:
+        super().__init__("sign in first")
+        self.page = page
+
 
 @dataclass(frozen=True)
 class Viewer:
@@ -55,7 +59,7 @@ class Viewer:
         return cls(caller.name, write, csrf, signed_in=False)
 
 
-def viewer(request: Request, ctx: ServerContext) -> Viewer:
+def viewer(request: Request, ctx: ServerContext, page: bool = True) -> Viewer:
     """Who is looking, or ``NotSignedIn``. The auth middleware has let the request through
     (the dashboard's routes are public to it) and named the caller it recognised."""
     caller: Caller | None = getattr(request.state, "caller", None)
@@ -64,7 +68,7 @@ def viewer(request: Request, ctx: ServerContext) -> Viewer:
     cookie = request.cookies.get(session.COOKIE)
     record = session.session_of(ctx.cache.access, cookie, time.time())
     if record is None:
-        raise NotSignedIn()
+        raise NotSignedIn(page and request.method == "GET")
     # The audit log names the token behind the session (the middleware reads this back).
     request.state.caller = Caller("token", record.name, record.id, tuple(record.scopes))
     write = allows(list(record.scopes), Scope.WRITE)

@@ -50,7 +50,7 @@ async def changes(ctx: ServerContext, request: Request) -> AsyncIterator[bytes]:
 
 @router.get("/ui/stream")
 async def stream(request: Request, ctx: ServerContext = Depends(context)) -> Response:
-    viewer(request, ctx)
+    viewer(request, ctx, page=False)
     return StreamingResponse(
         changes(ctx, request),
         media_type="text/event-stream",
@@ -66,5 +66,5 @@ async def logs(
     tail: int = 500,
     ctx: ServerContext = Depends(context),
 ) -> Response:
-    viewer(request, ctx)
+    viewer(request, ctx, page=False)
     return await tasks_route.task_logs(task_id, follow, max(1, min(tail, 5000)), None, ctx)

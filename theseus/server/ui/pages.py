@@ -173,6 +173,6 @@ def install_sign_in_redirect(app: object) -> None:
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
-        if request.method == "GET" and request.headers.get("x-fragment") != "1":
+        if exc.page and request.headers.get("x-fragment") != "1":
             return RedirectResponse("/ui/login", status_code=303)
         return Response("sign in first", status_code=401, media_type="text/plain")
