@@ -182,6 +182,7 @@ async def deploy(
         request,
         "deploy.html",
         who,
+        live=False,
         document=document,
         plan=result.model_dump() if result is not None else None,
         applied=not dry_run and result is not None,

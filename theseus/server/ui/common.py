@@ -87,12 +87,16 @@ def check_write(request: Request, who: Viewer, form: dict[str, str]) -> None:
         raise HTTPException(403, "missing or wrong CSRF token: reload the page")
 
 
-def render(request: Request, template: str, who: Viewer | None, **data: Any) -> HTMLResponse:
-    """The page, or only its live part when its script asks (``X-Fragment: 1``)."""
+def render(
+    request: Request, template: str, who: Viewer | None, live: bool = True, **data: Any
+) -> HTMLResponse:
+    """The page, or only its live part when its script asks (``X-Fragment: 1``). ``live``
+    False: a page the stream must not refresh (a form being filled in, a plan shown)."""
     fragment = request.headers.get("x-fragment") == "1"
     html = _ENV.get_template(template).render(
         layout="fragment.html" if fragment else "base.html",
         who=who,
+        live=live and who is not None,
         path=request.url.path,
         flash=request.query_params.get("done"),
         error=request.query_params.get("error"),

@@ -162,7 +162,7 @@ async def registry(
 async def deploy_form(
     request: Request, ctx: ServerContext = Depends(context), who: Viewer = Depends(who)
 ) -> Response:
-    return render(request, "deploy.html", who, document="", plan=None, problems=[])
+    return render(request, "deploy.html", who, live=False, document="", plan=None, problems=[])
 
 
 def install_sign_in_redirect(app: object) -> None:

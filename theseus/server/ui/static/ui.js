@@ -27,7 +27,10 @@
     if (editing()) { again = true; return; }  // not while someone types in a form
     busy = true;
     fetch(location.href, { headers: { "X-Fragment": "1" }, credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (r) {
+        if (r.status === 401) { location.href = "/ui/login"; return null; }  // session ended
+        return r.ok ? r.text() : null;
+      })
       .then(function (html) {
         if (html !== null && !editing()) {
           var open = [];
