@@ -96,7 +96,9 @@ def _page(browser: Any, cluster: Cluster, token: str, width: int = 1200) -> Any:
 def _shot(page: Any, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+        size = page.viewport_size
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 640)}
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), clip=clip)
 
 
 def _live(page: Any) -> None:
@@ -173,10 +175,14 @@ def test_follow_a_tasks_logs_without_fighting_a_reader_who_scrolls_up(
         20,
         "more log lines",
     )
-    page.wait_for_function(
-        "(() => { const l = document.getElementById('log'); "
-        "return l.scrollHeight > l.clientHeight; })()",
-        timeout=30_000,
+    # (Evaluated through the debugger: the page's CSP forbids wait_for_function's eval.)
+    wait_until(
+        lambda: page.evaluate(
+            "(() => { const l = document.getElementById('log'); "
+            "return l.scrollHeight > l.clientHeight; })()"
+        ),
+        30,
+        "the log taller than its view",
     )
     assert page.evaluate(
         "(() => { const l = document.getElementById('log'); "

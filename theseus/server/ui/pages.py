@@ -86,6 +86,31 @@ async def logout(request: Request) -> Response:
     return response
 
 
+class _Memo:
+    """What the pages keep between requests, per server: each group's counts, and the
+    registry's grouping until the registry changes."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        cache = ctx.cache
+        self.counts = views.CountsMemo(cache.group_index, lambda: cache.alive_index)
+        self._registry: tuple[tuple[int, int], views.Registered] | None = None
+
+    def registered(self, ctx: ServerContext) -> views.Registered:
+        state = ctx.cache.state
+        key = (max(ctx.cache.registry_index.values(), default=0), len(state.registry))
+        if self._registry is None or self._registry[0] != key:
+            self._registry = (key, views.registry_groups(state))
+        return self._registry[1]
+
+
+def _memo(request: Request, ctx: ServerContext) -> _Memo:
+    """This server's (the app's state: one per app, torn down with it)."""
+    memo: _Memo | None = getattr(request.app.state, "ui_memo", None)
+    if memo is None:
+        memo = request.app.state.ui_memo = _Memo(ctx)
+    return memo
+
+
 def _page(request: Request) -> int:
     raw = request.query_params.get("page", "1")
     return int(raw) if raw.isdigit() else 1
@@ -97,7 +122,8 @@ async def overview(
 ) -> Response:
     state = ctx.cache.state
     events = views.event_rows(ctx.events.items()[-50:])
-    return render(request, "overview.html", who, **views.overview(state, events, _page(request)))
+    found = views.overview(state, events, _page(request), _memo(request, ctx).counts)
+    return render(request, "overview.html", who, **found)
 
 
 @router.get("/ui/group")
@@ -114,8 +140,8 @@ async def group(
 async def nodes(
     request: Request, ctx: ServerContext = Depends(context), who: Viewer = Depends(who)
 ) -> Response:
-    rows = views.nodes_page(ctx.cache.state, ctx.node_usage, time.time())
-    return render(request, "nodes.html", who, nodes=rows)
+    found = views.nodes_page(ctx.cache.state, ctx.node_usage, time.time(), _page(request))
+    return render(request, "nodes.html", who, **found)
 
 
 @router.get("/ui/tasks/{task_id}")
@@ -128,7 +154,7 @@ async def task(
     found = views.task_page(ctx.cache.state, task_id, time.time())
     if found is None:
         raise HTTPException(404, f"no task {task_id!r}")
-    events = [e for e in views.event_rows(ctx.events.items()) if e["key"] == task_id]
+    events = views.event_rows(ctx.events.items(), about=task_id)
     return render(request, "task.html", who, task=found, events=events[-20:][::-1])
 
 
@@ -145,9 +171,7 @@ async def events(
     request: Request, ctx: ServerContext = Depends(context), who: Viewer = Depends(who)
 ) -> Response:
     wanted = request.query_params.get("q", "").strip()
-    rows = views.event_rows(ctx.events.items())
-    if wanted:
-        rows = [r for r in rows if wanted in f"{r['type']} {r['key']} {r['message']}"]
+    rows = views.event_rows(ctx.events.items(), text=wanted)
     return render(request, "events.html", who, events=rows[-200:][::-1], q=wanted)
 
 
@@ -155,7 +179,8 @@ async def events(
 async def registry(
     request: Request, ctx: ServerContext = Depends(context), who: Viewer = Depends(who)
 ) -> Response:
-    return render(request, "registry.html", who, entries=views.registry_page(ctx.cache.state))
+    found = views.registry_page(_memo(request, ctx).registered(ctx), _page(request))
+    return render(request, "registry.html", who, **found)
 
 
 @router.get("/ui/deploy")

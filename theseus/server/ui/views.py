@@ -7,17 +7,21 @@ Lists page (``PAGE_SIZE`` rows): with 10,000 tasks a group's page still renders 
 
 from __future__ import annotations
 
-from collections import Counter
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from theseus.api.schemas import NodeUsage
-from theseus.model.groups import GroupRecord
+from theseus.model import registry
+from theseus.model.groups import GroupKey, GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState
-from theseus.server.views import node_info, registry_service, task_entry
+from theseus.server.views import node_info, task_entry
 
 PAGE_SIZE = 100
+NODES_PAGE_SIZE = 40  # a node's card is larger than a row
 
 
 @dataclass(frozen=True)
@@ -28,18 +32,20 @@ class Page:
     pages: int
     total: int
 
+    size: int = PAGE_SIZE
+
     @classmethod
-    def of(cls, total: int, asked: int) -> Page:
-        pages = max(1, -(-total // PAGE_SIZE))
-        return cls(min(max(1, asked), pages), pages, total)
+    def of(cls, total: int, asked: int, size: int = PAGE_SIZE) -> Page:
+        pages = max(1, -(-total // size))
+        return cls(min(max(1, asked), pages), pages, total, size)
 
     @property
     def start(self) -> int:
-        return (self.number - 1) * PAGE_SIZE
+        return (self.number - 1) * self.size
 
     @property
     def end(self) -> int:
-        return self.start + PAGE_SIZE
+        return self.start + self.size
 
 
 def age(seconds: float) -> str:
@@ -67,6 +73,7 @@ def group_counts(state: ClusterState, group_id: str, group: GroupRecord) -> dict
         "service": group.service,
         "labels": list(group.labels),
         "version": group.version_number,
+        "digest": group.version,  # what its tasks' ``version`` is compared with
         "desired": group.instances,
         "running": running,
         "healthy": healthy,
@@ -75,7 +82,42 @@ def group_counts(state: ClusterState, group_id: str, group: GroupRecord) -> dict
     }
 
 
-def overview(state: ClusterState, events: list[dict[str, Any]], page: int = 1) -> dict[str, Any]:
+Counts = Callable[[ClusterState, str, GroupRecord], dict[str, Any]]
+
+
+class CountsMemo:
+    """Each group's counts, counted again only after one of its tasks or their statuses (the
+    cache's ``group_index``), the live nodes (``alive_index``) or the group itself changed:
+    with 10,000 tasks the overview then counts only what moved (``theseus.server.wire``
+    memoises the API's group list the same way)."""
+
+    def __init__(self, group_index: dict[str, int], alive_index: Callable[[], int]) -> None:
+        self._group_index = group_index
+        self._alive_index = alive_index
+        self._memo: dict[str, tuple[tuple[object, ...], dict[str, Any]]] = {}
+
+    def __call__(self, state: ClusterState, group_id: str, group: GroupRecord) -> dict[str, Any]:
+        key = (
+            self._group_index.get(group_id, 0),
+            self._alive_index(),
+            group.version_number,
+            group.instances,
+            group.updated_at,
+        )
+        hit = self._memo.get(group_id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        if len(self._memo) > 4 * len(state.groups) + 64:
+            self._memo.clear()  # removed groups
+        counted = group_counts(state, group_id, group)
+        self._memo[group_id] = (key, counted)
+        return counted
+
+
+def overview(
+    state: ClusterState, events: list[dict[str, Any]], page: int = 1, counts: Counts | None = None
+) -> dict[str, Any]:
+    count = counts or group_counts
     ids = sorted(state.groups)
     pager = Page.of(len(ids), page)
     nodes = Counter("ready" if name in state.alive else "lost" for name in state.nodes)
@@ -83,7 +125,7 @@ def overview(state: ClusterState, events: list[dict[str, Any]], page: int = 1) -
         if name in state.nodes:
             nodes[control.label] += 1
     return {
-        "groups": [group_counts(state, g, state.groups[g]) for g in ids[pager.start : pager.end]],
+        "groups": [count(state, g, state.groups[g]) for g in ids[pager.start : pager.end]],
         "pager": pager,
         "deployments": deployments(state, running_only=True),
         "nodes": dict(sorted(nodes.items())),
@@ -169,10 +211,12 @@ def deployments(state: ClusterState, running_only: bool) -> list[dict[str, Any]]
 
 
 def nodes_page(
-    state: ClusterState, usage: dict[str, NodeUsage], now: float
-) -> list[dict[str, Any]]:
+    state: ClusterState, usage: dict[str, NodeUsage], now: float, page: int = 1
+) -> dict[str, Any]:
+    names = sorted(state.nodes)
+    pager = Page.of(len(names), page, NODES_PAGE_SIZE)
     rows = []
-    for name in sorted(state.nodes):
+    for name in names[pager.start : pager.end]:
         info = node_info(state, name, usage.get(name))
         seen = usage.get(name)
         rows.append(
@@ -185,7 +229,7 @@ def nodes_page(
                 "draining": state.controls[name].drain if name in state.controls else False,
             }
         )
-    return rows
+    return {"nodes": rows, "pager": pager}
 
 
 def _percent(used: float, total: float) -> int:
@@ -197,41 +241,86 @@ def task_page(state: ClusterState, task_id: str, now: float) -> dict[str, Any] |
     if task is None:
         return None
     row = task_row(state, task, now)
-    row["group_state"] = task.group_key.key
     return row
 
 
-def registry_page(state: ClusterState) -> list[dict[str, Any]]:
+Registered = tuple[dict[GroupKey, bytes], dict[GroupKey, list[bytes]]]
+
+
+def registry_groups(state: ClusterState) -> Registered:
+    """The registry's values by group: each config, and its containers'. One pass over the
+    keys (the pages keep it until the registry changes)."""
+    configs: dict[GroupKey, bytes] = {}
+    containers: dict[GroupKey, list[bytes]] = defaultdict(list)
+    for key, value in state.registry.items():
+        parsed = registry.parse_key(key)
+        if parsed is None:
+            continue
+        group, task_id = parsed
+        if task_id is None:
+            configs[group] = value
+        else:
+            containers[group].append(value)
+    return configs, containers
+
+
+def registry_page(registered: Registered, page: int = 1) -> dict[str, Any]:
     """The 2014 viewer's table: per service and label set, its config and each container
-    with its host and ports as links."""
-    services = sorted({g.service for g in state.groups.values()})
-    out = []
-    for service in services:
-        entries = registry_service(state, service)
-        for group in entries.groups:
-            out.append(
-                {
-                    "service": service,
-                    "labels": group.labels,
-                    "config": group.config,
-                    "containers": [c.model_dump() for c in group.containers],
-                }
-            )
-    return out
-
-
-def event_rows(items: list[Any]) -> list[dict[str, Any]]:
-    """The event window's items (``theseus.server.events.feed.Item``) as rows."""
+    with its host and ports as links; only the shown groups' values are decoded, at most
+    ``CONTAINERS_SHOWN`` containers each."""
+    configs, containers = registered
+    groups = sorted(set(configs) | set(containers), key=lambda g: (g.service, g.labels))
+    pager = Page.of(len(groups), page)
     rows = []
-    for item in items:
-        event = item.event
+    for group in groups[pager.start : pager.end]:
+        values = containers.get(group, [])
+        shown = sorted(
+            (c for c in (_decoded(v) for v in values[: CONTAINERS_SHOWN * 2]) if c),
+            key=lambda c: str(c.get("instance_name")),
+        )[:CONTAINERS_SHOWN]
+        config = _decoded(configs[group]) if group in configs else {}
         rows.append(
             {
-                "time": event.time,
-                "type": event.type,
-                "key": event.key,
-                "message": event.message,
-                "service": event.service,
+                "id": group.key,
+                "service": group.service,
+                "labels": list(group.labels),
+                "config": config or {},
+                "containers": shown,
+                "more": max(0, len(values) - len(shown)),
+            }
+        )
+    return {"entries": rows, "pager": pager}
+
+
+CONTAINERS_SHOWN = 20
+
+
+def _decoded(value: bytes) -> dict[str, Any] | None:
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return None  # a hand-written bogus value: the leader removes it shortly
+    return decoded if isinstance(decoded, dict) else None
+
+
+def event_rows(items: list[Any], about: str | None = None, text: str = "") -> list[dict[str, Any]]:
+    """The event window's items (``theseus.server.events.feed.Item``) as rows, read from
+    their derived fields (no wire model is made): those ``about`` one key, or whose type,
+    key or message contain ``text``."""
+    rows = []
+    for item in items:
+        d = item.derived
+        if about is not None and d.key != about:
+            continue
+        if text and text not in f"{d.type} {d.key} {d.message}":
+            continue
+        rows.append(
+            {
+                "time": item.time,
+                "type": d.type,
+                "key": d.key,
+                "message": d.message,
+                "service": d.service,
             }
         )
     return rows
