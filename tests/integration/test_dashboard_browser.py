@@ -244,7 +244,7 @@ def test_a_read_token_sees_no_button(secure: Cluster, browser: Any) -> None:
     assert not page.problems, page.problems
 
 
-def test_every_page_loads_without_script_errors(secure: Cluster, browser: Any) -> None:
+def test_every_page_loads_without_script_errors_and_follows_dark_mode(secure: Cluster, browser: Any) -> None:
     page = _page(browser, secure, secure.admin_token or "")
     for name, path in (
         ("deployments", "/ui/deployments"),
@@ -254,6 +254,11 @@ def test_every_page_loads_without_script_errors(secure: Cluster, browser: Any) -
         page.goto(path)
         page.wait_for_selector("h1")
         _shot(page, name)
+    page.emulate_media(color_scheme="dark")  # the system's dark mode is followed
+    page.goto("/ui/")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(15, 19, 24)", background
+    _shot(page, "overview-dark")
     assert not page.problems, page.problems
     page.context.clear_cookies()  # signed out: the page's script goes to the sign-in form
     page.goto("/ui/")

@@ -72,3 +72,19 @@ def test_every_dashboard_route_has_an_explicit_policy_entry() -> None:
     for method, path in paths:
         concrete = path.replace("{", "").replace("}", "")
         assert decide(method, concrete).rule != FALLBACK, (method, path)
+
+
+def test_group_counts_are_counted_again_only_when_the_group_or_its_tasks_changed() -> None:
+    group = make_group("web", instances=2)
+    task = make_task(group, "n1")
+    state = make_state([group], [make_node("n1")], [task], [make_status(task, TaskState.STARTING)])
+    index = {group.group_key.key: 5}
+    memo = views.CountsMemo(index, lambda: 1)
+    assert memo(state, group.group_key.key, group)["running"] == 0
+    state.statuses[task.id] = make_status(task, TaskState.RUNNING)
+    # Nothing told the memo: the cache moves group_index along with every task change.
+    assert memo(state, group.group_key.key, group)["running"] == 0
+    index[group.group_key.key] = 6
+    assert memo(state, group.group_key.key, group)["running"] == 1
+    scaled = make_group("web", instances=3)
+    assert memo(state, group.group_key.key, scaled)["desired"] == 3
