@@ -244,7 +244,9 @@ def test_a_read_token_sees_no_button(secure: Cluster, browser: Any) -> None:
     assert not page.problems, page.problems
 
 
-def test_every_page_loads_without_script_errors_and_follows_dark_mode(secure: Cluster, browser: Any) -> None:
+def test_every_page_loads_without_script_errors_and_follows_dark_mode(
+    secure: Cluster, browser: Any
+) -> None:
     page = _page(browser, secure, secure.admin_token or "")
     for name, path in (
         ("deployments", "/ui/deployments"),
