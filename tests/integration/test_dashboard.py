@@ -39,7 +39,13 @@ SPEC = {
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     agents = {
-        name: {"address": address, "driver": "process", "cpus": 2.0, "mem": 1024}
+        name: {
+            "address": address,
+            "driver": "process",
+            "cpus": 2.0,
+            "mem": 1024,
+            "stats_interval": 1.0,
+        }
         for name, address in NODES.items()
     }
     cluster = start_secure_cluster(Path(tmp_path_factory.mktemp("dashboard")), agents)
@@ -233,6 +239,22 @@ def test_a_tasks_logs_come_through_the_session(secure: Cluster) -> None:
         assert logs.status_code == 200 and f"hello from {task_id}" in logs.text
     with _browser(secure) as anonymous:
         assert anonymous.get(f"/ui/tasks/{task_id}/logs").status_code == 401
+        assert anonymous.get(f"/ui/tasks/{task_id}/charts").status_code == 401
+
+
+def test_a_tasks_cpu_and_memory_are_drawn_from_its_agents_samples(secure: Cluster) -> None:
+    task_id = next(t.id for t in _tasks(secure) if t.service == "hello")
+    with _signed_in(secure, secure.admin_token or "") as browser:
+
+        def drawn() -> str | None:
+            answer = browser.get(f"/ui/tasks/{task_id}/charts")
+            assert answer.status_code == 200, answer.text
+            return answer.text if answer.text.count("<polyline") == 2 else None
+
+        charts = wait_until(drawn, 20, "two charts drawn from the samples")
+        assert "MiB" in charts and "cores" in charts
+        missing = browser.get("/ui/tasks/no-such-task/charts")
+        assert missing.status_code == 200 and "No samples: no task" in missing.text
 
 
 def test_the_deploy_form_plans_names_bad_fields_and_applies(secure: Cluster) -> None:

@@ -42,7 +42,13 @@ sync_api = pytest.importorskip("playwright.sync_api")
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     agents = {
-        name: {"address": address, "driver": "process", "cpus": 2.0, "mem": 1024}
+        name: {
+            "address": address,
+            "driver": "process",
+            "cpus": 2.0,
+            "mem": 1024,
+            "stats_interval": 1.0,
+        }
         for name, address in NODES.items()
     }
     cluster = start_secure_cluster(Path(tmp_path_factory.mktemp("dashboard-browser")), agents)

@@ -88,3 +88,14 @@ def test_group_counts_are_counted_again_only_when_the_group_or_its_tasks_changed
     assert memo(state, group.group_key.key, group)["running"] == 1
     scaled = make_group("web", instances=3)
     assert memo(state, group.group_key.key, scaled)["desired"] == 3
+
+
+def test_a_chart_scales_its_points_to_the_highest_value_and_skips_gaps() -> None:
+    drawn = views.chart([0.0, None, 2.0, 1.0])
+    assert drawn is not None
+    assert drawn["latest"] == 1.0 and drawn["max"] == 2.0
+    xs = [float(p.split(",")[0]) for p in drawn["points"].split()]
+    ys = [float(p.split(",")[1]) for p in drawn["points"].split()]
+    assert xs == [0.0, 200.0, 300.0]  # the gap leaves no point
+    assert ys[1] == 1.0 and ys[0] == views.CHART_HEIGHT - 1  # the top, and the bottom
+    assert views.chart([None, None]) is None

@@ -70,6 +70,7 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("GET", "/ui/nodes", Rule(Need.PUBLIC)),
     ("GET", "/ui/tasks/{id}", Rule(Need.PUBLIC)),
     ("GET", "/ui/tasks/{id}/logs", Rule(Need.PUBLIC)),
+    ("GET", "/ui/tasks/{id}/charts", Rule(Need.PUBLIC)),
     ("GET", "/ui/deployments", Rule(Need.PUBLIC)),
     ("GET", "/ui/events", Rule(Need.PUBLIC)),
     ("GET", "/ui/registry", Rule(Need.PUBLIC)),

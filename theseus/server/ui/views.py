@@ -324,3 +324,23 @@ def event_rows(items: list[Any], about: str | None = None, text: str = "") -> li
             }
         )
     return rows
+
+
+CHART_WIDTH, CHART_HEIGHT = 300, 48
+
+
+def chart(values: list[float | None]) -> dict[str, Any] | None:
+    """A sparkline of ``values`` (oldest first; None: not measured then) as an SVG polyline's
+    points in a ``CHART_WIDTH`` x ``CHART_HEIGHT`` box, with the latest and the highest
+    value; None with nothing measured."""
+    measured = [v for v in values if v is not None]
+    if not measured:
+        return None
+    top = max(measured) or 1.0
+    step = CHART_WIDTH / max(1, len(values) - 1)
+    points = " ".join(
+        f"{i * step:.1f},{CHART_HEIGHT - (v / top) * (CHART_HEIGHT - 2) - 1:.1f}"
+        for i, v in enumerate(values)
+        if v is not None
+    )
+    return {"points": points, "latest": measured[-1], "max": max(measured)}

@@ -135,6 +135,20 @@
     open();
   }
 
+  // --- the task's CPU and memory: its charts fetched again every 5 s ------------------------
+  var charts = document.getElementById("charts");
+  if (charts) {
+    var draw = function () {
+      if (document.hidden) return;
+      fetch(charts.getAttribute("data-src"), { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) { if (html !== null) charts.innerHTML = html; })
+        .catch(function () {});
+    };
+    draw();
+    setInterval(draw, POLL_MS);
+  }
+
   // --- deploy: a file read into the document -----------------------------------------------
   var upload = document.getElementById("upload");
   if (upload) {
