@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,32 @@ def test_follow_a_tasks_logs_without_fighting_a_reader_who_scrolls_up(
         "lines while scrolled up",
     )
     assert page.evaluate("document.getElementById('log').scrollTop") == 0
+    assert not page.problems, page.problems
+
+
+def test_a_broken_versions_deployment_fails_and_reverts_on_the_page(
+    secure: Cluster, browser: Any
+) -> None:
+    strategy = {"progress_deadline_seconds": 3, "auto_revert": True}
+    good = {**SPEC, "instances": 1, "upgrade_strategy": strategy}
+    with secure.client() as client:
+        client.deploy(json.dumps({"deploy": {"brittle": good}}), "application/json")
+    wait_until(lambda: _running(secure, "brittle"), 60, "brittle running")
+    page = _page(browser, secure, secure.admin_token or "")
+    page.goto("/ui/deploy")
+    broken = {**good, "command": "echo broken; exit 3"}
+    page.fill("#document", json.dumps({"deploy": {"brittle": broken}}, indent=1))
+    page.click("#apply")
+    page.wait_for_selector("text=Applied")
+    page.goto("/ui/group?id=brittle%2F%5B%5D")
+    _live(page)
+    rows = page.locator("table.deployments tbody tr")
+    # Live: the update fails at its deadline and a revert deployment appears above it.
+    update = rows.filter(has=page.locator("td.kind", has_text=re.compile("^update$")))
+    revert = rows.filter(has=page.locator("td.kind", has_text=re.compile("^revert$")))
+    sync_api.expect(update).to_contain_text("failed", timeout=60_000)
+    sync_api.expect(revert).to_have_count(1, timeout=60_000)
+    assert _not_reloaded(page)
     assert not page.problems, page.problems
 
 
