@@ -266,14 +266,24 @@ def test_drain_a_node_and_see_its_tasks_move(secure: Cluster, browser: Any) -> N
 
 def test_a_read_token_sees_no_button(secure: Cluster, browser: Any) -> None:
     with secure.client() as client:
+        client.deploy(
+            json.dumps({"deploy": {"watched": {**SPEC, "instances": 1}}}), "application/json"
+        )
         reader = AccessApi(client).create_token("browser-reader", [Scope.READ], None).token
     page = _page(browser, secure, reader, width=390)  # a phone's width, too
-    for path in ("/ui/", "/ui/group?id=scaled%2F%5B%5D", "/ui/nodes", "/ui/deployments"):
+    for path in ("/ui/", "/ui/group?id=watched%2F%5B%5D", "/ui/nodes", "/ui/deployments"):
         page.goto(path)
         buttons = page.locator("main button, main form[method=post]")
         assert buttons.count() == 0, (path, buttons.all_inner_texts())
         assert page.locator("nav a[href='/ui/deploy']").count() == 0
     _shot(page, "phone-read-only")
+    # The keyboard: the first Tab reaches the skip link, Enter moves to the content, and the
+    # next Tab goes into it.
+    page.goto("/ui/nodes")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "live"
     assert not page.problems, page.problems
 
 
