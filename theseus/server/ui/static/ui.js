@@ -104,11 +104,16 @@
       log.classList.toggle("wrap", wrap.checked);
     });
     var atBottom = function () { return log.scrollTop + log.clientHeight >= log.scrollHeight - 8; };
+    var kept = 0;
     var append = function (text) {
       var stick = atBottom();  // only a reader at the bottom is kept there
-      var next = log.textContent + text;
-      if (next.length > MAX) next = next.slice(next.length - MAX);
-      log.textContent = next;
+      // Appended, never rewritten: the lines a reader looks at stay where they are.
+      log.appendChild(document.createTextNode(text));
+      kept += text.length;
+      while (kept > MAX && log.firstChild && log.firstChild !== log.lastChild) {
+        kept -= log.firstChild.textContent.length;
+        log.removeChild(log.firstChild);
+      }
       if (stick) log.scrollTop = log.scrollHeight;
     };
     var open = function () {
@@ -116,6 +121,7 @@
       controller = new AbortController();
       var decoder = new TextDecoder();
       log.textContent = "";
+      kept = 0;
       status.textContent = "following";
       var src = log.getAttribute("data-src") + "?tail=500&follow=" + (follow.checked ? "true" : "false");
       fetch(src, { credentials: "same-origin", signal: controller.signal }).then(function (r) {
