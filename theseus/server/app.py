@@ -27,6 +27,7 @@ from theseus.model.spec import SpecError
 from theseus.security import pki
 from theseus.security.files import PkiDir
 from theseus.security.tls import client_context
+from theseus.server import ui
 from theseus.server.access_writes import AccessDenied, AccessWriter
 from theseus.server.audit import AuditLog
 from theseus.server.auth import AuditHook, AuthMiddleware
@@ -221,6 +222,7 @@ def create_app(
     app.include_router(registry_logins.router)
     app.include_router(events.router)
     app.include_router(event_subscriptions.router)
+    ui.install(app)  # the dashboard (docs/dashboard.md)
 
     def ready_context() -> ServerContext | None:
         return getattr(app.state, "ctx", None)

@@ -180,7 +180,9 @@ class AuthMiddleware:
         finally:
             hook = self._audit()
             if hook is not None:
-                hook(caller, method, path, status)
+                # A route may have named the caller itself (the dashboard's session).
+                named = scope.get("state", {}).get("caller", caller)
+                hook(named if isinstance(named, Caller) else caller, method, path, status)
 
 
 def _dry_run(scope: dict[str, Any]) -> bool:

@@ -58,6 +58,33 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("GET", "/redoc", Rule(Need.PUBLIC)),
     # Prometheus's scrape (theseus.server.metrics), with a read token like any other read.
     ("GET", "/metrics", Rule(Need.READ)),
+    # The dashboard (theseus.server.ui): public to this table because it checks callers
+    # itself, by its session cookie (or a token, or the development cluster's anonymous
+    # admin), so that a browser without a token reaches its sign-in form. Its writes need
+    # the write scope, this server as Origin and the session's CSRF token.
+    ("GET", "/", Rule(Need.PUBLIC)),
+    ("GET", "/ui/", Rule(Need.PUBLIC)),
+    ("GET", "/ui/static/{name}", Rule(Need.PUBLIC)),
+    ("GET", "/ui/login", Rule(Need.PUBLIC)),
+    ("POST", "/ui/login", Rule(Need.PUBLIC)),
+    ("POST", "/ui/logout", Rule(Need.PUBLIC)),
+    ("GET", "/ui/group", Rule(Need.PUBLIC)),
+    ("GET", "/ui/nodes", Rule(Need.PUBLIC)),
+    ("GET", "/ui/tasks/{id}", Rule(Need.PUBLIC)),
+    ("GET", "/ui/tasks/{id}/logs", Rule(Need.PUBLIC)),
+    ("GET", "/ui/tasks/{id}/charts", Rule(Need.PUBLIC)),
+    ("GET", "/ui/deployments", Rule(Need.PUBLIC)),
+    ("GET", "/ui/events", Rule(Need.PUBLIC)),
+    ("GET", "/ui/registry", Rule(Need.PUBLIC)),
+    ("GET", "/ui/deploy", Rule(Need.PUBLIC)),
+    ("GET", "/ui/stream", Rule(Need.PUBLIC)),
+    ("POST", "/ui/deploy", Rule(Need.PUBLIC)),
+    ("POST", "/ui/group/scale", Rule(Need.PUBLIC)),
+    ("POST", "/ui/group/remove", Rule(Need.PUBLIC)),
+    ("POST", "/ui/group/rollback", Rule(Need.PUBLIC)),
+    ("POST", "/ui/deployments/{id}/cancel", Rule(Need.PUBLIC)),
+    ("POST", "/ui/nodes/{name}/drain", Rule(Need.PUBLIC)),
+    ("POST", "/ui/nodes/{name}/eligibility", Rule(Need.PUBLIC)),
     # Workloads: reads.
     ("GET", "/v1/groups", Rule(Need.READ)),
     ("GET", "/v1/groups/{service}/versions", Rule(Need.READ)),

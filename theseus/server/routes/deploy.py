@@ -119,6 +119,12 @@ async def deploy(
     per group (rollouts continue in the background). ``dry_run``: change nothing, say what
     would change, where new tasks would go and which would wait, and why (``theseus plan``)."""
     body = await request.body()  # at most ``--max-request-bytes`` (``BodyLimit``)
+    return await apply_document(body, dry_run, ctx)
+
+
+async def apply_document(body: bytes, dry_run: bool, ctx: ServerContext) -> DeployResult:
+    """A deploy document's text applied (or only planned): ``POST /deploy``'s work, also
+    done by the dashboard's deploy page (``theseus.server.ui``)."""
     # Decoding and validating a document of some MiB takes long: in a worker thread, so that
     # every other caller (agents' heartbeats, the leader's lease) is served meanwhile.
     document = await asyncio.to_thread(_read_document, body)
