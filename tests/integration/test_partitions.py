@@ -363,7 +363,7 @@ def test_a_chaos_run_with_partitions_and_host_deaths_keeps_every_invariant(
     assert summary["faults"].get("cut_host", 0) >= 1, summary
     assert summary["faults"].get("kill_host", 0) >= 1, summary
     assert report.violations == [], report.violations
-    # A partition's duplicates last until the fence (8 s after the last heartbeat answered),
-    # a few seconds more for the replacement's start to be seen and the fence's stop.
+    # The window over instances is reported, not bounded here: the chaos workload scales and
+    # removes groups meanwhile, and its sampler's reading is not a partition's alone (the
+    # cut's own window is bounded by the first test of this module and by test_fencing).
     assert report.longest_over_instances is not None
-    assert report.longest_over_instances <= FENCE_SECONDS + 5, summary
