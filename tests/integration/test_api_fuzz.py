@@ -30,6 +30,8 @@ from schemathesis import Case, GenerationMode, Response
 from tests.kit.cluster import Cluster, start_cluster
 from tests.kit.wait import wait_until
 from theseus.api.access_client import AccessApi
+from theseus.api.events import SubscriptionCreate
+from theseus.api.events_client import subscribe
 from theseus.security.tokens import Scope
 
 # Bounded by its settings to about a minute with the cluster's start; the timeout is the
@@ -69,12 +71,16 @@ def api_schema(fuzzed_cluster: Cluster) -> Any:
 @pytest.fixture(scope="module")
 def known(fuzzed_cluster: Cluster) -> dict[str, str]:
     """Objects that exist, by the path parameter that names them: a group with two tasks
-    (and its deployment), the node that runs them, a registry login. Random names mostly get
-    404s; these let the fuzzer past the lookups, into scale, rollback, drain, logs..."""
+    (and its deployment), the node that runs them, a registry login, an event subscription.
+    Random names mostly get 404s; these let the fuzzer past the lookups, into scale,
+    rollback, drain, logs..."""
     document = {"deploy": {"web": {"image": IMAGE, "instances": 2, "labels": ["dev"]}}}
     with fuzzed_cluster.client() as client:
         token = AccessApi(client).create_token("fuzzed", [Scope.READ], None)
         AccessApi(client).registry_login("registry.fuzz:5000", "fuzz", "fuzz-password")
+        # A callback nobody listens to (a port nothing serves): its deliveries just fail.
+        receiver = SubscriptionCreate(url="http://127.0.0.1:9/events", topics=["task"])
+        subscription = subscribe(client, receiver)
         (change,) = client.deploy(json.dumps(document), "application/json").changes
         running = wait_until(
             lambda: [t for t in client.tasks("web").tasks if t.state == "running"][:1],
@@ -90,20 +96,23 @@ def known(fuzzed_cluster: Cluster) -> dict[str, str]:
         "deployment_id": change.deployment,
         "token_id": token.info.id,
         "host": "registry.fuzz:5000",
+        "id": subscription.id,
     }
 
 
 LONG_POLLS = ("/v1/agent/{node}/assignments", "/v1/registry/watch")
+FOLLOWED_BY_DEFAULT = ("/v1/events",)  # a stream that follows unless told not to
 
 
 def bounded(case: Case) -> None:
-    """Long-polls wait at most 0.2 s, and logs are not followed (a stream has no end)."""
+    """Long-polls wait at most 0.2 s, and logs and events are not followed (a stream has no
+    end)."""
     query = case.query if isinstance(case.query, dict) else {}
     if case.path in LONG_POLLS:
         wait = _number(query.get("wait", 30.0))
         if wait is not None:  # a malformed wait is left as it is: it gets a 422
             query["wait"] = min(wait, 0.2)
-    if "follow" in query:
+    if "follow" in query or case.path in FOLLOWED_BY_DEFAULT:
         query["follow"] = "false"
     if query or case.query is not None:
         case.query = query
