@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 
@@ -50,11 +51,22 @@ TASK_TYPES = {
 
 
 @pytest.fixture(scope="module")
-def ev(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[Cluster]:
+def ev(
+    tmp_path_factory: pytest.TempPathFactory,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+) -> Iterator[Cluster]:
     agents = {name: {"address": address} for name, address in NODES.items()}
     cluster = start_ha_cluster(Path(tmp_path_factory.mktemp("events")), agents, servers=3)
+    with cluster.client() as client:
+        cluster_id = client.health().cluster_id
     yield cluster
     cluster.stop()
+    # The last test's group was removed just before: its containers may outlive the agents.
+    for container in docker_client.containers.list(
+        all=True, filters={"label": f"theseus.cluster={cluster_id}"}
+    ):
+        container.remove(force=True)
 
 
 @pytest.fixture(autouse=True)
