@@ -57,10 +57,6 @@ CHANNEL_OPTIONS = {
 REQUIRE_LEADER = (("hasleader", "true"),)
 # How long a member may take to elect a new raft leader before we try another member.
 ELECTION_WAIT = 3.0
-# Choosing a member among several: a live one answers its status in milliseconds, while one
-# cut off the network answers nothing, and waiting the whole request deadline for it (5 s)
-# kept the servers from etcd, answering 503, that long whenever a cut host's member came next.
-MEMBER_STATUS_TIMEOUT = 2.0
 # gRPC codes after which another member may do better: UNAVAILABLE (member down, or without
 # a leader) and DEADLINE_EXCEEDED (member too slow or cut off).
 _MEMBER_FAILURES = (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError)
@@ -158,8 +154,9 @@ class EtcdStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ELECTION_WAIT
         while True:
-            timeout = min(self._timeout, MEMBER_STATUS_TIMEOUT) if several else self._timeout
-            status = await client.maintenancestub.Status(aetcd.rpc.StatusRequest(), timeout=timeout)
+            status = await client.maintenancestub.Status(
+                aetcd.rpc.StatusRequest(), timeout=self._timeout
+            )
             # One member alone is its own leader; of several, one cut off has none.
             if not several or status.leader not in (0, self._failed_member_id):
                 return status
