@@ -207,20 +207,7 @@ async def test_a_task_fenced_before_it_started_is_never_started(
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[tuple[FakeServer, Agent]]:
     server = FakeServer()
-    config = AgentConfig(
-        server="http://fake",
-        name="n1",
-        address="127.0.0.2",
-        cpus=2,
-        mem=1024,
-        driver="sim",
-        state_dir=tmp_path,
-        serve_http=False,
-        handle_signals=False,
-        transport=httpx.MockTransport(server.handle),
-        poll_wait=5,
-    )
-    agent = Agent(config, SimDriver())
+    agent = Agent(agent_config(tmp_path, server), SimDriver())
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:
