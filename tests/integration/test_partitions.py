@@ -29,11 +29,13 @@ import docker
 import pytest
 
 from tests.chaos.testbed import TestbedChaos
+from tests.kit.wait import unless_unavailable
 from tests.kit.wait import wait_until as _wait_until
 from tests.testbed.faults import (
     add_rules,
     cut_host,
     etcd_client_rules,
+    etcd_leader,
     etcd_peer_rules,
     heal_host,
     heal_rules,
@@ -51,18 +53,8 @@ FENCE_SECONDS = 15  # past the replacement (within 10 s, after an etcd and a lea
 
 def wait_until(check: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
     """The kit's wait, with a 503 from every server taken as "not yet": a healed etcd member
-    can start an election, during which no server can vouch for its view, and a client asks
-    again, as any would."""
-
-    def answered() -> Any:
-        try:
-            return check()
-        except ApiError as exc:
-            if exc.status != 503:
-                raise
-            return None
-
-    return _wait_until(answered, timeout, what, interval)
+    can start an election, during which no server can vouch for its view."""
+    return _wait_until(unless_unavailable(check), timeout, what, interval)
 
 
 def client() -> ServerClient:
@@ -319,9 +311,12 @@ def test_a_leading_server_cut_off_from_etcd_steps_down_and_another_leads(bed: Te
 def test_an_etcd_member_cut_off_from_its_peers_does_not_stop_the_cluster(bed: Testbed) -> None:
     urls = server_urls()
     (lead,) = wait_until(lambda: leaders(urls), 30, "one leader")
-    # The minority member on a host whose server does not lead, so this test is the etcd
-    # member's, not the leader's (the test above).
-    minority = next(h for h in SERVERS if h != lead)
+    raft_leader = wait_until(lambda: etcd_leader(bed.plan, list(SERVERS)), 30, "an etcd leader")
+    # The minority member on a host whose server does not lead and whose member is not etcd's
+    # raft leader either: this test is a follower member's. A server that leads is the test
+    # above's; etcd's own leader cut off means an etcd election, during which no server can
+    # renew its lease (the chaos test below cuts hosts whatever they hold).
+    minority = next(h for h in SERVERS if h not in (lead, raft_leader))
     host = bed.plan.host(minority)
     spec = {"image": bed.image(), "command": "exec sleep 3600", "instances": 2, "mem": 16}
     rules = etcd_peer_rules()
@@ -370,15 +365,17 @@ def test_a_chaos_run_with_partitions_and_host_deaths_keeps_every_invariant(
     # Partitions and host deaths are what this run is for: often (they come in turn).
     chaos.actions = {**chaos.actions, "cut_host": 3, "kill_host": 3}
     try:
-        report = chaos.run(duration=60.0)
+        # 90 s: a round with a host death lasts until the host has booted and been
+        # bootstrapped again (30-60 s on a loaded machine), and the run must see a cut too.
+        report = chaos.run(duration=90.0)
     finally:
         chaos.remove_services()
         chaos.close()
     summary = report.summary()
     print(summary)
+    assert report.violations == [], (report.violations, summary)
     assert summary["faults"].get("cut_host", 0) >= 1, summary
     assert summary["faults"].get("kill_host", 0) >= 1, summary
-    assert report.violations == [], report.violations
     # The window over instances is reported, not bounded here: the chaos workload scales and
     # removes groups meanwhile, and its sampler's reading is not a partition's alone (the
     # cut's own window is bounded by the first test of this module and by test_fencing).

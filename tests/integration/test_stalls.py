@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from tests.kit.cluster import start_cluster
-from tests.kit.wait import wait_until
+from tests.kit.wait import unless_unavailable, wait_until
 from tests.kit.workloads import LOOPING, deploy, etcd_dump, wait_running
 from theseus.api.client import ServerClient
 from theseus.store import keys
@@ -63,10 +63,13 @@ def test_a_stalled_leader_replaces_no_task_on_live_nodes(
             finally:
                 cluster.kill("server", signal.SIGCONT)
             woken_at = time.monotonic()
+            # Woken, it refuses reads (503) until it has confirmed that it follows etcd again.
             wait_until(
-                lambda: (
-                    all(n.status == "ready" for n in client.nodes().nodes)
-                    and len(client.nodes().nodes) == 2
+                unless_unavailable(
+                    lambda: (
+                        all(n.status == "ready" for n in client.nodes().nodes)
+                        and len(client.nodes().nodes) == 2
+                    )
                 ),
                 30,
                 "both nodes ready again",

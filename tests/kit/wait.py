@@ -15,11 +15,28 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from theseus.api.client import ApiError
 from theseus.cluster.waiting import WaitTimeout, wait_until
 
-__all__ = ["WaitTimeout", "wait_until", "wait_until_async"]
+__all__ = ["WaitTimeout", "unless_unavailable", "wait_until", "wait_until_async"]
 
 T = TypeVar("T")
+
+
+def unless_unavailable(check: Callable[[], T]) -> Callable[[], T | None]:
+    """``check`` with a server's 503 taken as "not yet": a server that cannot vouch for its
+    view (just woken from a stall, or during an etcd election) refuses reads until it can, and
+    a client asks again, as any would. Any other error still fails the wait."""
+
+    def answered() -> T | None:
+        try:
+            return check()
+        except ApiError as exc:
+            if exc.status != 503:
+                raise
+            return None
+
+    return answered
 
 
 async def wait_until_async(

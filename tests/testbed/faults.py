@@ -13,6 +13,7 @@ veth, engine directories) with the rest of the bed. A cut host is healed by ``he
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -114,3 +115,24 @@ def heal_rules(host: HostPlan, rules: list[list[str]]) -> None:
     for rule in rules:
         while _iptables(host, "-D", rule).returncode == 0:
             pass
+
+
+def etcd_leader(plan: TestbedPlan, names: list[str]) -> str | None:
+    """The host (of ``names``, those that run an etcd member) whose member is the etcd
+    cluster's raft leader, as ``etcdctl endpoint status`` says from the root namespace with the
+    bootstrap's client certificate; None when no member answers or none knows a leader."""
+    pki = plan.workdir / "cluster" / "pki"
+    by_endpoint = {f"https://{plan.host(n).address}:{ETCD_CLIENT_PORT}": n for n in names}
+    argv = ["etcdctl", "--endpoints", ",".join(by_endpoint), "--cacert", str(pki / "ca.pem")]
+    argv += ["--cert", str(pki / "etcd-client.pem"), "--key", str(pki / "etcd-client-key.pem")]
+    argv += ["--command-timeout", "3s", "endpoint", "status", "-w", "json"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    try:
+        answers = json.loads(result.stdout or "[]")
+    except json.JSONDecodeError:
+        return None
+    for answer in answers:
+        status = answer["Status"]
+        if status.get("leader") and status["header"]["member_id"] == status["leader"]:
+            return by_endpoint.get(answer["Endpoint"])
+    return None

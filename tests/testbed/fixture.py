@@ -129,6 +129,10 @@ class TestbedSession:
         ):
             if current is not None:  # partial, another size, or a part died: start afresh
                 down_module.down(self.plan.workdir)
+            elif up.leftovers_in_use(self.plan) is False:
+                # The remains of a bed whose every process was killed (with the machine's
+                # processes, say): nothing uses them, and up would refuse to start beside them.
+                down_module.down(self.plan.workdir)
             self.ours = True
             try:
                 up.up(self.plan, bootstrap=False)

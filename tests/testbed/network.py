@@ -46,6 +46,13 @@ def netns_exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
 
+def pids_in(netns: str) -> list[int]:
+    """The processes whose network namespace is ``netns`` (``ip netns pids``; none when it is
+    gone)."""
+    result = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+    return [int(pid) for pid in result.stdout.split()] if result.returncode == 0 else []
+
+
 def is_mount_point(path: Path) -> bool:
     return str(path.resolve()) in mount_points()
 

@@ -54,6 +54,18 @@ def not_running(current: TestbedState) -> list[str]:
     return [p.name for p in current.processes if not processes.alive(p)]
 
 
+def leftovers_in_use(plan: TestbedPlan) -> bool | None:
+    """Whether a test bed's namespaces and links are there without a state file of this work
+    directory (None: nothing is there), and if so whether anything still runs in them: a bed
+    of another clone that is up (True), or the remains of one whose processes were all killed
+    (False: the machine's processes were stopped under it), which ``down`` can sweep."""
+    names = [n for n in plan.netns_names if network.netns_exists(n)]
+    links = [n for n in [plan.bridge, plan.registry.veth, *(h.veth for h in plan.hosts)]]
+    if not names and not any(network.link_exists(n) for n in links):
+        return None
+    return any(network.pids_in(n) for n in names)
+
+
 def preflight(plan: TestbedPlan) -> None:
     if os.geteuid() != 0:
         raise UpError("the test bed needs root (network namespaces, bridges, iptables)")

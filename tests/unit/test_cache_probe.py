@@ -99,3 +99,24 @@ async def test_released_long_polls_answer_at_once_and_new_ones_do_not_wait(
     async with asyncio.timeout(1):
         await asyncio.gather(*polls)
         await cache.wait_node("n2", 0, 60)  # a poll arriving during the stop
+
+
+async def test_a_late_probe_is_settled_by_a_proof_asked_on_demand(probed: Probed) -> None:
+    # The periodic probe never ran (a busy or stalled loop): the cache looks out of touch,
+    # but one read of etcd shows that it has applied everything.
+    assert probed.cache.out_of_touch() is not None
+    asked = probed.store.calls["current_revision"]
+    results = await asyncio.gather(*(probed.cache.confirm() for _ in range(20)))
+    assert all(results)
+    assert probed.store.calls["current_revision"] == asked + 1  # one proof for all of them
+    assert probed.cache.out_of_touch() is None
+
+
+async def test_a_proof_on_demand_fails_for_a_stuck_cache_or_lost_etcd(probed: Probed) -> None:
+    await etcd_moves_on(probed.store, 5)  # etcd moved on; the cache stays at 10
+    assert not await probed.cache.confirm(timeout=0.05)
+    assert probed.cache.out_of_touch() is not None
+    probed.cache.state.revision = probed.store.revision
+    probed.store.faults.fail("current_revision")
+    assert not await probed.cache.confirm(timeout=0.05)
+    assert probed.cache.out_of_touch() is not None

@@ -49,6 +49,7 @@ def test_etcd_command() -> None:
         "http://127.0.0.1:12380",
         "--initial-cluster",
         "theseus=http://127.0.0.1:12380",
+        "--pre-vote",
         "--max-txn-ops",
         "1024",
         "--logger",

@@ -125,6 +125,10 @@ class EtcdMember:
             command += ["--peer-cert-file", str(tls.cert), "--peer-key-file", str(tls.key)]
             command += ["--peer-trusted-ca-file", str(tls.cacert), "--peer-client-cert-auth"]
         return command + [
+            # A member cut off from its peers, once healed, asks whether it could win before it
+            # calls an election: without this its higher term deposes a working leader, and no
+            # server can renew its lease until etcd elects again (etcd 3.4's default is off).
+            "--pre-vote",
             "--max-txn-ops",
             str(self.max_txn_ops),
             "--logger",

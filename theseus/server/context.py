@@ -47,10 +47,11 @@ async def context(request: Request) -> ServerContext:
     # every request (most of them agents' heartbeats, polls and reports).
     ctx: ServerContext = request.app.state.ctx
     lag = ctx.cache.out_of_touch()
-    if lag is not None:
+    if lag is not None and not await ctx.cache.confirm():
         # Our cache may be behind etcd (the member we use is gone, or the watch is stuck):
         # answering from it would be stale reads and lost-looking writes. Clients move on
-        # to another server on a 503.
+        # to another server on a 503. (A proof asked now settles it when the periodic one
+        # was only late: this server's loop was busy or stalled, etcd and the watch fine.)
         raise HTTPException(
             503,
             f"this server has not been able to confirm it follows etcd for {lag:.0f}s; "

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 1.0
 OUT_OF_TOUCH = 3.0  # seconds without proof that the cache follows etcd before routes refuse
+# How long a route waits for a proof asked on demand (``confirm``): less than a client's own
+# timeout, so that a server cut off from etcd still answers its 503 and the client moves on.
+CONFIRM_TIMEOUT = 1.0
 
 M = TypeVar("M", bound=BaseModel)
 MAX_EXPECTED = 100_000
@@ -125,6 +128,7 @@ class StateCache:
         # When the cache last proved to be current: it had applied etcd's revision of that
         # moment (``probe``). Routes refuse to answer from a cache that has not for a while.
         self._confirmed_at = clock()
+        self._confirming: asyncio.Task[bool] | None = None  # the one proof asked on demand
         self._waiter_ids = itertools.count()
         self.observer: ChangeObserver | None = None
 
@@ -151,6 +155,31 @@ class StateCache:
         """Seconds since the cache was last known to follow etcd, if more than ``limit``."""
         lag = self._clock() - self._confirmed_at
         return lag if lag > limit else None
+
+    async def confirm(self, timeout: float = CONFIRM_TIMEOUT) -> bool:
+        """Prove now that the cache follows etcd: ask etcd's current revision and wait until
+        the cache has applied it, within ``timeout``. What a route does before it refuses an
+        out-of-touch cache: the periodic probe falls behind when this server's own loop is
+        busy (a big deploy, 3,000 registrations) or was stalled, while etcd and the watch are
+        fine; a guard that tripped then would shed the load it should carry. Callers that
+        arrive meanwhile share one proof, so a burst of requests costs one etcd read."""
+        if self._confirming is None or self._confirming.done():
+            self._confirming = asyncio.create_task(self._prove(timeout), name="cache-confirm")
+        # shield: a request that goes away (its client gave up) does not cancel the proof
+        # the others wait on.
+        return await asyncio.shield(self._confirming)
+
+    async def _prove(self, timeout: float) -> bool:
+        asked = self._clock()
+        try:
+            async with asyncio.timeout(timeout):
+                revision = await self._store.current_revision()
+                if not await self.wait_for_revision(revision, timeout):
+                    return False
+        except (StoreUnavailable, TimeoutError):
+            return False
+        self._confirmed_at = max(self._confirmed_at, asked)
+        return True
 
     async def probe(self, interval: float = PROBE_INTERVAL) -> None:
         """Forever: ask etcd for its current revision. The cache follows etcd if it has
