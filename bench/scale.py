@@ -52,6 +52,7 @@ from procs import (
     stopped_on_sigterm,
     wait_until,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from theseus.server.writes import MAX_GROUP_CHANGES
 from theseus.store.limits import MAX_TXN_OPS
@@ -225,6 +226,23 @@ def profile_summary(raw: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
+def registration_answers(http: httpx.Client) -> dict[str, int]:
+    """How the server answered agents' registrations so far, by status (its /metrics)."""
+    response = http.get("/metrics")
+    if response.status_code != 200:
+        return {f"/metrics answered {response.status_code}": 1}
+    counts: dict[str, int] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if (
+                sample.name == "theseus_api_requests_total"
+                and sample.labels.get("route") == "/v1/agent/register"
+            ):
+                status = sample.labels["status"]
+                counts[status] = counts.get(status, 0) + int(sample.value)
+    return counts
+
+
 def run(args: argparse.Namespace, children: Processes) -> int:
     rows: list[tuple[str, str]] = []
     etcd, etcd_port = start_etcd(children, args.etcd_max_txn_ops)
@@ -243,6 +261,14 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     wait_until(all_ready, args.timeout, f"{args.nodes} nodes ready", interval=0.5)
     ready_after = time.monotonic() - t_nodes
     rows.append((f"{args.nodes} hollow nodes registered and ready", f"{ready_after:.1f} s"))
+    answered = registration_answers(http)
+    rows.append(
+        (
+            "registrations answered: 200 / 429 (come back later) / other",
+            f"{answered.get('200', 0):,} / {answered.get('429', 0):,} / "
+            f"{sum(n for code, n in answered.items() if code not in ('200', '429')):,}",
+        )
+    )
 
     # 2. idle load: heartbeats only
     time.sleep(1.0)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -424,18 +425,29 @@ class Agent:
 
 
 async def _retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Retry while the server is away or failing (5xx); a 4xx is a configuration error."""
+    """Retry while the server is away, failing (5xx) or too busy (429: after the time it
+    said, with jitter, so that agents it turned away together do not come back together);
+    another 4xx is a configuration error."""
     delay = BACKOFF_FIRST
     while True:
+        wait = delay
         try:
             return await call()
         except ServerUnreachable as exc:
             log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
         except ApiError as exc:
-            if exc.status < 500:
+            if exc.status < 500 and exc.status != 429:
                 raise
-            log.warning("%s: the server answered %s: %s", what, exc.status, exc.message)
-        await asyncio.sleep(delay)
+            if exc.retry_after is not None:
+                wait = exc.retry_after * random.uniform(0.5, 1.5)
+            log.warning(
+                "%s: the server answered %s: %s; retrying in %.1fs",
+                what,
+                exc.status,
+                exc.message,
+                wait,
+            )
+        await asyncio.sleep(wait)
         delay = min(delay * 2, BACKOFF_MAX)
 
 

@@ -71,10 +71,17 @@ class ServerUnreachable(ConnectionError):
 
 
 class ApiError(RuntimeError):
-    def __init__(self, status: int, message: str, details: list[dict[str, str]]) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[dict[str, str]],
+        retry_after: float | None = None,
+    ) -> None:
         self.status = status
         self.message = message
         self.details = details
+        self.retry_after = retry_after  # seconds, when the server said when to come back
         lines = [message] + [f"  {d.get('path')}: {d.get('message')}" for d in details]
         super().__init__("\n".join(lines))
 
@@ -93,7 +100,15 @@ def _raise_for(response: httpx.Response) -> None:
         str(body.get("message", response.reason_phrase)) if isinstance(body, dict) else str(body)
     )
     details = body.get("details", []) if isinstance(body, dict) else []
-    raise ApiError(response.status_code, message, list(details))
+    raise ApiError(response.status_code, message, list(details), _retry_after(response))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (the HTTP-date form is not used by Theseus servers)."""
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def may_have_arrived(exc: httpx.TransportError) -> bool:

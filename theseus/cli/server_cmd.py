@@ -68,6 +68,14 @@ def register(app: typer.Typer) -> None:
             "is lost after 3 intervals (1,000 nodes: every 10 s, lost after 30 s): a big "
             "cluster detects a dead machine later, but heartbeats cannot flood the server.",
         ),
+        max_registering: int = typer.Option(
+            32,
+            min=1,
+            help="Agents' registrations this server takes on at once. More, or any while its "
+            "event loop lags, are answered 429 with a Retry-After that spreads them out: "
+            "thousands of agents starting together cannot starve the heartbeats of the nodes "
+            "already registered.",
+        ),
         registry_repair_interval: float = typer.Option(
             3.0,
             min=0.1,
@@ -136,6 +144,7 @@ def register(app: typer.Typer) -> None:
             liveness_timeout=liveness_timeout,
             max_heartbeats_per_second=max_heartbeats_per_second,
             registry_repair_interval=registry_repair_interval,
+            max_registering=max_registering,
             leader_lease_ttl=leader_lease_ttl,
             pki_dir=pki_dir,
             agent_cert_days=agent_cert_days,

@@ -29,6 +29,7 @@ from theseus.security.files import PkiDir
 from theseus.security.tls import client_context
 from theseus.server import ui
 from theseus.server.access_writes import AccessDenied, AccessWriter
+from theseus.server.admission import Admission
 from theseus.server.audit import AuditLog
 from theseus.server.auth import AuditHook, AuthMiddleware
 from theseus.server.body_limit import BodyLimit
@@ -176,6 +177,7 @@ def create_app(
                 client_context(PkiDir(config.pki_dir), "server") if config.pki_dir else None
             ),
             metrics=metrics,
+            admission=Admission(loop_lag=stalls.lag, limit=config.max_registering),
         )
         ctx.cluster_id = await retry_while_etcd_unavailable(writer.ensure_cluster_id)
         app.state.ctx = ctx
@@ -284,7 +286,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        answer = _error(exc.status_code, str(exc.detail))
+        answer.headers.update(exc.headers or {})  # Retry-After on a 429, say
+        return answer
 
     @app.exception_handler(AccessDenied)
     async def access_denied(request: Request, exc: AccessDenied) -> JSONResponse:

@@ -23,6 +23,7 @@ class ServerConfig:
     heartbeat_interval: float = 1.0
     max_heartbeats_per_second: float = 100.0  # from all agents together
     registry_repair_interval: float = 3.0  # seconds between anti-entropy passes
+    max_registering: int = 32  # registrations in progress at once; more: 429 + Retry-After
     leader_lease_ttl: int = 2  # seconds: a dead leader is replaced about this much later
     # TLS: the directory of the CA and this server's certificate (``theseus.security.files``);
     # None: plain HTTP, a development cluster on loopback, where callers need no token.

@@ -10,6 +10,7 @@ from fastapi import HTTPException, Request
 
 from theseus.api.schemas import NodeUsage
 from theseus.server.access_writes import AccessWriter
+from theseus.server.admission import Admission
 from theseus.server.audit import AuditLog
 from theseus.server.config import ServerConfig
 from theseus.server.events.feed import EventFeed
@@ -40,6 +41,8 @@ class ServerContext:
     # only (never etcd); another server knows it from the heartbeats it receives itself.
     node_usage: dict[str, NodeUsage] = field(default_factory=dict)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)  # this server's instruments
+    # How many registrations this server takes on at once (never refuses: no loop lag known).
+    admission: Admission = field(default_factory=lambda: Admission(loop_lag=lambda: 0.0))
 
 
 async def context(request: Request) -> ServerContext:

@@ -37,6 +37,7 @@ class StallWatch:
         self._clock = clock
         self._last = clock()
         self.last_stall_end: float | None = None  # monotonic time the last stall ended
+        self._last_late = 0.0  # how late the last tick came
 
     async def run(self) -> None:
         while True:
@@ -53,7 +54,14 @@ class StallWatch:
                 "this server's event loop was stalled for %.1fs: node losses held back", late
             )
         self._last = now
+        self._last_late = max(0.0, late)
         return self.last_stall_end
+
+    def lag(self) -> float:
+        """How far behind the event loop is: the lateness of its last tick, or of the tick
+        due now if that is later (asked from the loop, while it is busy)."""
+        overdue = self._clock() - self._last - self._tick
+        return max(self._last_late, overdue, 0.0)
 
 
 def spared_nodes(

@@ -17,6 +17,7 @@ from theseus.api.schemas import (
     RegistrationAnswer,
     ReportBatch,
 )
+from theseus.server.admission import Overloaded
 from theseus.server.auth import Caller
 from theseus.server.context import ServerContext, context
 from theseus.server.views import node_info
@@ -36,7 +37,14 @@ async def register(
             403, f"this certificate belongs to node {caller.name!r}, not {registration.name!r}"
         )
     writer = ctx.writer
-    await writer.register_node(registration)
+    try:
+        with ctx.admission.registration():
+            await writer.register_node(registration)
+    except Overloaded as exc:
+        # Heartbeats go first: the nodes already registered are kept alive, this one waits.
+        raise HTTPException(
+            429, exc.reason, headers={"Retry-After": str(exc.retry_after)}
+        ) from None
     if registration.name not in ctx.cache.state.nodes:
         # Written, but this server's view did not catch up within the writer's wait (5 s: an
         # overloaded server, as with 1,000 agents registering at once): a 503 the agent

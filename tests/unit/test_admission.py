@@ -1,0 +1,101 @@
+"""Admission of registrations (``theseus.server.admission``): the pure ``retry_after``, the
+limit and the lag that refuse, and a whole in-process server answering 429 with Retry-After
+while its registration places are taken, as heartbeats of registered nodes still pass."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from tests.kit.app import inprocess_api
+from theseus.agent.agent import _retrying
+from theseus.api.client import ApiError
+from theseus.server.admission import RETRY_MAX, Admission, Overloaded, retry_after
+from theseus.server.config import ServerConfig
+from theseus.store.memory import MemoryStore
+
+
+def test_retry_after_spreads_the_waiting_demand_over_what_the_server_carries() -> None:
+    assert retry_after(0.0, 100.0) == 1  # never sooner than a second
+    assert retry_after(100.0, 100.0) == 5  # 500 refused in the window, 100/s carried
+    assert retry_after(100.0, 0.0) == RETRY_MAX  # nothing carried lately: as late as allowed
+    assert retry_after(10_000.0, 50.0) == RETRY_MAX
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_limit_and_a_lagging_loop_refuse_and_a_place_is_given_back() -> None:
+    lag = 0.0
+    admission = Admission(loop_lag=lambda: lag, limit=2, clock=Clock())
+    with admission.registration(), admission.registration():
+        with pytest.raises(Overloaded) as refused, admission.registration():
+            pass
+        assert "2 registrations are in progress" in refused.value.reason
+        assert refused.value.retry_after >= 1
+    assert admission.in_progress == 0
+    lag = 2.0
+    with pytest.raises(Overloaded, match="event loop is 2.0s behind"), admission.registration():
+        pass
+    lag = 0.0
+    with admission.registration():
+        assert admission.in_progress == 1
+
+
+def registration(name: str, address: str) -> dict[str, object]:
+    return {"name": name, "address": address, "agent_port": 5051, "cpus": 1, "mem": 512}
+
+
+async def test_a_server_refuses_registrations_beyond_its_places_but_not_heartbeats() -> None:
+    store = MemoryStore()
+    async with inprocess_api(ServerConfig(max_registering=2), store) as api:
+        answer = await api.post("/v1/agent/register", json=registration("steady", "127.0.0.2"))
+        assert answer.status_code == 200, answer.text
+        store.faults.hang("grant_lease")  # registrations of new nodes stay in progress
+        pending = [
+            asyncio.ensure_future(
+                api.post("/v1/agent/register", json=registration(f"n{i}", f"127.0.0.{3 + i}"))
+            )
+            for i in range(2)
+        ]
+        async with asyncio.timeout(5):
+            await store.faults.wait_hanging("grant_lease", 2)
+        refused = await api.post("/v1/agent/register", json=registration("n9", "127.0.0.9"))
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "registrations are in progress" in refused.json()["message"]
+        beat = await api.post("/v1/agent/steady/heartbeat")
+        assert beat.status_code == 200, beat.text  # the registered node is kept alive
+        store.faults.heal()
+        answers: list[httpx.Response] = await asyncio.gather(*pending)
+        assert [a.status_code for a in answers] == [200, 200]
+        again = await api.post("/v1/agent/register", json=registration("n9", "127.0.0.9"))
+        assert again.status_code == 200, again.text
+        nodes = (await api.get("/v1/nodes")).json()["nodes"]
+        assert sorted(n["name"] for n in nodes) == ["n0", "n1", "n9", "steady"]
+
+
+async def test_an_agent_registers_again_after_the_time_a_429_said() -> None:
+    tries: list[float] = []
+
+    async def register() -> str:
+        tries.append(asyncio.get_running_loop().time())
+        if len(tries) < 3:
+            raise ApiError(429, "too many registrations", [], retry_after=0.2)
+        return "registered"
+
+    assert await _retrying("register", register) == "registered"
+    gaps = [later - earlier for earlier, later in zip(tries, tries[1:], strict=False)]
+    assert all(gap >= 0.1 - 0.01 for gap in gaps), gaps  # 0.2 s with jitter of ±50 %
+
+    async def refused() -> str:
+        raise ApiError(403, "not this node's certificate", [])
+
+    with pytest.raises(ApiError):
+        await _retrying("register", refused)
