@@ -17,11 +17,11 @@ from theseus.server.config import ServerConfig
 from theseus.store.memory import MemoryStore
 
 
-def test_retry_after_spreads_the_waiting_demand_over_what_the_server_carries() -> None:
-    assert retry_after(0.0, 100.0) == 1  # never sooner than a second
-    assert retry_after(100.0, 100.0) == 5  # 500 refused in the window, 100/s carried
-    assert retry_after(100.0, 0.0) == RETRY_MAX  # nothing carried lately: as late as allowed
-    assert retry_after(10_000.0, 50.0) == RETRY_MAX
+def test_retry_after_is_the_time_to_finish_those_in_line() -> None:
+    assert retry_after(0, 100.0) == 1  # never sooner than a second
+    assert retry_after(500, 100.0) == 5
+    assert retry_after(100, 0.0) == 5  # not measured yet: the assumed rate
+    assert retry_after(10_000, 50.0) == RETRY_MAX
 
 
 class Clock:
@@ -31,21 +31,48 @@ class Clock:
         return self.now
 
 
-def test_the_limit_and_a_lagging_loop_refuse_and_a_place_is_given_back() -> None:
+async def test_registrations_wait_in_line_then_are_turned_away_and_a_lag_refuses() -> None:
     lag = 0.0
-    admission = Admission(loop_lag=lambda: lag, limit=2, clock=Clock())
-    with admission.registration(), admission.registration():
-        with pytest.raises(Overloaded) as refused, admission.registration():
+    admission = Admission(loop_lag=lambda: lag, limit=2, max_waiting=1, queue_wait=0.2)
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def register() -> None:
+        async with admission.registration():
+            held.set()
+            await release.wait()
+
+    first, second = asyncio.ensure_future(register()), asyncio.ensure_future(register())
+    async with asyncio.timeout(2):
+        while admission.in_progress < 2:
+            await asyncio.sleep(0)
+    in_line = asyncio.ensure_future(register())  # waits for a place...
+    async with asyncio.timeout(2):
+        while admission.waiting < 1:
+            await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match="1 registrations are waiting") as refused:
+        async with admission.registration():  # ...and the line is full
             pass
-        assert "2 registrations are in progress" in refused.value.reason
-        assert refused.value.retry_after >= 1
-    assert admission.in_progress == 0
+    assert refused.value.retry_after >= 1
+    release.set()  # places free: the one in line gets one
+    async with asyncio.timeout(2):
+        await asyncio.gather(first, second, in_line)
+    assert admission.in_progress == admission.waiting == 0
+    # A line that does not move within queue_wait: turned away.
+    release.clear()
+    holders = [asyncio.ensure_future(register()) for _ in range(2)]
+    async with asyncio.timeout(2):
+        while admission.in_progress < 2:
+            await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        async with admission.registration():
+            pass
+    release.set()
+    await asyncio.gather(*holders)
     lag = 2.0
-    with pytest.raises(Overloaded, match="event loop is 2.0s behind"), admission.registration():
-        pass
-    lag = 0.0
-    with admission.registration():
-        assert admission.in_progress == 1
+    with pytest.raises(Overloaded, match="event loop is 2.0s behind"):
+        async with admission.registration():
+            pass
 
 
 def registration(name: str, address: str) -> dict[str, object]:
@@ -69,7 +96,7 @@ async def test_a_server_refuses_registrations_beyond_its_places_but_not_heartbea
         refused = await api.post("/v1/agent/register", json=registration("n9", "127.0.0.9"))
         assert refused.status_code == 429, refused.text
         assert int(refused.headers["retry-after"]) >= 1
-        assert "registrations are in progress" in refused.json()["message"]
+        assert "registrations are waiting" in refused.json()["message"]  # after its 5 s in line
         beat = await api.post("/v1/agent/steady/heartbeat")
         assert beat.status_code == 200, beat.text  # the registered node is kept alive
         store.faults.heal()

@@ -5,11 +5,13 @@ Thousands of agents registering at once (a cluster's first start, every agent af
 restart) would each cost an etcd lease, a write and a wait for the watch, all on the one event
 loop that also answers the heartbeats keeping the registered nodes alive. Taken all at once
 they starve those heartbeats, the nodes' leases run out, the nodes register again: a collapse
-the server makes for itself. So a server registers a bounded number of nodes at a time, and
-none while its loop is lagging; the others get ``429 Too Many Requests`` with a
-``Retry-After`` that spreads them over the time the server needs for them (the agents add
-jitter of their own). Heartbeats, reports and assignment polls are never refused here: they
-are what keeps the registered nodes alive and their tasks running.
+the server makes for itself. So a server registers a bounded number of nodes at a time; the
+next ones wait in line (a coroutine waiting costs the loop nothing), a few seconds at most.
+Those that would wait longer, and all of them while the loop lags, get ``429 Too Many
+Requests`` with a ``Retry-After``: the time this server needs for those in line, at the rate
+it has been finishing them (the agents add jitter of their own). Heartbeats, reports and
+assignment polls are never refused here: they keep the registered nodes alive and their tasks
+running.
 
 ``Admission`` is created by ``theseus.server.app`` and used by the registration route
 (``theseus.server.routes.agent``); ``retry_after`` is its pure decision.
@@ -17,17 +19,22 @@ are what keeps the registered nodes alive and their tasks running.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import NoReturn
 
 MAX_REGISTERING = 32  # registrations in progress on one server at a time
+MAX_WAITING = 2_000  # registrations waiting for a place; more are turned away at once
+QUEUE_WAIT = 5.0  # seconds a registration may wait for a place (less than agents' timeout)
 LAGGING = 0.5  # seconds of event loop lag above which no registration is taken on
 RETRY_MIN = 1  # seconds
 RETRY_MAX = 30  # past this a waiting agent is better told the truth by its next try
-WINDOW = 5.0  # seconds of history behind the rates
+WINDOW = 5.0  # seconds of history behind the rate
+ASSUMED_RATE = 20.0  # registrations per second, until this server has measured its own
 
 
 class Overloaded(Exception):
@@ -39,16 +46,16 @@ class Overloaded(Exception):
         self.reason = reason
 
 
-def retry_after(refused_per_second: float, finished_per_second: float) -> int:
-    """When a refused registration should come back: the refusals of the last moments are
-    the demand still waiting, and the registrations finished are what this server carries, so
-    the demand is spread over the time it takes (at least a second, at most ``RETRY_MAX``)."""
-    carried = max(finished_per_second, 1.0)
-    return max(RETRY_MIN, min(RETRY_MAX, math.ceil(refused_per_second * WINDOW / carried)))
+def retry_after(waiting: int, finished_per_second: float) -> int:
+    """When a registration turned away should come back: once those waiting now are done at
+    the rate this server finishes them (at least a second, at most ``RETRY_MAX``)."""
+    rate = finished_per_second if finished_per_second > 0 else ASSUMED_RATE
+    return max(RETRY_MIN, min(RETRY_MAX, math.ceil(waiting / rate)))
 
 
 class _Rate:
-    """Events per second over the last ``WINDOW`` seconds."""
+    """Events per second over the last ``WINDOW`` seconds, counted over the span they took
+    (a burst of 32 in a tenth of a second is not 6 a second)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -58,10 +65,12 @@ class _Rate:
         self._times.append(self._clock())
 
     def per_second(self) -> float:
-        horizon = self._clock() - WINDOW
-        while self._times and self._times[0] < horizon:
+        now = self._clock()
+        while self._times and self._times[0] < now - WINDOW:
             self._times.popleft()
-        return len(self._times) / WINDOW
+        if len(self._times) < 2:
+            return 0.0  # not measured
+        return len(self._times) / max(now - self._times[0], 1.0)
 
 
 class Admission:
@@ -70,32 +79,47 @@ class Admission:
         loop_lag: Callable[[], float],
         limit: int = MAX_REGISTERING,
         lagging: float = LAGGING,
+        max_waiting: int = MAX_WAITING,
+        queue_wait: float = QUEUE_WAIT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._loop_lag = loop_lag  # how late the event loop's last tick was (StallWatch)
         self._limit = limit
         self._lagging = lagging
+        self._max_waiting = max_waiting
+        self._queue_wait = queue_wait
         self.in_progress = 0
+        self.waiting = 0
+        self._places: asyncio.Semaphore | None = None  # made on the serving loop
         self._finished = _Rate(clock)
-        self._refused = _Rate(clock)
 
-    @contextmanager
-    def registration(self) -> Iterator[None]:
-        """Hold one of the registration places for the ``with`` block, or raise
-        ``Overloaded`` at once."""
-        if self.in_progress >= self._limit:
-            self._refuse(f"{self.in_progress} registrations are in progress on this server")
+    @asynccontextmanager
+    async def registration(self) -> AsyncIterator[None]:
+        """Hold one of the registration places for the ``async with`` block, after a wait
+        in line of ``queue_wait`` seconds at most; or raise ``Overloaded``."""
         lag = self._loop_lag()
         if lag > self._lagging:
             self._refuse(f"this server's event loop is {lag:.1f}s behind")
+        if self.waiting >= self._max_waiting:
+            self._refuse(f"{self.waiting} registrations are waiting on this server")
+        if self._places is None:
+            self._places = asyncio.Semaphore(self._limit)
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self._queue_wait):
+                await self._places.acquire()
+        except TimeoutError:
+            self._refuse(f"{self.waiting} registrations are waiting on this server")
+        finally:
+            self.waiting -= 1
         self.in_progress += 1
         try:
             yield
         finally:
             self.in_progress -= 1
+            self._places.release()
             self._finished.add()
 
-    def _refuse(self, reason: str) -> None:
-        self._refused.add()
-        after = retry_after(self._refused.per_second(), self._finished.per_second())
+    def _refuse(self, reason: str) -> NoReturn:
+        after = retry_after(self.waiting + self.in_progress, self._finished.per_second())
         raise Overloaded(after, f"{reason}: register again in {after}s")

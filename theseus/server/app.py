@@ -66,6 +66,7 @@ from theseus.store.cache import StateCache
 from theseus.store.etcd import EtcdStore
 from theseus.store.etcd_tls import EtcdTls
 from theseus.store.leadership import Leadership
+from theseus.store.lease_thread import LeaseThread
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,18 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = metered(open_store(config))
         await retry_while_etcd_unavailable(store.connect)
-        keepalive_store = metered(open_store(config))  # the leader lease's own connection
-        await retry_while_etcd_unavailable(keepalive_store.connect)
+        stalls = StallWatch()
+        lease_thread: LeaseThread | None = None
+        keepalive_store: Store | None = None
+        if open_store is etcd_stores:
+            # The leader lease's keep-alive on a thread, with a connection of its own.
+            lease_thread = LeaseThread(lambda: metered(open_store(config)), stalls.last_seen)
+            lease_thread.start()
+        else:
+            # The in-memory store of unit tests lives on this loop: a connection of its own
+            # on this loop, then.
+            keepalive_store = metered(open_store(config))
+            await retry_while_etcd_unavailable(keepalive_store.connect)
         cache = StateCache(store)
         feed = EventFeed(lambda: cache.state)
         cache.observer = feed  # before the cache's first load: the window starts there
@@ -144,8 +155,8 @@ def create_app(
             server_id,
             lease_ttl=config.leader_lease_ttl,
             keepalive_store=keepalive_store,
+            lease_thread=lease_thread,
         )
-        stalls = StallWatch()
         leader = Leader(
             store,
             cache,
@@ -204,7 +215,10 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await store.close()
-            await keepalive_store.close()
+            if keepalive_store is not None:
+                await keepalive_store.close()
+            if lease_thread is not None:
+                lease_thread.stop()
 
     app = FastAPI(
         title="Theseus",

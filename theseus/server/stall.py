@@ -57,6 +57,11 @@ class StallWatch:
         self._last_late = max(0.0, late)
         return self.last_stall_end
 
+    def last_seen(self) -> float:
+        """When the loop last came round (its clock's time of the last tick): read from
+        other threads (``theseus.store.lease_thread``)."""
+        return self._last
+
     def lag(self) -> float:
         """How far behind the event loop is: the lateness of its last tick, or of the tick
         due now if that is later (asked from the loop, while it is busy)."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from theseus.store import keys
 from theseus.store.base import CreateRevisionIs, Put, Store, StoreUnavailable
 from theseus.store.cache import StateCache
+from theseus.store.lease_thread import LeaseThread
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Leadership:
         server_id: str,
         lease_ttl: int = 2,
         keepalive_store: Store | None = None,
+        lease_thread: LeaseThread | None = None,
     ) -> None:
         self._store = store
         # A connection of its own for the leader lease's keep-alive: etcd answers the
@@ -72,6 +74,9 @@ class Leadership:
         # writes are applied, so behind 1,000 nodes' heartbeats during a big deploy the
         # leader's own refresh waited seconds, past its lease.
         self._keepalive_store = keepalive_store or store
+        # Better still, a thread of its own (with its own connection), which a busy loop
+        # cannot hold up: ``theseus.store.lease_thread``.
+        self._lease_thread = lease_thread
         self._cache = cache
         self.server_id = server_id
         self.lease_ttl = lease_ttl
@@ -114,7 +119,7 @@ class Leadership:
             await self._store.revoke_lease(lease)
             await self._cache.wait_changed(self.lease_ttl / 2)
             return
-        keepalive = asyncio.create_task(self.keep_alive(lease, granted))
+        keepalive = asyncio.create_task(self._keep(lease, granted), name="leader-lease")
         self.term = Term(revision, keepalive)
         log.info("%s is now the leader (fence %d)", self.server_id, revision)
         try:
@@ -131,11 +136,30 @@ class Leadership:
             with contextlib.suppress(StoreUnavailable):
                 await self._store.revoke_lease(lease)
 
-    async def keep_alive(self, lease: int, granted: float) -> None:
-        """Refresh the lease every third of its TTL; returns (which ends the term) when the
-        store says it expired, or when it may have: no refresh succeeded for a whole TTL.
-        (The integration tests replace it to play a leader that is deposed unawares.)"""
-        loop = asyncio.get_running_loop()
+    async def _keep(self, lease: int, granted: float) -> None:
+        thread = self._lease_thread
+        if thread is None:
+            await self.keep_alive(lease, granted, self._store_on_loop)
+        else:
+            await thread.run(
+                lambda store: self.keep_alive(lease, granted, store, thread.main_loop_silent)
+            )
+
+    async def _store_on_loop(self) -> Store:
+        return self._keepalive_store
+
+    async def keep_alive(
+        self,
+        lease: int,
+        granted: float,
+        store: Callable[[], Awaitable[Store]],
+        loop_silent: Callable[[], float | None] = lambda: None,
+    ) -> None:
+        """Refresh the lease every third of its TTL through ``store``'s connection; returns
+        (which ends the term) when the store says it expired, or when it may have: no refresh
+        succeeded for a whole TTL; or, on a thread of its own, when the server's event loop
+        has been silent for too long (``loop_silent``: its seconds, if so)."""
+        loop = asyncio.get_running_loop()  # the thread's own, or the server's: the same clock
         expires = granted + self.lease_ttl
         interval = self.lease_ttl / 3
         while True:
@@ -149,11 +173,15 @@ class Leadership:
             if remaining <= 0:
                 log.warning("leader lease not refreshed for %ss; stepping down", self.lease_ttl)
                 return
+            silent = loop_silent()
+            if silent is not None:
+                log.warning("the server's event loop is stuck (%.0fs): letting the lead go", silent)
+                return
             try:
                 # Not wait_for: on Python 3.11 it can swallow a cancellation that coincides
                 # with the answer, and this loop must end when leadership does.
                 async with asyncio.timeout(remaining):
-                    alive = await self._keepalive_store.refresh_lease(lease)
+                    alive = await (await store()).refresh_lease(lease)
             except (StoreUnavailable, TimeoutError) as exc:
                 # A timeout has no message: name the exception, not just its text.
                 log.warning("leader lease refresh failed (%s); retrying", repr(exc))

@@ -38,7 +38,7 @@ async def register(
         )
     writer = ctx.writer
     try:
-        with ctx.admission.registration():
+        async with ctx.admission.registration():
             await writer.register_node(registration)
     except Overloaded as exc:
         # Heartbeats go first: the nodes already registered are kept alive, this one waits.
