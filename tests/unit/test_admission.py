@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.kit.app import inprocess_api
+from tests.kit.wait import wait_until_async
 from theseus.agent.agent import _retrying
 from theseus.api.client import ApiError
 from theseus.server.admission import RETRY_MAX, Admission, Overloaded, retry_after
@@ -43,13 +44,9 @@ async def test_registrations_wait_in_line_then_are_turned_away_and_a_lag_refuses
             await release.wait()
 
     first, second = asyncio.ensure_future(register()), asyncio.ensure_future(register())
-    async with asyncio.timeout(2):
-        while admission.in_progress < 2:
-            await asyncio.sleep(0)
+    await wait_until_async(lambda: admission.in_progress == 2, 2, "both places held")
     in_line = asyncio.ensure_future(register())  # waits for a place...
-    async with asyncio.timeout(2):
-        while admission.waiting < 1:
-            await asyncio.sleep(0)
+    await wait_until_async(lambda: admission.waiting == 1, 2, "one in line")
     with pytest.raises(Overloaded, match="1 registrations are waiting") as refused:
         async with admission.registration():  # ...and the line is full
             pass
@@ -61,9 +58,7 @@ async def test_registrations_wait_in_line_then_are_turned_away_and_a_lag_refuses
     # A line that does not move within queue_wait: turned away.
     release.clear()
     holders = [asyncio.ensure_future(register()) for _ in range(2)]
-    async with asyncio.timeout(2):
-        while admission.in_progress < 2:
-            await asyncio.sleep(0)
+    await wait_until_async(lambda: admission.in_progress == 2, 2, "both places held")
     with pytest.raises(Overloaded):
         async with admission.registration():
             pass
@@ -93,12 +88,13 @@ async def test_a_server_refuses_registrations_beyond_its_places_but_not_heartbea
         ]
         async with asyncio.timeout(5):
             await store.faults.wait_hanging("grant_lease", 2)
+        # Both places are taken; the registered node is kept alive all the same.
+        beat = await api.post("/v1/agent/steady/heartbeat")
+        assert beat.status_code == 200, beat.text
         refused = await api.post("/v1/agent/register", json=registration("n9", "127.0.0.9"))
         assert refused.status_code == 429, refused.text
         assert int(refused.headers["retry-after"]) >= 1
         assert "registrations are waiting" in refused.json()["message"]  # after its 5 s in line
-        beat = await api.post("/v1/agent/steady/heartbeat")
-        assert beat.status_code == 200, beat.text  # the registered node is kept alive
         store.faults.heal()
         answers: list[httpx.Response] = await asyncio.gather(*pending)
         assert [a.status_code for a in answers] == [200, 200]
