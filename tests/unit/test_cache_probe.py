@@ -113,6 +113,8 @@ async def test_a_late_probe_is_settled_by_a_proof_asked_on_demand(probed: Probed
 
 
 async def test_a_proof_on_demand_fails_for_a_stuck_cache_or_lost_etcd(probed: Probed) -> None:
+    assert await probed.cache.confirm()  # current at 10
+    probed.clock.now += 100
     await etcd_moves_on(probed.store, 5)  # etcd moved on; the cache stays at 10
     assert not await probed.cache.confirm(timeout=0.05)
     assert probed.cache.out_of_touch() is not None
@@ -120,3 +122,19 @@ async def test_a_proof_on_demand_fails_for_a_stuck_cache_or_lost_etcd(probed: Pr
     probed.store.faults.fail("current_revision")
     assert not await probed.cache.confirm(timeout=0.05)
     assert probed.cache.out_of_touch() is not None
+
+
+async def test_a_cache_behind_but_moving_is_proved_on_demand(probed: Probed) -> None:
+    assert await probed.cache.confirm()  # current at 10
+    probed.clock.now += 100
+    await etcd_moves_on(probed.store, 40)  # a big deploy: the watch is far behind...
+
+    async def applies_one_later() -> None:
+        await asyncio.sleep(0.01)
+        probed.cache.state.revision += 1  # ...and moving
+        probed.cache._notify()  # as the watch does after applying a change
+
+    moving = asyncio.ensure_future(applies_one_later())
+    assert await probed.cache.confirm(timeout=1.0)
+    await moving
+    assert probed.cache.out_of_touch() is None

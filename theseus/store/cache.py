@@ -129,6 +129,7 @@ class StateCache:
         # moment (``probe``). Routes refuse to answer from a cache that has not for a while.
         self._confirmed_at = clock()
         self._confirming: asyncio.Task[bool] | None = None  # the one proof asked on demand
+        self._looked_revision = 0  # what the cache had applied at the last probe or proof
         self._waiter_ids = itertools.count()
         self.observer: ChangeObserver | None = None
 
@@ -170,23 +171,36 @@ class StateCache:
         return await asyncio.shield(self._confirming)
 
     async def _prove(self, timeout: float) -> bool:
+        """The probe's test, asked now: etcd answers a linearizable read (this server is in
+        touch with a quorum), and the cache has applied that revision or moves on (a busy
+        loop applying a big deploy is behind, and following)."""
         asked = self._clock()
         try:
             async with asyncio.timeout(timeout):
                 revision = await self._store.current_revision()
-                if not await self.wait_for_revision(revision, timeout):
-                    return False
         except (StoreUnavailable, TimeoutError):
             return False
+        if not self._following(revision):
+            # Not moved since the last look: give the watch the rest of the time to show it.
+            target = min(revision, self._looked_revision + 1)
+            left = max(0.0, timeout - (self._clock() - asked))
+            if not await self.wait_for_revision(target, left):
+                return False
+        self._looked_revision = self.state.revision
         self._confirmed_at = max(self._confirmed_at, asked)
         return True
+
+    def _following(self, revision: int) -> bool:
+        """Whether the cache has applied etcd's ``revision``, or at least moved on since it
+        was last looked at."""
+        return self.state.revision >= revision or self.state.revision > self._looked_revision
 
     async def probe(self, interval: float = PROBE_INTERVAL) -> None:
         """Forever: ask etcd for its current revision. The cache follows etcd if it has
         applied that revision, or at least moved on since the last probe (a big deploy may
         keep it a few seconds behind, still following). A dead member, a lost quorum or a
         stuck watch shows as time without either (``out_of_touch``)."""
-        applied = self.state.revision
+        self._looked_revision = self.state.revision
         while True:
             asked = self._clock()
             try:
@@ -194,9 +208,9 @@ class StateCache:
             except StoreUnavailable:
                 pass
             else:
-                if self.state.revision >= revision or self.state.revision > applied:
-                    self._confirmed_at = asked
-            applied = self.state.revision
+                if self._following(revision):
+                    self._confirmed_at = max(self._confirmed_at, asked)
+            self._looked_revision = self.state.revision
             await asyncio.sleep(max(0.0, interval - (self._clock() - asked)))
 
     async def wait_ready(self) -> None:
