@@ -313,6 +313,13 @@ class _Pass:
                 self._stop(task, "group removed")
 
     def _place(self) -> None:
+        waiting = [
+            t for t in self.state.tasks.values() if t.desired is Desired.RUN and t.node is None
+        ]
+        if not waiting:
+            # Nothing to place: no books of every node (a pass per registration while 3,000
+            # agents join would otherwise build them 3,000 times).
+            return
         holdings = []
         for task in self.state.tasks.values():
             if task.node is not None and not self.state.task_state(task).terminal:
@@ -330,9 +337,6 @@ class _Pass:
         ]
         placer = Placer(ready, holdings, closed)
         readiness = Readiness(self.state)
-        waiting = [
-            t for t in self.state.tasks.values() if t.desired is Desired.RUN and t.node is None
-        ]
         refused: list[tuple[TaskRecord, str | None, int, Unplaceable, int]] = []
         for task in sorted(waiting, key=lambda t: (t.created_at, t.id)):
             if task.not_before is not None and task.not_before > self.now:

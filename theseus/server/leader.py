@@ -164,7 +164,7 @@ class Leader:
             if tracked.wake_at is not None:
                 wake = plan.wake_at
                 plan.wake_at = tracked.wake_at if wake is None else min(wake, tracked.wake_at)
-            await self._wait_for_work(snapshot, plan, now)
+            await self._wait_for_work(snapshot, plan, now, planned - copied)
 
     def _spared(self, snapshot: ClusterState) -> frozenset[str]:
         """The nodes whose loss this pass holds back (``theseus.server.stall``)."""
@@ -200,13 +200,19 @@ class Leader:
         committed = await commit_all(self._store, units, shared=[term.fence])
         return committed.revision
 
-    async def _wait_for_work(self, snapshot: ClusterState, plan: Plan, now: float) -> None:
+    async def _wait_for_work(
+        self, snapshot: ClusterState, plan: Plan, now: float, took: float
+    ) -> None:
+        """Until the state changes (or the plan's wake-up time), then a little longer so that
+        changes arriving together make one pass. A pass that changed nothing is followed by
+        a pause as long as it took (the pass thread and the loop share the GIL: passes back
+        to back while 3,000 agents join each change one key starve the loop answering them)."""
         timeout = TICK
         if plan.wake_at is not None:
             timeout = max(0.0, min(timeout, plan.wake_at - now))
         if self._cache.revision == snapshot.revision:
             await self._cache.wait_changed(timeout)
-        await asyncio.sleep(COALESCE)
+        await asyncio.sleep(max(COALESCE, min(took, TICK)))
 
     async def commit(self, plan: Plan) -> int | None:
         """Write ``plan`` in the current term; None when we do not lead or the fence refused

@@ -19,7 +19,7 @@ from theseus.api.schemas import (
 )
 from theseus.server.admission import Overloaded
 from theseus.server.auth import Caller
-from theseus.server.context import ServerContext, context
+from theseus.server.context import ServerContext, context, etcd_judged_context
 from theseus.server.views import node_info
 
 router = APIRouter(prefix="/v1/agent", tags=["agents"])
@@ -29,7 +29,9 @@ MAX_WAIT = 60.0
 
 @router.post("/register", response_model=RegistrationAnswer)
 async def register(
-    registration: NodeRegistration, request: Request, ctx: ServerContext = Depends(context)
+    registration: NodeRegistration,
+    request: Request,
+    ctx: ServerContext = Depends(etcd_judged_context),
 ) -> RegistrationAnswer:
     caller = _agent(request)
     if caller is not None and caller.name != registration.name:
@@ -60,7 +62,9 @@ async def register(
 
 @router.post("/{node}/heartbeat", response_model=HeartbeatAnswer)
 async def heartbeat(
-    node: str, body: HeartbeatBody | None = None, ctx: ServerContext = Depends(context)
+    node: str,
+    body: HeartbeatBody | None = None,
+    ctx: ServerContext = Depends(etcd_judged_context),
 ) -> HeartbeatAnswer:
     """Refresh the node's liveness; ``body.usage`` (what its tasks use) is kept in this
     server's memory for ``theseus nodes``, never written to etcd."""
