@@ -1,13 +1,14 @@
 """The ``docker`` driver: tasks as Docker Engine containers, through aiodocker.
 
 Called by the task runner (``theseus.agent.runner``) through the ``TaskDriver`` protocol. With
-``docker_pods``, the only modules of the agent that import aiodocker. Thin by design:
-it maps a ``Launch`` onto the Engine API and reports what the Engine says. Before creating a
-container it makes sure its image is there (``docker_pull``): an image that names a registry
-host is pulled when the node lacks it (``pull: if_not_present``) or at every start
-(``always``), with the cluster's stored credentials for that host; an image without a
-registry host is pulled only when the agent allows it (``--pull-unqualified``), so an offline
-machine never reaches for Docker Hub and a missing local build is reported, not fetched.
+``docker_pods`` and ``docker_pull``, the only modules of the agent that import aiodocker. Thin
+by design: it maps a ``Launch`` onto the Engine API (the bodies it sends are built, pure, by
+``docker_config``) and reports what the Engine says. Before creating a container it makes sure
+its image is there (``docker_pull``): an image that names a registry host is pulled when the
+node lacks it (``pull: if_not_present``) or at every start (``always``), with the cluster's
+stored credentials for that host; an image without a registry host is pulled only when the
+agent allows it (``--pull-unqualified``), so an offline machine never reaches for Docker Hub
+and a missing local build is reported, not fetched.
 
 Every container gets the node's discovery directory bind-mounted read-only at
 ``/run/theseus`` (connecting to a unix socket needs no write access to the mount), so that
@@ -51,9 +52,9 @@ from theseus.agent.drivers.base import (
     Owner,
     StatsTarget,
 )
+from theseus.agent.drivers.docker_config import container_config, discovery_bind, exec_argv
 from theseus.agent.drivers.docker_handles import KnownHandles
 from theseus.agent.drivers.docker_pull import ImagePuller, PullOptions
-from theseus.agent.drivers.docker_security import privileges
 from theseus.images.labels import (
     LABEL_CLUSTER,
     LABEL_FENCE_AFTER,
@@ -77,62 +78,6 @@ async def docker_answers(timeout: float = 2.0) -> bool:
     except Exception:  # no socket, no permission, no answer: all mean "no Docker"
         return False
     return True
-
-
-def discovery_bind(discovery_dir: Path | None, volumes: list[str]) -> list[str]:
-    """The read-only bind of the node's discovery directory, unless there is none or the
-    spec mounts something of its own at ``/run/theseus`` (the user's volume wins)."""
-    if discovery_dir is None:
-        return []
-    if any(v.split(":")[1:2] in ([DISCOVERY_MOUNT], [DISCOVERY_MOUNT + "/"]) for v in volumes):
-        return []
-    return [f"{discovery_dir.absolute()}:{DISCOVERY_MOUNT}:ro"]
-
-
-def container_config(
-    launch: Launch,
-    address: str,
-    discovery_dir: Path | None = None,
-    log_limits: LogLimits | None = None,
-) -> dict[str, Any]:
-    """The Engine's ``containers/create`` body for ``launch`` (pure; unit-tested). On the
-    host's network nothing is published: the task listens on its ``PORT_<NAME>`` itself.
-    Its logs are bounded by the spec's ``logs`` over ``log_limits`` (the agent's default)."""
-    exposed, bindings = pods.published_ports([] if launch.host_network else launch.ports, address)
-    config: dict[str, Any] = {
-        "Image": launch.image,
-        "Env": [f"{key}={value}" for key, value in launch.environment.items()],
-        "Labels": dict(launch.labels),
-        "ExposedPorts": exposed,
-        "HostConfig": {
-            "NanoCpus": int(launch.cpus * 1e9),
-            "Memory": int(launch.mem * 1024 * 1024),
-            "PortBindings": bindings,
-            "Binds": [*launch.volumes, *discovery_bind(discovery_dir, launch.volumes)],
-            "Init": launch.init,
-            "LogConfig": (log_limits or LogLimits()).over(launch.logs).docker_log_config(),
-            **privileges(launch),
-        },
-    }
-    if launch.command is not None:
-        config["Cmd"] = ["/bin/sh", "-c", launch.command]
-    elif launch.args is not None:
-        config["Cmd"] = list(launch.args)
-    return config
-
-
-# The Engine cannot kill an exec'd process: a command that hangs would outlive every check.
-# Where the image has ``timeout`` (busybox, coreutils), it kills the command at its deadline.
-_EXEC_WRAPPER = (
-    'if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL "$0" /bin/sh -c "$1"; '
-    'else exec /bin/sh -c "$1"; fi'
-)
-
-
-def exec_argv(command: str, timeout: float) -> list[str]:
-    """``sh -c command`` in a container, killed after ``timeout`` (rounded up to a whole
-    second) where the image can (pure; unit-tested)."""
-    return ["/bin/sh", "-c", _EXEC_WRAPPER, str(max(1, math.ceil(timeout))), command]
 
 
 class DockerDriver:
