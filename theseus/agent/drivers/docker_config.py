@@ -4,8 +4,9 @@ Called by the docker driver (``theseus.agent.drivers.docker``): ``container_conf
 ``containers/create`` body of a single container (a pod's are ``docker_pods``'s
 ``infra_config`` and ``member_config``), ``discovery_bind`` the read-only mount of the node's
 discovery directory that every container gets (a pod's members too, through ``docker_pods``),
-and ``exec_argv`` the command line of a health check's ``exec``. The unit tests build them
-directly, with no Engine.
+``exec_argv`` the command line of a health check's ``exec``, and ``node_filters`` the label
+filter that picks this node's containers out of a listing (and, with ``docker_events``, out of
+the event stream). The unit tests build them directly, with no Engine.
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ import math
 from pathlib import Path
 from typing import Any
 
-from theseus.agent.drivers.base import DISCOVERY_MOUNT, Launch
+from theseus.agent.drivers.base import DISCOVERY_MOUNT, Launch, Owner
 from theseus.agent.drivers.docker_pods import published_ports
 from theseus.agent.drivers.docker_security import privileges
+from theseus.images.labels import LABEL_CLUSTER, LABEL_NODE
 from theseus.model.logs import LogLimits
+
+
+def node_filters(owner: Owner, with_cluster: bool = True) -> dict[str, list[str]]:
+    """The Engine's label filter for ``owner``'s containers: this node's, and with
+    ``with_cluster`` only those of its current cluster id."""
+    labels = [f"{LABEL_NODE}={owner.node}"]
+    if with_cluster:
+        labels.append(f"{LABEL_CLUSTER}={owner.cluster_id}")
+    return {"label": labels}
 
 
 def discovery_bind(discovery_dir: Path | None, volumes: list[str]) -> list[str]:
