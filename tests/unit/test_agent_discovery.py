@@ -22,7 +22,8 @@ from theseus.agent.agent import Agent
 from theseus.agent.config import AgentConfig
 from theseus.agent.discovery import bind_unix_socket, discovery_app
 from theseus.agent.drivers.base import Launch, Owner
-from theseus.agent.drivers.docker import DockerDriver, container_config
+from theseus.agent.drivers.docker import DockerDriver
+from theseus.agent.drivers.docker_config import container_config
 from theseus.agent.drivers.process import ProcessDriver
 from theseus.agent.drivers.sim import SimDriver
 from theseus.agent.http import AgentHttpServer, create_app

@@ -19,7 +19,7 @@ from tests.kit.fake_driver import FakeDriver
 from tests.kit.runner import settled
 from theseus.agent.discovery import discovery_app
 from theseus.agent.drivers.base import Launch, Owner, PortBinding
-from theseus.agent.drivers.docker import container_config
+from theseus.agent.drivers.docker_config import container_config
 from theseus.agent.drivers.docker_pods import infra_config, member_config
 from theseus.agent.gates import GateError, checked_gates, refusal, resolved_volumes, state_within
 from theseus.agent.http import AgentHttpServer

@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 
-from theseus.agent.drivers.docker import exec_argv
+from theseus.agent.drivers.docker_config import exec_argv
 
 
 def test_exit_code_and_output_come_through() -> None:

@@ -11,7 +11,7 @@ import typer
 
 from tests.kit.builders import make_assignment
 from theseus.agent.drivers.base import Owner
-from theseus.agent.drivers.docker import container_config
+from theseus.agent.drivers.docker_config import container_config
 from theseus.agent.drivers.docker_pods import INFRA_LOGS, infra_config, member_config
 from theseus.agent.launch import launch_of
 from theseus.api.schemas import GroupChange, GroupPlan

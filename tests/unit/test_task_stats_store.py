@@ -4,6 +4,7 @@ totals and the wire form; and the collector's passes over fake files (a cgroup v
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Collection
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from theseus.agent.stats.samples import (
     task_json,
     total,
 )
-from theseus.api.schemas import TaskStats
+from theseus.api.schemas import ContainerUsage, TaskStats
 
 
 def sample(at: float, cores: float = 0.5, memory: int = 100) -> TaskSample:
@@ -100,6 +101,15 @@ def test_wire_form_validates() -> None:
     assert parsed.samples[0].members["web"].memory_usage_bytes == 10
     assert parsed.samples[0].cpu_cores == 0.5
     assert sample_json(sample(1.0))["members"] == {}
+
+
+def test_the_wire_has_every_figure_of_a_reading() -> None:
+    """The agent's ``Reading`` and the wire's ``ContainerUsage`` spell the same figures twice
+    (``samples.py`` says why): one added to either alone would be dropped where the server
+    re-reads an agent's samples (``GET /v1/stats``), or fail the agent's answer there."""
+    wire = {name: field.annotation for name, field in ContainerUsage.model_fields.items()}
+    assert wire.pop("cpu_cores") == float | None
+    assert wire == typing.get_type_hints(Reading)
 
 
 def _fake_container(tmp: Path, pid: int, usage_usec: int, memory: int) -> None:

@@ -1,9 +1,10 @@
 """The ``docker`` driver: tasks as Docker Engine containers, through aiodocker.
 
 Called by the task runner (``theseus.agent.runner``) through the ``TaskDriver`` protocol. With
-``docker_pods``, the only modules of the agent that import aiodocker. Thin by design:
-it maps a ``Launch`` onto the Engine API and reports what the Engine says. Before creating a
-container it makes sure its image is there (``docker_pull``): an image that names a registry
+``docker_pods``, ``docker_pull`` and ``docker_events``, the only modules of the agent that
+import aiodocker. Thin by design: it maps a ``Launch`` onto the Engine API (the bodies it
+sends are built, pure, by ``docker_config``) and reports what the Engine says. Before creating
+a container it makes sure its image is there (``docker_pull``): an image that names a registry
 host is pulled when the node lacks it (``pull: if_not_present``) or at every start
 (``always``), with the cluster's stored credentials for that host; an image without a
 registry host is pulled only when the agent allows it (``--pull-unqualified``), so an offline
@@ -18,17 +19,14 @@ stopped, removed and read; this module dispatches to it by handle (a pod's handl
 infrastructure container's id, which its members name in a label). Which handles are pods is
 known without asking the Engine (``docker_handles``).
 
-Exits are noticed from the Engine's event stream (``die`` events of this node's containers),
-resubscribed with capped backoff when the stream breaks; the runner's periodic resync is the
-safety net for anything missed meanwhile.
+Exits are noticed from the Engine's event stream (``docker_events``: ``die`` events of this
+node's containers), resubscribed with capped backoff when the stream breaks; the runner's
+periodic resync is the safety net for anything missed meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import logging
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,25 +43,22 @@ from theseus.agent.drivers.base import (
     OOM_MESSAGE,
     DriverError,
     ExitCallback,
-    ExitNotice,
     Launch,
     Observed,
     Owner,
     StatsTarget,
 )
+from theseus.agent.drivers.docker_config import (
+    container_config,
+    discovery_bind,
+    exec_argv,
+    node_filters,
+)
+from theseus.agent.drivers.docker_events import ContainerEvents, exit_state
 from theseus.agent.drivers.docker_handles import KnownHandles
 from theseus.agent.drivers.docker_pull import ImagePuller, PullOptions
-from theseus.agent.drivers.docker_security import privileges
-from theseus.images.labels import (
-    LABEL_CLUSTER,
-    LABEL_FENCE_AFTER,
-    LABEL_NODE,
-    LABEL_POD_MEMBERS,
-    LABEL_TASK,
-)
+from theseus.images.labels import LABEL_FENCE_AFTER, LABEL_POD_MEMBERS, LABEL_TASK
 from theseus.model.logs import LogLimits
-
-log = logging.getLogger(__name__)
 
 CONTAINER_PREFIX = "theseus-"
 EXEC_OUTPUT_KEPT = 4096  # bytes of a health-check command's output kept (its tail)
@@ -77,62 +72,6 @@ async def docker_answers(timeout: float = 2.0) -> bool:
     except Exception:  # no socket, no permission, no answer: all mean "no Docker"
         return False
     return True
-
-
-def discovery_bind(discovery_dir: Path | None, volumes: list[str]) -> list[str]:
-    """The read-only bind of the node's discovery directory, unless there is none or the
-    spec mounts something of its own at ``/run/theseus`` (the user's volume wins)."""
-    if discovery_dir is None:
-        return []
-    if any(v.split(":")[1:2] in ([DISCOVERY_MOUNT], [DISCOVERY_MOUNT + "/"]) for v in volumes):
-        return []
-    return [f"{discovery_dir.absolute()}:{DISCOVERY_MOUNT}:ro"]
-
-
-def container_config(
-    launch: Launch,
-    address: str,
-    discovery_dir: Path | None = None,
-    log_limits: LogLimits | None = None,
-) -> dict[str, Any]:
-    """The Engine's ``containers/create`` body for ``launch`` (pure; unit-tested). On the
-    host's network nothing is published: the task listens on its ``PORT_<NAME>`` itself.
-    Its logs are bounded by the spec's ``logs`` over ``log_limits`` (the agent's default)."""
-    exposed, bindings = pods.published_ports([] if launch.host_network else launch.ports, address)
-    config: dict[str, Any] = {
-        "Image": launch.image,
-        "Env": [f"{key}={value}" for key, value in launch.environment.items()],
-        "Labels": dict(launch.labels),
-        "ExposedPorts": exposed,
-        "HostConfig": {
-            "NanoCpus": int(launch.cpus * 1e9),
-            "Memory": int(launch.mem * 1024 * 1024),
-            "PortBindings": bindings,
-            "Binds": [*launch.volumes, *discovery_bind(discovery_dir, launch.volumes)],
-            "Init": launch.init,
-            "LogConfig": (log_limits or LogLimits()).over(launch.logs).docker_log_config(),
-            **privileges(launch),
-        },
-    }
-    if launch.command is not None:
-        config["Cmd"] = ["/bin/sh", "-c", launch.command]
-    elif launch.args is not None:
-        config["Cmd"] = list(launch.args)
-    return config
-
-
-# The Engine cannot kill an exec'd process: a command that hangs would outlive every check.
-# Where the image has ``timeout`` (busybox, coreutils), it kills the command at its deadline.
-_EXEC_WRAPPER = (
-    'if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL "$0" /bin/sh -c "$1"; '
-    'else exec /bin/sh -c "$1"; fi'
-)
-
-
-def exec_argv(command: str, timeout: float) -> list[str]:
-    """``sh -c command`` in a container, killed after ``timeout`` (rounded up to a whole
-    second) where the image can (pure; unit-tested)."""
-    return ["/bin/sh", "-c", _EXEC_WRAPPER, str(max(1, math.ceil(timeout))), command]
 
 
 class DockerDriver:
@@ -160,9 +99,9 @@ class DockerDriver:
         )
         self._docker: aiodocker.Docker | None = None
         self._owner = Owner(node="", address="")
-        self._events: asyncio.Task[None] | None = None
+        self._events: ContainerEvents | None = None  # holds its deaths' inspecting tasks
+        self._watching: asyncio.Task[None] | None = None
         self._handles = KnownHandles()  # which are pods: learnt at start and listing
-        self._deaths: set[asyncio.Task[None]] = set()  # dead containers being inspected
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -176,7 +115,8 @@ class DockerDriver:
             self._discovery_dir.mkdir(parents=True, exist_ok=True)
         self._docker = aiodocker.Docker()
         await self._docker.version()  # fail now, clearly, if the Engine does not answer
-        self._events = asyncio.create_task(self._watch_events(on_exit), name="docker-events")
+        self._events = ContainerEvents(self._docker, owner, on_exit)
+        self._watching = asyncio.create_task(self._events.watch(), name="docker-events")
 
     @property
     def puller(self) -> ImagePuller:
@@ -187,75 +127,17 @@ class DockerDriver:
     async def close(self) -> None:
         if self._puller is not None:
             await self._puller.close()
-        if self._events is not None:
-            self._events.cancel()
-            await asyncio.gather(self._events, return_exceptions=True)
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
         if self._docker is not None:
             await self._docker.close()
             self._docker = None
         self._puller = None
 
-    def _filters(self, with_cluster: bool = True) -> dict[str, list[str]]:
-        labels = [f"{LABEL_NODE}={self._owner.node}"]
-        if with_cluster:
-            labels.append(f"{LABEL_CLUSTER}={self._owner.cluster_id}")
-        return {"label": labels}
-
-    async def _watch_events(self, on_exit: ExitCallback) -> None:
-        # Filter on the node only: the cluster id can change at re-registration, so it is
-        # checked per event instead of being baked into the subscription.
-        filters = {
-            "type": ["container"],
-            "event": ["die", "start"],
-            **self._filters(with_cluster=False),
-        }
-        delay = 0.2
-        while True:
-            events = self.docker.events
-            subscriber = events.subscribe(filters=filters)  # type: ignore[no-untyped-call]
-            try:
-                while (event := await subscriber.get()) is not None:
-                    delay = 0.2
-                    self._on_event(event, on_exit)
-            finally:
-                # Lets the next subscribe() start a fresh stream; re-raises the stream's own
-                # error (daemon restarting, connection refused), which only means "retry".
-                with contextlib.suppress(Exception):
-                    await events.stop()  # type: ignore[no-untyped-call]
-            log.warning("the Docker event stream ended; resubscribing in %.1fs", delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    def _on_event(self, event: dict[str, Any], on_exit: ExitCallback) -> None:
-        actor = event.get("Actor") or {}
-        attributes: dict[str, str] = actor.get("Attributes") or {}
-        task_id = attributes.get(LABEL_TASK)
-        if task_id is None or attributes.get(LABEL_CLUSTER) != self._owner.cluster_id:
-            return
-        code = attributes.get("exitCode")
-        handle = str(actor.get("ID") or event.get("id") or "")
-        exit_code = int(code) if code is not None and code.lstrip("-").isdigit() else None
-        started = (event.get("Action") or event.get("status")) == "start"
-        message = None
-        if pods.is_pod_container(attributes):  # any container of a pod speaks for the task
-            handle, message = pods.notice_of(attributes, handle)
-        notice = ExitNotice(
-            task_id,
-            handle,
-            None if started else exit_code,
-            started,
-            None if started else message,
-        )
-        if started or pods.is_pod_container(attributes):
-            on_exit(notice)
-            return
-        death = asyncio.create_task(self._notice_death(notice, on_exit), name="docker-death")
-        self._deaths.add(death)  # a reference, so that it is not collected mid-flight
-        death.add_done_callback(self._deaths.discard)
-
     async def list_tasks(self) -> list[Observed]:
         known_before = self._handles.before_listing()
-        containers = await self.docker.containers.list(all=True, filters=self._filters())
+        containers = await self.docker.containers.list(all=True, filters=node_filters(self._owner))
         observed: list[Observed] = []
         in_pods: dict[str, list[pods.PodContainer]] = {}
         for container in containers:
@@ -265,7 +147,7 @@ class DockerDriver:
                 continue
             running = container["State"] in ("running", "paused", "restarting")
             code, finished, oom = (
-                (None, "", False) if running else await self._exit_state(container.id)
+                (None, "", False) if running else await exit_state(self.docker, container.id)
             )
             created = container["Created"]  # epoch seconds; started right after creation
             started_at = float(created) if isinstance(created, int | float) else None
@@ -293,34 +175,7 @@ class DockerDriver:
         return observed + pod_tasks
 
     async def _exit_code(self, handle: str) -> int | None:
-        return (await self._exit_state(handle))[0]
-
-    async def _exit_state(self, handle: str) -> tuple[int | None, str, bool]:
-        """The exit code, the time of the exit (RFC 3339, "" if unknown) and whether the
-        kernel killed it for memory (Docker's ``State.OOMKilled``)."""
-        try:
-            info = await self.docker.containers.container(handle).show()
-        except DockerError:
-            return None, "", False
-        state = info.get("State") or {}
-        # A container created but never started reports 0: that is not an exit code.
-        if not state.get("StartedAt") or state["StartedAt"].startswith("0001-"):
-            return None, "", False
-        code = state.get("ExitCode")
-        finished = str(state.get("FinishedAt") or "")
-        return (int(code) if code is not None else None), finished, bool(state.get("OOMKilled"))
-
-    async def _notice_death(self, notice: ExitNotice, on_exit: ExitCallback) -> None:
-        """A container died: say so once its state is read, so that an OOM kill (which the
-        ``die`` event does not tell) is reported as one."""
-        try:
-            _, _, oom = await self._exit_state(notice.handle)
-        except Exception:  # the Engine went away: the plain notice still stands
-            log.exception("inspecting dead container %s", notice.handle)
-            oom = False
-        if oom:
-            notice = dataclasses.replace(notice, oom_killed=True, message=OOM_MESSAGE)
-        on_exit(notice)
+        return (await exit_state(self.docker, handle))[0]
 
     async def _ensure_images(self, launch: Launch) -> None:
         """Pull what the task needs, one image after the other (a pod's infrastructure

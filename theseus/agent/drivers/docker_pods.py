@@ -115,7 +115,7 @@ def member_config(
 ) -> dict[str, Any]:
     """The ``containers/create`` body of one member (pure): in the infrastructure container's
     network namespace, so it publishes nothing itself (the Engine refuses ports there).
-    ``extra_binds``: the node's discovery directory (``docker.discovery_bind``);
+    ``extra_binds``: the node's discovery directory (``docker_config.discovery_bind``);
     ``log_limits``: the bound of its logs, resolved (the pod's ``logs`` over the agent's)."""
     # The member's own mount at a target (e.g. its own /run/theseus) wins over ours.
     targets = {v.split(":")[1].rstrip("/") for v in member.volumes if ":" in v}

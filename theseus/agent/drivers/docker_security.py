@@ -1,7 +1,7 @@
 """What every container of the docker driver runs with, and what a spec may add (pure).
 
-Called by ``theseus.agent.drivers.docker`` (single containers) and ``docker_pods`` (a pod's
-infrastructure container and its members) while they build ``containers/create`` bodies.
+Called by ``theseus.agent.drivers.docker_config`` (single containers) and ``docker_pods`` (a
+pod's infrastructure container and its members) while they build ``containers/create`` bodies.
 
 Every container runs with ``no-new-privileges`` (a setuid binary cannot raise its
 privileges) and without ``NET_RAW`` (no forged packets on the node's networks), unless the

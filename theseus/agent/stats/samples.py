@@ -22,7 +22,12 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One container's (or process tree's) figures at one time; ``None``: not measured."""
+    """One container's (or process tree's) figures at one time; ``None``: not measured.
+
+    The wire's ``theseus.api.schemas.ContainerUsage`` has the same fields (and the CPU rate,
+    ``cpu_cores``), repeated rather than shared: this stays a slotted dataclass that the
+    collector builds for every container at every pass without validation, and the wire
+    model keeps its field order. A unit test keeps the two in step."""
 
     cpu_seconds: float | None = None  # cumulative CPU time, all CPUs
     cpu_user_seconds: float | None = None
