@@ -122,3 +122,12 @@ async def test_an_agent_registers_again_after_the_time_a_429_said() -> None:
 
     with pytest.raises(ApiError):
         await _retrying("register", refused)
+
+
+async def test_a_lagging_loop_asks_for_a_short_wait_whatever_the_line() -> None:
+    admission = Admission(loop_lag=lambda: 0.8, limit=2)
+    admission.waiting = 1_000  # a long line: its time would be the maximum
+    with pytest.raises(Overloaded) as refused:
+        async with admission.registration():
+            pass
+    assert refused.value.retry_after == 2  # twice the lag, not the line's time

@@ -33,6 +33,7 @@ QUEUE_WAIT = 5.0  # seconds a registration may wait for a place (less than agent
 LAGGING = 0.5  # seconds of event loop lag above which no registration is taken on
 RETRY_MIN = 1  # seconds
 RETRY_MAX = 30  # past this a waiting agent is better told the truth by its next try
+LAG_RETRY_MAX = 5  # seconds: after a refusal for a lagging loop
 WINDOW = 5.0  # seconds of history behind the rate
 ASSUMED_RATE = 20.0  # registrations per second, until this server has measured its own
 
@@ -99,7 +100,11 @@ class Admission:
         in line of ``queue_wait`` seconds at most; or raise ``Overloaded``."""
         lag = self._loop_lag()
         if lag > self._lagging:
-            self._refuse(f"this server's event loop is {lag:.1f}s behind")
+            # A lag passes in seconds: come back soon, not after the whole line's time.
+            after = max(RETRY_MIN, min(LAG_RETRY_MAX, math.ceil(2 * lag)))
+            raise Overloaded(
+                after, f"this server's event loop is {lag:.1f}s behind: register again in {after}s"
+            )
         if self.waiting >= self._max_waiting:
             self._refuse(f"{self.waiting} registrations are waiting on this server")
         if self._places is None:
