@@ -279,8 +279,8 @@ def test_graceful_stop_gives_the_grace_period_then_kills(
     resilient: Cluster, clean_slate: ServerClient, docker_client: docker.DockerClient
 ) -> None:
     client = clean_slate
-    polite = f"trap 'echo bye; exit 0' TERM; {LOOP}"
-    stubborn = f"trap '' TERM; {LOOP}"
+    polite = f"trap 'echo bye; exit 0' TERM; echo trapped; {LOOP}"
+    stubborn = f"trap '' TERM; echo trapped; {LOOP}"
     deploy(
         client,
         polite={**BASE, "command": polite, "task_kill_grace_period_seconds": 10},
@@ -288,6 +288,17 @@ def test_graceful_stop_gives_the_grace_period_then_kills(
     )
     wait_running(client, "polite", 1)
     wait_running(client, "stubborn", 1)
+    # Running is the container's start; its shell sets the trap just after. A SIGTERM in
+    # between (a loaded machine) would end the stubborn one as if it had no trap.
+    for service in ("polite", "stubborn"):
+        wait_until(
+            lambda s=service: all(
+                b"trapped" in c.logs()
+                for c in docker_client.containers.list(filters={"label": f"theseus.service={s}"})
+            ),
+            30,
+            f"{service}'s trap set",
+        )
     stops = scale_to_zero_and_time_the_stops(client, docker_client, ("polite", "stubborn"))
 
     signals, took, code = stops["polite"]

@@ -84,3 +84,27 @@ def test_once_the_grace_is_over_the_node_is_lost_as_ever() -> None:
     state = make_state([group], NODES, [task], running_statuses([task]), lost={"n1"})
     plan = plan_of(state)  # spared: none
     assert plan.status_puts[task.id].state is TaskState.LOST
+
+
+def test_one_stall_is_no_lag_and_a_loop_that_keeps_falling_behind_is() -> None:
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    watch = StallWatch(tick=0.1, stall=1.0, clock=clock)
+
+    def tick_after(seconds: float) -> None:
+        clock.now += seconds
+        watch.ticked()
+
+    tick_after(15.1)  # a 15 s stall (SIGSTOP): one late tick
+    assert watch.last_stall_end == clock.now
+    assert watch.lag() == 0.0  # agents registering again just after it are taken on
+    for _ in range(5):  # then every tick 0.7 s late: a loop that keeps falling behind
+        tick_after(0.8)
+    assert abs(watch.lag() - 0.7) < 1e-9
+    tick_after(0.1)  # on time again
+    assert watch.lag() < 1e-9

@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 TICK = 0.1  # seconds between ticks
 STALL = 1.0  # a tick this late (beyond TICK) means the loop was stalled
+LAG_TICKS = 5  # ticks behind ``lag``: half a second of a loop that keeps falling behind
 
 
 class StallWatch:
@@ -37,12 +39,20 @@ class StallWatch:
         self._clock = clock
         self._last = clock()
         self.last_stall_end: float | None = None  # monotonic time the last stall ended
-        self._last_late = 0.0  # how late the last tick came
+        # How late the last few ticks came: the loop lags when all of them were late.
+        self._recent_late: deque[float] = deque([0.0], maxlen=LAG_TICKS)
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
-            self.check()
+            self.ticked()
+
+    def ticked(self) -> None:
+        """A tick came: note how late (only the ticks' lateness is the loop's lag: a check
+        from a pass comes at any time), and any stall."""
+        late = self._clock() - self._last - self._tick
+        self.check()
+        self._recent_late.append(max(0.0, late))
 
     def check(self) -> float | None:
         """Note a stall if the loop has not come round for too long; when the last one ended."""
@@ -54,7 +64,6 @@ class StallWatch:
                 "this server's event loop was stalled for %.1fs: node losses held back", late
             )
         self._last = now
-        self._last_late = max(0.0, late)
         return self.last_stall_end
 
     def last_seen(self) -> float:
@@ -63,10 +72,11 @@ class StallWatch:
         return self._last
 
     def lag(self) -> float:
-        """How far behind the event loop is: the lateness of its last tick, or of the tick
-        due now if that is later (asked from the loop, while it is busy)."""
-        overdue = self._clock() - self._last - self._tick
-        return max(self._last_late, overdue, 0.0)
+        """How far behind the event loop keeps falling: the least late of its last few ticks.
+        A loop that is busy all along has every tick late; one stall (a SIGSTOP, a huge body
+        parsed) makes one late tick, and is no reason to turn away the agents registering
+        again just after it (their nodes would be lost past the stall's grace)."""
+        return min(self._recent_late)
 
 
 def spared_nodes(
