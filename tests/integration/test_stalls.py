@@ -79,7 +79,9 @@ def test_a_stalled_leader_replaces_no_task_on_live_nodes(
             while time.monotonic() - woken_at < HOLD_SECONDS:
                 tasks = client.tasks("steady").tasks
                 assert {t.id for t in tasks if t.desired == "run"} == before, tasks
-                assert all(t.state == "running" for t in tasks), tasks
+                assert all(t.state == "running" for t in tasks), [
+                    (t.id, t.node, t.state, t.desired) for t in tasks
+                ]
                 time.sleep(0.25)
             assert registered(client, "steady") == before
             after = {
