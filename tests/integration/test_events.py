@@ -7,7 +7,7 @@ servers, two docker agents, real containers.
 * a position older than a server's window is answered with a reset;
 * a callback receiver (an HTTP server of the test, on 127.0.0.1) down for 10 s gets every
   event afterwards, in order, none twice;
-* a container killed for memory shows an OOM exit and event.
+* a container killed for memory shows an OOM exit and event, and so does a pod's member.
 """
 
 from __future__ import annotations
@@ -418,6 +418,33 @@ def test_a_task_killed_for_memory_shows_an_oom_exit_and_event(ev: Cluster) -> No
         task = client.task(event.key)
         assert task.oom_killed and task.state == "exited"
         assert task.exit_code == 137
+
+
+def test_a_pod_member_killed_for_memory_shows_an_oom_exit_naming_it(ev: Cluster) -> None:
+    with ev.client(ev.server_urls) as client:
+        start = _revision(client)
+        members = [
+            {"name": "app", "image": "theseus/busybox:latest", "command": "sleep 3600"},
+            {"name": "hog", "image": "theseus/busybox:latest", "command": "tail /dev/zero"},
+        ]
+        for member in members:
+            member["mem"] = 16
+        pod = {"task_kill_grace_period_seconds": 1, "containers": members}
+        deploy(client, podhog=pod)
+
+        def oom_exit() -> list[Event] | None:
+            found = [
+                e
+                for e in events(client, topics=["task"], services=["podhog"], after=str(start))
+                if e.type == "TaskExited" and e.payload.get("oom_killed")
+            ]
+            return found or None
+
+        [event, *_] = wait_until(oom_exit, 90, "an OOM exit event of the pod")
+        assert "killed for memory (OOM)" in event.message
+        task = client.task(event.key)
+        assert task.oom_killed and task.state == "exited" and task.exit_code == 137
+        assert task.message is not None and "container 'hog'" in task.message
 
 
 def test_the_cli_prints_events(ev: Cluster) -> None:

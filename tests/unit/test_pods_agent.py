@@ -315,3 +315,18 @@ def test_the_pull_policy_reaches_the_driver_for_the_task_and_each_member() -> No
     assert infra_config(pod, "127.0.0.2", "registry.example/pause:1")["Image"] == (
         "registry.example/pause:1"
     )
+
+
+def test_a_member_killed_for_memory_says_so_and_which() -> None:
+    containers = [
+        infra(),
+        member("app", False, exit_code=137, finished_at="2026-01-01T00:00:02Z", oom_killed=True),
+        member("sidecar"),
+    ]
+    seen = pod_observed("t", containers)
+    assert (seen.running, seen.exit_code, seen.oom_killed) == (False, 137, True)
+    assert seen.message == (
+        "container 'app' was killed for memory (OOM): it used more than its mem limit"
+    )
+    attributes = {LABEL_MEMBER: "app", LABEL_POD_INFRA: "infra-id", "exitCode": "137"}
+    assert notice_of(attributes, "app-id", oom_killed=True) == ("infra-id", seen.message)

@@ -152,7 +152,9 @@ class DockerDriver:
             created = container["Created"]  # epoch seconds; started right after creation
             started_at = float(created) if isinstance(created, int | float) else None
             if pods.is_pod_container(labels):
-                pod = pods.PodContainer(container.id, labels, running, code, finished, started_at)
+                pod = pods.PodContainer(
+                    container.id, labels, running, code, finished, started_at, oom
+                )
                 in_pods.setdefault(task_id, []).append(pod)
                 continue
             fence_after = labels.get(LABEL_FENCE_AFTER)

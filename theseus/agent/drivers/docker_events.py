@@ -8,15 +8,14 @@ shared with the driver's listing and ``stop``.
 The stream carries the ``start`` and ``die`` events of this node's containers; it is
 resubscribed with capped backoff when it breaks (the runner's periodic resync is the safety net
 for anything missed meanwhile). A ``die`` event does not say whether the kernel killed the
-container for memory, so a single container's death is reported once its state is read; any
-container of a pod speaks for its task at once (``docker_pods.notice_of``).
+container for memory, so a death is reported once the dead container's state is read; any
+container of a pod speaks for its task, naming itself (``docker_pods.notice_of``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from typing import Any
 
@@ -91,32 +90,30 @@ class ContainerEvents:
         code = attributes.get("exitCode")
         handle = str(actor.get("ID") or event.get("id") or "")
         exit_code = int(code) if code is not None and code.lstrip("-").isdigit() else None
-        started = (event.get("Action") or event.get("status")) == "start"
-        message = None
-        if pods.is_pod_container(attributes):  # any container of a pod speaks for the task
-            handle, message = pods.notice_of(attributes, handle)
-        notice = ExitNotice(
-            task_id,
-            handle,
-            None if started else exit_code,
-            started,
-            None if started else message,
-        )
-        if started or pods.is_pod_container(attributes):
-            self._on_exit(notice)
+        if (event.get("Action") or event.get("status")) == "start":
+            if pods.is_pod_container(attributes):  # the pod's handle: its network container
+                handle, _ = pods.notice_of(attributes, handle)
+            self._on_exit(ExitNotice(task_id, handle, None, started=True))
             return
-        death = asyncio.create_task(self._notice_death(notice), name="docker-death")
+        death = asyncio.create_task(
+            self._notice_death(task_id, handle, exit_code, attributes), name="docker-death"
+        )
         self._deaths.add(death)  # a reference, so that it is not collected mid-flight
         death.add_done_callback(self._deaths.discard)
 
-    async def _notice_death(self, notice: ExitNotice) -> None:
+    async def _notice_death(
+        self, task_id: str, container_id: str, exit_code: int | None, attributes: dict[str, str]
+    ) -> None:
         """A container died: say so once its state is read, so that an OOM kill (which the
-        ``die`` event does not tell) is reported as one."""
+        ``die`` event does not tell) is reported as one. A pod's member speaks for its task
+        (whose handle is the pod's network container) and names itself."""
         try:
-            _, _, oom = await exit_state(self._docker, notice.handle)
+            _, _, oom = await exit_state(self._docker, container_id)
         except Exception:  # the Engine went away: the plain notice still stands
-            log.exception("inspecting dead container %s", notice.handle)
+            log.exception("inspecting dead container %s", container_id)
             oom = False
-        if oom:
-            notice = dataclasses.replace(notice, oom_killed=True, message=OOM_MESSAGE)
+        handle, message = container_id, OOM_MESSAGE if oom else None
+        if pods.is_pod_container(attributes):
+            handle, message = pods.notice_of(attributes, container_id, oom)
+        notice = ExitNotice(task_id, handle, exit_code, message=message, oom_killed=oom)
         self._on_exit(notice)

@@ -154,6 +154,7 @@ class PodContainer:
     exit_code: int | None = None
     finished_at: str = ""  # RFC 3339 from the Engine; orders the exits
     created: float | None = None  # epoch seconds (the pod's start, for health grace periods)
+    oom_killed: bool = False  # the kernel killed it for memory (Docker's State.OOMKilled)
 
     @property
     def member(self) -> str | None:
@@ -179,8 +180,10 @@ def sortable_time(stamp: str) -> str:
     return f"{whole}.{(fraction or '').ljust(9, '0')}{zone}"
 
 
-def exit_message(member: str | None, exit_code: int | None) -> str:
+def exit_message(member: str | None, exit_code: int | None, oom_killed: bool = False) -> str:
     who = "the pod's network container" if member is None else f"container '{member}'"
+    if oom_killed:  # the same words as a lone container's OOM_MESSAGE, naming the member
+        return f"{who} was killed for memory (OOM): it used more than its mem limit"
     if exit_code is None:
         return f"{who} exited"
     return f"{who} exited with code {exit_code}"
@@ -205,20 +208,25 @@ def pod_observed(task_id: str, containers: list[PodContainer]) -> Observed:
     stopped.sort(key=lambda c: (sortable_time(c.finished_at), c.member is None))
     if stopped:
         first = stopped[0]
-        message = exit_message(first.member, first.exit_code)
-        return Observed(task_id, handle, False, first.exit_code, message=message)
+        message = exit_message(first.member, first.exit_code, first.oom_killed)
+        return Observed(
+            task_id, handle, False, first.exit_code, message=message, oom_killed=first.oom_killed
+        )
     if infra is None:
         return Observed(task_id, handle, False, message="the pod's network container is gone")
     return Observed(task_id, handle, False, message=f"container '{missing[0]}' is gone")
 
 
-def notice_of(attributes: dict[str, str], container_id: str) -> tuple[str, str]:
-    """The task handle and the exit message for an Engine event of a pod's container."""
+def notice_of(
+    attributes: dict[str, str], container_id: str, oom_killed: bool = False
+) -> tuple[str, str]:
+    """The task handle and the exit message for an Engine event of a pod's container
+    (``oom_killed``: what inspecting the dead container said)."""
     member = attributes.get(LABEL_MEMBER)
     handle = container_id if member is None else attributes.get(LABEL_POD_INFRA, container_id)
     code = attributes.get("exitCode")
     exit_code = int(code) if code is not None and code.lstrip("-").isdigit() else None
-    return handle, exit_message(member, exit_code)
+    return handle, exit_message(member, exit_code, oom_killed)
 
 
 # --- operations -------------------------------------------------------------------------------
