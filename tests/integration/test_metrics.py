@@ -164,3 +164,36 @@ def test_a_secure_agent_answers_metrics_to_servers_only(secure: Cluster) -> None
         answer = server.get(url)
     assert answer.status_code == 200
     assert value(samples(answer.text), "theseus_agent_heartbeats_sent_total") > 0
+
+
+def test_a_read_token_scrapes_a_secure_agent_through_a_server(secure: Cluster) -> None:
+    """Prometheus holds no certificate of a server: it finds the nodes with
+    ``http_sd_configs`` (``/v1/prometheus/targets``) and scrapes each through a server."""
+    assert secure.pki is not None
+    with secure.client() as client:
+        token = AccessApi(client).create_token("prometheus-sd", [Scope.READ], None).token
+        node = client.nodes().nodes[0]
+    bearer = {"Authorization": f"Bearer {token}"}
+    server = httpx.URL(secure.server_url)
+    with httpx.Client(verify=client_context(secure.pki), timeout=10) as http:
+        found = http.get(secure.server_url + "/v1/prometheus/targets", headers=bearer)
+        assert found.status_code == 200, found.text
+        [target] = found.json()
+        assert target["targets"] == [f"{server.host}:{server.port}"]
+        path = target["labels"]["__metrics_path__"]
+        assert path == f"/v1/nodes/{node.name}/metrics"
+        assert target["labels"]["node"] == node.name
+
+        def scraped() -> httpx.Response | None:
+            answer = http.get(secure.server_url + path, headers=bearer)
+            return answer if answer.status_code == 200 else None
+
+        answer = wait_until(scraped, 30, "the agent's metrics through the server")
+        assert answer.headers["content-type"].startswith("text/plain")
+        parsed = samples(answer.text)
+        assert value(parsed, "theseus_agent_heartbeats_sent_total") > 0
+        [agent_info] = matching(parsed, "theseus_agent_info")
+        assert ("node", node.name) in agent_info
+        assert http.get(secure.server_url + path).status_code == 401  # no token
+        missing = http.get(secure.server_url + "/v1/nodes/nowhere/metrics", headers=bearer)
+        assert missing.status_code == 404 and "nowhere" in missing.json()["message"]

@@ -3,8 +3,11 @@
 ``task_stats`` relays one task's samples (``GET /v1/tasks/{id}/stats`` on its node's agent);
 ``latest_stats`` asks each node holding tasks for the latest sample of all of them at once
 (``GET /v1/stats`` on each agent, concurrently, each bounded by ``AGENT_TIMEOUT``), for
-``theseus top``. Called by ``theseus.server.routes.stats``; ``tls`` is the server's client
-context in a secure cluster (agents answer servers' certificates only).
+``theseus top``; ``node_metrics`` relays a node's Prometheus exposition (``GET /metrics`` on its
+agent), so that Prometheus scrapes agents through a server with a read token, as it scrapes
+kubelets through Kubernetes' API server. Called by ``theseus.server.routes.stats`` and
+``theseus.server.routes.scrape``; ``tls`` is the server's client context in a secure cluster
+(agents answer servers' certificates only).
 """
 
 from __future__ import annotations
@@ -49,6 +52,20 @@ async def task_stats(
         message = _message(response)
         raise StatsUnavailable(response.status_code, f"agent of node {node.name}: {message}")
     return response.content
+
+
+async def node_metrics(node: NodeRecord, tls: ssl.SSLContext | None = None) -> httpx.Response:
+    """The agent's ``/metrics`` answer (its body and content type are relayed as they are);
+    ``StatsUnavailable`` otherwise."""
+    async with httpx.AsyncClient(timeout=AGENT_TIMEOUT, verify=tls or True) as client:
+        try:
+            response = await client.get(_url(node, "/metrics", tls))
+        except httpx.TransportError as exc:
+            raise StatsUnavailable(502, f"agent of node {node.name} did not answer: {exc}") from exc
+    if response.status_code >= 400:
+        message = _message(response)
+        raise StatsUnavailable(response.status_code, f"agent of node {node.name}: {message}")
+    return response
 
 
 async def latest_stats(

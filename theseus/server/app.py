@@ -56,6 +56,7 @@ from theseus.server.routes import (
     node_control,
     registry,
     registry_logins,
+    scrape,
     stats,
     tasks,
 )
@@ -231,6 +232,7 @@ def create_app(
     app.include_router(deployments.router)
     app.include_router(tasks.router)
     app.include_router(stats.router)
+    app.include_router(scrape.router)
     app.include_router(node_control.router)
     app.include_router(agent.router)
     app.include_router(registry.router)

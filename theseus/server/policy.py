@@ -97,6 +97,9 @@ _TABLE: list[tuple[str, str, Rule]] = [
     ("GET", "/v1/stats", Rule(Need.READ)),
     ("GET", "/v1/nodes", Rule(Need.READ)),
     ("GET", "/v1/nodes/{name}", Rule(Need.READ)),
+    # Prometheus through the servers (theseus.server.routes.scrape): a read token suffices.
+    ("GET", "/v1/nodes/{name}/metrics", Rule(Need.READ)),
+    ("GET", "/v1/prometheus/targets", Rule(Need.READ)),
     ("GET", "/v1/registry/watch", Rule(Need.READ, agents=True)),
     ("GET", "/v1/events", Rule(Need.READ)),
     ("GET", "/v1/registry/{service}", Rule(Need.READ, agents=True)),
