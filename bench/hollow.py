@@ -41,7 +41,11 @@ import httpx
 
 import theseus.agent.agent as agent_module
 from theseus.agent.agent import run_agent
-from theseus.agent.config import AgentConfig
+
+try:
+    from theseus.agent.config import AgentConfig
+except ImportError:  # a commit before the config's own module, measured with PYTHONPATH
+    from theseus.agent.agent import AgentConfig  # type: ignore[attr-defined,no-redef]
 from theseus.agent.identity import join
 from theseus.api.client import AGENT_LIMITS, AsyncServerClient  # the agent's own limits
 
