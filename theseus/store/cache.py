@@ -172,22 +172,19 @@ class StateCache:
 
     async def _prove(self, timeout: float) -> bool:
         """The probe's test, asked now: etcd answers a linearizable read (this server is in
-        touch with a quorum), and the cache applies that revision within the time, or at least
-        moves on (a busy loop applying a big deploy is behind, and following)."""
+        touch with a quorum), and the cache has applied that revision or moves on (a busy
+        loop applying a big deploy is behind, and following)."""
         asked = self._clock()
         try:
             async with asyncio.timeout(timeout):
                 revision = await self._store.current_revision()
         except (StoreUnavailable, TimeoutError):
             return False
-        if self.state.revision < revision:
-            # Behind: catch up within the rest of the time (a server woken from a stall has
-            # the stall's changes, lease expiries included, still to apply, and a read right
-            # then would show nodes alive that etcd has let go); a watch that cannot, but
-            # moves on, still follows (a big deploy keeps it seconds behind).
+        if not self._following(revision):
+            # Not moved since the last look: give the watch the rest of the time to show it.
+            target = min(revision, self._looked_revision + 1)
             left = max(0.0, timeout - (self._clock() - asked))
-            caught_up = await self.wait_for_revision(revision, left)
-            if not caught_up and self.state.revision <= self._looked_revision:
+            if not await self.wait_for_revision(target, left):
                 return False
         self._looked_revision = self.state.revision
         self._confirmed_at = max(self._confirmed_at, asked)
