@@ -1,6 +1,7 @@
 """Controlled rollouts on a real 3-node cluster (``docs/deployments.md``): a broken version
 fails at its progress deadline and is reverted while the ready capacity never drops below
-``minimum_health_capacity``; a good one succeeds; rollback and cancel restore a version."""
+``minimum_health_capacity``; a good one succeeds; rollback and cancel restore a version; a
+restart replaces every task with the same spec, keeping that capacity too."""
 
 from __future__ import annotations
 
@@ -208,3 +209,32 @@ def test_cancelling_a_running_deployment_rolls_back(
     assert finished(client, rollback_id, 60).status == "successful"
     assert ready(client, "till", v1.digest) == 2
     assert client.versions("till").current == 3
+
+
+def test_restart_replaces_every_task_keeping_capacity(
+    rollouts: Cluster, client: ServerClient
+) -> None:
+    first = deploy(client, "cafe")
+    assert finished(client, first, 60).status == "successful"
+    before = {t.id for t in client.tasks("cafe").tasks if t.desired == "run"}
+    spec = client.versions("cafe").versions[0]
+    sampler = Sampler(rollouts, "cafe")
+    sampler.start()
+    out = theseus(rollouts, "restart", "cafe")
+    assert "restarted" in out and "deployment d-" in out, out
+    restart_id = out.split("deployment ", 1)[1].split()[0]
+    done = finished(client, restart_id, 60)
+    samples = sampler.stop()
+    assert done.status == "successful" and done.kind == "restart", done
+    history = client.versions("cafe")
+    assert history.current == 2 and history.versions[0].digest == f"{spec.digest}.r1"
+    assert history.versions[0].spec == spec.spec  # the same spec, a version of its own
+    now = {t.id for t in client.tasks("cafe").tasks if t.desired == "run"}
+    assert len(now) == 4 and not now & before  # every task is a new one
+    assert ready(client, "cafe", f"{spec.digest}.r1") == 4
+    assert len(samples) > 10 and min(samples) >= math.ceil(4 * STRATEGY["minimum_health_capacity"])
+    # Deploying the same document again changes nothing: the restart is not undone.
+    assert (
+        client.deploy(json.dumps({"deploy": {"cafe": BASE}}), "application/json").changes[0].action
+        == "unchanged"
+    )

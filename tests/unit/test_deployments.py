@@ -12,7 +12,7 @@ from tests.kit.builders import make_group, make_node, make_spec, make_state, mak
 from theseus.model.deployments import VERSIONS_KEPT, DeploymentRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskState
-from theseus.reconciler.deploy import plan_group, plan_removal, plan_scale
+from theseus.reconciler.deploy import plan_group, plan_removal, plan_restart, plan_scale
 from theseus.reconciler.deployments import (
     DEPLOYMENTS_KEPT,
     DeploymentError,
@@ -337,3 +337,34 @@ def test_a_group_from_before_histories_gets_its_spec_recorded_as_version_1(
     step(state, 1.0 + DEADLINE)
     assert state.deployments[update.id].status == "failed"
     assert state.groups[GROUP].spec == legacy.spec  # reverted to what it ran before
+
+
+def test_a_restart_is_a_new_version_of_the_same_spec_rolled_out(state: ClusterState) -> None:
+    deploy(state, 0.0, instances=2)
+    run_tasks(state, 2)
+    step(state, 1.0)
+    before = state.groups[GROUP]
+    changes, writes = group_writes(state, [plan_restart(before, 2.0)], 2.0, new_id)
+    commit(state, writes)
+    [change] = changes
+    assert change.action == "restarted" and change.deployment is not None
+    restart = state.deployments[change.deployment]
+    assert (restart.kind, restart.from_version, restart.to_version) == ("restart", 1, 2)
+    assert not restart.auto_revert  # there is nothing else to go back to
+    after = state.groups[GROUP]
+    assert after.spec == before.spec and after.version == f"{before.version}.r1"
+    # Every task is of another version now: the rollout replaces them all.
+    assert all(t.version != after.version for t in state.tasks.values())
+    run_tasks(state, 2)
+    stop_old(state)
+    step(state, 3.0)
+    assert state.deployments[restart.id].status == "successful"
+    # A second restart counts on; a re-deploy of the same spec changes nothing, and one that
+    # only scales keeps the restarted version (its tasks are not replaced again).
+    assert plan_restart(after, 4.0).record.version == f"{before.version}.r2"  # type: ignore[union-attr]
+    assert plan_group("web", after.spec, state.groups, 4.0).action == "unchanged"
+    scaled = plan_group("web", after.spec.model_copy(update={"instances": 5}), state.groups, 4.0)
+    assert scaled.action == "scaled" and scaled.record is not None
+    assert scaled.record.version == after.version
+    updated = plan_group("web", make_spec(environment={"V": "3"}), state.groups, 4.0)
+    assert updated.record is not None and ".r" not in updated.record.version

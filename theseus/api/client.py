@@ -312,6 +312,13 @@ class ServerClient:
         response = self._request("POST", f"/v1/groups/{service}/rollback", once=once, json=body)
         return DeployResult.model_validate(response.json())
 
+    def restart(self, service: str, labels: list[str] | None = None) -> DeployResult:
+        # Each restart replaces every task again: not resent after an error that may have
+        # come too late (the first may have been written).
+        body = {"labels": labels}
+        response = self._request("POST", f"/v1/groups/{service}/restart", once=True, json=body)
+        return DeployResult.model_validate(response.json())
+
     def cleanup(self) -> CleanupResult:
         return CleanupResult.model_validate(self._request("GET", "/cleanup").json())
 

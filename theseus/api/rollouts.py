@@ -34,6 +34,15 @@ class VersionList(BaseModel):
     versions: list[VersionInfo]  # newest first
 
 
+class RestartRequest(BaseModel):
+    """``POST /v1/groups/{service}/restart``: which group of the service (by its labels;
+    omitted: the service's only group)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[StrictStr] | None = None
+
+
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

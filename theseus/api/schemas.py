@@ -14,7 +14,7 @@ from theseus.model.hostgates import NodeGates, cap_problem, protected_reason
 from theseus.model.spec import GroupSpec
 
 ChangeAction = Literal[
-    "created", "scaled", "updated", "configured", "unchanged", "removed", "absent"
+    "created", "scaled", "updated", "restarted", "configured", "unchanged", "removed", "absent"
 ]
 GroupStatus = Literal["converged", "deploying", "pending", "failing", "removing"]
 TaskStateName = Literal[

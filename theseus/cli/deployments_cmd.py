@@ -1,13 +1,14 @@
-"""``theseus deployments``, ``history`` and ``rollback``: controlled rollouts.
+"""``theseus deployments``, ``history``, ``rollback`` and ``restart``: controlled rollouts.
 
 * ``theseus deployments [--all]`` lists running deployments (with ``--all`` the finished ones
   kept too, newest first); ``theseus deployments cancel ID [--force]`` cancels one: its group
   goes back to the version before it, or with ``--force`` stays where it is;
 * ``theseus history SERVICE`` lists a group's kept spec versions, the current one marked;
-* ``theseus rollback SERVICE [VERSION]`` gives the group an earlier version's spec again.
+* ``theseus rollback SERVICE [VERSION]`` gives the group an earlier version's spec again;
+* ``theseus restart SERVICE`` replaces every task of the group with a fresh one, same spec.
 
 Registered by ``theseus.cli.main``; the work is the server's (``/v1/deployments``,
-``/v1/groups/{service}/versions|rollback``), the semantics Marathon's and Nomad's
+``/v1/groups/{service}/versions|rollback|restart``), the semantics Marathon's and Nomad's
 (``docs/deployments.md``).
 """
 
@@ -167,6 +168,23 @@ def register(app: typer.Typer) -> None:
         """Give a group an earlier version's spec again (a new version, rolled out)."""
         with connect(ctx) as client:
             result = client.rollback(service, version, parse_label_options(labels))
+        if json_out:
+            print_json(result)
+            return
+        for change in result.changes:
+            console.print(change_line(change))
+
+    @app.command()
+    def restart(
+        ctx: typer.Context,
+        service: Annotated[str, typer.Argument(help="The service.")],
+        labels: LabelsOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Replace every task of a group with a fresh one of the same spec, rolled out under
+        its upgrade strategy (a deployment of kind restart; Marathon's app restart)."""
+        with connect(ctx) as client:
+            result = client.restart(service, parse_label_options(labels))
         if json_out:
             print_json(result)
             return

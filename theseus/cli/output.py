@@ -287,6 +287,7 @@ _ACTION_STYLE = {
     "created": "green",
     "scaled": "cyan",
     "updated": "yellow",
+    "restarted": "yellow",
     "configured": "cyan",
     "unchanged": "dim",
     "removed": "red",

@@ -19,6 +19,7 @@ from theseus.api.client import ApiError, ServerClient
 from theseus.api.schemas import DeployResult, GroupInfo
 from theseus.cli.output import console, err_console, format_group, table
 from theseus.model.deployments import DeploymentRecord
+from theseus.model.groups import spec_digest
 from theseus.model.spec import DeployDocument
 
 POLL_INTERVAL = 0.3
@@ -66,7 +67,9 @@ def target_status(target: Target, info: GroupInfo | None) -> tuple[str, bool, st
         return ("removed", True, None) if info is None else (info.status, False, None)
     if info is None:
         return "pending", False, None
-    current = (target.version is None or info.version == target.version) and (
+    # A group restarted since shows its spec's digest with a restart mark (``<digest>.r1``).
+    shown = spec_digest(info.version)
+    current = (target.version is None or shown == target.version) and (
         target.instances is None or info.instances == target.instances
     )
     if not current:

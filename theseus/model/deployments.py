@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from theseus.model.spec import GroupSpec
 
 VERSIONS_KEPT = 10
-DeploymentKind = Literal["create", "update", "scale", "rollback", "revert"]
+DeploymentKind = Literal["create", "update", "scale", "rollback", "revert", "restart"]
 DeploymentStatus = Literal["running", "successful", "failed", "cancelled", "superseded"]
 FINISHED: tuple[DeploymentStatus, ...] = ("successful", "failed", "cancelled", "superseded")
 

@@ -51,6 +51,33 @@ def _label_key(labels: tuple[str, ...]) -> str:
     return json.dumps(list(labels), separators=(",", ":"), ensure_ascii=False)
 
 
+# A restart (``POST /v1/groups/{service}/restart``) gives a group a version of its own with
+# the same spec, so that the rolling update replaces every task: the spec's digest, this mark
+# and a count (``3f2a9c1b7e4d.r1``).
+RESTART_MARK = ".r"
+
+
+def spec_digest(version: str) -> str:
+    """The spec's digest (``GroupSpec.version``) a group's version was made from."""
+    return version.partition(RESTART_MARK)[0]
+
+
+def restarted_version(version: str) -> str:
+    """The version a restart gives a group whose version is ``version``."""
+    digest, _, count = version.partition(RESTART_MARK)
+    return f"{digest}{RESTART_MARK}{int(count) + 1 if count.isdigit() else 1}"
+
+
+def version_for(spec: GroupSpec, existing: GroupRecord | None) -> str:
+    """The version of a group given ``spec``: its digest, unless the group already runs a
+    restart of that very digest (a change that restarts nothing, such as ``instances``,
+    must not replace the tasks a restart started)."""
+    digest = spec.version()
+    if existing is not None and spec_digest(existing.version) == digest:
+        return existing.version
+    return digest
+
+
 class GroupRecord(BaseModel):
     """The desired state of one group, as stored in etcd by the deploy and scale routes."""
 

@@ -3,21 +3,22 @@ removed / absent, and the new group records to write.
 
 Fixes the original's bugs 13 and 14: an identical re-deploy changes nothing, label order does
 not matter, and a spec change keeps the *new* ``instances``. Called by the server's deploy,
-scale and remove routes, which commit the result atomically.
+scale, restart and remove routes, which commit the result atomically.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from theseus.model.groups import GroupKey, GroupRecord
+from theseus.model.groups import GroupKey, GroupRecord, restarted_version, version_for
 from theseus.model.spec import DeployDocument, GroupSpec
 
 
 @dataclass(frozen=True)
 class GroupChangePlan:
     key: GroupKey
-    action: str  # created | scaled | updated | configured | unchanged | removed | absent
+    # created | scaled | updated | restarted | configured | unchanged | removed | absent
+    action: str
     record: GroupRecord | None  # the record to write; None for removals and no-ops
     instances: int | None = None
     kind: str | None = None  # the deployment's kind when not implied by action (rollback)
@@ -38,7 +39,7 @@ def plan_group(
 ) -> GroupChangePlan:
     key = GroupKey.of(service, spec.labels)
     existing = groups.get(key.key)
-    version = spec.version()
+    version = version_for(spec, existing)
     if existing is None:
         record = GroupRecord(
             service=service,
@@ -72,6 +73,18 @@ def plan_scale(existing: GroupRecord, instances: int, now: float) -> GroupChange
     spec = existing.spec.model_copy(update={"instances": instances})
     record = existing.model_copy(update={"spec": spec, "updated_at": now})
     return GroupChangePlan(existing.group_key, "scaled", record, instances)
+
+
+def plan_restart(existing: GroupRecord, now: float) -> GroupChangePlan:
+    """Replace every task with the same spec (Marathon's app restart, ``kubectl rollout
+    restart``): a version of its own (``restarted_version``), rolled out under the group's
+    upgrade strategy like any update, by a deployment of kind ``restart``."""
+    record = existing.model_copy(
+        update={"version": restarted_version(existing.version), "updated_at": now}
+    )
+    return GroupChangePlan(
+        existing.group_key, "restarted", record, existing.instances, kind="restart"
+    )
 
 
 def plan_removal(key: GroupKey, groups: dict[str, GroupRecord]) -> GroupChangePlan:

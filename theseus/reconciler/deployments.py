@@ -35,7 +35,7 @@ from theseus.model.deployments import (
     SpecVersion,
     new_deployment_id,
 )
-from theseus.model.groups import GroupRecord
+from theseus.model.groups import GroupRecord, version_for
 from theseus.model.spec import GroupSpec
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired
@@ -48,6 +48,7 @@ PROGRESS_EVERY = 1.0
 _KINDS: dict[str, DeploymentKind] = {
     "created": "create",
     "updated": "update",
+    "restarted": "restart",
     "configured": "update",
     "scaled": "scale",
 }
@@ -193,7 +194,7 @@ def _change_to(
 ) -> GroupChangePlan:
     if spec == group.spec:
         return GroupChangePlan(group.group_key, "unchanged", None, spec.instances, kind=kind)
-    digest = spec.version()
+    digest = version_for(spec, group)
     record = group.model_copy(update={"spec": spec, "version": digest, "updated_at": now})
     action = change_action(group, spec, digest)
     return GroupChangePlan(group.group_key, action, record, spec.instances, kind=kind)

@@ -60,7 +60,7 @@ ATTEMPTS = 5
 # The groups one document may change: each is one guarded write, with its history and its
 # deployment, all in one transaction.
 MAX_GROUP_CHANGES = 64
-_WRITING = ("created", "scaled", "updated", "configured", "removed")
+_WRITING = ("created", "scaled", "updated", "restarted", "configured", "removed")
 T = TypeVar("T")
 GroupPlanner = Callable[[ClusterState], list[GroupChangePlan]]
 

@@ -90,6 +90,7 @@ _GROUP_OPERATIONS = {
     "RemoveGroup": "~1v1~1groups~1{service}/delete",
     "GroupVersions": "~1v1~1groups~1{service}~1versions/get",
     "RollbackGroup": "~1v1~1groups~1{service}~1rollback/post",
+    "RestartGroup": "~1v1~1groups~1{service}~1restart/post",
 }
 _LINKS: dict[int | str, dict[str, Any]] = {
     200: {

@@ -1,4 +1,4 @@
-"""``/v1/groups``: list, scale and remove groups (service + label set)."""
+"""``/v1/groups``: list, scale, restart and remove groups (service + label set)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import time
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 
+from theseus.api.rollouts import RestartRequest
 from theseus.api.schemas import DeployResult, GroupList, ScaleRequest
 from theseus.model.groups import GroupKey, GroupRecord
 from theseus.model.state import ClusterState
-from theseus.reconciler.deploy import GroupChangePlan, plan_removal, plan_scale
+from theseus.reconciler.deploy import GroupChangePlan, plan_removal, plan_restart, plan_scale
 from theseus.server.context import ServerContext, context
 from theseus.server.routes.deploy import changes_result
 
@@ -76,6 +77,21 @@ async def scale(
 
     def planner(state: ClusterState) -> list[GroupChangePlan]:
         return [plan_scale(one_group(state, service, body.labels), body.instances, time.time())]
+
+    return changes_result(await ctx.writer.apply_group_changes(planner))
+
+
+@router.post("/{service}/restart", response_model=DeployResult)
+async def restart(
+    service: str, body: RestartRequest, ctx: ServerContext = Depends(context)
+) -> DeployResult:
+    """Replace every task of the group with a fresh one of the same spec, under its upgrade
+    strategy (``minimum_health_capacity``, ``maximum_over_capacity``, health checks), by a
+    deployment of kind ``restart``: Marathon's ``POST /v2/apps/{id}/restart``. The group's
+    version gets a restart mark (``<digest>.r1``), kept in its history."""
+
+    def planner(state: ClusterState) -> list[GroupChangePlan]:
+        return [plan_restart(one_group(state, service, body.labels), time.time())]
 
     return changes_result(await ctx.writer.apply_group_changes(planner))
 

@@ -1,5 +1,5 @@
-"""The dashboard's actions (POST, each confirmed in the page first): scale, remove and roll
-back a group, cancel a deployment, drain a node or switch its eligibility, plan and apply a
+"""The dashboard's actions (POST, each confirmed in the page first): scale, restart, remove
+and roll back a group, cancel a deployment, drain a node or switch its eligibility, plan and apply a
 deploy document. Each checks the write scope, the origin and the CSRF token
 (``common.check_write``), then does what the API's route does by calling that route's own
 function (same writer, same refusals), and goes back to its page saying what happened.
@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
-from theseus.api.rollouts import RollbackRequest
+from theseus.api.rollouts import RestartRequest, RollbackRequest
 from theseus.api.schemas import DeployResult, DrainRequest, EligibilityRequest, ScaleRequest
 from theseus.model.groups import GroupKey
 from theseus.model.spec import SpecError
@@ -83,6 +83,20 @@ async def scale(
         _group_page(key),
         f"scaled {key.service} to {raw}",
         lambda: groups_route.scale(key.service, body, ctx),
+    )
+
+
+@router.post("/ui/group/restart")
+async def restart(
+    acting: tuple[Viewer, dict[str, str]] = Depends(_acting), ctx: ServerContext = Depends(context)
+) -> Response:
+    _, form = acting
+    key = _group(form)
+    body = RestartRequest(labels=list(key.labels))
+    return await _do(
+        _group_page(key),
+        f"restarting {key.service}: every task is replaced, under its upgrade strategy",
+        lambda: groups_route.restart(key.service, body, ctx),
     )
 
 
