@@ -18,7 +18,7 @@ import pytest
 
 from tests.kit.cluster import start_cluster
 from tests.kit.wait import unless_unavailable, wait_until
-from tests.kit.workloads import LOOPING, deploy, etcd_dump, wait_running
+from tests.kit.workloads import LOOPING, deploy, etcd_dump, etcd_revision, wait_running
 from theseus.api.client import ServerClient
 from theseus.store import keys
 
@@ -63,11 +63,16 @@ def test_a_stalled_leader_replaces_no_task_on_live_nodes(
             finally:
                 cluster.kill("server", signal.SIGCONT)
             woken_at = time.monotonic()
-            # Woken, it refuses reads (503) until it has confirmed that it follows etcd again.
+            # What etcd holds at the wake, the leases' expiries included. The woken server
+            # answers as soon as its cache follows etcd again (it may still be applying the
+            # stall's changes), so "ready again" means: ready in a view that has them all,
+            # i.e. registered again since.
+            woken_revision = etcd_revision(cluster)
             wait_until(
                 unless_unavailable(
                     lambda: (
-                        all(n.status == "ready" for n in client.nodes().nodes)
+                        client.health().revision >= woken_revision
+                        and all(n.status == "ready" for n in client.nodes().nodes)
                         and len(client.nodes().nodes) == 2
                     )
                 ),

@@ -126,6 +126,26 @@ def etcd_dump(cluster: Cluster, prefix: str) -> list[tuple[str, str, int]]:
     return [(kv["key"], kv["value"], kv["mod_revision"]) for kv in kvs]
 
 
+def etcd_revision(cluster: Cluster) -> int:
+    """etcd's current revision (the header of a read), read with ``etcdctl``."""
+    out = subprocess.run(
+        [
+            "etcdctl",
+            f"--endpoints=127.0.0.1:{cluster.etcd_port}",
+            "get",
+            "--keys-only",
+            "--limit=1",
+            "/nothing-at-all",
+            "-w",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(json.loads(out)["header"]["revision"])
+
+
 def etcd_put(cluster: Cluster, key: str, value: str) -> None:
     """Write ``key`` straight into etcd with ``etcdctl``, bypassing the server (as an operator
     or an intruder with etcd access could)."""
