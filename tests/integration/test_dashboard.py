@@ -7,6 +7,7 @@ CSRF token, Origin), a plan and a deploy from the form. The browser itself:
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import re
 import threading
@@ -107,6 +108,28 @@ def test_a_browser_is_sent_to_the_dashboard_and_an_api_client_is_unaffected(
         assert api.status_code == 404 and api.json()["message"] == "Not Found"
 
 
+def test_a_page_that_is_not_there_is_an_html_page_saying_so(secure: Cluster) -> None:
+    reader = _token(secure, "ui-404", [Scope.READ])
+    with _signed_in(secure, reader) as browser:
+        for path, reason in (
+            ("/ui/tasks/t-nowhere", "no task 't-nowhere'"),
+            (_group_url("nowhere"), "no group"),
+        ):
+            answer = browser.get(path)
+            assert answer.status_code == 404, path
+            assert answer.headers["content-type"].startswith("text/html"), path
+            text = html.unescape(answer.text)
+            assert "<h1>Not found</h1>" in text and reason in text, path
+            assert 'href="/ui/"' in answer.text  # a way back
+            assert "content-security-policy" in answer.headers
+        # Scripts and API clients keep the JSON answer.
+        fragment = browser.get("/ui/tasks/t-nowhere", headers={"x-fragment": "1"})
+        assert fragment.status_code == 404 and fragment.json()["message"] == "no task 't-nowhere'"
+        bearer = {"accept": "*/*", "authorization": f"Bearer {reader}"}
+        api = browser.get("/v1/tasks/t-nowhere", headers=bearer)
+        assert api.status_code == 404 and "message" in api.json()
+
+
 def test_sign_in_sets_a_strict_httponly_secure_cookie_without_the_token(secure: Cluster) -> None:
     reader = _token(secure, "ui-reader", [Scope.READ])
     with _browser(secure) as browser:
@@ -134,7 +157,9 @@ def test_a_read_token_sees_no_action_and_cannot_act(secure: Cluster) -> None:
             "/ui/group/scale",
             data={"id": "hello/[]", "instances": "5", "csrf": _csrf(page.text)},
         )
-        assert refused.status_code == 403 and "write scope" in refused.json()["message"]
+        # A form's refusal is a page saying why (a script's would be JSON).
+        assert refused.status_code == 403 and "write scope" in refused.text
+        assert refused.headers["content-type"].startswith("text/html")
     with secure.client() as client:
         assert next(g for g in client.groups().groups if g.service == "hello").instances == 2
 
@@ -152,7 +177,7 @@ def test_writes_need_the_csrf_token_and_this_server_as_origin(secure: Cluster) -
             data={**form, "csrf": csrf},
             headers={"origin": "https://evil.example"},
         )
-        assert cross.status_code == 403 and "cross-site" in cross.json()["message"]
+        assert cross.status_code == 403 and "cross-site" in cross.text
         with secure.client() as client:
             assert next(g for g in client.groups().groups if g.service == "hello").instances == 2
         done = browser.post(
@@ -193,6 +218,14 @@ def test_pages_and_their_live_fragments_render(secure: Cluster) -> None:
             assert fragment.status_code == 200 and "<html" not in fragment.text, path
         nodes = browser.get("/ui/nodes").text
         assert all(name in nodes for name in NODES) and "Drain" in nodes
+        # The group's deployments drawn as a timeline: its create, successful.
+        with secure.client() as client:
+            found = client.deployments(True).deployments
+        [created] = [d for d in found if d.service == "hello" and d.kind == "create"]
+        group = browser.get(_group_url("hello")).text
+        assert '<svg class="timeline"' in group
+        assert f'class="tl-successful" data-deployment="{created.id}"' in group
+        assert "v1 create · successful" in group
         registry = browser.get("/ui/registry").text
         assert task_id in registry and "logs" in registry
 

@@ -1,9 +1,9 @@
 """The dashboard in a real browser: Playwright driving Debian's chromium (Playwright's own
 browser download is not used; ``scripts/setup`` installs the ``chromium`` package) against a
 secure cluster of two process agents. Through the page: sign in, deploy a document and watch
-the running count rise without a reload, scale with the button, follow a task's logs without
-pulling a reader who scrolled up back down, drain a node and see its tasks move, and a read
-token sees no button. Every page loads without a script error or a refused resource.
+the running count rise without a reload, scale and restart with the buttons, follow a task's
+logs without pulling a reader who scrolled up back down, drain a node and see its tasks move,
+and a read token sees no button. Every page loads without a script error or a refused resource.
 
 ``THESEUS_SCREENSHOTS=docs/dashboard`` saves a screenshot of each page there (the
 pictures of docs/dashboard.md)."""
@@ -55,7 +55,8 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         }
         for name, address in NODES.items()
     }
-    cluster = start_secure_cluster(Path(tmp_path_factory.mktemp("dashboard-browser")), agents)
+    root = Path(tmp_path_factory.mktemp("dashboard-browser"))
+    cluster = start_secure_cluster(root, agents, servers=2)  # a tab moves to the other one
     yield cluster
     cluster.stop()
 
@@ -170,6 +171,30 @@ def test_scale_with_the_button(secure: Cluster, browser: Any) -> None:
     assert not page.problems, page.problems
 
 
+def test_restart_with_the_button_replaces_every_task(secure: Cluster, browser: Any) -> None:
+    with secure.client() as client:
+        client.deploy(
+            json.dumps({"deploy": {"restarted": {**SPEC, "instances": 2}}}), "application/json"
+        )
+    before = {t.id for t in wait_until(lambda: _two_running(secure), 60, "2 running")}
+    page = _page(browser, secure, secure.admin_token or "")
+    page.goto("/ui/group?id=restarted%2F%5B%5D")
+    page.click("#restart")  # confirmed by the dialog handler
+    page.wait_for_url("**done=restarting**")
+    _live(page)
+    kind = page.locator("table.deployments tr:has(td.kind:text-is('restart')) .state")
+    sync_api.expect(kind).to_have_text("successful", timeout=60_000)  # live, no reload
+    assert _not_reloaded(page)
+    after = {t.id for t in _running(secure, "restarted")}
+    assert len(after) == 2 and not after & before
+    assert not page.problems, page.problems
+
+
+def _two_running(cluster: Cluster) -> list[Any] | None:
+    running = _running(cluster, "restarted")
+    return running if len(running) == 2 else None
+
+
 def test_follow_a_tasks_logs_without_fighting_a_reader_who_scrolls_up(
     secure: Cluster, browser: Any
 ) -> None:
@@ -237,7 +262,16 @@ def test_a_broken_versions_deployment_fails_and_reverts_on_the_page(
     revert = rows.filter(has=page.locator("td.kind", has_text=re.compile("^revert$")))
     sync_api.expect(update).to_contain_text("failed", timeout=60_000)
     sync_api.expect(revert).to_have_count(1, timeout=60_000)
+    # The timeline draws the same story: a create, the failed update, then the revert.
+    bars = page.locator("svg.timeline g text")
+    sync_api.expect(bars.nth(1)).to_contain_text("update · failed")
+    sync_api.expect(bars.nth(2)).to_contain_text("revert")
+    assert page.locator("svg.timeline g.tl-failed rect").count() == 1
     assert _not_reloaded(page)
+    if SHOTS:
+        page.locator("section:has(svg.timeline)").screenshot(
+            path=str(Path(SHOTS) / "deployment-timeline.png")
+        )
     assert not page.problems, page.problems
 
 
@@ -317,3 +351,28 @@ def test_every_page_loads_without_script_errors_and_follows_dark_mode(
     fresh.goto("/ui/")
     fresh.wait_for_url("**/ui/login")
     _shot(fresh, "login")
+
+
+def test_a_tab_moves_to_another_server_when_its_own_dies(secure: Cluster, browser: Any) -> None:
+    """Last in the module: it kills the server every other test's tab starts on (and starts
+    it again)."""
+    other = secure.url_of("server-2")
+    page = _page(browser, secure, secure.admin_token or "")
+    page.goto("/ui/nodes")
+    page.wait_for_selector("#live-state:text('●')")
+    assert page.url.startswith(secure.server_url)
+    secure.kill("server")
+    try:
+        # The stream fails, this server's health does not answer, the other one does: the
+        # tab goes there, on the same page, still signed in (the cookie is the same host's)
+        # and live again.
+        page.wait_for_url(f"{other}/ui/nodes", timeout=60_000)
+        page.wait_for_selector("#live-state:text('●')", timeout=30_000)
+        assert "Nodes" in page.inner_text("h1")
+        assert page.locator("nav a[href='/ui/deploy']").count() == 1  # as the admin still
+    finally:
+        secure.restart("server")
+    # While its server was gone, the tab's requests to it failed (cut mid-answer, reset,
+    # then refused): that is what moved it. Nothing else may have gone wrong.
+    gone = [p for p in page.problems if f"'url': '{secure.server_url}/" not in p]
+    assert not gone, gone

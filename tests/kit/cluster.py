@@ -186,9 +186,11 @@ class Cluster:
         port: int | None = None,
         agent_cert_days: float | None = None,
         etcd: list[str] | None = None,
+        peers: tuple[str, ...] = (),
     ) -> None:
         """A server against every etcd member (or the ``etcd`` endpoints given, e.g. a
-        proxy's); ``name`` and ``port`` for a further one."""
+        proxy's); ``name`` and ``port`` for a further one; ``peers``: the other servers'
+        URLs (``theseus server --peer``)."""
         server = ServerProcess(
             port=port or self.server_port,
             etcd=tuple(etcd or self.etcd_endpoints),
@@ -197,6 +199,7 @@ class Cluster:
             registry_repair_interval=registry_repair_interval,
             pki_dir=self.pki.root if self.pki is not None else None,
             agent_cert_days=agent_cert_days,
+            peers=peers,
         )
         self.processes.start(name, server.argv(), role="server")
         self.servers[name] = server.port
@@ -343,22 +346,34 @@ def start_secure_cluster(
     agents: dict[str, dict[str, Any]],
     liveness_timeout: int = 4,
     agent_cert_days: float | None = None,
+    servers: int = 1,
 ) -> Cluster:
     """``start_cluster``, secured as ``theseus up --secure`` does it: the server serves TLS
     with a certificate from a new CA, requires tokens, and the agents join with a join token
-    (in their environment) and then talk mutual TLS."""
+    (in their environment) and then talk mutual TLS. ``servers`` > 1: the first is
+    ``server``, the others ``server-2``...; each knows the others as its peers, and every
+    agent is given them all."""
     cluster = new_cluster(root)
     cluster.pki = prepare_pki(root / "pki", root.name, ["127.0.0.1"])
     cluster.use_etcd_tls(cluster.pki)
+    ports = [cluster.server_port] + [free_port() for _ in range(servers - 1)]
+    urls = [f"https://127.0.0.1:{port}" for port in ports]
     with _stopped_on_failure(cluster):
         cluster.start_etcd()
-        cluster.start_server(liveness_timeout, agent_cert_days=agent_cert_days)
+        for i, port in enumerate(ports):
+            cluster.start_server(
+                liveness_timeout,
+                name="server" if i == 0 else f"server-{i + 1}",
+                port=port,
+                agent_cert_days=agent_cert_days,
+                peers=tuple(url for url in urls if url != urls[i]),
+            )
         cluster.admin_token = bootstrap_admin(cluster.server_url, cluster.pki)
         cluster.join_token = new_join_token(
             cluster.server_url, cluster.pki, cluster.admin_token, ttl=3600
         )
         for name, options in agents.items():
-            cluster.start_agent(name, **options)
+            cluster.start_agent(name, **{"servers": cluster.server_urls, **options})
         cluster.wait_nodes_ready()
     return cluster
 

@@ -44,6 +44,12 @@ def test_each_server_gets_every_member_its_own_first() -> None:
     assert option(second, "--etcd") == ["127.0.0.1:12381", "127.0.0.1:12383", "127.0.0.1:12379"]
 
 
+def test_each_server_knows_the_others_as_its_peers() -> None:
+    # Where its dashboard's tabs go when it dies.
+    assert option(server_command(HA, 1), "--peer") == ["http://127.0.0.1:15001"]
+    assert option(server_command(HA, 2), "--peer") == ["http://127.0.0.1:15000"]
+
+
 def test_each_agent_gets_every_server_taking_turns_at_first() -> None:
     assert option(agent_command(HA, 1), "--server") == [
         "http://127.0.0.1:15000,http://127.0.0.1:15001"
@@ -76,3 +82,16 @@ def test_a_record_of_one_server_reads_as_before() -> None:
         port=5000, etcd_port=2379,
     )  # fmt: skip
     assert record.servers == ["http://127.0.0.1:5000"] and record.etcd_ports == [2379]
+
+
+def test_a_peer_is_an_origin_or_a_usage_error_naming_it() -> None:
+    import pytest
+    import typer
+
+    from theseus.cli.server_cmd import _peer_url
+
+    assert _peer_url("https://10.0.0.12:5000/") == "https://10.0.0.12:5000"
+    assert _peer_url(" http://[::1]:5001 ") == "http://[::1]:5001"
+    for bad in ("10.0.0.12:5000", "ftp://a:1", "https://a:1/ui", "https://a;b:1", "https://"):
+        with pytest.raises(typer.BadParameter, match="a server's URL"):
+            _peer_url(bad)

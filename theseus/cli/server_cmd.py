@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import typer
 
@@ -111,6 +113,12 @@ def register(app: typer.Typer) -> None:
             "refused with 413 before it is read or parsed, whether it declares its length or "
             "is sent in chunks.",
         ),
+        peer: list[str] = typer.Option(
+            [],
+            "--peer",
+            help="Another server's URL (repeat for each): a dashboard tab open on this server "
+            "moves there when this one stops answering.",
+        ),
         log_level: str = typer.Option("info", help="debug, info, warning or error."),
         log_file: Path | None = typer.Option(None, help=LOG_FILE_HELP),
         log_max_bytes: int = typer.Option(DEFAULT_MAX_BYTES, min=1024, help=LOG_MAX_BYTES_HELP),
@@ -150,6 +158,7 @@ def register(app: typer.Typer) -> None:
             agent_cert_days=agent_cert_days,
             insecure=insecure,
             max_request_bytes=max_request_bytes,
+            peers=[_peer_url(url) for url in peer],
         )
         # Imported here: every other command (theseus agent included) starts without the
         # server's machinery (FastAPI, the store, the reconciler), half a second of imports.
@@ -192,3 +201,18 @@ def _etcd_tls(
             "an https:// etcd endpoint needs --etcd-cacert, --etcd-cert and --etcd-key"
         )
     return None
+
+
+def _peer_url(url: str) -> str:
+    """A ``--peer`` as an origin (``scheme://host:port``), or a usage error naming it."""
+    parts = urlsplit(url.strip())
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", parts.netloc)  # it goes into a CSP
+    ):
+        raise typer.BadParameter(
+            f"{url!r}: a server's URL, such as https://10.0.0.12:5000", param_hint="--peer"
+        )
+    return f"{parts.scheme}://{parts.netloc}"

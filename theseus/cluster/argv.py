@@ -153,6 +153,7 @@ class ServerProcess:
     log: LogOptions | None = None  # its log to a rotated file (None: to stderr)
     pki_dir: Path | None = None  # TLS and credentials (``theseus server --pki-dir``)
     agent_cert_days: float | None = None  # lifetime of agents' certificates (None: default)
+    peers: tuple[str, ...] = ()  # the other servers' URLs (``theseus server --peer``)
     python: str = sys.executable
 
     @property
@@ -191,6 +192,8 @@ class ServerProcess:
             command += ["--pki-dir", str(self.pki_dir)]
         if self.agent_cert_days is not None:
             command += ["--agent-cert-days", number(self.agent_cert_days)]
+        for peer in self.peers:
+            command += ["--peer", peer]
         return command
 
 

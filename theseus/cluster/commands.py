@@ -174,6 +174,8 @@ def server_process(config: ClusterConfig, index: int = 1) -> ServerProcess:
         # The file its output is appended to (``theseus.cluster.supervise``): it writes its
         # log there itself, rotated, so a cluster left up does not fill the disk.
         log=LogOptions(config.log_file(config.server_name(index))),
+        # Where its dashboard's tabs go when it stops answering: the others.
+        peers=tuple(url for i, url in enumerate(config.api_urls, 1) if i != index),
     )
 
 

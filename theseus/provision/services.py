@@ -91,6 +91,7 @@ def server_service(hosts: HostsFile, host: Host) -> Service:
         pki_dir=pki,
         liveness_timeout=hosts.server.liveness_timeout,
         agent_cert_days=hosts.server.agent_cert_days,
+        peers=tuple(url for i, url in enumerate(server_urls(hosts)) if i != index),
         python=str(layout.python),
     )
     return Service("server", tuple(process.argv()), oom_protected=True)

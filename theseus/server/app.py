@@ -61,6 +61,7 @@ from theseus.server.routes import (
     tasks,
 )
 from theseus.server.stall import StallWatch
+from theseus.server.ui import errors as ui_errors
 from theseus.server.writes import ConflictError, TooLargeError, Writer
 from theseus.store.base import Store, StoreUnavailable
 from theseus.store.cache import StateCache
@@ -301,7 +302,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, "invalid request; nothing was applied", details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if ui_errors.wants_page(request):  # a browser on the dashboard: a page, not JSON
+            return ui_errors.error_page(request, exc.status_code, str(exc.detail), exc.headers)
         answer = _error(exc.status_code, str(exc.detail))
         answer.headers.update(exc.headers or {})  # Retry-After on a 429, say
         return answer

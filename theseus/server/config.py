@@ -30,6 +30,9 @@ class ServerConfig:
     pki_dir: Path | None = None
     agent_cert_days: float = 90.0  # lifetime of the certificates agents get at join
     insecure: bool = False  # serve plain HTTP beyond loopback anyway (said loudly at start)
+    # The other servers' URLs (``https://10.0.0.12:5000``): where a dashboard tab goes when
+    # this server stops answering (``theseus.server.ui``).
+    peers: list[str] = field(default_factory=list)
 
     @property
     def anonymous(self) -> bool:

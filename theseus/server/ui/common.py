@@ -38,6 +38,21 @@ CSP = (
 )
 
 
+def content_policy(peers: list[str]) -> str:
+    """``CSP``, letting the page's script ask the other servers whether they answer (the
+    only requests it makes beyond this server: ``static/ui.js``, moving a tab)."""
+    if not peers:
+        return CSP
+    return CSP.replace("connect-src 'self'", "connect-src 'self' " + " ".join(peers))
+
+
+def peers_of(request: Request) -> list[str]:
+    """The other servers' URLs (``theseus server --peer``), where a tab goes when this server
+    stops answering."""
+    ctx = getattr(request.app.state, "ctx", None)
+    return list(ctx.config.peers) if ctx is not None else []
+
+
 class NotSignedIn(Exception):
     """No session: a page redirects to the sign-in form, a script call gets 401."""
 
@@ -93,9 +108,11 @@ def render(
     """The page, or only its live part when its script asks (``X-Fragment: 1``). ``live``
     False: a page the stream must not refresh (a form being filled in, a plan shown)."""
     fragment = request.headers.get("x-fragment") == "1"
+    peers = peers_of(request)
     html = _ENV.get_template(template).render(
         layout="fragment.html" if fragment else "base.html",
         who=who,
+        peers=peers,
         live=live and who is not None,
         path=request.url.path,
         flash=request.query_params.get("done"),
@@ -105,7 +122,7 @@ def render(
     return HTMLResponse(
         html,
         headers={
-            "content-security-policy": CSP,
+            "content-security-policy": content_policy(peers),
             "cache-control": "no-store",
             "x-content-type-options": "nosniff",
             "referrer-policy": "same-origin",

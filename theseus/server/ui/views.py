@@ -18,6 +18,7 @@ from theseus.model import registry
 from theseus.model.groups import GroupKey, GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState
+from theseus.server.ui.timeline import deployment_timeline
 from theseus.server.views import node_info, task_entry
 
 PAGE_SIZE = 100
@@ -183,6 +184,9 @@ def group_page(
         "deployments": [
             d for d in deployments(state, running_only=False) if d["group"] == group_id
         ],
+        "timeline": deployment_timeline(
+            (d for d in state.deployments.values() if d.group == group_id), now
+        ),
     }
 
 

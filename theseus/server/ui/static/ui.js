@@ -50,6 +50,25 @@
   document.addEventListener("focusout", function () { if (again) { again = false; soon(); } });
 
   var source = null, poller = null, failures = 0;
+  // The other servers (theseus server --peer): when this one stops answering, the tab goes
+  // to the first of them that answers, on the same page (a session is good on every server;
+  // the browser sends its cookie to another server of the same host, and asks to sign in
+  // again on another host).
+  var peersMeta = document.querySelector('meta[name="peers"]');
+  var peers = peersMeta ? peersMeta.content.split(" ").filter(Boolean) : [];
+  function moveIfGone() {
+    if (!peers.length || !window.fetch) return;
+    fetch("/v1/health", { cache: "no-store" }).catch(function () {
+      var i = 0;
+      (function next() {
+        if (i >= peers.length) return;  // none answers: keep polling here
+        var peer = peers[i++];
+        fetch(peer + "/v1/health", { mode: "no-cors", cache: "no-store" })
+          .then(function () { location.assign(peer + location.pathname + location.search); })
+          .catch(next);
+      })();
+    });
+  }
   function mark(text, title) { if (state) { state.textContent = text; state.title = title; } }
   function poll() {
     if (poller) return;
@@ -75,6 +94,7 @@
         source.close();
         source = null;
         poll();
+        moveIfGone();
         setTimeout(connect, 15000);
       }
     });
