@@ -45,7 +45,7 @@ async def open_task_logs(
     try:
         request = client.build_request("GET", url, params=params)
         response = await client.send(request, stream=True)
-    except httpx.TransportError as exc:
+    except (httpx.TransportError, httpx.InvalidURL) as exc:  # down, or no address at all
         await client.aclose()
         raise LogsUnavailable(502, f"agent of node {node.name} did not answer: {exc}") from exc
     if response.status_code >= 400:

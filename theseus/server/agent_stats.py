@@ -46,7 +46,7 @@ async def task_stats(
             response = await client.get(
                 _url(node, f"/v1/tasks/{task_id}/stats", tls), params=params
             )
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.InvalidURL) as exc:  # down, or no address at all
             raise StatsUnavailable(502, f"agent of node {node.name} did not answer: {exc}") from exc
     if response.status_code >= 400:
         message = _message(response)
@@ -60,7 +60,7 @@ async def node_metrics(node: NodeRecord, tls: ssl.SSLContext | None = None) -> h
     async with httpx.AsyncClient(timeout=AGENT_TIMEOUT, verify=tls or True) as client:
         try:
             response = await client.get(_url(node, "/metrics", tls))
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.InvalidURL) as exc:  # down, or no address at all
             raise StatsUnavailable(502, f"agent of node {node.name} did not answer: {exc}") from exc
     if response.status_code >= 400:
         message = _message(response)
@@ -82,7 +82,7 @@ async def latest_stats(
                 response.raise_for_status()
                 tasks: list[dict[str, Any]] = response.json()["tasks"]
                 return tasks
-            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError, TypeError):
                 return None
 
         answers = await asyncio.gather(*(one(node) for node in nodes))

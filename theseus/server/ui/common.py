@@ -108,7 +108,8 @@ def render(
     """The page, or only its live part when its script asks (``X-Fragment: 1``). ``live``
     False: a page the stream must not refresh (a form being filled in, a plan shown)."""
     fragment = request.headers.get("x-fragment") == "1"
-    peers = peers_of(request)
+    # Told only to a signed-in viewer (the sign-in form and error pages need no other server).
+    peers = peers_of(request) if who is not None else []
     html = _ENV.get_template(template).render(
         layout="fragment.html" if fragment else "base.html",
         who=who,
