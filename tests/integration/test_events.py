@@ -399,21 +399,23 @@ def test_a_callback_url_is_validated(ev: Cluster) -> None:
         assert listed["subscriptions"] == []
 
 
+def _oom_exits(client: ServerClient, service: str, after: int) -> list[Event] | None:
+    """The service's task exits said to be OOM kills since ``after``; None: none yet."""
+    found = [
+        e
+        for e in events(client, topics=["task"], services=[service], after=str(after))
+        if e.type == "TaskExited" and e.payload.get("oom_killed")
+    ]
+    return found or None
+
+
 def test_a_task_killed_for_memory_shows_an_oom_exit_and_event(ev: Cluster) -> None:
     with ev.client(ev.server_urls) as client:
         start = _revision(client)
         hog = {**LOOPING, "mem": 16, "command": "tail /dev/zero"}
         deploy(client, hog=hog)
 
-        def oom_exit() -> list[Event] | None:
-            found = [
-                e
-                for e in events(client, topics=["task"], services=["hog"], after=str(start))
-                if e.type == "TaskExited" and e.payload.get("oom_killed")
-            ]
-            return found or None
-
-        [event, *_] = wait_until(oom_exit, 90, "an OOM exit event")
+        [event, *_] = wait_until(lambda: _oom_exits(client, "hog", start), 90, "an OOM exit event")
         assert "killed for memory (OOM)" in event.message
         task = client.task(event.key)
         assert task.oom_killed and task.state == "exited"
@@ -432,15 +434,8 @@ def test_a_pod_member_killed_for_memory_shows_an_oom_exit_naming_it(ev: Cluster)
         pod = {"task_kill_grace_period_seconds": 1, "containers": members}
         deploy(client, podhog=pod)
 
-        def oom_exit() -> list[Event] | None:
-            found = [
-                e
-                for e in events(client, topics=["task"], services=["podhog"], after=str(start))
-                if e.type == "TaskExited" and e.payload.get("oom_killed")
-            ]
-            return found or None
-
-        [event, *_] = wait_until(oom_exit, 90, "an OOM exit event of the pod")
+        found = wait_until(lambda: _oom_exits(client, "podhog", start), 90, "the pod's OOM exit")
+        event = found[0]
         assert "killed for memory (OOM)" in event.message
         task = client.task(event.key)
         assert task.oom_killed and task.state == "exited" and task.exit_code == 137

@@ -106,44 +106,28 @@ def leads(url: str) -> bool:
     return health is not None and health.leader
 
 
-def etcd_dump(cluster: Cluster, prefix: str) -> list[tuple[str, str, int]]:
-    """Every key under ``prefix`` with its value and revision, read with ``etcdctl``."""
+def _etcdctl_json(cluster: Cluster, *args: str) -> dict[str, Any]:
+    """``etcdctl <args> -w json`` against the cluster's etcd, parsed."""
     out = subprocess.run(
-        [
-            "etcdctl",
-            f"--endpoints=127.0.0.1:{cluster.etcd_port}",
-            "get",
-            "--prefix",
-            prefix,
-            "-w",
-            "json",
-        ],
+        ["etcdctl", f"--endpoints=127.0.0.1:{cluster.etcd_port}", *args, "-w", "json"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    kvs = json.loads(out).get("kvs", [])
+    answer: dict[str, Any] = json.loads(out)
+    return answer
+
+
+def etcd_dump(cluster: Cluster, prefix: str) -> list[tuple[str, str, int]]:
+    """Every key under ``prefix`` with its value and revision, read with ``etcdctl``."""
+    kvs = _etcdctl_json(cluster, "get", "--prefix", prefix).get("kvs", [])
     return [(kv["key"], kv["value"], kv["mod_revision"]) for kv in kvs]
 
 
 def etcd_revision(cluster: Cluster) -> int:
     """etcd's current revision (the header of a read), read with ``etcdctl``."""
-    out = subprocess.run(
-        [
-            "etcdctl",
-            f"--endpoints=127.0.0.1:{cluster.etcd_port}",
-            "get",
-            "--keys-only",
-            "--limit=1",
-            "/nothing-at-all",
-            "-w",
-            "json",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return int(json.loads(out)["header"]["revision"])
+    answer = _etcdctl_json(cluster, "get", "--keys-only", "--limit=1", "/nothing-at-all")
+    return int(answer["header"]["revision"])
 
 
 def etcd_put(cluster: Cluster, key: str, value: str) -> None:

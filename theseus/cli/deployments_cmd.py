@@ -23,12 +23,12 @@ from rich.markup import escape
 
 from theseus.api.rollouts import VersionInfo
 from theseus.cli.output import (
-    change_line,
     connect,
     console,
     format_age,
     format_group,
     parse_label_options,
+    print_changes,
     print_json,
     print_table,
     table,
@@ -168,11 +168,7 @@ def register(app: typer.Typer) -> None:
         """Give a group an earlier version's spec again (a new version, rolled out)."""
         with connect(ctx) as client:
             result = client.rollback(service, version, parse_label_options(labels))
-        if json_out:
-            print_json(result)
-            return
-        for change in result.changes:
-            console.print(change_line(change))
+        print_changes(result, json_out)
 
     @app.command()
     def restart(
@@ -185,8 +181,4 @@ def register(app: typer.Typer) -> None:
         its upgrade strategy (a deployment of kind restart; Marathon's app restart)."""
         with connect(ctx) as client:
             result = client.restart(service, parse_label_options(labels))
-        if json_out:
-            print_json(result)
-            return
-        for change in result.changes:
-            console.print(change_line(change))
+        print_changes(result, json_out)

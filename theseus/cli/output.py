@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from theseus.api.client import DEFAULT_SERVER, ApiError, ServerClient, ServerUnreachable
-from theseus.api.schemas import GroupChange, NodeInfo, TaskInfo
+from theseus.api.schemas import DeployResult, GroupChange, NodeInfo, TaskInfo
 from theseus.cli import contexts
 from theseus.security.tls import client_context
 
@@ -304,6 +304,15 @@ def change_line(change: GroupChange) -> str:
     if change.deployment:
         line += f"  deployment {change.deployment}"
     return line
+
+
+def print_changes(result: DeployResult, json_out: bool) -> None:
+    """A deploy-like answer (scale, remove, rollback, restart): JSON, or a line per group."""
+    if json_out:
+        print_json(result)
+        return
+    for change in result.changes:
+        console.print(change_line(change))
 
 
 def plan_lines(change: GroupChange) -> list[str]:

@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 
-from theseus.api.schemas import DeployResult
 from theseus.cli.output import (
     TASK_COLUMNS,
     change_line,
@@ -24,6 +23,7 @@ from theseus.cli.output import (
     fail,
     parse_label_options,
     plan_lines,
+    print_changes,
     print_json,
     print_table,
     table,
@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
         wanted = parse_label_options(labels)
         with connect(ctx) as client:
             result = client.scale(service, instances, wanted)
-        _print_changes(result, json_out)
+        print_changes(result, json_out)
 
     @app.command("rm")
     def remove(
@@ -167,12 +167,4 @@ def register(app: typer.Typer) -> None:
         wanted = parse_label_options(labels)
         with connect(ctx) as client:
             result = client.remove(service, wanted)
-        _print_changes(result, json_out)
-
-
-def _print_changes(result: DeployResult, json_out: bool) -> None:
-    if json_out:
-        print_json(result)
-        return
-    for change in result.changes:
-        console.print(change_line(change))
+        print_changes(result, json_out)
