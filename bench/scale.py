@@ -10,14 +10,18 @@ at the end: one etcd member, ONE ``theseus server`` process (its CPU and RSS are
 coroutines with the ``sim`` driver, each talking to the server over HTTP). Once every node is
 ready it sends the deploy: one document may change at most 64 groups (the server's
 ``MAX_GROUP_CHANGES``), so S services go as ceil(S / 64) documents back to back. Then it polls
-``GET /v1/groups`` every 0.1 s until the services' ``running_current`` add up to T.
+``GET /v1/groups`` every ``--poll-interval`` seconds (0.5) until the services'
+``running_current`` add up to T. (At 0.1 s, and with a probe listing every task, the
+benchmark's own reads were 19 % of the server's CPU at 2,000 nodes.)
 
 During the run two side clients measure API latency, one request at a time with
-``--probe-interval`` seconds between requests: ``GET /v1/tasks`` (every task), and a small
-deploy (one 1-task service scaled 1 <-> 2). Also measured: the server's CPU seconds and peak
-RSS (sampled VmRSS every 0.1 s, and the kernel's VmHWM), etcd's writes (deltas of its
-/metrics counters), and the CPU of etcd and of the hollow-node processes, which share the
-machine's cores with the server. Prints one table and the running count over time.
+``--probe-interval`` seconds between requests: ``GET /v1/tasks/{id}`` (one task, of a 1-task
+service deployed before the run), and a small deploy (one 1-task service scaled 1 <-> 2). At
+rest, once all run, ``GET /v1/tasks`` (every task) and ``GET /v1/nodes`` are timed too.
+Also measured: the server's CPU seconds and peak RSS (sampled VmRSS every 0.1 s, and the
+kernel's VmHWM), the requests it answered by route, etcd's writes (deltas of its /metrics
+counters), and the CPU of etcd and of the hollow-node processes, which share the machine's
+cores with the server. Prints one table and the running count over time.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from theseus.store.limits import MAX_TXN_OPS
 BENCH_DIR = Path(__file__).resolve().parent
 GROUPS_PER_DOCUMENT = MAX_GROUP_CHANGES  # what one document may change
 PROBE_SERVICE = "bench-probe"
+READ_SERVICE = "bench-read"  # one task, read by the TaskProbe during the run
 
 
 @dataclass
@@ -102,9 +107,12 @@ class Probe:
                 self._stop.wait(self.interval)
 
 
-class TasksProbe(Probe):
+@dataclass
+class TaskProbe(Probe):
+    task_id: str = ""
+
     def request(self, http: httpx.Client, round_: int) -> None:
-        http.get("/v1/tasks").raise_for_status()
+        http.get(f"/v1/tasks/{self.task_id}").raise_for_status()
 
 
 class DeployProbe(Probe):
@@ -113,6 +121,24 @@ class DeployProbe(Probe):
         body = json.dumps({"deploy": {PROBE_SERVICE: spec}})
         headers = {"Content-Type": "application/json"}
         http.post("/deploy", content=body, headers=headers).raise_for_status()
+
+
+def deploy_read_task(http: httpx.Client, timeout: float) -> str:
+    """Deploy READ_SERVICE (one task) and the id of its task, once it runs."""
+    spec = {"image": "sim", "instances": 1, "cpus": 0.01, "mem": 1}
+    http.post("/deploy", json={"deploy": {READ_SERVICE: spec}}).raise_for_status()
+
+    def running_task() -> str | None:
+        response = http.get("/v1/tasks", params={"service": READ_SERVICE})
+        if response.status_code != 200:
+            return None
+        tasks = [t for t in response.json()["tasks"] if t["state"] == "running"]
+        return str(tasks[0]["id"]) if tasks else None
+
+    wait_until(lambda: running_task() is not None, timeout, f"{READ_SERVICE} running")
+    task_id = running_task()
+    assert task_id is not None
+    return task_id
 
 
 def service_names(count: int) -> list[str]:
@@ -186,12 +212,16 @@ def log_count(logs: list[Path], needle: str) -> int:
 
 
 def start_profiler(children: Processes, pid: int, out: Path, seconds: float) -> Process | None:
-    """py-spy recording the server (raw collapsed stacks), or None without py-spy."""
+    """py-spy recording the server (raw collapsed stacks), or None without py-spy.
+
+    ``--gil``: only the thread holding the GIL is sampled, so the profile says where the
+    server's CPU goes; without it, a thread waiting for the GIL (the loop, while the pass
+    thread plans) is counted at whatever line it waits on."""
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
         print("--py-spy: py-spy not found (pip install -e '.[bench]'); not profiling")
         return None
-    argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100"]
+    argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100", "--gil"]
     argv += ["--output", str(out), "--nonblocking"]
     if seconds > 0:
         argv += ["--duration", str(max(1, round(seconds)))]
@@ -224,6 +254,21 @@ def profile_summary(raw: Path, top: int = 25) -> str:
     lines += ["self time, any function:"]
     lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(top)]
     return "\n".join(lines)
+
+
+def requests_by_route(http: httpx.Client) -> dict[str, int]:
+    """Every request the server answered so far, by method and route template (its
+    /metrics): the difference over the deploy says what each task costs in requests."""
+    response = http.get("/metrics")
+    counts: dict[str, int] = {}
+    if response.status_code != 200:
+        return counts
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "theseus_api_requests_total":
+                key = f"{sample.labels['method']} {sample.labels['route']}"
+                counts[key] = counts.get(key, 0) + int(sample.value)
+    return counts
 
 
 def registration_answers(http: httpx.Client) -> dict[str, int]:
@@ -291,18 +336,20 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         (f"server RSS, {args.nodes} nodes, no tasks", f"{memory_mib(server.pid)[0]:.0f} MiB")
     )
 
-    # 3. the deploy
+    # 3. the deploy, and first the one task the TaskProbe reads during it
+    read_task = deploy_read_task(http, args.timeout)
     services = service_names(args.services)
     wanted = set(services)
     docs = documents(services, args.tasks)
     lost_before = log_count(worker_logs, "does not know node")
     machine_before = machine_cpu()
     before = etcd_counters(etcd_port)
+    requests_before = requests_by_route(http)
     cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
     probes: list[Probe] = []
     if args.probe_interval > 0:
         probes = [
-            TasksProbe("GET /v1/tasks", args.probe_interval),
+            TaskProbe("GET /v1/tasks/{id} (one task)", args.probe_interval, task_id=read_task),
             DeployProbe("POST /deploy (1 service, scale 1<->2)", args.probe_interval),
         ]
     profile = children.log_dir / "server.py-spy.raw"
@@ -338,7 +385,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
                 timeline.append((elapsed, running))
                 next_mark = math.floor(elapsed / args.mark) * args.mark + args.mark
             children.check_alive()
-            time.sleep(0.1)
+            time.sleep(args.poll_interval)
         for probe in probes:
             probe.stop()
     if profiler is not None:
@@ -346,6 +393,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     wall = time.monotonic() - t0
     machine_busy = (machine_cpu()[0] - machine_before[0]) / wall
     after = etcd_counters(etcd_port)
+    requests_after = requests_by_route(http)
     cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
     _, hwm = memory_mib(server.pid)
     lost = log_count(worker_logs, "does not know node") - lost_before
@@ -426,6 +474,19 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             f"{delta('etcd_server_proposals_committed_total'):,}",
         )
     )
+    requests = {
+        route: n - requests_before.get(route, 0)
+        for route, n in requests_after.items()
+        if n > requests_before.get(route, 0)
+    }
+    rows.append(
+        (
+            "server requests during the run (per task)",
+            f"{sum(requests.values()):,} ({sum(requests.values()) / args.tasks:.2f})",
+        )
+    )
+    for route, n in sorted(requests.items(), key=lambda item: -item[1])[:5]:
+        rows.append((f"  {route}", f"{n:,}"))
     for probe in probes:
         errors = ", ".join(f"{n} x {kind}" for kind, n in probe.errors.items())
         rows.append(
@@ -462,6 +523,9 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=100)
     parser.add_argument("--workers", type=int, default=4, help="hollow-node processes")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds, per phase")
+    parser.add_argument(
+        "--poll-interval", type=float, default=0.5, help="seconds between convergence polls"
+    )
     parser.add_argument(
         "--probe-interval", type=float, default=1.0, help="seconds between probe requests; 0: none"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from tests.kit.builders import make_group, make_node, make_spec
-from theseus.scheduler.placement import Holding, Placement, Placer, Unplaceable
+from theseus.scheduler.placement import SAMPLE_SIZE, Holding, Placement, Placer, Unplaceable
 
 
 def test_a_group_spreads_across_nodes() -> None:
@@ -63,7 +63,6 @@ def test_no_nodes_is_a_reason() -> None:
 def test_large_clusters_sample_nodes_but_still_spread_and_find_the_last_fit() -> None:
     nodes = [make_node(f"n{i:03}", cpus=1.0) for i in range(200)]
     placer = Placer(nodes, [])
-    assert placer.sample_size == 50
     spec = make_spec(cpus=0.5)
     placements = [placer.place(f"t{i}", "g", spec) for i in range(200)]
     assert all(isinstance(p, Placement) for p in placements)
@@ -76,3 +75,11 @@ def test_large_clusters_sample_nodes_but_still_spread_and_find_the_last_fit() ->
     full = placer.place("none", "g", spec)
     assert isinstance(full, Unplaceable)
     assert full.reason == "0/200 nodes can run it: 200 nodes: insufficient cpus (needs 0.5)"
+
+
+def test_a_placement_scores_as_many_nodes_on_a_big_cluster_as_on_a_small_one() -> None:
+    # A share of the cluster would make a deploy of T tasks on N nodes cost T x N.
+    for size in (200, 4000):
+        placer = Placer([make_node(f"n{i:04}") for i in range(size)], [])
+        assert isinstance(placer.place("t", "g", make_spec()), Placement)
+        assert placer._cursor == SAMPLE_SIZE  # the nodes examined by the one placement

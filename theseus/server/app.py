@@ -228,6 +228,11 @@ def create_app(
         description="Deploy services from a short spec and keep them running.",
         lifespan=lifespan,
     )
+    # First: a request is matched against the routes in order (FastAPI's include_router
+    # keeps a list, and each match runs every earlier route's regex), and agents'
+    # heartbeats, polls and reports are most of all requests. Last, they took half of a
+    # heartbeat's server CPU being matched (bench/scale.py's request-cost figures).
+    app.include_router(agent.router)
     app.include_router(deploy.router)
     app.include_router(groups.router)
     app.include_router(deployments.router)
@@ -235,7 +240,6 @@ def create_app(
     app.include_router(stats.router)
     app.include_router(scrape.router)
     app.include_router(node_control.router)
-    app.include_router(agent.router)
     app.include_router(registry.router)
     app.include_router(access.router)
     app.include_router(registry_logins.router)

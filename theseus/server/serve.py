@@ -47,6 +47,10 @@ def serve(
             # the same file, rotation and format), not through handlers of its own on stderr.
             log_config=None,
             access_log=False,
+            # No proxy stands in front of a server: uvicorn would otherwise take the client's
+            # address from an X-Forwarded-For that any local process may send (and spend a
+            # little on every request looking).
+            proxy_headers=False,
             # Long-polls are answered at once on a stop (``_Server``); this bounds anything
             # else (a quick stop also hands leadership over at once, by revoking our lease).
             timeout_graceful_shutdown=2,
