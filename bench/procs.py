@@ -72,9 +72,10 @@ def answers(url: str) -> bool:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (its threads included)."""
+    """User + system CPU time of a process so far, its threads and the children it has
+    waited for included (a server's reconcile passes run in forked children)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS  # utime, stime, cutime, cstime
 
 
 def machine_cpu() -> tuple[float, float]:

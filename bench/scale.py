@@ -181,12 +181,19 @@ def running_count(http: httpx.Client, services: set[str]) -> int | None:
     return int(sum(g["running_current"] for g in groups if g["service"] in services))
 
 
-def start_hollow(children: Processes, url: str, nodes: int, workers: int) -> list[Process]:
+def start_hollow(
+    children: Processes, url: str, nodes: int, workers: int, niceness: int
+) -> list[Process]:
+    """``workers`` processes of hollow nodes, at ``niceness``: on a real cluster the agents
+    run on machines of their own, and here they must not take the cores from the server
+    they measure (at 2,000 nodes they used more CPU than the server, which then answered
+    their heartbeats too late)."""
     started = []
     per_worker = math.ceil(nodes / workers)
     for w, first in enumerate(range(0, nodes, per_worker)):
         count = min(per_worker, nodes - first)
-        argv = [sys.executable, str(BENCH_DIR / "hollow.py"), "--server", url]
+        argv = ["nice", "-n", str(niceness)] if niceness else []
+        argv += [sys.executable, str(BENCH_DIR / "hollow.py"), "--server", url]
         argv += ["--first", str(first), "--count", str(count)]
         argv += ["--state-root", str(children.log_dir / "hollow")]
         started.append(children.start(f"hollow-{w}", argv, role="agent"))
@@ -297,7 +304,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
 
     # 1. hollow nodes register and become ready
     t_nodes = time.monotonic()
-    workers = start_hollow(children, url, args.nodes, args.workers)
+    workers = start_hollow(children, url, args.nodes, args.workers, args.hollow_nice)
 
     def all_ready() -> bool:
         children.check_alive()
@@ -523,6 +530,9 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=100)
     parser.add_argument("--workers", type=int, default=4, help="hollow-node processes")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds, per phase")
+    parser.add_argument(
+        "--hollow-nice", type=int, default=10, help="the hollow nodes' niceness (0: as the server)"
+    )
     parser.add_argument(
         "--poll-interval", type=float, default=0.5, help="seconds between convergence polls"
     )

@@ -7,12 +7,13 @@ term. The loop is level-triggered: it runs on every change, at the next backoff 
 deadline, and at least every ``TICK`` seconds. A new leader reconciles only once its cache
 holds its own election, i.e. every write of its predecessors.
 
-The pass itself runs in a worker thread, on a snapshot no one else holds: at 10,000 tasks it
+The pass itself runs off the event loop, on a snapshot no one else holds: at 10,000 tasks it
 takes a good part of a second of CPU, and on the event loop it would hold up for that long
-every heartbeat, HTTP answer and the keep-alive of the leader's own lease. (The thread still
-shares the GIL, but the loop gets it back every few milliseconds.) Only one pass runs at a
-time, even across a step-down, since the registry view and the encoding memo it works with
-are the leader's own.
+every heartbeat, HTTP answer and the keep-alive of the leader's own lease. A worker thread
+waits for it, and with ``fork_passes`` (the server's default) the pass runs in a forked child
+process (``theseus.server.pass_process``), so that it does not share the GIL with the loop;
+without, in the thread itself. Only one pass runs at a time, even across a step-down, since
+the registry view and the encoding memo it works with are the leader's own.
 
 The registry is kept in two ways. Each pass writes what task changes imply, compared with the
 leader's own view of what it has written (so a task that starts running is registered within
@@ -38,6 +39,7 @@ from theseus.reconciler.deployments import Tracked, track
 from theseus.reconciler.reconcile import Plan, reconcile
 from theseus.reconciler.registry import EncodingMemo
 from theseus.server.metrics import ServerMetrics
+from theseus.server.pass_process import PassProcessFailed, forked_pass
 from theseus.server.stall import StallWatch, spared_nodes
 from theseus.store.base import Put, Store, StoreUnavailable
 from theseus.store.cache import StateCache
@@ -68,8 +70,10 @@ class Leader:
         stalls: StallWatch | None = None,
         loss_grace: Callable[[], float] = lambda: 0.0,
         metrics: ServerMetrics | None = None,
+        fork_passes: bool = False,
     ) -> None:
         self._store = store
+        self._fork_passes = fork_passes
         self._metrics = metrics if metrics is not None else ServerMetrics()
         self._stalls = stalls or StallWatch()
         self._loss_grace = loss_grace  # seconds: how long node losses wait (``stall``)
@@ -187,6 +191,13 @@ class Leader:
         pass's own copy; the registry view is only changed by a commit, which waits for the
         pass."""
         with self._pass_lock:
+            if self._fork_passes:
+                try:
+                    done = forked_pass(snapshot, now, self._encodings)
+                except (OSError, PassProcessFailed) as exc:
+                    log.warning("reconcile pass in a child process failed (%s): in a thread", exc)
+                else:
+                    return done.plan, done.encoded, done.tracked, _placements(snapshot, done.plan)
             tracked = track(snapshot, now)
             plan = reconcile(snapshot, now, memo=self._encodings)
             return plan, encode_plan(plan), tracked, _placements(snapshot, plan)
