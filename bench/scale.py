@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -455,6 +456,13 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     )
     rows.append(
         ("server peak RSS (sampled VmRSS / VmHWM)", f"{sampler.peak_rss:.0f} / {hwm:.0f} MiB")
+    )
+    child_rss = re.findall(r"child processes: peak RSS (\d+) MiB", server.log.read_text())
+    rows.append(
+        (
+            "its reconcile passes' child processes: peak RSS (pages shared with it included)",
+            f"{max(int(x) for x in child_rss)} MiB" if child_rss else "not logged (no slow pass)",
+        )
     )
     rows.append(("etcd CPU during the run", f"{cpu_used['etcd']:.1f} s"))
     rows.append(

@@ -10,12 +10,18 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.kit.builders import make_group, make_node
 from tests.kit.wait import wait_until_async
+from theseus.model.state import ClusterState
 from theseus.reconciler.reconcile import Plan
+from theseus.reconciler.registry import EncodingMemo
+from theseus.server import leader as leader_module
 from theseus.server.leader import Leader
+from theseus.server.pass_process import PassProcessFailed, PassResult
 from theseus.store import keys
 from theseus.store.base import CreateRevisionIs, Delete, Put
 from theseus.store.cache import StateCache
+from theseus.store.encoding import alive_put, encode, node_put
 from theseus.store.leadership import Leadership, Term
 from theseus.store.memory import MemoryStore
 
@@ -127,6 +133,42 @@ async def test_a_deposed_leader_steps_down_and_its_plans_are_refused(
         assert store.value("/services/web/[]/config") == b"{}"
         # Its pass sees that the key is no longer its own.
         await wait_until_async(lambda: not leader.is_leader, 5, "stepped down", interval=0.01)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+@pytest.mark.parametrize("child_fails", [False, True])
+async def test_a_leader_passing_in_a_child_process_places_tasks_or_falls_back_to_its_thread(
+    store: MemoryStore, cache: StateCache, monkeypatch: pytest.MonkeyPatch, child_fails: bool
+) -> None:
+    forked: list[bool] = []
+    real_forked_pass = leader_module.forked_pass
+
+    def counted(snapshot: ClusterState, now: float, memo: EncodingMemo) -> PassResult:
+        forked.append(True)
+        if child_fails:
+            raise PassProcessFailed("the pass's process ended without an answer (status=9)")
+        return real_forked_pass(snapshot, now, memo)
+
+    monkeypatch.setattr(leader_module, "forked_pass", counted)
+    group, node = make_group("web", instances=2), make_node("n1")
+    lease = await store.grant_lease(30)
+    await store.commit(
+        [
+            Put(keys.group_key(group.group_key.key), encode(group)),
+            node_put(node),
+            alive_put(node.name, 0.0, 30, lease),
+        ]
+    )
+    leader = Leader(store, cache, Leadership(store, cache, "me", lease_ttl=TTL), fork_passes=True)
+    running = asyncio.create_task(leader.run())
+    try:
+        await wait_until_async(
+            lambda: len(cache.state.tasks_of(group.group_key.key)) == 2, 10, "2 tasks placed"
+        )
+        assert {t.node for t in cache.state.tasks.values()} == {"n1"}
+        assert forked, "no pass went to a child"
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -89,6 +89,7 @@ class Leader:
         # cancelled, its thread runs on) must end before the next one uses the memo.
         self._pass_lock = threading.Lock()
         self.passes = 0
+        self.child_peak_rss = 0  # bytes: the largest a pass's child process grew (``fork_passes``)
 
     @property
     def is_leader(self) -> bool:
@@ -163,7 +164,9 @@ class Leader:
                 self._metrics.reconcile_commit.observe(time.monotonic() - committing)
                 self._metrics.placements.inc(placed)
                 last_commit = max(last_commit, committed)
-                _log_slow_pass(plan, started, copied, planned, len(snapshot.tasks))
+                _log_slow_pass(
+                    plan, started, copied, planned, len(snapshot.tasks), self.child_peak_rss
+                )
                 continue
             if tracked.wake_at is not None:
                 wake = plan.wake_at
@@ -197,6 +200,7 @@ class Leader:
                 except (OSError, PassProcessFailed) as exc:
                     log.warning("reconcile pass in a child process failed (%s): in a thread", exc)
                 else:
+                    self.child_peak_rss = max(self.child_peak_rss, done.child_peak_rss)
                     return done.plan, done.encoded, done.tracked, _placements(snapshot, done.plan)
             tracked = track(snapshot, now)
             plan = reconcile(snapshot, now, memo=self._encodings)
@@ -265,7 +269,9 @@ def _placements(before: ClusterState, plan: Plan) -> int:
     return placed
 
 
-def _log_slow_pass(plan: Plan, started: float, copied: float, planned: float, tasks: int) -> None:
+def _log_slow_pass(
+    plan: Plan, started: float, copied: float, planned: float, tasks: int, child_rss: int
+) -> None:
     """Say where a slow pass spent its time (those that take half a second or more)."""
     done = time.monotonic()
     if done - started < SLOW_PASS:
@@ -274,11 +280,13 @@ def _log_slow_pass(plan: Plan, started: float, copied: float, planned: float, ta
     ops += len(plan.status_deletes) + len(plan.registry_puts) + len(plan.registry_deletes)
     log.info(
         # "commit": the deployments' steps, then the plan's writes (both wait on etcd).
-        "slow pass over %d tasks: %.0f ms (snapshot %.0f, plan %.0f, commit of %d writes %.0f)",
+        "slow pass over %d tasks: %.0f ms (snapshot %.0f, plan %.0f, commit of %d writes %.0f); "
+        "passes' child processes: peak RSS %.0f MiB so far",
         tasks,
         1000 * (done - started),
         1000 * (copied - started),
         1000 * (planned - copied),
         ops,
         1000 * (done - planned),
+        child_rss / 2**20,
     )

@@ -68,10 +68,12 @@ class PassResult:
     tracked: Tracked
     memo_changed: dict[str, MemoEntry]
     memo_dropped: list[str]
+    child_peak_rss: int = 0  # bytes: the child's own pages, shared ones included
 
 
-def run_forked(compute: Callable[[], T]) -> T:
-    """``compute()`` in a forked child; its result (or its exception) in the parent."""
+def run_forked(compute: Callable[[], T]) -> tuple[T, int]:
+    """``compute()`` in a forked child: its result (or its exception) in the parent, and the
+    child's peak RSS in bytes (the pages it shared with the parent count in full)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's lines are not traced
@@ -81,13 +83,13 @@ def run_forked(compute: Callable[[], T]) -> T:
         with os.fdopen(read_fd, "rb") as pipe:
             data = pipe.read()
     finally:
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
     if not data:
         raise PassProcessFailed(f"the pass's process ended without an answer ({status=})")
     ok, value = pickle.loads(data)
     if not ok:
         raise value
-    return value  # type: ignore[no-any-return]
+    return value, usage.ru_maxrss * 1024  # ru_maxrss: KiB on Linux
 
 
 def _child(compute: Callable[[], object], read_fd: int, write_fd: int) -> None:
@@ -114,7 +116,8 @@ def _child(compute: Callable[[], object], read_fd: int, write_fd: int) -> None:
 
 def forked_pass(snapshot: ClusterState, now: float, memo: EncodingMemo) -> PassResult:
     """One pass over ``snapshot`` in a child; ``memo`` is brought up to date in the parent."""
-    result = run_forked(lambda: _compute(snapshot, now, memo))
+    result, peak_rss = run_forked(lambda: _compute(snapshot, now, memo))
+    result.child_peak_rss = peak_rss
     _apply_memo(memo, result, snapshot)
     return result
 

@@ -1,0 +1,93 @@
+"""A reconcile pass in a forked child: the answer, the child's failures, and the registry
+encoding memo filed under the parent's own objects."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.kit.builders import apply_plan, make_group, make_node, make_state, plan_of
+from theseus.model.state import ClusterState
+from theseus.reconciler.reconcile import reconcile
+from theseus.reconciler.registry import EncodingMemo
+from theseus.server.pass_process import PassProcessFailed, forked_pass, run_forked
+from theseus.store.keys import task_key
+
+
+def test_the_child_computes_and_the_parent_gets_the_answer() -> None:
+    parent = os.getpid()
+    (child, value), peak_rss = run_forked(lambda: (os.getpid(), [1, 2, 3]))
+    assert child != parent and value == [1, 2, 3]
+    assert peak_rss > 1024 * 1024  # at least a Python interpreter's pages
+
+
+def test_an_exception_in_the_child_is_raised_in_the_parent() -> None:
+    def fails() -> None:
+        raise ValueError("no good")
+
+    with pytest.raises(ValueError, match="no good"):
+        run_forked(fails)
+
+
+def test_a_child_that_dies_without_an_answer_is_a_failure() -> None:
+    def dies() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(PassProcessFailed, match="without an answer"):
+        run_forked(dies)
+
+
+def running_cluster() -> ClusterState:
+    """Two groups whose tasks all run and are registered, as after a deploy."""
+    state = make_state(
+        groups=[make_group("web", instances=3), make_group("db", instances=2)],
+        nodes=[make_node(f"n{i}") for i in range(3)],
+    )
+    apply_plan(state, plan_of(state))
+    state.registry.update(reconcile(state, 100.0).registry_puts)
+    return state
+
+
+def test_a_forked_pass_plans_what_a_pass_in_this_process_plans() -> None:
+    state = make_state(groups=[make_group("web", instances=4)], nodes=[make_node("n1")])
+    result = forked_pass(state, 100.0, {})
+    here = reconcile(state, 100.0)
+    assert len(result.plan.task_puts) == len(here.task_puts) == 4
+    assert {t.node for t in result.plan.task_puts.values()} == {"n1"}
+    # Encoded for the commit, each record behind its key for the cache.
+    task_keys = {task_key(task_id) for task_id in result.plan.task_puts}
+    assert task_keys <= {op.key for op in result.encoded.ops}
+    assert all(result.encoded.records[task_key(t.id)] is t for t in result.plan.task_puts.values())
+
+
+def test_the_memo_comes_back_under_the_parents_objects() -> None:
+    state = running_cluster()
+    memo: EncodingMemo = {}
+    result = forked_pass(state, 100.0, memo)
+    assert result.memo_changed and not result.memo_dropped
+    # Every entry points at the very records the parent holds: the next pass reuses them.
+    assert len(memo) == len(state.tasks) + len(state.groups)
+    for encoded in memo.values():
+        assert any(
+            encoded.source is record for record in (*state.tasks.values(), *state.groups.values())
+        )
+        assert encoded.node is None or encoded.node is state.nodes[encoded.node.name]
+    # So a second pass in the child encodes nothing again, and the memo stays as it was.
+    kept = dict(memo)
+    again = forked_pass(state, 100.0, memo)
+    assert again.memo_changed == {} and again.memo_dropped == []
+    assert all(memo[key] is kept[key] for key in kept)
+
+
+def test_entries_of_tasks_that_are_gone_leave_the_memo() -> None:
+    state = running_cluster()
+    memo: EncodingMemo = {}
+    forked_pass(state, 100.0, memo)
+    gone = next(task for task in state.tasks.values() if task.service == "db")
+    state.index_task(state.tasks.pop(gone.id), None)
+    state.statuses.pop(gone.id)
+    result = forked_pass(state, 100.0, memo)
+    assert [key for key in result.memo_dropped if gone.id in key]
+    assert not [key for key in memo if gone.id in key]
