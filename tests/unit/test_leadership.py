@@ -16,6 +16,7 @@ from theseus.model.state import ClusterState
 from theseus.reconciler.reconcile import Plan
 from theseus.reconciler.registry import EncodingMemo
 from theseus.server import leader as leader_module
+from theseus.server import pass_process
 from theseus.server.leader import Leader
 from theseus.server.pass_process import PassProcessFailed, PassResult
 from theseus.store import keys
@@ -152,6 +153,7 @@ async def test_a_leader_passing_in_a_child_process_places_tasks_or_falls_back_to
         return real_forked_pass(snapshot, now, memo)
 
     monkeypatch.setattr(leader_module, "forked_pass", counted)
+    monkeypatch.setattr(pass_process, "CHILD_MIN_PLACEMENTS", 2)  # 2 tasks are worth a child
     group, node = make_group("web", instances=2), make_node("n1")
     lease = await store.grant_lease(30)
     await store.commit(

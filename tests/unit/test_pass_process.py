@@ -12,7 +12,12 @@ from tests.kit.builders import apply_plan, make_group, make_node, make_state, pl
 from theseus.model.state import ClusterState
 from theseus.reconciler.reconcile import reconcile
 from theseus.reconciler.registry import EncodingMemo
-from theseus.server.pass_process import PassProcessFailed, forked_pass, run_forked
+from theseus.server.pass_process import (
+    PassProcessFailed,
+    forked_pass,
+    run_forked,
+    worth_a_child,
+)
 from theseus.store.keys import task_key
 
 
@@ -91,3 +96,13 @@ def test_entries_of_tasks_that_are_gone_leave_the_memo() -> None:
     result = forked_pass(state, 100.0, memo)
     assert [key for key in result.memo_dropped if gone.id in key]
     assert not [key for key in memo if gone.id in key]
+
+
+def test_only_a_pass_with_many_placements_to_make_is_worth_a_child() -> None:
+    nodes = [make_node(f"n{i}", cpus=1000.0, mem=1e7) for i in range(3)]
+    assert worth_a_child(make_state(groups=[make_group("web", instances=500)], nodes=nodes))
+    assert not worth_a_child(make_state(groups=[make_group("web", instances=499)], nodes=nodes))
+    # Once placed and running, the same group's passes stay in the thread.
+    state = make_state(groups=[make_group("web", instances=500)], nodes=nodes)
+    apply_plan(state, plan_of(state))
+    assert len(state.tasks) == 500 and not worth_a_child(state)

@@ -10,10 +10,11 @@ holds its own election, i.e. every write of its predecessors.
 The pass itself runs off the event loop, on a snapshot no one else holds: at 10,000 tasks it
 takes a good part of a second of CPU, and on the event loop it would hold up for that long
 every heartbeat, HTTP answer and the keep-alive of the leader's own lease. A worker thread
-waits for it, and with ``fork_passes`` (the server's default) the pass runs in a forked child
-process (``theseus.server.pass_process``), so that it does not share the GIL with the loop;
-without, in the thread itself. Only one pass runs at a time, even across a step-down, since
-the registry view and the encoding memo it works with are the leader's own.
+waits for it, and with ``fork_passes`` (the server's default) a pass with many placements to
+make runs in a forked child process (``theseus.server.pass_process``), so that it does not
+share the GIL with the loop; other passes, and all without, run in the thread itself. Only
+one pass runs at a time, even across a step-down, since the registry view and the encoding
+memo it works with are the leader's own.
 
 The registry is kept in two ways. Each pass writes what task changes imply, compared with the
 leader's own view of what it has written (so a task that starts running is registered within
@@ -39,7 +40,7 @@ from theseus.reconciler.deployments import Tracked, track
 from theseus.reconciler.reconcile import Plan, reconcile
 from theseus.reconciler.registry import EncodingMemo
 from theseus.server.metrics import ServerMetrics
-from theseus.server.pass_process import PassProcessFailed, forked_pass
+from theseus.server.pass_process import PassProcessFailed, forked_pass, worth_a_child
 from theseus.server.stall import StallWatch, spared_nodes
 from theseus.store.base import Put, Store, StoreUnavailable
 from theseus.store.cache import StateCache
@@ -194,7 +195,7 @@ class Leader:
         pass's own copy; the registry view is only changed by a commit, which waits for the
         pass."""
         with self._pass_lock:
-            if self._fork_passes:
+            if self._fork_passes and worth_a_child(snapshot):
                 try:
                     done = forked_pass(snapshot, now, self._encodings)
                 except (OSError, PassProcessFailed) as exc:
