@@ -202,7 +202,9 @@ class Leader:
                     log.warning("reconcile pass in a child process failed (%s): in a thread", exc)
                 else:
                     self.child_peak_rss = max(self.child_peak_rss, done.child_peak_rss)
+                    self._metrics.passes.labels("child").inc()
                     return done.plan, done.encoded, done.tracked, _placements(snapshot, done.plan)
+            self._metrics.passes.labels("thread").inc()
             tracked = track(snapshot, now)
             plan = reconcile(snapshot, now, memo=self._encodings)
             return plan, encode_plan(plan), tracked, _placements(snapshot, plan)

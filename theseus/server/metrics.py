@@ -84,6 +84,13 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.passes = Counter(
+            "theseus_reconcile_passes",
+            "Reconcile passes of the leader, by where they ran: a forked child process (those "
+            "with many placements to make) or the leader's worker thread.",
+            ["where"],
+            registry=r,
+        )
         self.placements = Counter(
             "theseus_placements",
             "Tasks placed on a node by this server's reconcile passes (committed).",
