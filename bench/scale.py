@@ -264,36 +264,35 @@ def profile_summary(raw: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def requests_by_route(http: httpx.Client) -> dict[str, int]:
-    """Every request the server answered so far, by method and route template (its
-    /metrics): the difference over the deploy says what each task costs in requests."""
+def api_requests(http: httpx.Client) -> Counter[tuple[str, str, str]]:
+    """Every request the server answered so far, by (method, route template, status), from
+    its /metrics; empty when it did not answer 200."""
     response = http.get("/metrics")
-    counts: dict[str, int] = {}
+    counts: Counter[tuple[str, str, str]] = Counter()
     if response.status_code != 200:
         return counts
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             if sample.name == "theseus_api_requests_total":
-                key = f"{sample.labels['method']} {sample.labels['route']}"
-                counts[key] = counts.get(key, 0) + int(sample.value)
+                labels = sample.labels
+                counts[labels["method"], labels["route"], labels["status"]] += int(sample.value)
     return counts
 
 
-def registration_answers(http: httpx.Client) -> dict[str, int]:
-    """How the server answered agents' registrations so far, by status (its /metrics)."""
-    response = http.get("/metrics")
-    if response.status_code != 200:
-        return {f"/metrics answered {response.status_code}": 1}
-    counts: dict[str, int] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if (
-                sample.name == "theseus_api_requests_total"
-                and sample.labels.get("route") == "/v1/agent/register"
-            ):
-                status = sample.labels["status"]
-                counts[status] = counts.get(status, 0) + int(sample.value)
-    return counts
+def requests_by_route(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
+    """``api_requests`` by method and route: the difference over the deploy says what each
+    task costs in requests."""
+    routes: Counter[str] = Counter()
+    for (method, route, _), n in answered.items():
+        routes[f"{method} {route}"] += n
+    return routes
+
+
+def registration_answers(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
+    """``api_requests``: how agents' registrations were answered, by status."""
+    return Counter(
+        {status: n for (_, route, status), n in answered.items() if route == "/v1/agent/register"}
+    )
 
 
 def run(args: argparse.Namespace, children: Processes) -> int:
@@ -314,12 +313,14 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     wait_until(all_ready, args.timeout, f"{args.nodes} nodes ready", interval=0.5)
     ready_after = time.monotonic() - t_nodes
     rows.append((f"{args.nodes} hollow nodes registered and ready", f"{ready_after:.1f} s"))
-    answered = registration_answers(http)
+    answered = registration_answers(api_requests(http))
     rows.append(
         (
             "registrations answered: 200 / 429 (come back later) / other",
-            f"{answered.get('200', 0):,} / {answered.get('429', 0):,} / "
-            f"{sum(n for code, n in answered.items() if code not in ('200', '429')):,}",
+            f"{answered['200']:,} / {answered['429']:,} / "
+            f"{sum(n for code, n in answered.items() if code not in ('200', '429')):,}"
+            if answered
+            else "not known: /metrics did not answer 200",
         )
     )
 
@@ -352,7 +353,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     lost_before = log_count(worker_logs, "does not know node")
     machine_before = machine_cpu()
     before = etcd_counters(etcd_port)
-    requests_before = requests_by_route(http)
+    requests_before = requests_by_route(api_requests(http))
     cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
     probes: list[Probe] = []
     if args.probe_interval > 0:
@@ -401,7 +402,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     wall = time.monotonic() - t0
     machine_busy = (machine_cpu()[0] - machine_before[0]) / wall
     after = etcd_counters(etcd_port)
-    requests_after = requests_by_route(http)
+    requests_after = requests_by_route(api_requests(http))
     cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
     _, hwm = memory_mib(server.pid)
     lost = log_count(worker_logs, "does not know node") - lost_before

@@ -167,7 +167,7 @@ def create_app(
             stalls=stalls,
             loss_grace=writer.loss_grace,
             metrics=metrics,
-            fork_passes=config.fork_passes,
+            fork_passes=True,  # big placing passes in a child (theseus.server.pass_process)
         )
         metrics.lead_by(lambda: leader.is_leader)
         ca = load_ca(config)

@@ -33,9 +33,6 @@ class ServerConfig:
     # The other servers' URLs (``https://10.0.0.12:5000``): where a dashboard tab goes when
     # this server stops answering (``theseus.server.ui``).
     peers: list[str] = field(default_factory=list)
-    # Reconcile passes in a forked child process, off the event loop's GIL
-    # (``theseus.server.pass_process``); False: in a thread of this process.
-    fork_passes: bool = True
 
     @property
     def anonymous(self) -> bool:

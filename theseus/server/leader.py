@@ -10,7 +10,7 @@ holds its own election, i.e. every write of its predecessors.
 The pass itself runs off the event loop, on a snapshot no one else holds: at 10,000 tasks it
 takes a good part of a second of CPU, and on the event loop it would hold up for that long
 every heartbeat, HTTP answer and the keep-alive of the leader's own lease. A worker thread
-waits for it, and with ``fork_passes`` (the server's default) a pass with many placements to
+waits for it, and with ``fork_passes`` (as the server runs it) a pass with many placements to
 make runs in a forked child process (``theseus.server.pass_process``), so that it does not
 share the GIL with the loop; other passes, and all without, run in the thread itself. Only
 one pass runs at a time, even across a step-down, since the registry view and the encoding
