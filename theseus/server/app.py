@@ -27,7 +27,7 @@ from theseus.model.spec import SpecError
 from theseus.security import pki
 from theseus.security.files import PkiDir
 from theseus.security.tls import client_context
-from theseus.server import ui
+from theseus.server import gc_policy, ui
 from theseus.server.access_writes import AccessDenied, AccessWriter
 from theseus.server.admission import Admission
 from theseus.server.audit import AuditLog
@@ -118,7 +118,8 @@ def create_app(
     metrics = ServerMetrics()
     # The event stream's counters live on prometheus_client's default registry (shared by the
     # servers of one process); this server's /metrics shows them beside its own.
-    for collector in event_metrics.COLLECTORS:
+    # So do the garbage collector's pauses (theseus.server.gc_policy), which are the process's.
+    for collector in (*event_metrics.COLLECTORS, *gc_policy.COLLECTORS):
         metrics.registry.register(collector)
 
     def metered(store: Store) -> Store:

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from theseus.security.serving import http_protocol
 from theseus.server.app import create_app
 from theseus.server.config import ServerConfig
+from theseus.server.gc_policy import FreezeSurvivors
 
 SWITCH_INTERVAL = 0.001  # seconds (Python's default: 0.005)
 
@@ -35,6 +36,9 @@ def serve(
     # GIL up to wait for I/O it waited up to 5 ms to get it back from a pass, and a thousand
     # agents' requests queued behind. 1 ms hands it back sooner, for a little more switching.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    # The cluster's state and the agents' long-polls are millions of objects at 5,000
+    # nodes: full garbage collections held the GIL for seconds (theseus.server.gc_policy).
+    FreezeSurvivors().install()
     app = create_app(config)
     server = _Server(
         app,
