@@ -183,7 +183,12 @@ def running_count(http: httpx.Client, services: set[str]) -> int | None:
 
 
 def start_hollow(
-    children: Processes, url: str, nodes: int, workers: int, niceness: int
+    children: Processes,
+    url: str,
+    nodes: int,
+    workers: int,
+    niceness: int = 10,
+    gc_policy: str = "freeze",
 ) -> list[Process]:
     """``workers`` processes of hollow nodes, at ``niceness``: on a real cluster the agents
     run on machines of their own, and here they must not take the cores from the server
@@ -196,7 +201,7 @@ def start_hollow(
         argv = ["nice", "-n", str(niceness)] if niceness else []
         argv += [sys.executable, str(BENCH_DIR / "hollow.py"), "--server", url]
         argv += ["--first", str(first), "--count", str(count)]
-        argv += ["--state-root", str(children.log_dir / "hollow")]
+        argv += ["--state-root", str(children.log_dir / "hollow"), "--gc", gc_policy]
         started.append(children.start(f"hollow-{w}", argv, role="agent"))
     return started
 
@@ -304,7 +309,9 @@ def run(args: argparse.Namespace, children: Processes) -> int:
 
     # 1. hollow nodes register and become ready
     t_nodes = time.monotonic()
-    workers = start_hollow(children, url, args.nodes, args.workers, args.hollow_nice)
+    workers = start_hollow(
+        children, url, args.nodes, args.workers, args.hollow_nice, args.hollow_gc
+    )
 
     def all_ready() -> bool:
         children.check_alive()
@@ -541,6 +548,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds, per phase")
     parser.add_argument(
         "--hollow-nice", type=int, default=10, help="the hollow nodes' niceness (0: as the server)"
+    )
+    parser.add_argument(
+        "--hollow-gc",
+        choices=("freeze", "default"),
+        default="freeze",
+        help="the hollow nodes' garbage collection: the server's policy, or Python's default",
     )
     parser.add_argument(
         "--poll-interval", type=float, default=0.5, help="seconds between convergence polls"
