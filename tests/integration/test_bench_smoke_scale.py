@@ -1,4 +1,5 @@
-"""The scale, footprint and node-loss benchmarks run end to end at a tiny size.
+"""The scale, footprint and node-loss benchmarks (docker nodes, hollow nodes) run end to end
+at a tiny size.
 
 Not timed: each benchmark is run as users run it (``python bench/<name>.py``) and must exit 0
 and print its table. Each runs in its own session so that a timeout can stop it and every
@@ -78,3 +79,14 @@ def test_node_loss_once(tmp_path: Path) -> None:
             )
     assert "node loss: 3 docker nodes, 6 busybox tasks, 1 repetitions" in output
     assert "both (the figure)" in output
+
+
+def test_hollow_node_loss_tiny() -> None:
+    output = run_bench(
+        "hollow_loss.py",
+        *("--nodes", "8", "--tasks", "40", "--services", "2", "--workers", "2"),
+        *("--timeout", "30"),
+    )
+    assert "8 hollow nodes, 40 tasks running" in output
+    assert "killing 4 nodes" in output
+    assert "every task running again" in output and "not within" not in output
