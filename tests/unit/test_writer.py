@@ -16,6 +16,7 @@ import pytest
 from tests.kit.builders import make_spec
 from theseus.model.groups import GroupKey
 from theseus.model.state import ClusterState
+from theseus.model.tasks import TaskStatus
 from theseus.reconciler.deploy import GroupChangePlan, plan_group, plan_scale
 from theseus.server.app import create_app
 from theseus.server.config import ServerConfig
@@ -132,3 +133,36 @@ async def test_plan_accepts_what_deploy_accepts(api: tuple[httpx.AsyncClient, Me
     assert [c["action"] for c in applied.json()["changes"]] == ["created"] * MAX_GROUP_CHANGES
     key = GroupKey.of("s0", []).key
     assert json.loads(store.value(f"/theseus/groups/{key}") or b"{}")["service"] == "s0"
+
+
+# --- agents' reports ------------------------------------------------------------------------
+
+
+async def test_reports_are_answered_before_the_cache_applies_them_and_build_on_each_other(
+    store: MemoryStore,
+) -> None:
+    """A report's request returns once etcd has its status, not once the cache has (which at
+    5,000 nodes lagged seconds): here the cache follows nothing at all. The task's next
+    report still builds on the status written before: ``started_at`` stays the first
+    report's time, and ``was_healthy`` is kept."""
+    from tests.kit.builders import make_group, make_task
+    from theseus.api.schemas import TaskReport
+
+    cache = StateCache(store)  # never run: it stays behind every write
+    task = make_task(make_group("web"), node="n1")
+    cache.state.tasks[task.id] = task
+    writer = Writer(store, cache, liveness_timeout=3)
+    first = [TaskReport(task_id=task.id, state="running", container_id="c1", at=10.0)]
+    healthy = [
+        TaskReport(task_id=task.id, state="running", container_id="c1", healthy=True, at=20.0)
+    ]
+    again = [TaskReport(task_id=task.id, state="running", container_id="c1", at=30.0)]
+    written_counts = [
+        await asyncio.wait_for(writer.record_reports(batch), timeout=1.0)
+        for batch in (first, healthy, again)
+    ]
+    assert written_counts == [1, 1, 0]  # the third changes nothing: it is not written
+    written = TaskStatus.model_validate_json(store.value(keys.STATUS + task.id) or b"")
+    assert written.started_at == 10.0 and written.was_healthy
+    assert written.healthy is True  # a re-report without a verdict keeps the last one
+    assert task.id not in cache.state.statuses

@@ -8,12 +8,13 @@
   group's spec version and deployment (``theseus.reconciler.deployments``);
 * node registration and heartbeats: a node record plus a leased ``alive`` key, whose lease
   is replaced when the cluster's heartbeat timing changes (``theseus.server.heartbeats``);
-* task reports from agents: observed status, batched into as few transactions as possible;
+* task reports from agents: observed status, batched into as few transactions as possible,
+  answered once etcd has them (not once the cache has);
 * the operator's node controls (drain, eligibility): one key per node, the last write wins.
 
 Keys and encodings are ``theseus.store.encoding``'s; transactions are packed and committed by
 ``theseus.store.commit``. After a write it waits until the cache has seen it, so the caller
-reads its own writes.
+reads its own writes; not after agents' reports, which nobody reads back.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ ATTEMPTS = 5
 # The groups one document may change: each is one guarded write, with its history and its
 # deployment, all in one transaction.
 MAX_GROUP_CHANGES = 64
+SWEEP_UNAPPLIED_AT = 4096  # written statuses kept before the first sweep
 _WRITING = ("created", "scaled", "updated", "restarted", "configured", "removed")
 T = TypeVar("T")
 GroupPlanner = Callable[[ClusterState], list[GroupChangePlan]]
@@ -133,6 +135,9 @@ class Writer:
         self._last_heartbeat: dict[str, float] = {}  # node -> monotonic time, on this server
         self._joining = 0  # registrations in progress on this server
         self._heartbeats: dict[str, asyncio.Future[HeartbeatTiming | None]] = {}  # in progress
+        # Statuses written by this server, with their revision, until its cache applies them.
+        self._unapplied: dict[str, tuple[int, TaskStatus]] = {}
+        self._sweep_at = SWEEP_UNAPPLIED_AT
 
     def timing(self) -> HeartbeatTiming:
         """The heartbeat timing the cluster's size calls for now. Nodes registering count
@@ -316,12 +321,17 @@ class Writer:
         return HeartbeatTiming(advised_interval(ttl, target, self.heartbeat_interval), ttl)
 
     async def record_reports(self, reports: list[TaskReport]) -> int:
+        """Write the statuses ``reports`` change; how many. Answered once etcd has them, not
+        once this server's cache has: at 5,000 nodes the cache applied a report's revision
+        seconds after etcd (BENCHMARKS.md, issue 17), and every agent's report request was
+        held that long. A task's next report builds on the status written here even before
+        the cache has it (``_status_of``), so none is computed from an older one."""
         state = self._cache.state
         statuses: dict[str, TaskStatus] = {}
         for report in reports:
             if report.task_id not in state.tasks:
                 continue  # the task is gone: the agent will drop its container
-            previous = statuses.get(report.task_id) or state.statuses.get(report.task_id)
+            previous = statuses.get(report.task_id) or self._status_of(report.task_id, state)
             status = next_status(previous, report)
             if status != previous:
                 statuses[report.task_id] = status
@@ -332,5 +342,26 @@ class Writer:
             units.append(Txn((put,)))
         committed = await commit_all(self._store, units)
         if committed.revision:
-            await self._cache.wait_for_revision(committed.revision)
+            for task_id, status in statuses.items():
+                self._unapplied[task_id] = (committed.revision, status)
+            if len(self._unapplied) > self._sweep_at:
+                self._sweep_unapplied()
         return len(statuses)
+
+    def _status_of(self, task_id: str, state: ClusterState) -> TaskStatus | None:
+        """The task's latest status: the one this server wrote last, while its cache has not
+        applied that write yet, else the cache's."""
+        written = self._unapplied.get(task_id)
+        if written is not None:
+            revision, status = written
+            if revision > state.revision:
+                return status
+            del self._unapplied[task_id]
+        return state.statuses.get(task_id)
+
+    def _sweep_unapplied(self) -> None:
+        """Forget the statuses the cache has applied since (the sweep runs each time the map
+        doubles, so its cost per report stays constant)."""
+        applied = self._cache.state.revision
+        self._unapplied = {k: v for k, v in self._unapplied.items() if v[0] > applied}
+        self._sweep_at = max(SWEEP_UNAPPLIED_AT, 2 * len(self._unapplied))
