@@ -21,22 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 from procs import (
     Processes,
-    bench_processes,
+    children_in_temp_dir,
     cpu_seconds,
     percentile,
     start_etcd,
     start_server,
-    stopped_on_sigterm,
     wait_until,
 )
 from scale import running_count, start_hollow
@@ -174,15 +170,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds, per phase")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    root = Path(tempfile.mkdtemp(prefix="theseus-dashboard-"))
-    children = bench_processes(root)
-    code = 1
-    with stopped_on_sigterm():
-        try:
-            code = run(args, children)
-        finally:
-            children.stop_all()
-            shutil.rmtree(root, ignore_errors=True)
+    with children_in_temp_dir("theseus-dashboard-") as children:
+        code = run(args, children)
     sys.exit(code)
 
 

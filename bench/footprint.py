@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,12 +28,11 @@ import httpx
 from procs import (
     Process,
     Processes,
-    bench_processes,
+    children_in_temp_dir,
     free_port,
     memory_mib,
     start_etcd,
     start_server,
-    stopped_on_sigterm,
     wait_until,
 )
 
@@ -159,15 +156,8 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds at rest before reading")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="theseus-footprint-"))
-    children = bench_processes(root)
-    with stopped_on_sigterm():
-        try:
-            rows = run(args, children)
-        finally:
-            children.stop_all()
-            if not args.keep:
-                shutil.rmtree(root, ignore_errors=True)
+    with children_in_temp_dir("theseus-footprint-", args.keep) as children:
+        rows = run(args, children)
     print(f"footprint (MiB), {os.cpu_count()} cores")
     width = max(len(label) for label, *_ in rows) + 2
     print(f"{'process':<{width}}{'RSS':>8}{'PSS':>8}{'peak':>8}")

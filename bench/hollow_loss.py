@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
-from procs import Processes, bench_processes, start_etcd, start_server, stopped_on_sigterm
+from procs import Processes, children_in_temp_dir, start_etcd, start_server
 from procs import wait_until as wait
 from scale import documents, ready_nodes, running_count, service_names, start_hollow
 
@@ -127,15 +124,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds, per phase")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    root = Path(tempfile.mkdtemp(prefix="theseus-loss-"))
-    children = bench_processes(root)
-    code = 1
-    with stopped_on_sigterm():
-        try:
-            code = run(args, children)
-        finally:
-            children.stop_all()
-            shutil.rmtree(root, ignore_errors=True)
+    with children_in_temp_dir("theseus-loss-") as children:
+        code = run(args, children)
     sys.exit(code)
 
 

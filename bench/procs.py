@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -157,6 +159,21 @@ def start_server(
     child = children.start("server", server.argv(), role="server")
     child.wait_healthy(lambda: answers(server.health_url), START_TIMEOUT, "the server to answer")
     return child, server.url
+
+
+@contextlib.contextmanager
+def children_in_temp_dir(prefix: str, keep: bool = False) -> Iterator[Processes]:
+    """The benchmark's children, with their logs and data in a temporary directory of their
+    own: stopped at the end (also on SIGTERM), and the directory removed unless ``keep``."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    children = bench_processes(root)
+    with stopped_on_sigterm():
+        try:
+            yield children
+        finally:
+            children.stop_all()
+            if not keep:
+                shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -34,7 +34,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -46,7 +45,7 @@ from procs import (
     Process,
     Processes,
     Sampler,
-    bench_processes,
+    children_in_temp_dir,
     cpu_seconds,
     etcd_counters,
     machine_cpu,
@@ -54,7 +53,6 @@ from procs import (
     percentile,
     start_etcd,
     start_server,
-    stopped_on_sigterm,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
@@ -572,16 +570,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    root = Path(tempfile.mkdtemp(prefix="theseus-scale-"))
-    children = bench_processes(root)
-    code = 1
-    with stopped_on_sigterm():
-        try:
-            code = run(args, children)
-        finally:
-            children.stop_all()
-            if not args.keep:
-                shutil.rmtree(root, ignore_errors=True)
+    with children_in_temp_dir("theseus-scale-", args.keep) as children:
+        code = run(args, children)
     sys.exit(code)
 
 

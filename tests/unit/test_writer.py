@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.kit.builders import make_spec
+from tests.kit.builders import make_group, make_spec, make_task
+from theseus.api.schemas import TaskReport
 from theseus.model.groups import GroupKey
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskStatus
@@ -145,9 +146,6 @@ async def test_reports_are_answered_before_the_cache_applies_them_and_build_on_e
     5,000 nodes lagged seconds): here the cache follows nothing at all. The task's next
     report still builds on the status written before: ``started_at`` stays the first
     report's time, and ``was_healthy`` is kept."""
-    from tests.kit.builders import make_group, make_task
-    from theseus.api.schemas import TaskReport
-
     cache = StateCache(store)  # never run: it stays behind every write
     task = make_task(make_group("web"), node="n1")
     cache.state.tasks[task.id] = task
