@@ -35,19 +35,22 @@ from theseus.server.config import ServerConfig
 from theseus.server.heartbeats import heartbeat_timing
 
 POLL = 0.2  # seconds between polls after the kill
-LIVENESS_TIMEOUT = 4  # bench/procs.py's start_server
+LIVENESS_TIMEOUT = 4  # the server's --liveness-timeout: its TTL for small clusters
 MAX_HEARTBEATS_PER_SECOND = ServerConfig().max_heartbeats_per_second
 
 
 def run(args: argparse.Namespace, children: Processes) -> int:
     etcd, etcd_port = start_etcd(children)
-    server, url = start_server(children, etcd_port, log_level="warning")
+    server, url = start_server(
+        children, etcd_port, liveness_timeout=LIVENESS_TIMEOUT, log_level="warning"
+    )
     http = httpx.Client(base_url=url, timeout=60.0)
     workers = start_hollow(children, url, args.nodes, args.workers)
     wait(lambda: ready_nodes(http) >= args.nodes, args.timeout, "nodes ready", interval=0.5)
     services = service_names(args.services)
     for doc in documents(services, args.tasks):
-        http.post("/deploy", content=doc, headers={"content-type": "application/json"})
+        answer = http.post("/deploy", content=doc, headers={"content-type": "application/json"})
+        answer.raise_for_status()
     wanted = set(services)
     wait(
         lambda: (running_count(http, wanted) or 0) >= args.tasks,
@@ -55,12 +58,12 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         "all tasks running",
         interval=0.5,
     )
-    # What the server computes for this many live nodes with its defaults (bench/procs.py
-    # starts it with --liveness-timeout 4).
+    # What the server computes for this many live nodes (theseus.server.heartbeats).
     timing = heartbeat_timing(args.nodes, LIVENESS_TIMEOUT, MAX_HEARTBEATS_PER_SECOND)
     interval, ttl = timing.interval, float(timing.ttl)
-    # Every agent has had its next heartbeat answered at the cluster's pace (and its lease
-    # granted for it) once two intervals have passed.
+    # A settling time, not a wait on a condition (the API does not show a node's lease): two
+    # intervals, after which every agent has heartbeated at the cluster's pace and had its
+    # lease renewed for it, so that the loss is measured against the stated TTL.
     time.sleep(2 * interval)
     victim = workers[0]
     per_worker = -(-args.nodes // args.workers)

@@ -96,7 +96,9 @@ class FreezeSurvivors:
         gc.unfreeze()
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
-        # Runs inside the collector: no allocation-heavy work and no locks (no logging).
+        # Runs inside the collector, on whatever thread allocated: nothing heavy, and no lock
+        # this thread may already hold (no logging). The histogram's locks each guard one
+        # float addition, which allocates nothing that could start a collection inside them.
         generation = info["generation"]
         if phase == "start":
             self._started = time.perf_counter()
