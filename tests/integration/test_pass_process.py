@@ -37,12 +37,13 @@ deploy:
 
 
 def passes(client: ServerClient) -> dict[str, int]:
-    """The server's reconcile passes so far, by where they ran."""
+    """The server's reconcile passes so far, by where they ran (whatever their scope)."""
     counts: dict[str, int] = {}
     for family in text_string_to_metric_families(client.metrics()):
         for sample in family.samples:
             if sample.name == "theseus_reconcile_passes_total":
-                counts[sample.labels["where"]] = int(sample.value)
+                where = sample.labels["where"]
+                counts[where] = counts.get(where, 0) + int(sample.value)
     return counts
 
 

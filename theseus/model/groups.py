@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,14 +25,16 @@ class GroupKey:
 
     @classmethod
     def of(cls, service: str, labels: Iterable[str]) -> GroupKey:
-        return cls(service, tuple(sorted(set(labels))))
+        return _group_key(service, tuple(labels))
 
-    @property
+    # Cached on the (frozen) instance: a reconcile pass asks every task's group key several
+    # times, and ``of`` hands out one instance per group, so each is worked out once.
+    @cached_property
     def label_key(self) -> str:
         """The labels as compact JSON, e.g. ``["dev","frontend"]``: any printable label fits."""
         return _label_key(self.labels)
 
-    @property
+    @cached_property
     def key(self) -> str:
         return f"{self.service}/{self.label_key}"
 
@@ -43,6 +45,13 @@ class GroupKey:
 
     def __str__(self) -> str:
         return f"{self.service}[{','.join(self.labels)}]" if self.labels else self.service
+
+
+@lru_cache(maxsize=65536)
+def _group_key(service: str, labels: tuple[str, ...]) -> GroupKey:
+    # Asked for every task, several times a pass (``TaskRecord.group_key``): a cluster has a
+    # few hundred groups, so their keys are memoised rather than sorted again each time.
+    return GroupKey(service, tuple(sorted(set(labels))))
 
 
 @lru_cache(maxsize=4096)

@@ -48,10 +48,16 @@ class ClusterState:
     versions: dict[str, dict[int, SpecVersion]] = field(default_factory=dict)
     deployments: dict[str, DeploymentRecord] = field(default_factory=dict)
     deployment_revisions: dict[str, int] = field(default_factory=dict)
+    # The index sets this state may change in place. A copy shares every set with the state
+    # it was made from, and ``index_task`` copies a shared set before its first change: the
+    # cache changes a few sets between two snapshots, while copying all of them (100,000 ids
+    # at 50,000 tasks) took 0.15 s of the event loop per snapshot.
+    _owned_index_sets: set[tuple[bool, str]] = field(default_factory=set, repr=False, compare=False)
 
     def copy(self) -> ClusterState:
         """A copy whose containers can change without touching this one (the records in
         them are immutable and shared)."""
+        self._owned_index_sets = set()  # from now on both share them
         return ClusterState(
             revision=self.revision,
             groups=dict(self.groups),
@@ -65,8 +71,8 @@ class ClusterState:
             leader=self.leader,
             registry=dict(self.registry),
             registry_revisions=dict(self.registry_revisions),
-            tasks_by_node={node: set(ids) for node, ids in self.tasks_by_node.items()},
-            tasks_by_group={group: set(ids) for group, ids in self.tasks_by_group.items()},
+            tasks_by_node=dict(self.tasks_by_node),
+            tasks_by_group=dict(self.tasks_by_group),
             controls=dict(self.controls),
             versions={group: dict(kept) for group, kept in self.versions.items()},
             deployments=dict(self.deployments),
@@ -77,12 +83,23 @@ class ClusterState:
         """Keep the indexes in step with one task being added, changed or removed."""
         if old is not None:
             if old.node:
-                self.tasks_by_node.get(old.node, set()).discard(old.id)
-            self.tasks_by_group.get(old.group_key.key, set()).discard(old.id)
+                self._index_set(by_node=True, key=old.node).discard(old.id)
+            self._index_set(by_node=False, key=old.group_key.key).discard(old.id)
         if new is not None:
             if new.node:
-                self.tasks_by_node.setdefault(new.node, set()).add(new.id)
-            self.tasks_by_group.setdefault(new.group_key.key, set()).add(new.id)
+                self._index_set(by_node=True, key=new.node).add(new.id)
+            self._index_set(by_node=False, key=new.group_key.key).add(new.id)
+
+    def _index_set(self, *, by_node: bool, key: str) -> set[str]:
+        """The index's set for ``key``, this state's own to change (copied first if a copy
+        shares it)."""
+        index = self.tasks_by_node if by_node else self.tasks_by_group
+        owned = (by_node, key)
+        if owned in self._owned_index_sets:
+            return index[key]
+        ids = index[key] = set(index.get(key, ()))
+        self._owned_index_sets.add(owned)
+        return ids
 
     def schedulable(self, node: str) -> bool:
         """Alive, and the operator has not made it ineligible or drained it."""

@@ -26,6 +26,12 @@ Vocabulary, in the order a pass applies it:
 * **register**: the service registry is brought in line with the tasks as decided above
   (``theseus.reconciler.registry``).
 
+A pass may be **scoped** to some groups (``only``): those whose tasks, statuses or record
+changed since the last pass whose plan was committed, and those with tasks still waiting for
+a node (``theseus.reconciler.scope`` decides when that is enough). It then decides for those
+groups exactly what a pass over everything would: every other group was left with nothing to
+do, and nothing it depends on (nodes, their liveness, the set of groups) has changed.
+
 ``reconcile`` never mutates its input and does no I/O.
 """
 
@@ -67,6 +73,10 @@ class Plan:
     registry_puts: dict[str, bytes] = field(default_factory=dict)
     registry_deletes: set[str] = field(default_factory=set)
     wake_at: float | None = None  # the earliest backoff deadline, if any
+    # What the next pass needs to know to be scoped (``theseus.reconciler.scope``): the groups
+    # left with tasks that wait for a node, and whether tasks of removed groups still run.
+    waiting_groups: frozenset[str] = frozenset()
+    orphans: bool = False
 
     @property
     def empty(self) -> bool:
@@ -100,10 +110,12 @@ def reconcile(
     now: float,
     new_id: Callable[[str], str] = new_task_id,
     memo: EncodingMemo | None = None,
+    only: frozenset[str] | None = None,
 ) -> Plan:
     """One pass. ``memo`` (kept by the caller between passes) saves re-encoding registry
-    entries whose task and node records have not changed."""
-    return _Pass(state, now, new_id, memo).run()
+    entries whose task and node records have not changed; ``only``: the groups a scoped pass
+    looks at (None: all)."""
+    return _Pass(state, now, new_id, memo, only).run()
 
 
 class _Pass:
@@ -113,29 +125,51 @@ class _Pass:
         now: float,
         new_id: Callable[[str], str],
         memo: EncodingMemo | None,
+        only: frozenset[str] | None,
     ) -> None:
         self.state = state.copy()  # working copy: tasks/statuses are updated as we decide
         self.now = now
         self.new_id = new_id
         self.memo = memo
+        self.only = only
         self.plan = Plan()
         self.seeds: dict[str, list[Seed]] = defaultdict(list)
-        # Task ids per group, built once: a pass looks at every group's tasks.
+        # Task ids per group (of the scope), built once, in the order of ``state.tasks`` (so
+        # that a scoped pass meets a group's tasks in the same order as a full one).
         self.by_group: dict[str, list[str]] = defaultdict(list)
         for task in self.state.tasks.values():
-            self.by_group[task.group_key.key].append(task.id)
+            key = task.group_key.key
+            if only is None or key in only:
+                self.by_group[key].append(task.id)
 
     def run(self) -> Plan:
         self._mark_lost()
         self._mark_dead()
         for group_id, group in sorted(self.state.groups.items()):
-            self._converge_group(group_id, group)
-        self._stop_orphans()
+            if self.only is None or group_id in self.only:
+                self._converge_group(group_id, group)
+        if self.only is None:
+            self._stop_orphans()  # a scoped pass has none to stop (``scope``)
         self._place()
         self._collect()
-        diff = registry_diff(self.state, self.memo)
+        if self.only is None:
+            diff = registry_diff(self.state, self.memo)
+        else:
+            diff = registry_diff(self.state, self.memo, self._scoped_tasks_ever())
         self.plan.registry_puts, self.plan.registry_deletes = diff.puts, diff.deletes
         return self.plan
+
+    def _tasks(self) -> list[TaskRecord]:
+        """The tasks this pass looks at: every task, or those of the scope's groups."""
+        if self.only is None:
+            return list(self.state.tasks.values())
+        tasks = self.state.tasks
+        return [tasks[i] for ids in self.by_group.values() for i in ids if i in tasks]
+
+    def _scoped_tasks_ever(self) -> dict[str, list[str]]:
+        """The scope's groups and the ids of every task they held in this pass, deleted
+        ones included (their registry entries go too)."""
+        return {group: self.by_group.get(group, []) for group in self.only or ()}
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -155,7 +189,7 @@ class _Pass:
     # -- passes -----------------------------------------------------------------------------
 
     def _mark_lost(self) -> None:
-        for task in list(self.state.tasks.values()):
+        for task in self._tasks():
             if task.node is None or task.node in self.state.alive:
                 continue
             if task.node in self.state.spared:
@@ -176,7 +210,7 @@ class _Pass:
             self.plan.status_puts[task.id] = lost
 
     def _mark_dead(self) -> None:
-        for task in list(self.state.tasks.values()):
+        for task in self._tasks():
             if task.desired is not Desired.RUN:
                 continue
             state = self.state.task_state(task)
@@ -305,6 +339,7 @@ class _Pass:
         ]
         if not orphans:
             return
+        self.plan.orphans = True  # stopped below, or kept while a running task needs them
         # Dependencies stop last: a removed service keeps running while a task that needs
         # it still runs (that one is stopped in this pass, or was already asked to stop).
         needed = needed_services(self.state, self.state.tasks.values())
@@ -313,9 +348,7 @@ class _Pass:
                 self._stop(task, "group removed")
 
     def _place(self) -> None:
-        waiting = [
-            t for t in self.state.tasks.values() if t.desired is Desired.RUN and t.node is None
-        ]
+        waiting = [t for t in self._tasks() if t.desired is Desired.RUN and t.node is None]
         if not waiting:
             # Nothing to place: no books of every node (a pass per registration while 3,000
             # agents join would otherwise build them 3,000 times).
@@ -372,6 +405,11 @@ class _Pass:
                 self._settle(task, again)
             else:
                 self._settle(task, result)
+        self.plan.waiting_groups = frozenset(
+            task.group_key.key
+            for task in (self.state.tasks[t.id] for t in waiting)
+            if task.node is None
+        )
 
     def _settle(self, task: TaskRecord, result: Placement | Unplaceable) -> None:
         if isinstance(result, Placement):
@@ -382,7 +420,7 @@ class _Pass:
 
     def _collect(self) -> None:
         history: dict[str, list[tuple[float, str]]] = defaultdict(list)
-        for task in list(self.state.tasks.values()):
+        for task in self._tasks():
             if task.desired is not Desired.STOP:
                 continue
             if task.node is None:
@@ -402,6 +440,8 @@ class _Pass:
             for index, (ended, task_id) in enumerate(entries):
                 if index >= HISTORY_PER_GROUP or self.now - ended > HISTORY_MAX_AGE:
                     self._delete(task_id)
+        if self.only is not None:
+            return  # statuses of tasks already gone: only a full pass looks for them
         for task_id in self.state.statuses:
             if task_id not in self.state.tasks:
                 self.plan.status_deletes.add(task_id)

@@ -117,6 +117,9 @@ class StateCache:
         # live nodes (a task on a lost node is lost): the group views are memoised on them.
         self.group_index: dict[str, int] = {}
         self.alive_index = 0
+        # Revision of the last change to a node's record or control: with the two above, what
+        # lets the leader scope its passes to the groups that changed (``reconciler.scope``).
+        self.nodes_index = 0
         self._node_signal = KeyedSignal()
         self._service_signal = KeyedSignal()
         self._released = False  # the server is stopping: long-polls answer at once
@@ -320,6 +323,7 @@ class StateCache:
         for service in list(self.registry_index):
             self.registry_index[service] = revision
         self.alive_index = revision
+        self.nodes_index = revision
         if self.observer is not None:
             self.observer.reloaded(revision)
         self._node_signal.fire_all()
@@ -390,6 +394,7 @@ class StateCache:
                 node = NodeRecord.model_validate_json(value)
                 state.nodes[node.name] = node
                 self.node_index[node.name] = revision
+                self.nodes_index = revision
             elif key.startswith(keys.ALIVE):
                 node_name = key.removeprefix(keys.ALIVE)
                 if node_name not in state.alive:
@@ -404,6 +409,7 @@ class StateCache:
                 state.controls[key.removeprefix(keys.CONTROL)] = NodeControl.model_validate_json(
                     value
                 )
+                self.nodes_index = revision
             elif key.startswith(keys.VERSIONS):
                 parsed = keys.parse_version_key(key)
                 if parsed is not None:
@@ -443,12 +449,14 @@ class StateCache:
             state.group_revisions.pop(group_id, None)
         elif key.startswith(keys.NODES):
             state.nodes.pop(key.removeprefix(keys.NODES), None)
+            self.nodes_index = revision
         elif key.startswith(keys.ALIVE):
             if state.alive.pop(key.removeprefix(keys.ALIVE), None) is not None:
                 self.alive_index = revision
             self.lease_ttls.pop(key.removeprefix(keys.ALIVE), None)
         elif key.startswith(keys.CONTROL):
             state.controls.pop(key.removeprefix(keys.CONTROL), None)
+            self.nodes_index = revision
         elif key.startswith(keys.VERSIONS):
             parsed = keys.parse_version_key(key)
             kept = state.versions.get(parsed[0], {}) if parsed else {}
