@@ -14,10 +14,13 @@ ready it sends the deploy: one document may change at most 64 groups (the server
 ``running_current`` add up to T. (At 0.1 s, and with a probe listing every task, the
 benchmark's own reads were 19 % of the server's CPU at 2,000 nodes.)
 
-During the run two side clients measure API latency, one request at a time with
+During the run three side clients measure API latency, one request at a time with
 ``--probe-interval`` seconds between requests: ``GET /v1/tasks/{id}`` (one task, of a 1-task
-service deployed before the run), and a small deploy (one 1-task service scaled 1 <-> 2). At
-rest, once all run, ``GET /v1/tasks`` (every task) and ``GET /v1/nodes`` are timed too.
+service deployed before the run), and a small deploy (one 1-task service scaled 1 <-> 2),
+twice: reading by index as the CLI does (``X-Theseus-Index``: the write is answered once etcd
+has it, the next call waits for the server's view to reach it), and without an index (the
+server waits for its view before it answers the write). At rest, once all run,
+``GET /v1/tasks`` (every task) and ``GET /v1/nodes`` are timed too.
 Also measured: the server's CPU seconds and peak RSS (sampled VmRSS every 0.1 s, and the
 kernel's VmHWM), the requests it answered by route, etcd's writes (deltas of its /metrics
 counters), and the CPU of etcd and of the hollow-node processes, which share the machine's
@@ -63,6 +66,7 @@ from theseus.store.limits import MAX_TXN_OPS
 BENCH_DIR = Path(__file__).resolve().parent
 GROUPS_PER_DOCUMENT = MAX_GROUP_CHANGES  # what one document may change
 PROBE_SERVICE = "bench-probe"
+INDEX_HEADER = "X-Theseus-Index"  # theseus.server.client_index
 READ_SERVICE = "bench-read"  # one task, read by the TaskProbe during the run
 
 
@@ -72,6 +76,9 @@ class Probe:
 
     name: str
     interval: float
+    # Send the highest ``X-Theseus-Index`` seen, as ``ServerClient`` (the CLI) does: writes
+    # are answered once etcd has them, and each call reads at least what the last one saw.
+    by_index: bool = True
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -90,7 +97,17 @@ class Probe:
             self._thread.join()
 
     def _run(self, url: str) -> None:
-        with httpx.Client(base_url=url, timeout=60.0) as http:
+        index = 0
+
+        def keep_index(response: httpx.Response) -> None:
+            nonlocal index
+            index = max(index, int(response.headers.get(INDEX_HEADER, 0)))
+            http.headers[INDEX_HEADER] = str(index)
+
+        hooks = {"response": [keep_index]} if self.by_index else {}
+        with httpx.Client(base_url=url, timeout=60.0, event_hooks=hooks) as http:
+            if self.by_index:
+                http.headers[INDEX_HEADER] = "0"
             round_ = 0
             while not self._stop.is_set():
                 started = time.perf_counter()
@@ -114,10 +131,13 @@ class TaskProbe(Probe):
         http.get(f"/v1/tasks/{self.task_id}").raise_for_status()
 
 
+@dataclass
 class DeployProbe(Probe):
+    service: str = PROBE_SERVICE
+
     def request(self, http: httpx.Client, round_: int) -> None:
         spec = {"image": "sim", "instances": 1 + round_ % 2, "cpus": 0.01, "mem": 1}
-        body = json.dumps({"deploy": {PROBE_SERVICE: spec}})
+        body = json.dumps({"deploy": {self.service: spec}})
         headers = {"Content-Type": "application/json"}
         http.post("/deploy", content=body, headers=headers).raise_for_status()
 
@@ -365,6 +385,12 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         probes = [
             TaskProbe("GET /v1/tasks/{id} (one task)", args.probe_interval, task_id=read_task),
             DeployProbe("POST /deploy (1 service, scale 1<->2)", args.probe_interval),
+            DeployProbe(
+                "  the same, no index: the server waits for its view",
+                args.probe_interval,
+                by_index=False,
+                service=PROBE_SERVICE + "-waited",
+            ),
         ]
     profile = children.log_dir / "server.py-spy.raw"
     profiler = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ from theseus.model.groups import GroupKey
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskStatus
 from theseus.reconciler.deploy import GroupChangePlan, plan_group, plan_scale
+from theseus.server import client_index
 from theseus.server.app import create_app
 from theseus.server.config import ServerConfig
 from theseus.server.writes import MAX_GROUP_CHANGES, Writer
@@ -164,3 +165,30 @@ async def test_reports_are_answered_before_the_cache_applies_them_and_build_on_e
     assert written.started_at == 10.0 and written.was_healthy
     assert written.healthy is True  # a re-report without a verdict keeps the last one
     assert task.id not in cache.state.statuses
+
+
+async def test_a_client_that_reads_by_index_gets_its_write_answered_before_the_cache_has_it(
+    store: MemoryStore,
+) -> None:
+    """With ``X-Theseus-Index`` (``server/client_index``) a group change is answered once etcd
+    has it: here the cache follows nothing, and the answer still comes, with the revision it
+    was committed at. Without the header, the same write waits for the cache."""
+    cache = StateCache(store)  # never run: it stays behind every write
+    writer = Writer(store, cache, liveness_timeout=3)
+
+    def web(instances: int) -> Callable[[ClusterState], list[GroupChangePlan]]:
+        return lambda state: [plan_group("web", make_spec(instances=instances), {}, 1.0)]
+
+    exchange = client_index._Exchange(asked=0)
+    token = client_index._current.set(exchange)
+    try:
+        await asyncio.wait_for(writer.apply_group_changes(web(1)), timeout=1.0)
+    finally:
+        client_index._current.reset(token)
+    assert exchange.written == store.revision
+    assert store.value(keys.group_key(WEB)) is not None
+    assert cache.revision < store.revision
+    without_index = asyncio.create_task(writer.apply_group_changes(web(2)))
+    done, _ = await asyncio.wait([without_index], timeout=0.5)
+    assert not done, "a write without an index did not wait for the cache"
+    without_index.cancel()

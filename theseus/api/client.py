@@ -7,6 +7,8 @@ that answered last and moves on to the next one when it cannot be reached or ans
 again safely (deploy, scale and remove are idempotent; reports and heartbeats repeat state),
 which is what makes this failover transparent. Both raise ``ServerUnreachable`` when no
 server answers and ``ApiError`` (with the server's message and field paths) on a 4xx/5xx.
+``ServerClient`` reads by index (``theseus.server.client_index``): its writes are answered
+once etcd has them, and each call sees at least what the previous ones saw, on any server.
 The transport is injectable for tests.
 """
 
@@ -46,6 +48,7 @@ from theseus.api.schemas import (
 from theseus.model.deployments import DeploymentRecord
 
 DEFAULT_SERVER = "http://127.0.0.1:5000"
+INDEX_HEADER = "X-Theseus-Index"  # ``theseus.server.client_index``
 # With several servers, a heartbeat held by a hung server must give up soon enough to reach
 # another one before the node's liveness lease runs out (4 s by default). With one server
 # there is nowhere else to go, and the default timeout applies.
@@ -127,6 +130,14 @@ def _after_error(
         raise ServerUnreachable(str(servers), exc) from exc
 
 
+def _index_of(response: httpx.Response) -> int:
+    """The index an answer carries (0 if none: an error, or an older server)."""
+    try:
+        return int(response.headers.get(INDEX_HEADER, 0))
+    except ValueError:
+        return 0
+
+
 def _answer_stands(servers: ServerList, address: str, response: httpx.Response, last: bool) -> bool:
     """Whether ``address``'s answer is the call's (raising ``ApiError`` for a 4xx/5xx); False:
     send the call to the next server. 503 is what a server answers when it cannot reach etcd,
@@ -163,6 +174,10 @@ class ServerClient:
         self._http = httpx.Client(
             timeout=timeout, transport=transport, verify=tls or True, headers=auth_headers(token)
         )
+        # The highest index any answer carried: sent with every call, so that a write is
+        # answered once etcd has it and what follows reads at least that state, on any
+        # server (``theseus.server.client_index``).
+        self.index = 0
 
     @property
     def address(self) -> str:
@@ -182,12 +197,14 @@ class ServerClient:
         """``once``: the request is not idempotent; after an error that may have come once it
         reached a server, it is not sent to the next one (``may_have_arrived``)."""
         attempts = self.servers.attempts()
+        headers = {**(kwargs.pop("headers", None) or {}), INDEX_HEADER: str(self.index)}
         for n, address in enumerate(attempts, 1):
             try:
-                response = self._http.request(method, address + path, **kwargs)
+                response = self._http.request(method, address + path, headers=headers, **kwargs)
             except httpx.TransportError as exc:
                 _after_error(self.servers, address, exc, n == len(attempts), once)
                 continue
+            self.index = max(self.index, _index_of(response))
             if _answer_stands(self.servers, address, response, n == len(attempts)):
                 return response
         raise AssertionError("unreachable: attempts() is never empty")

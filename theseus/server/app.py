@@ -33,6 +33,7 @@ from theseus.server.admission import Admission
 from theseus.server.audit import AuditLog
 from theseus.server.auth import AuditHook, AuthMiddleware
 from theseus.server.body_limit import BodyLimit
+from theseus.server.client_index import ClientIndex
 from theseus.server.config import ServerConfig
 from theseus.server.context import ServerContext
 from theseus.server.events import metrics as event_metrics
@@ -282,6 +283,9 @@ def create_app(
         Rendered on the event loop: the state's gauges read the cache, which changes there."""
         return Response(exposition(metrics.registry), media_type=CONTENT_TYPE)
 
+    app.add_middleware(
+        ClientIndex, revision=lambda: ctx.cache.revision if (ctx := ready_context()) else None
+    )
     app.add_middleware(BodyLimit, limit=config.max_request_bytes)
     # Outermost: it sees every answer, refusals included.
     app.add_middleware(RequestMetrics, requests=metrics.requests, duration=metrics.request_duration)

@@ -12,6 +12,7 @@ from theseus.api.schemas import NodeUsage
 from theseus.server.access_writes import AccessWriter
 from theseus.server.admission import Admission
 from theseus.server.audit import AuditLog
+from theseus.server.client_index import wait_for_client_index
 from theseus.server.config import ServerConfig
 from theseus.server.events.feed import EventFeed
 from theseus.server.leader import Leader
@@ -49,6 +50,7 @@ async def context(request: Request) -> ServerContext:
     # ``async``: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop on
     # every request (most of them agents' heartbeats, polls and reports).
     ctx: ServerContext = request.app.state.ctx
+    await wait_for_client_index(ctx.cache)  # the index the client asked for, if any
     lag = ctx.cache.out_of_touch()
     if lag is not None and not await ctx.cache.confirm():
         # Our cache may be behind etcd (the member we use is gone, or the watch is stuck):

@@ -14,7 +14,8 @@
 
 Keys and encodings are ``theseus.store.encoding``'s; transactions are packed and committed by
 ``theseus.store.commit``. After a write it waits until the cache has seen it, so the caller
-reads its own writes; not after agents' reports, which nobody reads back.
+reads its own writes; not after agents' reports, which nobody reads back, nor after a group
+change whose client reads by index (``theseus.server.client_index``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from theseus.reconciler.dependencies import dependency_errors
 from theseus.reconciler.deploy import GroupChangePlan
 from theseus.reconciler.deployments import GroupWrite, group_writes
 from theseus.reconciler.registry import RegistryDiff, registry_diff
+from theseus.server.client_index import client_keeps_index, note_written
 from theseus.server.heartbeats import (
     HeartbeatTiming,
     advised_interval,
@@ -215,7 +217,9 @@ class Writer:
                 return answer
             revision = await self._store.commit(txn.ops, txn.guards)
             if revision is not None:
-                await self._cache.wait_for_revision(revision)
+                note_written(revision)
+                if not client_keeps_index():  # else it reads by index (``client_index``)
+                    await self._cache.wait_for_revision(revision)
                 return answer
             # Someone changed one of these groups since our snapshot: catch up and re-plan.
             await self._cache.wait_for_revision(state.revision + 1, timeout=1.0)
