@@ -20,7 +20,9 @@ service deployed before the run), and a small deploy (one 1-task service scaled 
 twice: reading by index as the CLI does (``X-Theseus-Index``: the write is answered once etcd
 has it, the next call waits for the server's view to reach it), and without an index (the
 server waits for its view before it answers the write). At rest, once all run,
-``GET /v1/tasks`` (every task) and ``GET /v1/nodes`` are timed too.
+``GET /v1/tasks`` (every task) and ``GET /v1/nodes`` are timed too, and the server's CPU over
+``--rest-window`` seconds (heartbeats, and the leader's passes over a cluster where nothing
+changes).
 Also measured: the server's CPU seconds and peak RSS (sampled VmRSS every 0.1 s, and the
 kernel's VmHWM), the requests it answered by route, etcd's writes (deltas of its /metrics
 counters), and the CPU of etcd and of the hollow-node processes, which share the machine's
@@ -452,6 +454,11 @@ def run(args: argparse.Namespace, children: Processes) -> int:
                 tasks = [x for x in response.json()["tasks"] if x["service"] in wanted]
                 created = [x["created_at"] - t0_wall for x in tasks]
                 started = [x["started_at"] - t0_wall for x in tasks if x["started_at"]]
+    # The server's CPU once everything runs: heartbeats, and the leader's passes (at least one
+    # a second) over a cluster where nothing changes.
+    rest_cpu, rest_wall = cpu_seconds(server.pid), time.monotonic()
+    time.sleep(args.rest_window)
+    rest_cores = (cpu_seconds(server.pid) - rest_cpu) / (time.monotonic() - rest_wall)
     http.close()
 
     # 5. the table
@@ -544,6 +551,12 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         )
     for path, values in steady.items():
         rows.append((f"all running, at rest: GET {path}", fmt_ms(values)))
+    rows.append(
+        (
+            f"all running, at rest: server CPU ({args.rest_window:.0f} s)",
+            f"{rest_cores:.2f} cores",
+        )
+    )
 
     print()
     print(
@@ -584,6 +597,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--probe-interval", type=float, default=1.0, help="seconds between probe requests; 0: none"
+    )
+    parser.add_argument(
+        "--rest-window", type=float, default=10.0, help="seconds of server CPU at rest, all running"
     )
     parser.add_argument("--idle-window", type=float, default=3.0)
     parser.add_argument("--mark", type=float, default=2.0, help="timeline step, seconds")

@@ -52,11 +52,13 @@ def test_scale_tiny() -> None:
     output = run_bench(
         "scale.py",
         *("--nodes", "20", "--tasks", "200", "--services", "4", "--workers", "2"),
-        *("--timeout", "30", "--idle-window", "1"),
+        *("--timeout", "30", "--idle-window", "1", "--rest-window", "1"),
     )
     assert "control plane at scale: 20 hollow nodes" in output
     assert "all 200 reported running" in output
     assert "etcd keys written" in output
+    assert "the same, no index: the server waits for its view" in output
+    assert "all running, at rest: server CPU (1 s)" in output
 
 
 def test_footprint() -> None:

@@ -92,7 +92,9 @@ class Leader:
         self._repair_interval = registry_repair_interval
         self._registry_view: dict[str, bytes] = {}  # what we believe /services/ holds
         self._last_repair = -math.inf  # monotonic
-        self._full_took = 0.0  # seconds the last full pass took (``scope.repair_due``)
+        # Seconds the last full pass in the thread took (``scope.repair_due``): a placing pass
+        # in a child process is not counted, it is as long as the deploy is big.
+        self._full_took = 0.0
         self._encodings: EncodingMemo = {}  # registry entries encoded by earlier passes
         # Held by the pass's worker thread: a pass orphaned by a step-down (its coroutine was
         # cancelled, its thread runs on) must end before the next one uses the memo.
@@ -159,14 +161,12 @@ class Leader:
                 only = pass_scope(last, snapshot, self._cache.group_index, self._shared_inputs())
             snapshot.registry = self._registry_view
             copied = time.monotonic()
-            plan, encoded, tracked, placed, full = await asyncio.to_thread(
+            plan, encoded, tracked, placed = await asyncio.to_thread(
                 self._pass, snapshot, now, only
             )
             planned = time.monotonic()  # what follows waits on etcd: the log counts it apart
             self.passes += 1
             self._metrics.reconcile_pass.observe(planned - started)
-            if full:
-                self._full_took = planned - copied
             if not tracked.empty:
                 revision = await self._commit_tracked(snapshot, tracked, term)
                 last_commit = max(last_commit, revision)
@@ -217,13 +217,13 @@ class Leader:
 
     def _pass(
         self, snapshot: ClusterState, now: float, only: frozenset[str] | None
-    ) -> tuple[Plan, EncodedPlan, Tracked, int, bool]:
+    ) -> tuple[Plan, EncodedPlan, Tracked, int]:
         """One reconcile pass (over the groups ``only`` names, or all) and its encoding, the
-        step of the running deployments (``theseus.reconciler.deployments``), the number of
-        tasks it places (for the metrics: counted here, off the event loop) and whether it
-        looked at every group, in a worker thread. ``snapshot`` is this pass's own copy; the
-        registry view is only changed by a commit, which waits for the pass. A pass worth a
-        child process is a full one (placing is what costs there, not looking)."""
+        step of the running deployments (``theseus.reconciler.deployments``) and the number of
+        tasks it places (for the metrics: counted here, off the event loop), in a worker
+        thread. ``snapshot`` is this pass's own copy; the registry view is only changed by a
+        commit, which waits for the pass. A pass worth a child process is a full one (placing
+        is what costs there, not looking)."""
         with self._pass_lock:
             if self._fork_passes and worth_a_child(snapshot):
                 try:
@@ -233,12 +233,14 @@ class Leader:
                 else:
                     self.child_peak_rss = max(self.child_peak_rss, done.child_peak_rss)
                     self._metrics.passes.labels("child", "all").inc()
-                    placed = _placements(snapshot, done.plan)
-                    return done.plan, done.encoded, done.tracked, placed, True
+                    return done.plan, done.encoded, done.tracked, _placements(snapshot, done.plan)
             self._metrics.passes.labels("thread", "all" if only is None else "changed").inc()
+            started = time.monotonic()
             tracked = track(snapshot, now)
             plan = reconcile(snapshot, now, memo=self._encodings, only=only)
-            return plan, encode_plan(plan), tracked, _placements(snapshot, plan), only is None
+            if only is None:
+                self._full_took = time.monotonic() - started
+            return plan, encode_plan(plan), tracked, _placements(snapshot, plan)
 
     async def _commit_tracked(self, snapshot: ClusterState, tracked: Tracked, term: Term) -> int:
         """Write the deployments' progress, failures and reverts, fenced and guarded by what

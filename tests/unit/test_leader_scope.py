@@ -1,0 +1,74 @@
+"""The leader scopes its passes (``theseus.reconciler.scope``) on the in-memory store: once the
+tasks are placed, an agent's report is registered by a pass over its group only, and a node's
+loss, which every group depends on, is handled by a pass over all of them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client.registry import CollectorRegistry
+
+from tests.kit.builders import make_group, make_node
+from tests.kit.wait import wait_until_async
+from theseus.model import registry
+from theseus.model.tasks import TaskState, TaskStatus
+from theseus.server.leader import Leader
+from theseus.server.metrics import ServerMetrics
+from theseus.store import keys
+from theseus.store.base import Put
+from theseus.store.cache import StateCache
+from theseus.store.encoding import alive_put, encode, node_put, status_put
+from theseus.store.leadership import Leadership
+from theseus.store.memory import MemoryStore
+
+
+def passes(metrics: ServerMetrics, scope: str) -> float:
+    return metrics.passes.labels("thread", scope)._value.get()
+
+
+async def test_a_report_is_registered_by_a_scoped_pass_and_a_node_loss_by_a_full_one(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    web, db = make_group("web", instances=2), make_group("db", instances=1)
+    node = make_node("n1")
+    lease = await store.grant_lease(30)
+    await store.commit(
+        [
+            Put(keys.group_key(web.group_key.key), encode(web)),
+            Put(keys.group_key(db.group_key.key), encode(db)),
+            node_put(node),
+            alive_put(node.name, 0.0, 30, lease),
+        ]
+    )
+    metrics = ServerMetrics(CollectorRegistry())
+    leadership = Leadership(store, cache, "me", lease_ttl=5)
+    leader = Leader(store, cache, leadership, metrics=metrics, registry_repair_interval=3600)
+    running = asyncio.create_task(leader.run())
+    try:
+        await wait_until_async(
+            lambda: sum(t.node == "n1" for t in cache.state.tasks.values()) == 3, 10, "3 placed"
+        )
+        before = passes(metrics, "changed")
+        task = next(iter(cache.state.tasks_of(web.group_key.key)))
+        running_status = TaskStatus(
+            task_id=task.id, state=TaskState.RUNNING, started_at=1.0, updated_at=1.0
+        )
+        await store.commit([status_put(running_status)])
+        key = registry.container_key(task.group_key, task.id)
+        await wait_until_async(lambda: key in cache.state.registry, 10, "the task registered")
+        assert passes(metrics, "changed") > before
+        full_before = passes(metrics, "all")
+        await store.revoke_lease(lease)  # the node is lost: every group may change
+        await wait_until_async(
+            lambda: all(
+                (s := cache.state.statuses.get(t.id)) is not None and s.state is TaskState.LOST
+                for t in cache.state.tasks.values()
+                if t.node == "n1"
+            ),
+            10,
+            "the node's tasks lost",
+        )
+        assert key not in cache.state.registry
+        assert passes(metrics, "all") > full_before
+    finally:
+        running.cancel()
