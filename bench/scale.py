@@ -62,13 +62,13 @@ from procs import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from theseus.api.schemas import INDEX_HEADER
 from theseus.server.writes import MAX_GROUP_CHANGES
 from theseus.store.limits import MAX_TXN_OPS
 
 BENCH_DIR = Path(__file__).resolve().parent
 GROUPS_PER_DOCUMENT = MAX_GROUP_CHANGES  # what one document may change
 PROBE_SERVICE = "bench-probe"
-INDEX_HEADER = "X-Theseus-Index"  # theseus.server.client_index
 READ_SERVICE = "bench-read"  # one task, read by the TaskProbe during the run
 
 

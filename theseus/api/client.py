@@ -25,6 +25,7 @@ from theseus.api.access import CertificateAnswer, CertificateRequest, RegistryLo
 from theseus.api.failover import ServerList
 from theseus.api.rollouts import DeploymentList, VersionList
 from theseus.api.schemas import (
+    INDEX_HEADER,
     AssignmentList,
     CleanupResult,
     DeployResult,
@@ -48,7 +49,6 @@ from theseus.api.schemas import (
 from theseus.model.deployments import DeploymentRecord
 
 DEFAULT_SERVER = "http://127.0.0.1:5000"
-INDEX_HEADER = "X-Theseus-Index"  # ``theseus.server.client_index``
 # With several servers, a heartbeat held by a hung server must give up soon enough to reach
 # another one before the node's liveness lease runs out (4 s by default). With one server
 # there is nowhere else to go, and the default timeout applies.

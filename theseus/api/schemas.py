@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from theseus.model.hostgates import NodeGates, cap_problem, protected_reason
 from theseus.model.spec import GroupSpec
 
+# The revision a client has seen, sent and answered as a header (``theseus.server.client_index``).
+INDEX_HEADER = "X-Theseus-Index"
+
 ChangeAction = Literal[
     "created", "scaled", "updated", "restarted", "configured", "unchanged", "removed", "absent"
 ]

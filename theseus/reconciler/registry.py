@@ -94,9 +94,10 @@ def registry_diff(
     comparison to those groups' config entries and those tasks' container entries."""
     if scope is None:
         wanted = desired_registry(state, memo)
-        unwanted = {key for key in state.registry if key not in wanted}
+        deletes = {key for key in state.registry if key not in wanted}
     else:
         wanted, unwanted = _scoped_registry(state, {} if memo is None else memo, scope)
+        deletes = {key for key in unwanted if key in state.registry}
     diff = RegistryDiff()
     for key, value in wanted.items():
         current = state.registry.get(key)
@@ -106,7 +107,7 @@ def registry_diff(
         elif current != value:
             diff.puts[key] = value
             diff.updated.append(key)
-    diff.deletes = {key for key in unwanted if key in state.registry}
+    diff.deletes = deletes
     return diff
 
 

@@ -21,7 +21,6 @@ A token is never logged or repeated in an answer.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -30,6 +29,7 @@ from urllib.parse import parse_qs
 from theseus.security.pki import Role
 from theseus.security.serving import peer_identity
 from theseus.security.tokens import Scope, TokenError, allows, parse_api_token, secret_matches
+from theseus.server.asgi_errors import send_error
 from theseus.server.policy import Decision, Need, decide
 from theseus.store.access import AccessState
 
@@ -192,9 +192,5 @@ def _dry_run(scope: dict[str, Any]) -> bool:
 
 
 async def _refuse(send: Any, refusal: Refusal) -> None:
-    body = json.dumps({"message": str(refusal), "details": []}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if refusal.status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="theseus"'))
-    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    challenge = [(b"www-authenticate", b'Bearer realm="theseus"')] if refusal.status == 401 else []
+    await send_error(send, refusal.status, str(refusal), headers=challenge)

@@ -16,10 +16,10 @@ declared nor an undeclared size gets through:
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from theseus.server.asgi_errors import send_error
 
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 FLAG = "theseus server --max-request-bytes"
@@ -95,16 +95,4 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _refuse(send: Send, message: str) -> None:
-    body = json.dumps({"message": message, "details": []}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                _CLOSE,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 413, message, headers=[_CLOSE])

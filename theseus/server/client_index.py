@@ -24,7 +24,6 @@ dependency; ``theseus.server.writes.Writer`` asks ``client_keeps_index`` and tel
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -32,9 +31,11 @@ from dataclasses import dataclass
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from theseus.api.schemas import INDEX_HEADER
+from theseus.server.asgi_errors import send_error
 from theseus.store.cache import StateCache
 
-HEADER = "X-Theseus-Index"
+HEADER = INDEX_HEADER
 _HEADER_KEY = HEADER.lower().encode()
 INDEX_WAIT = 5.0  # seconds a request waits for this server's view to reach its index
 
@@ -124,15 +125,4 @@ def _asked(scope: Scope) -> int | None:
 
 
 async def _refuse(send: Send, message: str) -> None:
-    body = json.dumps({"message": message, "details": [{"path": HEADER, "message": message}]})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 400,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body.encode()})
+    await send_error(send, 400, message, details=[{"path": HEADER, "message": message}])
