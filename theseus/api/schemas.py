@@ -281,6 +281,11 @@ class ReportBatch(BaseModel):
     reports: list[TaskReport]
 
 
+class ReportAnswer(BaseModel):
+    accepted: int  # reports in the batch
+    written: int  # task statuses they changed
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     leader: bool

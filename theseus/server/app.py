@@ -45,6 +45,7 @@ from theseus.server.leader import Leader
 from theseus.server.metered_store import MeteredStore
 from theseus.server.metrics import CONTENT_TYPE, ServerMetrics, exposition
 from theseus.server.metrics_state import ClusterStateCollector
+from theseus.server.plain_routes import DescribedApp
 from theseus.server.request_metrics import RequestMetrics
 from theseus.server.routes import (
     access,
@@ -225,7 +226,8 @@ def create_app(
             if lease_thread is not None:
                 lease_thread.stop()
 
-    app = FastAPI(
+    app = DescribedApp(
+        described=agent.described.routes,
         title="Theseus",
         version=__version__,
         description="Deploy services from a short spec and keep them running.",
@@ -235,6 +237,10 @@ def create_app(
     # keeps a list, and each match runs every earlier route's regex), and agents'
     # heartbeats, polls and reports are most of all requests. Last, they took half of a
     # heartbeat's server CPU being matched (bench/scale.py's request-cost figures).
+    for route in agent.HOT_ROUTES:
+        app.router.add_route(
+            route.path, route.endpoint, methods=route.methods, include_in_schema=False
+        )
     app.include_router(agent.router)
     app.include_router(deploy.router)
     app.include_router(groups.router)

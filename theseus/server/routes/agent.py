@@ -2,12 +2,22 @@
 
 With TLS, each agent acts for its own node only (``theseus.server.policy``'s ``node`` rule,
 checked by its certificate before the route runs): it registers under its certificate's
-name, and its reports about tasks assigned to other nodes are dropped."""
+name, and its reports about tasks assigned to other nodes are dropped.
+
+``router`` (FastAPI) has the registration. The routes each agent calls over and over, its
+heartbeat, its assignments' long-poll and its reports, are most of the server's requests in
+a deploy; they are plain Starlette routes (``HOT_ROUTES``, first in the app: see
+``theseus.server.plain_routes`` for why), and ``described`` declares them for
+``/openapi.json``."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
+from pydantic import Field, TypeAdapter
+from starlette.routing import Route
 
 from theseus.api.schemas import (
     AssignmentList,
@@ -15,14 +25,17 @@ from theseus.api.schemas import (
     HeartbeatBody,
     NodeRegistration,
     RegistrationAnswer,
+    ReportAnswer,
     ReportBatch,
 )
 from theseus.server.admission import Overloaded
 from theseus.server.auth import Caller
 from theseus.server.context import ServerContext, context, etcd_judged_context
+from theseus.server.plain_routes import body_of, json_answer, query_value
 from theseus.server.views import node_info
 
-router = APIRouter(prefix="/v1/agent", tags=["agents"])
+PREFIX = "/v1/agent"
+router = APIRouter(prefix=PREFIX, tags=["agents"])
 
 MAX_WAIT = 60.0
 
@@ -60,14 +73,19 @@ async def register(
     )
 
 
-@router.post("/{node}/heartbeat", response_model=HeartbeatAnswer)
-async def heartbeat(
-    node: str,
-    body: HeartbeatBody | None = None,
-    ctx: ServerContext = Depends(etcd_judged_context),
-) -> HeartbeatAnswer:
-    """Refresh the node's liveness; ``body.usage`` (what its tasks use) is kept in this
+# -- the hot routes: plain Starlette routes (``theseus.server.plain_routes``) -----------------
+
+_INDEX = TypeAdapter(int)
+_WAIT = TypeAdapter(Annotated[float, Field(allow_inf_nan=False)])  # NaN would spin the wait
+
+
+async def heartbeat(request: Request) -> Response:
+    """Refresh the node's liveness; the body's ``usage`` (what its tasks use) is kept in this
     server's memory for ``theseus nodes``, never written to etcd."""
+    node = request.path_params["node"]
+    ctx = await etcd_judged_context(request)
+    raw = await request.body()
+    body = body_of(HeartbeatBody, raw) if raw.strip() not in (b"", b"null") else None
     timing = await ctx.writer.heartbeat(node)
     if timing is None:
         ctx.node_usage.pop(node, None)
@@ -76,21 +94,20 @@ async def heartbeat(
     if body is not None and body.usage is not None:
         ctx.node_usage[node] = body.usage
     ctx.metrics.heartbeat_ok.inc()
-    return HeartbeatAnswer(heartbeat_interval=timing.interval, liveness_timeout=timing.ttl)
+    interval, ttl = timing.interval, float(timing.ttl)
+    return json_answer({"ok": True, "heartbeat_interval": interval, "liveness_timeout": ttl})
 
 
-@router.get("/{node}/assignments", response_model=AssignmentList)
-async def assignments(
-    node: str,
-    index: int = 0,
-    wait: float = Query(30.0, allow_inf_nan=False),  # NaN would spin the wait's loop
-    ctx: ServerContext = Depends(context),
-) -> Response:
-    """Every task assigned to ``node``. Blocks until that list changes after ``index``.
+async def assignments(request: Request) -> Response:
+    """Every task assigned to the node. Blocks until that list changes after ``index``.
 
     Answered from memoised JSON (``theseus.server.wire``): a deploy wakes a node once per
     change to its tasks, and 1,000 nodes each rebuilding their lists of pydantic models
     cost seconds."""
+    node = request.path_params["node"]
+    ctx = await context(request)
+    index = query_value(request, "index", _INDEX, 0)
+    wait = query_value(request, "wait", _WAIT, 30.0)
     cache = ctx.cache
     await cache.wait_node(node, index, min(max(wait, 0.0), MAX_WAIT))
     current = cache.node_index.get(node, 0)
@@ -99,10 +116,10 @@ async def assignments(
     return Response(body, media_type="application/json")
 
 
-@router.post("/{node}/reports")
-async def reports(
-    node: str, batch: ReportBatch, request: Request, ctx: ServerContext = Depends(context)
-) -> dict[str, int]:
+async def reports(request: Request) -> Response:
+    node = request.path_params["node"]
+    ctx = await context(request)
+    batch = body_of(ReportBatch, await request.body())
     accepted = batch.reports
     if _agent(request) is not None:
         tasks = ctx.cache.state.tasks
@@ -110,7 +127,37 @@ async def reports(
             r for r in accepted if (task := tasks.get(r.task_id)) is None or task.node == node
         ]
     written = await ctx.writer.record_reports(accepted)
-    return {"accepted": len(batch.reports), "written": written}
+    return json_answer({"accepted": len(batch.reports), "written": written})
+
+
+HOT_ROUTES = [
+    Route(f"{PREFIX}/{{node}}/heartbeat", heartbeat, methods=["POST"], include_in_schema=False),
+    Route(f"{PREFIX}/{{node}}/assignments", assignments, methods=["GET"], include_in_schema=False),
+    Route(f"{PREFIX}/{{node}}/reports", reports, methods=["POST"], include_in_schema=False),
+]
+
+
+# -- what /openapi.json says of them (``plain_routes.DescribedApp``); never called ----------
+
+described = APIRouter(prefix=PREFIX, tags=["agents"])
+
+
+@described.post("/{node}/heartbeat", response_model=HeartbeatAnswer)
+def _describe_heartbeat(node: str, body: HeartbeatBody | None = None) -> None:
+    """Refresh the node's liveness (404: not registered, or declared lost)."""
+
+
+@described.get("/{node}/assignments", response_model=AssignmentList)
+def _describe_assignments(
+    node: str, index: int = 0, wait: float = Query(30.0, allow_inf_nan=False)
+) -> None:
+    """Every task assigned to the node; blocks (at most ``wait`` seconds, 60 at most) until
+    that list changes after ``index``."""
+
+
+@described.post("/{node}/reports", response_model=ReportAnswer)
+def _describe_reports(node: str, batch: ReportBatch) -> None:
+    """Record the node's reports of its tasks' states."""
 
 
 def _agent(request: Request) -> Caller | None:

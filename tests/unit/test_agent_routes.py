@@ -1,0 +1,132 @@
+"""The agents' hot routes (heartbeat, assignments, reports), served as plain Starlette routes
+(``theseus.server.routes.agent``, ``theseus.server.plain_routes``), on a whole in-process
+server: they answer what the FastAPI routes answered, a bad input gets the same 422 naming
+the field and changes nothing, and ``/openapi.json`` still describes them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from tests.kit.app import inprocess_api
+from tests.kit.wait import wait_until_async
+from theseus.server.app import create_app
+from theseus.server.config import ServerConfig
+from theseus.store import keys
+from theseus.store.memory import MemoryStore
+
+NODE = "n1"
+REGISTRATION = {
+    "name": NODE,
+    "address": "127.0.0.2",
+    "agent_port": 1,
+    "cpus": 2,
+    "mem": 1024,
+    "driver": "sim",
+}
+
+
+async def register_with_tasks(api: httpx.AsyncClient, instances: int) -> dict[str, Any]:
+    """Register the node, deploy ``instances`` tasks, and wait until they are assigned."""
+    assert (await api.post("/v1/agent/register", json=REGISTRATION)).status_code == 200
+    document = {"deploy": {"web": {"image": "sim", "instances": instances, "mem": 16}}}
+    assert (await api.post("/deploy", json=document)).status_code == 200
+
+    async def assigned() -> dict[str, Any] | None:
+        answer = await api.get(f"/v1/agent/{NODE}/assignments", params={"wait": 0})
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body if len(body["tasks"]) == instances else None
+
+    return await wait_until_async(assigned, 10, "the tasks assigned")
+
+
+def report(task_id: str, state: str = "running") -> dict[str, Any]:
+    return {"task_id": task_id, "state": state, "container_id": "c1", "at": time.time()}
+
+
+async def test_heartbeats_answer_the_pace_and_keep_the_usage() -> None:
+    async with inprocess_api() as api:
+        assert (await api.post("/v1/agent/register", json=REGISTRATION)).status_code == 200
+        empty = await api.post(f"/v1/agent/{NODE}/heartbeat")  # an older agent's: no body
+        assert empty.status_code == 200, empty.text
+        assert empty.json()["ok"] is True
+        assert empty.json()["liveness_timeout"] > empty.json()["heartbeat_interval"] > 0
+        usage = {"time": time.time(), "cpu_cores": 0.5, "memory_bytes": 2**20, "tasks": 0}
+        full = await api.post(f"/v1/agent/{NODE}/heartbeat", json={"usage": usage})
+        assert full.status_code == 200, full.text
+        (node,) = (await api.get("/v1/nodes")).json()["nodes"]
+        assert node["usage"]["cpu_cores"] == 0.5
+        unknown = await api.post("/v1/agent/n9/heartbeat")
+        assert unknown.status_code == 404
+        assert unknown.json() == {
+            "message": "node 'n9' is not registered (or was declared lost)",
+            "details": [],
+        }
+
+
+async def test_a_bad_heartbeat_body_is_a_422_naming_the_field_and_keeps_nothing() -> None:
+    async with inprocess_api() as api:
+        assert (await api.post("/v1/agent/register", json=REGISTRATION)).status_code == 200
+        usage = {"time": time.time(), "cpu_cores": -1, "memory_bytes": 0, "tasks": 0}
+        bad = await api.post(f"/v1/agent/{NODE}/heartbeat", json={"usage": usage})
+        assert bad.status_code == 422
+        assert bad.json()["message"] == "invalid request; nothing was applied"
+        assert [d["path"] for d in bad.json()["details"]] == ["usage.cpu_cores"]
+        (node,) = (await api.get("/v1/nodes")).json()["nodes"]
+        assert node.get("usage") is None
+        garbled = await api.post(f"/v1/agent/{NODE}/heartbeat", content=b"{not json")
+        assert garbled.status_code == 422
+        assert "JSON" in garbled.json()["details"][0]["message"]
+
+
+async def test_reports_are_recorded_and_a_bad_one_changes_nothing() -> None:
+    store = MemoryStore()
+    async with inprocess_api(store=store) as api:
+        (task,) = (await register_with_tasks(api, 1))["tasks"]
+        batch = {"reports": [report(task["task_id"])]}
+        answer = await api.post(f"/v1/agent/{NODE}/reports", json=batch)
+        assert (answer.status_code, answer.json()) == (200, {"accepted": 1, "written": 1})
+        status_key = keys.status_key(task["task_id"])
+        written = store.value(status_key)
+        assert written is not None and b'"running"' in written
+        wrong = {
+            "reports": [report(task["task_id"], "exited"), report(task["task_id"], "exploded")]
+        }
+        refused = await api.post(f"/v1/agent/{NODE}/reports", json=wrong)
+        assert refused.status_code == 422
+        assert [d["path"] for d in refused.json()["details"]] == ["reports.1.state"]
+        assert store.value(status_key) == written  # not even the batch's good first report
+        missing = await api.post(f"/v1/agent/{NODE}/reports", content=b"")
+        assert missing.status_code == 422
+
+
+async def test_assignments_wait_for_a_change_after_the_index_given() -> None:
+    async with inprocess_api() as api:
+        listed = await register_with_tasks(api, 2)
+        assert listed["heartbeat_interval"] > 0
+        started = time.monotonic()
+        unchanged = await api.get(
+            f"/v1/agent/{NODE}/assignments", params={"index": listed["index"], "wait": 0.3}
+        )
+        assert time.monotonic() - started >= 0.3  # nothing changed: it waited it out
+        assert unchanged.json()["tasks"] == listed["tasks"]
+        bad = await api.get(f"/v1/agent/{NODE}/assignments", params={"index": "first"})
+        assert bad.status_code == 422
+        assert [d["path"] for d in bad.json()["details"]] == ["query.index"]
+
+
+def test_the_openapi_document_describes_the_hot_routes() -> None:
+    paths = create_app(ServerConfig()).openapi()["paths"]
+    heartbeat = paths["/v1/agent/{node}/heartbeat"]["post"]
+    assert "HeartbeatBody" in str(heartbeat["requestBody"])
+    assert "HeartbeatAnswer" in str(heartbeat["responses"]["200"])
+    polled = paths["/v1/agent/{node}/assignments"]["get"]
+    assert {p["name"] for p in polled["parameters"]} == {"node", "index", "wait"}
+    assert "AssignmentList" in str(polled["responses"]["200"])
+    reported = paths["/v1/agent/{node}/reports"]["post"]
+    assert "ReportBatch" in str(reported["requestBody"])
+    assert "ReportAnswer" in str(reported["responses"]["200"])
+    assert "/v1/agent/register" in paths  # and the routes FastAPI serves, as before
