@@ -15,8 +15,14 @@ interleaved for ``--rounds`` rounds (the heartbeats keep the node alive):
 
 Prints, per route, the median over the rounds of the server's CPU per request
 (/proc/<pid>/stat, 10 ms ticks: a block of 500 requests reads to about ±20 µs) and of the
-wall time per request. Runs against whatever ``theseus`` is importable, so the same script
-measures an older commit through a git worktree (``PYTHONPATH=<worktree>``).
+wall time per request.
+
+``--client``: then the agent's side, the CPU of this process per request (the
+assignments route, ``wait=0``) through ``httpx.AsyncClient`` on uvloop, as an agent runs, with
+httpx's own transport and with the agent's (``theseus.api.aiohttp_transport``), interleaved.
+
+Runs against whatever ``theseus`` is importable, so the same script measures an older
+commit through a git worktree (``PYTHONPATH=<worktree>``; without ``--client`` there).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import uvloop
 from procs import children_in_temp_dir, cpu_seconds, start_etcd, start_server, wait_until
 
 NODE = "bench-node"
@@ -85,10 +92,37 @@ def measure(
         )
 
 
+def client_cost(url: str, path: str, block: int, rounds: int) -> None:
+    """The CPU of this process per request, by transport (median of the rounds)."""
+    from theseus.api.aiohttp_transport import aiohttp_transport
+    from theseus.api.client import AGENT_LIMITS
+
+    async def per_request(transport: httpx.AsyncBaseTransport | None) -> float:
+        async with httpx.AsyncClient(base_url=url, transport=transport, timeout=10.0) as http:
+            await http.get(path)  # connected
+            used = time.process_time()
+            for _ in range(block):
+                (await http.get(path)).raise_for_status()
+            return 1e6 * (time.process_time() - used) / block
+
+    kinds = {
+        "httpx's own": lambda: None,
+        "aiohttp (the agent's)": lambda: aiohttp_transport(AGENT_LIMITS, None),
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in kinds}
+    for _ in range(rounds):
+        for name, make in kinds.items():
+            cpu[name].append(uvloop.run(per_request(make())))
+    print(f"\nthe agent's side: client CPU per request ({path.split('?')[0]})")
+    for name, values in cpu.items():
+        print(f"{name:24s} {statistics.median(values):6.0f} us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--block", type=int, default=500, help="requests per route and round")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--client", action="store_true", help="also the client's CPU")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
     with children_in_temp_dir("theseus-agent-requests-", args.keep) as children:
@@ -107,6 +141,9 @@ def main() -> None:
             }
             print(f"{args.rounds} rounds of {args.block} requests per route, one connection")
             measure(server.pid, calls, args.block, args.rounds)
+            if args.client:
+                path = f"{node}/assignments?index={index}&wait=0"
+                client_cost(url, path, args.block, args.rounds)
     sys.stdout.flush()
 
 

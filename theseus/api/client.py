@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from theseus.api.access import CertificateAnswer, CertificateRequest, RegistryLoginSecret
+from theseus.api.aiohttp_transport import aiohttp_transport
 from theseus.api.failover import ServerList
 from theseus.api.rollouts import DeploymentList, VersionList
 from theseus.api.schemas import (
@@ -396,9 +397,7 @@ class AsyncServerClient:
         self.servers = ServerList(address)
         self._http = httpx.AsyncClient(
             timeout=timeout,
-            transport=transport,
-            limits=AGENT_LIMITS,
-            verify=tls or True,
+            transport=transport or aiohttp_transport(AGENT_LIMITS, tls),
             headers=auth_headers(token),
         )
 
