@@ -232,6 +232,9 @@ def create_app(
         version=__version__,
         description="Deploy services from a short spec and keep them running.",
         lifespan=lifespan,
+        # Theseus has metrics and events of its own (docs/observability.md). FastAPI's
+        # OpenTelemetry, on, asks the environment whether a provider is set on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     # First: a request is matched against the routes in order (FastAPI's include_router
     # keeps a list, and each match runs every earlier route's regex), and agents'

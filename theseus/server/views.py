@@ -78,6 +78,10 @@ def _health(task: TaskRecord, status: TaskStatus | None) -> str | None:
     return "unknown" if verdict is None else "healthy" if verdict else "unhealthy"
 
 
+def _healthy(status: TaskStatus | None) -> bool:
+    return status is not None and status.healthy is True
+
+
 def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupInfo:
     # One loop over the group's tasks, one derived state each: ``theseus deploy`` polls this
     # for every group while it follows a rollout.
@@ -85,14 +89,18 @@ def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupI
     blocked = False  # a pending task waits for room, not for its backoff
     pending_reason: str | None = None  # the first pending task's reason
     for t in state.tasks_of(group_id):
+        observed = state.task_state(t)
         if t.desired is not Desired.RUN:
-            stopping += not state.task_state(t).terminal
+            stopping += not observed.terminal
             continue
         active += 1
-        if state.task_state(t) is TaskState.RUNNING:
+        if observed is TaskState.RUNNING:
             running += 1
-            # With health checks, a task is up to date (and the group converged) once healthy.
-            running_current += t.version == group.version and state.task_ready(t)
+            # With health checks, a task is up to date (and the group converged) once healthy
+            # (``ClusterState.task_ready``, inlined: this loop runs over every task).
+            if t.version == group.version:
+                checked = t.spec.has_health_checks
+                running_current += not checked or _healthy(state.statuses.get(t.id))
         if t.node is None:
             pending += 1
             if t.pending_reason:
