@@ -20,6 +20,11 @@ from theseus.server.config import ServerConfig
 from theseus.server.gc_policy import FreezeSurvivors
 
 SWITCH_INTERVAL = 0.001  # seconds (Python's default: 0.005)
+# Connections the kernel holds for the server until it accepts them (it caps this at
+# net.core.somaxconn, 4096 on current kernels). uvicorn's 2048 overflowed when thousands of
+# agents connected at once, behind a busy loop: each dropped SYN costs a connect 1-7 s, and a
+# few in a row time the agent's call out (bench/scale.py at 5,000 nodes).
+LISTEN_BACKLOG = 8192
 
 
 def serve(
@@ -63,6 +68,7 @@ def serve(
             # reuses its connection instead of paying a new (TLS) handshake. Agents let
             # theirs go after 60 s (``theseus.api.client.KEEPALIVE_EXPIRY``).
             timeout_keep_alive=75,
+            backlog=LISTEN_BACKLOG,
             http=http_protocol(),
             ssl_certfile=certfile,
             ssl_keyfile=keyfile,
