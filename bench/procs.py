@@ -190,6 +190,20 @@ def stopped_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listening socket's backlog was
+    full (``TcpExt: ListenOverflows``, machine-wide, since boot)."""
+    names: list[str] | None = None
+    for line in Path("/proc/net/netstat").read_text().splitlines():
+        if not line.startswith("TcpExt:"):
+            continue
+        if names is None:
+            names = line.split()
+        else:
+            return int(dict(zip(names, line.split(), strict=True)).get("ListenOverflows", 0))
+    return 0
+
+
 def etcd_counters(port: int) -> dict[str, float]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
     values: dict[str, float] = {}

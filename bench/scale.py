@@ -53,6 +53,7 @@ from procs import (
     children_in_temp_dir,
     cpu_seconds,
     etcd_counters,
+    listen_overflows,
     machine_cpu,
     memory_mib,
     percentile,
@@ -378,6 +379,8 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     wanted = set(services)
     docs = documents(services, args.tasks)
     lost_before = log_count(worker_logs, "does not know node")
+    fenced_before = log_count(worker_logs, "(fenced)")
+    overflows_before = listen_overflows()
     machine_before = machine_cpu()
     before = etcd_counters(etcd_port)
     requests_before = requests_by_route(api_requests(http))
@@ -439,6 +442,9 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
     _, hwm = memory_mib(server.pid)
     lost = log_count(worker_logs, "does not know node") - lost_before
+    # An agent that reached no server for too long stops its tasks (the leader replaces them).
+    fenced = log_count(worker_logs, "(fenced)") - fenced_before
+    overflows = listen_overflows() - overflows_before
     step_downs = log_count([server.log], "stepping down")
 
     # 4. at rest: when the tasks were created and started (agents' clocks), the read APIs
@@ -511,6 +517,8 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     rows.append((f"hollow nodes' CPU ({len(workers)} processes)", f"{hollow_cpu:.1f} s"))
     rows.append(("node leases lost during the run (re-registrations)", f"{lost:,}"))
     rows.append(("leader step-downs (whole server life)", f"{step_downs}"))
+    rows.append(("agents that fenced their tasks (no server reached)", f"{fenced:,}"))
+    rows.append(("connections dropped: listen backlog full (machine-wide)", f"{overflows:,}"))
     rows.append(("polls of GET /v1/groups refused (non-200)", f"{refused_polls}"))
 
     def delta(name: str) -> int:
