@@ -175,6 +175,9 @@ def test_one_member_dying_ends_the_pod_and_a_whole_new_pod_replaces_it(
     client: ServerClient, docker_client: docker.DockerClient
 ) -> None:
     task = one_pod(client)
+    # The client member has fetched once (and logged it) before the server member dies: the
+    # old pod's logs are read back below.
+    assert wait_until(lambda: fetched(task), 30, "the client fetched") == "hello from server\n"
     since = time.time() - 1
     members = pod_containers(docker_client, task.id)
     docker_client.api.kill(members["server"]["Id"])
