@@ -116,10 +116,11 @@ class ClusterState:
     def tasks_of(self, group: str) -> list[TaskRecord]:
         return [self.tasks[i] for i in self.tasks_by_group.get(group, ()) if i in self.tasks]
 
-    def task_ready(self, task: TaskRecord) -> bool:
+    def task_ready(self, task: TaskRecord, observed: TaskState | None = None) -> bool:
         """Running and, if its spec has health checks, reported healthy by its agent: only
-        such a task is in the registry and counts toward a rollout's healthy capacity."""
-        if self.task_state(task) is not TaskState.RUNNING:
+        such a task is in the registry and counts toward a rollout's healthy capacity.
+        ``observed``: its ``task_state``, when the caller has it already."""
+        if (observed or self.task_state(task)) is not TaskState.RUNNING:
             return False
         if not task.spec.has_health_checks:
             return True

@@ -78,10 +78,6 @@ def _health(task: TaskRecord, status: TaskStatus | None) -> str | None:
     return "unknown" if verdict is None else "healthy" if verdict else "unhealthy"
 
 
-def _healthy(status: TaskStatus | None) -> bool:
-    return status is not None and status.healthy is True
-
-
 def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupInfo:
     # One loop over the group's tasks, one derived state each: ``theseus deploy`` polls this
     # for every group while it follows a rollout.
@@ -96,11 +92,8 @@ def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupI
         active += 1
         if observed is TaskState.RUNNING:
             running += 1
-            # With health checks, a task is up to date (and the group converged) once healthy
-            # (``ClusterState.task_ready``, inlined: this loop runs over every task).
-            if t.version == group.version:
-                checked = t.spec.has_health_checks
-                running_current += not checked or _healthy(state.statuses.get(t.id))
+            # With health checks, a task is up to date (and the group converged) once healthy.
+            running_current += t.version == group.version and state.task_ready(t, observed)
         if t.node is None:
             pending += 1
             if t.pending_reason:
