@@ -25,6 +25,9 @@ class FakeServer:
         self.reports_down = 0  # the next N report posts answer 503
         self.heartbeat_status: int | None = None  # heartbeats answer this status (e.g. 503)
         self.cut = False  # every request fails to connect: the network is down
+        self.heartbeat_pace: float | None = None  # the interval heartbeat answers advise
+        self.heartbeat_answer_delay = 0.0  # seconds a heartbeat's answer takes
+        self.heartbeat_arrivals: list[float] = []  # the loop's time each heartbeat arrived
         self.reports: list[TaskReport] = []
         self.index = 1
         self.tasks: list[Assignment] = []
@@ -56,13 +59,18 @@ class FakeServer:
             return httpx.Response(200, json=answer)
         if path.endswith("/heartbeat"):
             self.heartbeats += 1
+            self.heartbeat_arrivals.append(asyncio.get_running_loop().time())
+            if self.heartbeat_answer_delay:
+                await asyncio.sleep(self.heartbeat_answer_delay)
             if self.heartbeat_status is not None:
                 status = self.heartbeat_status
                 return httpx.Response(status, json={"message": f"answered {status}"})
             if self.forget_node:
                 self.forget_node = False
                 return httpx.Response(404, json={"message": "unknown node"})
-            return httpx.Response(200, json={})
+            if self.heartbeat_pace is None:
+                return httpx.Response(200, json={})
+            return httpx.Response(200, json={"heartbeat_interval": self.heartbeat_pace})
         if path.endswith("/assignments"):
             index = int(request.url.params["index"])
             wait = float(request.url.params["wait"])

@@ -26,6 +26,7 @@ from theseus.agent.drivers.sim import SimDriver
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
 from theseus.model.spec import SpecError, parse_deploy_document
+from theseus.server.heartbeats import advised_interval, heartbeat_timing
 
 P = Phase
 
@@ -72,11 +73,24 @@ def test_due_once_the_silence_reaches_each_setting() -> None:
     assert fencing.due(10_000.0, 100.0, {"c": None}, 1.0) == []
 
 
-def test_never_sooner_than_two_heartbeat_intervals() -> None:
-    """A big cluster's agents heartbeat every few seconds: a short setting waits for two."""
-    assert fencing.due(106.0, 100.0, {"a": 5.0}, 4.0) == []
-    assert fencing.due(108.0, 100.0, {"a": 5.0}, 4.0) == ["a"]
-    assert fencing.next_due(106.0, 100.0, {"a": 5.0}, 4.0) == pytest.approx(2.0)
+def test_never_sooner_than_three_heartbeat_intervals() -> None:
+    """A big cluster's agents heartbeat every few seconds, and no server declares the node
+    lost before three intervals (its lease): a short setting waits for as long."""
+    assert fencing.due(111.9, 100.0, {"a": 5.0}, 4.0) == []
+    assert fencing.due(112.0, 100.0, {"a": 5.0}, 4.0) == ["a"]
+    assert fencing.next_due(106.0, 100.0, {"a": 5.0}, 4.0) == pytest.approx(6.0)
+
+
+def test_never_before_the_server_could_declare_the_node_lost() -> None:
+    """Whatever interval the server advises, the node's lease lasts at least three of them
+    (``theseus.server.heartbeats``), so a fence never comes before the shortest lease the
+    server grants for that pace could end."""
+    for nodes in (1, 99, 100, 101, 1_000, 5_000, 20_000):
+        target = heartbeat_timing(nodes, liveness_timeout=3, max_per_second=100.0)
+        for lease_ttl in (3, 4, 10, 30, target.ttl, 3 * target.ttl):
+            interval = advised_interval(lease_ttl, target)
+            fence_at = fencing.effective(0.0, interval)
+            assert fence_at >= min(lease_ttl, target.ttl) - 1e-9, (nodes, lease_ttl)
 
 
 def test_next_due_says_when_to_look_again() -> None:

@@ -256,7 +256,15 @@ class Agent:
                 self._server_moved.set()  # a long-poll on the old one is asked again
             if answer.heartbeat_interval is not None:
                 self.heartbeat_interval = answer.heartbeat_interval
-            await asyncio.sleep(self.heartbeat_interval)
+            await asyncio.sleep(self._until_next_heartbeat())
+
+    def _until_next_heartbeat(self) -> float:
+        """Seconds until the next heartbeat is due: one interval after the last answered
+        one was sent, not after its answer came. The node's lease runs from when it was sent
+        (or later), so a slow answer (a busy server, or this agent's own loop starved of CPU)
+        must not push the next heartbeat, and the silence the fence counts, further out."""
+        sent = self.last_contact if self.last_contact is not None else time.monotonic()
+        return max(0.0, sent + self.heartbeat_interval - time.monotonic())
 
     async def _assignment_loop(self) -> None:
         index = 0

@@ -32,10 +32,15 @@ from theseus.api.schemas import Assignment
 from theseus.model.fields import NEVER
 from theseus.model.spec import GroupSpec
 
-# Never sooner than this many heartbeat intervals without an answer: in a big cluster agents
-# heartbeat only every few seconds (``theseus.server.heartbeats``), and a short setting must
-# not stop a healthy node's tasks between two heartbeats.
-HEARTBEATS_OF_GRACE = 2.0
+# Never sooner than this many heartbeat intervals without an answer. In a big cluster agents
+# heartbeat only every few seconds, and a node's lease lasts at least three of the intervals
+# its agent is told (``theseus.server.heartbeats``: ``ttl >= 3 * interval``; a shorter lease
+# is advised a faster pace): no server can declare the node lost, and replace its tasks,
+# before that. Stopping them sooner protects nothing and stops a healthy node's tasks when
+# only its own agent was slow. At 5,000 hollow nodes sharing two cores (bench/scale.py),
+# agents starved of CPU for a minute timed out connecting three times in a row and fenced
+# after two intervals (62 s), while their leases (93 s) never ran out.
+HEARTBEATS_OF_GRACE = 3.0
 
 # The phases of a task a fence stops: not started yet, starting (fenced once its start ends)
 # or running. In every other phase it has ended already.
