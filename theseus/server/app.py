@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -42,6 +43,7 @@ from theseus.server.events.feed import EventFeed
 from theseus.server.events.keeper import EventKeeper
 from theseus.server.events.subscriptions import Subscriptions
 from theseus.server.leader import Leader
+from theseus.server.loop_sampler import LoopSampler
 from theseus.server.metered_store import MeteredStore
 from theseus.server.metrics import CONTENT_TYPE, ServerMetrics, exposition
 from theseus.server.metrics_state import ClusterStateCollector
@@ -131,10 +133,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = metered(open_store(config))
         await retry_while_etcd_unavailable(store.connect)
-        stalls = StallWatch()
+        stalls = StallWatch(observe=metrics.loop_lag.observe)
         lease_thread: LeaseThread | None = None
         keepalive_store: Store | None = None
         if open_store is etcd_stores:
+            # Where the loop was whenever it ran late, in the log (one thread per process:
+            # the in-memory servers of unit tests share theirs with the test).
+            stalls.sampler = LoopSampler(threading.get_ident(), stalls.last_seen)
+            stalls.sampler.start()
             # The leader lease's keep-alive on a thread, with a connection of its own.
             lease_thread = LeaseThread(lambda: metered(open_store(config)), stalls.last_seen)
             lease_thread.start()
@@ -225,6 +231,8 @@ def create_app(
                 await keepalive_store.close()
             if lease_thread is not None:
                 lease_thread.stop()
+            if stalls.sampler is not None:
+                stalls.sampler.stop()
 
     app = DescribedApp(
         described=agent.described.routes,

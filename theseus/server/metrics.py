@@ -44,6 +44,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Seconds: from a millisecond (a heartbeat, a small pass) to the tens of seconds a long-poll
 # or a 10,000-task pass may take.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 ETCD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -137,6 +138,13 @@ class ServerMetrics:
             "theseus_etcd_request_failures",
             "Requests to etcd that failed (etcd unavailable), by operation.",
             ["operation"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "theseus_event_loop_lag_seconds",
+            "How late the server's event loop came round to a timer it sets every 100 ms: "
+            "what every request, heartbeat and watch event waited on top of its own work.",
+            buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
         self.heartbeat_ok = self.heartbeats.labels("ok")

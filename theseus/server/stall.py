@@ -11,7 +11,9 @@ live node to heartbeat again (its agent registers again at once on the 404 of a 
 
 ``StallWatch`` ticks on the event loop; a tick that comes much later than asked means the loop
 was stalled. ``check`` does the same from any coroutine, so the leader's first pass after a
-stall sees it even before the tick does. ``spared_nodes`` is pure. Created by
+stall sees it even before the tick does. Each tick's lateness is also observed (the server's
+``theseus_event_loop_lag_seconds``), and a late one is logged with where the loop was, as its
+``theseus.server.loop_sampler.LoopSampler`` saw it. ``spared_nodes`` is pure. Created by
 ``theseus.server.app``, read by ``theseus.server.leader``.
 """
 
@@ -23,20 +25,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from theseus.server.loop_sampler import LoopSampler, summary
+
 log = logging.getLogger(__name__)
 
 TICK = 0.1  # seconds between ticks
 STALL = 1.0  # a tick this late (beyond TICK) means the loop was stalled
+SLOW = 0.25  # a tick this late is logged (at INFO), with where the loop was
 LAG_TICKS = 5  # ticks behind ``lag``: half a second of a loop that keeps falling behind
 
 
 class StallWatch:
     def __init__(
-        self, tick: float = TICK, stall: float = STALL, clock: Callable[[], float] = time.monotonic
+        self,
+        tick: float = TICK,
+        stall: float = STALL,
+        clock: Callable[[], float] = time.monotonic,
+        observe: Callable[[float], None] | None = None,
+        slow: float = SLOW,
     ) -> None:
         self._tick = tick
         self._stall = stall
+        self._slow = slow
         self._clock = clock
+        self._observe = observe  # each tick's lateness (a histogram's ``observe``)
+        self.sampler: LoopSampler | None = None  # where the loop was while late, if sampled
         self._last = clock()
         self.last_stall_end: float | None = None  # monotonic time the last stall ended
         # How late the last few ticks came: the loop lags when all of them were late.
@@ -53,18 +66,32 @@ class StallWatch:
         late = self._clock() - self._last - self._tick
         self.check()
         self._recent_late.append(max(0.0, late))
+        if self._observe is not None:
+            self._observe(max(0.0, late))
 
     def check(self) -> float | None:
         """Note a stall if the loop has not come round for too long; when the last one ended."""
         now = self._clock()
         late = now - self._last - self._tick
+        where = self._where()
         if late > self._stall:
             self.last_stall_end = now
             log.warning(
-                "this server's event loop was stalled for %.1fs: node losses held back", late
+                "this server's event loop was stalled for %.1fs: node losses held back%s",
+                late,
+                where,
             )
+        elif late > self._slow:
+            log.info("this server's event loop came round %.2fs late%s", late, where)
         self._last = now
         return self.last_stall_end
+
+    def _where(self) -> str:
+        """Where the sampler saw the loop since the last look (nothing unless it was late)."""
+        if self.sampler is None:
+            return ""
+        seen = summary(self.sampler.take())
+        return f"; it was {seen}" if seen else ""
 
     def last_seen(self) -> float:
         """When the loop last came round (its clock's time of the last tick): read from
