@@ -245,8 +245,12 @@ def log_count(logs: list[Path], needle: str) -> int:
     return total
 
 
-def start_profiler(children: Processes, pid: int, out: Path, seconds: float) -> Process | None:
-    """py-spy recording the server (raw collapsed stacks), or None without py-spy.
+def start_profiler(
+    children: Processes, pid: int, out: Path, seconds: float, timeline: bool = False
+) -> Process | None:
+    """py-spy recording the server (raw collapsed stacks; with ``timeline``, Chrome's trace
+    format, every sample with its time and thread: what held the GIL during a stall the
+    server logged), or None without py-spy.
 
     ``--gil``: only the thread holding the GIL is sampled, so the profile says where the
     server's CPU goes; without it, a thread waiting for the GIL (the loop, while the pass
@@ -255,7 +259,8 @@ def start_profiler(children: Processes, pid: int, out: Path, seconds: float) -> 
     if py_spy is None:
         print("--py-spy: py-spy not found (pip install -e '.[bench]'); not profiling")
         return None
-    argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100", "--gil"]
+    form = "chrometrace" if timeline else "raw"
+    argv = [py_spy, "record", "--pid", str(pid), "--format", form, "--rate", "100", "--gil"]
     argv += ["--output", str(out), "--nonblocking"]
     if seconds > 0:
         argv += ["--duration", str(max(1, round(seconds)))]
@@ -290,19 +295,55 @@ def profile_summary(raw: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def api_requests(http: httpx.Client) -> Counter[tuple[str, str, str]]:
-    """Every request the server answered so far, by (method, route template, status), from
-    its /metrics; empty when it did not answer 200."""
+Scrape = list[tuple[str, dict[str, str], float]]  # (sample name, labels, value)
+
+
+def scrape(http: httpx.Client) -> Scrape:
+    """The server's /metrics, every sample; empty when it did not answer 200."""
     response = http.get("/metrics")
-    counts: Counter[tuple[str, str, str]] = Counter()
     if response.status_code != 200:
-        return counts
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == "theseus_api_requests_total":
-                labels = sample.labels
-                counts[labels["method"], labels["route"], labels["status"]] += int(sample.value)
+        return []
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    ]
+
+
+def api_requests(samples: Scrape) -> Counter[tuple[str, str, str]]:
+    """Every request the server answered so far, by (method, route template, status)."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for name, labels, value in samples:
+        if name == "theseus_api_requests_total":
+            counts[labels["method"], labels["route"], labels["status"]] += int(value)
     return counts
+
+
+def gc_pauses(samples: Scrape) -> Counter[str]:
+    """The server's garbage-collector pauses so far: seconds (``<gen> s``) and collections
+    (``<gen> n``) by generation."""
+    pauses: Counter[str] = Counter()
+    for name, labels, value in samples:
+        if name == "theseus_gc_pause_seconds_sum":
+            pauses[f"{labels['generation']} s"] += value
+        elif name == "theseus_gc_pause_seconds_count":
+            pauses[f"{labels['generation']} n"] += value
+    return pauses
+
+
+LATE_TICKS = ("0.1", "0.25", "1.0")  # the loop-lag buckets the table counts ticks beyond
+
+
+def late_ticks(samples: Scrape) -> Counter[str]:
+    """Ticks of the server's event-loop watch so far (``all``), and how many came within each
+    of ``LATE_TICKS`` seconds of lateness (histogram buckets)."""
+    ticks: Counter[str] = Counter()
+    for name, labels, value in samples:
+        if name == "theseus_event_loop_lag_seconds_count":
+            ticks["all"] += value
+        elif name == "theseus_event_loop_lag_seconds_bucket" and labels["le"] in LATE_TICKS:
+            ticks[labels["le"]] += value
+    return ticks
 
 
 def requests_by_route(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
@@ -341,7 +382,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     wait_until(all_ready, args.timeout, f"{args.nodes} nodes ready", interval=0.5)
     ready_after = time.monotonic() - t_nodes
     rows.append((f"{args.nodes} hollow nodes registered and ready", f"{ready_after:.1f} s"))
-    answered = registration_answers(api_requests(http))
+    answered = registration_answers(api_requests(scrape(http)))
     rows.append(
         (
             "registrations answered: 200 / 429 (come back later) / other",
@@ -383,7 +424,8 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     overflows_before = listen_overflows()
     machine_before = machine_cpu()
     before = etcd_counters(etcd_port)
-    requests_before = requests_by_route(api_requests(http))
+    scraped_before = scrape(http)
+    requests_before = requests_by_route(api_requests(scraped_before))
     cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
     probes: list[Probe] = []
     if args.probe_interval > 0:
@@ -397,10 +439,16 @@ def run(args: argparse.Namespace, children: Processes) -> int:
                 service=PROBE_SERVICE + "-waited",
             ),
         ]
-    profile = children.log_dir / "server.py-spy.raw"
-    profiler = (
-        start_profiler(children, server.pid, profile, args.py_spy_seconds) if args.py_spy else None
+    profile = children.log_dir / (
+        "server.py-spy.json" if args.py_spy_timeline else "server.py-spy.raw"
     )
+    profiler = (
+        start_profiler(children, server.pid, profile, args.py_spy_seconds, args.py_spy_timeline)
+        if args.py_spy or args.py_spy_timeline
+        else None
+    )
+    if profiler is not None:
+        print(f"py-spy started at {time.strftime('%H:%M:%S')}, writing {profile}")
     timeline: list[tuple[float, int]] = []
     converged_after: float | None = None
     running = 0
@@ -438,7 +486,8 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     wall = time.monotonic() - t0
     machine_busy = (machine_cpu()[0] - machine_before[0]) / wall
     after = etcd_counters(etcd_port)
-    requests_after = requests_by_route(api_requests(http))
+    scraped_after = scrape(http)
+    requests_after = requests_by_route(api_requests(scraped_after))
     cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
     _, hwm = memory_mib(server.pid)
     lost = log_count(worker_logs, "does not know node") - lost_before
@@ -520,6 +569,23 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     rows.append(("agents that fenced their tasks (no server reached)", f"{fenced:,}"))
     rows.append(("connections dropped: listen backlog full (machine-wide)", f"{overflows:,}"))
     rows.append(("polls of GET /v1/groups refused (non-200)", f"{refused_polls}"))
+    pauses = gc_pauses(scraped_after)
+    pauses.subtract(gc_pauses(scraped_before))
+    rows.append(
+        (
+            "server GC pauses during the run, generation 0 / 1 / 2",
+            " / ".join(f"{pauses[f'{g} s']:.1f} s in {pauses[f'{g} n']:,.0f}" for g in "012"),
+        )
+    )
+    ticks = late_ticks(scraped_after)
+    ticks.subtract(late_ticks(scraped_before))
+    beyond = [ticks["all"] - ticks[bound] for bound in LATE_TICKS]
+    rows.append(
+        (
+            "event-loop ticks (every 100 ms) late by > 0.1 / 0.25 / 1 s",
+            f"{' / '.join(f'{n:,.0f}' for n in beyond)} of {ticks['all']:,.0f}",
+        )
+    )
 
     def delta(name: str) -> int:
         return int(after.get(name, 0) - before.get(name, 0))
@@ -578,7 +644,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         print(f"{label:<{width}}{value}")
     print()
     print("running over time: " + ", ".join(f"{t:.1f}s={n}" for t, n in timeline))
-    if profiler is not None and profile.exists():
+    if profiler is not None and profile.exists() and not args.py_spy_timeline:
         print()
         print(profile_summary(profile))
     return 0 if converged_after is not None else 1
@@ -616,6 +682,11 @@ def main() -> None:
     parser.add_argument("--py-spy", action="store_true", help="profile the server's deploy phase")
     parser.add_argument(
         "--py-spy-seconds", type=float, default=0, help="profile only the first N seconds"
+    )
+    parser.add_argument(
+        "--py-spy-timeline",
+        action="store_true",
+        help="profile the deploy phase in Chrome's trace format, each sample timed (needs --keep)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
