@@ -202,6 +202,7 @@ def create_app(
             metrics=metrics,
             admission=Admission(loop_lag=stalls.lag, limit=config.max_registering),
         )
+        metrics.agent_turns_waiting.set_function(lambda: ctx.agent_turns.waiting)
         ctx.cluster_id = await retry_while_etcd_unavailable(writer.ensure_cluster_id)
         app.state.ctx = ctx
         background = [

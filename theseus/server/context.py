@@ -11,6 +11,7 @@ from fastapi import HTTPException, Request
 from theseus.api.schemas import NodeUsage
 from theseus.server.access_writes import AccessWriter
 from theseus.server.admission import Admission
+from theseus.server.agent_turns import AgentTurns
 from theseus.server.audit import AuditLog
 from theseus.server.client_index import wait_for_client_index
 from theseus.server.config import ServerConfig
@@ -44,6 +45,8 @@ class ServerContext:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)  # this server's instruments
     # How many registrations this server takes on at once (never refuses: no loop lag known).
     admission: Admission = field(default_factory=lambda: Admission(loop_lag=lambda: 0.0))
+    # Agents' CPU-heavy sections take turns behind everything else (``theseus.server.agent_turns``).
+    agent_turns: AgentTurns = field(default_factory=AgentTurns)
 
 
 async def context(request: Request) -> ServerContext:

@@ -147,6 +147,12 @@ class ServerMetrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
+        self.agent_turns_waiting = Gauge(
+            "theseus_agent_turns_waiting",
+            "Agents' assignment answers and report batches parked for their turn: they take "
+            "turns behind the rest of the event loop's work (theseus.server.agent_turns).",
+            registry=r,
+        )
         self.heartbeat_ok = self.heartbeats.labels("ok")
         self.heartbeat_unknown = self.heartbeats.labels("unknown_node")
 

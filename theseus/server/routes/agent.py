@@ -110,23 +110,27 @@ async def assignments(request: Request) -> Response:
     wait = query_value(request, "wait", _WAIT, 30.0)
     cache = ctx.cache
     await cache.wait_node(node, index, min(max(wait, 0.0), MAX_WAIT))
-    current = cache.node_index.get(node, 0)
-    interval = ctx.writer.advised_interval(node)
-    body = ctx.wire.assignments_json(cache.state, node, max(current, index), interval)
+    async with ctx.agent_turns.turn():
+        current = cache.node_index.get(node, 0)
+        interval = ctx.writer.advised_interval(node)
+        body = ctx.wire.assignments_json(cache.state, node, max(current, index), interval)
     return Response(body, media_type="application/json")
 
 
 async def reports(request: Request) -> Response:
     node = request.path_params["node"]
     ctx = await context(request)
-    batch = body_of(ReportBatch, await request.body())
-    accepted = batch.reports
-    if _agent(request) is not None:
-        tasks = ctx.cache.state.tasks
-        accepted = [
-            r for r in accepted if (task := tasks.get(r.task_id)) is None or task.node == node
-        ]
-    written = await ctx.writer.record_reports(accepted)
+    raw = await request.body()
+    async with ctx.agent_turns.turn():
+        batch = body_of(ReportBatch, raw)
+        accepted = batch.reports
+        if _agent(request) is not None:
+            tasks = ctx.cache.state.tasks
+            accepted = [
+                r for r in accepted if (task := tasks.get(r.task_id)) is None or task.node == node
+            ]
+        statuses = ctx.writer.decide_reports(accepted)
+    written = await ctx.writer.write_reports(statuses)
     return json_answer({"accepted": len(batch.reports), "written": written})
 
 
