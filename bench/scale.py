@@ -84,6 +84,7 @@ class Probe:
     by_index: bool = True
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    messages: dict[str, str] = field(default_factory=dict)  # the first answer of each error
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -117,7 +118,9 @@ class Probe:
                 try:
                     self.request(http, round_)
                 except httpx.HTTPStatusError as exc:
-                    self.errors[f"HTTP {exc.response.status_code}"] += 1
+                    kind = f"HTTP {exc.response.status_code}"
+                    self.errors[kind] += 1
+                    self.messages.setdefault(kind, exc.response.text[:300])
                 except httpx.HTTPError as exc:
                     self.errors[exc.__class__.__name__] += 1
                 else:
@@ -623,6 +626,9 @@ def run(args: argparse.Namespace, children: Processes) -> int:
                 fmt_ms(probe.latencies) + (f"; errors: {errors}" if errors else ""),
             )
         )
+    for probe in probes:
+        for kind, message in probe.messages.items():
+            rows.append((f"  {probe.name}: first {kind}", message.replace("\n", " ")))
     for path, values in steady.items():
         rows.append((f"all running, at rest: GET {path}", fmt_ms(values)))
     rows.append(
