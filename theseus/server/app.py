@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from theseus import __version__
 from theseus.api.schemas import Health
 from theseus.model.spec import SpecError
+from theseus.model.state import ClusterState
 from theseus.security import pki
 from theseus.security.files import PkiDir
 from theseus.security.tls import client_context
@@ -289,17 +291,22 @@ def create_app(
             leader=ctx.leader.is_leader, revision=ctx.cache.revision, cluster_id=ctx.cluster_id
         )
 
-    metrics.registry.register(
-        ClusterStateCollector(
-            lambda: ctx.cache.state if (ctx := ready_context()) is not None else None
-        )
+    # The state a scrape counts: a snapshot the route takes on the event loop and hands to
+    # its worker thread through this context variable (``asyncio.to_thread`` copies it).
+    scraped_state: contextvars.ContextVar[ClusterState | None] = contextvars.ContextVar(
+        "scraped_state", default=None
     )
+    metrics.registry.register(ClusterStateCollector(scraped_state.get))
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
     async def prometheus_metrics() -> Response:
         """This server's metrics in Prometheus's text format (docs/observability.md).
-        Rendered on the event loop: the state's gauges read the cache, which changes there."""
-        return Response(exposition(metrics.registry), media_type=CONTENT_TYPE)
+        Rendered in a worker thread, the state's gauges over a snapshot of the cache: at
+        50,000 tasks their sweep held the event loop up to a second."""
+        ctx = ready_context()
+        scraped_state.set(ctx.cache.snapshot() if ctx is not None else None)
+        body = await asyncio.to_thread(exposition, metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE)
 
     app.add_middleware(
         ClientIndex, revision=lambda: ctx.cache.revision if (ctx := ready_context()) else None

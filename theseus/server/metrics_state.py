@@ -2,11 +2,12 @@
 
 Tasks by state, pending tasks by reason, deployments by status, nodes by status and groups
 are facts of the cluster, which every server's cache (``theseus.store.cache``) holds: they are
-counted here in one sweep over the cache's state at each scrape (a few milliseconds at 10,000
-tasks, on the event loop, where the cache changes, so the counts are of one revision), rather
-than kept up to date on every change, which would put work on the reconcile pass and on
-every commit the cache applies. Every value of each label is always exported (0 when none),
-so a series does not vanish when its count drops to nothing.
+counted here in one sweep over a snapshot of the cache's state at each scrape (the counts are
+of one revision; the sweep took 0.4-1 s at 50,000 tasks, so ``/metrics`` is rendered in a
+worker thread, ``theseus.server.app``), rather than kept up to date on every change, which
+would put work on the reconcile pass and on every commit the cache applies. Every value of
+each label is always exported (0 when none), so a series does not vanish when its count
+drops to nothing.
 
 ``state_figures`` is pure (unit-tested on made-up states); ``ClusterStateCollector`` is the
 ``prometheus_client`` collector that ``theseus.server.app`` registers with the server's

@@ -14,13 +14,18 @@ they are the same objects (identity, not equality: that check is free).
   ``group_index`` (the revision of the last change to the group's tasks or statuses) and
   ``alive_index`` (the last change to the set of live nodes).
 
-Everything here runs on the event loop, so the memos need no lock. Entries of records that
-are gone are dropped once the memo has grown to twice what the cluster holds.
+``assignments_json`` runs on the event loop. ``tasks_json`` and ``groups_json`` run in worker
+threads, over a snapshot of the state (``ClusterState.copy``: the cache goes on changing its
+own), because at 50,000 tasks one answer took 0.4-2.8 s and held the loop, every heartbeat
+with it, that long (``theseus.server.routes``); each takes its memo's lock, so two such reads
+never change one memo at once. Entries of records that are gone are dropped once the memo has
+grown to twice what the cluster holds.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -78,6 +83,8 @@ class WireMemo:
         self._tasks: dict[str, _TaskPiece] = {}
         self._assignments: dict[str, _AssignmentPiece] = {}
         self._groups: dict[str, _GroupPiece] = {}
+        self._tasks_lock = threading.Lock()  # ``tasks_json`` runs in worker threads
+        self._groups_lock = threading.Lock()  # and so does ``groups_json``
 
     def task_json(self, state: ClusterState, task: TaskRecord) -> str:
         status = state.statuses.get(task.id)
@@ -98,8 +105,9 @@ class WireMemo:
         return text
 
     def tasks_json(self, state: ClusterState, tasks: Iterable[TaskRecord]) -> str:
-        body = ",".join(self.task_json(state, task) for task in tasks)
-        _prune(self._tasks, state.tasks)
+        with self._tasks_lock:
+            body = ",".join(self.task_json(state, task) for task in tasks)
+            _prune(self._tasks, state.tasks)
         return f'{{"tasks":[{body}]}}'
 
     def assignment_json(self, state: ClusterState, task: TaskRecord) -> str:
@@ -123,6 +131,16 @@ class WireMemo:
         return f'{{"index":{index},"heartbeat_interval":{interval},"tasks":[{body}]}}'
 
     def groups_json(
+        self,
+        state: ClusterState,
+        groups: Iterable[tuple[str, GroupRecord]],
+        group_index: dict[str, int],
+        alive_index: int,
+    ) -> str:
+        with self._groups_lock:
+            return self._groups_json(state, groups, group_index, alive_index)
+
+    def _groups_json(
         self,
         state: ClusterState,
         groups: Iterable[tuple[str, GroupRecord]],

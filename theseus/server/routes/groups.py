@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -25,15 +26,16 @@ async def list_groups(
 ) -> Response:
     """Every group (or one service's) with its progress. ``theseus deploy`` polls this while
     it follows a rollout: each group's entry is only recomputed after one of its tasks
-    changed (``theseus.server.wire``)."""
+    changed (``theseus.server.wire``), in a worker thread over a snapshot."""
     cache = ctx.cache
-    state = cache.state
+    state = cache.snapshot()
+    group_index, alive_index = dict(cache.group_index), cache.alive_index
     groups = [
         (group_id, group)
         for group_id, group in sorted(state.groups.items())
         if service is None or group.service == service
     ]
-    body = ctx.wire.groups_json(state, groups, cache.group_index, cache.alive_index)
+    body = await asyncio.to_thread(ctx.wire.groups_json, state, groups, group_index, alive_index)
     return Response(body, media_type="application/json")
 
 

@@ -1,0 +1,72 @@
+"""The reads whose answers grow with the cluster (every task, every group, every node, the
+metrics' sweep over the state) are put together in a worker thread over a snapshot, not on
+the event loop: at 50,000 tasks each took 0.4-2.8 s, and every heartbeat waited that long
+(``theseus.server.routes``, ``theseus.server.app``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.kit.app import inprocess_api
+from tests.kit.wait import wait_until_async
+from theseus.server import metrics_state, wire
+from theseus.server.routes import tasks as task_routes
+
+
+def recording(threads: dict[str, int], name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+    def called(*args: Any, **kwargs: Any) -> Any:
+        threads[name] = threading.get_ident()
+        return real(*args, **kwargs)
+
+    return called
+
+
+async def test_big_reads_are_built_beside_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: dict[str, int] = {}
+    memo = wire.WireMemo
+    monkeypatch.setattr(memo, "tasks_json", recording(threads, "tasks", memo.tasks_json))
+    monkeypatch.setattr(memo, "groups_json", recording(threads, "groups", memo.groups_json))
+    monkeypatch.setattr(
+        task_routes, "node_info", recording(threads, "nodes", task_routes.node_info)
+    )
+    figures = metrics_state.state_figures
+    monkeypatch.setattr(metrics_state, "state_figures", recording(threads, "metrics", figures))
+    deploy = {"deploy": {"web": {"image": "sim", "instances": 2, "cpus": 0.1, "mem": 16}}}
+    async with inprocess_api() as api:
+        assert (await api.post("/deploy", json=deploy)).status_code == 200
+        registered = await api.post(
+            "/v1/agent/register",
+            json={"name": "n1", "address": "127.0.0.2", "agent_port": 5051, "cpus": 2, "mem": 1024},
+        )
+        assert registered.status_code == 200, registered.text
+        listed: list[Any] = []
+
+        async def two_tasks() -> bool:
+            listed[:] = (await api.get("/v1/tasks")).json()["tasks"]
+            return len(listed) == 2
+
+        await wait_until_async(two_tasks, 10.0, "the leader's pass to create both tasks", 0.02)
+        threads.clear()  # the reads below, from here on
+        loop_thread = threading.get_ident()
+        tasks = await api.get("/v1/tasks")
+        groups = await api.get("/v1/groups")
+        nodes = await api.get("/v1/nodes")
+        scraped = await api.get("/metrics")
+    assert [r.status_code for r in (tasks, groups, nodes, scraped)] == [200, 200, 200, 200]
+    assert len(tasks.json()["tasks"]) == 2
+    assert [g["service"] for g in groups.json()["groups"]] == ["web"]
+    assert [n["name"] for n in nodes.json()["nodes"]] == ["n1"]
+    counted = [
+        sample.value
+        for family in text_string_to_metric_families(scraped.text)
+        for sample in family.samples
+        if sample.name == "theseus_tasks"
+    ]
+    assert sum(counted) == 2  # the state's gauges, swept over the snapshot
+    assert set(threads) == {"tasks", "groups", "nodes", "metrics"}
+    assert loop_thread not in threads.values(), threads
