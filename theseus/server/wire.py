@@ -14,12 +14,13 @@ they are the same objects (identity, not equality: that check is free).
   ``group_index`` (the revision of the last change to the group's tasks or statuses) and
   ``alive_index`` (the last change to the set of live nodes).
 
-``assignments_json`` runs on the event loop. ``tasks_json`` and ``groups_json`` run in worker
+``assignments_json`` and ``groups_json`` run on the event loop. ``tasks_json`` runs in worker
 threads, over a snapshot of the state (``ClusterState.copy``: the cache goes on changing its
-own), because at 50,000 tasks one answer took 0.4-2.8 s and held the loop, every heartbeat
-with it, that long (``theseus.server.routes``); each takes its memo's lock, so two such reads
-never change one memo at once. Entries of records that are gone are dropped once the memo has
-grown to twice what the cluster holds.
+own), because at 50,000 tasks one answer took 0.6-2.8 s and held the loop, every heartbeat
+with it, that long (``theseus.server.routes.tasks``); it takes its memo's lock, so two such
+reads never change the memo at once (``groups_json`` takes one too, which costs nothing on
+the loop and keeps it safe wherever it is called from). Entries of records that are gone are
+dropped once the memo has grown to twice what the cluster holds.
 """
 
 from __future__ import annotations
