@@ -36,8 +36,6 @@ import json
 import math
 import os
 import re
-import shutil
-import signal
 import sys
 import threading
 import time
@@ -61,7 +59,17 @@ from procs import (
     start_server,
     wait_until,
 )
-from prometheus_client.parser import text_string_to_metric_families
+from profiler import profile_summary, start_profiler, stop_profiler
+from scrapes import (
+    LATE_TICKS,
+    EtcdWatchers,
+    api_requests,
+    gc_pauses,
+    late_ticks,
+    registration_answers,
+    requests_by_route,
+    scrape,
+)
 
 from theseus.api.schemas import INDEX_HEADER
 from theseus.server.writes import MAX_GROUP_CHANGES
@@ -248,123 +256,6 @@ def log_count(logs: list[Path], needle: str) -> int:
     return total
 
 
-def start_profiler(
-    children: Processes, pid: int, out: Path, seconds: float, timeline: bool = False
-) -> Process | None:
-    """py-spy recording the server (raw collapsed stacks; with ``timeline``, Chrome's trace
-    format, every sample with its time and thread: what held the GIL during a stall the
-    server logged), or None without py-spy.
-
-    ``--gil``: only the thread holding the GIL is sampled, so the profile says where the
-    server's CPU goes; without it, a thread waiting for the GIL (the loop, while the pass
-    thread plans) is counted at whatever line it waits on."""
-    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
-    if py_spy is None:
-        print("--py-spy: py-spy not found (pip install -e '.[bench]'); not profiling")
-        return None
-    form = "chrometrace" if timeline else "raw"
-    argv = [py_spy, "record", "--pid", str(pid), "--format", form, "--rate", "100", "--gil"]
-    argv += ["--output", str(out), "--nonblocking"]
-    if seconds > 0:
-        argv += ["--duration", str(max(1, round(seconds)))]
-    return children.start("py-spy", argv, may_exit=True)  # it may end by itself (--duration)
-
-
-def stop_profiler(profiler: Process) -> None:
-    profiler.stop(signal.SIGINT, grace=30)  # py-spy writes its output on SIGINT
-
-
-def profile_summary(raw: Path, top: int = 25) -> str:
-    """The functions the server spent its samples in: inclusive (its own code, the first
-    frame in theseus/ of each stack and below) and self time, from py-spy's raw output."""
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        count = int(count_text)
-        frames = stack.split(";")
-        total += count
-        for frame in set(frames):
-            if "theseus/" in frame and not ("theseus/cli/" in frame or "__main__" in frame):
-                inclusive[frame] += count
-        own[frames[-1]] += count
-    if not total:
-        return "py-spy: no samples"
-    lines = [f"py-spy: {total} samples of the server; inclusive, theseus functions:"]
-    lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in inclusive.most_common(top)]
-    lines += ["self time, any function:"]
-    lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(top)]
-    return "\n".join(lines)
-
-
-Scrape = list[tuple[str, dict[str, str], float]]  # (sample name, labels, value)
-
-
-def scrape(http: httpx.Client) -> Scrape:
-    """The server's /metrics, every sample; empty when it did not answer 200."""
-    response = http.get("/metrics")
-    if response.status_code != 200:
-        return []
-    return [
-        (sample.name, sample.labels, sample.value)
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    ]
-
-
-def api_requests(samples: Scrape) -> Counter[tuple[str, str, str]]:
-    """Every request the server answered so far, by (method, route template, status)."""
-    counts: Counter[tuple[str, str, str]] = Counter()
-    for name, labels, value in samples:
-        if name == "theseus_api_requests_total":
-            counts[labels["method"], labels["route"], labels["status"]] += int(value)
-    return counts
-
-
-def gc_pauses(samples: Scrape) -> Counter[str]:
-    """The server's garbage-collector pauses so far: seconds (``<gen> s``) and collections
-    (``<gen> n``) by generation."""
-    pauses: Counter[str] = Counter()
-    for name, labels, value in samples:
-        if name == "theseus_gc_pause_seconds_sum":
-            pauses[f"{labels['generation']} s"] += value
-        elif name == "theseus_gc_pause_seconds_count":
-            pauses[f"{labels['generation']} n"] += value
-    return pauses
-
-
-LATE_TICKS = ("0.1", "0.25", "1.0")  # the loop-lag buckets the table counts ticks beyond
-
-
-def late_ticks(samples: Scrape) -> Counter[str]:
-    """Ticks of the server's event-loop watch so far (``all``), and how many came within each
-    of ``LATE_TICKS`` seconds of lateness (histogram buckets)."""
-    ticks: Counter[str] = Counter()
-    for name, labels, value in samples:
-        if name == "theseus_event_loop_lag_seconds_count":
-            ticks["all"] += value
-        elif name == "theseus_event_loop_lag_seconds_bucket" and labels["le"] in LATE_TICKS:
-            ticks[labels["le"]] += value
-    return ticks
-
-
-def requests_by_route(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
-    """``api_requests`` by method and route: the difference over the deploy says what each
-    task costs in requests."""
-    routes: Counter[str] = Counter()
-    for (method, route, _), n in answered.items():
-        routes[f"{method} {route}"] += n
-    return routes
-
-
-def registration_answers(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
-    """``api_requests``: how agents' registrations were answered, by status."""
-    return Counter(
-        {status: n for (_, route, status), n in answered.items() if route == "/v1/agent/register"}
-    )
-
-
 def run(args: argparse.Namespace, children: Processes) -> int:
     rows: list[tuple[str, str]] = []
     etcd, etcd_port = start_etcd(children, args.etcd_max_txn_ops)
@@ -456,7 +347,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     converged_after: float | None = None
     running = 0
     refused_polls = 0  # GET /v1/groups answered other than 200 while following the deploy
-    with Sampler(server.pid) as sampler:
+    with Sampler(server.pid) as sampler, EtcdWatchers(etcd_port) as watchers:
         for probe in probes:
             probe.start(url)
         t0_wall, t0 = time.time(), time.monotonic()
@@ -572,6 +463,12 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     rows.append(("agents that fenced their tasks (no server reached)", f"{fenced:,}"))
     rows.append(("connections dropped: listen backlog full (machine-wide)", f"{overflows:,}"))
     rows.append(("polls of GET /v1/groups refused (non-200)", f"{refused_polls}"))
+    rows.append(
+        (
+            "etcd: seconds with a slow watcher / most watch events pending",
+            f"{watchers.slow_seconds:.0f} s / {watchers.peak_pending:,.0f}",
+        )
+    )
     pauses = gc_pauses(scraped_after)
     pauses.subtract(gc_pauses(scraped_before))
     rows.append(

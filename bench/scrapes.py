@@ -1,0 +1,115 @@
+"""What ``bench/scale.py`` reads from the server's and etcd's ``/metrics``: requests by route,
+garbage-collector pauses, late event-loop ticks; and, sampled through the run, whether etcd
+had a slow watcher (a client that reads its watch stream slower than etcd writes: the
+server's cache falling behind etcd, BENCHMARKS.md, issue 17's sixth session)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+Scrape = list[tuple[str, dict[str, str], float]]  # (sample name, labels, value)
+
+
+def scrape(http: httpx.Client) -> Scrape:
+    """The server's /metrics, every sample; empty when it did not answer 200."""
+    response = http.get("/metrics")
+    if response.status_code != 200:
+        return []
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    ]
+
+
+def api_requests(samples: Scrape) -> Counter[tuple[str, str, str]]:
+    """Every request the server answered so far, by (method, route template, status)."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for name, labels, value in samples:
+        if name == "theseus_api_requests_total":
+            counts[labels["method"], labels["route"], labels["status"]] += int(value)
+    return counts
+
+
+def gc_pauses(samples: Scrape) -> Counter[str]:
+    """The server's garbage-collector pauses so far: seconds (``<gen> s``) and collections
+    (``<gen> n``) by generation."""
+    pauses: Counter[str] = Counter()
+    for name, labels, value in samples:
+        if name == "theseus_gc_pause_seconds_sum":
+            pauses[f"{labels['generation']} s"] += value
+        elif name == "theseus_gc_pause_seconds_count":
+            pauses[f"{labels['generation']} n"] += value
+    return pauses
+
+
+LATE_TICKS = ("0.1", "0.25", "1.0")  # the loop-lag buckets the table counts ticks beyond
+
+
+def late_ticks(samples: Scrape) -> Counter[str]:
+    """Ticks of the server's event-loop watch so far (``all``), and how many came within each
+    of ``LATE_TICKS`` seconds of lateness (histogram buckets)."""
+    ticks: Counter[str] = Counter()
+    for name, labels, value in samples:
+        if name == "theseus_event_loop_lag_seconds_count":
+            ticks["all"] += value
+        elif name == "theseus_event_loop_lag_seconds_bucket" and labels["le"] in LATE_TICKS:
+            ticks[labels["le"]] += value
+    return ticks
+
+
+def requests_by_route(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
+    """``api_requests`` by method and route: the difference over the deploy says what each
+    task costs in requests."""
+    routes: Counter[str] = Counter()
+    for (method, route, _), n in answered.items():
+        routes[f"{method} {route}"] += n
+    return routes
+
+
+def registration_answers(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
+    """``api_requests``: how agents' registrations were answered, by status."""
+    return Counter(
+        {status: n for (_, route, status), n in answered.items() if route == "/v1/agent/register"}
+    )
+
+
+@dataclass
+class EtcdWatchers:
+    """Samples etcd's slow watchers and pending watch events every ``interval`` seconds in a
+    thread: the seconds it had a slow watcher, and the most events pending at once."""
+
+    port: int
+    interval: float = 1.0
+    slow_seconds: float = 0.0
+    peak_pending: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> EtcdWatchers:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5.0).text
+            except httpx.HTTPError:
+                continue
+            for line in text.splitlines():
+                name, _, value = line.partition(" ")
+                if name == "etcd_debugging_mvcc_slow_watcher_total" and float(value) > 0:
+                    self.slow_seconds += self.interval
+                elif name == "etcd_debugging_mvcc_pending_events_total":
+                    self.peak_pending = max(self.peak_pending, float(value))
