@@ -18,8 +18,9 @@ import signal
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -99,31 +100,43 @@ def memory_mib(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
-@dataclass
-class Sampler:
-    """Samples a process's RSS every ``interval`` seconds in a thread, keeping the maximum."""
+class Periodic:
+    """Calls ``sample`` every ``interval`` seconds in a thread while in a ``with`` block (the
+    first call at once)."""
 
-    pid: int
-    interval: float = 0.1
-    peak_rss: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    interval: float
 
-    def __enter__(self) -> Sampler:
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError):
-                self.peak_rss = max(self.peak_rss, memory_mib(self.pid)[0])
-            self._stop.wait(self.interval)
+        while True:
+            self.sample()
+            if self._stop.wait(self.interval):
+                return
+
+
+@dataclass
+class Sampler(Periodic):
+    """Samples a process's RSS every ``interval`` seconds in a thread, keeping the maximum."""
+
+    pid: int
+    interval: float = 0.1
+    peak_rss: float = 0.0
+
+    def sample(self) -> None:
+        with contextlib.suppress(OSError):
+            self.peak_rss = max(self.peak_rss, memory_mib(self.pid)[0])
 
 
 # --- child processes ------------------------------------------------------------------------

@@ -5,11 +5,11 @@ server's cache falling behind etcd, BENCHMARKS.md, issue 17's sixth session)."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
+from procs import Periodic
 from prometheus_client.parser import text_string_to_metric_families
 
 Scrape = list[tuple[str, dict[str, str], float]]  # (sample name, labels, value)
@@ -80,7 +80,7 @@ def registration_answers(answered: Counter[tuple[str, str, str]]) -> Counter[str
 
 
 @dataclass
-class EtcdWatchers:
+class EtcdWatchers(Periodic):
     """Samples etcd's slow watchers and pending watch events every ``interval`` seconds in a
     thread: the seconds it had a slow watcher, and the most events pending at once."""
 
@@ -88,28 +88,15 @@ class EtcdWatchers:
     interval: float = 1.0
     slow_seconds: float = 0.0
     peak_pending: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
-    def __enter__(self) -> EtcdWatchers:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5.0).text
-            except httpx.HTTPError:
-                continue
-            for line in text.splitlines():
-                name, _, value = line.partition(" ")
-                if name == "etcd_debugging_mvcc_slow_watcher_total" and float(value) > 0:
-                    self.slow_seconds += self.interval
-                elif name == "etcd_debugging_mvcc_pending_events_total":
-                    self.peak_pending = max(self.peak_pending, float(value))
+    def sample(self) -> None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5.0).text
+        except httpx.HTTPError:
+            return
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "etcd_debugging_mvcc_slow_watcher_total" and float(value) > 0:
+                self.slow_seconds += self.interval
+            elif name == "etcd_debugging_mvcc_pending_events_total":
+                self.peak_pending = max(self.peak_pending, float(value))
