@@ -67,7 +67,8 @@ def state_figures(state: ClusterState) -> StateFigures:
 
 
 class ClusterStateCollector(Collector):
-    """Reads ``state()`` (the cache's current state) at each scrape."""
+    """Reads ``state()`` at each scrape: the snapshot of the cache that ``/metrics`` took for
+    it (``theseus.server.app``), or None (nothing counted)."""
 
     def __init__(self, state: Callable[[], ClusterState | None]) -> None:
         self._state = state

@@ -18,9 +18,8 @@ they are the same objects (identity, not equality: that check is free).
 threads, over a snapshot of the state (``ClusterState.copy``: the cache goes on changing its
 own), because at 50,000 tasks one answer took 0.6-2.8 s and held the loop, every heartbeat
 with it, that long (``theseus.server.routes.tasks``); it takes its memo's lock, so two such
-reads never change the memo at once (``groups_json`` takes one too, which costs nothing on
-the loop and keeps it safe wherever it is called from). Entries of records that are gone are
-dropped once the memo has grown to twice what the cluster holds.
+reads never change the memo at once. Entries of records that are gone are dropped once the
+memo has grown to twice what the cluster holds.
 """
 
 from __future__ import annotations
@@ -85,7 +84,6 @@ class WireMemo:
         self._assignments: dict[str, _AssignmentPiece] = {}
         self._groups: dict[str, _GroupPiece] = {}
         self._tasks_lock = threading.Lock()  # ``tasks_json`` runs in worker threads
-        self._groups_lock = threading.Lock()  # and so does ``groups_json``
 
     def task_json(self, state: ClusterState, task: TaskRecord) -> str:
         status = state.statuses.get(task.id)
@@ -132,16 +130,6 @@ class WireMemo:
         return f'{{"index":{index},"heartbeat_interval":{interval},"tasks":[{body}]}}'
 
     def groups_json(
-        self,
-        state: ClusterState,
-        groups: Iterable[tuple[str, GroupRecord]],
-        group_index: dict[str, int],
-        alive_index: int,
-    ) -> str:
-        with self._groups_lock:
-            return self._groups_json(state, groups, group_index, alive_index)
-
-    def _groups_json(
         self,
         state: ClusterState,
         groups: Iterable[tuple[str, GroupRecord]],
