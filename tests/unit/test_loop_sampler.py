@@ -60,25 +60,30 @@ def test_the_sampler_sees_a_held_thread_only_while_it_is_late() -> None:
     assert held.ident is not None
     clock = Clock()
     last_seen = clock.now
-    sampler = LoopSampler(held.ident, lambda: last_seen, period=0.01, after=0.2, clock=clock)
-    sampler.start()
+    sampler = LoopSampler(held.ident, lambda: last_seen, after=0.2, clock=clock)
     try:
         clock.now += 0.1  # on time: nothing sampled
-        # The sampler's thread looks every 10 ms; give it a few looks, by its own counting.
-        looks = threading.Event()
-        threading.Timer(0.1, looks.set).start()
-        looks.wait()
+        sampler.look()
         assert sampler.take() == Counter()
         clock.now += 1.0  # late from now on
-        wait_until(lambda: sum(sampler._counts.values()) >= 3, 5.0, "samples of a late loop")
-        counts = sampler.take()
-        (stack,) = counts
+        sampler.look()
+        sampler.look()
+        (stack,) = sampler.take()
         assert stack.startswith("Condition.wait (threading.py:")  # inside ``held_up``
         assert sampler.take() == Counter()  # taken: the next lateness starts afresh
     finally:
         release.set()
-        sampler.stop()
         held.join(5)
+
+
+def test_the_samplers_thread_looks_by_itself() -> None:
+    clock = Clock()
+    sampler = LoopSampler(threading.get_ident(), lambda: 0.0, period=0.01, clock=clock)
+    sampler.start()  # the loop was last seen 100 s ago
+    try:
+        wait_until(lambda: sum(sampler._counts.values()) >= 3, 5.0, "samples of a late loop")
+    finally:
+        sampler.stop()
 
 
 def test_a_late_tick_is_logged_with_where_the_loop_was(caplog: pytest.LogCaptureFixture) -> None:

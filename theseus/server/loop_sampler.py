@@ -16,7 +16,7 @@ thread costs 20 wake-ups a second, a comparison each, while the loop keeps up.
 
 ``describe`` (pure) turns a stack into one line: the innermost frame, and the innermost few
 of Theseus's own frames above it. Created and started by ``theseus.server.app`` for servers
-on a real etcd; tests drive ``sample`` and ``take`` directly.
+on a real etcd; tests drive ``look`` and ``take`` directly.
 """
 
 from __future__ import annotations
@@ -107,8 +107,12 @@ class LoopSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self._period):
-            if self._clock() - self._last_seen() > self._after:
-                self.sample()
+            self.look()
+
+    def look(self) -> None:
+        """Sample the loop thread if the loop is late (what the thread does every period)."""
+        if self._clock() - self._last_seen() > self._after:
+            self.sample()
 
     def sample(self) -> None:
         """Count where the loop thread is now."""
