@@ -24,7 +24,7 @@ from theseus.server.app import create_app
 from theseus.server.config import ServerConfig
 from theseus.server.writes import MAX_GROUP_CHANGES, Writer
 from theseus.store import keys
-from theseus.store.base import Change, Entry, Put, Store
+from theseus.store.base import Entry, Store
 from theseus.store.cache import StateCache
 from theseus.store.memory import MemoryStore
 
@@ -192,44 +192,3 @@ async def test_a_client_that_reads_by_index_gets_its_write_answered_before_the_c
     done, _ = await asyncio.wait([without_index], timeout=0.5)
     assert not done, "a write without an index did not wait for the cache"
     without_index.cancel()
-
-
-class LaggingWatch(MemoryStore):
-    """A store whose watch hands each change over ``lag`` seconds after the previous one: a
-    server whose cache is behind etcd, as a busy one is during a big deploy."""
-
-    lag = 0.02
-
-    async def watch(self, start: str, end: str, start_revision: int) -> AsyncIterator[Change]:
-        async for change in super().watch(start, end, start_revision):
-            await asyncio.sleep(self.lag)
-            yield change
-
-
-async def test_a_refused_write_catches_up_with_etcd_before_deciding_again() -> None:
-    """The change that refused a write can be many revisions ahead of a lagging cache: the
-    writer waits for the cache to reach etcd's revision, not just the next one, or it
-    decides again on a view that is refused the same way until it answers 409."""
-    store = LaggingWatch()
-    cache = StateCache(store)
-    following = asyncio.create_task(cache.run())
-    try:
-        await cache.wait_ready()
-        writer = Writer(store, cache, liveness_timeout=3)
-        await writer.apply_group_changes(
-            lambda state: [plan_group("web", make_spec(instances=1), state.groups, 1.0)]
-        )
-        await cache.wait_for_revision(store.revision, timeout=5.0)
-        calls: list[int] = []
-        # Behind the cache's back: ten unrelated writes, then another server scales the group.
-        for i in range(10):
-            await store.commit([Put(f"{keys.REGISTRY}filler/{i}", b"{}")])
-        scaled = cache.state.groups[WEB].model_copy(update={"instances": 2})
-        await store.commit([Put(keys.group_key(WEB), scaled.model_dump_json().encode())])
-        changes = await asyncio.wait_for(writer.apply_group_changes(scaler(5, calls)), 10.0)
-        assert [c.action for c in changes] == ["scaled"]
-        assert calls == [5, 5]  # refused once, then decided on a view with the other change
-        assert store.refused == 1
-    finally:
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)

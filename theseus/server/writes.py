@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -47,7 +47,7 @@ from theseus.server.heartbeats import (
 )
 from theseus.server.reports import next_status
 from theseus.store import keys
-from theseus.store.base import CreateRevisionIs, Guard, Op, Put, Store
+from theseus.store.base import CreateRevisionIs, Op, Put, Store
 from theseus.store.cache import StateCache
 from theseus.store.commit import Txn, TxnTooLarge, commit_all, single
 from theseus.store.encoding import (
@@ -60,11 +60,6 @@ from theseus.store.encoding import (
 )
 
 ATTEMPTS = 5
-# After a guarded write was refused, how long to wait for the cache to apply the change that
-# refused it before deciding again. A busy server's cache may be seconds behind etcd: waiting
-# only for the next revision, it decided again from views still without that change, each
-# refused the same way, and five refusals answered 409 to a deploy during a 50,000-task one.
-CATCH_UP_TIMEOUT = 5.0
 # The groups one document may change: each is one guarded write, with its history and its
 # deployment, all in one transaction.
 MAX_GROUP_CHANGES = 64
@@ -226,23 +221,9 @@ class Writer:
                 if not client_keeps_index():  # else it reads by index (``client_index``)
                     await self._cache.wait_for_revision(revision)
                 return answer
-            # Someone changed one of these groups since our snapshot: catch up with that
-            # change, and decide again.
-            await self._catch_up(txn.guards, state.revision)
+            # Someone changed one of these groups since our snapshot: catch up and re-plan.
+            await self._cache.wait_for_revision(state.revision + 1, timeout=1.0)
         raise ConflictError("the groups kept changing concurrently; try again")
-
-    async def _catch_up(self, guards: Sequence[Guard], seen: int) -> None:
-        """Until the cache has applied the changes that may have refused a write: each
-        guarded key's last change in etcd now (etcd's current revision for a key that is
-        gone), and at least the revision after ``seen``; at most ``CATCH_UP_TIMEOUT``."""
-
-        async def changed_at(key: str) -> int:
-            entry = await self._store.get(key)
-            return entry.mod_revision if entry is not None else await self._store.current_revision()
-
-        revisions = await asyncio.gather(*(changed_at(guard.key) for guard in guards))
-        target = max([seen + 1, *revisions])
-        await self._cache.wait_for_revision(target, timeout=CATCH_UP_TIMEOUT)
 
     async def rebuild_registry(self) -> RegistryDiff:
         """``/cleanup``: bring the registry in line with task state now, and say what changed.
