@@ -26,19 +26,26 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aetcd
+import grpc  # type: ignore[import-untyped]
 
 from theseus.store.base import (
     Change,
     Entry,
     Guard,
-    HistoryCompacted,
     ModRevisionIs,
     Op,
     Put,
     StoreUnavailable,
 )
 from theseus.store.commit import Txn, TxnTooLarge, fits
-from theseus.store.etcd_tls import EtcdTls, make_client, parse_endpoint
+from theseus.store.etcd_tls import (
+    Endpoint,
+    EtcdTls,
+    blocking_channel,
+    make_client,
+    parse_endpoint,
+)
+from theseus.store.etcd_watch import WatchCancelled, WatchStream
 
 log = logging.getLogger(__name__)
 
@@ -250,26 +257,20 @@ class EtcdStore:
 
         Raises ``HistoryCompacted`` or ``StoreUnavailable``, or simply ends when the store
         moves to another member; the caller resumes from the last revision it saw plus one
-        (or reloads after compaction).
+        (or reloads after compaction). The stream is read by a thread of its own, on a channel
+        of its own to the current member (``theseus.store.etcd_watch`` says why).
         """
         client = await self._session()
+        stream = open_watch(self._addresses[self._member], self._tls, start, end, start_revision)
         try:
-            watch = await client.watch(
-                start.encode(), range_end=end.encode(), start_revision=start_revision
-            )
-            async for event in watch:
-                value = event.kv.value if event.kind == aetcd.EventKind.PUT else None
-                yield Change(
-                    key=event.kv.key.decode(),
-                    value=value,
-                    revision=event.kv.mod_revision,
-                    create_revision=event.kv.create_revision,
-                    lease=event.kv.lease,
-                )
-        except aetcd.RevisionCompactedError as exc:
-            raise HistoryCompacted(str(exc)) from exc
-        except aetcd.ClientError as exc:
+            async for change in stream.changes():
+                yield change
+        except WatchCancelled as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except grpc.RpcError as exc:
             raise self._unavailable(client, exc) from exc
+        finally:
+            stream.close()
 
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int | None:
         """Apply ``ops`` atomically if every guard holds; the new revision, or None if a guard
@@ -345,10 +346,24 @@ class EtcdStore:
             raise self._unavailable(client, exc) from exc
 
 
+def open_watch(
+    endpoint: Endpoint, tls: EtcdTls | None, start: str, end: str, start_revision: int
+) -> WatchStream:
+    """A watch of ``[start, end)`` from ``start_revision`` on one member, on a channel of its
+    own, read by a thread of its own (``EtcdStore.watch`` reads it)."""
+    channel = blocking_channel(endpoint, tls, CHANNEL_OPTIONS)
+    request = aetcd.rpc.WatchRequest(
+        create_request=aetcd.rpc.WatchCreateRequest(
+            key=start.encode(), range_end=end.encode(), start_revision=start_revision
+        )
+    )
+    return WatchStream(channel, aetcd.rpc.WatchStub(channel).Watch, request, REQUIRE_LEADER)
+
+
 def _is_member_failure(exc: BaseException) -> bool:
     if isinstance(exc, (*_MEMBER_FAILURES, aetcd.WatchTimeoutError)):
         return True
-    if isinstance(exc, aetcd.rpc.AioRpcError):
+    if isinstance(exc, grpc.RpcError):  # the asyncio API's errors, and the watch thread's
         codes = (aetcd.rpc.StatusCode.UNAVAILABLE, aetcd.rpc.StatusCode.DEADLINE_EXCEEDED)
         return exc.code() in codes
     return False

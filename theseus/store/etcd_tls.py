@@ -108,6 +108,16 @@ def make_client(
     return aetcd.Client(host=endpoint.host, port=endpoint.port, timeout=timeout, options=options)
 
 
+def blocking_channel(endpoint: Endpoint, tls: EtcdTls | None, options: dict[str, Any]) -> Any:
+    """A channel of gRPC's blocking API to one member, plain or over TLS as ``endpoint`` says
+    (the etcd watch reads it from a thread: ``theseus.store.etcd_watch``)."""
+    target = f"{endpoint.host}:{endpoint.port}"
+    if endpoint.secure:
+        assert tls is not None  # parse_endpoint saw to it
+        return grpc.secure_channel(target, tls.credentials(), options=list(options.items()))
+    return grpc.insecure_channel(target, options=list(options.items()))
+
+
 class TlsClient(aetcd.Client):  # type: ignore[misc]
     """aetcd's client over a TLS channel that presents a client certificate. The member's
     certificate must chain to ``tls.ca`` and name the host dialled (an IP SAN for an IP)."""
