@@ -14,7 +14,8 @@ they are the same objects (identity, not equality: that check is free).
   ``group_index`` (the revision of the last change to the group's tasks or statuses) and
   ``alive_index`` (the last change to the set of live nodes).
 
-``assignments_json`` and ``groups_json`` run on the event loop. ``tasks_json`` runs in worker
+``assignments_json`` and ``group_json`` run on the event loop (the groups' route gives the
+loop a turn every few milliseconds between two groups). ``tasks_json`` runs in worker
 threads, over a snapshot of the state (``ClusterState.copy``: the cache goes on changing its
 own), because at 50,000 tasks one answer took 0.6-2.8 s and held the loop, every heartbeat
 with it, that long (``theseus.server.routes.tasks``); it takes its memo's lock, so two such
@@ -136,23 +137,38 @@ class WireMemo:
         group_index: dict[str, int],
         alive_index: int,
     ) -> str:
-        parts = []
-        for group_id, group in groups:
-            changed = group_index.get(group_id, 0)
-            kept = self._groups.get(group_id)
-            if (
-                kept is not None
-                and kept.group is group
-                and kept.changed == changed
-                and kept.alive_index == alive_index
-            ):
-                parts.append(kept.text)
-                continue
-            text = group_info(state, group_id, group).model_dump_json()
-            self._groups[group_id] = _GroupPiece(group, changed, alive_index, text)
-            parts.append(text)
+        """All of ``groups`` at once (the route builds the same answer in slices)."""
+        parts = [
+            self.group_json(state, group_id, group, group_index.get(group_id, 0), alive_index)
+            for group_id, group in groups
+        ]
+        self.prune_groups(state)
+        return groups_body(parts)
+
+    def group_json(
+        self, state: ClusterState, group_id: str, group: GroupRecord, changed: int, alive_index: int
+    ) -> str:
+        """One group's entry; ``changed`` is its ``group_index`` revision, read with ``state``
+        (no await between: the memo keys the text by it)."""
+        kept = self._groups.get(group_id)
+        if (
+            kept is not None
+            and kept.group is group
+            and kept.changed == changed
+            and kept.alive_index == alive_index
+        ):
+            return kept.text
+        text = group_info(state, group_id, group).model_dump_json()
+        self._groups[group_id] = _GroupPiece(group, changed, alive_index, text)
+        return text
+
+    def prune_groups(self, state: ClusterState) -> None:
         _prune(self._groups, state.groups)
-        return f'{{"groups":[{",".join(parts)}]}}'
+
+
+def groups_body(parts: list[str]) -> str:
+    """``GroupList``'s JSON around the groups' entries."""
+    return f'{{"groups":[{",".join(parts)}]}}'
 
 
 def _prune(memo: dict[str, Any], present: dict[str, Any]) -> None:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aetcd
-import grpc  # type: ignore[import-untyped]
 
 from theseus.store.base import (
     Change,
@@ -38,14 +38,8 @@ from theseus.store.base import (
     StoreUnavailable,
 )
 from theseus.store.commit import Txn, TxnTooLarge, fits
-from theseus.store.etcd_tls import (
-    Endpoint,
-    EtcdTls,
-    blocking_channel,
-    make_client,
-    parse_endpoint,
-)
-from theseus.store.etcd_watch import WatchCancelled, WatchStream
+from theseus.store.etcd_tls import EtcdTls, make_client, parse_endpoint
+from theseus.store.etcd_watch import WatchFailed, open_watch
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +99,7 @@ class EtcdStore:
         self._keeper: _LeaseKeeper | None = None
         self._retired: dict[aetcd.Client, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._ssl: ssl.SSLContext | None = None  # the watch's TLS, made at its first use
 
     @property
     def endpoint(self) -> str:
@@ -257,20 +252,31 @@ class EtcdStore:
 
         Raises ``HistoryCompacted`` or ``StoreUnavailable``, or simply ends when the store
         moves to another member; the caller resumes from the last revision it saw plus one
-        (or reloads after compaction). The stream is read by a thread of its own, on a channel
-        of its own to the current member (``theseus.store.etcd_watch`` says why).
+        (or reloads after compaction). Read through the current member's HTTP gateway, not
+        gRPC: ``theseus.store.etcd_watch`` says why.
         """
         client = await self._session()
-        stream = open_watch(self._addresses[self._member], self._tls, start, end, start_revision)
+        endpoint = self._addresses[self._member]
+        if endpoint.secure and self._ssl is None:
+            assert self._tls is not None  # parse_endpoint saw to it
+            self._ssl = self._tls.ssl_context()
+        watching = open_watch(
+            endpoint.host,
+            endpoint.port,
+            self._ssl if endpoint.secure else None,
+            start,
+            end,
+            start_revision,
+            self._timeout,
+        )
         try:
-            async for change in stream.changes():
-                yield change
-        except WatchCancelled as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        except grpc.RpcError as exc:
-            raise self._unavailable(client, exc) from exc
+            async for changes in watching:
+                for change in changes:
+                    yield change
+        except WatchFailed as exc:
+            raise self._unavailable(client, exc, member_failed=exc.member_failed) from exc
         finally:
-            stream.close()
+            await watching.aclose()
 
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int | None:
         """Apply ``ops`` atomically if every guard holds; the new revision, or None if a guard
@@ -346,24 +352,10 @@ class EtcdStore:
             raise self._unavailable(client, exc) from exc
 
 
-def open_watch(
-    endpoint: Endpoint, tls: EtcdTls | None, start: str, end: str, start_revision: int
-) -> WatchStream:
-    """A watch of ``[start, end)`` from ``start_revision`` on one member, on a channel of its
-    own, read by a thread of its own (``EtcdStore.watch`` reads it)."""
-    channel = blocking_channel(endpoint, tls, CHANNEL_OPTIONS)
-    request = aetcd.rpc.WatchRequest(
-        create_request=aetcd.rpc.WatchCreateRequest(
-            key=start.encode(), range_end=end.encode(), start_revision=start_revision
-        )
-    )
-    return WatchStream(channel, aetcd.rpc.WatchStub(channel).Watch, request, REQUIRE_LEADER)
-
-
 def _is_member_failure(exc: BaseException) -> bool:
     if isinstance(exc, (*_MEMBER_FAILURES, aetcd.WatchTimeoutError)):
         return True
-    if isinstance(exc, grpc.RpcError):  # the asyncio API's errors, and the watch thread's
+    if isinstance(exc, aetcd.rpc.AioRpcError):
         codes = (aetcd.rpc.StatusCode.UNAVAILABLE, aetcd.rpc.StatusCode.DEADLINE_EXCEEDED)
         return exc.code() in codes
     return False

@@ -3,7 +3,9 @@ them (``parse_endpoint``), and the aetcd client whose channel is a secure one (`
 
 aetcd 1.0 only opens plain gRPC channels; ``TlsClient.connect`` is aetcd's own ``connect``
 with ``grpc.aio.secure_channel`` in place of ``insecure_channel``, so everything built on the
-channel (its stubs, the watcher, the store's lease stream) runs over TLS unchanged.
+channel (its stubs, the watcher, the store's lease stream) runs over TLS unchanged. The
+cache's watch, read through etcd's HTTP gateway, gets the same as an ``ssl.SSLContext``
+(``EtcdTls.ssl_context``).
 
 Called by ``theseus.store.etcd`` (``EtcdStore`` makes one client per member it connects to) and
 by the server's app (``EtcdTls.from_files`` on ``theseus server --etcd-cacert/--etcd-cert/
@@ -12,6 +14,10 @@ by the server's app (``EtcdTls.from_files`` on ``theseus server --etcd-cacert/--
 
 from __future__ import annotations
 
+import os
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,6 +53,26 @@ class EtcdTls:
         return grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same for an asyncio connection (the watch, ``theseus.store.etcd_watch``): the
+        member's certificate must chain to ``ca`` and name the host dialled."""
+        context = ssl.create_default_context(cadata=self.ca.decode())
+        # load_cert_chain reads only files: give it the PEM in files that live in memory,
+        # so that the key is never written anywhere.
+        with _memory_file("cert", self.cert) as cert, _memory_file("key", self.key) as key:
+            context.load_cert_chain(cert, key)
+        return context
+
+
+@contextmanager
+def _memory_file(name: str, data: bytes) -> Iterator[str]:
+    fd = os.memfd_create(name)
+    try:
+        os.write(fd, data)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -106,16 +132,6 @@ def make_client(
         assert tls is not None  # parse_endpoint saw to it
         return TlsClient(endpoint.host, endpoint.port, tls, timeout=timeout, options=options)
     return aetcd.Client(host=endpoint.host, port=endpoint.port, timeout=timeout, options=options)
-
-
-def blocking_channel(endpoint: Endpoint, tls: EtcdTls | None, options: dict[str, Any]) -> Any:
-    """A channel of gRPC's blocking API to one member, plain or over TLS as ``endpoint`` says
-    (the etcd watch reads it from a thread: ``theseus.store.etcd_watch``)."""
-    target = f"{endpoint.host}:{endpoint.port}"
-    if endpoint.secure:
-        assert tls is not None  # parse_endpoint saw to it
-        return grpc.secure_channel(target, tls.credentials(), options=list(options.items()))
-    return grpc.insecure_channel(target, options=list(options.items()))
 
 
 class TlsClient(aetcd.Client):  # type: ignore[misc]

@@ -1,181 +1,176 @@
-"""``WatchStream``: one etcd watch read by a thread of its own with gRPC's blocking API, and
-handed to the event loop in batches. ``EtcdStore.watch`` (``theseus.store.etcd``) is its only
-caller; the server's cache follows etcd through it.
+"""The cache's etcd watch, read through etcd's HTTP gateway (``POST /v3/watch``, the same
+watch as gRPC's, as lines of JSON) on a plain asyncio connection. ``EtcdStore.watch``
+(``theseus.store.etcd``) is its only caller; the server's cache follows etcd through it.
 
-Why a thread: read with gRPC's asyncio API, every watch message costs the event loop two or
+Why not gRPC: read with gRPC's asyncio API, every watch message costs the event loop two or
 three of its rounds (the read is queued, gRPC's poller thread wakes the loop, the reading task
 resumes, then the consumer). While thousands of agents keep the loop busy a round takes tens
-of milliseconds, so the watch is read at a few dozen messages a second; etcd then holds
-thousands of events for it (its ``slow_watcher`` metric) and every write that waits to read
-itself back (a deploy, a scale) waits seconds. Here the thread reads each message as it
-arrives, with the GIL released while it waits, and the loop takes whatever has arrived in one
-go, however many messages that is.
+of milliseconds, so the watch was read at a few dozen messages a second; etcd then held up to
+25,730 events for it at 5,000 nodes, and every write that waits to read itself back (a
+deploy, a scale) waited seconds. Read by a thread with gRPC's blocking API the watch kept up,
+but two more threads then took the GIL from the loop at every message, and on a machine whose
+cores were all busy the loop waited for them: heartbeats timed out and a 5,000-node run
+collapsed (BENCHMARKS.md, issue 17). Here one read takes whatever the socket holds, however
+many messages that is, in one round and on the loop's own thread.
 
-The thread reads at most ``MAX_BUFFERED`` changes ahead of the loop, then waits; etcd keeps the
-rest, as it does for any slow watcher.
+``read_changes`` is the reading (HTTP by h11, then JSON lines); ``open_watch`` connects and
+asks. Errors: ``HistoryCompacted``, ``WatchFailed`` (``member_failed`` when another member
+may do better).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
-from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+import base64
+import json
+import ssl
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
+
+import h11
 
 from theseus.store.base import Change, HistoryCompacted
 
-log = logging.getLogger(__name__)
-
-MAX_BUFFERED = 50_000  # changes read but not yet taken by the loop
-_DONE = object()  # the stream ended without an error
-
-
-class WatchCancelled(Exception):
-    """etcd cancelled the watch (a member without a leader, for one): resume elsewhere."""
+READ_SIZE = 1 << 20  # bytes taken from the connection at most per read
+# gRPC codes (as the gateway reports them) after which another member may do better:
+# UNAVAILABLE (member down, or without a leader) and DEADLINE_EXCEEDED.
+_MEMBER_FAILURE_CODES = (14, 4)
 
 
-class WatchStream:
-    """The changes to ``[start, end)`` from ``start_revision`` on, through ``channel``.
+class WatchFailed(Exception):
+    """The watch could not be opened or broke; ``member_failed``: the member seems gone."""
 
-    ``watch_method`` is the blocking Watch method of ``channel`` and ``create_request`` the
-    watch's create request (both from ``theseus.store.etcd``, which owns etcd's protocol).
-    Read ``changes()``; leaving it (or ``close``) cancels the stream and closes the channel.
-    Errors: ``grpc.RpcError`` as gRPC raised it, ``HistoryCompacted``, ``WatchCancelled``.
-    """
+    def __init__(self, message: str, member_failed: bool) -> None:
+        super().__init__(message)
+        self.member_failed = member_failed
 
-    def __init__(
-        self,
-        channel: Any,
-        watch_method: Any,
-        create_request: Any,
-        metadata: Sequence[tuple[str, str]],
-    ) -> None:
-        self._channel = channel
-        self._watch_method = watch_method
-        self._create_request = create_request
-        self._metadata = tuple(metadata)
-        self._closing = threading.Event()
-        self._room = threading.Condition()
-        self._items: deque[list[Change] | BaseException | object] = deque()
-        self._buffered = 0  # changes in _items
-        self._wake_pending = False
-        self._arrived = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._call: Any = None
-        self._thread = threading.Thread(target=self._read, name="etcd-watch", daemon=True)
 
-    def _requests(self) -> Iterator[Any]:
-        """What gRPC sends: the create request, then nothing until the stream closes."""
-        yield self._create_request
-        self._closing.wait()
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
-    @property
-    def buffered(self) -> int:
-        """Changes the thread has read that the loop has not taken yet."""
-        with self._room:
-            return self._buffered
 
-    # -- the reading thread ------------------------------------------------------------------
+async def open_watch(
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    start: str,
+    end: str,
+    start_revision: int,
+    connect_timeout: float,
+) -> AsyncGenerator[list[Change], None]:
+    """The changes to ``[start, end)`` from ``start_revision`` on, in etcd's order, in
+    batches of whatever had arrived. Ends when etcd ends the stream."""
+    try:
+        async with asyncio.timeout(connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=ssl_context, limit=READ_SIZE
+            )
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+        raise WatchFailed(f"cannot open a watch on {host}:{port}: {exc!r}", True) from exc
+    http = h11.Connection(h11.CLIENT)
+    body = json.dumps(
+        {
+            "create_request": {
+                "key": _b64(start),
+                "range_end": _b64(end),
+                "start_revision": start_revision,
+            }
+        }
+    ).encode()
+    headers = [
+        ("Host", f"{host}:{port}"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        # etcd's "require leader": a member without a raft leader cancels the stream at
+        # once (the gateway passes Grpc-Metadata-* headers on as gRPC metadata).
+        ("Grpc-Metadata-hasleader", "true"),
+    ]
+    writer.write(http.send(h11.Request(method="POST", target="/v3/watch", headers=headers)))
+    writer.write(http.send(h11.Data(data=body)))
+    writer.write(http.send(h11.EndOfMessage()))
+    try:
+        async for batch in read_changes(reader, http):
+            yield batch
+    finally:
+        # Abort, not close: nothing more is to be said on a watch we leave, and a TLS close
+        # would wait for the member's answer (and leave the socket open if the loop ends).
+        writer.transport.abort()
 
-    def _read(self) -> None:
+
+async def read_changes(
+    reader: asyncio.StreamReader, http: h11.Connection
+) -> AsyncGenerator[list[Change], None]:
+    """Read the gateway's answer from ``reader``: each read takes everything buffered, and
+    every whole line of it becomes part of one batch."""
+    partial = b""
+    while True:
         try:
-            self._call = self._watch_method(self._requests(), metadata=self._metadata)
-            if self._closing.is_set():  # closed while the call was being opened
-                self._call.cancel()
-            for response in self._call:
-                if response.compact_revision:
-                    raise HistoryCompacted(f"compacted up to {response.compact_revision}")
-                if response.canceled:
-                    raise WatchCancelled(response.cancel_reason or "watch cancelled by etcd")
-                if response.events:
-                    self._hand([_change(event) for event in response.events])
-            self._hand(_DONE)
-        except Exception as exc:  # handed to the loop, which raises it to the watch's reader
-            if not self._closing.is_set():
-                self._hand(exc)
-
-    def _hand(self, item: list[Change] | BaseException | object) -> None:
-        with self._room:
-            while self._buffered >= MAX_BUFFERED and not self._closing.is_set():
-                self._room.wait()
-            self._items.append(item)
-            if isinstance(item, list):
-                self._buffered += len(item)
-            wake = not self._wake_pending
-            self._wake_pending = True
-        if wake:
+            received = await reader.read(READ_SIZE)
+        except OSError as exc:
+            raise WatchFailed(f"watch connection lost: {exc!r}", True) from exc
+        http.receive_data(received)  # b"" says the connection closed
+        pieces, ended = _pieces(http)
+        if pieces:
+            *lines, partial = (partial + b"".join(pieces)).split(b"\n")
+            changes: list[Change] = []
             try:
-                self._loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the loop is closed: nobody reads any more
-                self._closing.set()
-
-    # -- the event loop ----------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        with self._room:
-            self._wake_pending = False
-        self._arrived.set()
-
-    def _take(self) -> list[list[Change] | BaseException | object]:
-        with self._room:
-            items = list(self._items)
-            self._items.clear()
-            self._buffered = 0
-            self._room.notify_all()
-        return items
-
-    async def changes(self) -> AsyncIterator[Change]:
-        """Every change, in etcd's order; each batch the thread handed is taken whole."""
-        self._thread.start()
-        try:
-            while True:
-                # Cleared before taking: a batch handed after the take sets it again. Wait
-                # only when nothing has arrived: the wake-up of what did may not have run yet.
-                self._arrived.clear()
-                items = self._take()
-                if not items:
-                    await self._arrived.wait()
-                    continue
-                for item in items:
-                    if isinstance(item, list):
-                        for change in item:
-                            yield change
-                    elif item is _DONE:
-                        return
-                    else:
-                        assert isinstance(item, BaseException)
-                        raise item
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Stop reading: cancel the call, let the thread go, close the channel."""
-        if self._closing.is_set():
+                for line in lines:
+                    if line.strip():
+                        changes.extend(_changes(line))
+            except (WatchFailed, HistoryCompacted):
+                if changes:  # what came before the error is etcd's as much as ever
+                    yield changes
+                raise
+            if changes:
+                yield changes
+        if ended:
             return
-        self._closing.set()
-        with self._room:
-            self._room.notify_all()
-        call = self._call
-        if call is not None:
-            call.cancel()
-        self._channel.close()
-
-    def join(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for the reading thread to end (after ``close``); whether it
-        did."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
 
 
-def _change(event: Any) -> Change:
-    kv = event.kv
-    # etcd's event type: 0 is PUT, 1 is DELETE.
+def _pieces(http: h11.Connection) -> tuple[list[bytes], bool]:
+    """The body's bytes h11 has parsed so far, and whether the answer (or connection) ended."""
+    pieces: list[bytes] = []
+    while True:
+        try:
+            event = http.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise WatchFailed(f"etcd's watch answer is not HTTP: {exc}", False) from exc
+        if event is h11.NEED_DATA:
+            return pieces, False
+        if isinstance(event, h11.Response) and event.status_code != 200:
+            member_failed = event.status_code in (502, 503, 504)
+            raise WatchFailed(f"etcd refused the watch: HTTP {event.status_code}", member_failed)
+        if isinstance(event, h11.Data):
+            pieces.append(bytes(event.data))
+        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            return pieces, True
+
+
+def _changes(line: bytes) -> Iterable[Change]:
+    try:
+        message: dict[str, Any] = json.loads(line)
+    except ValueError as exc:
+        raise WatchFailed(f"etcd's watch sent a line that is not JSON: {exc}", False) from exc
+    error = message.get("error")
+    if error is not None:
+        code = error.get("grpc_code", error.get("code"))
+        text = error.get("message", "watch error")
+        raise WatchFailed(f"etcd watch: {text}", code in _MEMBER_FAILURE_CODES)
+    result = message.get("result", {})
+    if int(result.get("compact_revision", 0)):
+        raise HistoryCompacted(f"compacted up to {result['compact_revision']}")
+    if result.get("canceled"):
+        raise WatchFailed(result.get("cancel_reason") or "etcd cancelled the watch", False)
+    return [_change(event) for event in result.get("events", ())]
+
+
+def _change(event: dict[str, Any]) -> Change:
+    kv = event["kv"]
+    deleted = event.get("type") == "DELETE"  # PUT, the default, is left out of the JSON
     return Change(
-        key=kv.key.decode(),
-        value=kv.value if event.type == 0 else None,
-        revision=kv.mod_revision,
-        create_revision=kv.create_revision,
-        lease=kv.lease,
+        key=base64.b64decode(kv["key"]).decode(),
+        value=None if deleted else base64.b64decode(kv.get("value", "")),
+        revision=int(kv["mod_revision"]),
+        create_revision=int(kv.get("create_revision", 0)),
+        lease=int(kv.get("lease", 0)),
     )
