@@ -193,3 +193,21 @@ def test_a_full_window_drops_whole_revisions() -> None:
     assert feed.start == 11
     assert feed.read((10, AFTER_ALL)) == Gap(11)
     assert feed.read((11, 0)) == Gap(11)  # resuming inside a dropped revision: told so
+
+
+def test_routine_events_do_not_push_notable_ones_out_of_the_keepers_reach() -> None:
+    """A deploy's routine events (placements, starts) pass through the window faster than
+    the keeper flushes; the notable ones stay in a ring of their own until it has kept them
+    (at 5,000 nodes the keeper logged "events ... left the window before they were kept")."""
+    feed = EventFeed(make_state, capacity=2)
+    _history(feed)  # NodeReady twice at 11, NodeLost at 12: all notable
+    for revision in range(13, 23):  # a flood of routine ones
+        feed.changed(keys.REGISTRY + f"web/{revision}", revision, None, b"{}", b"{}")
+    assert feed.read((10, AFTER_ALL)) == Gap(20)  # the window moved on
+    kept = feed.read_notable((10, AFTER_ALL))
+    assert not isinstance(kept, Gap)
+    assert [i.event.type for i in kept] == ["NodeReady", "NodeReady", "NodeLost"]
+    assert feed.notable_start == 10
+    small = EventFeed(make_state, notable_capacity=2)
+    _history(small)  # that ring has its bound too, and says so the same way
+    assert small.read_notable((10, AFTER_ALL)) == Gap(11)

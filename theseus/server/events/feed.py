@@ -3,8 +3,9 @@
 ``EventFeed`` is the cache's ``ChangeObserver`` (``theseus.store.cache``): for every change it
 applies, the feed derives the events (``theseus.server.events.derive``), numbers them
 ``<revision>-<n>`` and appends them, with their JSON line made once, to a ring of
-``capacity`` events. Readers (the stream route, the callback deliveries, the keeper that
-persists notable events) each keep their own position and read from the ring; nothing is
+``capacity`` events, and the notable ones to a second ring of their own, which the keeper that
+persists them reads. Readers (the stream route, the callback deliveries, the keeper) each keep
+their own position and read from a ring; nothing is
 queued per reader, so a slow one costs memory nowhere and slows no one. One that falls out of
 the window, or asks for a position from before it, is told so (``Gap``) rather than skipped
 ahead silently.
@@ -28,11 +29,12 @@ from typing import Protocol
 from theseus.api.events import STREAM, Event
 from theseus.model.state import ClusterState
 from theseus.server.events import metrics
-from theseus.server.events.derive import WATCHED, Derived, derive
+from theseus.server.events.derive import NOTABLE, WATCHED, Derived, derive
 
 log = logging.getLogger(__name__)
 
 CAPACITY = 10_000
+NOTABLE_CAPACITY = 10_000
 
 
 class Item:
@@ -101,6 +103,47 @@ class Gap:
     index: int
 
 
+class _Ring:
+    """Events in position order, at most ``capacity`` of them, never half a revision:
+    ``start`` is the index after which it holds every event it was given."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: deque[Item] = deque()
+        self.positions: deque[tuple[int, int]] = deque()  # bisected by readers
+        self.start = 0
+
+    def restart(self, revision: int) -> None:
+        self.items.clear()
+        self.positions.clear()
+        self.start = revision
+
+    def extend(self, items: list[Item]) -> None:
+        for item in items:
+            self.items.append(item)
+            self.positions.append(item.position)
+        while len(self.items) > self.capacity:
+            dropped = self.items.popleft()
+            self.positions.popleft()
+            # Everything of the dropped event's revision goes too, so that a window never
+            # holds half a revision: a reader resuming "after index N" misses nothing of N+1.
+            self.start = max(self.start, dropped.position[0])
+        while self.items and self.items[0].position[0] <= self.start:
+            self.items.popleft()
+            self.positions.popleft()
+
+    def read(self, after: tuple[int, int], last: int, limit: int) -> list[Item] | Gap:
+        if after < (self.start, AFTER_ALL):
+            return Gap(self.start)
+        if after[0] > last and last:
+            # From the future (another server further on, or this one reloaded behind it):
+            # nothing to serve yet but nothing missed either.
+            return []
+        first = bisect.bisect_right(self.positions, after)
+        end = min(first + limit, len(self.items))
+        return [self.items[i] for i in range(first, end)]
+
+
 class EventFeed:
     prefixes: tuple[str, ...] = WATCHED
 
@@ -109,17 +152,29 @@ class EventFeed:
         state: Callable[[], ClusterState],
         capacity: int = CAPACITY,
         clock: Callable[[], float] = time.time,
+        notable_capacity: int = NOTABLE_CAPACITY,
     ) -> None:
         self._state = state
         self._clock = clock
-        self._ring: deque[Item] = deque()
-        self._positions: deque[tuple[int, int]] = deque()  # bisected by readers
-        self._capacity = capacity
-        self.start = 0  # every event with an index above this is (or was) in the window
+        self._window = _Ring(capacity)
+        # The notable events again, for the keeper: a deploy's routine events (50,000
+        # placements and as many starts at 5,000 nodes) pass through the window faster than
+        # the keeper's flushes, and would push the few notable ones out unkept.
+        self._notable = _Ring(notable_capacity)
         self.last = 0  # the last revision seen
         self._n = 0  # events so far of revision ``last``
         self._grew = asyncio.Event()
         self.closed = False
+
+    @property
+    def start(self) -> int:
+        """Every event with an index above this is (or was) in the window."""
+        return self._window.start
+
+    @property
+    def notable_start(self) -> int:
+        """Every notable event with an index above this is (or was) in the notable ring."""
+        return self._notable.start
 
     # --- fed by the cache -----------------------------------------------------------------
 
@@ -128,9 +183,9 @@ class EventFeed:
             log.warning(
                 "event window restarts at %d: changes after %d went unseen", revision, self.last
             )
-        self._ring.clear()
-        self._positions.clear()
-        self.start = self.last = revision
+        self._window.restart(revision)
+        self._notable.restart(revision)
+        self.last = revision
         self._n = 0
         self._wake()
 
@@ -151,18 +206,10 @@ class EventFeed:
         self._append(added)
 
     def _append(self, items: list[Item]) -> None:
-        for item in items:
-            self._ring.append(item)
-            self._positions.append(item.position)
-        while len(self._ring) > self._capacity:
-            dropped = self._ring.popleft()
-            self._positions.popleft()
-            # Everything of the dropped event's revision goes too, so that a window never
-            # holds half a revision: a reader resuming "after index N" misses nothing of N+1.
-            self.start = max(self.start, dropped.position[0])
-        while self._ring and self._ring[0].position[0] <= self.start:
-            self._ring.popleft()
-            self._positions.popleft()
+        self._window.extend(items)
+        notable = [item for item in items if item.type in NOTABLE]
+        if notable:
+            self._notable.extend(notable)
         self._wake()
 
     def released(self) -> None:
@@ -179,18 +226,14 @@ class EventFeed:
     def read(self, after: tuple[int, int], limit: int = 1000) -> list[Item] | Gap:
         """The events after position ``after`` (index, n), at most ``limit``: ``(index,
         AFTER_ALL)`` is "after every event of that index"."""
-        if after < (self.start, AFTER_ALL):
-            return Gap(self.start)
-        if after[0] > self.last and self.last:
-            # From the future (another server further on, or this one reloaded behind it):
-            # nothing to serve yet but nothing missed either.
-            return []
-        first = bisect.bisect_right(self._positions, after)
-        end = min(first + limit, len(self._ring))
-        return [self._ring[i] for i in range(first, end)]
+        return self._window.read(after, self.last, limit)
+
+    def read_notable(self, after: tuple[int, int], limit: int = 1000) -> list[Item] | Gap:
+        """The same of the notable events only (``derive.NOTABLE``), kept longer."""
+        return self._notable.read(after, self.last, limit)
 
     def items(self) -> list[Item]:
-        return list(self._ring)
+        return list(self._window.items)
 
     async def wait(self, timeout: float) -> None:
         """Until the window grows (or is restarted), or ``timeout``."""

@@ -2,8 +2,9 @@
 answers after every server restarted; and the reading of that history.
 
 Only the leader writes (``EventKeeper.run`` does nothing on the others): every ``FLUSH``
-seconds, the notable events (``theseus.server.events.derive.NOTABLE``) its window gained
-since the last batch go into one key, ``/theseus/events/<index>-<n>`` (the last event's
+seconds, the notable events (``theseus.server.events.derive.NOTABLE``) its feed gained since
+the last batch (read from the feed's ring of notable events, which a deploy's routine events
+do not push out) go into one key, ``/theseus/events/<index>-<n>`` (the last event's
 position), attached to a lease of ``RETENTION`` seconds: one write per flush however many
 events, none while nothing notable happens. A new leader resumes after the newest batch in
 etcd, so batches do not repeat (and readers drop repeated ids anyway). At most
@@ -89,7 +90,7 @@ class EventKeeper:
         """One key's worth; True if there may be more."""
         if self._cursor is None:
             self._cursor = await self._resume()
-        got = self._feed.read(self._cursor, limit=READ)
+        got = self._feed.read_notable(self._cursor, limit=READ)
         if isinstance(got, Gap):
             log.warning("events after %s left the window before they were kept", self._cursor)
             self._cursor = (got.index, AFTER_ALL)
@@ -127,7 +128,7 @@ class EventKeeper:
             self._batches.append((entry.key, count))
         positions = [p for e in entries if (p := batch_position(e.key)) is not None]
         newest = max(positions, default=(0, AFTER_ALL))
-        return max(newest, (self._feed.start, AFTER_ALL))
+        return max(newest, (self._feed.notable_start, AFTER_ALL))
 
     async def _lease_id(self) -> int:
         now = time.monotonic()
