@@ -80,7 +80,8 @@ async def test_a_slow_answer_does_not_push_the_next_heartbeat_out(
 ) -> None:
     """Heartbeats go one interval after the last one was sent, however long its answer took:
     the node's lease (and the fence's count of silence) runs from the sending. Answers that
-    take 0.3 s at a pace of 0.5 s: one heartbeat every 0.5 s, not every 0.8 s."""
+    take 0.3 s at a pace of 0.5 s: one heartbeat every 0.45-0.5 s (up to a fifth early, at
+    random), not every 0.8 s."""
     server, _ = running_agent
     server.heartbeat_pace = 0.5
     await wait_until_async(lambda: server.heartbeats >= 2)  # the agent has heard the pace
@@ -89,7 +90,7 @@ async def test_a_slow_answer_does_not_push_the_next_heartbeat_out(
     await wait_until_async(lambda: len(server.heartbeat_arrivals) >= first + 5, 10.0)
     arrivals = server.heartbeat_arrivals[first : first + 5]
     gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
-    assert 0.45 <= sum(gaps) / len(gaps) <= 0.65, gaps
+    assert 0.38 <= sum(gaps) / len(gaps) <= 0.65, gaps
 
 
 async def test_reports_survive_a_server_outage_in_order(

@@ -75,6 +75,7 @@ CLUSTER_ID_FILE = "cluster-id"  # in the state directory
 T = TypeVar("T")
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
+HEARTBEAT_JITTER = 0.2  # a heartbeat goes up to this fraction of its interval early
 # Containers' registry watches each hold a connection to the server for up to a minute: give
 # them a pool of their own, so that they can never hold up the agent's heartbeats or reports.
 DISCOVERY_LIMITS = httpx.Limits(max_connections=500, max_keepalive_connections=20)
@@ -264,7 +265,11 @@ class Agent:
         (or later), so a slow answer (a busy server, or this agent's own loop starved of CPU)
         must not push the next heartbeat, and the silence the fence counts, further out."""
         sent = self.last_contact if self.last_contact is not None else time.monotonic()
-        return max(0.0, sent + self.heartbeat_interval - time.monotonic())
+        # Up to a fifth early, at random (Nomad staggers its heartbeats too): agents that
+        # registered together, or heard a new pace together, would otherwise heartbeat
+        # together for ever, 5,000 of them within seconds.
+        interval = self.heartbeat_interval * (1.0 - random.uniform(0.0, HEARTBEAT_JITTER))
+        return max(0.0, sent + interval - time.monotonic())
 
     async def _assignment_loop(self) -> None:
         index = 0

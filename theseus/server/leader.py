@@ -66,6 +66,12 @@ TICK = 1.0
 # Changes arriving within this window are reconciled in one pass (e.g. a burst of reports).
 COALESCE = 0.005
 SLOW_PASS = 0.5  # seconds: passes slower than this are logged with their breakdown
+# After a pass that changed something, the next waits as long as that pass took, up to
+# MAX_REST (passes shorter than MIN_REST, as in any cluster of a few hundred nodes, do not
+# wait): at 50,000 tasks a pass takes 1-3 s of a core, and back to back they starved the
+# agents' requests and the heartbeats of the other core (BENCHMARKS.md, issue 17).
+MIN_REST = 0.05
+MAX_REST = 2.0
 
 
 class Leader:
@@ -192,6 +198,7 @@ class Leader:
                 _log_slow_pass(
                     plan, started, copied, planned, len(snapshot.tasks), self.child_peak_rss
                 )
+                await _rest_after(planned - copied)
                 continue
             if tracked.wake_at is not None:
                 wake = plan.wake_at
@@ -303,6 +310,12 @@ def _placements(before: ClusterState, plan: Plan) -> int:
             old = before.tasks.get(task_id)
             placed += old is None or old.node is None
     return placed
+
+
+async def _rest_after(took: float) -> None:
+    rest = min(took, MAX_REST)
+    if rest >= MIN_REST:
+        await asyncio.sleep(rest)
 
 
 def _log_slow_pass(

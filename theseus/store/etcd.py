@@ -56,6 +56,8 @@ CHANNEL_OPTIONS = {
 # Sent with every call and stream: a member without a raft leader refuses it at once (and
 # cancels such streams when it loses its leader) rather than leaving it hanging.
 REQUIRE_LEADER = (("hasleader", "true"),)
+# Lease keep-alive streams per connection, used in turn (``refresh_lease``).
+KEEPALIVE_STREAMS = 32
 # How long a member may take to elect a new raft leader before we try another member.
 ELECTION_WAIT = 3.0
 # gRPC codes after which another member may do better: UNAVAILABLE (member down, or without
@@ -96,7 +98,8 @@ class EtcdStore:
         self._member_id = 0  # etcd's id of that member
         self._failed_member_id = 0  # etcd's id of the last member we left because it failed
         self._connecting = asyncio.Lock()
-        self._keeper: _LeaseKeeper | None = None
+        self._keepers: list[_LeaseKeeper] = []  # of _client, KEEPALIVE_STREAMS of them
+        self._next_keeper = 0
         self._retired: dict[aetcd.Client, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._ssl: ssl.SSLContext | None = None  # the watch's TLS, made at its first use
@@ -187,9 +190,7 @@ class EtcdStore:
             self._client = None
             self._member = (self._member + 1) % len(self._endpoints)
             self._failed_member_id = self._member_id
-            if self._keeper is not None:
-                self._keeper.close()
-                self._keeper = None
+            self._close_keepers()
             self._retire(client)
         if isinstance(exc, StoreUnavailable):
             return StoreUnavailable(str(exc))
@@ -210,9 +211,7 @@ class EtcdStore:
         task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        if self._keeper is not None:
-            self._keeper.close()
-            self._keeper = None
+        self._close_keepers()
         for client, handle in list(self._retired.items()):
             handle.cancel()
             self._close_retired(client)
@@ -329,20 +328,27 @@ class EtcdStore:
     async def refresh_lease(self, lease_id: int) -> bool:
         """Keep a lease alive; False if it has already expired.
 
-        Every refresh of this connection shares one long-lived LeaseKeepAlive stream (aetcd
-        opens a new stream per refresh, which at a thousand heartbeats a second is most of
-        the server's work); etcd answers on it in order, one answer per request. Leases
-        belong to the cluster, so after a move to another member the stream re-opens there."""
+        Refreshes share a few long-lived LeaseKeepAlive streams of this connection, taken in
+        turn (aetcd opens a new stream per refresh, which at a thousand heartbeats a second
+        is most of the server's work; on one stream, writes go one at a time, each taking
+        two or three rounds of a busy event loop, and 5,000 nodes' heartbeats queued for
+        seconds). etcd answers on each in order, one answer per request. Leases belong to
+        the cluster, so after a move to another member the streams re-open there."""
         client = await self._session()
-        if self._keeper is None or self._keeper.client is not client:
-            if self._keeper is not None:
-                self._keeper.close()
-            self._keeper = _LeaseKeeper(client, self._timeout)
+        if not self._keepers or self._keepers[0].client is not client:
+            self._close_keepers()
+            self._keepers = [_LeaseKeeper(client, self._timeout) for _ in range(KEEPALIVE_STREAMS)]
+        self._next_keeper = (self._next_keeper + 1) % len(self._keepers)
         try:
-            return await self._keeper.refresh(lease_id)
+            return await self._keepers[self._next_keeper].refresh(lease_id)
         except StoreUnavailable as exc:
             # The stream broke or etcd did not answer in time: both mean the member failed.
             raise self._unavailable(client, exc, member_failed=True) from exc
+
+    def _close_keepers(self) -> None:
+        for keeper in self._keepers:
+            keeper.close()
+        self._keepers = []
 
     async def revoke_lease(self, lease_id: int) -> None:
         client = await self._session()
