@@ -65,6 +65,7 @@ from scrapes import (
     EtcdWatchers,
     api_requests,
     gc_pauses,
+    heartbeat_times,
     late_ticks,
     registration_answers,
     requests_by_route,
@@ -484,6 +485,15 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         (
             "event-loop ticks (every 100 ms) late by > 0.1 / 0.25 / 1 s",
             f"{' / '.join(f'{n:,.0f}' for n in beyond)} of {ticks['all']:,.0f}",
+        )
+    )
+    beats = heartbeat_times(scraped_after)
+    beats.subtract(heartbeat_times(scraped_before))
+    rows.append(
+        (
+            "heartbeats: mean answer / over 1 s / mean etcd lease refresh",
+            f"{beats['s'] / max(1, beats['n']) * 1000:,.0f} ms / {beats['slow']:,.0f} of "
+            f"{beats['n']:,.0f} / {beats['refresh s'] / max(1, beats['refresh n']) * 1000:,.0f} ms",
         )
     )
 

@@ -1,7 +1,8 @@
 """What ``bench/scale.py`` reads from the server's and etcd's ``/metrics``: requests by route,
-garbage-collector pauses, late event-loop ticks; and, sampled through the run, whether etcd
-had a slow watcher (a client that reads its watch stream slower than etcd writes: the
-server's cache falling behind etcd, BENCHMARKS.md, issue 17's sixth session)."""
+garbage-collector pauses, late event-loop ticks, how long heartbeats took; and, sampled
+through the run, whether etcd had a slow watcher (a client that reads its watch stream slower
+than etcd writes: the server's cache falling behind etcd, BENCHMARKS.md, issue 17's sixth
+session)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,31 @@ def late_ticks(samples: Scrape) -> Counter[str]:
         elif name == "theseus_event_loop_lag_seconds_bucket" and labels["le"] in LATE_TICKS:
             ticks[labels["le"]] += value
     return ticks
+
+
+HEARTBEAT_ROUTE = "/v1/agent/{node}/heartbeat"
+
+
+def heartbeat_times(samples: Scrape) -> Counter[str]:
+    """The server's heartbeat answers so far: how many (``n``), their total seconds (``s``),
+    how many took over a second (``slow``), and the same total for the lease refresh in
+    each (``refresh s``, ``refresh n``): a heartbeat waits for its etcd lease refresh."""
+    times: Counter[str] = Counter()
+    for name, labels, value in samples:
+        if labels.get("route") == HEARTBEAT_ROUTE:
+            if name == "theseus_api_request_duration_seconds_count":
+                times["n"] += value
+                times["slow"] += value
+            elif name == "theseus_api_request_duration_seconds_sum":
+                times["s"] += value
+            elif name == "theseus_api_request_duration_seconds_bucket" and labels["le"] == "1.0":
+                times["slow"] -= value
+        elif labels.get("operation") == "refresh_lease":
+            if name == "theseus_etcd_request_duration_seconds_count":
+                times["refresh n"] += value
+            elif name == "theseus_etcd_request_duration_seconds_sum":
+                times["refresh s"] += value
+    return times
 
 
 def requests_by_route(answered: Counter[tuple[str, str, str]]) -> Counter[str]:

@@ -7,11 +7,10 @@ three of its rounds (the read is queued, gRPC's poller thread wakes the loop, th
 resumes, then the consumer). While thousands of agents keep the loop busy a round takes tens
 of milliseconds, so the watch was read at a few dozen messages a second; etcd then held up to
 25,730 events for it at 5,000 nodes, and every write that waits to read itself back (a
-deploy, a scale) waited seconds. Read by a thread with gRPC's blocking API the watch kept up,
-but two more threads then took the GIL from the loop at every message, and on a machine whose
-cores were all busy the loop waited for them: heartbeats timed out and a 5,000-node run
-collapsed (BENCHMARKS.md, issue 17). Here one read takes whatever the socket holds, however
-many messages that is, in one round and on the loop's own thread.
+deploy, a scale) waited seconds. Read by a thread with gRPC's blocking API it kept up too,
+but at the price of two more threads (gRPC's and the reader) taking the GIL from the loop at
+every message. Here one read takes whatever the socket holds, however many messages that is,
+in one round and on the loop's own thread (BENCHMARKS.md, issue 17's seventh session).
 
 ``read_changes`` is the reading (HTTP by h11, then JSON lines); ``open_watch`` connects and
 asks. Errors: ``HistoryCompacted``, ``WatchFailed`` (``member_failed`` when another member
