@@ -1,6 +1,7 @@
 """etcd with three members (issue: Resilience): losing the member a server talks to does not
 stop the cluster. The server moves to another member, deploys and scales still go through it,
-running tasks are untouched, and the member rejoins when restarted.
+running tasks are untouched, and the member rejoins when restarted. A member that hangs is
+left the same way, and the server's watch with it.
 
 Real processes throughout: three etcd members, one server given all three, two docker agents,
 real containers. How long the API answered 503 after each kill is printed (``pytest -s``).
@@ -9,6 +10,7 @@ real containers. How long the API answered 503 after each kill is printed (``pyt
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +128,42 @@ def lose_member(cluster: Cluster, client: ServerClient, victim: str, instances: 
     )
     wait_until(lambda: scaled(client, "steady", instances), 20, "a scale is accepted")
     print(f"\n{victim} killed: a scale was accepted {time.monotonic() - killed_at:.2f} s later")
+
+
+def deployed(client: ServerClient, service: str) -> bool:
+    """Whether a deploy of one looping task went through (False while the server answers 503
+    or cannot be reached)."""
+    try:
+        deploy(client, **{service: {**LOOPING, "instances": 1}})  # again: "unchanged"
+        return True
+    except ApiError as exc:
+        assert exc.status == 503, exc
+        return False
+    except ServerUnreachable:
+        return False
+
+
+def test_a_frozen_member_is_left_and_the_watch_goes_with_the_server(
+    three_members: Cluster, client: ServerClient
+) -> None:
+    """A member that hangs (SIGSTOP: its connections stay open and say nothing, and its
+    kernel still answers TCP) is left like a dead one, and the server's watch, which only
+    reads, is cut there and resumes on the next member: the server's view goes on following
+    etcd, so a new task is seen running."""
+    cluster = three_members
+    victim = member_in_use(cluster)
+    server_log = cluster.processes["server-1"].log
+    endpoint = f"127.0.0.1:{cluster.etcd_members[victim]}"
+    seen = server_log.stat().st_size
+    cluster.kill(victim, signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: f"etcd member {endpoint} failed" in log_since(server_log, seen),
+            30,
+            f"the server leaves {victim} ({endpoint}), frozen",
+        )
+        wait_until(lambda: deployed(client, "after-frozen"), 30, "a deploy is accepted")
+        wait_running(client, "after-frozen", 1)
+    finally:
+        cluster.kill(victim, signal.SIGCONT)
+    cluster.wait_etcd_member(victim)

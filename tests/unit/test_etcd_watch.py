@@ -124,5 +124,9 @@ async def test_a_refusal_and_a_dropped_connection() -> None:
         await batches(reader, http)
     assert failed.value.member_failed
     reader, http = answering(HEAD, chunked(events(put("/k/a", 2))), eof=True)
-    with pytest.raises(WatchFailed, match="not HTTP"):  # cut mid-answer: h11 says so
+    with pytest.raises(WatchFailed, match="closed before etcd ended it") as failed:
+        await batches(reader, http)  # cut mid-answer: the member went, or the store cut it
+    assert failed.value.member_failed
+    reader, http = answering(b"this is not HTTP\r\n\r\n")
+    with pytest.raises(WatchFailed, match="not HTTP"):
         await batches(reader, http)

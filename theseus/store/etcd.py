@@ -103,6 +103,7 @@ class EtcdStore:
         self._retired: dict[aetcd.Client, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._ssl: ssl.SSLContext | None = None  # the watch's TLS, made at its first use
+        self._watch_transports: set[asyncio.WriteTransport] = set()  # open watches' connections
 
     @property
     def endpoint(self) -> str:
@@ -191,12 +192,20 @@ class EtcdStore:
             self._member = (self._member + 1) % len(self._endpoints)
             self._failed_member_id = self._member_id
             self._close_keepers()
+            self._cut_watches()
             self._retire(client)
         if isinstance(exc, StoreUnavailable):
             return StoreUnavailable(str(exc))
         if isinstance(exc, aetcd.ClientError):
             return StoreUnavailable(str(exc))
         return StoreUnavailable(f"{exc.__class__.__name__}: {exc}")
+
+    def _cut_watches(self) -> None:
+        """End the watches on the member we leave: they resume on the next one (a member cut
+        off from us may never say a word on them again)."""
+        for transport in list(self._watch_transports):
+            transport.abort()
+        self._watch_transports.clear()
 
     def _retire(self, client: aetcd.Client) -> None:
         """Close a connection that is no longer used, a little later: calls still in flight
@@ -249,10 +258,11 @@ class EtcdStore:
     async def watch(self, start: str, end: str, start_revision: int) -> AsyncIterator[Change]:
         """Every change to a key in ``[start, end)`` from ``start_revision`` on, in order.
 
-        Raises ``HistoryCompacted`` or ``StoreUnavailable``, or simply ends when the store
-        moves to another member; the caller resumes from the last revision it saw plus one
-        (or reloads after compaction). Read through the current member's HTTP gateway, not
-        gRPC: ``theseus.store.etcd_watch`` says why.
+        Raises ``HistoryCompacted`` or ``StoreUnavailable`` (also when the store moves to
+        another member: its watches there are cut), or simply ends when etcd ends it; the
+        caller resumes from the last revision it saw plus one (or reloads after compaction).
+        Read through the current member's HTTP gateway, not gRPC: ``theseus.store.etcd_watch``
+        says why.
         """
         client = await self._session()
         endpoint = self._addresses[self._member]
@@ -267,6 +277,7 @@ class EtcdStore:
             end,
             start_revision,
             self._timeout,
+            self._watch_transports,
         )
         try:
             async for changes in watching:

@@ -6,7 +6,7 @@ Why not gRPC: read with gRPC's asyncio API, every watch message costs the event 
 three of its rounds (the read is queued, gRPC's poller thread wakes the loop, the reading task
 resumes, then the consumer). While thousands of agents keep the loop busy a round takes tens
 of milliseconds, so the watch was read at a few dozen messages a second; etcd then held up to
-25,730 events for it at 5,000 nodes, and every write that waits to read itself back (a
+31,909 events for it at 5,000 nodes, and every write that waits to read itself back (a
 deploy, a scale) waited seconds. Read by a thread with gRPC's blocking API it kept up too,
 but at the price of two more threads (gRPC's and the reader) taking the GIL from the loop at
 every message. Here one read takes whatever the socket holds, however many messages that is,
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import ssl
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
@@ -31,6 +32,7 @@ import h11
 from theseus.store.base import Change, HistoryCompacted
 
 READ_SIZE = 1 << 20  # bytes taken from the connection at most per read
+KEEPALIVE_IDLE, KEEPALIVE_GAP, KEEPALIVE_PROBES = 5, 2, 3  # seconds, seconds, probes
 # gRPC codes (as the gateway reports them) after which another member may do better:
 # UNAVAILABLE (member down, or without a leader) and DEADLINE_EXCEEDED.
 _MEMBER_FAILURE_CODES = (14, 4)
@@ -56,9 +58,12 @@ async def open_watch(
     end: str,
     start_revision: int,
     connect_timeout: float,
+    open_transports: set[asyncio.WriteTransport],
 ) -> AsyncGenerator[list[Change], None]:
     """The changes to ``[start, end)`` from ``start_revision`` on, in etcd's order, in
-    batches of whatever had arrived. Ends when etcd ends the stream."""
+    batches of whatever had arrived. Ends when etcd ends the stream; fails (``WatchFailed``)
+    when its connection is aborted: its transport is in ``open_transports`` while it is open,
+    so that the store can cut the watches of a member it leaves."""
     try:
         async with asyncio.timeout(connect_timeout):
             reader, writer = await asyncio.open_connection(
@@ -66,6 +71,8 @@ async def open_watch(
             )
     except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
         raise WatchFailed(f"cannot open a watch on {host}:{port}: {exc!r}", True) from exc
+    _keep_alive(writer.get_extra_info("socket"))
+    open_transports.add(writer.transport)
     http = h11.Connection(h11.CLIENT)
     body = json.dumps(
         {
@@ -93,7 +100,21 @@ async def open_watch(
     finally:
         # Abort, not close: nothing more is to be said on a watch we leave, and a TLS close
         # would wait for the member's answer (and leave the socket open if the loop ends).
+        open_transports.discard(writer.transport)
         writer.transport.abort()
+
+
+def _keep_alive(sock: socket.socket | None) -> None:
+    """TCP keep-alive, so that a member that vanished without a word (its machine lost, the
+    network cut) ends the watch after KEEPALIVE_IDLE + KEEPALIVE_PROBES * KEEPALIVE_GAP
+    seconds instead of leaving it silent for ever: a watch only ever reads."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_GAP)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
 
 
 async def read_changes(
@@ -108,7 +129,13 @@ async def read_changes(
         except OSError as exc:
             raise WatchFailed(f"watch connection lost: {exc!r}", True) from exc
         http.receive_data(received)  # b"" says the connection closed
-        pieces, ended = _pieces(http)
+        try:
+            pieces, ended = _pieces(http)
+        except WatchFailed as exc:
+            if received:
+                raise
+            # Closed mid-answer: the member went away, or the store cut it (``EtcdStore``).
+            raise WatchFailed("the watch's connection closed before etcd ended it", True) from exc
         if pieces:
             *lines, partial = (partial + b"".join(pieces)).split(b"\n")
             changes: list[Change] = []
