@@ -8,7 +8,7 @@ from theseus.api.schemas import Assignment, AssignmentList, GroupList, TaskList
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskState
 from theseus.server.views import group_info, task_info
-from theseus.server.wire import WireMemo
+from theseus.server.wire import WireMemo, groups_body
 
 
 def cluster() -> ClusterState:
@@ -75,7 +75,8 @@ def test_group_entries_are_recomputed_only_after_a_change() -> None:
     index = {group_id: 1}
 
     def listed(alive_index: int = 1) -> GroupList:
-        return GroupList.model_validate_json(wire.groups_json(state, groups, index, alive_index))
+        parts = [wire.group_json(state, g, group, index[g], alive_index) for g, group in groups]
+        return GroupList.model_validate_json(groups_body(parts))
 
     assert listed().groups == [group_info(state, group_id, groups[0][1])]
     assert listed().groups[0].running == 0

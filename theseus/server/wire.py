@@ -10,9 +10,10 @@ they are the same objects (identity, not equality: that check is free).
 * ``tasks_json``: ``GET /v1/tasks`` (``TaskList``); a task's entry also depends on its status,
   its node's address and its derived state.
 * ``assignments_json``: ``GET /v1/agent/{node}/assignments`` (``AssignmentList``).
-* ``groups_json``: ``GET /v1/groups`` (``GroupList``), memoised per group on the cache's
-  ``group_index`` (the revision of the last change to the group's tasks or statuses) and
-  ``alive_index`` (the last change to the set of live nodes).
+* ``group_json``: one entry of ``GET /v1/groups`` (``GroupList``: ``groups_body`` puts the
+  entries together), memoised per group on the cache's ``group_index`` (the revision of the
+  last change to the group's tasks or statuses) and ``alive_index`` (the last change to the
+  set of live nodes).
 
 ``assignments_json`` and ``group_json`` run on the event loop (the groups' route gives the
 loop a turn every few milliseconds between two groups). ``tasks_json`` runs in worker
@@ -129,21 +130,6 @@ class WireMemo:
         _prune(self._assignments, state.tasks)
         interval = _dumps(heartbeat_interval)
         return f'{{"index":{index},"heartbeat_interval":{interval},"tasks":[{body}]}}'
-
-    def groups_json(
-        self,
-        state: ClusterState,
-        groups: Iterable[tuple[str, GroupRecord]],
-        group_index: dict[str, int],
-        alive_index: int,
-    ) -> str:
-        """All of ``groups`` at once (the route builds the same answer in slices)."""
-        parts = [
-            self.group_json(state, group_id, group, group_index.get(group_id, 0), alive_index)
-            for group_id, group in groups
-        ]
-        self.prune_groups(state)
-        return groups_body(parts)
 
     def group_json(
         self, state: ClusterState, group_id: str, group: GroupRecord, changed: int, alive_index: int

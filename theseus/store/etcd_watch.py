@@ -122,7 +122,7 @@ async def read_changes(
 ) -> AsyncGenerator[list[Change], None]:
     """Read the gateway's answer from ``reader``: each read takes everything buffered, and
     every whole line of it becomes part of one batch."""
-    partial = b""
+    partial: list[bytes] = []  # the start of a line not yet whole
     while True:
         try:
             received = await reader.read(READ_SIZE)
@@ -136,8 +136,12 @@ async def read_changes(
                 raise
             # Closed mid-answer: the member went away, or the store cut it (``EtcdStore``).
             raise WatchFailed("the watch's connection closed before etcd ended it", True) from exc
-        if pieces:
-            *lines, partial = (partial + b"".join(pieces)).split(b"\n")
+        data = b"".join(pieces)
+        if b"\n" not in data:  # a long line (a catch-up) in the making: joined once whole
+            partial.append(data)
+        else:
+            *lines, rest = b"".join([*partial, data]).split(b"\n")
+            partial = [rest]
             changes: list[Change] = []
             try:
                 for line in lines:

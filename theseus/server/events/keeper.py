@@ -28,7 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from theseus.api.events import Event
 from theseus.model.state import ClusterState
-from theseus.server.events.derive import NOTABLE, derive
+from theseus.server.events.derive import derive
 from theseus.server.events.feed import AFTER_ALL, EventFeed, Gap
 from theseus.store import keys
 from theseus.store.base import Delete, Put, Store, StoreUnavailable
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 RETENTION = 3600
 FLUSH = 1.0
 MAX_EVENTS = 10_000
-READ = 2000  # events read from the window at a time
 PER_KEY = 500  # notable events in one key: about 150 kB, far under etcd's request limit
 KEYS_PER_FLUSH = 10
 EVENTS_END = keys.prefix_end(keys.EVENTS)
@@ -80,7 +79,7 @@ class EventKeeper:
                 self._cursor = None
 
     async def flush(self) -> None:
-        """Keep what the window gained: a key of at most ``PER_KEY`` notable events at a
+        """Keep what the feed gained: a key of at most ``PER_KEY`` notable events at a
         time (a value well under etcd's request limit), a few keys per flush at most."""
         for _ in range(KEYS_PER_FLUSH):
             if not await self._flush_one():
@@ -90,29 +89,25 @@ class EventKeeper:
         """One key's worth; True if there may be more."""
         if self._cursor is None:
             self._cursor = await self._resume()
-        got = self._feed.read_notable(self._cursor, limit=READ)
+        # Only notable events, at most a key's worth: the rest next time.
+        got = self._feed.read_notable(self._cursor, limit=PER_KEY)
         if isinstance(got, Gap):
-            log.warning("events after %s left the window before they were kept", self._cursor)
+            log.warning("notable events after %s were dropped before they were kept", self._cursor)
             self._cursor = (got.index, AFTER_ALL)
             return True
         if not got:
             return False
-        notable_items = [item for item in got if item.type in NOTABLE]
-        if len(notable_items) > PER_KEY:  # stop at the last one that fits: the rest next time
-            got = got[: got.index(notable_items[PER_KEY - 1]) + 1]
-            notable_items = notable_items[:PER_KEY]
-        notable = [item.event for item in notable_items]
+        notable = [item.event for item in got]
         last = got[-1].position
-        if notable:
-            key = batch_key(last)
-            ops: list[Put | Delete] = [Put(key, _EVENTS.dump_json(notable), await self._lease_id())]
-            self._batches.append((key, len(notable)))
-            kept = sum(count for _, count in self._batches)
-            while len(self._batches) > 1 and kept > MAX_EVENTS:
-                old, count = self._batches.popleft()
-                kept -= count
-                ops.append(Delete(old))
-            await self._store.commit(ops)
+        key = batch_key(last)
+        ops: list[Put | Delete] = [Put(key, _EVENTS.dump_json(notable), await self._lease_id())]
+        self._batches.append((key, len(notable)))
+        kept = sum(count for _, count in self._batches)
+        while len(self._batches) > 1 and kept > MAX_EVENTS:
+            old, count = self._batches.popleft()
+            kept -= count
+            ops.append(Delete(old))
+        await self._store.commit(ops)
         self._cursor = last
         return True
 
