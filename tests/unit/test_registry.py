@@ -134,3 +134,14 @@ def test_an_unhealthy_verdict_deletes_the_entry_at_once() -> None:
     state.registry.update(desired_registry(state, memo))
     state.statuses[task.id] = make_status(task, TaskState.RUNNING, healthy=False)
     assert registry_diff(state, memo).deletes == {key}
+
+
+def test_a_task_copied_into_another_group_answers_its_own_group_key() -> None:
+    """``TaskRecord.group_key`` is kept on the record once asked (passes ask it of every task
+    several times); a copy made with another service or labels must not answer the
+    original's, although pydantic copies the record's dict."""
+    task = make_task(make_group("web", labels=["blue"]))
+    assert task.group_key == GroupKey.of("web", ["blue"])  # asked, and so kept
+    moved = task.model_copy(update={"service": "api", "labels": ["green"]})
+    assert moved.group_key == GroupKey.of("api", ["green"])
+    assert task.model_copy(update={"desired": Desired.STOP}).group_key == task.group_key
