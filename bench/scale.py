@@ -63,6 +63,7 @@ from profiler import profile_summary, start_profiler, stop_profiler
 from scrapes import (
     LATE_TICKS,
     EtcdWatchers,
+    abandoned_by_route,
     api_requests,
     gc_pauses,
     heartbeat_times,
@@ -321,6 +322,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     before = etcd_counters(etcd_port)
     scraped_before = scrape(http)
     requests_before = requests_by_route(api_requests(scraped_before))
+    abandoned_before = abandoned_by_route(api_requests(scraped_before))
     cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
     probes: list[Probe] = []
     if args.probe_interval > 0:
@@ -383,6 +385,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     after = etcd_counters(etcd_port)
     scraped_after = scrape(http)
     requests_after = requests_by_route(api_requests(scraped_after))
+    abandoned = abandoned_by_route(api_requests(scraped_after)) - abandoned_before
     cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
     _, hwm = memory_mib(server.pid)
     lost = log_count(worker_logs, "does not know node") - lost_before
@@ -525,6 +528,12 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     )
     for route, n in sorted(requests.items(), key=lambda item: -item[1])[:5]:
         rows.append((f"  {route}", f"{n:,}"))
+    rows.append(
+        (
+            "  of those, left undone: the agent had hung up (499)",
+            ", ".join(f"{route} {n:,}" for route, n in sorted(abandoned.items())) or "0",
+        )
+    )
     for probe in probes:
         errors = ", ".join(f"{n} x {kind}" for kind, n in probe.errors.items())
         rows.append(

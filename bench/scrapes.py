@@ -98,6 +98,16 @@ def requests_by_route(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
     return routes
 
 
+def abandoned_by_route(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
+    """``api_requests``: agents' requests left undone because their agent had hung up by their
+    turn (status 499, ``theseus.server.routes.agent``), by route."""
+    counts: Counter[str] = Counter()
+    for (method, route, status), n in answered.items():
+        if status == "499":
+            counts[f"{method} {route}"] += n
+    return counts
+
+
 def registration_answers(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
     """``api_requests``: how agents' registrations were answered, by status."""
     return Counter(

@@ -5,16 +5,20 @@ the field and changes nothing, and ``/openapi.json`` still describes them."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.kit.app import inprocess_api
 from tests.kit.wait import wait_until_async
 from theseus.server.app import create_app
 from theseus.server.config import ServerConfig
+from theseus.server.routes import agent as agent_routes
 from theseus.store import keys
+from theseus.store.base import Store
 from theseus.store.memory import MemoryStore
 
 NODE = "n1"
@@ -116,6 +120,67 @@ async def test_assignments_wait_for_a_change_after_the_index_given() -> None:
         bad = await api.get(f"/v1/agent/{NODE}/assignments", params={"index": "first"})
         assert bad.status_code == 422
         assert [d["path"] for d in bad.json()["details"]] == ["query.index"]
+
+
+async def post_and_hang_up(app: Any, path: str, body: bytes) -> int:
+    """POST ``body`` to ``app`` as an agent whose client gave up once it had sent it (its
+    timeout ran out and it closed the connection): the status the server answered."""
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"theseus"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.2", 40000),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    (status,) = statuses
+    return status
+
+
+async def test_a_report_its_agent_gave_up_on_while_it_waited_is_left_undone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An overloaded server still did the work of requests whose agents had timed out, and the
+    agents sent them again: the work doubled. A report batch whose agent has hung up by its
+    turn is now answered 499 and not written; an agent still there is served as before."""
+    monkeypatch.setattr(agent_routes, "ABANDON_CHECK_AFTER", 0.0)  # ask every request
+    store = MemoryStore()
+
+    def open_store(config: ServerConfig) -> Store:
+        return store
+
+    app = create_app(ServerConfig(), open_store=open_store)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://theseus") as api:
+            (task,) = (await register_with_tasks(api, 1))["tasks"]
+            status_key = keys.status_key(task["task_id"])
+            batch = {"reports": [report(task["task_id"])]}
+            path = f"/v1/agent/{NODE}/reports"
+            assert await post_and_hang_up(app, path, json.dumps(batch).encode()) == 499
+            assert store.value(status_key) is None, "an abandoned report was written"
+            answer = await api.post(path, json=batch)
+            assert (answer.status_code, answer.json()) == (200, {"accepted": 1, "written": 1})
+            assert store.value(status_key) is not None
+            metrics = (await api.get("/metrics")).text
+            assert 'route="/v1/agent/{node}/reports",status="499"} 1.0' in metrics
 
 
 def test_the_openapi_document_describes_the_hot_routes() -> None:
