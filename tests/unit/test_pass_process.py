@@ -12,6 +12,7 @@ from tests.kit.builders import apply_plan, make_group, make_node, make_state, pl
 from theseus.model.state import ClusterState
 from theseus.reconciler.reconcile import reconcile
 from theseus.reconciler.registry import EncodingMemo
+from theseus.server import pass_process
 from theseus.server.pass_process import (
     PassProcessFailed,
     forked_pass,
@@ -106,3 +107,22 @@ def test_only_a_pass_with_many_placements_to_make_is_worth_a_child() -> None:
     state = make_state(groups=[make_group("web", instances=500)], nodes=nodes)
     apply_plan(state, plan_of(state))
     assert len(state.tasks) == 500 and not worth_a_child(state)
+
+
+def test_a_pass_that_looks_at_very_many_tasks_is_worth_a_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Placing nothing, a pass over 50,000 tasks still held the GIL for seconds in the
+    leader's thread: from ``CHILD_MIN_TASKS`` tasks in its scope on, it goes to a child."""
+    monkeypatch.setattr(pass_process, "CHILD_MIN_TASKS", 400)
+    nodes = [make_node(f"n{i}", cpus=1000.0, mem=1e7) for i in range(3)]
+    state = make_state(
+        groups=[make_group("web", instances=300), make_group("api", instances=200)], nodes=nodes
+    )
+    apply_plan(state, plan_of(state))
+    assert len(state.tasks) == 500
+    assert worth_a_child(state)  # a full pass
+    key_of = {group.service: key for key, group in state.groups.items()}
+    web, api = key_of["web"], key_of["api"]
+    assert worth_a_child(state, frozenset({web, api}))
+    assert not worth_a_child(state, frozenset({web}))  # 300 tasks: the thread

@@ -232,7 +232,7 @@ class Leader:
         commit, which waits for the pass. A pass worth a child process is a full one (placing
         is what costs there, not looking)."""
         with self._pass_lock:
-            if self._fork_passes and worth_a_child(snapshot):
+            if self._fork_passes and worth_a_child(snapshot, only):
                 try:
                     done = forked_pass(snapshot, now, self._encodings)
                 except (OSError, PassProcessFailed) as exc:

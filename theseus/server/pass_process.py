@@ -20,10 +20,12 @@ and objects cannot come back from a child as themselves: the child says which en
 encoded again, by the ids of their records, and the parent files them under its own objects
 (the snapshot's, or the plan's that the cache will keep).
 
-Only a pass with placements to make goes to a child (``worth_a_child``): a fork costs the
-pages the child touches, every one copied from the parent (a steady pass over 20,000 tasks
-took 0.6-1.3 s in a child against 0.3 s in the thread, and a deploy's reports call for about
-twenty of them), while placing is what takes the CPU (105 µs a task).
+A pass goes to a child when it has placements to make, or looks at very many tasks
+(``worth_a_child``): a fork costs the pages the child touches, every one copied from the
+parent (a steady pass over 20,000 tasks took 0.6-1.3 s in a child against 0.3 s in the
+thread, and a deploy's reports call for about twenty of them), while placing is what takes
+the CPU (105 µs a task). From ``CHILD_MIN_TASKS`` tasks on, though, looking is a GIL held
+for seconds, which the event loop cannot spare. A pass in a child is a full one.
 
 If the child ends without an answer (killed, out of memory), ``PassProcessFailed`` is raised
 and the leader runs that pass in its thread instead.
@@ -53,6 +55,12 @@ T = TypeVar("T")
 # Placements from which a pass is worth a child: about 50 ms of placing, as much as a fork of
 # a server with 10,000 tasks costs.
 CHILD_MIN_PLACEMENTS = 500
+# Tasks a pass looks at from which it is worth a child though it places nothing. Looking at
+# 50,000 tasks takes 0.45 s alone; in the leader's thread at 5,000 nodes, while a deploy's
+# reports made every group change, each such pass took 1-3 s and held the GIL half of that
+# time away from the event loop (heartbeats answered in seconds, reports timed out). Below
+# this, a thread is cheaper: the child pays for every page it touches (BENCHMARKS.md).
+CHILD_MIN_TASKS = 30_000
 
 
 class PassProcessFailed(RuntimeError):
@@ -80,10 +88,17 @@ class PassResult:
     child_peak_rss: int = 0  # bytes: the child's own pages, shared ones included
 
 
-def worth_a_child(state: ClusterState) -> bool:
-    """Whether a pass over ``state`` may place ``CHILD_MIN_PLACEMENTS`` tasks or more: tasks
+def worth_a_child(state: ClusterState, only: frozenset[str] | None = None) -> bool:
+    """Whether a pass over ``state`` (over the groups ``only`` names, or all) looks at
+    ``CHILD_MIN_TASKS`` tasks or more, or may place ``CHILD_MIN_PLACEMENTS`` or more: tasks
     without a node, and the instances the groups lack (a new or scaled group's tasks are
     created by the pass that places them)."""
+    if only is None:
+        looked_at = len(state.tasks)
+    else:
+        looked_at = sum(len(state.tasks_by_group.get(key, ())) for key in only)
+    if looked_at >= CHILD_MIN_TASKS:
+        return True
     missing = sum(
         max(0, group.spec.instances - len(state.tasks_by_group.get(key, ())))
         for key, group in state.groups.items()
