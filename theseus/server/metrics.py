@@ -88,8 +88,9 @@ class ServerMetrics:
         self.passes = Counter(
             "theseus_reconcile_passes",
             "Reconcile passes of the leader, by where they ran: a forked child process (those "
-            "with many placements to make) or the leader's worker thread; and by scope: over "
-            "all groups, or only those that changed since the last pass.",
+            "with many placements to make, or over very many tasks) or the leader's worker "
+            "thread; and by scope: over all groups, or only those that changed since the last "
+            "pass.",
             ["where", "scope"],
             registry=r,
         )
