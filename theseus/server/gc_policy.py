@@ -35,14 +35,6 @@ from typing import Any
 from prometheus_client import Gauge, Histogram
 
 THAW_INTERVAL = 600.0  # seconds between two full examinations of the whole heap
-# A young collection after every 10,000 net new objects instead of Python's 700, and a middle
-# one after every 5 young ones instead of 10. A server's young objects are mostly a request's
-# or a watch batch's, alive for milliseconds: given time, they die by their reference counts
-# before any collection examines them, instead of being examined young, then middle-aged,
-# then in a full collection, then frozen. At 5,000 nodes, a deploy's collections took 6.1 s
-# instead of 12-17 s (BENCHMARKS.md, issue 17's eighth session); each young one takes about
-# 9 ms, and the fewer middle ones (5 young ones' survivors) stay near 60 ms.
-THRESHOLDS = (10_000, 5, 10)
 
 PAUSES = Histogram(
     "theseus_gc_pause_seconds",
@@ -83,11 +75,8 @@ class FreezeSurvivors:
         thaw_interval: float = THAW_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         on_pause: Callable[[int, float], None] | None = None,
-        thresholds: tuple[int, int, int] = THRESHOLDS,
     ) -> None:
         self._interval = thaw_interval
-        self._thresholds = thresholds
-        self._old_thresholds: tuple[int, int, int] | None = None
         self._clock = clock
         self._on_pause = on_pause if on_pause is not None else _observe
         self._thawed_at = clock()
@@ -95,22 +84,15 @@ class FreezeSurvivors:
         self.thaws = 0
 
     def install(self) -> None:
-        """Installed with its ``THRESHOLDS``, and what the process holds so far (its modules,
-        classes and functions, most of its objects at start) frozen at once by a first full
-        collection."""
-        self._old_thresholds = gc.get_threshold()
-        gc.set_threshold(*self._thresholds)
+        """Installed, and what the process holds so far (its modules, classes and functions,
+        most of its objects at start) frozen at once by a first full collection."""
         gc.callbacks.append(self._callback)
         gc.collect()
 
     def uninstall(self) -> None:
-        """Removed, Python's thresholds back, and everything frozen is examined again by the
-        next collections."""
+        """Removed, and everything frozen is examined again by the next collections."""
         if self._callback in gc.callbacks:
             gc.callbacks.remove(self._callback)
-        if self._old_thresholds is not None:
-            gc.set_threshold(*self._old_thresholds)
-            self._old_thresholds = None
         gc.unfreeze()
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
