@@ -12,7 +12,7 @@ from tests.kit.builders import make_group, make_node
 from tests.kit.wait import wait_until_async
 from theseus.model import registry
 from theseus.model.tasks import TaskState, TaskStatus
-from theseus.server.leader import Leader
+from theseus.server.leader import MAX_REST, MIN_REST, REST_FACTOR, Leader, rest_after
 from theseus.server.metrics import ServerMetrics
 from theseus.store import keys
 from theseus.store.base import Put
@@ -72,3 +72,13 @@ async def test_a_report_is_registered_by_a_scoped_pass_and_a_node_loss_by_a_full
         assert passes(metrics, "all") > full_before
     finally:
         running.cancel()
+
+
+def test_the_leader_rests_after_a_long_pass_and_not_after_a_short_one() -> None:
+    """A small cluster's passes (tens of ms) follow each other at once; a pass over 50,000
+    tasks is followed by twice its length of rest, so that a deploy's reports are reconciled
+    in fewer, bigger passes, and never more than ``MAX_REST``."""
+    assert rest_after(0.01) == 0.0
+    assert rest_after(MIN_REST) == MIN_REST * REST_FACTOR
+    assert rest_after(1.5) == 1.5 * REST_FACTOR > 1.5
+    assert rest_after(30.0) == MAX_REST

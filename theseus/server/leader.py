@@ -66,12 +66,15 @@ TICK = 1.0
 # Changes arriving within this window are reconciled in one pass (e.g. a burst of reports).
 COALESCE = 0.005
 SLOW_PASS = 0.5  # seconds: passes slower than this are logged with their breakdown
-# After a pass that changed something, the next waits as long as that pass took, up to
-# MAX_REST (passes shorter than MIN_REST, as in any cluster of a few hundred nodes, do not
-# wait): at 50,000 tasks a pass takes 1-3 s of a core, and back to back they starved the
-# agents' requests and the heartbeats of the other core (BENCHMARKS.md, issue 17).
+# After a pass that changed something, the next waits REST_FACTOR times as long as that pass
+# took, up to MAX_REST (passes shorter than MIN_REST, as in any cluster of a few hundred
+# nodes, do not wait): at 50,000 tasks a pass takes 1-3 s of a core, and back to back they
+# starved the agents' requests and the heartbeats of the other core (BENCHMARKS.md, issue
+# 17). Resting twice as long, a deploy's reports are reconciled in fewer, bigger passes: each
+# pass over 50,000 tasks costs the same however few of them changed.
 MIN_REST = 0.05
-MAX_REST = 2.0
+REST_FACTOR = 2.0
+MAX_REST = 4.0
 
 
 class Leader:
@@ -312,9 +315,14 @@ def _placements(before: ClusterState, plan: Plan) -> int:
     return placed
 
 
+def rest_after(took: float) -> float:
+    """Seconds the leader rests after a pass that changed something and took ``took``."""
+    return min(took * REST_FACTOR, MAX_REST) if took >= MIN_REST else 0.0
+
+
 async def _rest_after(took: float) -> None:
-    rest = min(took, MAX_REST)
-    if rest >= MIN_REST:
+    rest = rest_after(took)
+    if rest:
         await asyncio.sleep(rest)
 
 
