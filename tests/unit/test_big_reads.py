@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -112,3 +112,51 @@ async def test_the_groups_list_gives_the_loop_turns_between_groups(
     assert sorted(g["service"] for g in listed.json()["groups"]) == ["a", "b", "c"]
     assert len(seen_at_turn) == 3
     assert seen_at_turn[0] < seen_at_turn[1] < seen_at_turn[2], "no turn between two groups"
+
+
+async def test_the_task_list_comes_in_pages_that_stay_whole_while_tasks_come_and_go() -> None:
+    """``GET /v1/tasks?limit=N``: N tasks at most, in the list's order, and ``next`` asks for
+    the ones after them; walking the pages gives the whole list once, even when the tasks of
+    a page already read are gone (the token is the last task's place, not its presence)."""
+    deploy = {
+        "deploy": {
+            name: {"image": "sim", "instances": 3, "cpus": 0.1, "mem": 16}
+            for name in ("api", "web")
+        }
+    }
+    async with inprocess_api() as api:
+        # No node: the tasks wait for one, and a removed group's go at once.
+        assert (await api.post("/deploy", json=deploy)).status_code == 200
+
+        def listing(count: int) -> Callable[[], Awaitable[list[Any] | None]]:
+            async def listed() -> list[Any] | None:
+                tasks: list[Any] = (await api.get("/v1/tasks")).json()["tasks"]
+                return tasks if len(tasks) == count else None
+
+            return listed
+
+        whole = await wait_until_async(listing(6), 10.0, "the leader's pass to create the tasks")
+        assert [t["service"] for t in whole] == ["api"] * 3 + ["web"] * 3
+        assert (await api.get("/v1/tasks")).json()["next"] is None
+        pages: list[list[str]] = []
+        params: dict[str, Any] = {"limit": 2}
+        while True:
+            page = (await api.get("/v1/tasks", params=params)).json()
+            pages.append([t["id"] for t in page["tasks"]])
+            if page["next"] is None:
+                break
+            params["after"] = page["next"]
+        assert pages == [[t["id"] for t in whole[i : i + 2]] for i in (0, 2, 4)]
+        first = (await api.get("/v1/tasks", params={"limit": 3})).json()
+        assert [t["id"] for t in first["tasks"]] == [t["id"] for t in whole[:3]]
+        assert first["next"]
+        # Every task of the page read so far goes: the next page is still what followed it.
+        assert (await api.request("DELETE", "/v1/groups/api")).status_code == 200
+        await wait_until_async(listing(3), 10.0, "the removed group's tasks to go")
+        rest = (await api.get("/v1/tasks", params={"limit": 3, "after": first["next"]})).json()
+        assert [t["id"] for t in rest["tasks"]] == [t["id"] for t in whole[3:]]
+        assert rest["next"] is None
+        for bad, where in ((("limit", "0"),), "query.limit"), ((("after", "%%%"),), "query.after"):
+            refused = await api.get("/v1/tasks", params=dict(bad))
+            assert refused.status_code == 422
+            assert [d["path"] for d in refused.json()["details"]] == [where]

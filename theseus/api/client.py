@@ -252,8 +252,15 @@ class ServerClient:
         return DeployResult.model_validate(response.json())
 
     def tasks(
-        self, service: str | None = None, node: str | None = None, include_stopped: bool = False
+        self,
+        service: str | None = None,
+        node: str | None = None,
+        include_stopped: bool = False,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> TaskList:
+        """The tasks, or with ``limit`` one page of them: pass its ``next`` as ``after`` for
+        the following page (``next`` is None after the last)."""
         params: dict[str, str] = {}
         if service:
             params["service"] = service
@@ -261,6 +268,10 @@ class ServerClient:
             params["node"] = node
         if include_stopped:
             params["all"] = "true"
+        if limit is not None:
+            params["limit"] = str(limit)
+        if after is not None:
+            params["after"] = after
         return TaskList.model_validate(self._request("GET", "/v1/tasks", params=params).json())
 
     def task(self, task_id: str) -> TaskInfo:

@@ -110,6 +110,8 @@ class TaskInfo(BaseModel):
 
 class TaskList(BaseModel):
     tasks: list[TaskInfo]
+    # With ``limit``: the ``after`` of the next page (None: this was the last one).
+    next: str | None = None
 
 
 class GroupInfo(BaseModel):

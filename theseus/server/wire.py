@@ -105,11 +105,14 @@ class WireMemo:
         self._tasks[task.id] = _TaskPiece(task, status, address, derived, text)
         return text
 
-    def tasks_json(self, state: ClusterState, tasks: Iterable[TaskRecord]) -> str:
+    def tasks_json(
+        self, state: ClusterState, tasks: Iterable[TaskRecord], following: str | None = None
+    ) -> str:
+        """``GET /v1/tasks``'s answer: ``tasks``, and ``following`` as its ``next``."""
         with self._tasks_lock:
             body = ",".join(self.task_json(state, task) for task in tasks)
             _prune(self._tasks, state.tasks)
-        return f'{{"tasks":[{body}]}}'
+        return f'{{"tasks":[{body}],"next":{json.dumps(following)}}}'
 
     def assignment_json(self, state: ClusterState, task: TaskRecord) -> str:
         # ``was_healthy`` is read fresh but wakes no long-poll when it changes: an agent only

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import bisect
+import json
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 
 from theseus.api.schemas import NodeInfo, NodeList, TaskInfo, TaskList
-from theseus.model.tasks import Desired
+from theseus.model.tasks import Desired, TaskRecord
 from theseus.server.agent_logs import LogsUnavailable, open_task_logs
 from theseus.server.context import ServerContext, context
 from theseus.server.views import node_info, task_info
 
 router = APIRouter(tags=["tasks and nodes"])
+
+MAX_PAGE = 10_000  # tasks per page at most, when a page is asked for
 
 
 @router.get("/v1/tasks", response_model=TaskList)
@@ -21,11 +27,18 @@ async def list_tasks(
     service: str | None = None,
     node: str | None = None,
     all: bool = False,
+    limit: int | None = Query(None, ge=1, le=MAX_PAGE),
+    after: str | None = None,
     ctx: ServerContext = Depends(context),
 ) -> Response:
     """Tasks meant to run (and those still stopping); ``all=true`` adds recent history.
-    Put together in a worker thread, over a snapshot: at 50,000 tasks it takes a second or
-    more, which the event loop (every heartbeat) would otherwise wait for."""
+    Ordered by service, creation time and id. ``limit``: at most that many, with ``next``, the
+    ``after`` that asks for the ones that follow (null after the last page); pages stay
+    whole and in order while tasks come and go between them, as a Kubernetes list's
+    ``continue`` does. Put together in a worker thread, over a snapshot: at 50,000 tasks the
+    whole list takes a second or more, which the event loop (every heartbeat) would
+    otherwise wait for."""
+    start = None if after is None else _page_key(after)
     state = ctx.cache.snapshot()
 
     def answer() -> str:
@@ -36,12 +49,41 @@ async def list_tasks(
             if (service is None or task.service == service)
             and (all or task.desired is not Desired.STOP or not state.task_state(task).terminal)
         ]
-        chosen.sort(key=lambda t: (t.service, t.created_at, t.id))
+        chosen.sort(key=_order)
+        if start is not None:
+            chosen = chosen[bisect.bisect_right(chosen, start, key=_order) :]
+        following = None
+        if limit is not None and len(chosen) > limit:
+            chosen = chosen[:limit]
+            following = _page_token(_order(chosen[-1]))
         # Sent as is (``TaskList`` describes it in the OpenAPI document): validating 10,000
         # models would cost a second more.
-        return ctx.wire.tasks_json(state, chosen)
+        return ctx.wire.tasks_json(state, chosen, following)
 
     return Response(await asyncio.to_thread(answer), media_type="application/json")
+
+
+def _order(task: TaskRecord) -> tuple[str, float, str]:
+    return (task.service, task.created_at, task.id)
+
+
+def _page_token(key: tuple[str, float, str]) -> str:
+    """The ``after`` of the page that follows the task with this key: the key itself, as
+    opaque text (it stays valid when that task is gone by then)."""
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def _page_key(token: str) -> tuple[str, float, str]:
+    try:
+        service, created_at, task_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if isinstance(service, str) and isinstance(task_id, str):
+            return service, float(created_at), task_id
+    except (ValueError, TypeError, UnicodeDecodeError):
+        pass
+    message = "not a page token: pass the 'next' of the page before, unchanged"
+    raise RequestValidationError(
+        [{"loc": ("query", "after"), "msg": message, "type": "value_error"}]
+    )
 
 
 @router.get("/v1/tasks/{task_id}", response_model=TaskInfo)
