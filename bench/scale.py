@@ -48,6 +48,7 @@ from procs import (
     Process,
     Processes,
     Sampler,
+    children_cpu_seconds,
     children_in_temp_dir,
     cpu_seconds,
     etcd_counters,
@@ -324,6 +325,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     requests_before = requests_by_route(api_requests(scraped_before))
     abandoned_before = abandoned_by_route(api_requests(scraped_before))
     cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
+    children_before = children_cpu_seconds(server.pid)
     probes: list[Probe] = []
     if args.probe_interval > 0:
         probes = [
@@ -387,6 +389,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     requests_after = requests_by_route(api_requests(scraped_after))
     abandoned = abandoned_by_route(api_requests(scraped_after)) - abandoned_before
     cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
+    children_used = children_cpu_seconds(server.pid) - children_before
     _, hwm = memory_mib(server.pid)
     lost = log_count(worker_logs, "does not know node") - lost_before
     # An agent that reached no server for too long stops its tasks (the leader replaces them).
@@ -395,7 +398,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     step_downs = log_count([server.log], "stepping down")
 
     # 4. at rest: when the tasks were created and started (agents' clocks), the read APIs
-    steady: dict[str, list[float]] = {"/v1/tasks": [], "/v1/nodes": []}
+    steady: dict[str, list[float]] = {"/v1/tasks": [], "/v1/tasks?limit=500": [], "/v1/nodes": []}
     created: list[float] = []
     started: list[float] = []
     for path, values in steady.items():
@@ -442,8 +445,9 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         )
     rows.append(
         (
-            "server CPU during the run",
-            f"{cpu_used['server']:.1f} s ({cpu_used['server'] / wall:.2f} cores)",
+            "server CPU during the run (of it, its passes' child processes)",
+            f"{cpu_used['server']:.1f} s ({cpu_used['server'] / wall:.2f} cores; "
+            f"children {children_used:.1f} s)",
         )
     )
     rows.append(
