@@ -6,6 +6,8 @@ logged an "Exception in ASGI application" per open long-poll)."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -33,6 +35,7 @@ def test_a_stopped_server_answers_its_long_polls_and_exits_cleanly(
     assert "Application shutdown complete" in log
     assert "Exception in ASGI application" not in log, log[-2000:]
     assert "timeout graceful shutdown exceeded" not in log, log[-2000:]
+    assert "Event loop is closed" not in log, log[-2000:]
 
 
 def test_a_server_started_before_etcd_waits_for_it(tmp_path: Path) -> None:
@@ -59,5 +62,61 @@ def test_a_server_started_before_etcd_waits_for_it(tmp_path: Path) -> None:
         assert not starter.is_alive() and not errors, errors
         with cluster.client() as client:
             assert client.health().cluster_id
+    finally:
+        cluster.stop()
+
+
+# A server's shutdown, reduced to its gRPC parts: a connection on the main loop, and the
+# leader lease's thread with its own loop and connection, holding keep-alive streams open.
+LEASE_THREAD_STOP = """
+import asyncio, sys, time
+import uvloop
+from theseus.store.etcd import EtcdStore
+from theseus.store.lease_thread import LeaseThread
+
+async def main(endpoint):
+    store = EtcdStore([endpoint])
+    await store.current_revision()
+    lease_thread = LeaseThread(lambda: EtcdStore([endpoint]), time.monotonic)
+    lease_thread.start()
+    refreshed = asyncio.Event()
+    main_loop = asyncio.get_running_loop()
+
+    async def keep(connected):
+        kept = await connected()
+        lease = await kept.grant_lease(10)
+        for _ in range(3):  # its keep-alive streams open
+            await kept.refresh_lease(lease)
+        main_loop.call_soon_threadsafe(refreshed.set)  # keep runs on the thread's loop
+        await asyncio.Event().wait()  # the term goes on until cancelled
+
+    term = asyncio.create_task(lease_thread.run(keep))
+    await asyncio.wait_for(refreshed.wait(), 10)
+    term.cancel()
+    await store.close()
+    await lease_thread.aclose()
+
+uvloop.run(main(sys.argv[1]))
+"""
+
+
+def test_the_lease_thread_stops_without_a_grpc_error(tmp_path: Path) -> None:
+    """The leader lease's thread stopped by a blocking join left gRPC's last completions for
+    a loop it had closed: "Event loop is closed" logged in about half the server stops (here
+    in 8 of 8 runs of this script, and "Task was destroyed but it is pending")."""
+    cluster = new_cluster(tmp_path)
+    try:
+        cluster.start_etcd()
+        (endpoint,) = cluster.etcd_endpoints
+        for _ in range(4):
+            stopped = subprocess.run(
+                [sys.executable, "-c", LEASE_THREAD_STOP, endpoint],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert stopped.returncode == 0, stopped.stderr[-2000:]
+            # Nothing at all on stderr: no gRPC error, and no task left pending on a loop.
+            assert stopped.stderr == "", stopped.stderr[-2000:]
     finally:
         cluster.stop()

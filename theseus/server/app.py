@@ -233,7 +233,7 @@ def create_app(
             if keepalive_store is not None:
                 await keepalive_store.close()
             if lease_thread is not None:
-                lease_thread.stop()
+                await lease_thread.aclose()
             if stalls.sampler is not None:
                 stalls.sampler.stop()
 
