@@ -79,12 +79,13 @@ class LeaseThread:
             self._loop.run_until_complete(self._wind_down())
             # Not closed: gRPC still hands a closed connection's last completions to this loop
             # now and then, after ``close`` returned, and each was logged as an error ("Event
-            # loop is closed", 8 of 15 server stops). Stopped, the loop takes them and runs
-            # nothing; it goes with the process, or is closed when collected.
+            # loop is closed": in 8 of 15 runs of a script that stops as a server does, with
+            # ``aclose``). Stopped, the loop takes them and runs nothing; it goes with the
+            # process, or is closed when collected.
 
     async def _wind_down(self) -> None:
         """What still runs on this loop ends (a term's keep-alive, cancelled), then the
-        connection closes: its calls have completed when ``close`` returns."""
+        connection closes."""
         current = asyncio.current_task()
         pending = [task for task in asyncio.all_tasks() if task is not current]
         for task in pending:
