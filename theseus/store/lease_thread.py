@@ -55,18 +55,22 @@ class LeaseThread:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread, from a thread that runs no gRPC connection's event loop (a test's;
-        the server's main loop uses ``aclose``)."""
+        """Stop the thread and close its loop, from a thread that runs no gRPC connection's
+        event loop (a test's, on the in-memory store; the server's main loop uses
+        ``aclose``)."""
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()
 
     async def aclose(self) -> None:
         """Stop the thread from the server's main loop, which keeps running meanwhile: gRPC's
         asyncio poller hands every call's completion to that call's loop from the loop that
         registered it first, the main one. Blocked in a join, it delivered the closing
         connection's last completions only after this thread had closed its loop, and each
-        was logged as an error ("Event loop is closed")."""
+        was logged as an error ("Event loop is closed"). The thread's loop is left stopped,
+        not closed (``_serve`` says why): the server process is ending."""
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             await asyncio.to_thread(self._thread.join, 5)
@@ -77,11 +81,11 @@ class LeaseThread:
             self._loop.run_forever()
         finally:
             self._loop.run_until_complete(self._wind_down())
-            # Not closed: gRPC still hands a closed connection's last completions to this loop
-            # now and then, after ``close`` returned, and each was logged as an error ("Event
-            # loop is closed": in 8 of 15 runs of a script that stops as a server does, with
-            # ``aclose``). Stopped, the loop takes them and runs nothing; it goes with the
-            # process, or is closed when collected.
+            # Not closed here: gRPC still hands a closed connection's last completions to this
+            # loop now and then, after ``close`` returned, and each was logged as an error
+            # ("Event loop is closed": in 8 of 15 runs of a script that stops as a server
+            # does, with ``aclose``). Stopped, the loop takes them and runs nothing; it goes
+            # with the server's process (``stop``, for tests without gRPC, closes it).
 
     async def _wind_down(self) -> None:
         """What still runs on this loop ends (a term's keep-alive, cancelled), then the
