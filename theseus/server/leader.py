@@ -232,8 +232,8 @@ class Leader:
         step of the running deployments (``theseus.reconciler.deployments``) and the number of
         tasks it places (for the metrics: counted here, off the event loop), in a worker
         thread. ``snapshot`` is this pass's own copy; the registry view is only changed by a
-        commit, which waits for the pass. A pass worth a child process is a full one (placing
-        is what costs there, not looking)."""
+        commit, which waits for the pass. A pass worth a child process (many placements to
+        make, or very many tasks to look at) is a full one."""
         with self._pass_lock:
             if self._fork_passes and worth_a_child(snapshot, only):
                 try:
