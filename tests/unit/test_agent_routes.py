@@ -12,13 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.kit.app import inprocess_api
+from tests.kit.app import inprocess_api, inprocess_server
 from tests.kit.wait import wait_until_async
 from theseus.server.app import create_app
 from theseus.server.config import ServerConfig
 from theseus.server.routes import agent as agent_routes
 from theseus.store import keys
-from theseus.store.base import Store
 from theseus.store.memory import MemoryStore
 
 NODE = "n1"
@@ -162,25 +161,18 @@ async def test_a_report_its_agent_gave_up_on_while_it_waited_is_left_undone(
     turn is now answered 499 and not written; an agent still there is served as before."""
     monkeypatch.setattr(agent_routes, "ABANDON_CHECK_AFTER", 0.0)  # ask every request
     store = MemoryStore()
-
-    def open_store(config: ServerConfig) -> Store:
-        return store
-
-    app = create_app(ServerConfig(), open_store=open_store)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://theseus") as api:
-            (task,) = (await register_with_tasks(api, 1))["tasks"]
-            status_key = keys.status_key(task["task_id"])
-            batch = {"reports": [report(task["task_id"])]}
-            path = f"/v1/agent/{NODE}/reports"
-            assert await post_and_hang_up(app, path, json.dumps(batch).encode()) == 499
-            assert store.value(status_key) is None, "an abandoned report was written"
-            answer = await api.post(path, json=batch)
-            assert (answer.status_code, answer.json()) == (200, {"accepted": 1, "written": 1})
-            assert store.value(status_key) is not None
-            metrics = (await api.get("/metrics")).text
-            assert 'route="/v1/agent/{node}/reports",status="499"} 1.0' in metrics
+    async with inprocess_server(store=store) as (app, api):
+        (task,) = (await register_with_tasks(api, 1))["tasks"]
+        status_key = keys.status_key(task["task_id"])
+        batch = {"reports": [report(task["task_id"])]}
+        path = f"/v1/agent/{NODE}/reports"
+        assert await post_and_hang_up(app, path, json.dumps(batch).encode()) == 499
+        assert store.value(status_key) is None, "an abandoned report was written"
+        answer = await api.post(path, json=batch)
+        assert (answer.status_code, answer.json()) == (200, {"accepted": 1, "written": 1})
+        assert store.value(status_key) is not None
+        metrics = (await api.get("/metrics")).text
+        assert 'route="/v1/agent/{node}/reports",status="499"} 1.0' in metrics
 
 
 def test_the_openapi_document_describes_the_hot_routes() -> None:

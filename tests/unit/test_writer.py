@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.kit.app import inprocess_api
 from tests.kit.builders import make_group, make_spec, make_task
 from theseus.api.schemas import TaskReport
 from theseus.model.groups import GroupKey
@@ -20,11 +21,9 @@ from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskStatus
 from theseus.reconciler.deploy import GroupChangePlan, plan_group, plan_scale
 from theseus.server import client_index
-from theseus.server.app import create_app
-from theseus.server.config import ServerConfig
 from theseus.server.writes import MAX_GROUP_CHANGES, Writer
 from theseus.store import keys
-from theseus.store.base import Entry, Store
+from theseus.store.base import Entry
 from theseus.store.cache import StateCache
 from theseus.store.memory import MemoryStore
 
@@ -96,15 +95,8 @@ async def changes_of_groups(store: MemoryStore) -> list[Entry]:
 async def api() -> AsyncIterator[tuple[httpx.AsyncClient, MemoryStore]]:
     """A whole server (cache, leader, writer, routes) on one in-memory store."""
     store = MemoryStore()
-
-    def open_store(config: ServerConfig) -> Store:
-        return store
-
-    app = create_app(ServerConfig(), open_store=open_store)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://theseus") as client:
-            yield client, store
+    async with inprocess_api(store=store) as client:
+        yield client, store
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
