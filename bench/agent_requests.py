@@ -94,8 +94,8 @@ def measure(
 
 def client_cost(url: str, path: str, block: int, rounds: int) -> None:
     """The CPU of this process per request, by transport (median of the rounds)."""
+    from theseus.api.agent_client import AGENT_LIMITS
     from theseus.api.aiohttp_transport import aiohttp_transport
-    from theseus.api.client import AGENT_LIMITS
 
     async def per_request(transport: httpx.AsyncBaseTransport | None) -> float:
         async with httpx.AsyncClient(base_url=url, transport=transport, timeout=10.0) as http:

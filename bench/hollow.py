@@ -47,7 +47,7 @@ try:
 except ImportError:  # a commit before the config's own module, measured with PYTHONPATH
     from theseus.agent.agent import AgentConfig  # type: ignore[attr-defined,no-redef]
 from theseus.agent.identity import join
-from theseus.api.client import AGENT_LIMITS, AsyncServerClient  # the agent's own limits
+from theseus.api.agent_client import AGENT_LIMITS, AsyncServerClient  # the agent's own limits
 
 
 def hollow_name(index: int) -> str:

@@ -37,13 +37,11 @@ import math
 import os
 import re
 import sys
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from api_probes import PROBE_SERVICE, DeployProbe, Probe, TaskProbe, deploy_read_task, fmt_ms
 from procs import (
     Process,
     Processes,
@@ -55,126 +53,25 @@ from procs import (
     listen_overflows,
     machine_cpu,
     memory_mib,
-    percentile,
     start_etcd,
     start_server,
     wait_until,
 )
 from profiler import profile_summary, start_profiler, stop_profiler
 from scrapes import (
-    LATE_TICKS,
     EtcdWatchers,
-    abandoned_by_route,
     api_requests,
-    gc_pauses,
-    heartbeat_times,
-    late_ticks,
+    loop_rows,
     registration_answers,
-    requests_by_route,
+    request_rows,
     scrape,
 )
 
-from theseus.api.schemas import INDEX_HEADER
 from theseus.server.writes import MAX_GROUP_CHANGES
 from theseus.store.limits import MAX_TXN_OPS
 
 BENCH_DIR = Path(__file__).resolve().parent
 GROUPS_PER_DOCUMENT = MAX_GROUP_CHANGES  # what one document may change
-PROBE_SERVICE = "bench-probe"
-READ_SERVICE = "bench-read"  # one task, read by the TaskProbe during the run
-
-
-@dataclass
-class Probe:
-    """A side client: one request at a time until stopped, latencies in seconds."""
-
-    name: str
-    interval: float
-    # Send the highest ``X-Theseus-Index`` seen, as ``ServerClient`` (the CLI) does: writes
-    # are answered once etcd has them, and each call reads at least what the last one saw.
-    by_index: bool = True
-    latencies: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    messages: dict[str, str] = field(default_factory=dict)  # the first answer of each error
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def request(self, http: httpx.Client, round_: int) -> None:
-        raise NotImplementedError
-
-    def start(self, url: str) -> None:
-        self._thread = threading.Thread(target=self._run, args=(url,), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self, url: str) -> None:
-        index = 0
-
-        def keep_index(response: httpx.Response) -> None:
-            nonlocal index
-            index = max(index, int(response.headers.get(INDEX_HEADER, 0)))
-            http.headers[INDEX_HEADER] = str(index)
-
-        hooks = {"response": [keep_index]} if self.by_index else {}
-        with httpx.Client(base_url=url, timeout=60.0, event_hooks=hooks) as http:
-            if self.by_index:
-                http.headers[INDEX_HEADER] = "0"
-            round_ = 0
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                try:
-                    self.request(http, round_)
-                except httpx.HTTPStatusError as exc:
-                    kind = f"HTTP {exc.response.status_code}"
-                    self.errors[kind] += 1
-                    self.messages.setdefault(kind, exc.response.text[:300])
-                except httpx.HTTPError as exc:
-                    self.errors[exc.__class__.__name__] += 1
-                else:
-                    self.latencies.append(time.perf_counter() - started)
-                round_ += 1
-                self._stop.wait(self.interval)
-
-
-@dataclass
-class TaskProbe(Probe):
-    task_id: str = ""
-
-    def request(self, http: httpx.Client, round_: int) -> None:
-        http.get(f"/v1/tasks/{self.task_id}").raise_for_status()
-
-
-@dataclass
-class DeployProbe(Probe):
-    service: str = PROBE_SERVICE
-
-    def request(self, http: httpx.Client, round_: int) -> None:
-        spec = {"image": "sim", "instances": 1 + round_ % 2, "cpus": 0.01, "mem": 1}
-        body = json.dumps({"deploy": {self.service: spec}})
-        headers = {"Content-Type": "application/json"}
-        http.post("/deploy", content=body, headers=headers).raise_for_status()
-
-
-def deploy_read_task(http: httpx.Client, timeout: float) -> str:
-    """Deploy READ_SERVICE (one task) and the id of its task, once it runs."""
-    spec = {"image": "sim", "instances": 1, "cpus": 0.01, "mem": 1}
-    http.post("/deploy", json={"deploy": {READ_SERVICE: spec}}).raise_for_status()
-
-    def running_task() -> str | None:
-        response = http.get("/v1/tasks", params={"service": READ_SERVICE})
-        if response.status_code != 200:
-            return None
-        tasks = [t for t in response.json()["tasks"] if t["state"] == "running"]
-        return str(tasks[0]["id"]) if tasks else None
-
-    wait_until(lambda: running_task() is not None, timeout, f"{READ_SERVICE} running")
-    task_id = running_task()
-    assert task_id is not None
-    return task_id
 
 
 def service_names(count: int) -> list[str]:
@@ -239,16 +136,6 @@ def start_hollow(
         argv += ["--state-root", str(children.log_dir / "hollow"), "--gc", gc_policy]
         started.append(children.start(f"hollow-{w}", argv, role="agent"))
     return started
-
-
-def fmt_ms(values: list[float]) -> str:
-    if not values:
-        return "no answer"
-    ms = [1000 * v for v in values]
-    return (
-        f"p50 {percentile(ms, 0.5):,.0f} ms, p99 {percentile(ms, 0.99):,.0f} ms "
-        f"(max {max(ms):,.0f}, n={len(ms)})"
-    )
 
 
 def log_count(logs: list[Path], needle: str) -> int:
@@ -322,8 +209,6 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     machine_before = machine_cpu()
     before = etcd_counters(etcd_port)
     scraped_before = scrape(http)
-    requests_before = requests_by_route(api_requests(scraped_before))
-    abandoned_before = abandoned_by_route(api_requests(scraped_before))
     cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
     children_before = children_cpu_seconds(server.pid)
     probes: list[Probe] = []
@@ -386,8 +271,6 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     machine_busy = (machine_cpu()[0] - machine_before[0]) / wall
     after = etcd_counters(etcd_port)
     scraped_after = scrape(http)
-    requests_after = requests_by_route(api_requests(scraped_after))
-    abandoned = abandoned_by_route(api_requests(scraped_after)) - abandoned_before
     cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
     children_used = children_cpu_seconds(server.pid) - children_before
     _, hwm = memory_mib(server.pid)
@@ -477,32 +360,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             f"{watchers.slow_seconds:.0f} s / {watchers.peak_pending:,.0f}",
         )
     )
-    pauses = gc_pauses(scraped_after)
-    pauses.subtract(gc_pauses(scraped_before))
-    rows.append(
-        (
-            "server GC pauses during the run, generation 0 / 1 / 2",
-            " / ".join(f"{pauses[f'{g} s']:.1f} s in {pauses[f'{g} n']:,.0f}" for g in "012"),
-        )
-    )
-    ticks = late_ticks(scraped_after)
-    ticks.subtract(late_ticks(scraped_before))
-    beyond = [ticks["all"] - ticks[bound] for bound in LATE_TICKS]
-    rows.append(
-        (
-            "event-loop ticks (every 100 ms) late by > 0.1 / 0.25 / 1 s",
-            f"{' / '.join(f'{n:,.0f}' for n in beyond)} of {ticks['all']:,.0f}",
-        )
-    )
-    beats = heartbeat_times(scraped_after)
-    beats.subtract(heartbeat_times(scraped_before))
-    rows.append(
-        (
-            "heartbeats: mean answer / over 1 s / mean etcd lease refresh",
-            f"{beats['s'] / max(1, beats['n']) * 1000:,.0f} ms / {beats['slow']:,.0f} of "
-            f"{beats['n']:,.0f} / {beats['refresh s'] / max(1, beats['refresh n']) * 1000:,.0f} ms",
-        )
-    )
+    rows += loop_rows(scraped_before, scraped_after)
 
     def delta(name: str) -> int:
         return int(after.get(name, 0) - before.get(name, 0))
@@ -519,25 +377,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             f"{delta('etcd_server_proposals_committed_total'):,}",
         )
     )
-    requests = {
-        route: n - requests_before.get(route, 0)
-        for route, n in requests_after.items()
-        if n > requests_before.get(route, 0)
-    }
-    rows.append(
-        (
-            "server requests during the run (per task)",
-            f"{sum(requests.values()):,} ({sum(requests.values()) / args.tasks:.2f})",
-        )
-    )
-    for route, n in sorted(requests.items(), key=lambda item: -item[1])[:5]:
-        rows.append((f"  {route}", f"{n:,}"))
-    rows.append(
-        (
-            "  of those, left undone: the agent had hung up (499)",
-            ", ".join(f"{route} {n:,}" for route, n in sorted(abandoned.items())) or "0",
-        )
-    )
+    rows += request_rows(scraped_before, scraped_after, args.tasks)
     for probe in probes:
         errors = ", ".join(f"{n} x {kind}" for kind, n in probe.errors.items())
         rows.append(

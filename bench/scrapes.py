@@ -115,6 +115,62 @@ def registration_answers(answered: Counter[tuple[str, str, str]]) -> Counter[str
     )
 
 
+Rows = list[tuple[str, str]]  # (measure, value), as bench/scale.py prints them
+
+
+def loop_rows(before: Scrape, after: Scrape) -> Rows:
+    """What happened to the server's event loop between two scrapes: garbage collections,
+    late ticks, and how long heartbeats took."""
+    pauses = gc_pauses(after)
+    pauses.subtract(gc_pauses(before))
+    ticks = late_ticks(after)
+    ticks.subtract(late_ticks(before))
+    beyond = [ticks["all"] - ticks[bound] for bound in LATE_TICKS]
+    beats = heartbeat_times(after)
+    beats.subtract(heartbeat_times(before))
+    mean_beat = beats["s"] / max(1, beats["n"]) * 1000
+    mean_refresh = beats["refresh s"] / max(1, beats["refresh n"]) * 1000
+    return [
+        (
+            "server GC pauses during the run, generation 0 / 1 / 2",
+            " / ".join(f"{pauses[f'{g} s']:.1f} s in {pauses[f'{g} n']:,.0f}" for g in "012"),
+        ),
+        (
+            "event-loop ticks (every 100 ms) late by > 0.1 / 0.25 / 1 s",
+            f"{' / '.join(f'{n:,.0f}' for n in beyond)} of {ticks['all']:,.0f}",
+        ),
+        (
+            "heartbeats: mean answer / over 1 s / mean etcd lease refresh",
+            f"{mean_beat:,.0f} ms / {beats['slow']:,.0f} of {beats['n']:,.0f} / "
+            f"{mean_refresh:,.0f} ms",
+        ),
+    ]
+
+
+def request_rows(before: Scrape, after: Scrape, tasks: int) -> Rows:
+    """The requests the server answered between two scrapes: in all, per task, the five
+    routes with most, and those left undone because the agent had hung up."""
+    answered_before, answered_after = api_requests(before), api_requests(after)
+    by_route_before = requests_by_route(answered_before)
+    requests = {
+        route: n - by_route_before.get(route, 0)
+        for route, n in requests_by_route(answered_after).items()
+        if n > by_route_before.get(route, 0)
+    }
+    abandoned = abandoned_by_route(answered_after) - abandoned_by_route(answered_before)
+    total = sum(requests.values())
+    rows = [("server requests during the run (per task)", f"{total:,} ({total / tasks:.2f})")]
+    for route, n in sorted(requests.items(), key=lambda item: -item[1])[:5]:
+        rows.append((f"  {route}", f"{n:,}"))
+    rows.append(
+        (
+            "  of those, left undone: the agent had hung up (499)",
+            ", ".join(f"{route} {n:,}" for route, n in sorted(abandoned.items())) or "0",
+        )
+    )
+    return rows
+
+
 @dataclass
 class EtcdWatchers(Periodic):
     """Samples etcd's slow watchers and pending watch events every ``interval`` seconds in a

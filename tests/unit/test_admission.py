@@ -11,7 +11,7 @@ import pytest
 
 from tests.kit.app import inprocess_api
 from tests.kit.wait import wait_until_async
-from theseus.agent.agent import _retrying
+from theseus.agent.backoff import retrying
 from theseus.api.client import ApiError
 from theseus.server.admission import RETRY_MAX, Admission, Overloaded, retry_after
 from theseus.server.config import ServerConfig
@@ -113,7 +113,7 @@ async def test_an_agent_registers_again_after_the_time_a_429_said() -> None:
             raise ApiError(429, "too many registrations", [], retry_after=0.2)
         return "registered"
 
-    assert await _retrying("register", register) == "registered"
+    assert await retrying("register", register) == "registered"
     gaps = [later - earlier for earlier, later in zip(tries, tries[1:], strict=False)]
     assert all(gap >= 0.1 - 0.01 for gap in gaps), gaps  # 0.2 s with jitter of ±50 %
 
@@ -121,7 +121,7 @@ async def test_an_agent_registers_again_after_the_time_a_429_said() -> None:
         raise ApiError(403, "not this node's certificate", [])
 
     with pytest.raises(ApiError):
-        await _retrying("register", refused)
+        await retrying("register", refused)
 
 
 async def test_a_lagging_loop_asks_for_a_short_wait_whatever_the_line() -> None:

@@ -29,7 +29,7 @@ from theseus.agent.drivers.sim import SimDriver
 from theseus.agent.http import AgentHttpServer, create_app
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
-from theseus.api.client import AsyncServerClient
+from theseus.api.agent_client import AsyncServerClient
 
 SERVICE = {
     "service": "web",

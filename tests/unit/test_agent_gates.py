@@ -26,7 +26,7 @@ from theseus.agent.http import AgentHttpServer
 from theseus.agent.launch import launch_of
 from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
-from theseus.api.client import AsyncServerClient
+from theseus.api.agent_client import AsyncServerClient
 from theseus.cli.agent_cmd import parse_caps, parse_gates, parse_host_volume
 from theseus.model.hostgates import HostVolume, NodeGates
 from theseus.model.spec import GroupSpec

@@ -19,7 +19,7 @@ from theseus.agent.config import AgentConfig
 from theseus.agent.drivers.sim import SimDriver
 from theseus.agent.http import AgentHttpServer, create_app
 from theseus.agent.reports import ReportQueue
-from theseus.api.client import AsyncServerClient
+from theseus.api.agent_client import AsyncServerClient
 from theseus.api.schemas import ReportBatch, TaskReport
 
 

@@ -26,7 +26,7 @@ from theseus.agent.stats.samples import (
     TaskSample,
     Usage,
 )
-from theseus.api.client import AsyncServerClient
+from theseus.api.agent_client import AsyncServerClient
 from theseus.api.schemas import StatsList, TaskStats
 from theseus.security.pki import Identity, Role
 

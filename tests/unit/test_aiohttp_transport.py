@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
+from theseus.api.agent_client import AGENT_LIMITS
 from theseus.api.aiohttp_transport import aiohttp_transport
-from theseus.api.client import AGENT_LIMITS, may_have_arrived
+from theseus.api.client import may_have_arrived
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

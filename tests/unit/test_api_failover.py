@@ -8,7 +8,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from theseus.api.client import ApiError, AsyncServerClient, ServerClient, ServerUnreachable
+from theseus.api.agent_client import AsyncServerClient
+from theseus.api.client import ApiError, ServerClient, ServerUnreachable
 from theseus.api.failover import ServerList, parse_addresses
 
 A, B, C = "http://a:5000", "http://b:5001", "http://c:5002"

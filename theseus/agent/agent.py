@@ -47,6 +47,7 @@ from typing import TypeVar
 import httpx
 
 from theseus.agent import fencing
+from theseus.agent.backoff import BACKOFF_FIRST, BACKOFF_MAX, retrying
 from theseus.agent.config import AgentConfig, default_state_dir
 from theseus.agent.discovery import discovery_app
 from theseus.agent.drivers import ImageSettings, make_driver
@@ -64,7 +65,8 @@ from theseus.agent.reports import ReportQueue
 from theseus.agent.runner import TaskRunner
 from theseus.agent.stats.collector import StatsCollector
 from theseus.agent.stats.prometheus import TaskMetrics
-from theseus.api.client import ApiError, AsyncServerClient, ServerUnreachable
+from theseus.api.agent_client import AsyncServerClient
+from theseus.api.client import ApiError, ServerUnreachable
 from theseus.api.failover import parse_addresses
 from theseus.api.schemas import NodeRegistration, RegistrationAnswer, ReportBatch
 
@@ -73,8 +75,6 @@ log = logging.getLogger(__name__)
 CLUSTER_ID_FILE = "cluster-id"  # in the state directory
 
 T = TypeVar("T")
-BACKOFF_FIRST = 0.2
-BACKOFF_MAX = 5.0
 HEARTBEAT_JITTER = 0.2  # a heartbeat goes up to this fraction of its interval early
 # Containers' registry watches each hold a connection to the server for up to a minute: give
 # them a pool of their own, so that they can never hold up the agent's heartbeats or reports.
@@ -149,7 +149,7 @@ class Agent:
         )
 
     async def register(self) -> RegistrationAnswer:
-        answer = await _retrying(
+        answer = await retrying(
             "register", self._contact(lambda: self.client.register(self.registration()))
         )
         if self.owner.cluster_id and answer.cluster_id != self.owner.cluster_id:
@@ -435,33 +435,6 @@ class Agent:
 
     async def _send_once(self, batch: ReportBatch) -> None:
         await self.client.report(self.config.name, batch)
-
-
-async def _retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Retry while the server is away, failing (5xx) or too busy (429: after the time it
-    said, with jitter, so that agents it turned away together do not come back together);
-    another 4xx is a configuration error."""
-    delay = BACKOFF_FIRST
-    while True:
-        wait = delay
-        try:
-            return await call()
-        except ServerUnreachable as exc:
-            log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
-        except ApiError as exc:
-            if exc.status < 500 and exc.status != 429:
-                raise
-            if exc.retry_after is not None:
-                wait = exc.retry_after * random.uniform(0.5, 1.5)
-            log.warning(
-                "%s: the server answered %s: %s; retrying in %.1fs",
-                what,
-                exc.status,
-                exc.message,
-                wait,
-            )
-        await asyncio.sleep(wait)
-        delay = min(delay * 2, BACKOFF_MAX)
 
 
 async def run_agent(config: AgentConfig) -> None:

@@ -35,7 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from theseus.api.client import ApiError, AsyncServerClient, ServerUnreachable
+from theseus.api.agent_client import AsyncServerClient
+from theseus.api.client import ApiError, ServerUnreachable
 from theseus.api.schemas import RegistryService
 
 DEFAULT_WATCH_WAIT = 30.0

@@ -49,7 +49,7 @@ from theseus.agent.metrics import CONTENT_TYPE, exposition
 from theseus.agent.runner import TaskRunner
 from theseus.agent.slots import UnknownContainer, UnknownTask
 from theseus.agent.stats.samples import SampleStore, TaskMeta, task_json
-from theseus.api.client import AsyncServerClient
+from theseus.api.agent_client import AsyncServerClient
 from theseus.security.pki import Role
 from theseus.security.serving import http_protocol, peer_identity
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from theseus.api.access import CaAnswer, CertificateAnswer, CertificateRequest, JoinRequest
-from theseus.api.client import AsyncServerClient
+from theseus.api.agent_client import AsyncServerClient
 from theseus.security import pki
 from theseus.security.files import PkiDir
 from theseus.security.tls import client_context, server_context, unverified_context

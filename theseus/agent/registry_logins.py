@@ -13,7 +13,8 @@ import time
 
 from theseus.agent.drivers.base import DriverError
 from theseus.agent.drivers.pull_rules import RegistryAuth
-from theseus.api.client import ApiError, AsyncServerClient, ServerUnreachable
+from theseus.api.agent_client import AsyncServerClient
+from theseus.api.client import ApiError, ServerUnreachable
 
 # Briefly: a login changed with `theseus registry-login` is used by the next pull after this
 # (at once when the registry refused the old one). ``theseus agent --registry-login-cache``.

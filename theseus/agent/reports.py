@@ -14,13 +14,12 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from theseus.agent.backoff import BACKOFF_FIRST, BACKOFF_MAX
 from theseus.api.schemas import ReportBatch, TaskReport
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000  # one POST stays small even after a long outage
-BACKOFF_FIRST = 0.2
-BACKOFF_MAX = 5.0
 
 Send = Callable[[ReportBatch], Awaitable[None]]
 

@@ -7,7 +7,7 @@ request there; aiohttp's C-accelerated one, behind the same ``httpx.AsyncClient`
 (``bench/agent_requests.py --client``). The client code, its tests' transports
 (``httpx.MockTransport``, ``httpx.ASGITransport``) and its error handling stay httpx's.
 
-Used by ``theseus.api.client.AsyncServerClient`` when no transport is given.
+Used by ``theseus.api.agent_client.AsyncServerClient`` when no transport is given.
 
 One correction to the library: it maps every ``aiohttp.ClientConnectionError`` to
 ``httpx.ConnectTimeout``, a server that hung up mid-request included, and

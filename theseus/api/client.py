@@ -1,6 +1,7 @@
 """Typed clients for the server's HTTP API, over httpx.
 
-``ServerClient`` (sync) serves the CLI; ``AsyncServerClient`` serves the agent. Both take one
+``ServerClient`` (sync) serves the CLI; ``AsyncServerClient`` (``theseus.api.agent_client``)
+serves the agent, with this module's errors and answer handling. Both take one
 server address or several (a list, or a comma-separated string): a call goes to the server
 that answered last and moves on to the next one when it cannot be reached or answers 503
 (it lost etcd), so any server may die while the others carry on. Every API call may be sent
@@ -16,32 +17,22 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
 
-from theseus.api.access import CertificateAnswer, CertificateRequest, RegistryLoginSecret
-from theseus.api.aiohttp_transport import aiohttp_transport
 from theseus.api.failover import ServerList
 from theseus.api.rollouts import DeploymentList, VersionList
 from theseus.api.schemas import (
     INDEX_HEADER,
-    AssignmentList,
     CleanupResult,
     DeployResult,
     GroupList,
     Health,
-    HeartbeatAnswer,
-    HeartbeatBody,
     NodeInfo,
     NodeList,
-    NodeRegistration,
-    NodeUsage,
-    RegistrationAnswer,
     RegistryService,
-    RegistryWatch,
-    ReportBatch,
     StatsList,
     TaskInfo,
     TaskList,
@@ -50,19 +41,6 @@ from theseus.api.schemas import (
 from theseus.model.deployments import DeploymentRecord
 
 DEFAULT_SERVER = "http://127.0.0.1:5000"
-# With several servers, a heartbeat held by a hung server must give up soon enough to reach
-# another one before the node's liveness lease runs out (4 s by default). With one server
-# there is nowhere else to go, and the default timeout applies.
-HEARTBEAT_FAILOVER_TIMEOUT = 1.5
-# An agent's connections to its server stay open this long while idle (httpx's default: 5 s).
-# At 1,000 nodes an agent heartbeats every 10 s (``theseus.server.heartbeats``): with 5 s
-# every heartbeat opened a new connection, in a secure cluster a new mutual-TLS handshake,
-# which doubled the server's CPU per heartbeat (bench/security.py). Below the server's own
-# idle limit (``theseus server``: 75 s), so that the server never closes one first.
-KEEPALIVE_EXPIRY = 60.0
-AGENT_LIMITS = httpx.Limits(
-    max_connections=20, max_keepalive_connections=10, keepalive_expiry=KEEPALIVE_EXPIRY
-)
 
 
 class ServerUnreachable(ConnectionError):
@@ -90,7 +68,7 @@ class ApiError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
-def _raise_for(response: httpx.Response) -> None:
+def raise_for(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     try:
@@ -104,10 +82,10 @@ def _raise_for(response: httpx.Response) -> None:
         str(body.get("message", response.reason_phrase)) if isinstance(body, dict) else str(body)
     )
     details = body.get("details", []) if isinstance(body, dict) else []
-    raise ApiError(response.status_code, message, list(details), _retry_after(response))
+    raise ApiError(response.status_code, message, list(details), retry_after_of(response))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_of(response: httpx.Response) -> float | None:
     """``Retry-After`` in seconds (the HTTP-date form is not used by Theseus servers)."""
     try:
         return max(0.0, float(response.headers["retry-after"]))
@@ -121,7 +99,7 @@ def may_have_arrived(exc: httpx.TransportError) -> bool:
     return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
 
 
-def _after_error(
+def after_error(
     servers: ServerList, address: str, exc: httpx.TransportError, last: bool, once: bool
 ) -> None:
     """A request to ``address`` failed in transport: raise ``ServerUnreachable``, or return to
@@ -131,7 +109,7 @@ def _after_error(
         raise ServerUnreachable(str(servers), exc) from exc
 
 
-def _index_of(response: httpx.Response) -> int:
+def index_of(response: httpx.Response) -> int:
     """The index an answer carries (0 if none: an error, or an older server)."""
     try:
         return int(response.headers.get(INDEX_HEADER, 0))
@@ -139,7 +117,7 @@ def _index_of(response: httpx.Response) -> int:
         return 0
 
 
-def _answer_stands(servers: ServerList, address: str, response: httpx.Response, last: bool) -> bool:
+def answer_stands(servers: ServerList, address: str, response: httpx.Response, last: bool) -> bool:
     """Whether ``address``'s answer is the call's (raising ``ApiError`` for a 4xx/5xx); False:
     send the call to the next server. 503 is what a server answers when it cannot reach etcd,
     and another one may."""
@@ -147,11 +125,11 @@ def _answer_stands(servers: ServerList, address: str, response: httpx.Response, 
         servers.failed(address)
         return False
     servers.worked(address)
-    _raise_for(response)
+    raise_for(response)
     return True
 
 
-def _labels_param(labels: list[str] | None) -> dict[str, str]:
+def labels_param(labels: list[str] | None) -> dict[str, str]:
     return {} if labels is None else {"labels": json.dumps(sorted(set(labels)))}
 
 
@@ -203,10 +181,10 @@ class ServerClient:
             try:
                 response = self._http.request(method, address + path, headers=headers, **kwargs)
             except httpx.TransportError as exc:
-                _after_error(self.servers, address, exc, n == len(attempts), once)
+                after_error(self.servers, address, exc, n == len(attempts), once)
                 continue
-            self.index = max(self.index, _index_of(response))
-            if _answer_stands(self.servers, address, response, n == len(attempts)):
+            self.index = max(self.index, index_of(response))
+            if answer_stands(self.servers, address, response, n == len(attempts)):
                 return response
         raise AssertionError("unreachable: attempts() is never empty")
 
@@ -248,7 +226,7 @@ class ServerClient:
         return DeployResult.model_validate(response.json())
 
     def remove(self, service: str, labels: list[str] | None = None) -> DeployResult:
-        response = self._request("DELETE", f"/v1/groups/{service}", params=_labels_param(labels))
+        response = self._request("DELETE", f"/v1/groups/{service}", params=labels_param(labels))
         return DeployResult.model_validate(response.json())
 
     def tasks(
@@ -328,7 +306,7 @@ class ServerClient:
 
     def versions(self, service: str, labels: list[str] | None = None) -> VersionList:
         path = f"/v1/groups/{service}/versions"
-        response = self._request("GET", path, params=_labels_param(labels))
+        response = self._request("GET", path, params=labels_param(labels))
         return VersionList.model_validate(response.json())
 
     def rollback(
@@ -384,151 +362,11 @@ class ServerClient:
                 ) as response:
                     if response.status_code >= 400:
                         response.read()  # the error's body, for ApiError
-                    if not _answer_stands(self.servers, address, response, n == len(attempts)):
+                    if not answer_stands(self.servers, address, response, n == len(attempts)):
                         continue
                     for line in response.iter_lines():
                         started = True
                         yield line
                 return
             except httpx.TransportError as exc:
-                _after_error(self.servers, address, exc, n == len(attempts), once=started)
-
-
-class AsyncServerClient:
-    """Asyncio client, for the agent (``tls``: its context, with its certificate)."""
-
-    def __init__(
-        self,
-        address: str | Sequence[str] = DEFAULT_SERVER,
-        timeout: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,  # None except in tests
-        tls: ssl.SSLContext | None = None,
-        token: str | None = None,
-    ) -> None:
-        self.servers = ServerList(address)
-        self._http = httpx.AsyncClient(
-            timeout=timeout,
-            transport=transport or aiohttp_transport(AGENT_LIMITS, tls),
-            headers=auth_headers(token),
-        )
-
-    @property
-    def address(self) -> str:
-        """The server the next call goes to first."""
-        return self.servers.current
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def _request(
-        self, method: str, path: str, once: bool = False, **kwargs: Any
-    ) -> httpx.Response:
-        """``once``: as ``ServerClient._request``."""
-        attempts = self.servers.attempts()
-        for n, address in enumerate(attempts, 1):
-            try:
-                response = await self._http.request(method, address + path, **kwargs)
-            except httpx.TransportError as exc:
-                _after_error(self.servers, address, exc, n == len(attempts), once)
-                continue
-            if _answer_stands(self.servers, address, response, n == len(attempts)):
-                return response
-        raise AssertionError("unreachable: attempts() is never empty")
-
-    async def renew_certificate(self, node: str, request: CertificateRequest) -> CertificateAnswer:
-        response = await self._request(
-            "POST", f"/v1/agent/{node}/certificate", json=request.model_dump()
-        )
-        return CertificateAnswer.model_validate(response.json())
-
-    async def registry_login(self, node: str, host: str) -> RegistryLoginSecret | None:
-        """The stored login of image registry ``host``, for this agent's pulls; ``None``
-        when none is stored."""
-        try:
-            response = await self._request("GET", f"/v1/agent/{node}/registry-logins/{host}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return RegistryLoginSecret.model_validate(response.json())
-
-    async def register(self, registration: NodeRegistration) -> RegistrationAnswer:
-        response = await self._request(
-            "POST", "/v1/agent/register", json=registration.model_dump(mode="json")
-        )
-        return RegistrationAnswer.model_validate(response.json())
-
-    async def heartbeat(self, node: str, usage: NodeUsage | None = None) -> HeartbeatAnswer:
-        """Refresh the node's liveness (``usage``: what its tasks use, for ``theseus
-        nodes``); the answer carries the pace the server wants now."""
-        several = len(self.servers.addresses) > 1
-        timeout = HEARTBEAT_FAILOVER_TIMEOUT if several else httpx.USE_CLIENT_DEFAULT
-        body = None if usage is None else HeartbeatBody(usage=usage).model_dump(mode="json")
-        response = await self._request(
-            "POST", f"/v1/agent/{node}/heartbeat", json=body, timeout=timeout
-        )
-        return HeartbeatAnswer.model_validate(response.json())
-
-    async def assignments(self, node: str, index: int, wait: float) -> AssignmentList:
-        """Long-poll: returns when the node's assignments change after ``index``, or after
-        ``wait`` seconds with the current list."""
-        response = await self._request(
-            "GET",
-            f"/v1/agent/{node}/assignments",
-            params={"index": str(index), "wait": str(wait)},
-            timeout=wait + 10.0,
-        )
-        return AssignmentList.model_validate(response.json())
-
-    async def report(self, node: str, batch: ReportBatch) -> None:
-        await self._request("POST", f"/v1/agent/{node}/reports", json=batch.model_dump(mode="json"))
-
-    async def deployments(self, include_finished: bool = False) -> DeploymentList:
-        params = {"all": "true"} if include_finished else {}
-        response = await self._request("GET", "/v1/deployments", params=params)
-        return DeploymentList.model_validate(response.json())
-
-    async def deployment(self, deployment_id: str) -> DeploymentRecord:
-        response = await self._request("GET", f"/v1/deployments/{deployment_id}")
-        return DeploymentRecord.model_validate(response.json())
-
-    async def cancel_deployment(self, deployment_id: str, force: bool = False) -> DeploymentRecord:
-        params = {"force": "true"} if force else {}
-        path = f"/v1/deployments/{deployment_id}"
-        response = await self._request("DELETE", path, once=True, params=params)
-        return DeploymentRecord.model_validate(response.json())
-
-    async def versions(self, service: str, labels: list[str] | None = None) -> VersionList:
-        path = f"/v1/groups/{service}/versions"
-        response = await self._request("GET", path, params=_labels_param(labels))
-        return VersionList.model_validate(response.json())
-
-    async def rollback(
-        self, service: str, version: int | None = None, labels: list[str] | None = None
-    ) -> DeployResult:
-        body = {"version": version, "labels": labels}
-        once = version is None
-        path = f"/v1/groups/{service}/rollback"
-        response = await self._request("POST", path, once=once, json=body)
-        return DeployResult.model_validate(response.json())
-
-    async def registry(self, service: str) -> RegistryService:
-        response = await self._request("GET", f"/v1/registry/{service}")
-        return RegistryService.model_validate(response.json())
-
-    async def registry_watch(self, services: list[str], index: int, wait: float) -> RegistryWatch:
-        """Long-poll: returns when one of ``services`` changes after ``index``."""
-        response = await self._request(
-            "GET",
-            "/v1/registry/watch",
-            params={"services": ",".join(services), "index": str(index), "wait": str(wait)},
-            timeout=wait + 10.0,
-        )
-        return RegistryWatch.model_validate(response.json())
-
-    async def stream_logs(self, url: str, params: dict[str, str]) -> AsyncIterator[bytes]:
-        """Raw byte stream from an absolute URL (used by the server to proxy agent logs)."""
-        async with self._http.stream("GET", url, params=params, timeout=None) as response:
-            _raise_for(response)
-            async for chunk in response.aiter_bytes():
-                yield chunk
+                after_error(self.servers, address, exc, n == len(attempts), once=started)

@@ -66,7 +66,7 @@ def serve(
             # Idle connections stay open longer than agents' heartbeat intervals (10 s at
             # 1,000 nodes; uvicorn's default closes them after 5 s): a heartbeat then
             # reuses its connection instead of paying a new (TLS) handshake. Agents let
-            # theirs go after 60 s (``theseus.api.client.KEEPALIVE_EXPIRY``).
+            # theirs go after 60 s (``theseus.api.agent_client.KEEPALIVE_EXPIRY``).
             timeout_keep_alive=75,
             backlog=LISTEN_BACKLOG,
             http=http_protocol(),

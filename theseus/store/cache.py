@@ -23,7 +23,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import NamedTuple, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -38,6 +38,7 @@ from theseus.store import keys
 from theseus.store.access import AccessState
 from theseus.store.base import Change, Entry, HistoryCompacted, Store, StoreUnavailable
 from theseus.store.encoding import alive_ttl
+from theseus.store.signals import KeyedSignal
 
 log = logging.getLogger(__name__)
 
@@ -77,31 +78,6 @@ class ChangeObserver(Protocol):
 
     def released(self) -> None:
         """The server is stopping: its streams end now (``StateCache.release_waiters``)."""
-
-
-class KeyedSignal:
-    """Wake the waiters of one key (a node, a service) without waking anyone else's."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-
-    async def wait(self, keys: Iterable[str], timeout: float) -> None:
-        events = [self._events.setdefault(key, asyncio.Event()) for key in keys]
-        waiters = [asyncio.ensure_future(event.wait()) for event in events]
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-
-    def fire(self, key: str) -> None:
-        event = self._events.pop(key, None)
-        if event is not None:
-            event.set()
-
-    def fire_all(self) -> None:
-        for key in list(self._events):
-            self.fire(key)
 
 
 class StateCache:
