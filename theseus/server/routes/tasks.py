@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import bisect
+import heapq
 import json
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -43,22 +43,26 @@ async def list_tasks(
 
     def answer() -> str:
         candidates = state.tasks_on(node) if node is not None else state.tasks.values()
-        chosen = [
+        chosen = (
             task
             for task in candidates
             if (service is None or task.service == service)
+            and (start is None or _order(task) > start)
             and (all or task.desired is not Desired.STOP or not state.task_state(task).terminal)
-        ]
-        chosen.sort(key=_order)
-        if start is not None:
-            chosen = chosen[bisect.bisect_right(chosen, start, key=_order) :]
+        )
         following = None
-        if limit is not None and len(chosen) > limit:
-            chosen = chosen[:limit]
-            following = _page_token(_order(chosen[-1]))
+        if limit is None:
+            listed = sorted(chosen, key=_order)
+        else:
+            # The page's tasks and one more, to tell whether another page follows: a heap of
+            # ``limit`` instead of sorting every task for each page.
+            listed = heapq.nsmallest(limit + 1, chosen, key=_order)
+            if len(listed) > limit:
+                listed = listed[:limit]
+                following = _page_token(_order(listed[-1]))
         # Sent as is (``TaskList`` describes it in the OpenAPI document): validating 10,000
         # models would cost a second more.
-        return ctx.wire.tasks_json(state, chosen, following)
+        return ctx.wire.tasks_json(state, listed, following)
 
     return Response(await asyncio.to_thread(answer), media_type="application/json")
 
