@@ -19,9 +19,16 @@ from theseus.api.schemas import TaskReport
 from theseus.model.groups import GroupKey
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskStatus
-from theseus.reconciler.deploy import GroupChangePlan, plan_group, plan_scale
+from theseus.reconciler.deploy import (
+    GroupChangePlan,
+    plan_group,
+    plan_removal,
+    plan_restart,
+    plan_scale,
+)
+from theseus.reconciler.deployments import cancel_writes, previous_version, rollback_change
 from theseus.server import client_index
-from theseus.server.writes import MAX_GROUP_CHANGES, Writer
+from theseus.server.writes import MAX_GROUP_CHANGES, Writer, decide_group_changes
 from theseus.store import keys
 from theseus.store.base import Entry
 from theseus.store.cache import StateCache
@@ -184,3 +191,35 @@ async def test_a_client_that_reads_by_index_gets_its_write_answered_before_the_c
     done, _ = await asyncio.wait([without_index], timeout=0.5)
     assert not done, "a write without an index did not wait for the cache"
     without_index.cancel()
+
+
+async def test_deciding_a_write_changes_nothing_in_the_state_it_reads(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    """The writer decides on the cache's own state, not on a copy (``Writer._apply``): every
+    decision, of each kind of write, must leave that state as it was. Only etcd, through the
+    cache's watch, changes it."""
+    writer = Writer(store, cache, liveness_timeout=3)
+    for instances in (2, 3):  # two versions: a rollback has one to go back to
+        spec = make_spec(instances=instances, image=f"web:{instances}")
+        await writer.apply_group_changes(
+            lambda s, spec=spec: [plan_group("web", spec, s.groups, 1.0)]
+        )
+    state = cache.state
+    group = state.groups[WEB]
+    deployment = max(state.deployments.values(), key=lambda d: d.to_version)
+    planners: list[Any] = [
+        lambda s: [plan_group("web", make_spec(instances=4), s.groups, 5.0)],
+        lambda s: [plan_group("api", make_spec(instances=1), s.groups, 5.0)],
+        lambda s: [plan_scale(group, 7, 5.0)],
+        lambda s: [plan_restart(group, 5.0)],
+        lambda s: [plan_removal(group.group_key, s.groups)],
+        lambda s: [rollback_change(s, group, previous_version(s, group), 5.0, "rollback")],
+    ]
+    for planner in planners:
+        before = state.copy()
+        decide_group_changes(planner, state, 5.0)
+        assert state == before
+    before = state.copy()
+    cancel_writes(state, deployment.id, False, 5.0, lambda: "d-new")
+    assert state == before
