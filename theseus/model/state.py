@@ -129,11 +129,20 @@ class ClusterState:
 
     def task_state(self, task: TaskRecord) -> TaskState:
         """The observed state, with the derived ``pending``/``assigned`` and node loss."""
-        status = self.statuses.get(task.id)
-        if status is not None and status.state.terminal:
-            return status.state
-        if task.node is not None and task.node not in self.alive and task.node not in self.spared:
-            return TaskState.LOST
-        if status is not None:
-            return status.state
-        return TaskState.ASSIGNED if task.node else TaskState.PENDING
+        node = task.node
+        up = node is None or node in self.alive or node in self.spared
+        return derive_state(task, self.statuses.get(task.id), up)
+
+
+def derive_state(task: TaskRecord, status: TaskStatus | None, node_up: bool) -> TaskState:
+    """A task's observed state from its agent's last report (``status``) and whether its
+    node is alive (or spared): the derived ``pending``/``assigned``, and ``lost`` on a lost
+    node until a terminal report. ``ClusterState.task_state`` and the groups' tallies
+    (``theseus.server.group_tally``) both go by it."""
+    if status is not None and status.state.terminal:
+        return status.state
+    if task.node is not None and not node_up:
+        return TaskState.LOST
+    if status is not None:
+        return status.state
+    return TaskState.ASSIGNED if task.node else TaskState.PENDING

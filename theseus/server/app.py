@@ -44,6 +44,7 @@ from theseus.server.events.callbacks import Deliveries
 from theseus.server.events.feed import EventFeed
 from theseus.server.events.keeper import EventKeeper
 from theseus.server.events.subscriptions import Subscriptions
+from theseus.server.group_tally import GroupTallies
 from theseus.server.leader import Leader
 from theseus.server.loop_sampler import LoopSampler
 from theseus.server.metered_store import MeteredStore
@@ -153,7 +154,10 @@ def create_app(
             await retry_while_etcd_unavailable(keepalive_store.connect)
         cache = StateCache(store)
         feed = EventFeed(lambda: cache.state)
-        cache.observer = feed  # before the cache's first load: the window starts there
+        tallies = GroupTallies(cache)
+        # Before the cache's first load: the feed's window starts there, and the tallies
+        # are counted from it.
+        cache.observers += [feed, tallies]
         server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
         writer = Writer(
             store,
@@ -197,6 +201,7 @@ def create_app(
             ),
             audit=AuditLog(store, f"{socket.gethostname()}:{config.port}"),
             events=feed,
+            tallies=tallies,
             ca_cert=ca.cert if ca is not None else (_ca_cert_only(config)),
             agent_tls=(
                 client_context(PkiDir(config.pki_dir), "server") if config.pki_dir else None

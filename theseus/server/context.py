@@ -16,6 +16,7 @@ from theseus.server.audit import AuditLog
 from theseus.server.client_index import wait_for_client_index
 from theseus.server.config import ServerConfig
 from theseus.server.events.feed import EventFeed
+from theseus.server.group_tally import GroupTallies
 from theseus.server.leader import Leader
 from theseus.server.metrics import ServerMetrics
 from theseus.server.wire import WireMemo
@@ -34,6 +35,7 @@ class ServerContext:
     access: AccessWriter
     audit: AuditLog
     events: EventFeed  # this server's window of the event stream
+    tallies: GroupTallies  # each group's counts of tasks, kept by the cache's changes
     ca_cert: bytes | None = None  # the cluster CA's certificate (PEM), with TLS
     # With TLS: how this server calls agents (they serve TLS too, and want its certificate).
     agent_tls: ssl.SSLContext | None = None

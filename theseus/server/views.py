@@ -21,11 +21,9 @@ from theseus.api.schemas import (
 from theseus.model import registry
 from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
-from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
+from theseus.model.tasks import Desired, TaskRecord, TaskStatus
 from theseus.reconciler.backoff import delay_for
-
-# A group whose replacement tasks have failed this many times in a row is "failing".
-FAILING_ATTEMPTS = 2
+from theseus.server.group_tally import Tally, tally_of
 
 
 def task_info(state: ClusterState, task: TaskRecord) -> TaskInfo:
@@ -78,46 +76,36 @@ def _health(task: TaskRecord, status: TaskStatus | None) -> str | None:
     return "unknown" if verdict is None else "healthy" if verdict else "unhealthy"
 
 
-def group_info(state: ClusterState, group_id: str, group: GroupRecord) -> GroupInfo:
-    # One loop over the group's tasks, one derived state each: ``theseus deploy`` polls this
-    # for every group while it follows a rollout.
-    active = running = running_current = pending = stopping = failing = 0
-    blocked = False  # a pending task waits for room, not for its backoff
-    pending_reason: str | None = None  # the first pending task's reason
-    for t in state.tasks_of(group_id):
-        observed = state.task_state(t)
-        if t.desired is not Desired.RUN:
-            stopping += not observed.terminal
-            continue
-        active += 1
-        if observed is TaskState.RUNNING:
-            running += 1
-            # With health checks, a task is up to date (and the group converged) once healthy.
-            running_current += t.version == group.version and state.task_ready(t, observed)
-        if t.node is None:
-            pending += 1
-            if t.pending_reason:
-                blocked = blocked or t.not_before is None
-                pending_reason = pending_reason or t.pending_reason
-        failing += t.attempt >= FAILING_ATTEMPTS and t.version == group.version
+def group_info(
+    state: ClusterState, group_id: str, group: GroupRecord, tally: Tally | None = None
+) -> GroupInfo:
+    """The group's view; ``tally``: its counts kept by the cache (``GroupTallies``), else
+    counted here from its tasks."""
+    counts = tally if tally is not None else tally_of(state, group_id, group)
     status, message = "deploying", None
-    if running_current == group.instances and active == group.instances and not stopping:
+    if (
+        counts.running_current == group.instances
+        and counts.active == group.instances
+        and not counts.stopping
+    ):
         status = "converged"
-    elif failing:
+    elif counts.failing:
         status = "failing"
-        message = _last_failure(state, group_id) or f"{failing} tasks restarting with backoff"
-    elif blocked:
+        message = (
+            _last_failure(state, group_id) or f"{counts.failing} tasks restarting with backoff"
+        )
+    elif counts.blocked:  # a pending task waits for room, not for its backoff
         status = "pending"
-        message = pending_reason
+        message = counts.pending_reason()
     return GroupInfo(
         service=group.service,
         labels=group.labels,
         group=group_id,
         version=group.version,
         instances=group.instances,
-        running=running,
-        running_current=running_current,
-        pending=pending,
+        running=counts.running,
+        running_current=counts.running_current,
+        pending=counts.pending,
         status=status,
         message=message,
         spec=group.spec,

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 from theseus.model.groups import GroupRecord
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskRecord, TaskStatus
+from theseus.server.group_tally import Tally
 from theseus.server.views import group_info, task_entry
 
 
@@ -135,10 +136,17 @@ class WireMemo:
         return f'{{"index":{index},"heartbeat_interval":{interval},"tasks":[{body}]}}'
 
     def group_json(
-        self, state: ClusterState, group_id: str, group: GroupRecord, changed: int, alive_index: int
+        self,
+        state: ClusterState,
+        group_id: str,
+        group: GroupRecord,
+        changed: int,
+        alive_index: int,
+        tally: Tally | None = None,
     ) -> str:
         """One group's entry; ``changed`` is its ``group_index`` revision, read with ``state``
-        (no await between: the memo keys the text by it)."""
+        (no await between: the memo keys the text by it); ``tally``: its counts, kept by the
+        cache (``theseus.server.group_tally``)."""
         kept = self._groups.get(group_id)
         if (
             kept is not None
@@ -147,7 +155,7 @@ class WireMemo:
             and kept.alive_index == alive_index
         ):
             return kept.text
-        text = group_info(state, group_id, group).model_dump_json()
+        text = group_info(state, group_id, group, tally).model_dump_json()
         self._groups[group_id] = _GroupPiece(group, changed, alive_index, text)
         return text
 

@@ -65,7 +65,8 @@ class _Expected(NamedTuple):
 
 class ChangeObserver(Protocol):
     """Told of each change the cache applies under ``prefixes`` (the event stream,
-    ``theseus.server.events.feed``), with the records before and after it."""
+    ``theseus.server.events.feed``; the groups' tallies, ``theseus.server.group_tally``),
+    with the records before and after it, once the state holds the change."""
 
     prefixes: tuple[str, ...]
 
@@ -114,7 +115,8 @@ class StateCache:
         self._confirming: asyncio.Task[bool] | None = None  # the one proof asked on demand
         self._looked_revision = 0  # what the cache had applied at the last probe or proof
         self._waiter_ids = itertools.count()
-        self.observer: ChangeObserver | None = None
+        # Told of the changes, in order: the event stream and the groups' tallies.
+        self.observers: list[ChangeObserver] = []
 
     @property
     def revision(self) -> int:
@@ -239,8 +241,8 @@ class StateCache:
         answers now with what it has, so that the stop does not wait for them, nor cut them
         off mid-request. Clients poll again, on this server's successor or another one."""
         self._released = True
-        if self.observer is not None:
-            self.observer.released()
+        for observer in self.observers:
+            observer.released()
         self._node_signal.fire_all()
         self._service_signal.fire_all()
 
@@ -318,17 +320,16 @@ class StateCache:
             self.registry_index[service] = revision
         self.alive_index = revision
         self.nodes_index = revision
-        if self.observer is not None:
-            self.observer.reloaded(revision)
+        for observer in self.observers:
+            observer.reloaded(revision)
         self._node_signal.fire_all()
         self._service_signal.fire_all()
         self._ready.set()
         self._notify()
 
     def _apply(self, change: Change) -> None:
-        observer = self.observer
-        observed = observer is not None and change.key.startswith(observer.prefixes)
-        before = self._record_at(change.key) if observed else None
+        observers = [o for o in self.observers if change.key.startswith(o.prefixes)]
+        before = self._record_at(change.key) if observers else None
         if change.value is None:
             self._unset(change.key, change.revision)
         else:
@@ -336,12 +337,13 @@ class StateCache:
                 change.key, change.value, change.revision, change.create_revision, change.lease
             )
         self.state.revision = max(self.state.revision, change.revision)
-        if observer is not None and observed:
+        if observers:
             after = self._record_at(change.key)
-            try:
-                observer.changed(change.key, change.revision, before, after, change.value)
-            except Exception:  # events are supplemental: never let them stop the mirror
-                log.exception("deriving the events of %s failed", change.key)
+            for observer in observers:
+                try:
+                    observer.changed(change.key, change.revision, before, after, change.value)
+                except Exception:  # a view of the state: never let it stop the mirror
+                    log.exception("observing the change of %s failed", change.key)
         self._notify()
 
     def _record_at(self, key: str) -> object:

@@ -56,7 +56,10 @@ async def list_groups(
         group = state.groups.get(group_id)
         if group is not None:  # removed meanwhile: left out, as a later poll would
             changed = cache.group_index.get(group_id, 0)
-            parts.append(ctx.wire.group_json(state, group_id, group, changed, cache.alive_index))
+            tally = ctx.tallies.of(group_id)
+            parts.append(
+                ctx.wire.group_json(state, group_id, group, changed, cache.alive_index, tally)
+            )
     ctx.wire.prune_groups(cache.state)
     return Response(groups_body(parts), media_type="application/json")
 
