@@ -165,10 +165,11 @@ class GroupTallies:
         elif key.startswith(keys.STATUS):
             task = state.tasks.get(key.removeprefix(keys.STATUS))
             if task is not None and before is not after:
-                old = before if isinstance(before, TaskStatus) else None
-                new = after if isinstance(after, TaskStatus) else None
-                self._move(task, _part(state, task, old), -1)
-                self._move(task, _part(state, task, new), 1)
+                old = _part(state, task, before if isinstance(before, TaskStatus) else None)
+                new = _part(state, task, after if isinstance(after, TaskStatus) else None)
+                if old != new:  # most reports change nothing that is counted
+                    self._move(task, old, -1)
+                    self._move(task, new, 1)
         elif key.startswith(keys.GROUPS):
             group_id = key.removeprefix(keys.GROUPS)
             self._tallies[group_id] = tally_of(state, group_id, state.groups.get(group_id))
