@@ -6,12 +6,14 @@ import asyncio
 import base64
 import heapq
 import json
+from collections.abc import Iterable, Iterator
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 
 from theseus.api.schemas import NodeInfo, NodeList, TaskInfo, TaskList
+from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord
 from theseus.server.agent_logs import LogsUnavailable, open_task_logs
 from theseus.server.context import ServerContext, context
@@ -20,6 +22,7 @@ from theseus.server.views import node_info, task_info
 router = APIRouter(tags=["tasks and nodes"])
 
 MAX_PAGE = 10_000  # tasks per page at most, when a page is asked for
+PageKey = tuple[str, float, str]  # a task's place in the list: service, creation, id
 
 
 @router.get("/v1/tasks", response_model=TaskList)
@@ -42,24 +45,8 @@ async def list_tasks(
     state = ctx.cache.snapshot()
 
     def answer() -> str:
-        candidates = state.tasks_on(node) if node is not None else state.tasks.values()
-        chosen = (
-            task
-            for task in candidates
-            if (service is None or task.service == service)
-            and (start is None or _order(task) > start)
-            and (all or task.desired is not Desired.STOP or not state.task_state(task).terminal)
-        )
-        following = None
-        if limit is None:
-            listed = sorted(chosen, key=_order)
-        else:
-            # The page's tasks and one more, to tell whether another page follows: a heap of
-            # ``limit`` instead of sorting every task for each page.
-            listed = heapq.nsmallest(limit + 1, chosen, key=_order)
-            if len(listed) > limit:
-                listed = listed[:limit]
-                following = _page_token(_order(listed[-1]))
+        listed, last = page_of_tasks(state, service, node, all, start, limit)
+        following = None if last is None else _page_token(last)
         # Sent as is (``TaskList`` describes it in the OpenAPI document): validating 10,000
         # models would cost a second more.
         return ctx.wire.tasks_json(state, listed, following)
@@ -67,17 +54,55 @@ async def list_tasks(
     return Response(await asyncio.to_thread(answer), media_type="application/json")
 
 
-def _order(task: TaskRecord) -> tuple[str, float, str]:
-    return (task.service, task.created_at, task.id)
+def page_of_tasks(
+    state: ClusterState,
+    service: str | None,
+    node: str | None,
+    include_stopped: bool,
+    start: PageKey | None,
+    limit: int | None,
+) -> tuple[list[TaskRecord], PageKey | None]:
+    """The tasks ``GET /v1/tasks`` lists, after ``start`` and at most ``limit`` of them (pure),
+    and the place of the last one when more follow."""
+    candidates = state.tasks_on(node) if node is not None else state.tasks.values()
+    keyed = _keyed(state, candidates, service, include_stopped, start)
+    if limit is None:
+        return [task for _, task in sorted(keyed)], None
+    # The page's tasks and one more, to tell whether another page follows: a heap of
+    # ``limit`` instead of sorting every task for each page. (Places are unique: the tasks
+    # themselves are never compared.)
+    listed = heapq.nsmallest(limit + 1, keyed)
+    if len(listed) <= limit:
+        return [task for _, task in listed], None
+    return [task for _, task in listed[:limit]], listed[limit - 1][0]
 
 
-def _page_token(key: tuple[str, float, str]) -> str:
+def _keyed(
+    state: ClusterState,
+    candidates: Iterable[TaskRecord],
+    service: str | None,
+    include_stopped: bool,
+    start: PageKey | None,
+) -> Iterator[tuple[PageKey, TaskRecord]]:
+    """The tasks to list after ``start``, each with its place."""
+    for task in candidates:
+        if service is not None and task.service != service:
+            continue
+        place = (task.service, task.created_at, task.id)
+        if start is not None and place <= start:
+            continue
+        if not include_stopped and task.desired is Desired.STOP and state.task_state(task).terminal:
+            continue
+        yield place, task
+
+
+def _page_token(key: PageKey) -> str:
     """The ``after`` of the page that follows the task with this key: the key itself, as
     opaque text (it stays valid when that task is gone by then)."""
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
-def _page_key(token: str) -> tuple[str, float, str]:
+def _page_key(token: str) -> PageKey:
     try:
         service, created_at, task_id = json.loads(base64.urlsafe_b64decode(token.encode()))
         if isinstance(service, str) and isinstance(task_id, str):
