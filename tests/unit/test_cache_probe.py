@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from theseus.store.base import Put
-from theseus.store.cache import OUT_OF_TOUCH, StateCache
+from theseus.store.cache import OUT_OF_TOUCH, WATCH_STUCK_AFTER, StateCache
 from theseus.store.memory import MemoryStore
 
 
@@ -83,6 +83,33 @@ async def test_a_stuck_cache_or_lost_etcd_is_out_of_touch(probed: Probed) -> Non
     probed.clock.now += 2 * OUT_OF_TOUCH
     await probed.rounds(3)
     assert probed.cache.out_of_touch() is not None
+
+
+async def test_a_watch_that_stands_still_while_etcd_moves_on_is_restarted(probed: Probed) -> None:
+    """A member that answers calls while its watch has gone silent (its HTTP gateway cut off
+    from its own gRPC port, say): the store is asked to restart the watch, on another member
+    when it has several (``EtcdStore.restart_watches``)."""
+    await etcd_moves_on(probed.store, 5)  # etcd moved on; the cache stays at 10
+    await probed.rounds(2)
+    assert probed.store.watch_restarts == 0  # not for long yet
+    probed.clock.now += WATCH_STUCK_AFTER
+    await probed.rounds(1)
+    assert probed.store.watch_restarts == 1
+    await probed.rounds(2)  # the restarted watch gets its time too
+    assert probed.store.watch_restarts == 1
+
+
+async def test_a_cache_that_moves_or_an_etcd_away_restarts_no_watch(probed: Probed) -> None:
+    await etcd_moves_on(probed.store, 40)
+    for _ in range(4):  # far behind, but moving: a busy cache
+        probed.cache.state.revision += 1
+        probed.clock.now += WATCH_STUCK_AFTER
+        await probed.rounds(1)
+    probed.store.faults.fail("current_revision")
+    for _ in range(3):  # etcd does not answer: not the watch's fault
+        probed.clock.now += WATCH_STUCK_AFTER
+        await probed.rounds(1)
+    assert probed.store.watch_restarts == 0
 
 
 async def test_released_long_polls_answer_at_once_and_new_ones_do_not_wait(

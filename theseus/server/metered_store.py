@@ -56,6 +56,9 @@ class MeteredStore:
     async def close(self) -> None:
         await self.inner.close()
 
+    def restart_watches(self) -> None:
+        self.inner.restart_watches()
+
     async def get(self, key: str) -> Entry | None:
         return await self._timed("get", lambda: self.inner.get(key))
 

@@ -103,6 +103,12 @@ class Store(Protocol):
         to another member); the caller resumes from the last revision it saw plus one."""
         ...
 
+    def restart_watches(self) -> None:
+        """The open watches make no progress while etcd moves on (a member that answers
+        calls but whose watches have gone silent): end them, and with several members move
+        to the next one, where their callers resume them."""
+        ...
+
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int | None:
         """Apply ``ops`` atomically if every guard holds: the new revision, or None if a
         guard failed. Both ``ops`` and ``guards`` stay within

@@ -51,6 +51,8 @@ OUT_OF_TOUCH = 3.0  # seconds without proof that the cache follows etcd before r
 # How long a route waits for a proof asked on demand (``confirm``): less than a client's own
 # timeout, so that a server cut off from etcd still answers its 503 and the client moves on.
 CONFIRM_TIMEOUT = 1.0
+# Seconds of etcd moving on while the cache stands still before its watch counts as stuck.
+WATCH_STUCK_AFTER = 5.0
 
 M = TypeVar("M", bound=BaseModel)
 MAX_EXPECTED = 100_000
@@ -184,17 +186,28 @@ class StateCache:
         """Forever: ask etcd for its current revision. The cache follows etcd if it has
         applied that revision, or at least moved on since the last probe (a big deploy may
         keep it a few seconds behind, still following). A dead member, a lost quorum or a
-        stuck watch shows as time without either (``out_of_touch``)."""
+        stuck watch shows as time without either (``out_of_touch``). When etcd answers and
+        moves on while the cache stands still for ``WATCH_STUCK_AFTER`` seconds, the watch
+        is stuck: the store restarts it, on another member if it has several."""
         self._looked_revision = self.state.revision
+        stuck_since: float | None = None
         while True:
             asked = self._clock()
             try:
                 revision = await self._store.current_revision()
             except StoreUnavailable:
-                pass
+                stuck_since = None  # etcd is away, not only the watch
             else:
                 if self._following(revision):
                     self._confirmed_at = max(self._confirmed_at, asked)
+                    stuck_since = None
+                elif stuck_since is None:
+                    stuck_since = asked
+                elif asked - stuck_since >= WATCH_STUCK_AFTER:
+                    stood = f"{revision} > {self.state.revision}"
+                    log.warning("the etcd watch gave nothing while etcd moved on (%s)", stood)
+                    self._store.restart_watches()
+                    stuck_since = None
             self._looked_revision = self.state.revision
             await asyncio.sleep(max(0.0, interval - (self._clock() - asked)))
 

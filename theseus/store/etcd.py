@@ -200,6 +200,17 @@ class EtcdStore:
             return StoreUnavailable(str(exc))
         return StoreUnavailable(f"{exc.__class__.__name__}: {exc}")
 
+    def restart_watches(self) -> None:
+        """See ``Store.restart_watches``. What silences a member's watches while its other
+        calls answer: the watch goes through its HTTP gateway, which calls the member's own
+        gRPC port, and a host that drops its own traffic to that port (a firewall rule on
+        the client port) leaves the gateway's stream hanging and plain gRPC working."""
+        client = self._client
+        if client is not None and len(self._endpoints) > 1:
+            self._unavailable(client, StoreUnavailable("its watches went silent"), True)
+        else:
+            self._cut_watches()
+
     def _cut_watches(self) -> None:
         """End the watches on the member we leave: they resume on the next one (a member cut
         off from us may never say a word on them again)."""

@@ -130,6 +130,7 @@ class MemoryStore:
         self._leases: dict[int, _Lease] = {}
         self._lease_ids = itertools.count(7001)
         self._watch_generation = 0  # bumped by break_watches
+        self.watch_restarts = 0  # asked for by a cache whose watch stood still
 
     # -- the Store protocol -------------------------------------------------------------------
 
@@ -209,6 +210,10 @@ class MemoryStore:
         """Until ``call`` has been made ``count`` times in all."""
         while self.calls[call] < count:
             await self._called.wait()
+
+    def restart_watches(self) -> None:
+        self.watch_restarts += 1
+        self.break_watches()
 
     def break_watches(self) -> None:
         """Every open watch fails with ``StoreUnavailable`` (its caller resumes it)."""
