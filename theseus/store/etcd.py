@@ -201,10 +201,10 @@ class EtcdStore:
         return StoreUnavailable(f"{exc.__class__.__name__}: {exc}")
 
     def restart_watches(self) -> None:
-        """See ``Store.restart_watches``. What silences a member's watches while its other
-        calls answer: the watch goes through its HTTP gateway, which calls the member's own
-        gRPC port, and a host that drops its own traffic to that port (a firewall rule on
-        the client port) leaves the gateway's stream hanging and plain gRPC working."""
+        """See ``Store.restart_watches``. A member's watch can stand still while its other
+        calls answer (a stream wedged somewhere behind its HTTP gateway; the connection
+        itself lives, so TCP keep-alives do not end it): the store leaves that member, and
+        with a single one starts the watches again on it."""
         client = self._client
         if client is not None and len(self._endpoints) > 1:
             self._unavailable(client, StoreUnavailable("its watches went silent"), True)
