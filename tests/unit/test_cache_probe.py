@@ -86,9 +86,9 @@ async def test_a_stuck_cache_or_lost_etcd_is_out_of_touch(probed: Probed) -> Non
 
 
 async def test_a_watch_that_stands_still_while_etcd_moves_on_is_restarted(probed: Probed) -> None:
-    """A member that answers calls while its watch has gone silent (its HTTP gateway cut off
-    from its own gRPC port, say): the store is asked to restart the watch, on another member
-    when it has several (``EtcdStore.restart_watches``)."""
+    """A member that answers calls while the watch on it has gone silent: the store is asked
+    to restart the watch, on another member when it has several
+    (``EtcdStore.restart_watches``)."""
     await etcd_moves_on(probed.store, 5)  # etcd moved on; the cache stays at 10
     await probed.rounds(2)
     assert probed.store.watch_restarts == 0  # not for long yet
