@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import time
 from collections.abc import Callable
 
-from reconcile_pass import build
+from reconcile_pass import build, timed
 
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskState, TaskStatus
@@ -40,12 +39,7 @@ class Holder:
 
 
 def median_ms(call: Callable[[], object]) -> float:
-    times = []
-    for _ in range(ROUNDS):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+    return 1000 * timed(call, ROUNDS)
 
 
 def main() -> None:
