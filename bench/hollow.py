@@ -10,9 +10,12 @@ Started by bench/scale.py and bench/footprint.py (a few of these processes), or 
 Node ``i`` is named ``hollow-<i>`` and advertises 127.1.<i // 250>.<i % 250 + 1> (the address
 only names the node: hollow agents serve no HTTP). Runs until SIGTERM or SIGINT.
 
-Each agent gets its own connection pool (like a real agent) but one SSL context shared by the
-process: httpx builds a fresh one per client (about 15 ms of CPU), which would cost 30 s of
-CPU for 1,000 agents of two clients each and say nothing about Theseus.
+Each agent gets its own connection pool on the transport a real agent's client makes for
+itself (aiohttp's: ``theseus.api.aiohttp_transport``), but one SSL context shared by the
+process: a transport builds a fresh one otherwise (about 15 ms of CPU), which would cost 30 s
+of CPU for 1,000 agents of two clients each and say nothing about Theseus. (Until the tenth
+session of issue 17 the hollow nodes used httpx's own transport, which costs an agent about
+240 µs more per request than a real agent's: BENCHMARKS.md.)
 
 ``--join-token T`` (a secure cluster, ``https://`` server): each agent joins with T, as
 ``theseus agent --join`` does, and then talks mutual TLS with the certificate it got; it builds
@@ -32,6 +35,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -48,6 +52,20 @@ except ImportError:  # a commit before the config's own module, measured with PY
     from theseus.agent.agent import AgentConfig  # type: ignore[attr-defined,no-redef]
 from theseus.agent.identity import join
 from theseus.api.agent_client import AGENT_LIMITS, AsyncServerClient  # the agent's own limits
+
+try:
+    from theseus.api.aiohttp_transport import aiohttp_transport
+except ImportError:  # a commit before the agent's client moved to aiohttp
+    aiohttp_transport = None  # type: ignore[assignment]
+
+
+def agent_transport(ssl_context: ssl.SSLContext) -> httpx.AsyncBaseTransport:
+    """The transport a real agent's client makes for itself (``AsyncServerClient`` with none
+    given), but with the process's one SSL context: aiohttp's, or httpx's own for a commit
+    from before it."""
+    if aiohttp_transport is None:
+        return httpx.AsyncHTTPTransport(verify=ssl_context, limits=AGENT_LIMITS)
+    return aiohttp_transport(AGENT_LIMITS, ssl_context)
 
 
 def hollow_name(index: int) -> str:
@@ -130,9 +148,7 @@ async def run_hollow(
                     serve_http=False,
                     handle_signals=False,
                     # With a join token the agent makes its own TLS contexts (mutual TLS).
-                    transport=None
-                    if join_token
-                    else httpx.AsyncHTTPTransport(verify=ssl_context, limits=AGENT_LIMITS),
+                    transport=None if join_token else agent_transport(ssl_context),
                     join_token=join_token,
                 )
             )

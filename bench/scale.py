@@ -53,20 +53,24 @@ from procs import (
     listen_overflows,
     machine_cpu,
     memory_mib,
+    percentile,
     start_etcd,
     start_server,
     wait_until,
 )
 from profiler import profile_summary, start_profiler, stop_profiler
 from scrapes import (
+    EtcdRevisions,
     EtcdWatchers,
     api_requests,
     loop_rows,
     registration_answers,
     request_rows,
     scrape,
+    view_lags,
 )
 
+from theseus.api.schemas import INDEX_HEADER
 from theseus.server.writes import MAX_GROUP_CHANGES
 from theseus.store.limits import MAX_TXN_OPS
 
@@ -104,14 +108,16 @@ def ready_nodes(http: httpx.Client) -> int:
     return sum(1 for n in response.json()["nodes"] if n["status"] == "ready")
 
 
-def running_count(http: httpx.Client, services: set[str]) -> int | None:
-    """The services' running tasks; None when the server refused to say (a 503 while it
-    cannot show that it follows etcd: counted and reported, the poll goes on)."""
+def running_count(http: httpx.Client, services: set[str]) -> tuple[int | None, int]:
+    """The services' running tasks, and the revision of the server's view that counted
+    them; None when the server refused to say (a 503 while it cannot show that it follows
+    etcd: counted and reported, the poll goes on)."""
     response = http.get("/v1/groups")
     if response.status_code != 200:
-        return None
+        return None, 0
     groups = response.json()["groups"]
-    return int(sum(g["running_current"] for g in groups if g["service"] in services))
+    view = int(response.headers.get(INDEX_HEADER, 0))
+    return int(sum(g["running_current"] for g in groups if g["service"] in services)), view
 
 
 def start_hollow(
@@ -233,11 +239,13 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     )
     if profiler is not None:
         print(f"py-spy started at {time.strftime('%H:%M:%S')}, writing {profile}")
-    timeline: list[tuple[float, int]] = []
+    timeline: list[tuple[float, int, float]] = []  # (seconds, running, view's lag)
     converged_after: float | None = None
     running = 0
     refused_polls = 0  # GET /v1/groups answered other than 200 while following the deploy
-    with Sampler(server.pid) as sampler, EtcdWatchers(etcd_port) as watchers:
+    views: list[tuple[float, int]] = []  # (time, revision of the server's view)
+    revisions = EtcdRevisions(etcd_port)
+    with Sampler(server.pid) as sampler, EtcdWatchers(etcd_port) as watchers, revisions:
         for probe in probes:
             probe.start(url)
         t0_wall, t0 = time.time(), time.monotonic()
@@ -250,16 +258,18 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         next_mark = 0.0
         # More than a wait (``wait_until``): it records the running count over time.
         while time.monotonic() - t0 < args.timeout:
-            counted = running_count(http, wanted)
+            counted, view = running_count(http, wanted)
             refused_polls += counted is None
+            if view:
+                views.append((time.monotonic(), view))
             running = running if counted is None else counted
             elapsed = time.monotonic() - t0
             if running >= args.tasks:
                 converged_after = elapsed
-                timeline.append((elapsed, running))
+                timeline.append((elapsed, running, lag_now(revisions, views)))
                 break
             if elapsed >= next_mark:
-                timeline.append((elapsed, running))
+                timeline.append((elapsed, running, lag_now(revisions, views)))
                 next_mark = math.floor(elapsed / args.mark) * args.mark + args.mark
             children.check_alive()
             time.sleep(args.poll_interval)
@@ -308,10 +318,21 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             f"{len(docs)} document(s) back to back, answered in {answered}",
         )
     )
+    lags = view_lags(revisions.samples or [], views)
+    if lags:
+        rows.append(
+            (
+                "the server's view behind etcd, in its GET /v1/groups: p50 / p90 / max",
+                " / ".join(f"{percentile(lags, q):.2f}" for q in (0.5, 0.9))
+                + f" / {max(lags):.2f} s",
+            )
+        )
+    if revisions.durations:
+        rows.append(("etcd answering a read of the benchmark's", fmt_ms(revisions.durations)))
     if created:
-        rows.append(("last task created (created_at)", f"{max(created):.2f} s"))
+        rows.append(("tasks created (created_at): p10 / p50 / p90 / last", spread(created)))
     if len(started) >= args.tasks:
-        rows.append(("last task started on its node (agent's started_at)", f"{max(started):.2f} s"))
+        rows.append(("tasks started on their nodes (agents' started_at): same", spread(started)))
     if converged_after is not None:
         rows.append(
             (f"all {args.tasks} reported running (GET /v1/groups)", f"{converged_after:.2f} s")
@@ -409,11 +430,25 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     for label, value in rows:
         print(f"{label:<{width}}{value}")
     print()
-    print("running over time: " + ", ".join(f"{t:.1f}s={n}" for t, n in timeline))
+    print(
+        "running over time (the server's view behind etcd): "
+        + ", ".join(f"{t:.1f}s={n} ({lag:.1f})" for t, n, lag in timeline)
+    )
     if profiler is not None and profile.exists() and not args.py_spy_timeline:
         print()
         print(profile_summary(profile))
     return 0 if converged_after is not None else 1
+
+
+def lag_now(revisions: EtcdRevisions, views: list[tuple[float, int]]) -> float:
+    """How far behind etcd the server's last view read was, in seconds."""
+    return view_lags(revisions.samples or [], views[-1:])[0] if views else 0.0
+
+
+def spread(seconds: list[float]) -> str:
+    """When a share of the tasks had got somewhere, in seconds after the deploy was sent."""
+    marks = [percentile(seconds, q) for q in (0.1, 0.5, 0.9)] + [max(seconds)]
+    return " / ".join(f"{m:.2f}" for m in marks) + " s"
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ session)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -192,3 +193,36 @@ class EtcdWatchers(Periodic):
                 self.slow_seconds += self.interval
             elif name == "etcd_debugging_mvcc_pending_events_total":
                 self.peak_pending = max(self.peak_pending, float(value))
+
+
+@dataclass
+class EtcdRevisions(Periodic):
+    """Samples etcd's current revision every ``interval`` seconds in a thread (a count-only
+    range through its HTTP gateway: one small read): with the revisions the server's answers
+    carry (``X-Theseus-Index``), how far behind etcd the server's view was (``view_lags``)."""
+
+    port: int
+    interval: float = 0.1
+    samples: list[tuple[float, int]] | None = None
+
+    def sample(self) -> None:
+        if self.samples is None:
+            self.samples = []
+        body = {"key": "YmVuY2gtcmV2aXNpb24=", "count_only": True}  # "bench-revision"
+        try:
+            answer = httpx.post(f"http://127.0.0.1:{self.port}/v3/kv/range", json=body, timeout=5.0)
+            revision = int(answer.json()["header"]["revision"])
+        except (httpx.HTTPError, KeyError, ValueError):
+            return
+        self.samples.append((time.monotonic(), revision))
+
+
+def view_lags(etcd: list[tuple[float, int]], views: list[tuple[float, int]]) -> list[float]:
+    """For each (time, revision) the server's view had: seconds since etcd first held a
+    newer revision than that one (0 when etcd held none then), the view's lag behind etcd
+    to within the sampling interval. Both lists in time order."""
+    lags = []
+    for at, view in views:
+        newer = next((t for t, revision in etcd if revision > view), None)
+        lags.append(0.0 if newer is None or newer > at else at - newer)
+    return lags
