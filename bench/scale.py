@@ -318,7 +318,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             f"{len(docs)} document(s) back to back, answered in {answered}",
         )
     )
-    lags = view_lags(revisions.samples or [], views)
+    lags = view_lags(revisions.samples, views)
     if lags:
         rows.append(
             (
@@ -442,7 +442,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
 
 def lag_now(revisions: EtcdRevisions, views: list[tuple[float, int]]) -> float:
     """How far behind etcd the server's last view read was, in seconds."""
-    return view_lags(revisions.samples or [], views[-1:])[0] if views else 0.0
+    return view_lags(revisions.samples, views[-1:])[0] if views else 0.0
 
 
 def spread(seconds: list[float]) -> str:

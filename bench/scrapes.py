@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from procs import Periodic
@@ -203,17 +203,18 @@ class EtcdRevisions(Periodic):
 
     port: int
     interval: float = 0.1
-    samples: list[tuple[float, int]] | None = None
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, revision)
+    durations: list[float] = field(default_factory=list)  # seconds each read took
 
     def sample(self) -> None:
-        if self.samples is None:
-            self.samples = []
         body = {"key": "YmVuY2gtcmV2aXNpb24=", "count_only": True}  # "bench-revision"
+        sent = time.monotonic()
         try:
             answer = httpx.post(f"http://127.0.0.1:{self.port}/v3/kv/range", json=body, timeout=5.0)
             revision = int(answer.json()["header"]["revision"])
         except (httpx.HTTPError, KeyError, ValueError):
             return
+        self.durations.append(time.monotonic() - sent)
         self.samples.append((time.monotonic(), revision))
 
 
