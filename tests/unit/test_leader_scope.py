@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from prometheus_client.registry import CollectorRegistry
 
 from tests.kit.builders import make_group, make_node
 from tests.kit.wait import wait_until_async
 from theseus.model import registry
 from theseus.model.tasks import TaskState, TaskStatus
-from theseus.server.leader import MAX_REST, MIN_REST, REST_FACTOR, Leader, rest_after
+from theseus.server.leader import (
+    MAX_REST,
+    MIN_REST,
+    REST_FACTOR,
+    SETTLE_MAX,
+    SETTLE_MIN_PLACEMENTS,
+    SETTLE_QUIET,
+    Leader,
+    rest_after,
+    settle_delay,
+)
 from theseus.server.metrics import ServerMetrics
 from theseus.store import keys
 from theseus.store.base import Put
@@ -82,3 +93,46 @@ def test_the_leader_rests_after_a_long_pass_and_not_after_a_short_one() -> None:
     assert rest_after(MIN_REST) == MIN_REST * REST_FACTOR
     assert rest_after(1.5) == 1.5 * REST_FACTOR > 1.5
     assert rest_after(30.0) == MAX_REST
+
+
+def test_a_big_deploy_waits_for_its_groups_to_settle_and_a_small_one_does_not() -> None:
+    """``settle_delay``: a pass with many placements waits until the groups have not changed
+    for ``SETTLE_QUIET`` seconds, never longer than ``SETTLE_MAX`` since it first waited;
+    fewer placements than ``SETTLE_MIN_PLACEMENTS`` never wait."""
+    big, small = SETTLE_MIN_PLACEMENTS, SETTLE_MIN_PLACEMENTS - 1
+    assert settle_delay(10.0, 9.9, 9.9, big) == pytest.approx(SETTLE_QUIET - 0.1)
+    assert settle_delay(10.0, 9.9, 9.9, small) == 0.0
+    assert settle_delay(10.0, 9.9, None, big) == 0.0  # not settling: nothing to wait for
+    assert settle_delay(10.0, 10.0 - SETTLE_QUIET, 9.0, big) == 0.0  # quiet long enough
+    # Groups that keep changing hold a pass back for SETTLE_MAX in all, not longer.
+    first = 10.0
+    assert settle_delay(first + SETTLE_MAX - 0.05, first + SETTLE_MAX - 0.06, first, big) == (
+        pytest.approx(0.05)
+    )
+    assert settle_delay(first + SETTLE_MAX, first + SETTLE_MAX - 0.01, first, big) == 0.0
+
+
+async def test_a_deploy_sent_as_two_documents_is_placed_by_one_pass(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    """The second document comes 0.1 s after the first, each of ``SETTLE_MIN_PLACEMENTS``
+    placements: the leader waits for the groups to settle and places both in one pass (one
+    pass's tasks share its ``created_at``), so a node gets its tasks in one assignment."""
+    each = SETTLE_MIN_PLACEMENTS
+    web, db = (make_group(name, instances=each, cpus=0.01, mem=1) for name in ("web", "db"))
+    node = make_node("n1", cpus=64.0, mem=1e6, port_range=(20000, 29999))
+    lease = await store.grant_lease(30)
+    await store.commit([node_put(node), alive_put(node.name, 0.0, 30, lease)])
+    leadership = Leadership(store, cache, "me", lease_ttl=5)
+    leader = Leader(store, cache, leadership, registry_repair_interval=3600)
+    running = asyncio.create_task(leader.run())
+    try:
+        await wait_until_async(lambda: leadership.is_leader, 10, "leading")
+        await store.commit([Put(keys.group_key(web.group_key.key), encode(web))])
+        await asyncio.sleep(0.1)  # the client sends its second document (not a wait for a state)
+        await store.commit([Put(keys.group_key(db.group_key.key), encode(db))])
+        await wait_until_async(lambda: len(cache.state.tasks) == 2 * each, 10, "all placed")
+        assert len({task.created_at for task in cache.state.tasks.values()}) == 1
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

@@ -16,6 +16,9 @@ share the GIL with the loop; other passes, and all without, run in the thread it
 one pass runs at a time, even across a step-down, since the registry view and the encoding
 memo it works with are the leader's own.
 
+A pass with many placements to make waits, while groups are still changing, for a deploy
+sent as several documents to settle (``settle_delay``), so that one pass places all of it.
+
 Most passes are scoped to the groups that changed since the last committed pass
 (``theseus.reconciler.scope`` says when that is enough): at 50,000 tasks a pass over everything
 takes 0.6 s of CPU, and the agents' reports call for one every few seconds.
@@ -47,7 +50,13 @@ from theseus.reconciler.reconcile import Plan, reconcile
 from theseus.reconciler.registry import EncodingMemo
 from theseus.reconciler.scope import LastPass, SharedInputs, pass_scope, repair_due
 from theseus.server.metrics import ServerMetrics
-from theseus.server.pass_process import PassProcessFailed, forked_pass, worth_a_child
+from theseus.server.pass_process import (
+    CHILD_MIN_PLACEMENTS,
+    PassProcessFailed,
+    forked_pass,
+    placements_wanted,
+    worth_a_child,
+)
 from theseus.server.stall import StallWatch, spared_nodes
 from theseus.store.base import Put, Store, StoreUnavailable
 from theseus.store.cache import StateCache
@@ -75,6 +84,17 @@ SLOW_PASS = 0.5  # seconds: passes slower than this are logged with their breakd
 MIN_REST = 0.05
 REST_FACTOR = 2.0
 MAX_REST = 4.0
+# A big deploy often comes as several documents back to back (one changes at most
+# ``MAX_GROUP_CHANGES`` groups: 50,000 tasks in 500 services are 8). A pass that placed the
+# first alone and the rest in a second one sent most nodes their tasks twice, and each
+# agent polled and reported twice: at 5,000 nodes 0.52 requests per task against 0.27, and
+# all running after 39-52 s against 28-33 s when the documents happened to make one pass
+# (BENCHMARKS.md, issue 17's tenth session). So a pass with many placements to make waits
+# until no group has changed for SETTLE_QUIET seconds, and at most SETTLE_MAX in all.
+# Small deploys, scaling by a few, and a failed task's replacement are not held back.
+SETTLE_QUIET = 0.25
+SETTLE_MAX = 1.0
+SETTLE_MIN_PLACEMENTS = CHILD_MIN_PLACEMENTS
 
 
 class Leader:
@@ -108,6 +128,7 @@ class Leader:
         # Held by the pass's worker thread: a pass orphaned by a step-down (its coroutine was
         # cancelled, its thread runs on) must end before the next one uses the memo.
         self._pass_lock = threading.Lock()
+        self._settling_since: float | None = None  # monotonic: a big deploy's first wait
         self.passes = 0
         self.child_peak_rss = 0  # bytes: the largest a pass's child process grew (``fork_passes``)
 
@@ -153,6 +174,10 @@ class Leader:
             if not await self._cache.wait_for_revision(last_commit):
                 # Planning without our own last commit would redo it (tasks started twice).
                 log.warning("the cache has not seen our last commit (%d) yet", last_commit)
+                continue
+            wait = self._settle(time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
                 continue
             started = time.monotonic()
             snapshot = self._cache.snapshot()
@@ -207,6 +232,21 @@ class Leader:
                 wake = plan.wake_at
                 plan.wake_at = tracked.wake_at if wake is None else min(wake, tracked.wake_at)
             await self._wait_for_work(snapshot, plan, now, planned - copied)
+
+    def _settle(self, now: float) -> float:
+        """Seconds to wait for a deploy's next documents before this pass (``SETTLE_QUIET``);
+        the placements wanted are only counted while groups keep changing."""
+        changed_at = self._cache.groups_changed_at
+        if now - changed_at >= SETTLE_QUIET:
+            self._settling_since = None
+            return 0.0
+        wanted = placements_wanted(self._cache.state, SETTLE_MIN_PLACEMENTS)
+        if self._settling_since is None and wanted >= SETTLE_MIN_PLACEMENTS:
+            self._settling_since = now
+        wait = settle_delay(now, changed_at, self._settling_since, wanted)
+        if wait == 0.0:
+            self._settling_since = None
+        return wait
 
     def _spared(self, snapshot: ClusterState) -> frozenset[str]:
         """The nodes whose loss this pass holds back (``theseus.server.stall``)."""
@@ -313,6 +353,16 @@ def _placements(before: ClusterState, plan: Plan) -> int:
             old = before.tasks.get(task_id)
             placed += old is None or old.node is None
     return placed
+
+
+def settle_delay(now: float, changed_at: float, settling_since: float | None, wanted: int) -> float:
+    """How long a pass that would make ``wanted`` placements waits for more group changes,
+    the last at ``changed_at``, when it first waited at ``settling_since`` (pure)."""
+    if wanted < SETTLE_MIN_PLACEMENTS or settling_since is None:
+        return 0.0
+    quiet_left = changed_at + SETTLE_QUIET - now
+    budget_left = settling_since + SETTLE_MAX - now
+    return max(0.0, min(quiet_left, budget_left))
 
 
 def rest_after(took: float) -> float:

@@ -22,6 +22,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import NamedTuple, Protocol, TypeVar
@@ -103,6 +104,9 @@ class StateCache:
         # Revision of the last change to a node's record or control: with the two above, what
         # lets the leader scope its passes to the groups that changed (``reconciler.scope``).
         self.nodes_index = 0
+        # When (this cache's clock) a group's record last changed: the leader lets a deploy
+        # that comes as several documents settle before it places it (``server.leader``).
+        self.groups_changed_at = -math.inf
         self._node_signal = KeyedSignal()
         self._service_signal = KeyedSignal()
         self._released = False  # the server is stopping: long-polls answer at once
@@ -399,6 +403,7 @@ class StateCache:
                 group_id = key.removeprefix(keys.GROUPS)
                 state.groups[group_id] = GroupRecord.model_validate_json(value)
                 state.group_revisions[group_id] = revision
+                self.groups_changed_at = self._clock()
             elif key.startswith(keys.NODES):
                 node = NodeRecord.model_validate_json(value)
                 state.nodes[node.name] = node
@@ -456,6 +461,7 @@ class StateCache:
             group_id = key.removeprefix(keys.GROUPS)
             state.groups.pop(group_id, None)
             state.group_revisions.pop(group_id, None)
+            self.groups_changed_at = self._clock()
         elif key.startswith(keys.NODES):
             state.nodes.pop(key.removeprefix(keys.NODES), None)
             self.nodes_index = revision
