@@ -99,6 +99,16 @@ def requests_by_route(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
     return routes
 
 
+def seconds_by_route(samples: Scrape) -> Counter[str]:
+    """The seconds the server's answers took so far, in all, by method and route (its
+    request-duration histogram's sums; a long-poll's include its wait)."""
+    seconds: Counter[str] = Counter()
+    for name, labels, value in samples:
+        if name == "theseus_api_request_duration_seconds_sum" and "route" in labels:
+            seconds[f"{labels.get('method', '')} {labels['route']}"] += value
+    return seconds
+
+
 def abandoned_by_route(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
     """``api_requests``: agents' requests left undone because their agent had hung up by their
     turn (status 499, ``theseus.server.routes.agent``), by route."""
@@ -159,10 +169,17 @@ def request_rows(before: Scrape, after: Scrape, tasks: int) -> Rows:
         if n > by_route_before.get(route, 0)
     }
     abandoned = abandoned_by_route(answered_after) - abandoned_by_route(answered_before)
+    seconds = seconds_by_route(after)
+    seconds.subtract(seconds_by_route(before))
     total = sum(requests.values())
-    rows = [("server requests during the run (per task)", f"{total:,} ({total / tasks:.2f})")]
+    rows = [
+        (
+            "server requests during the run (per task; mean answer, a long-poll's with its wait)",
+            f"{total:,} ({total / tasks:.2f})",
+        )
+    ]
     for route, n in sorted(requests.items(), key=lambda item: -item[1])[:5]:
-        rows.append((f"  {route}", f"{n:,}"))
+        rows.append((f"  {route}", f"{n:,} ({1000 * seconds[route] / n:,.0f} ms)"))
     rows.append(
         (
             "  of those, left undone: the agent had hung up (499)",

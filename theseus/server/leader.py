@@ -54,7 +54,7 @@ from theseus.server.pass_process import (
     CHILD_MIN_PLACEMENTS,
     PassProcessFailed,
     forked_pass,
-    placements_wanted,
+    instances_lacking,
     worth_a_child,
 )
 from theseus.server.stall import StallWatch, spared_nodes
@@ -235,12 +235,12 @@ class Leader:
 
     def _settle(self, now: float) -> float:
         """Seconds to wait for a deploy's next documents before this pass (``SETTLE_QUIET``);
-        the placements wanted are only counted while groups keep changing."""
+        the instances wanted are only counted while groups keep changing."""
         changed_at = self._cache.groups_changed_at
         if now - changed_at >= SETTLE_QUIET:
             self._settling_since = None
             return 0.0
-        wanted = placements_wanted(self._cache.state, SETTLE_MIN_PLACEMENTS)
+        wanted = instances_lacking(self._cache.state)
         if self._settling_since is None and wanted >= SETTLE_MIN_PLACEMENTS:
             self._settling_since = now
         wait = settle_delay(now, changed_at, self._settling_since, wanted)

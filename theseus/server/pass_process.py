@@ -97,21 +97,22 @@ def worth_a_child(state: ClusterState, only: frozenset[str] | None = None) -> bo
         looked_at = len(state.tasks)
     else:
         looked_at = sum(len(state.tasks_by_group.get(key, ())) for key in only)
-    return looked_at >= CHILD_MIN_TASKS or placements_wanted(state) >= CHILD_MIN_PLACEMENTS
+    if looked_at >= CHILD_MIN_TASKS:
+        return True
+    missing = instances_lacking(state)
+    if missing >= CHILD_MIN_PLACEMENTS:
+        return True
+    unplaced = sum(1 for task in state.tasks.values() if task.node is None)
+    return missing + unplaced >= CHILD_MIN_PLACEMENTS
 
 
-def placements_wanted(state: ClusterState, enough: int = CHILD_MIN_PLACEMENTS) -> int:
-    """The placements a full pass over ``state`` may make: the instances the groups lack (a
-    new or scaled group's tasks are created by the pass that places them) and the tasks
-    without a node; counted up to ``enough`` at least (the tasks are only looked at when
-    the groups' lack is less)."""
-    missing = sum(
+def instances_lacking(state: ClusterState) -> int:
+    """The instances the groups lack: the tasks a full pass will create and place (a new or
+    scaled group's tasks are created by the pass that places them)."""
+    return sum(
         max(0, group.spec.instances - len(state.tasks_by_group.get(key, ())))
         for key, group in state.groups.items()
     )
-    if missing >= enough:
-        return missing
-    return missing + sum(1 for task in state.tasks.values() if task.node is None)
 
 
 def run_forked(compute: Callable[[], T]) -> tuple[T, int]:
