@@ -29,6 +29,7 @@ class Probe:
     # are answered once etcd has them, and each call reads at least what the last one saw.
     by_index: bool = True
     latencies: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # monotonic, one per latency
     errors: Counter[str] = field(default_factory=Counter)
     messages: dict[str, str] = field(default_factory=dict)  # the first answer of each error
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -71,6 +72,7 @@ class Probe:
                     self.errors[exc.__class__.__name__] += 1
                 else:
                     self.latencies.append(time.perf_counter() - started)
+                    self.sent_at.append(time.monotonic() - self.latencies[-1])
                 round_ += 1
                 self._stop.wait(self.interval)
 
@@ -110,6 +112,13 @@ def deploy_read_task(http: httpx.Client, timeout: float) -> str:
     task_id = running_task()
     assert task_id is not None
     return task_id
+
+
+def slowest(probe: Probe, since: float, count: int = 3) -> str:
+    """The probe's ``count`` slowest answers, each with when it was sent (seconds after
+    ``since``, a monotonic time): ``462 ms at 5.2 s, ...``."""
+    timed = sorted(zip(probe.latencies, probe.sent_at, strict=True), reverse=True)[:count]
+    return ", ".join(f"{1000 * took:,.0f} ms at {at - since:.1f} s" for took, at in timed)
 
 
 def fmt_ms(values: list[float]) -> str:

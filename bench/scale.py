@@ -41,7 +41,15 @@ import time
 from pathlib import Path
 
 import httpx
-from api_probes import PROBE_SERVICE, DeployProbe, Probe, TaskProbe, deploy_read_task, fmt_ms
+from api_probes import (
+    PROBE_SERVICE,
+    DeployProbe,
+    Probe,
+    TaskProbe,
+    deploy_read_task,
+    fmt_ms,
+    slowest,
+)
 from procs import (
     Process,
     Processes,
@@ -407,6 +415,9 @@ def run(args: argparse.Namespace, children: Processes) -> int:
                 fmt_ms(probe.latencies) + (f"; errors: {errors}" if errors else ""),
             )
         )
+    for probe in probes:
+        if probe.latencies:
+            rows.append((f"  slowest: {probe.name.strip()}", slowest(probe, t0)))
     for probe in probes:
         for kind, message in probe.messages.items():
             rows.append((f"  {probe.name}: first {kind}", message.replace("\n", " ")))
