@@ -8,8 +8,9 @@
   group's spec version and deployment (``theseus.reconciler.deployments``);
 * node registration and heartbeats: a node record plus a leased ``alive`` key, whose lease
   is replaced when the cluster's heartbeat timing changes (``theseus.server.heartbeats``);
-* task reports from agents: observed status, batched into as few transactions as possible,
-  answered once etcd has them (not once the cache has);
+* task reports from agents: observed status, committed with the other reports that arrive
+  meanwhile (``theseus.server.status_commits``), answered once etcd has them (not once the
+  cache has);
 * the operator's node controls (drain, eligibility): one key per node, the last write wins.
 
 Keys and encodings are ``theseus.store.encoding``'s; transactions are packed and committed by
@@ -46,6 +47,7 @@ from theseus.server.heartbeats import (
     lease_change,
 )
 from theseus.server.reports import next_status
+from theseus.server.status_commits import StatusCommits
 from theseus.store import keys
 from theseus.store.base import CreateRevisionIs, Op, Put, Store
 from theseus.store.cache import StateCache
@@ -139,6 +141,7 @@ class Writer:
         self._heartbeats: dict[str, asyncio.Future[HeartbeatTiming | None]] = {}  # in progress
         # Statuses written by this server, with their revision, until its cache applies them.
         self._unapplied: dict[str, tuple[int, TaskStatus]] = {}
+        self._status_commits = StatusCommits(store)
         self._sweep_at = SWEEP_UNAPPLIED_AT
 
     def timing(self) -> HeartbeatTiming:
@@ -358,10 +361,10 @@ class Writer:
             put = status_put(status)
             self._cache.expect(put.key, put.value, status)
             units.append(Txn((put,)))
-        committed = await commit_all(self._store, units)
-        if committed.revision:
+        revision = await self._status_commits.write(units)  # shared with other reports
+        if revision:
             for task_id, status in statuses.items():
-                self._unapplied[task_id] = (committed.revision, status)
+                self._unapplied[task_id] = (revision, status)
             if len(self._unapplied) > self._sweep_at:
                 self._sweep_unapplied()
         return len(statuses)
