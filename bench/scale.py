@@ -116,10 +116,15 @@ def ready_nodes(http: httpx.Client) -> int:
     return sum(1 for n in response.json()["nodes"] if n["status"] == "ready")
 
 
-def running_count(http: httpx.Client, services: set[str]) -> tuple[int | None, int]:
-    """The services' running tasks, and the revision of the server's view that counted
-    them; None when the server refused to say (a 503 while it cannot show that it follows
-    etcd: counted and reported, the poll goes on)."""
+def running_count(http: httpx.Client, services: set[str]) -> int | None:
+    """The services' running tasks; None when the server refused to say (a 503 while it
+    cannot show that it follows etcd: counted and reported, the poll goes on)."""
+    return running_count_and_view(http, services)[0]
+
+
+def running_count_and_view(http: httpx.Client, services: set[str]) -> tuple[int | None, int]:
+    """``running_count``, and the revision of the server's view that counted them (0 with
+    no count)."""
     response = http.get("/v1/groups")
     if response.status_code != 200:
         return None, 0
@@ -266,7 +271,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         next_mark = 0.0
         # More than a wait (``wait_until``): it records the running count over time.
         while time.monotonic() - t0 < args.timeout:
-            counted, view = running_count(http, wanted)
+            counted, view = running_count_and_view(http, wanted)
             refused_polls += counted is None
             if view:
                 views.append((time.monotonic(), view))
