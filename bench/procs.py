@@ -64,6 +64,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def spread(seconds: list[float]) -> str:
+    """When a share of something had happened: p10 / p50 / p90 / last, in seconds."""
+    marks = [percentile(seconds, q) for q in (0.1, 0.5, 0.9)] + [max(seconds)]
+    return " / ".join(f"{m:.2f}" for m in marks) + " s"
+
+
 def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1.0).status_code == 200

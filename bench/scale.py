@@ -23,10 +23,14 @@ server waits for its view before it answers the write). At rest, once all run,
 ``GET /v1/tasks`` (every task) and ``GET /v1/nodes`` are timed too, and the server's CPU over
 ``--rest-window`` seconds (heartbeats, and the leader's passes over a cluster where nothing
 changes).
-Also measured: the server's CPU seconds and peak RSS (sampled VmRSS every 0.1 s, and the
-kernel's VmHWM), the requests it answered by route, etcd's writes (deltas of its /metrics
-counters), and the CPU of etcd and of the hollow-node processes, which share the machine's
-cores with the server. Prints one table and the running count over time.
+Also measured: when the tasks were created (the placing pass's time) and started (the agents'
+clocks), how far the server's view trailed etcd (its answers' ``X-Theseus-Index`` against
+etcd's revision, sampled every 0.1 s) and etcd's own answer time, each probe's slowest
+answers with when they were sent, the server's CPU seconds and peak RSS (sampled VmRSS every
+0.1 s, and the kernel's VmHWM), the requests it answered by route (and their mean answer),
+etcd's writes (deltas of its /metrics counters), and the CPU of etcd and of the hollow-node
+processes, which share the machine's cores with the server. Prints one table and the running
+count over time (with the view's lag).
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from procs import (
     listen_overflows,
     machine_cpu,
     memory_mib,
-    percentile,
+    spread,
     start_etcd,
     start_server,
     wait_until,
@@ -75,7 +79,6 @@ from scrapes import (
     registration_answers,
     request_rows,
     scrape,
-    view_lags,
 )
 
 from theseus.api.schemas import INDEX_HEADER
@@ -279,10 +282,10 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             elapsed = time.monotonic() - t0
             if running >= args.tasks:
                 converged_after = elapsed
-                timeline.append((elapsed, running, lag_now(revisions, views)))
+                timeline.append((elapsed, running, revisions.lag_of(views[-1:])))
                 break
             if elapsed >= next_mark:
-                timeline.append((elapsed, running, lag_now(revisions, views)))
+                timeline.append((elapsed, running, revisions.lag_of(views[-1:])))
                 next_mark = math.floor(elapsed / args.mark) * args.mark + args.mark
             children.check_alive()
             time.sleep(args.poll_interval)
@@ -331,17 +334,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             f"{len(docs)} document(s) back to back, answered in {answered}",
         )
     )
-    lags = view_lags(revisions.samples, views)
-    if lags:
-        rows.append(
-            (
-                "the server's view behind etcd, in its GET /v1/groups: p50 / p90 / max",
-                " / ".join(f"{percentile(lags, q):.2f}" for q in (0.5, 0.9))
-                + f" / {max(lags):.2f} s",
-            )
-        )
-    if revisions.durations:
-        rows.append(("etcd answering a read of the benchmark's", fmt_ms(revisions.durations)))
+    rows += revisions.rows(views)
     if created:
         rows.append(("tasks created (created_at): p10 / p50 / p90 / last", spread(created)))
     if len(started) >= args.tasks:
@@ -454,17 +447,6 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         print()
         print(profile_summary(profile))
     return 0 if converged_after is not None else 1
-
-
-def lag_now(revisions: EtcdRevisions, views: list[tuple[float, int]]) -> float:
-    """How far behind etcd the server's last view read was, in seconds."""
-    return view_lags(revisions.samples, views[-1:])[0] if views else 0.0
-
-
-def spread(seconds: list[float]) -> str:
-    """When a share of the tasks had got somewhere, in seconds after the deploy was sent."""
-    marks = [percentile(seconds, q) for q in (0.1, 0.5, 0.9)] + [max(seconds)]
-    return " / ".join(f"{m:.2f}" for m in marks) + " s"
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
-from procs import Periodic
+from api_probes import fmt_ms
+from procs import Periodic, percentile
 from prometheus_client.parser import text_string_to_metric_families
 
 Scrape = list[tuple[str, dict[str, str], float]]  # (sample name, labels, value)
@@ -233,6 +234,26 @@ class EtcdRevisions(Periodic):
             return
         self.durations.append(time.monotonic() - sent)
         self.samples.append((time.monotonic(), revision))
+
+    def lag_of(self, views: list[tuple[float, int]]) -> float:
+        """How far behind etcd the last of ``views`` was, in seconds (0 with none)."""
+        return view_lags(self.samples, views[-1:])[0] if views else 0.0
+
+    def rows(self, views: list[tuple[float, int]]) -> Rows:
+        """The server's view behind etcd over ``views``, and etcd's own answer time."""
+        rows: Rows = []
+        lags = view_lags(self.samples, views)
+        if lags:
+            marks = [percentile(lags, q) for q in (0.5, 0.9)] + [max(lags)]
+            rows.append(
+                (
+                    "the server's view behind etcd, in its GET /v1/groups: p50 / p90 / max",
+                    " / ".join(f"{m:.2f}" for m in marks) + " s",
+                )
+            )
+        if self.durations:
+            rows.append(("etcd answering a read of the benchmark's", fmt_ms(self.durations)))
+        return rows
 
 
 def view_lags(etcd: list[tuple[float, int]], views: list[tuple[float, int]]) -> list[float]:
