@@ -304,15 +304,15 @@ class Leader:
     async def _wait_for_work(
         self, snapshot: ClusterState, plan: Plan, now: float, took: float
     ) -> None:
-        """Until the state changes (or the plan's wake-up time), then a little longer so that
+        """Until a change a pass plans from (``StateCache.wait_for_work``: not a lease
+        replaced, nor the registry), or the plan's wake-up time, then a little longer so that
         changes arriving together make one pass. A pass that changed nothing is followed by
         a pause as long as it took (the pass thread and the loop share the GIL: passes back
         to back while 3,000 agents join each change one key starve the loop answering them)."""
         timeout = TICK
         if plan.wake_at is not None:
             timeout = max(0.0, min(timeout, plan.wake_at - now))
-        if self._cache.revision == snapshot.revision:
-            await self._cache.wait_changed(timeout)
+        await self._cache.wait_for_work(snapshot.revision, timeout)
         await asyncio.sleep(max(COALESCE, min(took, TICK)))
 
     async def commit(self, plan: Plan) -> int | None:

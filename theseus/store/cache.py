@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -39,6 +39,8 @@ from theseus.store import keys
 from theseus.store.access import AccessState
 from theseus.store.base import Change, Entry, HistoryCompacted, Store, StoreUnavailable
 from theseus.store.encoding import alive_ttl
+from theseus.store.expected import ExpectedRecords
+from theseus.store.key_roles import plans_from, record_at
 from theseus.store.signals import KeyedSignal
 
 log = logging.getLogger(__name__)
@@ -56,14 +58,6 @@ CONFIRM_TIMEOUT = 1.0
 WATCH_STUCK_AFTER = 5.0
 
 M = TypeVar("M", bound=BaseModel)
-MAX_EXPECTED = 100_000
-
-
-class _Expected(NamedTuple):
-    """A record this server is writing, and its encoding."""
-
-    value: bytes
-    record: BaseModel
 
 
 class ChangeObserver(Protocol):
@@ -104,16 +98,17 @@ class StateCache:
         # Revision of the last change to a node's record or control: with the two above, what
         # lets the leader scope its passes to the groups that changed (``reconciler.scope``).
         self.nodes_index = 0
+        # Revision of the last change a reconcile pass plans from (``plans_from``): what the
+        # leader waits on between passes (``wait_for_work``).
+        self.work_revision = 0
+        self._work_changed = asyncio.Event()
         # When (this cache's clock) a group's record last changed: the leader lets a deploy
         # that comes as several documents settle before it places it (``server.leader``).
         self.groups_changed_at = -math.inf
         self._node_signal = KeyedSignal()
         self._service_signal = KeyedSignal()
         self._released = False  # the server is stopping: long-polls answer at once
-        # Records this server is writing, by key, with their encoding: when the watch brings
-        # such a value back, the record is taken as it is instead of parsed again (a 10,000-task
-        # deploy is 20,000 records, a second of parsing on the event loop).
-        self._expected: dict[str, _Expected] = {}
+        self._expected = ExpectedRecords()  # records this server is writing (``expect``)
         self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         # When the cache last proved to be current: it had applied etcd's revision of that
         # moment (``probe``). Routes refuse to answer from a cache that has not for a while.
@@ -133,15 +128,10 @@ class StateCache:
 
     def expect(self, key: str, value: bytes, record: BaseModel) -> None:
         """``record``, encoded as ``value``, is about to be written at ``key`` by us."""
-        if len(self._expected) >= MAX_EXPECTED:  # writes that failed leave theirs behind
-            self._expected.clear()
-        self._expected[key] = _Expected(value, record)
+        self._expected.expect(key, value, record)
 
     def _decode(self, key: str, value: bytes, model: type[M]) -> M:
-        expected = self._expected.pop(key, None)
-        if expected is not None and expected.value == value and isinstance(expected.record, model):
-            return expected.record
-        return model.model_validate_json(value)
+        return self._expected.decode(key, value, model)
 
     def out_of_touch(self, limit: float = OUT_OF_TOUCH) -> float | None:
         """Seconds since the cache was last known to follow etcd, if more than ``limit``."""
@@ -229,6 +219,17 @@ class StateCache:
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(future)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_for_work(self, after: int, timeout: float) -> bool:
+        """Wait until a change a pass plans from is applied after revision ``after``; False
+        on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.work_revision <= after:
+                    await self._work_changed.wait()
         except TimeoutError:
             return False
         return True
@@ -337,6 +338,7 @@ class StateCache:
             self.registry_index[service] = revision
         self.alive_index = revision
         self.nodes_index = revision
+        self._worked(revision)
         for observer in self.observers:
             observer.reloaded(revision)
         self._node_signal.fire_all()
@@ -346,7 +348,8 @@ class StateCache:
 
     def _apply(self, change: Change) -> None:
         observers = [o for o in self.observers if change.key.startswith(o.prefixes)]
-        before = self._record_at(change.key) if observers else None
+        before = record_at(self.state, change.key) if observers else None
+        live_before = self.alive_index
         if change.value is None:
             self._unset(change.key, change.revision)
         else:
@@ -354,8 +357,10 @@ class StateCache:
                 change.key, change.value, change.revision, change.create_revision, change.lease
             )
         self.state.revision = max(self.state.revision, change.revision)
+        if plans_from(change.key, live_set_changed=self.alive_index != live_before):
+            self._worked(change.revision)
         if observers:
-            after = self._record_at(change.key)
+            after = record_at(self.state, change.key)
             for observer in observers:
                 try:
                     observer.changed(change.key, change.revision, before, after, change.value)
@@ -363,23 +368,10 @@ class StateCache:
                     log.exception("observing the change of %s failed", change.key)
         self._notify()
 
-    def _record_at(self, key: str) -> object:
-        """The record the state holds for ``key`` (None if none, or not kept)."""
-        state = self.state
-        if key.startswith(keys.REGISTRY):
-            return state.registry.get(key)
-        for prefix, table in (
-            (keys.TASKS, state.tasks),
-            (keys.STATUS, state.statuses),
-            (keys.GROUPS, state.groups),
-            (keys.NODES, state.nodes),
-            (keys.ALIVE, state.alive),
-            (keys.CONTROL, state.controls),
-            (keys.DEPLOYMENTS, state.deployments),
-        ):
-            if key.startswith(prefix):
-                return table.get(key.removeprefix(prefix))
-        return None
+    def _worked(self, revision: int) -> None:
+        self.work_revision = max(self.work_revision, revision)
+        self._work_changed.set()
+        self._work_changed = asyncio.Event()
 
     def _set(self, key: str, value: bytes, revision: int, create_revision: int, lease: int) -> None:
         state = self.state

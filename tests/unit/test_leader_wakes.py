@@ -1,0 +1,90 @@
+"""What wakes the leader for a pass (``theseus.store.key_roles.plans_from``, the cache's
+``work_revision``): a change it plans from, not a live node's lease replaced, nor the
+registry, nor the access keys. On the in-memory store."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client.registry import CollectorRegistry
+
+from tests.kit.builders import make_group, make_node
+from tests.kit.wait import wait_until_async
+from theseus.model import registry
+from theseus.server.leader import Leader
+from theseus.server.metrics import ServerMetrics
+from theseus.store import keys
+from theseus.store.base import Put
+from theseus.store.cache import StateCache
+from theseus.store.encoding import alive_put, encode, node_put
+from theseus.store.key_roles import plans_from
+from theseus.store.leadership import Leadership
+from theseus.store.memory import MemoryStore
+
+
+def test_a_lease_replaced_the_registry_and_the_access_keys_are_not_planned_from() -> None:
+    assert not plans_from(keys.ALIVE + "n1", live_set_changed=False)
+    assert plans_from(keys.ALIVE + "n1", live_set_changed=True)  # a node joined or was lost
+    assert not plans_from(registry.PREFIX + "web/x", live_set_changed=False)
+    assert not plans_from(keys.ACL + "tokens/abc", live_set_changed=False)
+    for key in (keys.TASKS + "t1", keys.STATUS + "t1", keys.NODES + "n1", keys.LEADER):
+        assert plans_from(key, live_set_changed=False), key
+    assert plans_from(keys.group_key("web"), live_set_changed=False)
+
+
+async def test_the_cache_counts_a_new_live_node_as_work_and_its_new_lease_not(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    node = make_node("n1")
+    lease = await store.grant_lease(30)
+    joined = await store.commit([node_put(node), alive_put(node.name, 0.0, 30, lease)])
+    assert joined is not None
+    assert await cache.wait_for_work(joined - 1, timeout=5.0)
+    assert cache.work_revision == joined
+    # The heartbeat that replaces the node's lease by a longer one (``Writer._heartbeat``).
+    longer = await store.grant_lease(90)
+    replaced = await store.commit([alive_put(node.name, 1.0, 90, longer)])
+    assert replaced is not None and await cache.wait_for_revision(replaced)
+    assert cache.state.alive[node.name] == longer
+    assert cache.work_revision == joined
+    assert not await cache.wait_for_work(joined, timeout=0.05)
+    entry = await store.commit([Put(registry.PREFIX + "web/x", b"{}")])
+    assert entry is not None and await cache.wait_for_revision(entry)
+    assert cache.work_revision == joined
+
+
+async def test_leases_replaced_do_not_wake_the_leader(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    """Twenty leases replaced within 0.4 s: each woke the leader for a pass before; now at
+    most its once-a-second tick runs one (``leader.TICK``)."""
+    node = make_node("n1")
+    lease = await store.grant_lease(30)
+    web = make_group("web", instances=1)
+    await store.commit(
+        [
+            Put(keys.group_key(web.group_key.key), encode(web)),
+            node_put(node),
+            alive_put(node.name, 0.0, 30, lease),
+        ]
+    )
+    metrics = ServerMetrics(CollectorRegistry())
+    leadership = Leadership(store, cache, "me", lease_ttl=5)
+    leader = Leader(store, cache, leadership, metrics=metrics, registry_repair_interval=3600)
+    running = asyncio.create_task(leader.run())
+    try:
+        await wait_until_async(lambda: len(cache.state.tasks) == 1, 10, "the task placed")
+        before = leader.passes
+        last = 0
+        for ttl in range(31, 51):
+            replaced = await store.commit(
+                [alive_put(node.name, 0.0, ttl, await store.grant_lease(ttl))]
+            )
+            assert replaced is not None
+            last = replaced
+            await asyncio.sleep(0.02)
+        assert await cache.wait_for_revision(last)
+        assert leader.passes - before <= 1
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
