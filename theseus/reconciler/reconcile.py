@@ -137,7 +137,9 @@ class _Pass:
         # Task ids per group (of the scope), built once, in the order of ``state.tasks`` (so
         # that a scoped pass meets a group's tasks in the same order as a full one).
         self.by_group: dict[str, list[str]] = defaultdict(list)
-        for task in self.state.tasks.values():
+        # An empty scope (nothing changed since the last pass: the leader's tick) looks at no
+        # task, and at 50,000 tasks this loop alone took 22 ms.
+        for task in self.state.tasks.values() if only is None or only else ():
             key = task.group_key.key
             if only is None or key in only:
                 self.by_group[key].append(task.id)
