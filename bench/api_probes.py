@@ -1,6 +1,7 @@
 """The side clients of ``bench/scale.py``: during a big deploy, each sends one request at a
 time to the server and times it (``TaskProbe``: one task's read; ``DeployProbe``: a small
-deploy), as a user of the API would while the cluster is busy."""
+deploy), as a user of the API would while the cluster is busy; and the reads by which the
+benchmarks follow the cluster (nodes ready, tasks running)."""
 
 from __future__ import annotations
 
@@ -129,3 +130,29 @@ def fmt_ms(values: list[float]) -> str:
         f"p50 {percentile(ms, 0.5):,.0f} ms, p99 {percentile(ms, 0.99):,.0f} ms "
         f"(max {max(ms):,.0f}, n={len(ms)})"
     )
+
+
+def ready_nodes(http: httpx.Client) -> int:
+    """Nodes ready; 0 while the server refuses to say (a 503 on a loaded machine: it cannot
+    show that it follows etcd), so the wait asks again rather than the bench crashing."""
+    response = http.get("/v1/nodes")
+    if response.status_code != 200:
+        return 0
+    return sum(1 for n in response.json()["nodes"] if n["status"] == "ready")
+
+
+def running_count(http: httpx.Client, services: set[str]) -> int | None:
+    """The services' running tasks; None when the server refused to say (a 503 while it
+    cannot show that it follows etcd: counted and reported, the poll goes on)."""
+    return running_count_and_view(http, services)[0]
+
+
+def running_count_and_view(http: httpx.Client, services: set[str]) -> tuple[int | None, int]:
+    """``running_count``, and the revision of the server's view that counted them (0 with
+    no count)."""
+    response = http.get("/v1/groups")
+    if response.status_code != 200:
+        return None, 0
+    groups = response.json()["groups"]
+    view = int(response.headers.get(INDEX_HEADER, 0))
+    return int(sum(g["running_current"] for g in groups if g["service"] in services)), view

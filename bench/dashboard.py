@@ -26,6 +26,7 @@ import time
 from urllib.parse import quote
 
 import httpx
+from api_probes import running_count
 from procs import (
     Processes,
     children_in_temp_dir,
@@ -35,7 +36,7 @@ from procs import (
     start_server,
     wait_until,
 )
-from scale import running_count, start_hollow
+from scale import start_hollow
 
 
 def documents(services: int, tasks: int) -> list[str]:

@@ -27,9 +27,10 @@ import sys
 import time
 
 import httpx
+from api_probes import ready_nodes, running_count
 from procs import Processes, children_in_temp_dir, start_etcd, start_server
 from procs import wait_until as wait
-from scale import documents, ready_nodes, running_count, service_names, start_hollow
+from scale import documents, service_names, start_hollow
 
 from theseus.server.config import ServerConfig
 from theseus.server.heartbeats import heartbeat_timing

@@ -8,7 +8,9 @@ Starts everything itself, on free loopback ports, in a temporary directory, and 
 at the end: one etcd member, ONE ``theseus server`` process (its CPU and RSS are read from
 /proc/<pid>), and ``--workers`` processes of hollow nodes (bench/hollow.py: real agents as
 coroutines with the ``sim`` driver, each talking to the server over HTTP). Once every node is
-ready it sends the deploy: one document may change at most 64 groups (the server's
+ready (and, with ``--settle-leases Q``, once the server has replaced no node's lease for Q
+seconds: the tail of the registrations, see ``scrapes.wait_for_leases_to_settle``) it sends the
+deploy: one document may change at most 64 groups (the server's
 ``MAX_GROUP_CHANGES``), so S services go as ceil(S / 64) documents back to back. Then it polls
 ``GET /v1/groups`` every ``--poll-interval`` seconds (0.5) until the services'
 ``running_current`` add up to T. (At 0.1 s, and with a probe listing every task, the
@@ -52,6 +54,8 @@ from api_probes import (
     TaskProbe,
     deploy_read_task,
     fmt_ms,
+    ready_nodes,
+    running_count_and_view,
     slowest,
 )
 from procs import (
@@ -79,9 +83,9 @@ from scrapes import (
     registration_answers,
     request_rows,
     scrape,
+    wait_for_leases_to_settle,
 )
 
-from theseus.api.schemas import INDEX_HEADER
 from theseus.server.writes import MAX_GROUP_CHANGES
 from theseus.store.limits import MAX_TXN_OPS
 
@@ -108,32 +112,6 @@ def documents(services: list[str], tasks: int) -> list[str]:
         }
         docs.append(json.dumps({"deploy": deploy}))
     return docs
-
-
-def ready_nodes(http: httpx.Client) -> int:
-    """Nodes ready; 0 while the server refuses to say (a 503 on a loaded machine: it cannot
-    show that it follows etcd), so the wait asks again rather than the bench crashing."""
-    response = http.get("/v1/nodes")
-    if response.status_code != 200:
-        return 0
-    return sum(1 for n in response.json()["nodes"] if n["status"] == "ready")
-
-
-def running_count(http: httpx.Client, services: set[str]) -> int | None:
-    """The services' running tasks; None when the server refused to say (a 503 while it
-    cannot show that it follows etcd: counted and reported, the poll goes on)."""
-    return running_count_and_view(http, services)[0]
-
-
-def running_count_and_view(http: httpx.Client, services: set[str]) -> tuple[int | None, int]:
-    """``running_count``, and the revision of the server's view that counted them (0 with
-    no count)."""
-    response = http.get("/v1/groups")
-    if response.status_code != 200:
-        return None, 0
-    groups = response.json()["groups"]
-    view = int(response.headers.get(INDEX_HEADER, 0))
-    return int(sum(g["running_current"] for g in groups if g["service"] in services)), view
 
 
 def start_hollow(
@@ -199,6 +177,9 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         )
     )
 
+    if args.settle_leases:
+        waited, grants = wait_for_leases_to_settle(http, args.settle_leases, args.timeout)
+        rows.append(("--settle-leases: leases replaced, waited", f"{grants:,} in {waited:.0f} s"))
     # 2. idle load: heartbeats only
     time.sleep(1.0)
     worker_logs = [w.log for w in workers]
@@ -475,6 +456,9 @@ def main() -> None:
         "--rest-window", type=float, default=10.0, help="seconds of server CPU at rest, all running"
     )
     parser.add_argument("--idle-window", type=float, default=3.0)
+    parser.add_argument(
+        "--settle-leases", type=float, default=0, help="first, seconds without a lease granted"
+    )
     parser.add_argument("--mark", type=float, default=2.0, help="timeline step, seconds")
     parser.add_argument("--etcd-max-txn-ops", type=int, default=MAX_TXN_OPS)
     parser.add_argument("--server-log-level", default="info")

@@ -72,7 +72,9 @@ HEARTBEAT_ROUTE = "/v1/agent/{node}/heartbeat"
 def heartbeat_times(samples: Scrape) -> Counter[str]:
     """The server's heartbeat answers so far: how many (``n``), their total seconds (``s``),
     how many took over a second (``slow``), and the same total for the lease refresh in
-    each (``refresh s``, ``refresh n``): a heartbeat waits for its etcd lease refresh."""
+    each (``refresh s``, ``refresh n``): a heartbeat waits for its etcd lease refresh; and the
+    leases granted (``grants``: a node's registration, or its lease replaced by one of the TTL
+    the cluster's size calls for)."""
     times: Counter[str] = Counter()
     for name, labels, value in samples:
         if labels.get("route") == HEARTBEAT_ROUTE:
@@ -88,7 +90,29 @@ def heartbeat_times(samples: Scrape) -> Counter[str]:
                 times["refresh n"] += value
             elif name == "theseus_etcd_request_duration_seconds_sum":
                 times["refresh s"] += value
+        elif (
+            labels.get("operation") == "grant_lease"
+            and name == "theseus_etcd_request_duration_seconds_count"
+        ):
+            times["grants"] += value
     return times
+
+
+def wait_for_leases_to_settle(
+    http: httpx.Client, quiet: float, timeout: float
+) -> tuple[float, int]:
+    """Until the server has granted no lease for ``quiet`` seconds, at most ``timeout``: the
+    tail of a registration storm, in which a node registered while the cluster was smaller
+    has its lease replaced by a longer one at a heartbeat (``theseus.server.heartbeats``).
+    Seconds waited, and the leases granted meanwhile."""
+    started = changed_at = time.monotonic()
+    first = last = heartbeat_times(scrape(http))["grants"]
+    while time.monotonic() - started < timeout and time.monotonic() - changed_at < quiet:
+        time.sleep(1.0)
+        grants = heartbeat_times(scrape(http))["grants"]
+        if grants != last:
+            last, changed_at = grants, time.monotonic()
+    return time.monotonic() - started, int(last - first)
 
 
 def requests_by_route(answered: Counter[tuple[str, str, str]]) -> Counter[str]:
@@ -152,9 +176,9 @@ def loop_rows(before: Scrape, after: Scrape) -> Rows:
             f"{' / '.join(f'{n:,.0f}' for n in beyond)} of {ticks['all']:,.0f}",
         ),
         (
-            "heartbeats: mean answer / over 1 s / mean etcd lease refresh",
+            "heartbeats: mean answer / over 1 s / mean etcd lease refresh / leases granted",
             f"{mean_beat:,.0f} ms / {beats['slow']:,.0f} of {beats['n']:,.0f} / "
-            f"{mean_refresh:,.0f} ms",
+            f"{mean_refresh:,.0f} ms / {beats['grants']:,.0f}",
         ),
     ]
 
