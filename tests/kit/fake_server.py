@@ -28,6 +28,8 @@ class FakeServer:
         self.heartbeat_pace: float | None = None  # the interval heartbeat answers advise
         self.heartbeat_answer_delay = 0.0  # seconds a heartbeat's answer takes
         self.heartbeat_arrivals: list[float] = []  # the loop's time each heartbeat arrived
+        self.poll_wait: float | None = None  # the long-poll wait assignments answers advise
+        self.poll_waits: list[float] = []  # the wait each assignments long-poll asked for
         self.reports: list[TaskReport] = []
         self.index = 1
         self.tasks: list[Assignment] = []
@@ -74,6 +76,7 @@ class FakeServer:
         if path.endswith("/assignments"):
             index = int(request.url.params["index"])
             wait = float(request.url.params["wait"])
+            self.poll_waits.append(wait)
             async with self.changed:
                 if index >= self.index:
                     try:
@@ -83,6 +86,7 @@ class FakeServer:
                         pass
                 body = {
                     "index": self.index,
+                    "poll_wait": self.poll_wait,
                     "tasks": [t.model_dump(mode="json") for t in self.tasks],
                 }
             return httpx.Response(200, json=body)

@@ -64,6 +64,20 @@ async def test_runs_stops_and_reports(running_agent: tuple[FakeServer, Agent]) -
     await wait_until_async(lambda: "t1" not in agent.runner.slots)
 
 
+async def test_the_long_poll_asks_for_the_wait_the_server_advises(
+    running_agent: tuple[FakeServer, Agent],
+) -> None:
+    """A big cluster's server advises longer polls (``server.heartbeats.advised_poll_wait``);
+    without advice the agent asks for its own ``poll_wait`` again."""
+    server, _ = running_agent
+    await wait_until_async(lambda: server.poll_waits == [5.0])  # its own, then it waits
+    server.poll_wait = 0.05
+    await server.set_tasks([make_assignment("t1", ports={})])  # answers the poll at once
+    await wait_until_async(lambda: server.poll_waits[-3:] == [0.05] * 3)
+    server.poll_wait = None
+    await wait_until_async(lambda: server.poll_waits[-1] == 5.0)
+
+
 async def test_registers_again_when_the_server_forgets_the_node(
     running_agent: tuple[FakeServer, Agent],
 ) -> None:

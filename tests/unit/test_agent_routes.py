@@ -110,6 +110,7 @@ async def test_assignments_wait_for_a_change_after_the_index_given() -> None:
     async with inprocess_api() as api:
         listed = await register_with_tasks(api, 2)
         assert listed["heartbeat_interval"] > 0
+        assert listed["poll_wait"] is None  # a small cluster: the agent's own wait
         started = time.monotonic()
         unchanged = await api.get(
             f"/v1/agent/{NODE}/assignments", params={"index": listed["index"], "wait": 0.3}
@@ -119,6 +120,14 @@ async def test_assignments_wait_for_a_change_after_the_index_given() -> None:
         bad = await api.get(f"/v1/agent/{NODE}/assignments", params={"index": "first"})
         assert bad.status_code == 422
         assert [d["path"] for d in bad.json()["details"]] == ["query.index"]
+
+
+async def test_a_cluster_big_for_its_heartbeat_cap_advises_longer_polls() -> None:
+    """One node against a cap of 0.01 heartbeats a second is a big cluster: its polls are
+    advised to wait 200 s (``server.heartbeats.advised_poll_wait``)."""
+    async with inprocess_api(ServerConfig(max_heartbeats_per_second=0.01)) as api:
+        listed = await register_with_tasks(api, 1)
+        assert listed["poll_wait"] == 200.0
 
 
 async def post_and_hang_up(app: Any, path: str, body: bytes) -> int:

@@ -9,8 +9,10 @@ import pytest
 
 from theseus.api.schemas import NodeRegistration
 from theseus.server.heartbeats import (
+    POLL_WAIT_MAX,
     HeartbeatTiming,
     advised_interval,
+    advised_poll_wait,
     heartbeat_timing,
     lease_change,
 )
@@ -46,6 +48,23 @@ def test_total_rate_stays_under_the_cap() -> None:
         timing = heartbeat_timing(nodes, 3, 100.0)
         assert nodes / timing.interval <= 100.0 or timing.interval == 1.0
         assert timing.ttl >= 3 * timing.interval
+
+
+@pytest.mark.parametrize(
+    ("nodes", "wait"),
+    [
+        (0, None),
+        (1000, None),  # 1,000 polls of 30 s: 33 a second, under half the cap: no advice
+        (1500, None),
+        (1501, 31.0),
+        (5000, 100.0),  # 50 polls a second
+        (100_000, POLL_WAIT_MAX),
+    ],
+)
+def test_a_big_cluster_is_advised_longer_polls(nodes: int, wait: float | None) -> None:
+    assert advised_poll_wait(nodes, 100.0) == wait
+    if wait is not None and wait < POLL_WAIT_MAX:
+        assert nodes / wait <= 50.0
 
 
 def test_agents_slow_down_only_once_their_lease_allows_it() -> None:

@@ -26,6 +26,9 @@ def test_assignments_read_back_as_the_model() -> None:
     answer = AssignmentList.model_validate_json(wire.assignments_json(state, "n1", 7, 10.0))
     (task,) = state.tasks_on("n1")
     assert answer.index == 7 and answer.heartbeat_interval == 10.0
+    assert answer.poll_wait is None
+    advised = wire.assignments_json(state, "n1", 7, 10.0, poll_wait=100.0)
+    assert AssignmentList.model_validate_json(advised).poll_wait == 100.0
     assert answer.tasks == [
         Assignment(
             task_id=task.id,

@@ -273,8 +273,9 @@ class Agent:
 
     async def _assignment_loop(self) -> None:
         index = 0
+        wait = self.config.poll_wait
         while True:
-            poll = partial(self.client.assignments, self.config.name, index, self.config.poll_wait)
+            poll = partial(self.client.assignments, self.config.name, index, wait)
             asked, current = self.client.servers.current, lambda: self.client.servers.current
             polled = unless_moved(
                 self._call("assignments", poll), self._server_moved, current, asked
@@ -283,6 +284,8 @@ class Agent:
             if answer is None:
                 continue  # the heartbeats moved to another server: ask that one
             index = answer.index
+            # A big cluster's server asks for longer polls (``server.heartbeats``).
+            wait = answer.poll_wait if answer.poll_wait is not None else self.config.poll_wait
             if answer.heartbeat_interval is not None:
                 # The server only advises a slower pace once the node's lease allows it.
                 self.heartbeat_interval = answer.heartbeat_interval

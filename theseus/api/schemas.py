@@ -264,6 +264,9 @@ class AssignmentList(BaseModel):
     tasks: list[Assignment]
     # How often to heartbeat from now on (it grows with the cluster); None from older servers.
     heartbeat_interval: float | None = None
+    # How long to ask the next long-poll to be held (a big cluster's agents poll less often);
+    # None: the agent's own ``poll_wait`` (a small cluster, or an older server).
+    poll_wait: float | None = None
 
 
 class TaskReport(BaseModel):

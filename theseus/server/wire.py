@@ -128,12 +128,20 @@ class WireMemo:
         return text
 
     def assignments_json(
-        self, state: ClusterState, node: str, index: int, heartbeat_interval: float | None
+        self,
+        state: ClusterState,
+        node: str,
+        index: int,
+        heartbeat_interval: float | None,
+        poll_wait: float | None = None,
     ) -> str:
         body = ",".join(self.assignment_json(state, task) for task in state.tasks_on(node))
         _prune(self._assignments, state.tasks)
-        interval = _dumps(heartbeat_interval)
-        return f'{{"index":{index},"heartbeat_interval":{interval},"tasks":[{body}]}}'
+        interval, wait = _dumps(heartbeat_interval), _dumps(poll_wait)
+        return (
+            f'{{"index":{index},"heartbeat_interval":{interval},"poll_wait":{wait},'
+            f'"tasks":[{body}]}}'
+        )
 
     def group_json(
         self,

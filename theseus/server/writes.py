@@ -43,6 +43,7 @@ from theseus.server.client_index import client_keeps_index, note_written
 from theseus.server.heartbeats import (
     HeartbeatTiming,
     advised_interval,
+    advised_poll_wait,
     heartbeat_timing,
     lease_change,
 )
@@ -171,6 +172,11 @@ class Writer:
     def advised_interval(self, node: str) -> float:
         """How often ``node``'s agent should heartbeat, given the lease it holds now."""
         return advised_interval(self.lease_ttl(node), self.timing(), self.heartbeat_interval)
+
+    def advised_poll_wait(self) -> float | None:
+        """How long agents should hold their assignments' long-poll (None: their own)."""
+        nodes = len(self._cache.state.alive) + self._joining
+        return advised_poll_wait(nodes, self.max_heartbeats_per_second)
 
     async def ensure_cluster_id(self) -> str:
         new_id = uuid.uuid4().hex[:12]

@@ -32,13 +32,14 @@ from theseus.api.schemas import (
 from theseus.server.admission import Overloaded
 from theseus.server.auth import Caller
 from theseus.server.context import ServerContext, context, etcd_judged_context
+from theseus.server.heartbeats import POLL_WAIT_MAX
 from theseus.server.plain_routes import body_of, json_answer, query_value
 from theseus.server.views import node_info
 
 PREFIX = "/v1/agent"
 router = APIRouter(prefix=PREFIX, tags=["agents"])
 
-MAX_WAIT = 60.0
+MAX_WAIT = POLL_WAIT_MAX  # seconds: the longest an assignments long-poll is held
 # An agent's request that waited this long for its turn is first asked whether its agent is
 # still there (the question costs the loop a little, so not every request is asked).
 ABANDON_CHECK_AFTER = 1.0
@@ -123,7 +124,10 @@ async def assignments(request: Request) -> Response:
             return Response(status_code=ABANDONED)
         current = cache.node_index.get(node, 0)
         interval = ctx.writer.advised_interval(node)
-        body = ctx.wire.assignments_json(cache.state, node, max(current, index), interval)
+        poll_wait = ctx.writer.advised_poll_wait()
+        body = ctx.wire.assignments_json(
+            cache.state, node, max(current, index), interval, poll_wait
+        )
     return Response(body, media_type="application/json")
 
 
@@ -168,8 +172,9 @@ def _describe_heartbeat(node: str, body: HeartbeatBody | None = None) -> None:
 def _describe_assignments(
     node: str, index: int = 0, wait: float = Query(30.0, allow_inf_nan=False)
 ) -> None:
-    """Every task assigned to the node; blocks (at most ``wait`` seconds, 60 at most) until
-    that list changes after ``index``."""
+    """Every task assigned to the node; blocks (at most ``wait`` seconds, 300 at most) until
+    that list changes after ``index``. The answer's ``poll_wait`` is the wait to ask for next
+    (a big cluster's agents poll less often), null: the agent's own."""
 
 
 @described.post("/{node}/reports", response_model=ReportAnswer)
