@@ -5,13 +5,14 @@ registry, nor the access keys. On the in-memory store."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from prometheus_client.registry import CollectorRegistry
 
 from tests.kit.builders import make_group, make_node
 from tests.kit.wait import wait_until_async
 from theseus.model import registry
-from theseus.server.leader import Leader
+from theseus.server.leader import TICK, Leader
 from theseus.server.metrics import ServerMetrics
 from theseus.store import keys
 from theseus.store.base import Put
@@ -56,8 +57,8 @@ async def test_the_cache_counts_a_new_live_node_as_work_and_its_new_lease_not(
 async def test_leases_replaced_do_not_wake_the_leader(
     store: MemoryStore, cache: StateCache
 ) -> None:
-    """Twenty leases replaced within 0.4 s: each woke the leader for a pass before; now at
-    most its once-a-second tick runs one (``leader.TICK``)."""
+    """Twenty leases replaced within about 0.5 s: each woke the leader for a pass before; now
+    only its once-a-second tick runs one (``leader.TICK``)."""
     node = make_node("n1")
     lease = await store.grant_lease(30)
     web = make_group("web", instances=1)
@@ -74,7 +75,7 @@ async def test_leases_replaced_do_not_wake_the_leader(
     running = asyncio.create_task(leader.run())
     try:
         await wait_until_async(lambda: len(cache.state.tasks) == 1, 10, "the task placed")
-        before = leader.passes
+        before, started = leader.passes, time.monotonic()
         last = 0
         for ttl in range(31, 51):
             replaced = await store.commit(
@@ -84,7 +85,8 @@ async def test_leases_replaced_do_not_wake_the_leader(
             last = replaced
             await asyncio.sleep(0.02)
         assert await cache.wait_for_revision(last)
-        assert leader.passes - before <= 1
+        ticks = 1 + int((time.monotonic() - started) / TICK)  # a slow machine's extra ticks
+        assert leader.passes - before <= ticks < 20
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
