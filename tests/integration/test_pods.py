@@ -137,9 +137,15 @@ def test_logs_interleave_members_or_show_one(
 ) -> None:
     task = one_pod(client)
     wait_until(lambda: fetched(task), 30, "the client fetched")
-    lines = list(client.logs(task.id))
+    # The client writes what it fetched, then logs it: its line may come a moment later.
+    logged = "client | client fetched: hello from server"
+
+    def logs_with_the_clients_line() -> list[str] | None:
+        lines = list(client.logs(task.id))
+        return lines if logged in lines else None
+
+    lines = wait_until(logs_with_the_clients_line, 30, "the client's line in the pod's logs")
     assert "server | server ready" in lines
-    assert "client | client fetched: hello from server" in lines
     # Following: both members' streams, merged as lines arrive (read in a thread, so that a
     # stream that never delivers fails the test instead of hanging it).
     seen: set[str] = set()
