@@ -324,7 +324,13 @@ def test_a_leading_server_cut_off_from_etcd_steps_down_and_another_leads(bed: Te
                 refused = time.monotonic() - cut_at
                 # The cluster goes on without it: a scale is done by the new leader.
                 with one_server(others[new], timeout=30) as other:
-                    other.scale("steady", 4)
+                    # The new leader may refuse with a 503 while its view catches up after
+                    # the election (it failed so once in CI): a client asks again.
+                    wait_until(
+                        unless_unavailable(lambda: other.scale("steady", 4) or True),
+                        30,
+                        "the scale accepted by the new leader's server",
+                    )
                     try:
                         wait_until(
                             lambda: len(registered(other, "steady")) == 4, 60, "4 registered"
