@@ -47,6 +47,21 @@ def test_host_ports_are_unique_per_node_and_within_range() -> None:
     assert isinstance(full, Unplaceable) and "host ports" in full.reason
 
 
+def test_host_ports_are_drawn_from_the_task_id_reproducibly_and_over_the_range() -> None:
+    def ports_of(task_id: str) -> dict[str, int]:
+        node = make_node("n1", port_range=(31000, 31999), cpus=100.0, mem=1e6)
+        placement = Placer([node], []).place(task_id, "g", make_spec(ports={"a": 1, "b": 2}))
+        assert isinstance(placement, Placement)
+        return placement.host_ports
+
+    assert ports_of("svc.0123456789ab") == ports_of("svc.0123456789ab")
+    drawn = [port for i in range(500) for port in ports_of(f"svc.{i:012x}").values()]
+    # Spread over the range: every tenth of it is drawn, none more than twice its share.
+    tenths = Counter((port - 31000) // 100 for port in drawn)
+    assert sorted(tenths) == list(range(10))
+    assert max(tenths.values()) < 2 * len(drawn) / 10
+
+
 def test_existing_holdings_count_against_capacity() -> None:
     group = make_group()
     holding = Holding("n1", "g", make_spec(cpus=1.9), {"api": 31005})
