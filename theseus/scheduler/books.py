@@ -21,14 +21,6 @@ class NodeBooks:
     tasks: int = 0
     ports_in_range: int = 0  # how many of ``ports`` lie in the node's range
 
-    @property
-    def free_cpus(self) -> float:
-        return self.node.cpus - self.cpus
-
-    @property
-    def free_mem(self) -> float:
-        return self.node.mem - self.mem
-
     def free_port_count(self) -> int:
         low, high = self.node.port_range
         return (high - low + 1) - self.ports_in_range

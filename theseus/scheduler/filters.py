@@ -1,10 +1,10 @@
 """Filters: each says whether one node can take one task, and if not, why (pure).
 
 A filter is a callable ``(NodeBooks) -> reason | None``. ``filters_for`` builds the chain for
-one task in a fixed order (cpus, memory, host ports, a pod's driver, what the task asks of the
-host: volumes and privileges, then each constraint), and
-the placer keeps, per rejected node, the first reason, so that an unplaceable task can say how
-many nodes each reason ruled out (kube-scheduler's "0/5 nodes are available: ...").
+one task in a fixed order (the resources: cpus, memory, host ports; a pod's driver; what the
+task asks of the host: volumes and privileges; then each constraint), and the placer keeps,
+per rejected node, the first reason, so that an unplaceable task can say how many nodes each
+reason ruled out (kube-scheduler's "0/5 nodes are available: ...").
 """
 
 from __future__ import annotations
@@ -23,28 +23,18 @@ EPSILON = 1e-9
 Filter = Callable[[NodeBooks], str | None]
 
 
-def cpus(needed: float) -> Filter:
+def resources(cpus: float, mem: float, ports: int) -> Filter:
+    """Cpus, then memory, then host ports: one filter rather than three, since every node a
+    placement samples meets it (three calls were a fifth of placing a task)."""
+
     def check(books: NodeBooks) -> str | None:
-        if needed > books.free_cpus + EPSILON:
-            return f"insufficient cpus (needs {needed:g})"
-        return None
-
-    return check
-
-
-def memory(needed: float) -> Filter:
-    def check(books: NodeBooks) -> str | None:
-        if needed > books.free_mem + EPSILON:
-            return f"insufficient memory (needs {needed:g} MB)"
-        return None
-
-    return check
-
-
-def host_ports(count: int) -> Filter:
-    def check(books: NodeBooks) -> str | None:
-        if count > books.free_port_count():
-            return f"insufficient host ports (needs {count})"
+        node = books.node
+        if cpus > node.cpus - books.cpus + EPSILON:
+            return f"insufficient cpus (needs {cpus:g})"
+        if mem > node.mem - books.mem + EPSILON:
+            return f"insufficient memory (needs {mem:g} MB)"
+        if ports and ports > books.free_port_count():
+            return f"insufficient host ports (needs {ports})"
         return None
 
     return check
@@ -101,7 +91,7 @@ class ConstraintContext:
 def filters_for(
     group: str, spec: GroupSpec, instances: int, context: ConstraintContext
 ) -> list[Filter]:
-    chain = [cpus(spec.cpus), memory(spec.mem), host_ports(len(spec.ports))]
+    chain = [resources(spec.cpus, spec.mem, len(spec.ports))]
     if spec.containers is not None:
         chain.append(pod_driver)
     needs = needs_of(spec)
