@@ -23,12 +23,13 @@ from tests.unit.test_reconcile_properties import commit, new_ids
 from theseus.model.groups import GroupRecord
 from theseus.model.spec import GroupSpec
 from theseus.model.state import ClusterState
-from theseus.model.tasks import Desired, TaskState, TaskStatus
+from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
 from theseus.reconciler.reconcile import Plan, reconcile
 from theseus.reconciler.scope import (
     FULL_PASS_SPACING,
     LastPass,
     SharedInputs,
+    light_scope,
     pass_scope,
     repair_due,
 )
@@ -44,13 +45,22 @@ def touched_groups(before: ClusterState, plan: Plan) -> set[str]:
     return groups
 
 
+def record_groups(before: ClusterState, plan: Plan) -> set[str]:
+    """The groups whose task records ``plan`` writes (``TaskChanges.records``)."""
+    groups = {task.group_key.key for task in plan.task_puts.values()}
+    return groups | {before.tasks[i].group_key.key for i in plan.task_deletes if i in before.tasks}
+
+
 @st.composite
-def reports_and_scaling(draw: st.DrawFn, state: ClusterState) -> tuple[ClusterState, set[str]]:
+def reports_and_scaling(
+    draw: st.DrawFn, state: ClusterState
+) -> tuple[ClusterState, set[str], set[str]]:
     """``state`` after agents' reports on some placed tasks of live groups and a new
-    instance count for some groups; and the groups that changed."""
+    instance count for some groups; the groups that changed, and the tasks reported on."""
     after = state.copy()
     after.revision += 1
     changed: set[str] = set()
+    reported_ids: set[str] = set()
     placed = sorted(
         t.id
         for t in state.tasks.values()
@@ -71,12 +81,14 @@ def reports_and_scaling(draw: st.DrawFn, state: ClusterState) -> tuple[ClusterSt
             updated_at=NOW - 1,
         )
         changed.add(task.group_key.key)
+        reported_ids.add(task_id)
     for key in draw(st.lists(st.sampled_from(sorted(state.groups)), unique=True, max_size=2)):
         group = state.groups[key]
         spec = group.spec.model_copy(update={"instances": draw(st.integers(0, 5))})
         after.groups[key] = group.model_copy(update={"spec": spec})
+        after.group_revisions[key] = after.revision
         changed.add(key)
-    return after, changed
+    return after, changed, reported_ids
 
 
 def ids_of_round(number: int) -> Callable[[str], str]:
@@ -101,12 +113,20 @@ def test_a_pass_scoped_to_what_changed_plans_what_a_full_pass_would(
     # The leader's last pass: one that found nothing more to do (the groups a pass writes
     # to are in the next one's scope anyway), and so tells only which groups still wait.
     last = reconcile(committed, NOW, ids_of_round(2))
-    after, changed = data.draw(reports_and_scaling(commit(committed, last)))
+    after, changed, reported = data.draw(reports_and_scaling(commit(committed, last)))
     only = frozenset(touched_groups(committed, last) | changed | last.waiting_groups)
     full = reconcile(after, NOW, ids_of_round(3))
     scoped = reconcile(after, NOW, ids_of_round(3), only=only)
     same_plan(scoped, full)
     assert not full.orphans
+    # The same, with the groups whose only change is statuses of live tasks looked at lightly:
+    # the indexes as the cache keeps them (``TaskChanges``), for the writes since ``last``.
+    since = LastPass(committed.revision, frozenset(), frozenset(), last.waiting_groups, False)
+    records = dict.fromkeys(record_groups(committed, last), after.revision)
+    statuses = dict.fromkeys(set(last.status_puts) | last.status_deletes | reported, after.revision)
+    light = light_scope(since, after, only, records, statuses)
+    lightly = reconcile(after, NOW, ids_of_round(3), only=only, light=light)
+    same_plan(lightly, full)
 
 
 def test_the_groups_a_pass_leaves_waiting_and_the_orphans_it_meets_are_in_its_plan() -> None:
@@ -190,3 +210,58 @@ def test_the_registry_repair_comes_at_its_interval_or_ten_full_passes_apart() ->
     assert repair_due(
         now=FULL_PASS_SPACING * took, last_repair=0.0, repair_interval=3.0, full_took=took
     )
+
+
+def _with_tasks(revision: int) -> ClusterState:
+    """``_two_groups`` with two tasks in each group, all running."""
+    state = _two_groups(revision)
+    for group in list(state.groups.values()):
+        for n in (1, 2):
+            task = TaskRecord(
+                id=f"{group.service}.{n}",
+                service=group.service,
+                labels=[],
+                version=group.version,
+                spec=group.spec,
+                node="n1",
+                created_at=0.0,
+            )
+            state.tasks[task.id] = task
+            state.index_task(None, task)
+            state.statuses[task.id] = _status(task.id, TaskState.RUNNING)
+    return state
+
+
+def _status(task_id: str, state: TaskState) -> TaskStatus:
+    return TaskStatus(task_id=task_id, state=state, started_at=1.0, updated_at=2.0)
+
+
+def test_a_group_whose_only_change_is_live_statuses_is_looked_at_lightly() -> None:
+    snapshot = _with_tasks(revision=20)
+    both = frozenset({WEB, DB})
+    statuses = {"web.1": 12, "db.2": 9}  # db.2's change is older than the last pass
+    light = light_scope(LAST, snapshot, both, {}, statuses)
+    assert light == {WEB: frozenset({"web.1"}), DB: frozenset()}
+    # Not while the last pass left it waiting, nor once a task record or its record changed.
+    assert WEB not in light_scope(
+        replace(LAST, waiting_groups=frozenset({WEB})), snapshot, both, {}, statuses
+    )
+    assert WEB not in light_scope(LAST, snapshot, both, {WEB: 11}, statuses)
+    snapshot.group_revisions[WEB] = 11
+    assert WEB not in light_scope(LAST, snapshot, both, {}, statuses)
+    # Nor when no pass came before, or the pass is over everything.
+    assert light_scope(None, snapshot, both, {}, statuses) == {}
+    assert light_scope(LAST, snapshot, None, {}, statuses) == {}
+
+
+def test_a_group_in_which_a_task_ended_or_lost_its_status_is_looked_at_whole() -> None:
+    # A task that ended may replace the oldest of its group's history (five kept): the pass
+    # must see every task of the group.
+    for ended in (TaskState.EXITED, TaskState.FAILED, TaskState.LOST, TaskState.STOPPED):
+        snapshot = _with_tasks(revision=20)
+        snapshot.statuses["web.2"] = _status("web.2", ended)
+        light = light_scope(LAST, snapshot, frozenset({WEB}), {}, {"web.1": 12, "web.2": 13})
+        assert light == {}, ended
+    snapshot = _with_tasks(revision=20)
+    del snapshot.statuses["web.2"]
+    assert light_scope(LAST, snapshot, frozenset({WEB}), {}, {"web.2": 13}) == {}

@@ -32,6 +32,10 @@ a node (``theseus.reconciler.scope`` decides when that is enough). It then decid
 groups exactly what a pass over everything would: every other group was left with nothing to
 do, and nothing it depends on (nodes, their liveness, the set of groups) has changed.
 
+Some groups of a scoped pass may be **light** (``light``: each with the tasks whose status
+changed, all still alive): the pass weighs the whole group's counts, but looks task by task
+only at those tasks and at the ones it writes (``theseus.reconciler.scope.light_scope``).
+
 ``reconcile`` never mutates its input and does no I/O.
 """
 
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from theseus.model.constraints import Operator
@@ -111,11 +115,13 @@ def reconcile(
     new_id: Callable[[str], str] = new_task_id,
     memo: EncodingMemo | None = None,
     only: frozenset[str] | None = None,
+    light: Mapping[str, frozenset[str]] | None = None,
 ) -> Plan:
     """One pass. ``memo`` (kept by the caller between passes) saves re-encoding registry
     entries whose task and node records have not changed; ``only``: the groups a scoped pass
-    looks at (None: all)."""
-    return _Pass(state, now, new_id, memo, only).run()
+    looks at (None: all); ``light``: those of them it looks at lightly, with their tasks to
+    look at."""
+    return _Pass(state, now, new_id, memo, only, light or {}).run()
 
 
 class _Pass:
@@ -126,6 +132,7 @@ class _Pass:
         new_id: Callable[[str], str],
         memo: EncodingMemo | None,
         only: frozenset[str] | None,
+        light: Mapping[str, frozenset[str]],
     ) -> None:
         self.state = state.copy()  # working copy: tasks/statuses are updated as we decide
         self.now = now
@@ -137,6 +144,11 @@ class _Pass:
         # Task ids per group (of the scope), built once, in the order of ``state.tasks`` (so
         # that a scoped pass meets a group's tasks in the same order as a full one).
         self.by_group: dict[str, list[str]] = defaultdict(list)
+        # A light group's tasks this pass looks at one by one: those its scope names, and
+        # those it writes (``_put_task``). Only a scoped pass has light groups.
+        self.looked: dict[str, set[str]] = {
+            group: set(ids) for group, ids in light.items() if only is not None and group in only
+        }
         # An empty scope (nothing changed since the last pass: the leader's tick) looks at no
         # task, and at 50,000 tasks this loop alone took 22 ms.
         for task in self.state.tasks.values() if only is None or only else ():
@@ -162,22 +174,34 @@ class _Pass:
         return self.plan
 
     def _tasks(self) -> list[TaskRecord]:
-        """The tasks this pass looks at: every task, or those of the scope's groups."""
+        """The tasks this pass looks at: every task, or those of the scope's groups (of a
+        light group, those it looks at)."""
         if self.only is None:
             return list(self.state.tasks.values())
         tasks = self.state.tasks
-        return [tasks[i] for ids in self.by_group.values() for i in ids if i in tasks]
+        return [tasks[i] for group in self.by_group for i in self._ids(group) if i in tasks]
+
+    def _ids(self, group: str) -> list[str]:
+        """The ids of the group's tasks this pass looks at one by one, in the order of
+        ``by_group`` (a light group's are fewer)."""
+        ids = self.by_group.get(group, [])
+        looked = self.looked.get(group)
+        return ids if looked is None else [i for i in ids if i in looked]
 
     def _scoped_tasks_ever(self) -> dict[str, list[str]]:
-        """The scope's groups and the ids of every task they held in this pass, deleted
-        ones included (their registry entries go too)."""
-        return {group: self.by_group.get(group, []) for group in self.only or ()}
+        """The scope's groups and the ids of every task they held in this pass that it
+        looked at, deleted ones included (their registry entries go too)."""
+        return {group: self._ids(group) for group in self.only or ()}
 
     # -- bookkeeping ------------------------------------------------------------------------
 
     def _put_task(self, task: TaskRecord) -> None:
+        group = task.group_key.key
         if task.id not in self.state.tasks:
-            self.by_group[task.group_key.key].append(task.id)
+            self.by_group[group].append(task.id)
+        looked = self.looked.get(group)
+        if looked is not None:
+            looked.add(task.id)
         self.state.tasks[task.id] = task
         self.plan.task_puts[task.id] = task
 
@@ -232,7 +256,9 @@ class _Pass:
     def _converge_group(self, group_id: str, group: GroupRecord) -> None:
         tasks = self._running_tasks(group_id)
         # Tasks on a draining node are replaced like those of an older version.
-        draining = {t.id for t in tasks if t.node is not None and self.state.draining(t.node)}
+        draining: set[str] = set()
+        if self.state.controls:  # no operator's say on any node: none drains
+            draining = {t.id for t in tasks if t.node is not None and self.state.draining(t.node)}
         current = [t for t in tasks if t.version == group.version and t.id not in draining]
         old = [t for t in tasks if t.version != group.version or t.id in draining]
         wanted = group.instances

@@ -18,6 +18,15 @@ groups, the set of live nodes, a node's record or its operator's control, the no
 loss is held back (``spared``), and while tasks of removed groups run (their stop waits for
 the tasks that need them).
 
+A group in the scope is looked at **lightly** (``light_scope``) when all that changed in it
+since that pass are statuses that say a task is alive (starting, running, its health): its
+record, its task records and its waiting tasks are as that pass left them, and no status
+ended a task. Such a change can call for that task's registry entry, and, through the
+group's readiness, for a step of its rollout. So the pass still weighs the whole group's
+counts (``converge``), but looks task by task only at the tasks whose status changed and those
+it writes itself. During a deploy at 5,000 nodes, these are the passes that register the
+tasks as they start: a few thousand tasks spread over all 500 groups, of 50,000.
+
 The registry's anti-entropy (``repair_due``: the pass compares with what etcd holds, not with
 what the leader wrote) is a full pass too. It runs every ``registry_repair_interval`` seconds,
 or every ten full passes' time if that is longer, so that at 50,000 tasks it takes about a
@@ -82,3 +91,35 @@ def repair_due(now: float, last_repair: float, repair_interval: float, full_took
     """Whether the next pass is the registry's anti-entropy (a full pass): ``now`` and
     ``last_repair`` on one clock; ``full_took``: seconds the last full pass took."""
     return now - last_repair >= max(repair_interval, FULL_PASS_SPACING * full_took)
+
+
+def light_scope(
+    last: LastPass | None,
+    snapshot: ClusterState,
+    only: frozenset[str] | None,
+    records: Mapping[str, int],
+    statuses: Mapping[str, int],
+) -> dict[str, frozenset[str]]:
+    """Of the groups ``only`` names, those a pass may look at lightly, each with the tasks
+    whose status changed since ``last``. ``records``: each group's revision of its last task
+    record change; ``statuses``: each task's of its last status change (``TaskChanges``). They
+    may run ahead of ``snapshot``: a change seen there and not in it only widens the look."""
+    if last is None or only is None:
+        return {}
+    since = last.revision
+    light: dict[str, frozenset[str]] = {}
+    for group in only:
+        if group in last.waiting_groups or records.get(group, 0) > since:
+            continue
+        if snapshot.group_revisions.get(group, 0) > since:
+            continue
+        touched = []
+        for task_id in snapshot.tasks_by_group.get(group, ()):
+            if statuses.get(task_id, 0) > since:
+                status = snapshot.statuses.get(task_id)
+                if status is None or status.state.terminal:
+                    break  # a task ended: its group's history and replacements are at stake
+                touched.append(task_id)
+        else:
+            light[group] = frozenset(touched)
+    return light

@@ -48,7 +48,13 @@ from theseus.model.state import ClusterState
 from theseus.reconciler.deployments import Tracked, track
 from theseus.reconciler.reconcile import Plan, reconcile
 from theseus.reconciler.registry import EncodingMemo
-from theseus.reconciler.scope import LastPass, SharedInputs, pass_scope, repair_due
+from theseus.reconciler.scope import (
+    LastPass,
+    SharedInputs,
+    light_scope,
+    pass_scope,
+    repair_due,
+)
 from theseus.server.metrics import ServerMetrics
 from theseus.server.pass_process import (
     CHILD_MIN_PLACEMENTS,
@@ -196,7 +202,7 @@ class Leader:
             snapshot.registry = self._registry_view
             copied = time.monotonic()
             plan, encoded, tracked, placed = await asyncio.to_thread(
-                self._pass, snapshot, now, only
+                self._pass, snapshot, now, only, last
             )
             planned = time.monotonic()  # what follows waits on etcd: the log counts it apart
             self.passes += 1
@@ -266,16 +272,25 @@ class Leader:
         return SharedInputs(alive=self._cache.alive_index, nodes=self._cache.nodes_index)
 
     def _pass(
-        self, snapshot: ClusterState, now: float, only: frozenset[str] | None
+        self,
+        snapshot: ClusterState,
+        now: float,
+        only: frozenset[str] | None,
+        last: LastPass | None,
     ) -> tuple[Plan, EncodedPlan, Tracked, int]:
-        """One reconcile pass (over the groups ``only`` names, or all) and its encoding, the
+        """One reconcile pass (over the groups ``only`` names, or all; some of them lightly,
+        if only statuses of live tasks changed in them since ``last``) and its encoding, the
         step of the running deployments (``theseus.reconciler.deployments``) and the number of
         tasks it places (for the metrics: counted here, off the event loop), in a worker
         thread. ``snapshot`` is this pass's own copy; the registry view is only changed by a
         commit, which waits for the pass. A pass worth a child process (many placements to
         make, or very many tasks to look at) is a full one."""
         with self._pass_lock:
-            if self._fork_passes and worth_a_child(snapshot, only):
+            # Read here, off the loop (a look at every task of the scope): the indexes are
+            # the cache's own, so they may run ahead of the snapshot, which only widens it.
+            changes = self._cache.task_changes
+            light = light_scope(last, snapshot, only, changes.records, changes.statuses)
+            if self._fork_passes and worth_a_child(snapshot, only, light):
                 try:
                     done = forked_pass(snapshot, now, self._encodings)
                 except (OSError, PassProcessFailed) as exc:
@@ -287,7 +302,7 @@ class Leader:
             self._metrics.passes.labels("thread", "all" if only is None else "changed").inc()
             started = time.monotonic()
             tracked = track(snapshot, now)
-            plan = reconcile(snapshot, now, memo=self._encodings, only=only)
+            plan = reconcile(snapshot, now, memo=self._encodings, only=only, light=light)
             if only is None:
                 self._full_took = time.monotonic() - started
             return plan, encode_plan(plan), tracked, _placements(snapshot, plan)

@@ -37,7 +37,7 @@ import gc
 import os
 import pickle
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -88,15 +88,23 @@ class PassResult:
     child_peak_rss: int = 0  # bytes: the child's own pages, shared ones included
 
 
-def worth_a_child(state: ClusterState, only: frozenset[str] | None = None) -> bool:
-    """Whether a pass over ``state`` (over the groups ``only`` names, or all) looks at
-    ``CHILD_MIN_TASKS`` tasks or more, or may place ``CHILD_MIN_PLACEMENTS`` or more: tasks
-    without a node, and the instances the groups lack (a new or scaled group's tasks are
-    created by the pass that places them)."""
+def worth_a_child(
+    state: ClusterState,
+    only: frozenset[str] | None = None,
+    light: Mapping[str, frozenset[str]] | None = None,
+) -> bool:
+    """Whether a pass over ``state`` (over the groups ``only`` names, or all; of the
+    ``light`` ones, the tasks they name) looks at ``CHILD_MIN_TASKS`` tasks or more, or may
+    place ``CHILD_MIN_PLACEMENTS`` or more: tasks without a node, and the instances the groups
+    lack (a new or scaled group's tasks are created by the pass that places them)."""
     if only is None:
         looked_at = len(state.tasks)
     else:
-        looked_at = sum(len(state.tasks_by_group.get(key, ())) for key in only)
+        light = light or {}
+        looked_at = sum(
+            len(light[key]) if key in light else len(state.tasks_by_group.get(key, ()))
+            for key in only
+        )
     if looked_at >= CHILD_MIN_TASKS:
         return True
     missing = instances_lacking(state)

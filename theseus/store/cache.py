@@ -42,6 +42,7 @@ from theseus.store.encoding import alive_ttl
 from theseus.store.expected import ExpectedRecords
 from theseus.store.key_roles import plans_from, record_at
 from theseus.store.signals import KeyedSignal
+from theseus.store.task_changes import TaskChanges
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,10 @@ class StateCache:
         self.node_index: dict[str, int] = {}
         self.registry_index: dict[str, int] = {}
         self.lease_ttls: dict[str, int] = {}  # node -> TTL of its alive lease, when known
-        # Revision of the last change to each group's tasks or their statuses, and to the set of
-        # live nodes (a task on a lost node is lost): the group views are memoised on them.
-        self.group_index: dict[str, int] = {}
+        # Revision of the last change to each group's tasks or their statuses (the group views
+        # are memoised on it, with ``alive_index``), and the finer ones the leader scopes by.
+        self.task_changes = TaskChanges()
+        self.group_index: dict[str, int] = self.task_changes.groups
         self.alive_index = 0
         # Revision of the last change to a node's record or control: with the two above, what
         # lets the leader scope its passes to the groups that changed (``reconciler.scope``).
@@ -326,7 +328,7 @@ class StateCache:
         self.state = ClusterState(revision=revision)
         self.access = AccessState()
         self.lease_ttls = {}
-        self.group_index.clear()
+        self.task_changes.clear()
         for entry in entries:
             self._set(
                 entry.key, entry.value, entry.mod_revision, entry.create_revision, entry.lease
@@ -386,11 +388,13 @@ class StateCache:
                 state.tasks[task.id] = task
                 state.index_task(old, task)
                 self._touch_nodes(revision, old, task)
-                self._touch_group(revision, task)
+                self.task_changes.task_changed(revision, task)
             elif key.startswith(keys.STATUS):
                 status = self._decode(key, value, TaskStatus)
                 state.statuses[status.task_id] = status
-                self._touch_group(revision, state.tasks.get(status.task_id))
+                self.task_changes.status_changed(
+                    revision, status.task_id, state.tasks.get(status.task_id)
+                )
             elif key.startswith(keys.GROUPS):
                 group_id = key.removeprefix(keys.GROUPS)
                 state.groups[group_id] = GroupRecord.model_validate_json(value)
@@ -444,11 +448,11 @@ class StateCache:
             old = state.tasks.pop(key.removeprefix(keys.TASKS), None)
             state.index_task(old, None)
             self._touch_nodes(revision, old, None)
-            self._touch_group(revision, old)
+            self.task_changes.task_deleted(revision, old)
         elif key.startswith(keys.STATUS):
             task_id = key.removeprefix(keys.STATUS)
             state.statuses.pop(task_id, None)
-            self._touch_group(revision, state.tasks.get(task_id))
+            self.task_changes.status_changed(revision, task_id, state.tasks.get(task_id))
         elif key.startswith(keys.GROUPS):
             group_id = key.removeprefix(keys.GROUPS)
             state.groups.pop(group_id, None)
@@ -483,10 +487,6 @@ class StateCache:
         if service:
             self.registry_index[service] = revision
             self._service_signal.fire(service)
-
-    def _touch_group(self, revision: int, task: TaskRecord | None) -> None:
-        if task is not None:
-            self.group_index[task.group_key.key] = revision
 
     def _touch_nodes(self, revision: int, old: TaskRecord | None, new: TaskRecord | None) -> None:
         for task in (old, new):
