@@ -136,3 +136,34 @@ async def test_a_deploy_sent_as_two_documents_is_placed_by_one_pass(
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_full_pass_in_a_child_spaces_the_registry_repairs(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    """The registry's repair (a full pass) comes at most every ten full passes' time
+    (``repair_due``). A full pass in a child counts: else, at 50,000 tasks, the repair
+    interval of a small cluster's passes made every pass of a deploy a full one, in a child."""
+    web = make_group("web", instances=SETTLE_MIN_PLACEMENTS)
+    node = make_node("n1", cpus=1000.0, mem=1e7)
+    lease = await store.grant_lease(30)
+    await store.commit(
+        [
+            Put(keys.group_key(web.group_key.key), encode(web)),
+            node_put(node),
+            alive_put(node.name, 0.0, 30, lease),
+        ]
+    )
+    metrics = ServerMetrics(CollectorRegistry())
+    leadership = Leadership(store, cache, "me", lease_ttl=5)
+    leader = Leader(
+        store, cache, leadership, metrics=metrics, registry_repair_interval=3600, fork_passes=True
+    )
+    running = asyncio.create_task(leader.run())
+    try:
+        await wait_until_async(
+            lambda: metrics.passes.labels("child", "all")._value.get() == 1, 20, "a child pass"
+        )
+        assert leader._full_took > 0
+    finally:
+        running.cancel()
