@@ -213,8 +213,9 @@ def test_the_registry_repair_comes_at_its_interval_or_ten_full_passes_apart() ->
 
 
 def _with_tasks(revision: int) -> ClusterState:
-    """``_two_groups`` with two tasks in each group, all running."""
+    """``_two_groups`` with two tasks in each group, all running on the live node n1."""
     state = _two_groups(revision)
+    state.alive["n1"] = 1
     for group in list(state.groups.values()):
         for n in (1, 2):
             task = TaskRecord(
@@ -265,3 +266,11 @@ def test_a_group_in_which_a_task_ended_or_lost_its_status_is_looked_at_whole() -
     snapshot = _with_tasks(revision=20)
     del snapshot.statuses["web.2"]
     assert light_scope(LAST, snapshot, frozenset({WEB}), {}, {"web.2": 13}) == {}
+    # Reported running, on a node that is not alive (nor spared): the task is lost.
+    snapshot = _with_tasks(revision=20)
+    snapshot.alive.clear()
+    assert light_scope(LAST, snapshot, frozenset({WEB}), {}, {"web.1": 12}) == {}
+    snapshot.spared = frozenset({"n1"})  # its loss held back: still alive to the pass
+    assert light_scope(LAST, snapshot, frozenset({WEB}), {}, {"web.1": 12}) == {
+        WEB: frozenset({"web.1"})
+    }

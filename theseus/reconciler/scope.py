@@ -116,9 +116,13 @@ def light_scope(
         touched = []
         for task_id in snapshot.tasks_by_group.get(group, ()):
             if statuses.get(task_id, 0) > since:
-                status = snapshot.statuses.get(task_id)
-                if status is None or status.state.terminal:
-                    break  # a task ended: its group's history and replacements are at stake
+                task = snapshot.tasks.get(task_id)
+                # Ended, or lost with its node (``spared`` is the pass's own): its group's
+                # history and the task's replacement are at stake.
+                if task is None or task_id not in snapshot.statuses:
+                    break
+                if snapshot.task_state(task).terminal:
+                    break
                 touched.append(task_id)
         else:
             light[group] = frozenset(touched)
