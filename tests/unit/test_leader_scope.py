@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from prometheus_client.registry import CollectorRegistry
 
 from tests.kit.builders import make_group, make_node
+from tests.kit.leader import commit_groups_and_live_node, make_leader
 from tests.kit.wait import wait_until_async
 from theseus.model import registry
 from theseus.model.tasks import TaskState, TaskStatus
@@ -41,19 +41,8 @@ async def test_a_report_is_registered_by_a_scoped_pass_and_a_node_loss_by_a_full
     store: MemoryStore, cache: StateCache
 ) -> None:
     web, db = make_group("web", instances=2), make_group("db", instances=1)
-    node = make_node("n1")
-    lease = await store.grant_lease(30)
-    await store.commit(
-        [
-            Put(keys.group_key(web.group_key.key), encode(web)),
-            Put(keys.group_key(db.group_key.key), encode(db)),
-            node_put(node),
-            alive_put(node.name, 0.0, 30, lease),
-        ]
-    )
-    metrics = ServerMetrics(CollectorRegistry())
-    leadership = Leadership(store, cache, "me", lease_ttl=5)
-    leader = Leader(store, cache, leadership, metrics=metrics, registry_repair_interval=3600)
+    lease = await commit_groups_and_live_node(store, [web, db], make_node("n1"))
+    leader, metrics = make_leader(store, cache)
     running = asyncio.create_task(leader.run())
     try:
         await wait_until_async(
@@ -145,20 +134,8 @@ async def test_a_full_pass_in_a_child_spaces_the_registry_repairs(
     (``repair_due``). A full pass in a child counts: else, at 50,000 tasks, the repair
     interval of a small cluster's passes made every pass of a deploy a full one, in a child."""
     web = make_group("web", instances=SETTLE_MIN_PLACEMENTS)
-    node = make_node("n1", cpus=1000.0, mem=1e7)
-    lease = await store.grant_lease(30)
-    await store.commit(
-        [
-            Put(keys.group_key(web.group_key.key), encode(web)),
-            node_put(node),
-            alive_put(node.name, 0.0, 30, lease),
-        ]
-    )
-    metrics = ServerMetrics(CollectorRegistry())
-    leadership = Leadership(store, cache, "me", lease_ttl=5)
-    leader = Leader(
-        store, cache, leadership, metrics=metrics, registry_repair_interval=3600, fork_passes=True
-    )
+    await commit_groups_and_live_node(store, [web], make_node("n1", cpus=1000.0, mem=1e7))
+    leader, metrics = make_leader(store, cache, fork_passes=True)
     running = asyncio.create_task(leader.run())
     try:
         await wait_until_async(

@@ -7,19 +7,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from prometheus_client.registry import CollectorRegistry
-
 from tests.kit.builders import make_group, make_node
+from tests.kit.leader import commit_groups_and_live_node, make_leader
 from tests.kit.wait import wait_until_async
 from theseus.model import registry
-from theseus.server.leader import TICK, Leader
-from theseus.server.metrics import ServerMetrics
+from theseus.server.leader import TICK
 from theseus.store import keys
 from theseus.store.base import Put
 from theseus.store.cache import StateCache
-from theseus.store.encoding import alive_put, encode, node_put
+from theseus.store.encoding import alive_put, node_put
 from theseus.store.key_roles import plans_from
-from theseus.store.leadership import Leadership
 from theseus.store.memory import MemoryStore
 
 
@@ -60,18 +57,8 @@ async def test_leases_replaced_do_not_wake_the_leader(
     """Twenty leases replaced within about 0.5 s: each woke the leader for a pass before; now
     only its once-a-second tick runs one (``leader.TICK``)."""
     node = make_node("n1")
-    lease = await store.grant_lease(30)
-    web = make_group("web", instances=1)
-    await store.commit(
-        [
-            Put(keys.group_key(web.group_key.key), encode(web)),
-            node_put(node),
-            alive_put(node.name, 0.0, 30, lease),
-        ]
-    )
-    metrics = ServerMetrics(CollectorRegistry())
-    leadership = Leadership(store, cache, "me", lease_ttl=5)
-    leader = Leader(store, cache, leadership, metrics=metrics, registry_repair_interval=3600)
+    await commit_groups_and_live_node(store, [make_group("web", instances=1)], node)
+    leader, _ = make_leader(store, cache)
     running = asyncio.create_task(leader.run())
     try:
         await wait_until_async(lambda: len(cache.state.tasks) == 1, 10, "the task placed")
