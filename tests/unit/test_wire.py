@@ -3,6 +3,8 @@ reused while what it was made from is unchanged."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.kit.builders import make_group, make_node, make_state, make_status, make_task
 from theseus.api.schemas import Assignment, AssignmentList, GroupList, TaskList
 from theseus.model.state import ClusterState
@@ -90,3 +92,31 @@ def test_group_entries_are_recomputed_only_after_a_change() -> None:
     assert listed().groups[0].running == 2
     del state.alive["n2"]
     assert listed(alive_index=2).groups[0].running == 1
+
+
+def test_a_spec_is_encoded_once_for_the_tasks_that_share_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = cluster()
+    (task,) = state.tasks_on("n1")
+    twin = task.model_copy(update={"id": task.id + "-twin"})  # a pass's tasks share a spec
+    state.tasks[twin.id] = twin
+    state.index_task(None, twin)
+    encoded: list[object] = []
+    encode = type(task.spec).model_dump_json
+
+    def counting(spec: object, **kwargs: object) -> str:
+        encoded.append(spec)
+        return encode(spec, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(task.spec), "model_dump_json", counting)
+    wire = WireMemo()
+    answer = AssignmentList.model_validate_json(wire.assignments_json(state, "n1", 7, None))
+    assert [a.spec for a in answer.tasks] == [task.spec, task.spec]
+    assert encoded == [task.spec]
+    # Another spec object under the same group and version (a record read back from etcd)
+    # is encoded for itself: its own content, never the one kept.
+    other = task.spec.model_copy(update={"mem": 999.0})
+    state.tasks[task.id] = task.model_copy(update={"spec": other})
+    again = AssignmentList.model_validate_json(wire.assignments_json(state, "n1", 8, None))
+    assert sorted(a.spec.mem for a in again.tasks) == sorted([task.spec.mem, 999.0])

@@ -9,7 +9,8 @@ they are the same objects (identity, not equality: that check is free).
 
 * ``tasks_json``: ``GET /v1/tasks`` (``TaskList``); a task's entry also depends on its status,
   its node's address and its derived state.
-* ``assignments_json``: ``GET /v1/agent/{node}/assignments`` (``AssignmentList``).
+* ``assignments_json``: ``GET /v1/agent/{node}/assignments`` (``AssignmentList``); a spec's
+  JSON is kept once for all the tasks that share the spec object (a group's version).
 * ``group_json``: one entry of ``GET /v1/groups`` (``GroupList``: ``groups_body`` puts the
   entries together), memoised per group on the cache's ``group_index`` (the revision of the
   last change to the group's tasks or statuses) and ``alive_index`` (the last change to the
@@ -32,6 +33,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from theseus.model.groups import GroupRecord
+from theseus.model.spec import GroupSpec
 from theseus.model.state import ClusterState
 from theseus.model.tasks import TaskRecord, TaskStatus
 from theseus.server.group_tally import Tally
@@ -42,20 +44,22 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _assignment(task: TaskRecord, was_healthy: bool) -> dict[str, Any]:
-    """``Assignment`` as plain JSON data."""
-    return {
-        "task_id": task.id,
-        "service": task.service,
-        "labels": list(task.labels),
-        "group": task.group_key.key,
-        "version": task.version,
-        "desired": task.desired.value,
-        "spec": task.spec.model_dump(mode="json"),
-        "host_ports": dict(task.host_ports),
-        "attempt": task.attempt,
-        "was_healthy": was_healthy,
-    }
+def _assignment(task: TaskRecord, was_healthy: bool, spec_text: str) -> str:
+    """``Assignment``'s JSON, around ``spec_text``, the task's spec already encoded."""
+    rest = _dumps(
+        {
+            "task_id": task.id,
+            "service": task.service,
+            "labels": list(task.labels),
+            "group": task.group_key.key,
+            "version": task.version,
+            "desired": task.desired.value,
+            "host_ports": dict(task.host_ports),
+            "attempt": task.attempt,
+            "was_healthy": was_healthy,
+        }
+    )
+    return f'{{"spec":{spec_text},{rest[1:]}'
 
 
 class _TaskPiece(NamedTuple):
@@ -74,6 +78,11 @@ class _AssignmentPiece(NamedTuple):
     text: str
 
 
+class _SpecPiece(NamedTuple):
+    spec: GroupSpec
+    text: str
+
+
 class _GroupPiece(NamedTuple):
     group: GroupRecord
     changed: int  # the cache's ``group_index`` of the group when made
@@ -85,6 +94,10 @@ class WireMemo:
     def __init__(self) -> None:
         self._tasks: dict[str, _TaskPiece] = {}
         self._assignments: dict[str, _AssignmentPiece] = {}
+        # A spec's JSON, by the group and version of the tasks that carry it: the tasks a pass
+        # creates for a group share its spec object, and its JSON was three quarters of each
+        # of their assignments' cost (15 of 20 µs).
+        self._specs: dict[tuple[str, str], _SpecPiece] = {}
         self._groups: dict[str, _GroupPiece] = {}
         self._tasks_lock = threading.Lock()  # ``tasks_json`` runs in worker threads
 
@@ -123,8 +136,17 @@ class WireMemo:
         kept = self._assignments.get(task.id)
         if kept is not None and kept.task is task and kept.was_healthy == was_healthy:
             return kept.text
-        text = _dumps(_assignment(task, was_healthy))
+        text = _assignment(task, was_healthy, self._spec_json(task))
         self._assignments[task.id] = _AssignmentPiece(task, was_healthy, text)
+        return text
+
+    def _spec_json(self, task: TaskRecord) -> str:
+        key = (task.group_key.key, task.version)
+        kept = self._specs.get(key)
+        if kept is not None and kept.spec is task.spec:
+            return kept.text
+        text = task.spec.model_dump_json()
+        self._specs[key] = _SpecPiece(task.spec, text)
         return text
 
     def assignments_json(
@@ -137,6 +159,8 @@ class WireMemo:
     ) -> str:
         body = ",".join(self.assignment_json(state, task) for task in state.tasks_on(node))
         _prune(self._assignments, state.tasks)
+        if len(self._specs) > 4 * len(state.groups) + 100:  # versions gone: made again if asked
+            self._specs.clear()
         interval, wait = _dumps(heartbeat_interval), _dumps(poll_wait)
         return (
             f'{{"index":{index},"heartbeat_interval":{interval},"poll_wait":{wait},'
