@@ -41,6 +41,7 @@ from theseus.store.base import Change, Entry, HistoryCompacted, Store, StoreUnav
 from theseus.store.encoding import alive_ttl
 from theseus.store.expected import ExpectedRecords
 from theseus.store.key_roles import plans_from, record_at
+from theseus.store.shared_specs import SharedSpecs
 from theseus.store.signals import KeyedSignal
 from theseus.store.task_changes import TaskChanges
 
@@ -111,6 +112,7 @@ class StateCache:
         self._service_signal = KeyedSignal()
         self._released = False  # the server is stopping: long-polls answer at once
         self._expected = ExpectedRecords()  # records this server is writing (``expect``)
+        self._specs = SharedSpecs()  # task records read from etcd share their group's spec
         self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         # When the cache last proved to be current: it had applied etcd's revision of that
         # moment (``probe``). Routes refuse to answer from a cache that has not for a while.
@@ -329,6 +331,7 @@ class StateCache:
         self.access = AccessState()
         self.lease_ttls = {}
         self.task_changes.clear()
+        self._specs.clear()
         for entry in entries:
             self._set(
                 entry.key, entry.value, entry.mod_revision, entry.create_revision, entry.lease
@@ -383,7 +386,7 @@ class StateCache:
                 state.registry_revisions[key] = revision
                 self._touch_service(key, revision)
             elif key.startswith(keys.TASKS):
-                task = self._decode(key, value, TaskRecord)
+                task = self._specs.share(self._decode(key, value, TaskRecord))
                 old = state.tasks.get(task.id)
                 state.tasks[task.id] = task
                 state.index_task(old, task)
