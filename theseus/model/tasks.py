@@ -15,7 +15,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from theseus.model.groups import GroupKey
 from theseus.model.spec import GroupSpec
@@ -57,7 +57,9 @@ class TaskRecord(BaseModel):
     version: str
     spec: GroupSpec
     node: str | None = None
-    host_ports: dict[str, int] = {}
+    # A factory, not ``{}``: pydantic deep-copies a mutable default for every record made
+    # without it (a fifth of making a record, and a deploy makes one per task).
+    host_ports: dict[str, int] = Field(default_factory=dict)
     desired: Desired = Desired.RUN
     stop_reason: str | None = None
     attempt: int = 0  # consecutive quick failures before this task (drives the backoff)
