@@ -42,6 +42,7 @@ only at those tasks and at the ones it writes (``theseus.reconciler.scope.light_
 from __future__ import annotations
 
 import math
+import secrets
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -104,9 +105,9 @@ class Seed:
 
 
 def new_task_id(service: str) -> str:
-    import uuid
-
-    return f"{service}.{uuid.uuid4().hex[:12]}"
+    # 48 random bits, as uuid4's first 12 hex digits were, without building a UUID: a
+    # fifth of the cost, and this is called for every task a deploy creates.
+    return f"{service}.{secrets.token_hex(6)}"
 
 
 def reconcile(
