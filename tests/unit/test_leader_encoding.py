@@ -3,8 +3,10 @@ wakes its long-poll once), and the records behind the puts for the cache."""
 
 from __future__ import annotations
 
+import json
+
 from tests.kit.builders import make_group, make_status, make_task
-from theseus.model.tasks import TaskState
+from theseus.model.tasks import TaskRecord, TaskState
 from theseus.reconciler.reconcile import Plan
 from theseus.store import keys
 from theseus.store.base import Delete, Put
@@ -30,6 +32,17 @@ def test_task_writes_are_grouped_by_node_and_records_kept() -> None:
     assert encoded.records[keys.status_key(status.task_id)] is status
     for op in encoded.ops:
         if isinstance(op, Put) and op.key in encoded.records:
-            assert op.value == encoded.records[op.key].model_dump_json().encode()
+            record = encoded.records[op.key]
+            assert type(record).model_validate_json(op.value) == record
+            assert json.loads(op.value) == json.loads(record.model_dump_json())
     assert Delete(keys.task_key("old.1")) in encoded.ops
     assert len(encoded.ops) == 5 + 1 + 1 + 1 + 1
+
+
+def test_tasks_of_several_specs_each_carry_their_own() -> None:
+    # Each spec is encoded once per plan and put into its tasks' records.
+    web, api = make_group("web", instances=2), make_group("api", mem=512)
+    tasks = [make_task(web), make_task(api), make_task(web), make_task(api)]
+    encoded = encode_plan(Plan(task_puts={t.id: t for t in tasks}))
+    read = {op.key: TaskRecord.model_validate_json(op.value) for op in encoded.ops}
+    assert read == {keys.task_key(t.id): t for t in tasks}
