@@ -173,7 +173,11 @@ def start_etcd(children: Processes, max_txn_ops: int = MAX_TXN_OPS) -> tuple[Pro
 
 
 def start_server(
-    children: Processes, etcd_port: int, liveness_timeout: int = 4, log_level: str = "info"
+    children: Processes,
+    etcd_port: int,
+    liveness_timeout: int = 4,
+    log_level: str = "info",
+    name: str = "server",
 ) -> tuple[Process, str]:
     """One ``theseus server`` process (its own PID: CPU and RSS are read from /proc)."""
     server = ServerProcess(
@@ -182,7 +186,7 @@ def start_server(
         liveness_timeout=liveness_timeout,
         log_level=log_level,
     )
-    child = children.start("server", server.argv(), role="server")
+    child = children.start(name, server.argv(), role="server")
     child.wait_healthy(lambda: answers(server.health_url), START_TIMEOUT, "the server to answer")
     return child, server.url
 

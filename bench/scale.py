@@ -24,7 +24,9 @@ has it, the next call waits for the server's view to reach it), and without an i
 server waits for its view before it answers the write). At rest, once all run,
 ``GET /v1/tasks`` (every task) and ``GET /v1/nodes`` are timed too, and the server's CPU over
 ``--rest-window`` seconds (heartbeats, and the leader's passes over a cluster where nothing
-changes).
+changes); then a second server joins and loads the whole state from etcd, as a restarted
+server or a new leader does: how long until its view caught up, and its RSS then
+(``bench/second_server.py``).
 Also measured: when the tasks were created (the placing pass's time) and started (the agents'
 clocks), how far the server's view trailed etcd (its answers' ``X-Theseus-Index`` against
 etcd's revision, sampled every 0.1 s) and etcd's own answer time, each probe's slowest
@@ -85,6 +87,7 @@ from scrapes import (
     scrape,
     wait_for_leases_to_settle,
 )
+from second_server import second_server_rows
 
 from theseus.server.writes import MAX_GROUP_CHANGES
 from theseus.store.limits import MAX_TXN_OPS
@@ -305,6 +308,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     rest_cpu, rest_wall = cpu_seconds(server.pid), time.monotonic()
     time.sleep(args.rest_window)
     rest_cores = (cpu_seconds(server.pid) - rest_cpu) / (time.monotonic() - rest_wall)
+    joined = second_server_rows(children, etcd_port, url, args.timeout)
     http.close()
 
     # 5. the table
@@ -408,6 +412,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             f"{rest_cores:.2f} cores",
         )
     )
+    rows += joined
 
     print()
     print(
