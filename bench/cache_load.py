@@ -104,10 +104,13 @@ def main() -> None:
             answer = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
             rounds.append(json.loads(answer.splitlines()[-1]))
             assert rounds[-1]["tasks"] == tasks, rounds[-1]
-        for name, unit, scale in (("wall", "s", 1), ("cpu", "s", 1), ("rss", "MiB", 1)):
-            values = [r[name] * scale for r in rounds]
+        for name, label, unit in (
+            ("wall", "load, wall", "s"),
+            ("cpu", "load, CPU", "s"),
+            ("rss", "RSS growth", "MiB"),
+        ):
+            values = [r[name] for r in rounds]
             shown = ", ".join(f"{v:.2f}" for v in values)
-            label = {"wall": "load, wall", "cpu": "load, CPU", "rss": "RSS growth"}[name]
             print(f"  {label:<12} median {statistics.median(values):8.2f} {unit}  ({shown})")
 
 
