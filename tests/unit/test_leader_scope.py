@@ -144,3 +144,34 @@ async def test_a_full_pass_in_a_child_spaces_the_registry_repairs(
         assert leader._full_took > 0
     finally:
         running.cancel()
+
+
+async def test_a_full_pass_in_a_child_repairs_the_registry_too(
+    store: MemoryStore, cache: StateCache
+) -> None:
+    """A pass in a child looks at every group, as the registry's repair does: it compares
+    with what etcd holds, so an entry written there by hand (none of the leader's) is gone
+    after it, though no repair was due (an hour apart), and the next repair is an interval
+    away again."""
+    node = make_node("n1", cpus=1000.0, mem=1e7)
+    lease = await store.grant_lease(30)
+    await store.commit([node_put(node), alive_put(node.name, 0.0, 30, lease)])
+    leader, metrics = make_leader(store, cache, fork_passes=True)
+    running = asyncio.create_task(leader.run())
+    try:
+        # The term's first pass is a repair (of an empty registry): then none is due.
+        await wait_until_async(lambda: passes(metrics, "all") >= 1, 10, "the first pass")
+        repaired_at = leader._last_repair
+        web = make_group("web", instances=SETTLE_MIN_PLACEMENTS)
+        stray = registry.container_key(web.group_key, "no-such-task")
+        await store.commit([Put(stray, b'{"host": "198.18.0.9"}')])
+        await wait_until_async(lambda: stray in cache.state.registry, 10, "the stray entry seen")
+        await store.commit([Put(keys.group_key(web.group_key.key), encode(web))])
+        await wait_until_async(
+            lambda: metrics.passes.labels("child", "all")._value.get() == 1, 20, "a child pass"
+        )
+        await wait_until_async(lambda: stray not in cache.state.registry, 10, "the entry gone")
+        assert leader._last_repair > repaired_at
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

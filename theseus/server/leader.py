@@ -127,8 +127,7 @@ class Leader:
         self._repair_interval = registry_repair_interval
         self._registry_view: dict[str, bytes] = {}  # what we believe /services/ holds
         self._last_repair = -math.inf  # monotonic
-        # Seconds the last full pass in the thread took (``scope.repair_due``): a placing pass
-        # in a child process is not counted, it is as long as the deploy is big.
+        # Seconds the last full pass took (``scope.repair_due``), in the thread or a child.
         self._full_took = 0.0
         self._encodings: EncodingMemo = {}  # registry entries encoded by earlier passes
         # Held by the pass's worker thread: a pass orphaned by a step-down (its coroutine was
@@ -194,17 +193,17 @@ class Leader:
             now = time.time()
             snapshot.spared = self._spared(snapshot)
             only: frozenset[str] | None = None
-            if repair_due(started, self._last_repair, self._repair_interval, self._full_took):
-                self._registry_view = dict(snapshot.registry)
-                self._last_repair = started
-            else:
+            repair = repair_due(started, self._last_repair, self._repair_interval, self._full_took)
+            if not repair:
                 only = pass_scope(last, snapshot, self._cache.group_index, self._shared_inputs())
-            snapshot.registry = self._registry_view
             copied = time.monotonic()
-            plan, encoded, tracked, placed = await asyncio.to_thread(
-                self._pass, snapshot, now, only, last
+            plan, encoded, tracked, placed, compared = await asyncio.to_thread(
+                self._pass, snapshot, now, only, last, repair
             )
             planned = time.monotonic()  # what follows waits on etcd: the log counts it apart
+            if compared:  # a repair: etcd's registry, which the pass had, is our view again
+                self._registry_view = snapshot.registry
+                self._last_repair = started
             self.passes += 1
             self._metrics.reconcile_pass.observe(planned - started)
             if not tracked.empty:
@@ -277,19 +276,25 @@ class Leader:
         now: float,
         only: frozenset[str] | None,
         last: LastPass | None,
-    ) -> tuple[Plan, EncodedPlan, Tracked, int]:
+        repair: bool,
+    ) -> tuple[Plan, EncodedPlan, Tracked, int, bool]:
         """One reconcile pass (over the groups ``only`` names, or all; some of them lightly,
         if only statuses of live tasks changed in them since ``last``) and its encoding, the
-        step of the running deployments (``theseus.reconciler.deployments``) and the number of
-        tasks it places (for the metrics: counted here, off the event loop), in a worker
-        thread. ``snapshot`` is this pass's own copy; the registry view is only changed by a
-        commit, which waits for the pass. A pass worth a child process (many placements to
-        make, or very many tasks to look at) is a full one."""
+        step of the running deployments (``theseus.reconciler.deployments``), the number of
+        tasks it places (for the metrics: counted here, off the event loop), and whether it
+        was a repair, in a worker thread. ``snapshot`` is this pass's own copy, with the
+        registry etcd holds; the pass sees the leader's view of it instead unless it repairs,
+        and the view is only changed by a commit, which waits for the pass.
+
+        A pass worth a child process (many placements to make, or very many tasks to look
+        at) is a full one, so it repairs too: the repair it saves is another full pass in a
+        child (at 5,000 nodes, a second of CPU), which came due in the middle of a deploy."""
         with self._pass_lock:
             # Read here, off the loop (a look at every task of the scope): the indexes are
             # the cache's own, so they may run ahead of the snapshot, which only widens it.
             changes = self._cache.task_changes
             light = light_scope(last, snapshot, only, changes.records, changes.statuses)
+            in_etcd = snapshot.registry
             started = time.monotonic()
             if self._fork_passes and worth_a_child(snapshot, only, light):
                 try:
@@ -303,14 +308,18 @@ class Leader:
                     self._full_took = time.monotonic() - started
                     self.child_peak_rss = max(self.child_peak_rss, done.child_peak_rss)
                     self._metrics.passes.labels("child", "all").inc()
-                    return done.plan, done.encoded, done.tracked, _placements(snapshot, done.plan)
+                    placed = _placements(snapshot, done.plan)
+                    return done.plan, done.encoded, done.tracked, placed, True
+            if not repair:
+                snapshot.registry = self._registry_view
             self._metrics.passes.labels("thread", "all" if only is None else "changed").inc()
             started = time.monotonic()
             tracked = track(snapshot, now)
             plan = reconcile(snapshot, now, memo=self._encodings, only=only, light=light)
             if only is None:
                 self._full_took = time.monotonic() - started
-            return plan, encode_plan(plan), tracked, _placements(snapshot, plan)
+            snapshot.registry = in_etcd
+            return plan, encode_plan(plan), tracked, _placements(snapshot, plan), repair
 
     async def _commit_tracked(self, snapshot: ClusterState, tracked: Tracked, term: Term) -> int:
         """Write the deployments' progress, failures and reverts, fenced and guarded by what
