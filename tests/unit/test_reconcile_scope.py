@@ -129,6 +129,36 @@ def test_a_pass_scoped_to_what_changed_plans_what_a_full_pass_would(
     same_plan(lightly, full)
 
 
+@given(cluster_states(), st.data())
+def test_a_pass_looks_lightly_at_the_groups_whose_only_new_task_records_it_wrote_itself(
+    state: ClusterState, data: st.DataObject
+) -> None:
+    """The pass after one that placed tasks (a deploy's first): the task records that pass
+    wrote are its own (``LastPass.wrote_until``), so a group where only they and statuses of
+    live tasks changed is looked at lightly, and the plan is still a full pass's."""
+    first = reconcile(state, NOW, ids_of_round(1))
+    assume(not first.orphans)
+    committed = commit(state, first)
+    after, changed, reported = data.draw(reports_and_scaling(committed))
+    only = frozenset(touched_groups(state, first) | changed | first.waiting_groups)
+    full = reconcile(after, NOW, ids_of_round(2))
+    last = LastPass(
+        state.revision,
+        frozenset(),
+        frozenset(),
+        first.waiting_groups,
+        False,
+        wrote_until=committed.revision,
+    )
+    records = dict.fromkeys(record_groups(state, first), committed.revision)
+    own_statuses = set(first.status_puts) | first.status_deletes
+    statuses = dict.fromkeys(own_statuses, committed.revision)
+    statuses.update(dict.fromkeys(reported, after.revision))
+    light = light_scope(last, after, only, records, statuses)
+    lightly = reconcile(after, NOW, ids_of_round(2), only=only, light=light)
+    same_plan(lightly, full)
+
+
 def test_the_groups_a_pass_leaves_waiting_and_the_orphans_it_meets_are_in_its_plan() -> None:
     state = ClusterState(revision=1)
     group = _group("web", instances=2)
@@ -248,6 +278,10 @@ def test_a_group_whose_only_change_is_live_statuses_is_looked_at_lightly() -> No
         replace(LAST, waiting_groups=frozenset({WEB})), snapshot, both, {}, statuses
     )
     assert WEB not in light_scope(LAST, snapshot, both, {WEB: 11}, statuses)
+    # Unless the last pass wrote that task record itself (its commit reached revision 11).
+    wrote = replace(LAST, wrote_until=11)
+    assert WEB in light_scope(wrote, snapshot, both, {WEB: 11}, statuses)
+    assert WEB not in light_scope(wrote, snapshot, both, {WEB: 12}, statuses)
     snapshot.group_revisions[WEB] = 11
     assert WEB not in light_scope(LAST, snapshot, both, {}, statuses)
     # Nor when no pass came before, or the pass is over everything.

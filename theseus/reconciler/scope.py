@@ -21,17 +21,22 @@ the tasks that need them).
 A group in the scope is looked at **lightly** (``light_scope``) when all that changed in it
 since that pass are statuses that say a task is alive (starting, running, its health): its
 record, its task records and its waiting tasks are as that pass left them, and no status
-ended a task. Such a change can call for that task's registry entry, and, through the
-group's readiness, for a step of its rollout. So the pass still weighs the whole group's
-counts (``converge``), but looks task by task only at the tasks whose status changed and those
-it writes itself. During a deploy at 5,000 nodes, these are the passes that register the
-tasks as they start: a few thousand tasks spread over all 500 groups, of 50,000.
+ended a task. The task records that pass wrote itself count as left by it: only the leader's
+plans write task records, so those changed up to its own commit are its own (without this,
+the pass after a big deploy's placing pass looked at all 50,000 tasks, in a child). Such a
+change can call for that task's registry entry, and, through the group's readiness, for a
+step of its rollout. So the pass still weighs the whole group's counts (``converge``), but
+looks task by task only at the tasks whose status changed and those it writes itself.
+During a deploy at 5,000 nodes, these are the passes that register the tasks as they start:
+a few thousand tasks spread over all 500 groups, of 50,000.
 
 The registry's anti-entropy (``repair_due``: the pass compares with what etcd holds, not with
 what the leader wrote) is a full pass too. It runs every ``registry_repair_interval`` seconds,
 or every ten full passes' time if that is longer, so that at 50,000 tasks it takes about a
 tenth of the leader's time rather than a fifth; a full pass also finds what only it looks for
-(statuses whose task is gone, the history that has grown too old).
+(statuses whose task is gone, the history that has grown too old). A pass in a child process
+(``theseus.server.pass_process``) is a full one whatever its scope, so the leader makes it the
+repair too, and the next repair is an interval away again.
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ class LastPass:
     spared: frozenset[str]
     waiting_groups: frozenset[str]
     orphans: bool
+    # The revision its own plan's commit reached (0: it wrote nothing). Only the leader's
+    # plans write task records, one pass at a time: a record changed up to there is one this
+    # pass wrote itself, and left as it meant to.
+    wrote_until: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,9 +116,10 @@ def light_scope(
     if last is None or only is None:
         return {}
     since = last.revision
+    others_since = max(since, last.wrote_until)  # task records changed by another than it
     light: dict[str, frozenset[str]] = {}
     for group in only:
-        if group in last.waiting_groups or records.get(group, 0) > since:
+        if group in last.waiting_groups or records.get(group, 0) > others_since:
             continue
         if snapshot.group_revisions.get(group, 0) > since:
             continue

@@ -43,6 +43,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from theseus.model.state import ClusterState
 from theseus.reconciler.deployments import Tracked, track
@@ -225,6 +226,7 @@ class Leader:
                 if committed is None:
                     log.warning("plan refused by the fence; stepping down")
                     return
+                last = replace(last, wrote_until=committed)
                 self._metrics.reconcile_commit.observe(time.monotonic() - committing)
                 self._metrics.placements.inc(placed)
                 last_commit = max(last_commit, committed)
