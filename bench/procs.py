@@ -53,6 +53,10 @@ ETCD_COUNTERS = (
     "etcd_mvcc_txn_total",
     "etcd_debugging_mvcc_current_revision",
     "etcd_server_proposals_committed_total",
+    "etcd_disk_wal_fsync_duration_seconds_sum",
+    "etcd_disk_wal_fsync_duration_seconds_count",
+    "etcd_disk_backend_commit_duration_seconds_sum",
+    "etcd_disk_backend_commit_duration_seconds_count",
 )
 START_TIMEOUT = 30.0  # seconds for etcd or the server to answer
 

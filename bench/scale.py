@@ -218,6 +218,10 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
     children_before = children_cpu_seconds(server.pid)
     probes: list[Probe] = []
+    probe_url = url
+    if args.probe_second_server:  # a user's API served apart from the agents' traffic
+        probe_url = start_server(children, etcd_port, name="server-api")[1]
+        rows.append(("probes sent to a second server (not the leader)", probe_url))
     if args.probe_interval > 0:
         probes = [
             TaskProbe("GET /v1/tasks/{id} (one task)", args.probe_interval, task_id=read_task),
@@ -247,7 +251,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     revisions = EtcdRevisions(etcd_port)
     with Sampler(server.pid) as sampler, EtcdWatchers(etcd_port) as watchers, revisions:
         for probe in probes:
-            probe.start(url)
+            probe.start(probe_url)
         t0_wall, t0 = time.time(), time.monotonic()
         deploy_answers = []
         for doc in docs:
@@ -389,6 +393,14 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             f"{delta('etcd_server_proposals_committed_total'):,}",
         )
     )
+    # etcd's own disk: whether its writes waited on the machine's disk or on its CPU.
+    disk = []
+    for what in ("wal_fsync", "backend_commit"):
+        count = delta(f"etcd_disk_{what}_duration_seconds_count")
+        name = f"etcd_disk_{what}_duration_seconds_sum"
+        seconds = after.get(name, 0.0) - before.get(name, 0.0)
+        disk.append(f"{count:,} in {seconds:.1f} s ({1000 * seconds / max(count, 1):.1f} ms each)")
+    rows.append(("etcd: WAL fsyncs / backend commits", " / ".join(disk)))
     rows += request_rows(scraped_before, scraped_after, args.tasks)
     for probe in probes:
         errors = ", ".join(f"{n} x {kind}" for kind, n in probe.errors.items())
@@ -475,6 +487,11 @@ def main() -> None:
         "--py-spy-timeline",
         action="store_true",
         help="profile the deploy phase in Chrome's trace format, each sample timed (needs --keep)",
+    )
+    parser.add_argument(
+        "--probe-second-server",
+        action="store_true",
+        help="send the probes to a second server, started before the deploy",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()

@@ -51,6 +51,16 @@ def gc_pauses(samples: Scrape) -> Counter[str]:
     return pauses
 
 
+def passes(samples: Scrape) -> Counter[str]:
+    """The leader's reconcile passes so far, by where they ran and their scope
+    (``child all``, ``thread all``, ``thread changed``)."""
+    counted: Counter[str] = Counter()
+    for name, labels, value in samples:
+        if name == "theseus_reconcile_passes_total":
+            counted[f"{labels['where']} {labels['scope']}"] += value
+    return counted
+
+
 LATE_TICKS = ("0.1", "0.25", "1.0")  # the loop-lag buckets the table counts ticks beyond
 
 
@@ -166,7 +176,13 @@ def loop_rows(before: Scrape, after: Scrape) -> Rows:
     beats.subtract(heartbeat_times(before))
     mean_beat = beats["s"] / max(1, beats["n"]) * 1000
     mean_refresh = beats["refresh s"] / max(1, beats["refresh n"]) * 1000
+    ran = passes(after)
+    ran.subtract(passes(before))
     return [
+        (
+            "leader passes during the run: in a child / in the thread, over all / scoped",
+            f"{ran['child all']:,.0f} / {ran['thread all']:,.0f} / {ran['thread changed']:,.0f}",
+        ),
         (
             "server GC pauses during the run, generation 0 / 1 / 2",
             " / ".join(f"{pauses[f'{g} s']:.1f} s in {pauses[f'{g} n']:,.0f}" for g in "012"),
