@@ -42,7 +42,7 @@ from theseus.store.encoding import alive_ttl
 from theseus.store.expected import ExpectedRecords
 from theseus.store.key_roles import plans_from, record_at
 from theseus.store.shared_specs import SharedSpecs
-from theseus.store.signals import KeyedSignal
+from theseus.store.signals import KeyedSignal, Pulse
 from theseus.store.task_changes import TaskChanges
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class StateCache:
         self._clock = clock  # for the proof that the cache follows the store
         self.state = ClusterState(revision=0)
         self.access = AccessState()  # tokens and certificates (not part of the cluster state)
-        self._changed = asyncio.Event()
+        self._changed = Pulse()
         self._ready = asyncio.Event()
         # Revision of the last change to each node's assignment list (for agent long-polls)
         # and to each service's registry entries (for discovery watches).
@@ -104,7 +104,7 @@ class StateCache:
         # Revision of the last change a reconcile pass plans from (``plans_from``): what the
         # leader waits on between passes (``wait_for_work``).
         self.work_revision = 0
-        self._work_changed = asyncio.Event()
+        self._work_changed = Pulse()
         # When (this cache's clock) a group's record last changed: the leader lets a deploy
         # that comes as several documents settle before it places it (``server.leader``).
         self.groups_changed_at = -math.inf
@@ -233,7 +233,7 @@ class StateCache:
         try:
             async with asyncio.timeout(timeout):
                 while self.work_revision <= after:
-                    await self._work_changed.wait()
+                    await self._work_changed.next().wait()
         except TimeoutError:
             return False
         return True
@@ -270,7 +270,7 @@ class StateCache:
 
     async def wait_changed(self, timeout: float) -> bool:
         """Wait for the next applied change; False on timeout."""
-        event = self._changed
+        event = self._changed.next()
         try:
             async with asyncio.timeout(timeout):
                 await event.wait()
@@ -279,8 +279,7 @@ class StateCache:
         return True
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changed.fire()
         waiters = self._revision_waiters
         while waiters and waiters[0][0] <= self.state.revision:
             _, _, future = heapq.heappop(waiters)
@@ -375,8 +374,7 @@ class StateCache:
 
     def _worked(self, revision: int) -> None:
         self.work_revision = max(self.work_revision, revision)
-        self._work_changed.set()
-        self._work_changed = asyncio.Event()
+        self._work_changed.fire()
 
     def _set(self, key: str, value: bytes, revision: int, create_revision: int, lease: int) -> None:
         state = self.state

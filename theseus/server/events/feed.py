@@ -30,6 +30,7 @@ from theseus.api.events import STREAM, Event
 from theseus.model.state import ClusterState
 from theseus.server.events import metrics
 from theseus.server.events.derive import NOTABLE, WATCHED, Derived, derive
+from theseus.store.signals import Pulse
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class EventFeed:
         self._notable = _Ring(notable_capacity)
         self.last = 0  # the last revision seen
         self._n = 0  # events so far of revision ``last``
-        self._grew = asyncio.Event()
+        self._grew = Pulse()
         self.closed = False
 
     @property
@@ -218,8 +219,7 @@ class EventFeed:
         self._wake()
 
     def _wake(self) -> None:
-        self._grew.set()
-        self._grew = asyncio.Event()
+        self._grew.fire()
 
     # --- read by the stream, the deliveries and the keeper -----------------------------------
 
@@ -237,7 +237,7 @@ class EventFeed:
 
     async def wait(self, timeout: float) -> None:
         """Until the window grows (or is restarted), or ``timeout``."""
-        grew = self._grew
+        grew = self._grew.next()
         try:
             async with asyncio.timeout(timeout):
                 await grew.wait()
