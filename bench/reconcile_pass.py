@@ -1,10 +1,14 @@
 """Reconciler pass time at scale (pure code, no I/O): 1,000 nodes, 100 groups of 100 tasks.
 
     .venv/bin/python bench/reconcile_pass.py [--nodes 1000] [--groups 100] [--per-group 100]
+        [--child]
 
 Times (median of 5) the pass that creates and places every task of a fresh deploy, the
 steady-state pass once every task runs and is registered (what the leader repeats on every
 change), and that pass scoped to one group and to a tenth of them (``reconciler.scope``).
+With ``--child``, also the fresh deploy's whole pass as the leader runs it (deployments'
+step, reconcile, encoding): in this process, then in a forked child (``forked_pass``), with
+the child's CPU and the parent's (the fork, reading and unpickling the answer).
 Runs against whatever ``theseus`` is importable, so the same script measures an older commit
 through a git worktree.
 """
@@ -12,6 +16,7 @@ through a git worktree.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
@@ -59,14 +64,35 @@ def timed(call: object, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
+def child_rows(state: ClusterState) -> None:
+    from theseus.server.pass_process import _compute, forked_pass
+
+    started = time.process_time()
+    _compute(state.copy(), 100.0, {})
+    alone = time.process_time() - started
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.process_time()
+    forked_pass(state.copy(), 100.0, {})
+    parent = time.process_time() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    print("the placing pass as the leader runs it (deployments, reconcile, encoding), CPU:")
+    print(f"  in this process:                   {alone * 1000:8.0f} ms")
+    print(f"  in a child: user / system          {user * 1000:8.0f} / {system * 1000:.0f} ms")
+    print(f"  the parent (fork, answer):         {parent * 1000:8.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--groups", type=int, default=100)
     parser.add_argument("--per-group", type=int, default=100)
+    parser.add_argument("--child", action="store_true", help="the placing pass in a child too")
     args = parser.parse_args()
     state = build(args.nodes, args.groups, args.per_group)
     fresh = timed(lambda: reconcile(state, 100.0))
+    if args.child:
+        child_rows(state)
     plan = reconcile(state, 100.0)
     state.tasks.update(plan.task_puts)
     for task in state.tasks.values():
