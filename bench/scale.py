@@ -249,7 +249,8 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     refused_polls = 0  # GET /v1/groups answered other than 200 while following the deploy
     views: list[tuple[float, int]] = []  # (time, revision of the server's view)
     revisions = EtcdRevisions(etcd_port)
-    with Sampler(server.pid) as sampler, EtcdWatchers(etcd_port) as watchers, revisions:
+    watchers = EtcdWatchers(etcd_port, interval=0.25)
+    with Sampler(server.pid) as sampler, watchers, revisions:
         for probe in probes:
             probe.start(probe_url)
         t0_wall, t0 = time.time(), time.monotonic()
@@ -376,6 +377,15 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             f"{watchers.slow_seconds:.0f} s / {watchers.peak_pending:,.0f}",
         )
     )
+    if watchers.unapplied:
+        backlog = sorted(watchers.unapplied)
+        rows.append(
+            (
+                "etcd: proposals committed, not yet applied (4 samples a second): p50 / max",
+                f"{backlog[len(backlog) // 2]:,.0f} / {backlog[-1]:,.0f} "
+                f"(of {len(backlog)} samples, {sum(b > 0 for b in backlog)} above 0)",
+            )
+        )
     rows += loop_rows(scraped_before, scraped_after)
 
     def delta(name: str) -> int:

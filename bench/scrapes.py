@@ -233,24 +233,33 @@ def request_rows(before: Scrape, after: Scrape, tasks: int) -> Rows:
 @dataclass
 class EtcdWatchers(Periodic):
     """Samples etcd's slow watchers and pending watch events every ``interval`` seconds in a
-    thread: the seconds it had a slow watcher, and the most events pending at once."""
+    thread: the seconds it had a slow watcher, and the most events pending at once; and its
+    proposals committed but not yet applied (``unapplied``: what a linearizable read, and a
+    write's answer, wait behind)."""
 
     port: int
     interval: float = 1.0
     slow_seconds: float = 0.0
     peak_pending: float = 0.0
+    unapplied: list[float] = field(default_factory=list)
 
     def sample(self) -> None:
         try:
             text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5.0).text
         except httpx.HTTPError:
             return
+        committed = applied = 0.0
         for line in text.splitlines():
             name, _, value = line.partition(" ")
             if name == "etcd_debugging_mvcc_slow_watcher_total" and float(value) > 0:
                 self.slow_seconds += self.interval
             elif name == "etcd_debugging_mvcc_pending_events_total":
                 self.peak_pending = max(self.peak_pending, float(value))
+            elif name == "etcd_server_proposals_committed_total":
+                committed = float(value)
+            elif name == "etcd_server_proposals_applied_total":
+                applied = float(value)
+        self.unapplied.append(committed - applied)
 
 
 @dataclass
