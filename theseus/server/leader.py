@@ -296,7 +296,6 @@ class Leader:
             # the cache's own, so they may run ahead of the snapshot, which only widens it.
             changes = self._cache.task_changes
             light = light_scope(last, snapshot, only, changes.records, changes.statuses)
-            in_etcd = snapshot.registry
             started = time.monotonic()
             if self._fork_passes and worth_a_child(snapshot, only, light):
                 try:
@@ -320,7 +319,6 @@ class Leader:
             plan = reconcile(snapshot, now, memo=self._encodings, only=only, light=light)
             if only is None:
                 self._full_took = time.monotonic() - started
-            snapshot.registry = in_etcd
             return plan, encode_plan(plan), tracked, _placements(snapshot, plan), repair
 
     async def _commit_tracked(self, snapshot: ClusterState, tracked: Tracked, term: Term) -> int:
@@ -348,7 +346,9 @@ class Leader:
 
     async def commit(self, plan: Plan) -> int | None:
         """Write ``plan`` in the current term; None when we do not lead or the fence refused
-        it (a deposed leader that does not know it yet)."""
+        it (a deposed leader that does not know it yet). Not while the loop runs passes: they
+        take the task records written up to their own commit for their own
+        (``LastPass.wrote_until``)."""
         term = self._leadership.term
         if term is None:
             return None

@@ -71,8 +71,8 @@ class Entry:
 
 class Change(NamedTuple):
     """One watch event: ``value`` is None for a deletion. A named tuple: the watch makes one
-    per change, 145,000 in a 50,000-task deploy, and a frozen dataclass's ``__init__`` took a
-    third of the time of reading a change (1.6 of 4.4 µs)."""
+    per change, 145,000 in a 50,000-task deploy, and a frozen dataclass's ``__init__`` was
+    0.75 µs of the 6 µs of reading a task record's change."""
 
     key: str
     value: bytes | None
