@@ -12,6 +12,14 @@ record goes to and how it is encoded (JSON), so that writers never spell a key t
   mod revision so that it never overwrites a change it has not seen.
 * single records: task statuses, node records, liveness, the operator's node controls.
 
+Task records and statuses, nearly every byte a deploy writes, leave out the fields at their
+defaults (``encode_compact``): a task record with the smallest spec was 924 bytes of JSON,
+now 196, a status 266 and now 139. Every byte is carried by etcd's raft log and WAL, and as
+base64 JSON to each server's watch, on cores the servers share with etcd. A reader, any
+version, fills the defaults back in, so nothing changes for it; the flip side is that a
+field's default is part of the stored format (``tests/unit/test_stored_formats.py`` pins
+them). The other records are few, and written whole.
+
 Pure: nothing here talks to the store (``theseus.store.commit`` does). The key layout is
 ``theseus.store.keys``.
 """
@@ -37,11 +45,17 @@ def encode(record: BaseModel) -> bytes:
     return record.model_dump_json().encode()
 
 
+def encode_compact(record: BaseModel) -> bytes:
+    """``record`` without the fields at their defaults (the hot records: see above)."""
+    return record.model_dump_json(exclude_defaults=True).encode()
+
+
 def encode_task(task: TaskRecord, spec: bytes) -> bytes:
-    """``task``'s record around ``spec``, its spec already encoded: a plan's tasks share a
-    few specs, and the spec was half of encoding each of them. Its place among the fields
-    changes nothing to a reader."""
-    return task.model_dump_json(exclude={"spec"}).encode()[:-1] + b',"spec":' + spec + b"}"
+    """``task``'s record around ``spec``, its spec already encoded (``encode_compact``): a
+    plan's tasks share a few specs, and the spec was half of encoding each of them. Its place
+    among the fields changes nothing to a reader."""
+    fields = task.model_dump_json(exclude={"spec"}, exclude_defaults=True).encode()
+    return fields[:-1] + b',"spec":' + spec + b"}"
 
 
 @dataclass
@@ -67,12 +81,12 @@ def encode_plan(plan: Plan) -> EncodedPlan:
         key = keys.task_key(task.id)
         spec = specs.get(id(task.spec))
         if spec is None:
-            spec = specs[id(task.spec)] = task.spec.model_dump_json().encode()
+            spec = specs[id(task.spec)] = encode_compact(task.spec)
         ops.append(Put(key, encode_task(task, spec)))
         records[key] = task
     for status in plan.status_puts.values():
         key = keys.status_key(status.task_id)
-        ops.append(Put(key, encode(status)))
+        ops.append(Put(key, encode_compact(status)))
         records[key] = status
     ops.extend(Delete(keys.task_key(task_id)) for task_id in plan.task_deletes)
     ops.extend(Delete(keys.status_key(task_id)) for task_id in plan.status_deletes)
@@ -122,7 +136,7 @@ def encode_registry_repair(state: ClusterState, diff: RegistryDiff) -> list[Txn]
 
 
 def status_put(status: TaskStatus) -> Put:
-    return Put(keys.status_key(status.task_id), encode(status))
+    return Put(keys.status_key(status.task_id), encode_compact(status))
 
 
 def node_put(record: NodeRecord) -> Put:
