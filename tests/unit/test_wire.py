@@ -44,6 +44,8 @@ def test_assignments_read_back_as_the_model() -> None:
             attempt=task.attempt,
         )
     ]
+    # The spec leaves out what is at its default: the agent fills it back in.
+    assert '"upgrade_strategy"' not in wire.assignments_json(state, "n1", 7, 10.0)
     # The server's record of a first success reaches the next answer (for adoption).
     state.statuses[task.id] = make_status(task, TaskState.RUNNING, was_healthy=True)
     healthy = AssignmentList.model_validate_json(wire.assignments_json(state, "n1", 7, 10.0))
