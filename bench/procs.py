@@ -57,6 +57,8 @@ ETCD_COUNTERS = (
     "etcd_disk_wal_fsync_duration_seconds_count",
     "etcd_disk_backend_commit_duration_seconds_sum",
     "etcd_disk_backend_commit_duration_seconds_count",
+    "etcd_disk_wal_write_bytes_total",
+    "etcd_network_client_grpc_sent_bytes_total",
 )
 START_TIMEOUT = 30.0  # seconds for etcd or the server to answer
 

@@ -81,6 +81,7 @@ from scrapes import (
     EtcdRevisions,
     EtcdWatchers,
     api_requests,
+    etcd_rows,
     loop_rows,
     registration_answers,
     request_rows,
@@ -388,29 +389,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
         )
     rows += loop_rows(scraped_before, scraped_after)
 
-    def delta(name: str) -> int:
-        return int(after.get(name, 0) - before.get(name, 0))
-
-    puts, deletes = delta("etcd_mvcc_put_total"), delta("etcd_mvcc_delete_total")
-    rows.append(
-        ("etcd keys written (put + deleted)", f"{puts + deletes:,} ({puts:,} + {deletes:,})")
-    )
-    rows.append(
-        (
-            "etcd revisions / txns / raft proposals",
-            f"{delta('etcd_debugging_mvcc_current_revision'):,} / "
-            f"{delta('etcd_mvcc_txn_total'):,} / "
-            f"{delta('etcd_server_proposals_committed_total'):,}",
-        )
-    )
-    # etcd's own disk: whether its writes waited on the machine's disk or on its CPU.
-    disk = []
-    for what in ("wal_fsync", "backend_commit"):
-        count = delta(f"etcd_disk_{what}_duration_seconds_count")
-        name = f"etcd_disk_{what}_duration_seconds_sum"
-        seconds = after.get(name, 0.0) - before.get(name, 0.0)
-        disk.append(f"{count:,} in {seconds:.1f} s ({1000 * seconds / max(count, 1):.1f} ms each)")
-    rows.append(("etcd: WAL fsyncs / backend commits", " / ".join(disk)))
+    rows += etcd_rows(before, after)
     rows += request_rows(scraped_before, scraped_after, args.tasks)
     for probe in probes:
         errors = ", ".join(f"{n} x {kind}" for kind, n in probe.errors.items())

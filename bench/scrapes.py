@@ -314,3 +314,38 @@ def view_lags(etcd: list[tuple[float, int]], views: list[tuple[float, int]]) -> 
         newer = next((t for t, revision in etcd if revision > view), None)
         lags.append(0.0 if newer is None or newer > at else at - newer)
     return lags
+
+
+def etcd_rows(before: dict[str, float], after: dict[str, float]) -> Rows:
+    """What etcd's counters (``procs.ETCD_COUNTERS``) say of the run: keys and transactions,
+    bytes, and its disk."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    puts, deletes = int(delta("etcd_mvcc_put_total")), int(delta("etcd_mvcc_delete_total"))
+    rows: Rows = [
+        ("etcd keys written (put + deleted)", f"{puts + deletes:,} ({puts:,} + {deletes:,})"),
+        (
+            "etcd revisions / txns / raft proposals",
+            f"{delta('etcd_debugging_mvcc_current_revision'):,.0f} / "
+            f"{delta('etcd_mvcc_txn_total'):,.0f} / "
+            f"{delta('etcd_server_proposals_committed_total'):,.0f}",
+        ),
+        # What the records' size costs: its WAL, and its answers to gRPC clients (the
+        # servers' commits and lease refreshes, and its own HTTP gateway, which serves the
+        # servers' watches).
+        (
+            "etcd: WAL bytes written / bytes sent to gRPC clients",
+            f"{delta('etcd_disk_wal_write_bytes_total') / 1e6:,.1f} MB / "
+            f"{delta('etcd_network_client_grpc_sent_bytes_total') / 1e6:,.1f} MB",
+        ),
+    ]
+    # etcd's own disk: whether its writes waited on the machine's disk or on its CPU.
+    disk = []
+    for what in ("wal_fsync", "backend_commit"):
+        count = int(delta(f"etcd_disk_{what}_duration_seconds_count"))
+        seconds = delta(f"etcd_disk_{what}_duration_seconds_sum")
+        disk.append(f"{count:,} in {seconds:.1f} s ({1000 * seconds / max(count, 1):.1f} ms each)")
+    rows.append(("etcd: WAL fsyncs / backend commits", " / ".join(disk)))
+    return rows
