@@ -40,14 +40,16 @@ def api_requests(samples: Scrape) -> Counter[tuple[str, str, str]]:
 
 
 def gc_pauses(samples: Scrape) -> Counter[str]:
-    """The server's garbage-collector pauses so far: seconds (``<gen> s``) and collections
-    (``<gen> n``) by generation."""
+    """The server's garbage-collector pauses so far: seconds (``<gen> s``), collections
+    (``<gen> n``) and the unreachable objects they freed (``<gen> found``), by generation."""
     pauses: Counter[str] = Counter()
     for name, labels, value in samples:
         if name == "theseus_gc_pause_seconds_sum":
             pauses[f"{labels['generation']} s"] += value
         elif name == "theseus_gc_pause_seconds_count":
             pauses[f"{labels['generation']} n"] += value
+        elif name == "python_gc_objects_collected_total":  # cyclic garbage found
+            pauses[f"{labels['generation']} found"] += value
     return pauses
 
 
@@ -186,6 +188,10 @@ def loop_rows(before: Scrape, after: Scrape) -> Rows:
         (
             "server GC pauses during the run, generation 0 / 1 / 2",
             " / ".join(f"{pauses[f'{g} s']:.1f} s in {pauses[f'{g} n']:,.0f}" for g in "012"),
+        ),
+        (
+            "  unreachable objects they freed (cyclic garbage), generation 0 / 1 / 2",
+            " / ".join(f"{pauses[f'{g} found']:,.0f}" for g in "012"),
         ),
         (
             "event-loop ticks (every 100 ms) late by > 0.1 / 0.25 / 1 s",
