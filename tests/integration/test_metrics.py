@@ -90,20 +90,21 @@ def test_server_metrics_after_a_deploy(cluster: Cluster) -> None:
     assert value(after, "process_cpu_seconds_total") > 0
     # The event stream's counters, from the default registry, beside this server's own.
     assert value(after, "theseus_events_derived_total") > 0
-    # The garbage collector's pauses, and the survivors of full collections frozen by the
+    # The garbage collector's pauses, and the survivors of its collections frozen by the
     # server process's policy (theseus.server.gc_policy): a server allocates all the time
-    # (heartbeats, polls), so its full collections come by themselves.
+    # (heartbeats, polls), so its young collections come by themselves; the full one is the
+    # policy's, at start (and every 10 minutes).
     with cluster.client() as client:
 
-        def frozen_after_a_full_collection() -> Samples | None:
+        def frozen_after_a_young_collection() -> Samples | None:
             parsed = samples(client.metrics())
-            full = value(parsed, "theseus_gc_pause_seconds_count", generation="2")
-            return parsed if full > 0 and value(parsed, "theseus_gc_frozen_objects") > 0 else None
+            young = value(parsed, "theseus_gc_pause_seconds_count", generation="0")
+            return parsed if young > 0 and value(parsed, "theseus_gc_frozen_objects") > 0 else None
 
         gc_figures = wait_until(
-            frozen_after_a_full_collection, 60, "a full collection, and its survivors frozen"
+            frozen_after_a_young_collection, 60, "a young collection, and its survivors frozen"
         )
-    assert value(gc_figures, "theseus_gc_pause_seconds_count", generation="0") > 0
+    assert value(gc_figures, "theseus_gc_pause_seconds_count", generation="2") >= 1
 
 
 def test_agent_metrics_show_heartbeats(cluster: Cluster) -> None:

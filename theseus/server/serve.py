@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from theseus.security.serving import http_protocol
 from theseus.server.app import create_app
 from theseus.server.config import ServerConfig
-from theseus.server.gc_policy import FreezeSurvivors, shorten_middle_generation
+from theseus.server.gc_policy import FreezeSurvivors
 
 SWITCH_INTERVAL = 0.001  # seconds (Python's default: 0.005)
 # Connections the kernel holds for the server until it accepts them (it caps this at
@@ -44,7 +44,6 @@ def serve(
     # The cluster's state and the agents' long-polls are millions of objects at 5,000
     # nodes: full garbage collections held the GIL for seconds (theseus.server.gc_policy).
     FreezeSurvivors().install()
-    shorten_middle_generation()
     app = create_app(config)
     server = _Server(
         app,
