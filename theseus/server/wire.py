@@ -147,7 +147,7 @@ class WireMemo:
         if kept is not None and kept.spec is task.spec:
             return kept.text
         # Without the fields at their defaults, as etcd holds it (``theseus.store.encoding``):
-        # a third of the bytes, and an agent reads it in half the time (8 against 18 µs).
+        # a fifth of the bytes, and an agent reads it in half the time (``bench/record_sizes.py``).
         text = task.spec.model_dump_json(exclude_defaults=True)
         self._specs[key] = _SpecPiece(task.spec, text)
         return text

@@ -13,12 +13,12 @@ record goes to and how it is encoded (JSON), so that writers never spell a key t
 * single records: task statuses, node records, liveness, the operator's node controls.
 
 Task records and statuses, nearly every byte a deploy writes, leave out the fields at their
-defaults (``encode_compact``): a task record with the smallest spec was 924 bytes of JSON,
-now 196, a status 266 and now 139. Every byte is carried by etcd's raft log and WAL, and as
-base64 JSON to each server's watch, on cores the servers share with etcd. A reader, any
-version, fills the defaults back in, so nothing changes for it; the flip side is that a
-field's default is part of the stored format (``tests/unit/test_stored_formats.py`` pins
-them). The other records are few, and written whole.
+defaults (``encode_compact``): a task record with the smallest spec was 930 bytes of JSON,
+now 202, a status 278 and now 151 (``bench/record_sizes.py``). Every byte is carried by
+etcd's raft log and WAL, and as base64 JSON to each server's watch, on cores the servers
+share with etcd. A reader, any version, fills the defaults back in, so nothing changes for
+it; the flip side is that a field's default is part of the stored format
+(``tests/unit/test_stored_formats.py`` pins them). The other records are few, and written whole.
 
 Pure: nothing here talks to the store (``theseus.store.commit`` does). The key layout is
 ``theseus.store.keys``.
