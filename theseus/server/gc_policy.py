@@ -16,7 +16,7 @@ once, and the collector's work follows what the process allocates, not the size 
 Survivors of every collection, young ones included (until the fifteenth session of issue 17,
 only a full collection's). An object that lived through a young collection was then examined
 again by a middle one and a full one before being frozen: at 5,000 nodes the collector's
-pauses took 4.5-5.3 s of a deploy's 20-24 s of server CPU, 1.3-1.7 s now (BENCHMARKS.md).
+pauses took 4.5-5.8 s of a deploy's 20-25 s of server CPU, 1.2-1.7 s now (BENCHMARKS.md).
 ``gc.freeze`` also zeroes the generations' counts, so the collector never starts a middle or
 full collection by itself any more.
 
