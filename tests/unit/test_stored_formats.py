@@ -106,6 +106,45 @@ def test_the_defaults_are_the_stored_formats() -> None:
     }
 
 
+def test_the_nested_defaults_are_the_stored_formats_too() -> None:
+    # A pod's members, health checks and log options leave their defaults out as well.
+    spec = GroupSpec.model_validate_json(
+        '{"containers":[{"name":"a","image":"i"}],"ports":{"http":80},'
+        '"health_checks":[{"protocol":"TCP"}],"logs":{}}'
+    )
+    read = spec.model_dump(mode="json")
+    assert read["containers"] == [
+        {
+            "name": "a",
+            "image": "i",
+            "command": None,
+            "args": None,
+            "environment": {},
+            "cpus": 0.1,
+            "mem": 128.0,
+            "volumes": [],
+            "health_checks": [],
+            "pull": None,
+        }
+    ]
+    assert read["health_checks"] == [
+        {
+            "protocol": "TCP",
+            "path": "/",
+            "port_name": None,
+            "port_index": None,
+            "command": None,
+            "grace_period_seconds": 300.0,
+            "interval_seconds": 60.0,
+            "timeout_seconds": 20.0,
+            "max_consecutive_failures": 3,
+            "ignore_http1xx": False,
+        }
+    ]
+    assert read["logs"] == {"max_size": None, "max_files": None}
+    assert GroupSpec.model_validate_json(encode_compact(spec)) == spec
+
+
 def test_a_task_and_its_status_are_stored_without_their_defaults() -> None:
     group = make_group("web", instances=3)
     task = make_task(group, "n1", host_ports={})
