@@ -3,6 +3,8 @@ wakes its long-poll once), and the records behind the puts for the cache."""
 
 from __future__ import annotations
 
+import json
+
 from tests.kit.builders import make_group, make_status, make_task
 from theseus.model.tasks import TaskRecord, TaskState
 from theseus.reconciler.reconcile import Plan
@@ -32,6 +34,8 @@ def test_task_writes_are_grouped_by_node_and_records_kept() -> None:
         if isinstance(op, Put) and op.key in encoded.records:
             record = encoded.records[op.key]
             assert type(record).model_validate_json(op.value) == record
+            # Exactly the record, without the fields at their defaults (the stored form).
+            assert json.loads(op.value) == json.loads(record.model_dump_json(exclude_defaults=True))
     assert Delete(keys.task_key("old.1")) in encoded.ops
     assert len(encoded.ops) == 5 + 1 + 1 + 1 + 1
 
