@@ -3,11 +3,13 @@ that fit etcd's limits, committed in order, a few at a time when order does not 
 
 A ``Txn`` is a unit that must be committed whole: its operations and the guards they depend
 on (a group record and the check that nobody changed it since it was read, say). ``pack``
-puts consecutive units together into as few transactions as ``theseus.store.limits`` allow,
-each also carrying the ``shared`` guards (a leader's fence); ``commit_all`` commits them.
-Callers: the leader's plan and deployment steps (``theseus.server.leader``), and the API's
-writes (``theseus.server.writes``), which need one transaction for a whole document and use
-``single`` to get it or be told it is too large.
+puts consecutive units together into transactions of at most ``BATCH_OPS`` writes (a unit
+larger than that goes alone, whole, up to ``theseus.store.limits``' bounds), each also
+carrying the ``shared`` guards (a leader's fence); ``commit_all`` commits them. Callers: the
+leader's plan and deployment steps (``theseus.server.leader``), the agents' reports
+(``theseus.server.status_commits``), and the API's writes (``theseus.server.writes``), which
+need one transaction for a whole document and use ``single`` to get it or be told it is too
+large.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from theseus.store.limits import MAX_TXN_BYTES, MAX_TXN_OPS
 # queue. At 5,000 nodes, a plan of 50 transactions of 1,024 writes took as long with 2 as with 4
 # (7.1-7.5 s), and a small deploy's slowest answers during it went from 0.6-0.8 s to 0.5-0.6 s.
 PARALLEL_TXNS = 2
+# The writes packed into one transaction when many are committed (a plan, the agents'
+# reports). etcd applies transactions one after the other, each whole, so a user's small
+# write waits behind those in flight: during a 5,000-node deploy one of 1,024 puts took etcd
+# about 100 ms, and a small deploy's slowest answers were two of them (BENCHMARKS.md, issue
+# 17, sixteenth session). A quarter of that is a quarter of the wait, for more transactions
+# of the same writes (etcd batches them into raft rounds alike).
+BATCH_OPS = 256
 
 
 class TxnTooLarge(ValueError):
@@ -52,9 +61,13 @@ class Committed:
     refused: int = 0
 
 
-def pack(units: Iterable[Txn], shared: Sequence[Guard] = ()) -> list[Txn]:
-    """Consecutive units merged into transactions within the limits, order kept; each one
-    carries ``shared`` too. ``TxnTooLarge`` if one unit alone does not fit."""
+def pack(
+    units: Iterable[Txn], shared: Sequence[Guard] = (), batch_ops: int = BATCH_OPS
+) -> list[Txn]:
+    """Consecutive units merged into transactions of at most ``batch_ops`` operations and
+    within etcd's limits, order kept; each one carries ``shared`` too. A unit of more than
+    ``batch_ops`` operations is a transaction of its own. ``TxnTooLarge`` if one unit alone
+    does not fit etcd's limits."""
     packed: list[Txn] = []
     ops: list[Op] = []
     guards: list[Guard] = []
@@ -73,7 +86,7 @@ def pack(units: Iterable[Txn], shared: Sequence[Guard] = ()) -> list[Txn]:
                 f"{len(unit.ops)} operations and {len(unit.guards)} guards "
                 f"({unit_size} bytes) do not fit in one etcd transaction"
             )
-        if not fits(
+        if len(ops) + len(unit.ops) > batch_ops or not fits(
             len(ops) + len(unit.ops),
             len(shared) + len(guards) + len(unit.guards),
             size + unit_size,
@@ -93,7 +106,7 @@ def fits(ops: int, guards: int, size: int) -> bool:
 def single(units: Iterable[Txn]) -> Txn | None:
     """All of ``units`` as one transaction (None when there is nothing to write);
     ``TxnTooLarge`` if they do not fit in one."""
-    packed = pack(units)
+    packed = pack(units, batch_ops=MAX_TXN_OPS)
     if len(packed) > 1:
         ops = sum(len(t.ops) for t in packed)
         raise TxnTooLarge(f"this change needs {ops} etcd operations in one transaction; split it")
