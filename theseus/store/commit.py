@@ -29,9 +29,9 @@ PARALLEL_TXNS = 2
 # The writes packed into one transaction when many are committed (a plan, the agents'
 # reports). etcd applies transactions one after the other, each whole, so a user's small
 # write waits behind those in flight: during a 5,000-node deploy one of 1,024 puts took etcd
-# about 100 ms, and a small deploy's slowest answers were two of them (BENCHMARKS.md, issue
-# 17, sixteenth session). A quarter of that is a quarter of the wait, for more transactions
-# of the same writes (etcd batches them into raft rounds alike).
+# about 100 ms, and a small deploy's slowest answers were two of them. With 256, its
+# commit's p90 fell from 160-173 to 89-112 ms, for two thirds more transactions of the same
+# writes and no more CPU (BENCHMARKS.md, issue 17, sixteenth session; 128 was no better).
 BATCH_OPS = 256
 
 
