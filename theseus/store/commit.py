@@ -25,6 +25,9 @@ from theseus.store.limits import MAX_TXN_BYTES, MAX_TXN_OPS
 # sent; every one more is one more that a user's write (a scale, a deploy) waits behind in etcd's
 # queue. At 5,000 nodes, a plan of 50 transactions of 1,024 writes took as long with 2 as with 4
 # (7.1-7.5 s), and a small deploy's slowest answers during it went from 0.6-0.8 s to 0.5-0.6 s.
+# Since ``BATCH_OPS`` the plan's transactions are a quarter of that size and its commit is paced
+# by their round trips (7.6-8.1 s against 4.6-5.2 s), though tasks run no later: more in flight
+# is the lever if that ever matters (BENCHMARKS.md, issue 17, sixteenth session).
 PARALLEL_TXNS = 2
 # The writes packed into one transaction when many are committed (a plan, the agents'
 # reports). etcd applies transactions one after the other, each whole, so a user's small
