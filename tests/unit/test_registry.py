@@ -80,6 +80,22 @@ def test_reconcile_unregisters_a_task_in_the_pass_that_stops_it() -> None:
     assert registry.container_key(group.group_key, task.id) in plan.registry_deletes
 
 
+def test_entries_are_the_bytes_json_dumps_wrote() -> None:
+    # Entries written before the encoder changed must compare equal, or every one of them
+    # would be written again after an upgrade.
+    labels = ["dév", 'q"uote', "back\\slash", "日本"]
+    group = make_group("ingestor", labels=labels, environment={"TEXT": "tab\tnew\nline\u2028"})
+    task = make_task(group, "n1", host_ports={"api": 31002, "ssh": 31001})
+    state = make_state([group], NODES, [task], running([task]))
+    wanted = desired_registry(state)
+    assert len(wanted) == 2
+    for value in wanted.values():
+        before = json.dumps(
+            json.loads(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        assert value == before.encode()
+
+
 def test_keys_round_trip_any_printable_label() -> None:
     group = GroupKey.of("svc", ["a/b", "x,y", "it's"])
     assert registry.parse_key(registry.config_key(group)) == (group, None)
