@@ -66,6 +66,22 @@ def test_removing_a_needed_service_is_refused_unless_its_dependents_go_too() -> 
     assert errors_for([db, web], both) == {}
 
 
+def test_a_change_that_adds_no_need_is_charged_with_no_old_problem() -> None:
+    db, web = make_group("db"), make_group("web", dependencies=["db"])
+    scaled = {"deploy": {"web": service(labels=["dev"], dependencies=["db"], instances=3)}}
+    assert errors_for([db, web], scaled) == {}
+    # A cycle written around the API (by hand, in etcd) does not block an unrelated scale,
+    # but any change that adds a need is checked against the whole graph again.
+    a, b = make_group("a", dependencies=["b"]), make_group("b", dependencies=["a"])
+    assert errors_for([a, b, db, web], scaled) == {}
+    more = {"deploy": {"web": service(labels=["dev"], dependencies=["db", "a"])}}
+    assert errors_for([a, b, db, web], more) == {
+        "deploy.a.dependencies": "a dependency cycle: a -> b -> a"
+    }
+    # A need kept from before must still be deployed.
+    assert errors_for([web], scaled) == {"deploy.web.dependencies": "no service 'db' is deployed"}
+
+
 def test_dependents_wait_until_their_dependency_has_its_healthy_capacity() -> None:
     db = make_group("db", instances=2)
     web = make_group("web", instances=2, dependencies=["db"])
