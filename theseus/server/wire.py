@@ -33,6 +33,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+import orjson
+
 from theseus.model.groups import GroupRecord
 from theseus.model.spec import GroupSpec
 from theseus.model.state import ClusterState
@@ -42,7 +44,11 @@ from theseus.server.views import group_info, task_entry
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    # orjson, not json.dumps: at 5,000 nodes the assignments' pieces made with json.dumps were
+    # 1.7 % of the server's CPU during a deploy (py-spy), and orjson is ten times faster. Its
+    # JSON is json.dumps's, compact, except that it writes non-ASCII text as UTF-8 instead of
+    # \u escapes, as FastAPI's own answers do.
+    return orjson.dumps(value).decode()
 
 
 def _assignment(task: TaskRecord, was_healthy: bool, spec_text: str) -> str:
