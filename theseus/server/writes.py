@@ -47,7 +47,7 @@ from theseus.server.heartbeats import (
     heartbeat_timing,
     lease_change,
 )
-from theseus.server.reports import next_status
+from theseus.server.reports import changes, next_status
 from theseus.server.status_commits import StatusCommits
 from theseus.store import keys
 from theseus.store.base import CreateRevisionIs, Op, Put, Store
@@ -356,7 +356,7 @@ class Writer:
                 continue  # the task is gone: the agent will drop its container
             previous = statuses.get(report.task_id) or self._status_of(report.task_id, state)
             status = next_status(previous, report)
-            if status != previous:
+            if changes(previous, status):
                 statuses[report.task_id] = status
         return statuses
 
