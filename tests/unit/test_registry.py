@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import tracemalloc
 
 from tests.kit.builders import make_group, make_node, make_state, make_status, make_task, running
 from theseus.model import registry
@@ -94,6 +96,20 @@ def test_entries_are_the_bytes_json_dumps_wrote() -> None:
             json.loads(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         )
         assert value == before.encode()
+
+
+def test_an_entry_holds_no_more_memory_than_its_bytes() -> None:
+    # The leader keeps every entry; orjson's own bytes would each hold 4 KiB.
+    group = make_group("ingestor", ports={"api": 5000})
+    task = make_task(group, "n1", host_ports={"api": 31002})
+    value = registry.container_value(task, NODES[0])
+    tracemalloc.start()
+    try:
+        entries = [registry.encode(value) for _ in range(1000)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held / len(entries) < 2 * sys.getsizeof(entries[0])
 
 
 def test_keys_round_trip_any_printable_label() -> None:
