@@ -24,9 +24,9 @@ has it, the next call waits for the server's view to reach it), and without an i
 server waits for its view before it answers the write). At rest, once all run,
 ``GET /v1/tasks`` (every task) and ``GET /v1/nodes`` are timed too, and the server's CPU over
 ``--rest-window`` seconds (heartbeats, and the leader's passes over a cluster where nothing
-changes); then a second server joins and loads the whole state from etcd, as a restarted
-server or a new leader does: how long until its view caught up, and its RSS then
-(``bench/second_server.py``).
+changes; ``--py-spy-rest`` profiles that window); then a second server joins and loads the
+whole state from etcd, as a restarted server or a new leader does: how long until its view
+caught up, and its RSS then (``bench/second_server.py``).
 Also measured: when the tasks were created (the placing pass's time) and started (the agents'
 clocks), how far the server's view trailed etcd (its answers' ``X-Theseus-Index`` against
 etcd's revision, sampled every 0.1 s) and etcd's own answer time, each probe's slowest
@@ -237,6 +237,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     profile = children.log_dir / (
         "server.py-spy.json" if args.py_spy_timeline else "server.py-spy.raw"
     )
+    rest_profile = children.log_dir / "server-at-rest.py-spy.raw"
     profiler = (
         start_profiler(children, server.pid, profile, args.py_spy_seconds, args.py_spy_timeline)
         if args.py_spy or args.py_spy_timeline
@@ -311,9 +312,16 @@ def run(args: argparse.Namespace, children: Processes) -> int:
                 started = [x["started_at"] - t0_wall for x in tasks if x["started_at"]]
     # The server's CPU once everything runs: heartbeats, and the leader's passes (at least one
     # a second) over a cluster where nothing changes.
+    rest_profiler = (
+        start_profiler(children, server.pid, rest_profile, args.rest_window)
+        if args.py_spy_rest
+        else None
+    )
     rest_cpu, rest_wall = cpu_seconds(server.pid), time.monotonic()
     time.sleep(args.rest_window)
     rest_cores = (cpu_seconds(server.pid) - rest_cpu) / (time.monotonic() - rest_wall)
+    if rest_profiler is not None:
+        stop_profiler(rest_profiler)
     joined = second_server_rows(children, etcd_port, url, args.timeout)
     http.close()
 
@@ -433,6 +441,9 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     if profiler is not None and profile.exists() and not args.py_spy_timeline:
         print()
         print(profile_summary(profile))
+    if rest_profile.exists():
+        print()
+        print("at rest, all running:", profile_summary(rest_profile))
     return 0 if converged_after is not None else 1
 
 
@@ -476,6 +487,11 @@ def main() -> None:
         "--py-spy-timeline",
         action="store_true",
         help="profile the deploy phase in Chrome's trace format, each sample timed (needs --keep)",
+    )
+    parser.add_argument(
+        "--py-spy-rest",
+        action="store_true",
+        help="profile the server at rest, all running (the --rest-window)",
     )
     parser.add_argument(
         "--probe-second-server",
