@@ -107,6 +107,16 @@ def test_only_a_pass_with_many_placements_to_make_is_worth_a_child() -> None:
     state = make_state(groups=[make_group("web", instances=500)], nodes=nodes)
     apply_plan(state, plan_of(state))
     assert len(state.tasks) == 500 and not worth_a_child(state)
+    # A scoped pass counts the unplaced tasks of its own groups only: it places no other.
+    api = make_group("api", instances=300)
+    state = make_state(groups=[make_group("web", instances=300), api], nodes=nodes)
+    unplaced = plan_of(state).task_puts.values()
+    for task in unplaced:  # created, not yet placed: what a pass without room leaves
+        task = task.model_copy(update={"node": None, "host_ports": {}})
+        state.tasks[task.id] = task
+        state.index_task(None, task)
+    assert worth_a_child(state) and worth_a_child(state, frozenset(state.groups))
+    assert not worth_a_child(state, frozenset({api.group_key.key}))
 
 
 def test_a_pass_that_looks_at_very_many_tasks_is_worth_a_child(
