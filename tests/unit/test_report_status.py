@@ -4,8 +4,10 @@ for any report after any status (pure)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from theseus.api.schemas import TaskReport
 from theseus.model.tasks import TaskState, TaskStatus
@@ -49,3 +51,12 @@ def test_changes_sees_any_field() -> None:
     assert not changes(status, status.model_copy())
     for field, value in [("healthy", True), ("updated_at", 2.0), ("was_healthy", True)]:
         assert changes(status, status.model_copy(update={field: value}))
+
+
+def test_an_exit_code_beyond_32_bits_is_refused_by_name() -> None:
+    # Task lists are written by orjson, which refuses integers beyond 64 bits: one agent's
+    # wild report must not make them fail.
+    with pytest.raises(ValidationError) as refused:
+        TaskReport(task_id="t1", state="exited", exit_code=2**70, at=1.0)
+    assert refused.value.errors()[0]["loc"] == ("exit_code",)
+    assert TaskReport(task_id="t1", state="exited", exit_code=-9, at=1.0).exit_code == -9

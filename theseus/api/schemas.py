@@ -6,7 +6,7 @@ The deploy document itself (``theseus.model.spec``) is also a wire format and is
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
@@ -269,10 +269,16 @@ class AssignmentList(BaseModel):
     poll_wait: float | None = None
 
 
+# An exit code as a process's or a container's: its answers' JSON is written by orjson, which
+# refuses integers beyond 64 bits (``theseus.server.wire``), so one agent's wild report must
+# not make every task list that shows it fail.
+ExitCode = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+
+
 class TaskReport(BaseModel):
     task_id: str
     state: Literal["starting", "running", "exited", "failed", "stopped"]
-    exit_code: int | None = None
+    exit_code: ExitCode | None = None
     oom_killed: bool = False  # killed for memory (Docker's State.OOMKilled)
     message: str | None = None
     container_id: str | None = None
