@@ -18,8 +18,9 @@ Prints, per route, the median over the rounds of the server's CPU per request
 wall time per request.
 
 ``--client``: then the agent's side, the CPU of this process per request (the
-assignments route, ``wait=0``) through ``httpx.AsyncClient`` on uvloop, as an agent runs, with
-httpx's own transport and with the agent's (``theseus.api.aiohttp_transport``), interleaved.
+assignments route, ``wait=0``) on uvloop, as an agent runs: through ``httpx.AsyncClient`` with
+httpx's own transport and with the agent's (``theseus.api.aiohttp_transport``), and through
+the agent's own client (``AsyncServerClient.assignments``), interleaved.
 
 Runs against whatever ``theseus`` is importable, so the same script measures an older
 commit through a git worktree (``PYTHONPATH=<worktree>``; without ``--client`` there).
@@ -92,9 +93,11 @@ def measure(
         )
 
 
-def client_cost(url: str, path: str, block: int, rounds: int) -> None:
-    """The CPU of this process per request, by transport (median of the rounds)."""
-    from theseus.api.agent_client import AGENT_LIMITS
+def client_cost(url: str, path: str, index: int, block: int, rounds: int) -> None:
+    """The CPU of this process per request, by transport, and through the agent's own client
+    (``AsyncServerClient``: its failover and its answer's validation included); medians of
+    the rounds."""
+    from theseus.api.agent_client import AGENT_LIMITS, AsyncServerClient
     from theseus.api.aiohttp_transport import aiohttp_transport
 
     async def per_request(transport: httpx.AsyncBaseTransport | None) -> float:
@@ -105,14 +108,26 @@ def client_cost(url: str, path: str, block: int, rounds: int) -> None:
                 (await http.get(path)).raise_for_status()
             return 1e6 * (time.process_time() - used) / block
 
+    async def per_agent_call() -> float:
+        client = AsyncServerClient(url)
+        try:
+            await client.assignments(NODE, index, 0)  # connected
+            used = time.process_time()
+            for _ in range(block):
+                await client.assignments(NODE, index, 0)
+            return 1e6 * (time.process_time() - used) / block
+        finally:
+            await client.aclose()
+
     kinds = {
-        "httpx's own": lambda: None,
-        "aiohttp (the agent's)": lambda: aiohttp_transport(AGENT_LIMITS, None),
+        "httpx's own": lambda: per_request(None),
+        "aiohttp (the agent's)": lambda: per_request(aiohttp_transport(AGENT_LIMITS, None)),
+        "AsyncServerClient": per_agent_call,
     }
     cpu: dict[str, list[float]] = {name: [] for name in kinds}
     for _ in range(rounds):
-        for name, make in kinds.items():
-            cpu[name].append(uvloop.run(per_request(make())))
+        for name, run in kinds.items():
+            cpu[name].append(uvloop.run(run()))
     print(f"\nthe agent's side: client CPU per request ({path.split('?')[0]})")
     for name, values in cpu.items():
         print(f"{name:24s} {statistics.median(values):6.0f} us")
@@ -143,7 +158,7 @@ def main() -> None:
             measure(server.pid, calls, args.block, args.rounds)
             if args.client:
                 path = f"{node}/assignments?index={index}&wait=0"
-                client_cost(url, path, args.block, args.rounds)
+                client_cost(url, path, index, args.block, args.rounds)
     sys.stdout.flush()
 
 

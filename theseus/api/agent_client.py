@@ -70,11 +70,13 @@ class AsyncServerClient:
         token: str | None = None,
     ) -> None:
         self.servers = ServerList(address)
+        self._transport = transport or aiohttp_transport(AGENT_LIMITS, tls)
+        self._timeout = httpx.Timeout(timeout)
+        # Owns the transport (``aclose``) and streams the logs; the calls go past it (``_send``).
         self._http = httpx.AsyncClient(
-            timeout=timeout,
-            transport=transport or aiohttp_transport(AGENT_LIMITS, tls),
-            headers=auth_headers(token),
+            timeout=self._timeout, transport=self._transport, headers=auth_headers(token)
         )
+        self._headers = self._http.headers  # httpx's defaults, and the token
 
     @property
     def address(self) -> str:
@@ -91,13 +93,44 @@ class AsyncServerClient:
         attempts = self.servers.attempts()
         for n, address in enumerate(attempts, 1):
             try:
-                response = await self._http.request(method, address + path, **kwargs)
+                response = await self._send(method, address + path, **kwargs)
             except httpx.TransportError as exc:
                 after_error(self.servers, address, exc, n == len(attempts), once)
                 continue
             if answer_stands(self.servers, address, response, n == len(attempts)):
                 return response
         raise AssertionError("unreachable: attempts() is never empty")
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """One request handed to the transport, as ``httpx.AsyncClient.request`` sends it
+        (the client's headers and timeout, the body read), without the client's steps these
+        calls do not use: its cookie jar, which parsed every answer for cookies through
+        urllib's, URL merging, authentication and redirect hooks. At 5,000 hollow nodes those
+        were a quarter of an agent's CPU (bench/agent_requests.py --client, BENCHMARKS.md).
+        ``timeout``: seconds, or None for the client's."""
+        limit = self._timeout if timeout is None else httpx.Timeout(timeout)
+        request = httpx.Request(
+            method,
+            url,
+            params=params,
+            json=json,
+            headers=self._headers,
+            extensions={"timeout": limit.as_dict()},
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     async def renew_certificate(self, node: str, request: CertificateRequest) -> CertificateAnswer:
         response = await self._request(
@@ -126,7 +159,7 @@ class AsyncServerClient:
         """Refresh the node's liveness (``usage``: what its tasks use, for ``theseus
         nodes``); the answer carries the pace the server wants now."""
         several = len(self.servers.addresses) > 1
-        timeout = HEARTBEAT_FAILOVER_TIMEOUT if several else httpx.USE_CLIENT_DEFAULT
+        timeout = HEARTBEAT_FAILOVER_TIMEOUT if several else None  # None: the client's
         body = None if usage is None else HeartbeatBody(usage=usage).model_dump(mode="json")
         response = await self._request(
             "POST", f"/v1/agent/{node}/heartbeat", json=body, timeout=timeout
