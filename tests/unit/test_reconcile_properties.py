@@ -343,3 +343,25 @@ def test_a_second_pass_over_its_own_result_changes_nothing(state: ClusterState) 
         if t.node is None and t.not_before is not None and t.not_before > NOW
     ]
     assert first.wake_at == min(deadlines, default=None)
+
+
+def _contents(state: ClusterState) -> dict[str, object]:
+    """Every container of ``state``, copied down to its records (which are immutable)."""
+    return {
+        "tasks": dict(state.tasks),
+        "statuses": dict(state.statuses),
+        "registry": dict(state.registry),
+        "by_node": {node: set(ids) for node, ids in state.tasks_by_node.items()},
+        "by_group": {group: set(ids) for group, ids in state.tasks_by_group.items()},
+        "groups": dict(state.groups),
+        "alive": dict(state.alive),
+    }
+
+
+@given(cluster_states())
+def test_a_pass_leaves_the_state_it_was_given_as_it_was(state: ClusterState) -> None:
+    # A pass works on a copy that owns only its tasks and statuses (``working_copy``) and
+    # shares the rest: the leader reads its snapshot again after the pass.
+    before = _contents(state)
+    reconcile(state, NOW, new_ids())
+    assert _contents(state) == before

@@ -135,7 +135,7 @@ class _Pass:
         only: frozenset[str] | None,
         light: Mapping[str, frozenset[str]],
     ) -> None:
-        self.state = state.copy()  # working copy: tasks/statuses are updated as we decide
+        self.state = state.working_copy()  # its tasks and statuses change as we decide
         self.now = now
         self.new_id = new_id
         self.memo = memo
