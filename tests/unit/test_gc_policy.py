@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from theseus.server.gc_policy import FreezeSurvivors, Step, decide
+from theseus.server.gc_policy import FreezeSurvivors, Step, decide, made_old
 
 
 class Cycle:
@@ -151,3 +151,25 @@ def test_uninstall_thaws_everything(clock: Clock) -> None:
 
 class Plain:
     pass
+
+
+def young(obj: object) -> bool:
+    return any(o is obj for o in gc.get_objects(generation=0))
+
+
+def test_what_is_made_old_skips_the_young_collections(
+    policy: tuple[FreezeSurvivors, list[tuple[int, float]]],
+) -> None:
+    before = Plain()  # young when made_old starts: collected (here, kept and frozen) first
+    made = made_old(lambda: {n: [n] for n in range(100)})
+    assert not young(made) and not any(young(made[n]) for n in (0, 99))
+    assert not young(before)
+    fresh = {"after": [1]}  # made afterwards: young, as ever
+    assert young(fresh)
+
+
+def test_without_the_policy_nothing_is_frozen() -> None:
+    gc.collect()  # and no young collection due during what follows (100 objects)
+    frozen = gc.get_freeze_count()
+    made = made_old(lambda: {n: [n] for n in range(100)})
+    assert young(made) and gc.get_freeze_count() == frozen

@@ -33,6 +33,12 @@ collections found no objects in cycles in 4 runs of 7, and 15,006 in each of the
 ``FreezeSurvivors.install`` is called once per server process by ``theseus.server.serve`` (and
 by bench/hollow.py, whose processes hold many agents); ``PAUSES`` and ``FROZEN`` are shown on
 each server's ``/metrics`` (``theseus.server.app``). ``decide`` is the pure part.
+
+``made_old`` is for a few big containers made again and again that live long enough to meet a
+young collection: the leader's snapshot of the state before each pass (``theseus.server.leader``)
+copies dicts of 50,000 entries, and the young collection after it examined every entry, 5-8 ms
+a pass (BENCHMARKS.md, issue 17's eighteenth session). Made under ``made_old``, they go to the
+permanent generation at once. They are not in cycles, so their reference counts free them.
 """
 
 from __future__ import annotations
@@ -42,11 +48,13 @@ import gc
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Gauge, Histogram
 
 THAW_INTERVAL = 600.0  # seconds between two full examinations of the whole heap
+
+T = TypeVar("T")
 
 PAUSES = Histogram(
     "theseus_gc_pause_seconds",
@@ -103,6 +111,7 @@ class FreezeSurvivors:
         most of its objects at start) frozen at once by a first full collection; with
         ``thaw_thread``, the thread that examines the whole heap every ``thaw_interval``."""
         gc.callbacks.append(self._callback)
+        _installed.append(self)
         gc.collect()
         if thaw_thread:
             self._thawing = threading.Thread(target=self._thaw_now_and_then, daemon=True)
@@ -117,6 +126,8 @@ class FreezeSurvivors:
             self._thawing = None
         if self._callback in gc.callbacks:
             gc.callbacks.remove(self._callback)
+        if self in _installed:
+            _installed.remove(self)
         gc.unfreeze()
 
     def _thaw_now_and_then(self) -> None:
@@ -142,6 +153,24 @@ class FreezeSurvivors:
             self.thaws += 1
         elif step is Step.FREEZE:
             gc.freeze()
+
+
+_installed: list[FreezeSurvivors] = []  # the policy of this process, once installed
+
+
+def made_old(make: Callable[[], T]) -> T:
+    """``make()``, with what it made put straight in the permanent generation when the policy
+    is installed (without it, nothing would ever examine them again: just ``make()``).
+
+    A young collection first takes what was young before (its survivors frozen as after any
+    other), so that only ``make``'s objects skip the young collections. ``make`` must not
+    leave garbage in cycles: it would wait for the next thaw."""
+    if not _installed:
+        return make()
+    gc.collect(0)
+    made = make()
+    gc.freeze()
+    return made
 
 
 def _observe(generation: int, seconds: float) -> None:

@@ -56,6 +56,7 @@ from theseus.reconciler.scope import (
     pass_scope,
     repair_due,
 )
+from theseus.server.gc_policy import made_old
 from theseus.server.metrics import ServerMetrics
 from theseus.server.pass_process import (
     CHILD_MIN_PLACEMENTS,
@@ -186,7 +187,7 @@ class Leader:
                 await asyncio.sleep(wait)
                 continue
             started = time.monotonic()
-            snapshot = self._cache.snapshot()
+            snapshot = made_old(self._cache.snapshot)
             ours = snapshot.leader is not None and snapshot.leader.revision == term.revision
             if not ours and snapshot.revision >= term.revision:
                 log.warning("leader key no longer ours; stepping down")
