@@ -365,3 +365,13 @@ def test_a_pass_leaves_the_state_it_was_given_as_it_was(state: ClusterState) -> 
     before = _contents(state)
     reconcile(state, NOW, new_ids())
     assert _contents(state) == before
+
+
+@given(cluster_states())
+def test_a_pass_with_an_empty_scope_changes_nothing(state: ClusterState) -> None:
+    # It works on the state it is given, uncopied (``_Pass``): it must neither write nor
+    # change that state.
+    before = _contents(state)
+    plan = reconcile(state, NOW, new_ids(), only=frozenset())
+    assert plan.empty
+    assert _contents(state) == before

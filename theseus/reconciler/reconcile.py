@@ -135,7 +135,10 @@ class _Pass:
         only: frozenset[str] | None,
         light: Mapping[str, frozenset[str]],
     ) -> None:
-        self.state = state.working_copy()  # its tasks and statuses change as we decide
+        # Its tasks and statuses change as we decide. An empty scope (nothing changed since
+        # the last pass: the leader's tick, a second apart at rest) looks at no task and
+        # changes none, so it works on ``state`` itself (a copy: 5 ms at 50,000 tasks).
+        self.state = state if only is not None and not only else state.working_copy()
         self.now = now
         self.new_id = new_id
         self.memo = memo
