@@ -112,8 +112,9 @@ class AsyncServerClient:
         """One request handed to the transport, as ``httpx.AsyncClient.request`` sends it
         (the client's headers and timeout, the body read), without the client's steps these
         calls do not use: its cookie jar, which parsed every answer for cookies through
-        urllib's, URL merging, authentication and redirect hooks. At 5,000 hollow nodes those
-        were a quarter of an agent's CPU (bench/agent_requests.py --client, BENCHMARKS.md).
+        urllib's, URL merging, authentication and redirect hooks. At 5,000 hollow nodes the
+        client around the transport was 27 % of an agent's CPU; a call now costs about what
+        a bare httpx call does (bench/agent_requests.py --client, BENCHMARKS.md).
         ``timeout``: seconds, or None for the client's."""
         limit = self._timeout if timeout is None else httpx.Timeout(timeout)
         request = httpx.Request(

@@ -36,7 +36,7 @@ each server's ``/metrics`` (``theseus.server.app``). ``decide`` is the pure part
 
 ``made_old`` is for a few big containers made again and again that live long enough to meet a
 young collection: the leader's snapshot of the state before each pass (``theseus.server.leader``)
-copies dicts of 50,000 entries, and the young collection after it examined every entry, 5-8 ms
+copies dicts of 50,000 entries, and the young collection after it examined every entry, 3-8 ms
 a pass (BENCHMARKS.md, issue 17's eighteenth session). Made under ``made_old``, they go to the
 permanent generation at once. They are not in cycles, so their reference counts free them.
 """
