@@ -346,7 +346,9 @@ def test_a_second_pass_over_its_own_result_changes_nothing(state: ClusterState) 
 
 
 def _contents(state: ClusterState) -> dict[str, object]:
-    """Every container of ``state``, copied down to its records (which are immutable)."""
+    """The containers a pass could change and those the working copy shares with ``state``
+    (tasks, statuses, indexes; registry, groups, liveness), copied down to their records,
+    which are immutable."""
     return {
         "tasks": dict(state.tasks),
         "statuses": dict(state.statuses),
