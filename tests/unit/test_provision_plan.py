@@ -43,6 +43,7 @@ def desired(**changes: object) -> Desired:
         build="b1",
         wheelhouse=Path("/wh/b1"),
         project_wheel="theseus_orchestrator-0.1.0-py3-none-any.whl",
+        pip_wheel="pip-25.3-py3-none-any.whl",
         python=(3, 11),
         admin_token_known=True,
         first_server="s1",
@@ -169,7 +170,13 @@ def test_theseus_is_installed_from_the_wheelhouse_only_when_the_build_differs() 
     kinds = [c.kind for c in step.commands]
     assert "put_dir" in kinds
     text = shown(step)
-    assert "python3 -m venv /srv/a1/opt/theseus/venv" in text
+    assert "python3 -m venv --without-pip /srv/a1/opt/theseus/venv" in text
+    # pip from its wheel in the wheelhouse, run by the venv's Python: it installs there.
+    pip = (
+        "/srv/a1/opt/theseus/venv/bin/python "
+        "/srv/a1/opt/theseus/wheels/pip-25.3-py3-none-any.whl/pip install -q --no-compile"
+    )
+    assert pip in text
     assert "--no-index --find-links /srv/a1/opt/theseus/wheels" in text
     assert "printf '%s\\n' b1 > /srv/a1/opt/theseus/build" in text
     assert "--force-reinstall" not in text  # a new venv: one install is enough

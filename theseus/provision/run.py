@@ -170,6 +170,7 @@ class Bootstrap:
             build=house.build,
             wheelhouse=house.directory,
             project_wheel=house.project_wheel,
+            pip_wheel=house.pip_wheel,
             python=(sys.version_info[0], sys.version_info[1]),
             admin_token_known=ws.admin_token() is not None,
             first_server=self.hosts.servers[0].name,

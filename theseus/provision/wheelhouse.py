@@ -1,6 +1,8 @@
 """The wheelhouse a host installs Theseus from: the project's wheel and every dependency,
 pinned to the versions installed on the workstation, so that hosts run what the workstation
-runs and need no package index for Theseus.
+runs and need no package index for Theseus. It holds pip's wheel too (the workstation's
+version): a host runs pip from it into a venv made without pip, as making a venv with pip
+(ensurepip installing and compiling pip and setuptools) took 8 of a host's 22 s of install.
 
 Built once per source tree: its directory is named by a hash of the sources, of the pins and
 of the Python version (``<root>/<hash>/``), so a second bootstrap, or another cluster's, reuses
@@ -22,6 +24,7 @@ import theseus
 
 PROJECT = "theseus-orchestrator"
 WHEEL_PREFIX = "theseus_orchestrator-"
+PIP_PREFIX = "pip-"
 
 
 class WheelhouseError(RuntimeError):
@@ -33,6 +36,7 @@ class Wheelhouse:
     directory: Path
     build: str  # the hash that names it; recorded on each host
     project_wheel: str
+    pip_wheel: str  # run from the wheel itself: ``python <wheelhouse>/<pip_wheel>/pip install``
 
 
 def source_root() -> Path:
@@ -56,7 +60,8 @@ def _source_files(root: Path) -> list[Path]:
 
 
 def pins() -> str:
-    """The workstation's installed distributions, as pip constraints."""
+    """The workstation's installed distributions, as pip constraints (pip's own included:
+    ``pip freeze`` leaves it out)."""
     done = subprocess.run(
         [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
         capture_output=True,
@@ -66,6 +71,7 @@ def pins() -> str:
     if done.returncode != 0:
         raise WheelhouseError(f"pip freeze failed: {done.stderr.strip()[-500:]}")
     lines = [line for line in done.stdout.splitlines() if line and not line.startswith("-e")]
+    lines.append(f"pip=={_version('pip')}")
     return "".join(f"{line}\n" for line in lines if " @ " not in line)
 
 
@@ -79,11 +85,17 @@ def source_hash(root: Path, constraints: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _project_wheel(directory: Path) -> str:
-    wheels = sorted(p.name for p in directory.glob(f"{WHEEL_PREFIX}*.whl"))
+def _wheel(directory: Path, prefix: str) -> str:
+    wheels = sorted(p.name for p in directory.glob(f"{prefix}*.whl"))
     if len(wheels) != 1:
-        raise WheelhouseError(f"{directory}: expected one {WHEEL_PREFIX}*.whl, found {wheels}")
+        raise WheelhouseError(f"{directory}: expected one {prefix}*.whl, found {wheels}")
     return wheels[0]
+
+
+def _found(directory: Path, build: str) -> Wheelhouse:
+    return Wheelhouse(
+        directory, build, _wheel(directory, WHEEL_PREFIX), _wheel(directory, PIP_PREFIX)
+    )
 
 
 def ensure(root_dir: Path) -> Wheelhouse:
@@ -93,7 +105,7 @@ def ensure(root_dir: Path) -> Wheelhouse:
     build = source_hash(root, constraints)
     directory = root_dir / build
     if directory.is_dir():
-        return Wheelhouse(directory, build, _project_wheel(directory))
+        return _found(directory, build)
     root_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="theseus-wheelhouse-") as tmp:
         copy = Path(tmp) / "src"
@@ -105,7 +117,7 @@ def ensure(root_dir: Path) -> Wheelhouse:
         out = Path(tmp) / "wheels"
         done = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
-            + ["-w", str(out), "-c", str(Path(tmp) / "constraints.txt"), str(copy)],
+            + ["-w", str(out), "-c", str(Path(tmp) / "constraints.txt"), str(copy), "pip"],
             capture_output=True,
             text=True,
             check=False,
@@ -116,7 +128,7 @@ def ensure(root_dir: Path) -> Wheelhouse:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(out, staging)
         staging.rename(directory)  # whole or not at all: a half-built one is never used
-    return Wheelhouse(directory, build, _project_wheel(directory))
+    return _found(directory, build)
 
 
 def planned(root_dir: Path) -> Wheelhouse:
@@ -125,12 +137,20 @@ def planned(root_dir: Path) -> Wheelhouse:
     build = source_hash(root, pins())
     directory = root_dir / build
     if directory.is_dir():
-        return Wheelhouse(directory, build, _project_wheel(directory))
-    version = theseus_version()
-    return Wheelhouse(directory, build, f"{WHEEL_PREFIX}{version}-py3-none-any.whl")
+        return _found(directory, build)
+    return Wheelhouse(
+        directory,
+        build,
+        f"{WHEEL_PREFIX}{theseus_version()}-py3-none-any.whl",
+        f"{PIP_PREFIX}{_version('pip')}-py3-none-any.whl",
+    )
 
 
 def theseus_version() -> str:
+    return _version(PROJECT)
+
+
+def _version(distribution: str) -> str:
     from importlib.metadata import version
 
-    return version(PROJECT)
+    return version(distribution)
