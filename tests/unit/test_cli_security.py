@@ -9,6 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from theseus.agent import agent as agent_module
 from theseus.cli import agent_cmd, contexts
 from theseus.cli.access_cmds import parse_duration
 from theseus.cli.main import app
@@ -83,7 +84,8 @@ def test_an_agent_refuses_a_non_loopback_address_without_tls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     started: list[object] = []
-    monkeypatch.setattr(agent_cmd, "run_agent", lambda config: started.append(config))
+    # Where the command finds it when it runs (it imports the agent then, not at the top).
+    monkeypatch.setattr(agent_module, "run_agent", lambda config: started.append(config))
     refused = runner.invoke(app, ["agent", "--address", "198.18.0.21", "--name", "n1"])
     said = " ".join(refused.output.replace("│", " ").split())
     assert refused.exit_code == 2 and "not a loopback address" in said and "--join" in said

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from theseus.agent import agent as agent_module
 from theseus.agent.config import AgentConfig
-from theseus.cli import agent_cmd
 from theseus.cli.main import app
 from theseus.cli.output import CliState
 
@@ -42,7 +42,7 @@ def agent_config(monkeypatch: pytest.MonkeyPatch) -> list[AgentConfig]:
     async def capture(config: AgentConfig) -> None:
         seen.append(config)
 
-    monkeypatch.setattr(agent_cmd, "run_agent", capture)
+    monkeypatch.setattr(agent_module, "run_agent", capture)  # the command imports it there
     return seen
 
 

@@ -10,11 +10,14 @@ hides it; nothing here logs it.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from theseus.agent.drivers.base import DriverError
 from theseus.agent.drivers.pull_rules import RegistryAuth
-from theseus.api.agent_client import AsyncServerClient
 from theseus.api.client import ApiError, ServerUnreachable
+
+if TYPE_CHECKING:  # the agent's client (aiohttp) is not loaded for ``CACHE_SECONDS``
+    from theseus.api.agent_client import AsyncServerClient
 
 # Briefly: a login changed with `theseus registry-login` is used by the next pull after this
 # (at once when the registry refused the old one). ``theseus agent --registry-login-cache``.

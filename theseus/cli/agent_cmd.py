@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 
-from theseus.agent.agent import run_agent
 from theseus.agent.config import AgentConfig, machine_mem_mib
 from theseus.agent.drivers import DEFAULT_PULL_TIMEOUT, DRIVERS
 from theseus.api.client import DEFAULT_SERVER
@@ -337,6 +336,10 @@ def register(app: typer.Typer) -> None:
             log_limits=log_limits,
             stats_interval=stats_interval,
         )
+        # Here, not at the top: every other command would load the agent's loops, aiohttp
+        # and uvicorn (0.4 s of a CLI call's 1.4 s of imports here).
+        from theseus.agent.agent import run_agent
+
         try:
             asyncio.run(run_agent(config))
         except KeyboardInterrupt:  # a second Ctrl-C during shutdown

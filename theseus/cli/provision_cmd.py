@@ -12,7 +12,7 @@ import asyncio
 import datetime
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -23,10 +23,14 @@ from theseus.cli.output import console, err_console
 from theseus.cluster.commands import default_state_dir
 from theseus.provision import hosts as hosts_file
 from theseus.provision.plan import PHASES, Step
-from theseus.provision.run import Bootstrap, BootstrapError, Report, StepResult
-from theseus.provision.teardown import TEARDOWN_PHASES, HostStatus, status, teardown
 from theseus.provision.wheelhouse import WheelhouseError
 from theseus.provision.workstation import ClusterChangeRefused, Workstation, state_dir_for
+
+# The runner and teardown (asyncssh: 0.2 s of imports) are imported by the commands that use
+# them, not by every other command of the CLI.
+if TYPE_CHECKING:
+    from theseus.provision.run import Report, StepResult
+    from theseus.provision.teardown import HostStatus
 
 cluster_app = typer.Typer(
     name="cluster",
@@ -209,6 +213,8 @@ def bootstrap_command(
 
     At the end the CLI's current context is this cluster's: `theseus nodes` works at once.
     """
+    from theseus.provision.run import Bootstrap, BootstrapError
+
     hosts, ws = _load(file, state_dir)
     boot = Bootstrap(hosts, ws, _wheelhouse_dir(wheelhouse_dir), _accepted(accept_host_key))
     boot.progress = _progress
@@ -280,6 +286,9 @@ def status_command(
     Per host: each service running or stopped (pid, since), the Theseus version and build on
     it, Docker's and etcd's versions, and its node as the API sees it.
     """
+    from theseus.provision.run import Bootstrap, BootstrapError
+    from theseus.provision.teardown import status
+
     hosts, ws = _load(file, state_dir)
     boot = Bootstrap(hosts, ws, _wheelhouse_dir(None), _accepted(accept_host_key))
     try:
@@ -309,6 +318,9 @@ def teardown_command(
 
     Then the cluster's CA, admin token and records here, and its CLI context.
     """
+    from theseus.provision.run import Bootstrap, BootstrapError
+    from theseus.provision.teardown import TEARDOWN_PHASES, teardown
+
     hosts, ws = _load(file, state_dir)
     if not yes:
         typer.confirm(
