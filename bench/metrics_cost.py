@@ -35,7 +35,7 @@ from theseus.server.metered_store import MeteredStore
 from theseus.server.metrics import ServerMetrics, exposition
 from theseus.server.metrics_state import ClusterStateCollector
 from theseus.server.policy import TEMPLATES
-from theseus.server.request_metrics import RequestMetrics
+from theseus.server.request_metrics import RequestCounts, RequestMetrics
 from theseus.store.base import Put
 from theseus.store.memory import MemoryStore
 
@@ -66,7 +66,7 @@ async def _send(message: dict[str, Any]) -> None:
 def requests_cost(count: int) -> tuple[float, float]:
     """CPU seconds per request: bare, and with ``RequestMetrics``."""
     metrics = ServerMetrics()
-    wrapped = RequestMetrics(_inner, metrics.requests, metrics.request_duration)
+    wrapped = RequestMetrics(_inner, RequestCounts(metrics.requests, metrics.request_duration))
     scope = {"type": "http", "method": "POST", "path": "/v1/agent/hollow-7/heartbeat"}
 
     async def run(app: Any) -> None:

@@ -178,12 +178,9 @@ async def test_a_client_that_reads_by_index_gets_its_write_answered_before_the_c
     def web(instances: int) -> Callable[[ClusterState], list[GroupChangePlan]]:
         return lambda state: [plan_group("web", make_spec(instances=instances), {}, 1.0)]
 
-    exchange = client_index._Exchange(asked=0)
-    token = client_index._current.set(exchange)
-    try:
+    exchange = client_index.Exchange(asked=0)
+    with client_index.handling(exchange):
         await asyncio.wait_for(writer.apply_group_changes(web(1)), timeout=1.0)
-    finally:
-        client_index._current.reset(token)
     assert exchange.written == store.revision
     assert store.value(keys.group_key(WEB)) is not None
     assert cache.revision < store.revision

@@ -45,13 +45,14 @@ from theseus.server.events.feed import EventFeed
 from theseus.server.events.keeper import EventKeeper
 from theseus.server.events.subscriptions import Subscriptions
 from theseus.server.group_tally import GroupTallies
+from theseus.server.hot_door import HotDoor, HotRoute
 from theseus.server.leader import Leader
 from theseus.server.loop_sampler import LoopSampler
 from theseus.server.metered_store import MeteredStore
 from theseus.server.metrics import CONTENT_TYPE, ServerMetrics, exposition
 from theseus.server.metrics_state import ClusterStateCollector
 from theseus.server.plain_routes import DescribedApp
-from theseus.server.request_metrics import RequestMetrics
+from theseus.server.request_metrics import RequestCounts, RequestMetrics
 from theseus.server.routes import (
     access,
     agent,
@@ -118,7 +119,7 @@ def _ca_cert_only(config: ServerConfig) -> bytes | None:
 
 def create_app(
     config: ServerConfig, open_store: Callable[[ServerConfig], Store] = etcd_stores
-) -> FastAPI:
+) -> DescribedApp:
     """The server's app; ``open_store`` makes its two store connections (unit tests give it
     ``theseus.store.memory.MemoryStore``s' factory). Its metrics have a registry of their
     own (``theseus.server.metrics``), so several apps in one process do not share them."""
@@ -318,9 +319,26 @@ def create_app(
     )
     app.add_middleware(BodyLimit, limit=config.max_request_bytes)
     # Outermost: it sees every answer, refusals included.
-    app.add_middleware(RequestMetrics, requests=metrics.requests, duration=metrics.request_duration)
+    counts = RequestCounts(metrics.requests, metrics.request_duration)
+    app.add_middleware(RequestMetrics, counts=counts)
     app.state.metrics = metrics
     _install_error_handlers(app)
+    # The agents' hot routes, past the layers above (they do what those do, with their code).
+    app.door = HotDoor(
+        agent.PREFIX + "/",
+        [
+            HotRoute(method, route.path, route.endpoint)
+            for route in agent.HOT_ROUTES
+            for method in sorted(route.methods or ())
+            if method != "HEAD"
+        ],
+        counts=counts,
+        max_body=config.max_request_bytes,
+        access=lambda: ctx.cache.access if (ctx := ready_context()) is not None else None,
+        anonymous=config.anonymous,
+        revision=lambda: ctx.cache.revision if (ctx := ready_context()) else None,
+        handlers=app.exception_handlers,
+    )
     return app
 
 

@@ -22,7 +22,7 @@ A token is never logged or repeated in an answer.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
@@ -53,14 +53,14 @@ class Refusal(Exception):
         self.status = status
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
             return bytes(value).decode("latin-1")
     return None
 
 
-def presented_token(scope: dict[str, Any]) -> str | None:
+def presented_token(scope: Mapping[str, Any]) -> str | None:
     authorization = _header(scope, b"authorization")
     if authorization is not None:
         kind, _, credentials = authorization.partition(" ")
@@ -70,7 +70,7 @@ def presented_token(scope: dict[str, Any]) -> str | None:
     return _header(scope, b"x-theseus-token")
 
 
-def identify(scope: dict[str, Any], access: AccessState, anonymous: bool, now: float) -> Caller:
+def identify(scope: Mapping[str, Any], access: AccessState, anonymous: bool, now: float) -> Caller:
     """Who is calling, or ``Refusal(401)``."""
     peer = peer_identity(scope)
     if peer is not None and peer.role in (Role.AGENT, Role.SERVER):
@@ -143,26 +143,11 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        decision = decide(method, path)
-        access = self._access()
         try:
-            public = decision.rule.need is Need.PUBLIC
-            if access is None:
-                if not public:
-                    raise Refusal(503, "the server is starting")
-                caller = ANONYMOUS if self._anonymous else NOBODY
-            else:
-                try:
-                    caller = identify(scope, access, self._anonymous, time.time())
-                except Refusal:
-                    if not public:
-                        raise
-                    caller = NOBODY  # a public route serves whoever asks
-                authorize(caller, decision)
+            caller, decision = admit(scope, self._access(), self._anonymous)
         except Refusal as refusal:
-            await _refuse(send, refusal)
+            await refuse(send, refusal)
             return
-        scope.setdefault("state", {})["caller"] = caller
         audited = (method not in ("GET", "HEAD") or path == "/cleanup") and not _dry_run(scope)
         if not audited or decision.rule.need is Need.NODE:
             await self.app(scope, receive, send)
@@ -185,12 +170,38 @@ class AuthMiddleware:
                 hook(named if isinstance(named, Caller) else caller, method, path, status)
 
 
+def admit(
+    scope: MutableMapping[str, Any], access: AccessState | None, anonymous: bool
+) -> tuple[Caller, Decision]:
+    """Who calls and what the route needs, the caller left in the scope's state for the route
+    (``request.state.caller``); ``Refusal`` (401, 403, or 503 while the server is starting)
+    otherwise. ``access``: the cache's credentials, None until the server is ready. Called by
+    ``AuthMiddleware`` and by ``theseus.server.hot_door``, for the agents' hot routes."""
+    decision = decide(scope["method"], scope["path"])
+    public = decision.rule.need is Need.PUBLIC
+    if access is None:
+        if not public:
+            raise Refusal(503, "the server is starting")
+        caller = ANONYMOUS if anonymous else NOBODY
+    else:
+        try:
+            caller = identify(scope, access, anonymous, time.time())
+        except Refusal:
+            if not public:
+                raise
+            caller = NOBODY  # a public route serves whoever asks
+        authorize(caller, decision)
+    scope.setdefault("state", {})["caller"] = caller
+    return caller, decision
+
+
 def _dry_run(scope: dict[str, Any]) -> bool:
     """``POST /deploy?dry_run=true`` (a plan) writes nothing, so it is no write to audit."""
     values = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get("dry_run", [])
     return any(v.lower() in ("1", "true", "yes", "on") for v in values)
 
 
-async def _refuse(send: Any, refusal: Refusal) -> None:
+async def refuse(send: Any, refusal: Refusal) -> None:
+    """Answer ``refusal`` in the API's error shape (a 401 with its challenge)."""
     challenge = [(b"www-authenticate", b'Bearer realm="theseus"')] if refusal.status == 401 else []
     await send_error(send, refusal.status, str(refusal), headers=challenge)

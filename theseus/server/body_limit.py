@@ -23,7 +23,7 @@ from theseus.server.asgi_errors import send_error
 
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 FLAG = "theseus server --max-request-bytes"
-_CLOSE = (b"connection", b"close")
+CLOSE = (b"connection", b"close")  # the rest of a refused body is not read
 
 
 class BodyTooLarge(HTTPException):
@@ -49,9 +49,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = declared_length(scope)
         if declared is not None and declared > self.limit:
-            await _refuse(send, too_large_message(self.limit, declared))
+            await refuse(send, too_large_message(self.limit, declared))
             return
         received = 0
         started = cut_off = False
@@ -71,7 +71,7 @@ class BodyLimit:
             if message["type"] == "http.response.start":
                 started = True
                 if cut_off:  # the rest of the body is not wanted: no keep-alive
-                    message = {**message, "headers": [*message.get("headers", []), _CLOSE]}
+                    message = {**message, "headers": [*message.get("headers", []), CLOSE]}
             await send(message)
 
         try:
@@ -81,10 +81,11 @@ class BodyLimit:
             # outside FastAPI's own handling): answer it here, unless an answer has begun.
             if started:
                 raise
-            await _refuse(send, str(exc.detail))
+            await refuse(send, str(exc.detail))
 
 
-def _content_length(scope: Scope) -> int | None:
+def declared_length(scope: Scope) -> int | None:
+    """The request's ``Content-Length``, when it declares a valid one."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
@@ -94,5 +95,6 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Send, message: str) -> None:
-    await send_error(send, 413, message, headers=[_CLOSE])
+async def refuse(send: Send, message: str) -> None:
+    """A 413 with ``message``, closing the connection."""
+    await send_error(send, 413, message, headers=[CLOSE])

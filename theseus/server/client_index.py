@@ -17,14 +17,15 @@ than one it has written or seen:
   along). ``theseus.api.client.ServerClient``, which the CLI uses, keeps one.
 
 ``ClientIndex`` (a pure ASGI middleware, installed by ``theseus.server.app``) reads the header
-and adds the answer's; ``wait_for_client_index`` is called by the routes' ``context``
-dependency; ``theseus.server.writes.Writer`` asks ``client_keeps_index`` and tells
-``note_written``.
+and adds the answer's (``theseus.server.hot_door`` does the same for the agents' hot routes);
+``wait_for_client_index`` is called by the routes' ``context`` dependency;
+``theseus.server.writes.Writer`` asks ``client_keeps_index`` and tells ``note_written``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -36,20 +37,25 @@ from theseus.server.asgi_errors import send_error
 from theseus.store.cache import StateCache
 
 HEADER = INDEX_HEADER
-_HEADER_KEY = HEADER.lower().encode()
+HEADER_KEY = HEADER.lower().encode()
 INDEX_WAIT = 5.0  # seconds a request waits for this server's view to reach its index
 
 
 @dataclass
-class _Exchange:
+class Exchange:
     """One request's index: the one it asked for (None: the client keeps none) and the
     revision a write it made was committed at."""
 
     asked: int | None
     written: int | None = None
 
+    def answered(self, revision: Callable[[], int | None]) -> int | None:
+        """The index a successful answer carries: the revision the request wrote at, else
+        this server's view's (``revision``; None before it has one)."""
+        return self.written if self.written is not None else revision()
 
-_current: ContextVar[_Exchange | None] = ContextVar("theseus_client_index", default=None)
+
+_current: ContextVar[Exchange | None] = ContextVar("theseus_client_index", default=None)
 
 
 def client_keeps_index() -> bool:
@@ -94,29 +100,39 @@ class ClientIndex:
             await self.app(scope, receive, send)
             return
         try:
-            exchange = _Exchange(asked=_asked(scope))
+            exchange = Exchange(asked=asked_index(scope))
         except ValueError:
-            await _refuse(send, f"{HEADER} must be a revision: a whole number, 0 or more")
+            await refuse(send)
             return
 
         async def indexed_send(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] < 400:
-                index = exchange.written if exchange.written is not None else self.revision()
+                index = exchange.answered(self.revision)
                 if index is not None:
-                    headers = [*message.get("headers", []), (_HEADER_KEY, str(index).encode())]
+                    headers = [*message.get("headers", []), (HEADER_KEY, str(index).encode())]
                     message = {**message, "headers": headers}
             await send(message)
 
-        token = _current.set(exchange)
-        try:
+        with handling(exchange):
             await self.app(scope, receive, indexed_send)
-        finally:
-            _current.reset(token)
 
 
-def _asked(scope: Scope) -> int | None:
+@contextmanager
+def handling(exchange: Exchange) -> Iterator[None]:
+    """``exchange`` is the index of the request handled within (``client_keeps_index``,
+    ``note_written``, ``wait_for_client_index``)."""
+    token = _current.set(exchange)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def asked_index(scope: Scope) -> int | None:
+    """The request's ``X-Theseus-Index`` (None: it sent none); ``ValueError`` if it is not a
+    revision."""
     for name, value in scope["headers"]:
-        if name == _HEADER_KEY:
+        if name == HEADER_KEY:
             asked = int(value)
             if asked < 0:
                 raise ValueError(asked)
@@ -124,5 +140,9 @@ def _asked(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Send, message: str) -> None:
-    await send_error(send, 400, message, details=[{"path": HEADER, "message": message}])
+BAD_INDEX = f"{HEADER} must be a revision: a whole number, 0 or more"
+
+
+async def refuse(send: Send) -> None:
+    """The 400 answering an index that is not a revision."""
+    await send_error(send, 400, BAD_INDEX, details=[{"path": HEADER, "message": BAD_INDEX}])

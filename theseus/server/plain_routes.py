@@ -23,6 +23,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
+
+from theseus.server.hot_door import HotDoor
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -61,11 +64,23 @@ def _invalid(where: tuple[str, ...], exc: ValidationError) -> RequestValidationE
 class DescribedApp(FastAPI):
     """FastAPI, whose OpenAPI document also describes routes it serves as plain Starlette
     routes: ``described`` are FastAPI routes declaring their parameters, body and answer,
-    used for the document only (FastAPI describes only its own routes)."""
+    used for the document only (FastAPI describes only its own routes). Requests its ``door``
+    matches go to it, past the app's layers (``theseus.server.hot_door``)."""
 
     def __init__(self, *, described: Sequence[BaseRoute], **settings: Any) -> None:
         super().__init__(**settings)
         self.described = list(described)
+        self.door: HotDoor | None = None  # the agents' hot routes (``theseus.server.hot_door``)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        door = self.door
+        if door is not None and scope["type"] == "http":
+            matched = door.match(scope)
+            if matched is not None:
+                scope["app"] = self  # as Starlette sets it: ``request.app``
+                await door.serve(*matched, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
         if not self.openapi_schema:

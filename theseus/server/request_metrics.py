@@ -23,15 +23,33 @@ UNMATCHED = "other"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-class RequestMetrics:
-    def __init__(self, app: ASGIApp, requests: Counter, duration: Histogram) -> None:
-        self.app = app
+class RequestCounts:
+    """The request counter and duration histogram, their children kept by label: ``labels()``
+    costs more than the increment, and this runs on every heartbeat and report of every
+    agent. Shared by ``RequestMetrics`` and ``theseus.server.hot_door``."""
+
+    def __init__(self, requests: Counter, duration: Histogram) -> None:
         self._requests = requests
         self._duration = duration
-        # Children by their labels: ``labels()`` costs more than the increment, and this
-        # runs on every heartbeat and report of every agent.
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._timers: dict[tuple[str, str], Any] = {}
+
+    def note(self, method: str, template: str, status: int, seconds: float) -> None:
+        key = (method, template, str(status))
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self._requests.labels(*key)
+        counter.inc()
+        timer = self._timers.get(key[:2])
+        if timer is None:
+            timer = self._timers[key[:2]] = self._duration.labels(method, template)
+        timer.observe(seconds)
+
+
+class RequestMetrics:
+    def __init__(self, app: ASGIApp, counts: RequestCounts) -> None:
+        self.app = app
+        self._counts = counts
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -57,12 +75,4 @@ class RequestMetrics:
         template = getattr(route, "path", None)
         if template is None:
             template = template_of(method, scope["path"]) or UNMATCHED
-        key = (method, template, str(status))
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self._requests.labels(*key)
-        counter.inc()
-        timer = self._timers.get(key[:2])
-        if timer is None:
-            timer = self._timers[key[:2]] = self._duration.labels(method, template)
-        timer.observe(seconds)
+        self._counts.note(method, template, status, seconds)
