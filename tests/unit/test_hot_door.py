@@ -20,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.kit.app import inprocess_server
+from tests.unit.test_agent_routes import NODE, REGISTRATION
 from theseus.api.schemas import NodeRegistration
 from theseus.security import pki
 from theseus.security.files import PkiDir
@@ -28,15 +29,6 @@ from theseus.security.tokens import Scope, new_api_token, secret_hash
 from theseus.server.config import ServerConfig
 from theseus.server.plain_routes import DescribedApp
 
-NODE = "n1"
-REGISTRATION = {
-    "name": NODE,
-    "address": "127.0.0.2",
-    "agent_port": 1,
-    "cpus": 2,
-    "mem": 1024,
-    "driver": "sim",
-}
 LIMIT = 4096
 HEADERS_COMPARED = (b"content-type", b"x-theseus-index", b"connection", b"www-authenticate")
 
