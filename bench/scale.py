@@ -86,6 +86,7 @@ from scrapes import (
     registration_answers,
     request_rows,
     scrape,
+    slow_rows,
     wait_for_leases_to_settle,
 )
 from second_server import second_server_rows
@@ -396,6 +397,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             )
         )
     rows += loop_rows(scraped_before, scraped_after)
+    rows += slow_rows(scraped_before, scraped_after)
 
     rows += etcd_rows(before, after)
     rows += request_rows(scraped_before, scraped_after, args.tasks)

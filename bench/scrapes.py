@@ -110,6 +110,48 @@ def heartbeat_times(samples: Scrape) -> Counter[str]:
     return times
 
 
+SLOW = ("0.1", "0.25")  # seconds: the bounds a histogram's slow share is counted beyond
+
+
+def durations(samples: Scrape, family: str, label: str, value: str) -> Counter[str]:
+    """One series of a duration histogram so far: how many (``n``), their seconds (``s``),
+    and how many took at most each of ``SLOW`` (by bound)."""
+    times: Counter[str] = Counter()
+    for name, labels, sample in samples:
+        if labels.get(label) != value:
+            continue
+        if name == f"{family}_count":
+            times["n"] += sample
+        elif name == f"{family}_sum":
+            times["s"] += sample
+        elif name == f"{family}_bucket" and labels["le"] in SLOW:
+            times[labels["le"]] += sample
+    return times
+
+
+def slow_rows(before: Scrape, after: Scrape) -> Rows:
+    """Where a write's time went between two scrapes: the server's etcd commits (plans,
+    reports, users' writes alike) and its answers to ``POST /deploy`` (timed from the route's
+    start to its answer: what a client waited beyond it was the loop's queue and the
+    network)."""
+    rows: Rows = []
+    for measure, family, label, value in (
+        ("etcd commits", "theseus_etcd_request_duration_seconds", "operation", "commit"),
+        ("POST /deploy answers", "theseus_api_request_duration_seconds", "route", "/deploy"),
+    ):
+        times = durations(after, family, label, value)
+        times.subtract(durations(before, family, label, value))
+        n = times["n"]
+        over = " / ".join(f"{n - times[bound]:,.0f}" for bound in SLOW)
+        rows.append(
+            (
+                f"{measure} during the run, server side: mean / over 0.1 / over 0.25 s",
+                f"{times['s'] / max(1, n) * 1000:,.0f} ms / {over} of {n:,.0f}",
+            )
+        )
+    return rows
+
+
 def wait_for_leases_to_settle(
     http: httpx.Client, quiet: float, timeout: float
 ) -> tuple[float, int]:
