@@ -53,35 +53,48 @@ class BodyLimit:
         if declared is not None and declared > self.limit:
             await refuse(send, too_large_message(self.limit, declared))
             return
-        received = 0
-        started = cut_off = False
-
-        async def counted_receive() -> Message:
-            nonlocal received, cut_off
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    cut_off = True
-                    raise BodyTooLarge(self.limit)
-            return message
+        body = CountedBody(receive, self.limit)
+        started = False
 
         async def watched_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if cut_off:  # the rest of the body is not wanted: no keep-alive
+                if body.cut_off:  # the rest of the body is not wanted: no keep-alive
                     message = {**message, "headers": [*message.get("headers", []), CLOSE]}
             await send(message)
 
         try:
-            await self.app(scope, counted_receive, watched_send)
+            await self.app(scope, body.receive, watched_send)
         except BodyTooLarge as exc:
             # Raised where no handler turned it into an answer (a route reading its body
             # outside FastAPI's own handling): answer it here, unless an answer has begun.
             if started:
                 raise
             await refuse(send, str(exc.detail))
+
+
+class CountedBody:
+    """A request's body counted as it is read (``receive``): the read that crosses ``limit``
+    raises ``BodyTooLarge``. Used by ``BodyLimit`` and by ``theseus.server.hot_door``."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self.limit = limit
+        self.received = 0
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether the body grew over the limit (the rest of it was never read)."""
+        return self.received > self.limit
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                raise BodyTooLarge(self.limit)
+        return message
 
 
 def declared_length(scope: Scope) -> int | None:

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from theseus.server import auth, body_limit, client_index
 from theseus.server.request_metrics import RequestCounts
@@ -115,19 +115,8 @@ class HotDoor:
             await auth.refuse(send, refusal)
             return refusal.status
         scope["path_params"] = {"node": node}
-        received = 0
-        limit = self._max_body
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise body_limit.BodyTooLarge(limit)
-            return message
-
-        request = Request(scope, counted_receive)
+        body = body_limit.CountedBody(receive, self._max_body)
+        request = Request(scope, body.receive)
         with client_index.handling(exchange):
             try:
                 response = await route.endpoint(request)
@@ -144,7 +133,7 @@ class HotDoor:
             index = exchange.answered(self._revision)
             if index is not None:
                 response.raw_headers.append((client_index.HEADER_KEY, b"%d" % index))
-        if received > limit:  # the rest of the body is not wanted: no keep-alive
+        if body.cut_off:  # the rest of the body is not wanted: no keep-alive
             response.raw_headers.append(body_limit.CLOSE)
         await response(scope, receive, send)
         return response.status_code
