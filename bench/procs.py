@@ -172,7 +172,9 @@ def start_etcd(children: Processes, max_txn_ops: int = MAX_TXN_OPS) -> tuple[Pro
     """An etcd member with its data in the run's directory; returns it and its client port."""
     data = children.log_dir / "etcd"
     data.mkdir(mode=0o700, exist_ok=True)  # etcd refuses a data dir readable by others
-    member = EtcdMember("bench", data, free_port(), free_port(), max_txn_ops=max_txn_ops)
+    member = EtcdMember(
+        "bench", data, free_port(), free_port(), max_txn_ops=max_txn_ops, extensive_metrics=True
+    )
     child = children.start("etcd", member.argv(), role="etcd")
     child.wait_healthy(lambda: answers(member.health_url), START_TIMEOUT, "etcd to answer")
     return child, member.client_port

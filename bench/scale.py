@@ -157,6 +157,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     server, url = start_server(children, etcd_port, log_level=args.server_log_level)
     print(f"server pid {server.pid} at {url}; etcd pid {etcd.pid}; logs in {children.log_dir}")
     http = httpx.Client(base_url=url, timeout=60.0)
+    etcd_http = httpx.Client(base_url=f"http://127.0.0.1:{etcd_port}", timeout=5.0)
 
     # 1. hollow nodes register and become ready
     t_nodes = time.monotonic()
@@ -216,7 +217,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     overflows_before = listen_overflows()
     machine_before = machine_cpu()
     before = etcd_counters(etcd_port)
-    scraped_before = scrape(http)
+    scraped_before, etcd_scraped_before = scrape(http), scrape(etcd_http)
     cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
     children_before = children_cpu_seconds(server.pid)
     probes: list[Probe] = []
@@ -288,7 +289,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     wall = time.monotonic() - t0
     machine_busy = (machine_cpu()[0] - machine_before[0]) / wall
     after = etcd_counters(etcd_port)
-    scraped_after = scrape(http)
+    scraped_after, etcd_scraped_after = scrape(http), scrape(etcd_http)
     cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
     children_used = children_cpu_seconds(server.pid) - children_before
     _, hwm = memory_mib(server.pid)
@@ -397,7 +398,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
             )
         )
     rows += loop_rows(scraped_before, scraped_after)
-    rows += slow_rows(scraped_before, scraped_after)
+    rows += slow_rows(scraped_before, scraped_after, etcd_scraped_before, etcd_scraped_after)
 
     rows += etcd_rows(before, after)
     rows += request_rows(scraped_before, scraped_after, args.tasks)

@@ -129,27 +129,44 @@ def durations(samples: Scrape, family: str, label: str, value: str) -> Counter[s
     return times
 
 
-def slow_rows(before: Scrape, after: Scrape) -> Rows:
+def slow_rows(before: Scrape, after: Scrape, etcd_before: Scrape, etcd_after: Scrape) -> Rows:
     """Where a write's time went between two scrapes: the server's etcd commits (plans,
-    reports, users' writes alike) and its answers to ``POST /deploy`` (timed from the route's
-    start to its answer: what a client waited beyond it was the loop's queue and the
-    network)."""
+    reports, users' writes alike) as the server timed them and as etcd did (its gRPC handling
+    time of a ``Txn``, from ``--metrics extensive``: the difference is the time the request
+    and its answer spent in the server's process, the gRPC client and the loop), and its
+    answers to ``POST /deploy`` (timed from the route's start to its answer: what a client
+    waited beyond it was the loop's queue and the network)."""
     rows: Rows = []
-    for measure, family, label, value in (
-        ("etcd commits", "theseus_etcd_request_duration_seconds", "operation", "commit"),
-        ("POST /deploy answers", "theseus_api_request_duration_seconds", "route", "/deploy"),
+    for measure, times in (
+        (
+            "etcd commits, server side",
+            delta(before, after, "theseus_etcd_request_duration_seconds", "operation", "commit"),
+        ),
+        (
+            "etcd commits, etcd side (Txn)",
+            delta(etcd_before, etcd_after, "grpc_server_handling_seconds", "grpc_method", "Txn"),
+        ),
+        (
+            "POST /deploy answers, server side",
+            delta(before, after, "theseus_api_request_duration_seconds", "route", "/deploy"),
+        ),
     ):
-        times = durations(after, family, label, value)
-        times.subtract(durations(before, family, label, value))
         n = times["n"]
         over = " / ".join(f"{n - times[bound]:,.0f}" for bound in SLOW)
         rows.append(
             (
-                f"{measure} during the run, server side: mean / over 0.1 / over 0.25 s",
+                f"{measure} during the run: mean / over 0.1 / over 0.25 s",
                 f"{times['s'] / max(1, n) * 1000:,.0f} ms / {over} of {n:,.0f}",
             )
         )
     return rows
+
+
+def delta(before: Scrape, after: Scrape, family: str, label: str, value: str) -> Counter[str]:
+    """``durations`` of one series between two scrapes."""
+    times = durations(after, family, label, value)
+    times.subtract(durations(before, family, label, value))
+    return times
 
 
 def wait_for_leases_to_settle(

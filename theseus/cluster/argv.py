@@ -66,6 +66,9 @@ class EtcdMember:
     # TLS for clients and peers, both required to present a certificate of the CA in this
     # directory (``theseus.security.files.PkiDir``); None: plain HTTP.
     pki_dir: Path | None = None
+    # etcd's ``--metrics extensive``: its gRPC handling-time histograms too (what a benchmark
+    # compares with the server's own timing of the same calls).
+    extensive_metrics: bool = False
 
     @property
     def client_url(self) -> str:
@@ -124,6 +127,8 @@ class EtcdMember:
             command += ["--trusted-ca-file", str(tls.cacert), "--client-cert-auth"]
             command += ["--peer-cert-file", str(tls.cert), "--peer-key-file", str(tls.key)]
             command += ["--peer-trusted-ca-file", str(tls.cacert), "--peer-client-cert-auth"]
+        if self.extensive_metrics:
+            command += ["--metrics", "extensive"]
         return command + [
             # A member cut off from its peers, once healed, asks whether it could win before it
             # calls an election: without this its higher term deposes a working leader, and no
