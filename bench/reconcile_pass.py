@@ -8,7 +8,10 @@ steady-state pass once every task runs and is registered (what the leader repeat
 change), and that pass scoped to one group and to a tenth of them (``reconciler.scope``).
 With ``--child``, also the fresh deploy's whole pass as the leader runs it (deployments'
 step, reconcile, encoding): in this process, then in a forked child (``forked_pass``), with
-the child's CPU and the parent's (the fork, reading and unpickling the answer).
+the child's CPU and the parent's (the fork, reading and unpickling the answer). And what the
+leader does with the encoded plan before its first transaction goes out (the cache told what
+to expect, the writes packed into transactions): on the event loop, every other request
+waits for it.
 Runs against whatever ``theseus`` is importable, so the same script measures an older commit
 through a git worktree.
 """
@@ -82,6 +85,34 @@ def child_rows(state: ClusterState) -> None:
     print(f"  the parent (fork, answer):         {parent * 1000:8.0f} ms")
 
 
+def commit_preparation(plan: object) -> float:
+    """Seconds (median of 5) from an encoded plan to its transactions, as the leader's
+    ``_commit_plan`` does it (older code: an expectation per write, a unit per write, then
+    ``pack``)."""
+    from theseus.store.base import ModRevisionIs, Put
+    from theseus.store.commit import _repeats_a_key, pack
+    from theseus.store.encoding import encode_plan
+    from theseus.store.expected import ExpectedRecords
+
+    encoded = encode_plan(plan)  # type: ignore[arg-type]
+    fence = [ModRevisionIs("/fence", 3)]
+
+    def prepare() -> None:
+        expected = ExpectedRecords()
+        if hasattr(encoded, "transactions"):
+            expected.expect_all(encoded.expected)
+            txns = encoded.transactions(fence)
+        else:
+            for op in encoded.ops:
+                record = encoded.records.get(op.key)
+                if record is not None and isinstance(op, Put):
+                    expected.expect(op.key, op.value, record)
+            txns = pack(encoded.units(), fence)
+        _repeats_a_key(txns)
+
+    return timed(prepare)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=1000)
@@ -94,6 +125,10 @@ def main() -> None:
     if args.child:
         child_rows(state)
     plan = reconcile(state, 100.0)
+    if args.child:
+        writes = len(plan.task_puts) + len(plan.status_puts) + len(plan.registry_puts)
+        print(f"the plan's {writes} writes before its commit (expectations, transactions):")
+        print(f"  {'on the leader':<35}{commit_preparation(plan) * 1000:8.0f} ms")
     state.tasks.update(plan.task_puts)
     for task in state.tasks.values():
         state.statuses[task.id] = TaskStatus(

@@ -1,4 +1,5 @@
-"""``theseus.store.commit.pack`` and ``single``: how many writes share one transaction.
+"""``theseus.store.commit.pack``, ``pack_ops`` and ``single``: how many writes share one
+transaction.
 
 Many writes (a plan, the agents' reports) go in transactions of at most ``BATCH_OPS``, so a
 user's write waits behind small ones in etcd; one document's writes still go in a single
@@ -7,10 +8,12 @@ transaction up to etcd's own limit."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from theseus.store.base import ModRevisionIs, Put
-from theseus.store.commit import BATCH_OPS, Txn, TxnTooLarge, pack, single
-from theseus.store.limits import MAX_TXN_OPS
+from theseus.store.base import Delete, ModRevisionIs, Op, Put
+from theseus.store.commit import BATCH_OPS, Txn, TxnTooLarge, pack, pack_ops, single
+from theseus.store.limits import MAX_TXN_BYTES, MAX_TXN_OPS
 
 FENCE = ModRevisionIs("/fence", 7)
 
@@ -51,3 +54,29 @@ def test_a_single_transaction_may_hold_up_to_etcds_limit() -> None:
     assert txn is not None and len(txn.ops) == MAX_TXN_OPS
     with pytest.raises(TxnTooLarge):
         single([*units, puts(1, "one-more")])
+
+
+# Operations of every size: small ones, deletes, and values large enough that a few fill a
+# transaction's bytes before its count (MAX_TXN_BYTES / 3 each).
+OPS = st.lists(
+    st.one_of(
+        st.builds(Put, st.just("/k/small"), st.binary(max_size=40)),
+        st.builds(Delete, st.just("/k/gone")),
+        st.builds(Put, st.just("/k/big"), st.just(b"x" * (MAX_TXN_BYTES // 3))),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(OPS, st.integers(min_value=1, max_value=8))
+def test_pack_ops_makes_the_transactions_pack_makes_of_one_op_units(
+    ops: list[Op], batch_ops: int
+) -> None:
+    units = [Txn((op,)) for op in ops]
+    assert pack_ops(ops, [FENCE], batch_ops) == pack(units, [FENCE], batch_ops)
+
+
+def test_pack_ops_refuses_an_operation_beyond_etcds_limit() -> None:
+    with pytest.raises(TxnTooLarge):
+        pack_ops([Put("/small", b"v"), Put("/huge", b"x" * (MAX_TXN_BYTES + 1))])

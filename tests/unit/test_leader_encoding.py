@@ -29,10 +29,11 @@ def test_task_writes_are_grouped_by_node_and_records_kept() -> None:
     node_of = {keys.task_key(t.id): t.node for t in tasks}
     nodes = [node_of[op.key] for op in task_ops if isinstance(op, Put)]
     assert nodes == [None, "n1", "n1", "n2", "n2"]
-    assert encoded.records[keys.status_key(status.task_id)] is status
+    assert encoded.expected[keys.status_key(status.task_id)].record is status
     for op in encoded.ops:
-        if isinstance(op, Put) and op.key in encoded.records:
-            record = encoded.records[op.key]
+        if isinstance(op, Put) and op.key in encoded.expected:
+            value, record = encoded.expected[op.key]
+            assert value is op.value  # what the watch will bring back, as the cache expects
             assert type(record).model_validate_json(op.value) == record
             # Exactly the record, without the fields at their defaults (the stored form).
             assert json.loads(op.value) == json.loads(record.model_dump_json(exclude_defaults=True))

@@ -65,7 +65,9 @@ def test_a_forked_pass_plans_what_a_pass_in_this_process_plans() -> None:
     # Encoded for the commit, each record behind its key for the cache.
     task_keys = {task_key(task_id) for task_id in result.plan.task_puts}
     assert task_keys <= {op.key for op in result.encoded.ops}
-    assert all(result.encoded.records[task_key(t.id)] is t for t in result.plan.task_puts.values())
+    assert all(
+        result.encoded.expected[task_key(t.id)].record is t for t in result.plan.task_puts.values()
+    )
 
 
 def test_the_memo_comes_back_under_the_parents_objects() -> None:

@@ -11,7 +11,6 @@ import pytest
 
 from theseus.server.status_commits import StatusCommits
 from theseus.store.base import Guard, Op, Put, StoreUnavailable
-from theseus.store.commit import Txn
 from theseus.store.memory import MemoryStore
 
 
@@ -33,8 +32,8 @@ class HeldStore(MemoryStore):
         return await super().commit(ops, guards)
 
 
-def writes(key: str, value: str) -> list[Txn]:
-    return [Txn((Put(key, value.encode()),))]
+def writes(key: str, value: str) -> list[Put]:
+    return [Put(key, value.encode())]
 
 
 async def test_reports_that_arrive_during_a_commit_share_the_next_one() -> None:

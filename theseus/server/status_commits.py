@@ -6,7 +6,8 @@ statuses. One transaction each cost the server a gRPC call (about 150 µs of its
 a transaction and a revision (about 200 µs of its CPU; ``bench/etcd_calls.py``), and every
 revision is one more step for each server's cache. ``StatusCommits.write`` queues a request's
 writes and waits; one flush at a time takes everything queued, commits it through
-``theseus.store.commit.commit_all`` (packed into as few transactions as etcd's limits allow),
+``theseus.store.commit.commit_txns`` (packed by ``pack_ops`` into as few transactions as etcd's
+limits allow),
 and answers each waiting request with the revision. On a quiet cluster a report goes out at
 once, alone; under load each flush carries what arrived during the one before.
 
@@ -24,39 +25,41 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from theseus.store.base import Store
-from theseus.store.commit import PARALLEL_TXNS, Txn, commit_all
+from theseus.store.base import Put, Store
+from theseus.store.commit import PARALLEL_TXNS, commit_txns, pack_ops
 
 
 class StatusCommits:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._queued: list[tuple[Sequence[Txn], asyncio.Future[int]]] = []
+        self._queued: list[tuple[Sequence[Put], asyncio.Future[int]]] = []
         self._flushing: asyncio.Task[None] | None = None
         self.flushes = 0  # commits made so far (each of one or more transactions)
 
-    async def write(self, units: Sequence[Txn]) -> int:
-        """Commit ``units`` with whatever else is queued; the revision of the flush (its
+    async def write(self, puts: Sequence[Put]) -> int:
+        """Commit ``puts`` with whatever else is queued; the revision of the flush (its
         last transaction's: at or after the one that holds these writes)."""
-        if not units:
+        if not puts:
             return 0
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         answer.add_done_callback(_retrieved)
-        self._queued.append((units, answer))
+        self._queued.append((puts, answer))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush_queued(), name="status commits")
         # Shielded: a request cancelled (its agent hung up) must not cancel the flush.
         return await asyncio.shield(answer)
 
     async def _flush_queued(self) -> None:
-        flush: list[tuple[Sequence[Txn], asyncio.Future[int]]] = []
+        flush: list[tuple[Sequence[Put], asyncio.Future[int]]] = []
         try:
             while self._queued:
                 flush, self._queued = self._queued, []
-                units = [unit for writes, _ in flush for unit in writes]
+                puts = [put for writes, _ in flush for put in writes]
                 self.flushes += 1
                 try:
-                    committed = await commit_all(self._store, units, parallel=PARALLEL_TXNS)
+                    committed = await commit_txns(
+                        self._store, pack_ops(puts), parallel=PARALLEL_TXNS
+                    )
                 except Exception as exc:  # the store failed: so does every request of the flush
                     _answer(flush, error=exc)
                 else:
@@ -71,7 +74,7 @@ class StatusCommits:
 
 
 def _answer(
-    flush: list[tuple[Sequence[Txn], asyncio.Future[int]]],
+    flush: list[tuple[Sequence[Put], asyncio.Future[int]]],
     revision: int = 0,
     error: Exception | None = None,
 ) -> None:

@@ -362,12 +362,12 @@ class Writer:
 
     async def write_reports(self, statuses: dict[str, TaskStatus]) -> int:
         """``record_reports``'s write of what ``decide_reports`` decided; how many."""
-        units: list[Txn] = []
+        puts: list[Put] = []
         for status in statuses.values():
             put = status_put(status)
             self._cache.expect(put.key, put.value, status)
-            units.append(Txn((put,)))
-        revision = await self._status_commits.write(units)  # shared with other reports
+            puts.append(put)
+        revision = await self._status_commits.write(puts)  # shared with other reports
         if revision:
             for task_id, status in statuses.items():
                 self._unapplied[task_id] = (revision, status)

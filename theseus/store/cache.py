@@ -24,7 +24,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -39,7 +39,7 @@ from theseus.store import keys
 from theseus.store.access import AccessState
 from theseus.store.base import Change, Entry, HistoryCompacted, Store, StoreUnavailable
 from theseus.store.encoding import alive_ttl
-from theseus.store.expected import ExpectedRecords
+from theseus.store.expected import Expected, ExpectedRecords
 from theseus.store.key_roles import plans_from, record_at
 from theseus.store.shared_specs import SharedSpecs
 from theseus.store.signals import KeyedSignal, Pulse
@@ -133,6 +133,10 @@ class StateCache:
     def expect(self, key: str, value: bytes, record: BaseModel) -> None:
         """``record``, encoded as ``value``, is about to be written at ``key`` by us."""
         self._expected.expect(key, value, record)
+
+    def expect_all(self, expected: Mapping[str, Expected]) -> None:
+        """Every record of ``expected`` is about to be written by us (a plan's)."""
+        self._expected.expect_all(expected)
 
     def _decode(self, key: str, value: bytes, model: type[M]) -> M:
         return self._expected.decode(key, value, model)

@@ -102,6 +102,29 @@ def pack(
     return packed
 
 
+def pack_ops(
+    ops: Sequence[Op], shared: Sequence[Guard] = (), batch_ops: int = BATCH_OPS
+) -> list[Txn]:
+    """``pack`` of units of one operation each (writes independent of one another: a plan's,
+    the agents' statuses), without making the units: the same transactions. A plan of 50,000
+    writes made as many units on the event loop before its first transaction went out, and
+    packing them took 350 ms more (BENCHMARKS.md, issue 17's twenty-first session)."""
+    packed: list[Txn] = []
+    start = count = size = 0
+    for i, op in enumerate(ops):
+        op_size = len(op.key) + (len(op.value) if isinstance(op, Put) else 0)
+        if count + 1 > batch_ops or not fits(count + 1, len(shared), size + op_size):
+            if not fits(1, len(shared), op_size):
+                raise TxnTooLarge(f"one operation ({op_size} bytes) does not fit in a transaction")
+            packed.append(Txn(ops[start:i], list(shared)))
+            start, count, size = i, 0, 0
+        count += 1
+        size += op_size
+    if count:
+        packed.append(Txn(ops[start:], list(shared)))
+    return packed
+
+
 def fits(ops: int, guards: int, size: int) -> bool:
     return ops <= MAX_TXN_OPS and guards <= MAX_TXN_OPS and size <= MAX_TXN_BYTES
 
@@ -129,7 +152,13 @@ async def commit_all(
     ``stop_on_refusal``: once a transaction is refused, commit no further one (a leader whose
     fence failed must stop writing; a rebuild guarded key by key starts over). Transactions
     already in flight still complete."""
-    txns = pack(units, shared)
+    return await commit_txns(store, pack(units, shared), parallel, stop_on_refusal)
+
+
+async def commit_txns(
+    store: Store, txns: list[Txn], parallel: int = 1, stop_on_refusal: bool = False
+) -> Committed:
+    """``commit_all`` of transactions packed already (``pack``, ``pack_ops``)."""
     if parallel > 1 and _repeats_a_key(txns):
         parallel = 1
     gate = asyncio.Semaphore(max(1, parallel))

@@ -26,6 +26,7 @@ Pure: nothing here talks to the store (``theseus.store.commit`` does). The key l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -38,7 +39,8 @@ from theseus.reconciler.reconcile import Plan
 from theseus.reconciler.registry import RegistryDiff
 from theseus.store import keys
 from theseus.store.base import Delete, Guard, ModRevisionIs, Op, Put
-from theseus.store.commit import Txn
+from theseus.store.commit import Txn, pack_ops
+from theseus.store.expected import Expected
 
 
 def encode(record: BaseModel) -> bytes:
@@ -60,19 +62,21 @@ def encode_task(task: TaskRecord, spec: bytes) -> bytes:
 
 @dataclass
 class EncodedPlan:
-    """A plan as store operations, and the records behind the puts that hold one."""
+    """A plan as store operations, and the records behind the puts that hold one (with
+    their encodings: what the cache takes back as it is when the watch returns them)."""
 
     ops: list[Op]
-    records: dict[str, BaseModel]
+    expected: dict[str, Expected]
 
-    def units(self) -> list[Txn]:
-        """One unit per operation: a plan's writes are independent of one another."""
-        return [Txn((op,)) for op in self.ops]
+    def transactions(self, shared: Sequence[Guard] = ()) -> list[Txn]:
+        """The operations packed into transactions, each carrying ``shared``: a plan's
+        writes are independent of one another (``pack_ops``)."""
+        return pack_ops(self.ops, shared)
 
 
 def encode_plan(plan: Plan) -> EncodedPlan:
     ops: list[Op] = []
-    records: dict[str, BaseModel] = {}
+    expected: dict[str, Expected] = {}
     specs: dict[int, bytes] = {}  # by id: the plan holds every spec until it returns
     # Grouped by node: each transaction wakes the assignment long-poll of every node it
     # touches, so a node's new tasks had better arrive together (a 10,000-task deploy
@@ -82,17 +86,19 @@ def encode_plan(plan: Plan) -> EncodedPlan:
         spec = specs.get(id(task.spec))
         if spec is None:
             spec = specs[id(task.spec)] = encode_compact(task.spec)
-        ops.append(Put(key, encode_task(task, spec)))
-        records[key] = task
+        value = encode_task(task, spec)
+        ops.append(Put(key, value))
+        expected[key] = Expected(value, task)
     for status in plan.status_puts.values():
         key = keys.status_key(status.task_id)
-        ops.append(Put(key, encode_compact(status)))
-        records[key] = status
+        value = encode_compact(status)
+        ops.append(Put(key, value))
+        expected[key] = Expected(value, status)
     ops.extend(Delete(keys.task_key(task_id)) for task_id in plan.task_deletes)
     ops.extend(Delete(keys.status_key(task_id)) for task_id in plan.status_deletes)
     ops.extend(Put(key, value) for key, value in plan.registry_puts.items())
     ops.extend(Delete(key) for key in plan.registry_deletes)
-    return EncodedPlan(ops, records)
+    return EncodedPlan(ops, expected)
 
 
 def encode_group_writes(state: ClusterState, writes: list[GroupWrite]) -> list[Txn]:
