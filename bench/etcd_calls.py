@@ -10,6 +10,11 @@ Starts one etcd member (in a temp dir, on free loopback ports) and, on uvloop, s
 there is: kept-alive connections, requests written by hand, answers parsed by httptools (8
 connections). Issue 17's ninth session (BENCHMARKS.md) measured whether the gateway would
 spare the server's CPU: it does, but etcd spends more than the server saves.
+
+Then, for the gRPC calls, how many rounds of the event loop one takes, alone, while the loop
+is kept busy in rounds of ``--round-ms`` (a callback that holds the GIL that long and
+schedules itself again): under a deploy, the server's loop goes round in tens of
+milliseconds, and a call waits for every round it needs (issue 17's twenty-first session).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import base64
 import json
 import os
 import resource
+import statistics
+import time
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -140,7 +147,56 @@ async def measure(args: argparse.Namespace, port: int, etcd_pid: int) -> None:
         await timed("commit, gateway", gateway_commit)
         await timed("lease keep-alive, gRPC", grpc_keepalive)
         await timed("lease keep-alive, gateway", gateway_keepalive)
+    print(
+        f"\n{'call, alone':<24}{'loop rounds':>13}{'time':>15}   (median of 20, rounds of", end=""
+    )
+    print(f" {args.round_ms:g} ms)")
+    for name, call in (("commit, gRPC", grpc_commit), ("lease keep-alive, gRPC", grpc_keepalive)):
+        rounds, took = await loop_rounds(call, args.round_ms / 1000)
+        print(f"{name:<24}{rounds:>13.0f}{took * 1000:>12.1f} ms")
     await store.close()
+
+
+async def loop_rounds(
+    call: Callable[[int], Awaitable[None]], round_seconds: float
+) -> tuple[float, float]:
+    """Median rounds of a busy event loop that one ``call`` spans, and its median time."""
+    rounds: list[int] = []
+    times: list[float] = []
+    for n in range(20):
+        busy = BusyLoop(asyncio.get_running_loop(), round_seconds)
+        started = time.perf_counter()
+        await call(n)
+        times.append(time.perf_counter() - started)
+        rounds.append(busy.stop())
+        await asyncio.sleep(0.01)
+    return statistics.median(rounds), statistics.median(times)
+
+
+class BusyLoop:
+    """A callback that holds the GIL for ``round_seconds``, as a busy loop's callbacks do,
+    and schedules itself again until stopped: each run is one round of the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, round_seconds: float) -> None:
+        self._loop = loop
+        self._round = round_seconds
+        self._rounds = 0
+        self._stopped = False
+        loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        if self._stopped:
+            return
+        self._rounds += 1
+        until = time.perf_counter() + self._round
+        while time.perf_counter() < until:
+            pass
+        self._loop.call_soon(self._run)
+
+    def stop(self) -> int:
+        """Stop; the rounds it ran."""
+        self._stopped = True
+        return self._rounds
 
 
 def main() -> None:
@@ -148,6 +204,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--puts", type=int, default=5, help="keys per commit")
+    parser.add_argument("--round-ms", type=float, default=20.0, help="a busy loop's round")
     args = parser.parse_args()
     with children_in_temp_dir("theseus-etcd-calls-") as children:
         etcd, port = start_etcd(children)
