@@ -5,7 +5,9 @@ A ``Txn`` is a unit that must be committed whole: its operations and the guards 
 on (a group record and the check that nobody changed it since it was read, say). ``pack``
 puts consecutive units together into transactions of at most ``BATCH_OPS`` writes (a unit
 larger than that goes alone, whole, up to ``theseus.store.limits``' bounds), each also
-carrying the ``shared`` guards (a leader's fence); ``commit_all`` commits them. Callers: the
+carrying the ``shared`` guards (a leader's fence); ``commit_all`` commits them. Writes that
+are independent of one another (a plan's, the agents' statuses) are packed by ``pack_ops``,
+the same transactions without a unit per write, and committed by ``commit_txns``. Callers: the
 leader's plan and deployment steps (``theseus.server.leader``), the agents' reports
 (``theseus.server.status_commits``), and the API's writes (``theseus.server.writes``), which
 need one transaction for a whole document and use ``single`` to get it or be told it is too
