@@ -13,18 +13,15 @@ from tests.kit.leader import commit_groups_and_live_node, make_leader
 from tests.kit.wait import wait_until_async
 from theseus.model import registry
 from theseus.model.tasks import TaskState, TaskStatus
-from theseus.server.leader import (
-    MAX_REST,
-    MIN_REST,
-    REST_FACTOR,
+from theseus.server.leader import MAX_REST, MIN_REST, REST_FACTOR, Leader, rest_after
+from theseus.server.metrics import ServerMetrics
+from theseus.server.settle import (
+    SETTLE_GROWTH,
     SETTLE_MAX,
     SETTLE_MIN_PLACEMENTS,
     SETTLE_QUIET,
-    Leader,
-    rest_after,
-    settle_delay,
+    Settling,
 )
-from theseus.server.metrics import ServerMetrics
 from theseus.store import keys
 from theseus.store.base import Put
 from theseus.store.cache import StateCache
@@ -85,20 +82,36 @@ def test_the_leader_rests_after_a_long_pass_and_not_after_a_short_one() -> None:
 
 
 def test_a_big_deploy_waits_for_its_groups_to_settle_and_a_small_one_does_not() -> None:
-    """``settle_delay``: a pass with many placements waits until the groups have not changed
-    for ``SETTLE_QUIET`` seconds, never longer than ``SETTLE_MAX`` since it first waited;
-    fewer placements than ``SETTLE_MIN_PLACEMENTS`` never wait."""
+    """``Settling``: a pass with many placements waits until the deploy has not grown for
+    ``SETTLE_QUIET`` seconds, never longer than ``SETTLE_MAX`` since it first waited; fewer
+    placements than ``SETTLE_MIN_PLACEMENTS`` never wait."""
     big, small = SETTLE_MIN_PLACEMENTS, SETTLE_MIN_PLACEMENTS - 1
-    assert settle_delay(10.0, 9.9, 9.9, big) == pytest.approx(SETTLE_QUIET - 0.1)
-    assert settle_delay(10.0, 9.9, 9.9, small) == 0.0
-    assert settle_delay(10.0, 9.9, None, big) == 0.0  # not settling: nothing to wait for
-    assert settle_delay(10.0, 10.0 - SETTLE_QUIET, 9.0, big) == 0.0  # quiet long enough
-    # Groups that keep changing hold a pass back for SETTLE_MAX in all, not longer.
+    assert Settling().delay(10.0, 9.9, big) == pytest.approx(SETTLE_QUIET - 0.1)
+    assert Settling().delay(10.0, 9.9, small) == 0.0
+    assert Settling().delay(10.0, 10.0 - SETTLE_QUIET, big) == 0.0  # quiet long enough
+    # The next document (more instances) is waited for again, from its own change.
+    settling = Settling()
+    assert settling.delay(10.0, 9.9, big) == pytest.approx(SETTLE_QUIET - 0.1)
+    assert settling.delay(10.3, 10.2, big + SETTLE_GROWTH) == pytest.approx(SETTLE_QUIET - 0.1)
+    assert settling.delay(10.7, 10.2, big + SETTLE_GROWTH) == 0.0
+    assert settling.since is None  # the wait is over: the next pass goes
+
+
+def test_small_changes_during_a_big_deploys_wait_do_not_prolong_it() -> None:
+    """Groups that change all the time (a service scaled 1 <-> 2 four times a second) do not
+    hold the pass back beyond the deploy's own quiet; a deploy that keeps growing is held
+    back ``SETTLE_MAX`` in all, not longer."""
+    big = SETTLE_MIN_PLACEMENTS
+    settling = Settling()
+    assert settling.delay(10.0, 10.0, big) == pytest.approx(SETTLE_QUIET)
+    assert settling.delay(10.25, 10.25, big + 1) == pytest.approx(SETTLE_QUIET - 0.25)
+    assert settling.delay(10.5, 10.5, big) == 0.0  # a probe changed a group: no growth
+    growing = Settling()
     first = 10.0
-    assert settle_delay(first + SETTLE_MAX - 0.05, first + SETTLE_MAX - 0.06, first, big) == (
-        pytest.approx(0.05)
-    )
-    assert settle_delay(first + SETTLE_MAX, first + SETTLE_MAX - 0.01, first, big) == 0.0
+    for step in range(int(SETTLE_MAX / 0.25)):
+        now = first + 0.25 * step
+        assert growing.delay(now, now, big + step * SETTLE_GROWTH) > 0.0
+    assert growing.delay(first + SETTLE_MAX, first + SETTLE_MAX, big * 100) == 0.0
 
 
 async def test_a_deploy_sent_as_two_documents_is_placed_by_one_pass(

@@ -17,7 +17,8 @@ one pass runs at a time, even across a step-down, since the registry view and th
 memo it works with are the leader's own.
 
 A pass with many placements to make waits, while groups are still changing, for a deploy
-sent as several documents to settle (``settle_delay``), so that one pass places all of it.
+sent as several documents to settle (``theseus.server.settle``), so that one pass places all
+of it.
 
 Most passes are scoped to the groups that changed since the last committed pass
 (``theseus.reconciler.scope`` says when that is enough): at 50,000 tasks a pass over everything
@@ -59,12 +60,12 @@ from theseus.reconciler.scope import (
 from theseus.server.gc_policy import made_old
 from theseus.server.metrics import ServerMetrics
 from theseus.server.pass_process import (
-    CHILD_MIN_PLACEMENTS,
     PassProcessFailed,
     forked_pass,
     instances_lacking,
     worth_a_child,
 )
+from theseus.server.settle import SETTLE_QUIET, Settling
 from theseus.server.stall import StallWatch, spared_nodes
 from theseus.store.base import Store, StoreUnavailable
 from theseus.store.cache import StateCache
@@ -92,22 +93,6 @@ SLOW_PASS = 0.5  # seconds: passes slower than this are logged with their breakd
 MIN_REST = 0.05
 REST_FACTOR = 2.0
 MAX_REST = 4.0
-# A big deploy often comes as several documents back to back (one changes at most
-# ``MAX_GROUP_CHANGES`` groups: 50,000 tasks in 500 services are 8). A pass that placed the
-# first alone and the rest in a second one sent most nodes their tasks twice, and each
-# agent polled and reported twice: at 5,000 nodes 0.52 requests per task against 0.27, and
-# all running after 39-52 s against 28-33 s when the documents happened to make one pass
-# (BENCHMARKS.md, issue 17's tenth session). So a pass with many placements to make waits
-# until no group has changed for SETTLE_QUIET seconds, and at most SETTLE_MAX in all.
-# Small deploys, scaling by a few, and a failed task's replacement are not held back.
-# The quiet must outlast the gap between two documents as this server's cache sees them: the
-# client's wait for the first answer, then the second's commit and its way back through the
-# watch. At 0.25 s a loaded server split a 1,000-node deploy of two documents whose first was
-# answered in 221 ms: all running after 18.9 s against 12.2-14.1 s in one pass (issue 17's
-# twenty-first session).
-SETTLE_QUIET = 0.5
-SETTLE_MAX = 2.0
-SETTLE_MIN_PLACEMENTS = CHILD_MIN_PLACEMENTS
 # A plan of this many writes or more is packed into transactions in a worker thread
 # (``_commit_plan``); a smaller one, in a few milliseconds, on the loop.
 PACK_IN_THREAD = 5_000
@@ -143,7 +128,7 @@ class Leader:
         # Held by the pass's worker thread: a pass orphaned by a step-down (its coroutine was
         # cancelled, its thread runs on) must end before the next one uses the memo.
         self._pass_lock = threading.Lock()
-        self._settling_since: float | None = None  # monotonic: a big deploy's first wait
+        self._settling = Settling()  # a big deploy's pass, held back for its next documents
         self.passes = 0
         self.child_peak_rss = 0  # bytes: the largest a pass's child process grew (``fork_passes``)
 
@@ -250,19 +235,12 @@ class Leader:
             await self._wait_for_work(snapshot, plan, now, planned - copied)
 
     def _settle(self, now: float) -> float:
-        """Seconds to wait for a deploy's next documents before this pass (``SETTLE_QUIET``);
+        """Seconds to wait for a deploy's next documents before this pass (``Settling``);
         the instances wanted are only counted while groups keep changing."""
         changed_at = self._cache.groups_changed_at
         if now - changed_at >= SETTLE_QUIET:
-            self._settling_since = None
-            return 0.0
-        wanted = instances_lacking(self._cache.state)
-        if self._settling_since is None and wanted >= SETTLE_MIN_PLACEMENTS:
-            self._settling_since = now
-        wait = settle_delay(now, changed_at, self._settling_since, wanted)
-        if wait == 0.0:
-            self._settling_since = None
-        return wait
+            return self._settling.delay(now, changed_at, 0)
+        return self._settling.delay(now, changed_at, instances_lacking(self._cache.state))
 
     def _spared(self, snapshot: ClusterState) -> frozenset[str]:
         """The nodes whose loss this pass holds back (``theseus.server.stall``)."""
@@ -395,16 +373,6 @@ def _placements(before: ClusterState, plan: Plan) -> int:
             old = before.tasks.get(task_id)
             placed += old is None or old.node is None
     return placed
-
-
-def settle_delay(now: float, changed_at: float, settling_since: float | None, wanted: int) -> float:
-    """How long a pass that would make ``wanted`` placements waits for more group changes,
-    the last at ``changed_at``, when it first waited at ``settling_since`` (pure)."""
-    if wanted < SETTLE_MIN_PLACEMENTS or settling_since is None:
-        return 0.0
-    quiet_left = changed_at + SETTLE_QUIET - now
-    budget_left = settling_since + SETTLE_MAX - now
-    return max(0.0, min(quiet_left, budget_left))
 
 
 def rest_after(took: float) -> float:
