@@ -11,7 +11,8 @@ there is: kept-alive connections, requests written by hand, answers parsed by ht
 connections). Issue 17's ninth session (BENCHMARKS.md) measured whether the gateway would
 spare the server's CPU: it does, but etcd spends more than the server saves.
 
-Then, for the gRPC calls, how many rounds of the event loop one takes, alone, while the loop
+Then, for the gRPC calls and a commit through the gateway, how many rounds of the event loop
+one takes, alone, while the loop
 is kept busy in rounds of ``--round-ms`` (a callback that holds the GIL that long and
 schedules itself again): under a deploy, the server's loop goes round in tens of
 milliseconds, and a call waits for every round it needs (issue 17's twenty-first session).
@@ -151,7 +152,11 @@ async def measure(args: argparse.Namespace, port: int, etcd_pid: int) -> None:
         f"\n{'call, alone':<24}{'loop rounds':>13}{'time':>15}   (median of 20, rounds of", end=""
     )
     print(f" {args.round_ms:g} ms)")
-    for name, call in (("commit, gRPC", grpc_commit), ("lease keep-alive, gRPC", grpc_keepalive)):
+    for name, call in (
+        ("commit, gRPC", grpc_commit),
+        ("commit, gateway", gateway_commit),
+        ("lease keep-alive, gRPC", grpc_keepalive),
+    ):
         rounds, took = await loop_rounds(call, args.round_ms / 1000)
         print(f"{name:<24}{rounds:>13.0f}{took * 1000:>12.1f} ms")
     await store.close()
