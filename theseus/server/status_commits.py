@@ -5,11 +5,11 @@ At 5,000 nodes a deploy brings some 5,000 report requests within seconds, each w
 statuses. One transaction each cost the server a gRPC call (about 150 µs of its CPU) and etcd
 a transaction and a revision (about 200 µs of its CPU; ``bench/etcd_calls.py``), and every
 revision is one more step for each server's cache. ``StatusCommits.write`` queues a request's
-writes and waits; one flush at a time takes everything queued, commits it through
-``theseus.store.commit.commit_txns`` (packed by ``pack_ops`` into as few transactions as etcd's
-limits allow),
-and answers each waiting request with the revision. On a quiet cluster a report goes out at
-once, alone; under load each flush carries what arrived during the one before.
+writes and waits; one flush at a time takes everything queued, packs it into as few
+transactions as etcd's limits allow (``theseus.store.commit.pack_ops``), commits them
+(``commit_txns``) and answers each waiting request with the revision. On a quiet cluster a
+report goes out at once, alone; under load each flush carries what arrived during the one
+before.
 
 Flushes never overlap, so two statuses of one task are written in the order they were
 decided. A failed commit fails every request of its flush (their agents send them again);

@@ -54,7 +54,12 @@ class Txn:
     @property
     def size(self) -> int:
         """Bytes of keys and values: what counts against ``MAX_TXN_BYTES``."""
-        return sum(len(op.key) + (len(op.value) if isinstance(op, Put) else 0) for op in self.ops)
+        return sum(op_size(op) for op in self.ops)
+
+
+def op_size(op: Op) -> int:
+    """An operation's bytes against ``MAX_TXN_BYTES``: its key, and a put's value."""
+    return len(op.key) + (len(op.value) if isinstance(op, Put) else 0)
 
 
 @dataclass
@@ -108,20 +113,20 @@ def pack_ops(
     ops: Sequence[Op], shared: Sequence[Guard] = (), batch_ops: int = BATCH_OPS
 ) -> list[Txn]:
     """``pack`` of units of one operation each (writes independent of one another: a plan's,
-    the agents' statuses), without making the units: the same transactions. A plan of 50,000
-    writes made as many units on the event loop before its first transaction went out, and
-    packing them took 350 ms more (BENCHMARKS.md, issue 17's twenty-first session)."""
+    the agents' statuses), without making the units: the same transactions. Making a unit per
+    write of a 50,000-write plan and packing them held the event loop about 350 ms
+    (BENCHMARKS.md, issue 17's twenty-first session)."""
     packed: list[Txn] = []
     start = count = size = 0
     for i, op in enumerate(ops):
-        op_size = len(op.key) + (len(op.value) if isinstance(op, Put) else 0)
-        if count + 1 > batch_ops or not fits(count + 1, len(shared), size + op_size):
-            if not fits(1, len(shared), op_size):
-                raise TxnTooLarge(f"one operation ({op_size} bytes) does not fit in a transaction")
+        bytes_ = op_size(op)
+        if count + 1 > batch_ops or not fits(count + 1, len(shared), size + bytes_):
+            if not fits(1, len(shared), bytes_):
+                raise TxnTooLarge(f"one operation ({bytes_} bytes) does not fit in a transaction")
             packed.append(Txn(ops[start:i], list(shared)))
             start, count, size = i, 0, 0
         count += 1
-        size += op_size
+        size += bytes_
     if count:
         packed.append(Txn(ops[start:], list(shared)))
     return packed
