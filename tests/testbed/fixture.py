@@ -149,12 +149,13 @@ class TestbedSession:
         shape cannot become this one (etcd members are not added to a running cluster), so
         the bed is made afresh then."""
         bed = self.ensure_up()
-        hosts_file = bed.hosts_file(bed.plan.host_names, servers=servers)
         current = bed.state()
         if current.bootstrap_done and current.bootstrap_servers != list(servers):
             self.down()
             bed = self.ensure_up()
         if not bed.state().bootstrap_done:
+            # Written after any down above: a down removes the bed's files.
+            hosts_file = bed.hosts_file(bed.plan.host_names, servers=servers)
             bed.bootstrap(hosts_file)
             with state.locked(self.plan.workdir):
                 recorder = up_recorder(self.plan)

@@ -5,6 +5,7 @@ the field and changes nothing, and ``/openapi.json`` still describes them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -14,10 +15,14 @@ import pytest
 
 from tests.kit.app import inprocess_api, inprocess_server
 from tests.kit.wait import wait_until_async
+from theseus.model.tasks import TaskRecord
 from theseus.server.app import create_app
+from theseus.server.client_index import HEADER
 from theseus.server.config import ServerConfig
 from theseus.server.routes import agent as agent_routes
 from theseus.store import keys
+from theseus.store.base import Put
+from theseus.store.encoding import encode
 from theseus.store.memory import MemoryStore
 
 NODE = "n1"
@@ -196,3 +201,36 @@ def test_the_openapi_document_describes_the_hot_routes() -> None:
     assert "ReportBatch" in str(reported["requestBody"])
     assert "ReportAnswer" in str(reported["responses"]["200"])
     assert "/v1/agent/register" in paths  # and the routes FastAPI serves, as before
+
+
+async def test_a_report_asked_at_an_index_waits_for_the_view_and_carries_its_write() -> None:
+    """An agent that moves to another server reports a task that server's view may not have
+    yet (it learned it from the first server), asking for the index it was made at
+    (``theseus.api.peer_index``). Here the view stands still while a task is made: a report
+    of it without an index is dropped as the report of a gone task; with the index it waits
+    until the view has the task, and is written. Its answer carries the revision written at:
+    what the agent asks of the next server it moves to."""
+    store = MemoryStore()
+    async with inprocess_api(store=store) as api:
+        (first,) = (await register_with_tasks(api, 1))["tasks"]
+        encoded = store.value(keys.task_key(first["task_id"])) or b""
+        record = TaskRecord.model_validate_json(encoded)
+        made_elsewhere = record.model_copy(update={"id": record.id + "x"})
+        store.faults.hang("watch")
+        store.break_watches()  # the view stops here: its watch comes back into a hang
+        await store.faults.wait_hanging("watch")
+        made = Put(keys.task_key(made_elsewhere.id), encode(made_elsewhere))
+        made_at = await store.commit([made])
+        assert made_at is not None
+        path = f"/v1/agent/{NODE}/reports"
+        batch = {"reports": [report(made_elsewhere.id)]}
+        unasked = await api.post(path, json=batch)
+        assert unasked.json() == {"accepted": 1, "written": 0}  # a task this view lacks
+        asked = asyncio.create_task(api.post(path, json=batch, headers={HEADER: str(made_at)}))
+        done, _ = await asyncio.wait([asked], timeout=0.3)
+        assert not done, "the report was decided before the view reached its index"
+        store.faults.heal()
+        answer = await asyncio.wait_for(asked, 5.0)
+        assert answer.json() == {"accepted": 1, "written": 1}
+        assert store.value(keys.status_key(made_elsewhere.id)) is not None
+        assert int(answer.headers[HEADER]) == store.revision  # the statuses' write

@@ -155,11 +155,14 @@ async def test_reports_are_answered_before_the_cache_applies_them_and_build_on_e
         TaskReport(task_id=task.id, state="running", container_id="c1", healthy=True, at=20.0)
     ]
     again = [TaskReport(task_id=task.id, state="running", container_id="c1", at=30.0)]
-    written_counts = [
-        await asyncio.wait_for(writer.record_reports(batch), timeout=1.0)
-        for batch in (first, healthy, again)
-    ]
+    exchanges = [client_index.Exchange(asked=None) for _ in range(3)]
+    written_counts = []
+    for batch, exchange in zip((first, healthy, again), exchanges, strict=True):
+        with client_index.handling(exchange):
+            written_counts.append(await asyncio.wait_for(writer.record_reports(batch), 1.0))
     assert written_counts == [1, 1, 0]  # the third changes nothing: it is not written
+    # Each answer that wrote carries the revision it wrote at (``theseus.api.peer_index``).
+    assert [e.written for e in exchanges] == [store.revision - 1, store.revision, None]
     written = TaskStatus.model_validate_json(store.value(keys.STATUS + task.id) or b"")
     assert written.started_at == 10.0 and written.was_healthy
     assert written.healthy is True  # a re-report without a verdict keeps the last one

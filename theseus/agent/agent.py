@@ -149,6 +149,9 @@ class Agent:
         )
 
     async def register(self) -> RegistrationAnswer:
+        # The tasks of a registration are learned afresh, and the cluster's etcd may be a
+        # new or restored one whose revisions would never reach the indexes kept so far.
+        self.client.peer_indexes.forget()
         answer = await retrying(
             "register", self._contact(lambda: self.client.register(self.registration()))
         )

@@ -24,12 +24,15 @@ from theseus.api.client import (
     after_error,
     answer_stands,
     auth_headers,
+    index_of,
     labels_param,
     raise_for,
 )
 from theseus.api.failover import ServerList
+from theseus.api.peer_index import PeerIndexes
 from theseus.api.rollouts import DeploymentList, VersionList
 from theseus.api.schemas import (
+    INDEX_HEADER,
     AssignmentList,
     DeployResult,
     HeartbeatAnswer,
@@ -77,6 +80,8 @@ class AsyncServerClient:
             timeout=self._timeout, transport=self._transport, headers=auth_headers(token)
         )
         self._headers = self._http.headers  # httpx's defaults, and the token
+        # What each server has answered: the index a report asks of another one.
+        self.peer_indexes = PeerIndexes()
 
     @property
     def address(self) -> str:
@@ -87,16 +92,20 @@ class AsyncServerClient:
         await self._http.aclose()
 
     async def _request(
-        self, method: str, path: str, once: bool = False, **kwargs: Any
+        self, method: str, path: str, once: bool = False, by_peers: bool = False, **kwargs: Any
     ) -> httpx.Response:
-        """``once``: as ``ServerClient._request``."""
+        """``once``: as ``ServerClient._request``; ``by_peers``: ask each server for the
+        index the others answered (``theseus.api.peer_index``)."""
         attempts = self.servers.attempts()
         for n, address in enumerate(attempts, 1):
+            asked = self.peer_indexes.asked_of(address) if by_peers else None
+            headers = None if asked is None else {INDEX_HEADER: str(asked)}
             try:
-                response = await self._send(method, address + path, **kwargs)
+                response = await self._send(method, address + path, headers=headers, **kwargs)
             except httpx.TransportError as exc:
                 after_error(self.servers, address, exc, n == len(attempts), once)
                 continue
+            self.peer_indexes.answered(address, index_of(response))
             if answer_stands(self.servers, address, response, n == len(attempts)):
                 return response
         raise AssertionError("unreachable: attempts() is never empty")
@@ -108,6 +117,7 @@ class AsyncServerClient:
         params: dict[str, str] | None = None,
         json: Any = None,
         timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One request handed to the transport, as ``httpx.AsyncClient.request`` sends it
         (the client's headers and timeout, the body read), without the client's steps these
@@ -115,14 +125,14 @@ class AsyncServerClient:
         urllib's, URL merging, authentication and redirect hooks. At 5,000 hollow nodes the
         client around the transport was 27 % of an agent's CPU; a call now costs about what
         a bare httpx call does (bench/agent_requests.py --client, BENCHMARKS.md).
-        ``timeout``: seconds, or None for the client's."""
+        ``timeout``: seconds, or None for the client's; ``headers``: more than the client's."""
         limit = self._timeout if timeout is None else httpx.Timeout(timeout)
         request = httpx.Request(
             method,
             url,
             params=params,
             json=json,
-            headers=self._headers,
+            headers=self._headers if headers is None else {**self._headers, **headers},
             extensions={"timeout": limit.as_dict()},
         )
         response = await self._transport.handle_async_request(request)
@@ -179,7 +189,8 @@ class AsyncServerClient:
         return AssignmentList.model_validate(response.json())
 
     async def report(self, node: str, batch: ReportBatch) -> None:
-        await self._request("POST", f"/v1/agent/{node}/reports", json=batch.model_dump(mode="json"))
+        path = f"/v1/agent/{node}/reports"
+        await self._request("POST", path, by_peers=True, json=batch.model_dump(mode="json"))
 
     async def deployments(self, include_finished: bool = False) -> DeploymentList:
         params = {"all": "true"} if include_finished else {}

@@ -369,6 +369,9 @@ class Writer:
             puts.append(put)
         revision = await self._status_commits.write(puts)  # shared with other reports
         if revision:
+            # The answer carries it: the agent asks it of any other server it moves to,
+            # whose view may not have these statuses yet (``theseus.api.peer_index``).
+            note_written(revision)
             for task_id, status in statuses.items():
                 self._unapplied[task_id] = (revision, status)
             if len(self._unapplied) > self._sweep_at:
