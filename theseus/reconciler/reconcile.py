@@ -53,9 +53,10 @@ from theseus.model.state import ClusterState
 from theseus.model.tasks import Desired, TaskRecord, TaskState, TaskStatus
 from theseus.reconciler.backoff import successor_attempt, successor_not_before
 from theseus.reconciler.dependencies import Readiness, needed_services
+from theseus.reconciler.holdings import StateHoldings
 from theseus.reconciler.registry import EncodingMemo, registry_diff
 from theseus.scheduler.constraints import field_value, spread_victims
-from theseus.scheduler.placement import Holding, Placement, Placer, Unplaceable
+from theseus.scheduler.placement import Placement, Placer, Unplaceable
 
 HISTORY_PER_GROUP = 5
 HISTORY_MAX_AGE = 3600.0
@@ -385,10 +386,6 @@ class _Pass:
             # Nothing to place: no books of every node (a pass per registration while 3,000
             # agents join would otherwise build them 3,000 times).
             return
-        holdings = []
-        for task in self.state.tasks.values():
-            if task.node is not None and not self.state.task_state(task).terminal:
-                holdings.append(Holding(task.node, task.group_key.key, task.spec, task.host_ports))
         ready = [n for name, n in self.state.nodes.items() if self.state.schedulable(name)]
         # An ineligible node keeps its tasks: they count for their groups' constraints. A
         # draining node's are being moved off, and counting them could hold the drain forever
@@ -400,7 +397,7 @@ class _Pass:
             and not self.state.schedulable(name)
             and not self.state.draining(name)
         ]
-        placer = Placer(ready, holdings, closed)
+        placer = Placer(ready, StateHoldings(self.state), closed)
         readiness = Readiness(self.state)
         refused: list[tuple[TaskRecord, str | None, int, Unplaceable, int]] = []
         for task in sorted(waiting, key=lambda t: (t.created_at, t.id)):

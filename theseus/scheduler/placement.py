@@ -3,8 +3,9 @@ host ports, the group's constraints) and a scorer (``theseus.scheduler.scoring``
 binpack), over the books of what each node already holds (``theseus.scheduler.books``).
 
 ``Placer`` is built once per reconcile round from the schedulable nodes and the tasks that
-hold resources on them, then places tasks one by one, updating its books as it goes so that
-one round never over-commits a node. Nodes that take no new tasks but keep theirs (ineligible
+hold resources on them (each node's books built when the round first looks at the node),
+then places tasks one by one, updating its books as it goes so that one round never
+over-commits a node. Nodes that take no new tasks but keep theirs (ineligible
 ones) are given too: their tasks count for their groups' constraints. It never does I/O; the
 leader commits the result.
 
@@ -36,12 +37,12 @@ from dataclasses import dataclass
 
 from theseus.model.nodes import NodeRecord
 from theseus.model.spec import GroupSpec
-from theseus.scheduler.books import Holding, NodeBooks
+from theseus.scheduler.books import Holding, HoldingSource, ListedHoldings, NodeBooks
 from theseus.scheduler.constraints import field_value
 from theseus.scheduler.filters import ConstraintContext, filters_for, first_rejection
 from theseus.scheduler.scoring import STRATEGIES
 
-__all__ = ["Holding", "Placement", "Placer", "Unplaceable"]
+__all__ = ["Holding", "HoldingSource", "Placement", "Placer", "Unplaceable"]
 
 # Feasible nodes scored per placement, whatever the cluster's size (see above).
 SAMPLE_SIZE = 10
@@ -64,25 +65,36 @@ class Placer:
     def __init__(
         self,
         nodes: Iterable[NodeRecord],
-        holdings: Iterable[Holding],
+        holdings: Iterable[Holding] | HoldingSource,
         closed: Iterable[NodeRecord] = (),
     ) -> None:
         """``nodes`` take new tasks; ``closed`` ones take none, but the tasks they hold stay
         there, so they count for their groups' constraints (UNIQUE, MAX_PER, CLUSTER,
-        GROUP_BY)."""
-        self.books: dict[str, NodeBooks] = {node.name: NodeBooks(node) for node in nodes}
-        self._closed = {n.name: NodeBooks(n) for n in closed if n.name not in self.books}
-        self._ring = sorted(self.books.values(), key=lambda b: b.node.name)
+        GROUP_BY). ``holdings``: what the tasks already placed hold, listed or asked for
+        node by node (``theseus.scheduler.books``); holdings on other nodes count for
+        nothing."""
+        self._source = holdings if isinstance(holdings, HoldingSource) else ListedHoldings(holdings)
+        self._ready: dict[str, NodeRecord] = {node.name: node for node in nodes}
+        self._closed = {n.name: n for n in closed if n.name not in self._ready}
+        self._books: dict[str, NodeBooks] = {}  # each node's, built when first looked at
+        self._ring = sorted(self._ready)
         self._cursor = 0  # where the next placement starts scanning
         self.placements = 0  # tasks placed so far in this round
+        # Per group, the tasks this round placed on each node.
+        self._round: dict[str, Counter[str]] = {}
         # Per (group, field): the group's tasks per field value; built when a constraint
         # first asks, then kept current as tasks are placed.
         self._placed: dict[tuple[str, str], Counter[str | None]] = {}
         self._constraints = ConstraintContext(self._placed_by_value, self._distinct_values)
-        for holding in holdings:
-            books = self.books.get(holding.node) or self._closed.get(holding.node)
-            if books is not None:
+
+    def books(self, node: str) -> NodeBooks:
+        """``node``'s books (a ready or closed node's), built on first use."""
+        books = self._books.get(node)
+        if books is None:
+            books = self._books[node] = NodeBooks(self._ready.get(node) or self._closed[node])
+            for holding in self._source.on(node):
                 books.charge(holding.group, holding.spec, holding.host_ports)
+        return books
 
     def place(
         self,
@@ -98,9 +110,9 @@ class Placer:
             group, spec, spec.instances if instances is None else instances, self._constraints
         )
         if only is not None:
-            books = self.books.get(only)
-            if books is None:
+            if only not in self._ready:
                 return Unplaceable(f"waiting for node {only} (sticky): not ready")
+            books = self.books(only)
             reason = first_rejection(chain, books)
             if reason is not None:
                 return Unplaceable(f"waiting for node {only} (sticky): {reason}")
@@ -112,7 +124,7 @@ class Placer:
         count = len(self._ring)
         examined = 0
         while examined < count and len(candidates) < SAMPLE_SIZE:
-            books = self._ring[(self._cursor + examined) % count]
+            books = self.books(self._ring[(self._cursor + examined) % count])
             examined += 1
             reason = first_rejection(chain, books)
             if reason is None:
@@ -121,7 +133,7 @@ class Placer:
                 rejections[reason] += 1
         self._cursor = (self._cursor + examined) % count
         if not candidates:
-            return Unplaceable(f"0/{len(self.books)} nodes can run it: {_summary(rejections)}")
+            return Unplaceable(f"0/{count} nodes can run it: {_summary(rejections)}")
         score = STRATEGIES[spec.placement_strategy]
         best = min(candidates, key=lambda b: score(b, group))
         return self._commit(best, task_id, group, spec)
@@ -130,6 +142,7 @@ class Placer:
         host_ports = _choose_ports(books, task_id, list(spec.ports))
         books.charge(group, spec, host_ports)
         self.placements += 1
+        self._round.setdefault(group, Counter())[books.node.name] += 1
         for (placed_group, field), counts in self._placed.items():
             if placed_group == group:
                 counts[field_value(books.node, field)] += 1
@@ -139,16 +152,19 @@ class Placer:
         counts = self._placed.get((group, field))
         if counts is None:
             counts = Counter()
-            for books in (*self._ring, *self._closed.values()):
-                if books.groups[group]:
-                    counts[field_value(books.node, field)] += books.groups[group]
+            held = Counter(self._source.nodes_of(group))
+            held.update(self._round.get(group, Counter()))
+            for name, tasks in held.items():
+                node = self._ready.get(name) or self._closed.get(name)
+                if node is not None:
+                    counts[field_value(node, field)] += tasks
             self._placed[(group, field)] = counts
         return counts
 
     def _distinct_values(self, group: str, field: str) -> int:
         """GROUP_BY's number of groups without a count: the values the ready nodes offer,
         and those the group's tasks hold (some may be on closed nodes)."""
-        values = {field_value(books.node, field) for books in self._ring}
+        values = {field_value(node, field) for node in self._ready.values()}
         held = {value for value, n in self._placed_by_value(group, field).items() if n > 0}
         return len((values | held) - {None})
 
