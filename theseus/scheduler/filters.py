@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 from theseus.model.constraints import Constraint
 from theseus.model.spec import GroupSpec
@@ -74,18 +75,14 @@ def constraint(
     return check
 
 
-class ConstraintContext:
-    """What the constraint filters of one task need to know about the round: how many of its
-    group's tasks each field value holds, and how many distinct values there are to spread
-    it over (GROUP_BY without a count)."""
+class ConstraintContext(Protocol):
+    """What the constraint filters of one task need to know about the round (the placer
+    answers): how many of its group's tasks each field value holds, and how many distinct
+    values there are to spread it over (GROUP_BY without a count)."""
 
-    def __init__(
-        self,
-        placed: Callable[[str, str], Counter[str | None]],
-        distinct_values: Callable[[str, str], int],
-    ) -> None:
-        self.placed = placed
-        self.distinct_values = distinct_values
+    def placed(self, group: str, field: str) -> Counter[str | None]: ...
+
+    def distinct_values(self, group: str, field: str) -> int: ...
 
 
 def filters_for(

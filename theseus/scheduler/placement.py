@@ -31,7 +31,7 @@ binpack (Nomad keeps two) for a fifth of the work.
 from __future__ import annotations
 
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -39,7 +39,7 @@ from theseus.model.nodes import NodeRecord
 from theseus.model.spec import GroupSpec
 from theseus.scheduler.books import Holding, HoldingSource, ListedHoldings, NodeBooks
 from theseus.scheduler.constraints import field_value
-from theseus.scheduler.filters import ConstraintContext, filters_for, first_rejection
+from theseus.scheduler.filters import filters_for, first_rejection
 from theseus.scheduler.scoring import STRATEGIES
 
 __all__ = ["Holding", "HoldingSource", "Placement", "Placer", "Unplaceable"]
@@ -78,14 +78,14 @@ class Placer:
         self._closed = {n.name: n for n in closed if n.name not in self._ready}
         self._books: dict[str, NodeBooks] = {}  # each node's, built when first looked at
         self._ring = sorted(self._ready)
+        self._ring_books: list[NodeBooks | None] = [None] * len(self._ring)  # as built
         self._cursor = 0  # where the next placement starts scanning
         self.placements = 0  # tasks placed so far in this round
         # Per group, the tasks this round placed on each node.
-        self._round: dict[str, Counter[str]] = {}
+        self._round: defaultdict[str, Counter[str]] = defaultdict(Counter)
         # Per (group, field): the group's tasks per field value; built when a constraint
         # first asks, then kept current as tasks are placed.
         self._placed: dict[tuple[str, str], Counter[str | None]] = {}
-        self._constraints = ConstraintContext(self._placed_by_value, self._distinct_values)
 
     def books(self, node: str) -> NodeBooks:
         """``node``'s books (a ready or closed node's), built on first use."""
@@ -106,9 +106,7 @@ class Placer:
     ) -> Placement | Unplaceable:
         """Choose a node (``only``: that node or none, for sticky restarts) and host ports.
         ``instances`` (default ``spec.instances``) is the group's size, for GROUP_BY."""
-        chain = filters_for(
-            group, spec, spec.instances if instances is None else instances, self._constraints
-        )
+        chain = filters_for(group, spec, spec.instances if instances is None else instances, self)
         if only is not None:
             if only not in self._ready:
                 return Unplaceable(f"waiting for node {only} (sticky): not ready")
@@ -123,12 +121,16 @@ class Placer:
         candidates: list[NodeBooks] = []
         count = len(self._ring)
         examined = 0
+        ring, ring_books = self._ring, self._ring_books
         while examined < count and len(candidates) < SAMPLE_SIZE:
-            books = self.books(self._ring[(self._cursor + examined) % count])
+            at = (self._cursor + examined) % count
+            seen = ring_books[at]
+            if seen is None:  # no call for a node looked at before: 500,000 a big deploy
+                seen = ring_books[at] = self.books(ring[at])
             examined += 1
-            reason = first_rejection(chain, books)
+            reason = first_rejection(chain, seen)
             if reason is None:
-                candidates.append(books)
+                candidates.append(seen)
             else:
                 rejections[reason] += 1
         self._cursor = (self._cursor + examined) % count
@@ -142,18 +144,19 @@ class Placer:
         host_ports = _choose_ports(books, task_id, list(spec.ports))
         books.charge(group, spec, host_ports)
         self.placements += 1
-        self._round.setdefault(group, Counter())[books.node.name] += 1
+        self._round[group][books.node.name] += 1
         for (placed_group, field), counts in self._placed.items():
             if placed_group == group:
                 counts[field_value(books.node, field)] += 1
         return Placement(books.node.name, host_ports)
 
-    def _placed_by_value(self, group: str, field: str) -> Counter[str | None]:
+    def placed(self, group: str, field: str) -> Counter[str | None]:
+        """The group's tasks per value of ``field`` (``filters.ConstraintContext``)."""
         counts = self._placed.get((group, field))
         if counts is None:
             counts = Counter()
             held = Counter(self._source.nodes_of(group))
-            held.update(self._round.get(group, Counter()))
+            held.update(self._round.get(group, {}))
             for name, tasks in held.items():
                 node = self._ready.get(name) or self._closed.get(name)
                 if node is not None:
@@ -161,11 +164,11 @@ class Placer:
             self._placed[(group, field)] = counts
         return counts
 
-    def _distinct_values(self, group: str, field: str) -> int:
+    def distinct_values(self, group: str, field: str) -> int:
         """GROUP_BY's number of groups without a count: the values the ready nodes offer,
         and those the group's tasks hold (some may be on closed nodes)."""
         values = {field_value(node, field) for node in self._ready.values()}
-        held = {value for value, n in self._placed_by_value(group, field).items() if n > 0}
+        held = {value for value, n in self.placed(group, field).items() if n > 0}
         return len((values | held) - {None})
 
 
