@@ -31,6 +31,7 @@ import pytest
 from tests.chaos.testbed import TestbedChaos
 from tests.kit.wait import unless_unavailable
 from tests.kit.wait import wait_until as _wait_until
+from tests.testbed.evidence import evidence
 from tests.testbed.faults import (
     add_rules,
     cut_host,
@@ -433,7 +434,8 @@ def test_a_chaos_run_with_partitions_and_host_deaths_keeps_every_invariant(
         chaos.close()
     summary = report.summary()
     print(summary)
-    assert report.violations == [], (report.violations, summary)
+    found = evidence(bed.plan.workdir / "hosts", report.violations)
+    assert report.violations == [], (report.violations, summary, found)
     assert summary["faults"].get("cut_host", 0) >= 1, summary
     assert summary["faults"].get("kill_host", 0) >= 1, summary
     # The window over instances is reported, not bounded here: the chaos workload scales and
