@@ -250,10 +250,11 @@ def test_a_broken_versions_deployment_fails_and_reverts_on_the_page(
     wait_until(lambda: _running(secure, "brittle"), 60, "brittle running")
     page = _page(browser, secure, secure.admin_token or "")
     page.goto("/ui/deploy")
-    # Broken: it exits at once. Its health check (it never gets to run one) keeps a task that
-    # ran for a few milliseconds from counting as ready: without checks, a pass that saw it
-    # running before its exit was reported declared the update successful (a loaded CI run).
-    check = {"protocol": "COMMAND", "command": "true", "grace_period_seconds": 0}
+    # Broken: it exits at once, and its health check never passes, so no task of it ever
+    # counts as ready. Without checks, a pass that saw it running before its exit was
+    # reported declared the update successful (a loaded CI run); with a check of `true`,
+    # the check ran once in the container's few milliseconds, and passed (another).
+    check = {"protocol": "COMMAND", "command": "false", "grace_period_seconds": 0}
     broken = {**good, "command": "echo broken; exit 3", "health_checks": [check]}
     page.fill("#document", json.dumps({"deploy": {"brittle": broken}}, indent=1))
     page.click("#apply")
