@@ -31,7 +31,7 @@ import pytest
 from tests.chaos.testbed import TestbedChaos
 from tests.kit.wait import unless_unavailable
 from tests.kit.wait import wait_until as _wait_until
-from tests.testbed.evidence import evidence
+from tests.testbed.evidence import evidence, host_logs
 from tests.testbed.faults import (
     add_rules,
     cut_host,
@@ -142,10 +142,10 @@ def diagnosis(bed: Testbed, urls: dict[str, str], api: ServerClient) -> str:
             lines.append(repr(call())[:2000])
         except (ServerUnreachable, ApiError) as exc:
             lines.append(repr(exc))
-    for host in bed.plan.hosts:
-        for log in sorted(host.paths.root.glob("**/var/log/theseus/*.log")):
+    for bed_host in bed.plan.hosts:
+        for service, log in host_logs(bed_host):
             tail = log.read_text(errors="replace").splitlines()[-40:]
-            lines += [f"--- {log.relative_to(bed.plan.workdir)}", *tail]
+            lines += [f"--- {bed_host.name} {service}", *tail]
     return "\n".join(lines)
 
 
@@ -434,7 +434,7 @@ def test_a_chaos_run_with_partitions_and_host_deaths_keeps_every_invariant(
         chaos.close()
     summary = report.summary()
     print(summary)
-    found = evidence(bed.plan.workdir / "hosts", report.violations)
+    found = evidence(bed.plan.hosts, report.violations)
     assert report.violations == [], (report.violations, summary, found)
     assert summary["faults"].get("cut_host", 0) >= 1, summary
     assert summary["faults"].get("kill_host", 0) >= 1, summary
