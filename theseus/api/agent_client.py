@@ -105,7 +105,8 @@ class AsyncServerClient:
             except httpx.TransportError as exc:
                 after_error(self.servers, address, exc, n == len(attempts), once)
                 continue
-            self.peer_indexes.answered(address, index_of(response))
+            if len(attempts) > 1:  # with one server there is no other to ask it of
+                self.peer_indexes.answered(address, index_of(response))
             if answer_stands(self.servers, address, response, n == len(attempts)):
                 return response
         raise AssertionError("unreachable: attempts() is never empty")

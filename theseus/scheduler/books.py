@@ -4,9 +4,9 @@ that hold resources, updated as it places, read by the filters and scorers.
 
 The placer builds a node's books the first time it looks at the node, from a
 ``HoldingSource``: a placement looks at a dozen nodes, and building the books of every node
-from every task cost a pass that placed one task 0.6 s at 50,000 tasks (BENCHMARKS.md, issue
-17). ``ListedHoldings`` serves a list of holdings; the reconciler serves its state's
-(``theseus.reconciler.holdings``)."""
+from every task cost a pass that placed one task 0.33-0.44 s at 50,000 tasks (BENCHMARKS.md,
+issue 17, twenty-second session). ``ListedHoldings`` serves a list of holdings; the
+reconciler serves its state's (``theseus.reconciler.holdings``)."""
 
 from __future__ import annotations
 
