@@ -11,6 +11,9 @@ there is: kept-alive connections, requests written by hand, answers parsed by ht
 connections). Issue 17's ninth session (BENCHMARKS.md) measured whether the gateway would
 spare the server's CPU: it does, but etcd spends more than the server saves.
 
+"commit, prompt" is ``EtcdStore.commit(..., prompt=True)``: the gateway through the store's own
+client (``theseus.store.etcd_gateway``, h11), which users' writes take.
+
 Then, for the gRPC calls and a commit through the gateway, how many rounds of the event loop
 one takes, alone, while the loop
 is kept busy in rounds of ``--round-ms`` (a callback that holds the GIL that long and
@@ -123,6 +126,10 @@ async def measure(args: argparse.Namespace, port: int, etcd_pid: int) -> None:
         answer = await gateway.post("/v3/kv/txn", {"success": puts})
         assert "header" in answer
 
+    async def prompt_commit(n: int) -> None:  # the store's own gateway client (h11)
+        puts = [Put(f"/bench/{n}/{i}", VALUE) for i in range(args.puts)]
+        assert await store.commit(puts, prompt=True) is not None
+
     async def grpc_keepalive(n: int) -> None:
         assert await store.refresh_lease(lease)
 
@@ -146,6 +153,7 @@ async def measure(args: argparse.Namespace, port: int, etcd_pid: int) -> None:
     for _ in range(2):
         await timed("commit, gRPC", grpc_commit)
         await timed("commit, gateway", gateway_commit)
+        await timed("commit, prompt", prompt_commit)
         await timed("lease keep-alive, gRPC", grpc_keepalive)
         await timed("lease keep-alive, gateway", gateway_keepalive)
     print(
@@ -155,6 +163,7 @@ async def measure(args: argparse.Namespace, port: int, etcd_pid: int) -> None:
     for name, call in (
         ("commit, gRPC", grpc_commit),
         ("commit, gateway", gateway_commit),
+        ("commit, prompt", prompt_commit),
         ("lease keep-alive, gRPC", grpc_keepalive),
     ):
         rounds, took = await loop_rounds(call, args.round_ms / 1000)

@@ -9,7 +9,8 @@ Each check takes a connected store and a key prefix of its own (the etcd one is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
 import pytest
 
@@ -17,7 +18,9 @@ from theseus.store.base import (
     Change,
     CreateRevisionIs,
     Delete,
+    Guard,
     ModRevisionIs,
+    Op,
     Put,
     Store,
     StoreUnavailable,
@@ -105,10 +108,38 @@ async def transactions_beyond_the_limit_are_refused_before_anything_is_written(
     assert await store.commit(ops[:MAX_TXN_OPS], guards[:MAX_TXN_OPS]) is not None
 
 
-CHECKS: list[Check] = [
+class PromptCommits:
+    """A store whose every commit is a prompt one (``Store.commit``): the checks run again
+    through it, so that both ways a store commits keep the contract."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def commit(
+        self, ops: Sequence[Op], guards: Sequence[Guard] = (), *, prompt: bool = False
+    ) -> int | None:
+        return await self.inner.commit(ops, guards, prompt=True)
+
+
+def committing_promptly(check: Check) -> Check:
+    async def prompt_check(store: Store, p: str) -> None:
+        await check(cast(Store, PromptCommits(store)), p)
+
+    prompt_check.__name__ = f"{check.__name__}_committing_promptly"
+    return prompt_check
+
+
+_EACH_WAY: list[Check] = [
     guarded_commits_apply_atomically_or_not_at_all,
     revisions_count_transactions_and_keys_remember_theirs,
-    watches_replay_a_range_from_a_revision,
     leases_take_their_keys_with_them,
     transactions_beyond_the_limit_are_refused_before_anything_is_written,
+]
+CHECKS: list[Check] = [
+    *_EACH_WAY,
+    watches_replay_a_range_from_a_revision,
+    *(committing_promptly(check) for check in _EACH_WAY),
 ]

@@ -23,7 +23,9 @@ class HeldStore(MemoryStore):
         self.transactions = 0
         self.fail_next = False
 
-    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int | None:
+    async def commit(
+        self, ops: Sequence[Op], guards: Sequence[Guard] = (), *, prompt: bool = False
+    ) -> int | None:
         await self.released.wait()
         self.transactions += 1
         if self.fail_next:

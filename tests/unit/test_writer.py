@@ -193,6 +193,32 @@ async def test_a_client_that_reads_by_index_gets_its_write_answered_before_the_c
     without_index.cancel()
 
 
+async def test_a_persons_writes_are_committed_promptly_and_the_agents_are_not(
+    store: MemoryStore,
+) -> None:
+    """A deploy or a node's control is a prompt commit (``Store.commit``: through etcd's HTTP
+    gateway, half the rounds of a busy event loop); an agent's report, of which a deploy
+    brings thousands, is not (the gateway costs etcd more)."""
+    cache = StateCache(store)
+    task = make_task(make_group("web"), node="n1")
+    cache.state.tasks[task.id] = task
+    writer = Writer(store, cache, liveness_timeout=3)
+    change = lambda state: [plan_group("web", make_spec(instances=2), {}, 1.0)]  # noqa: E731
+    with client_index.handling(client_index.Exchange(asked=0)):
+        await asyncio.wait_for(writer.apply_group_changes(change), timeout=1.0)
+    assert (store.prompt_commits, store.calls["commit"]) == (1, 1)
+    report = [TaskReport(task_id=task.id, state="running", container_id="c1", at=10.0)]
+    with client_index.handling(client_index.Exchange(asked=None)):
+        assert await asyncio.wait_for(writer.record_reports(report), 1.0) == 1
+    assert (store.prompt_commits, store.calls["commit"]) == (1, 2)
+    cache_follows = asyncio.create_task(cache.run())
+    try:
+        await asyncio.wait_for(writer.set_node_control("n1", None), timeout=1.0)
+    finally:
+        cache_follows.cancel()
+    assert (store.prompt_commits, store.calls["commit"]) == (2, 3)
+
+
 async def test_deciding_a_write_changes_nothing_in_the_state_it_reads(
     store: MemoryStore, cache: StateCache
 ) -> None:

@@ -75,7 +75,7 @@ class AccessWriter:
         self._plain_logins = plain_logins
 
     async def _commit(self, ops: list[Op], guards: list[Guard] | None = None) -> bool:
-        revision = await self._store.commit(ops, guards or [])
+        revision = await self._store.commit(ops, guards or [], prompt=True)
         if revision is None:
             return False
         await self._cache.wait_for_revision(revision)

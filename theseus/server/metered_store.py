@@ -71,8 +71,10 @@ class MeteredStore:
     def watch(self, start: str, end: str, start_revision: int) -> AsyncIterator[Change]:
         return self.inner.watch(start, end, start_revision)
 
-    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int | None:
-        return await self._timed("commit", lambda: self.inner.commit(ops, guards))
+    async def commit(
+        self, ops: Sequence[Op], guards: Sequence[Guard] = (), *, prompt: bool = False
+    ) -> int | None:
+        return await self._timed("commit", lambda: self.inner.commit(ops, guards, prompt=prompt))
 
     async def grant_lease(self, ttl: int) -> int:
         return await self._timed("grant_lease", lambda: self.inner.grant_lease(ttl))

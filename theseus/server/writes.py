@@ -229,7 +229,8 @@ class Writer:
             answer, txn = decide(state)
             if txn is None:
                 return answer
-            revision = await self._store.commit(txn.ops, txn.guards)
+            # Prompt: a person waits on it, during a big deploy too (``Store.commit``).
+            revision = await self._store.commit(txn.ops, txn.guards, prompt=True)
             if revision is not None:
                 note_written(revision)
                 if not client_keeps_index():  # else it reads by index (``client_index``)
@@ -296,7 +297,7 @@ class Writer:
 
     async def set_node_control(self, node: str, control: NodeControl | None) -> None:
         """Drain / make (in)eligible, or with ``None`` clear the control (eligible again)."""
-        revision = await self._store.commit([control_op(node, control)])
+        revision = await self._store.commit([control_op(node, control)], prompt=True)
         if revision is not None:
             await self._cache.wait_for_revision(revision)
 

@@ -110,11 +110,14 @@ class Store(Protocol):
         to the next one, where their callers resume them."""
         ...
 
-    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int | None:
+    async def commit(
+        self, ops: Sequence[Op], guards: Sequence[Guard] = (), *, prompt: bool = False
+    ) -> int | None:
         """Apply ``ops`` atomically if every guard holds: the new revision, or None if a
         guard failed. Both ``ops`` and ``guards`` stay within
         ``theseus.store.limits.MAX_TXN_OPS`` (``theseus.store.commit`` splits larger
-        writes)."""
+        writes). ``prompt``: a person waits on this one; the store may send it by a way
+        that answers sooner on a busy server and costs etcd more (``EtcdStore.commit``)."""
         ...
 
     async def grant_lease(self, ttl: int) -> int: ...

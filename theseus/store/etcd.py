@@ -38,7 +38,8 @@ from theseus.store.base import (
     StoreUnavailable,
 )
 from theseus.store.commit import Txn, TxnTooLarge, fits
-from theseus.store.etcd_tls import EtcdTls, make_client, parse_endpoint
+from theseus.store.etcd_gateway import GatewayError, GatewayPool
+from theseus.store.etcd_tls import Endpoint, EtcdTls, make_client, parse_endpoint
 from theseus.store.etcd_watch import WatchFailed, open_watch
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class EtcdStore:
         self._closing: set[asyncio.Task[None]] = set()
         self._ssl: ssl.SSLContext | None = None  # the watch's TLS, made at its first use
         self._watch_transports: set[asyncio.WriteTransport] = set()  # open watches' connections
+        self._gateway: GatewayPool | None = None  # prompt commits' connections, of _client
+        self._gateway_client: aetcd.Client | None = None
 
     @property
     def endpoint(self) -> str:
@@ -192,6 +195,7 @@ class EtcdStore:
             self._member = (self._member + 1) % len(self._endpoints)
             self._failed_member_id = self._member_id
             self._close_keepers()
+            self._close_gateway()
             self._cut_watches()
             self._retire(client)
         if isinstance(exc, StoreUnavailable):
@@ -232,6 +236,7 @@ class EtcdStore:
 
     async def close(self) -> None:
         self._close_keepers()
+        self._close_gateway()
         for client, handle in list(self._retired.items()):
             handle.cancel()
             self._close_retired(client)
@@ -277,13 +282,10 @@ class EtcdStore:
         """
         client = await self._session()
         endpoint = self._addresses[self._member]
-        if endpoint.secure and self._ssl is None:
-            assert self._tls is not None  # parse_endpoint saw to it
-            self._ssl = self._tls.ssl_context()
         watching = open_watch(
             endpoint.host,
             endpoint.port,
-            self._ssl if endpoint.secure else None,
+            self._ssl_of(endpoint),
             start,
             end,
             start_revision,
@@ -299,16 +301,25 @@ class EtcdStore:
         finally:
             await watching.aclose()
 
-    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int | None:
+    async def commit(
+        self, ops: Sequence[Op], guards: Sequence[Guard] = (), *, prompt: bool = False
+    ) -> int | None:
         """Apply ``ops`` atomically if every guard holds; the new revision, or None if a guard
         failed. Callers keep ``ops`` and ``guards`` each within ``MAX_TXN_OPS``
-        (``theseus.store.commit`` packs larger writes)."""
+        (``theseus.store.commit`` packs larger writes). ``prompt``: through the member's HTTP
+        gateway, which takes half the rounds of a busy event loop (``etcd_gateway`` says why
+        only then)."""
         size = Txn(ops).size
         if not fits(len(ops), len(guards), size):
             # etcd would refuse it as an invalid request; say so before sending, as
             # ``MemoryStore`` does, rather than let it pass for an outage to retry.
             raise TxnTooLarge(f"{len(ops)} ops, {len(guards)} guards, {size} bytes")
         client = await self._session()
+        if prompt:
+            try:
+                return await self._gateway_of(client).commit(ops, guards)
+            except GatewayError as exc:
+                raise self._unavailable(client, exc, member_failed=exc.member_failed) from exc
         tx = client.transactions
         compare = []
         for guard in guards:
@@ -339,6 +350,32 @@ class EtcdStore:
         if not response.succeeded:
             return None
         return int(response.header.revision)
+
+    def _ssl_of(self, endpoint: Endpoint) -> ssl.SSLContext | None:
+        """The TLS of the watch's and the gateway's plain asyncio connections to ``endpoint``
+        (made at their first use)."""
+        if not endpoint.secure:
+            return None
+        if self._ssl is None:
+            assert self._tls is not None  # parse_endpoint saw to it
+            self._ssl = self._tls.ssl_context()
+        return self._ssl
+
+    def _gateway_of(self, client: aetcd.Client) -> GatewayPool:
+        """The current member's gateway connections (``client``: the current connection)."""
+        if self._gateway is None or self._gateway_client is not client:
+            self._close_gateway()
+            endpoint = self._addresses[self._member]
+            self._gateway = GatewayPool(
+                endpoint.host, endpoint.port, self._ssl_of(endpoint), self._timeout
+            )
+            self._gateway_client = client
+        return self._gateway
+
+    def _close_gateway(self) -> None:
+        if self._gateway is not None:
+            self._gateway.close()
+            self._gateway = None
 
     async def grant_lease(self, ttl: int) -> int:
         client = await self._session()

@@ -122,6 +122,7 @@ class MemoryStore:
         self._called = asyncio.Event()
         self.revision = 0
         self.refused = 0  # transactions refused by a guard, for tests to assert on
+        self.prompt_commits = 0  # commits a person waits on (``Store.commit``: prompt)
         self._data: dict[str, Entry] = {}
         self._history: list[Change] = []
         self._history_revisions: list[int] = []  # bisect index over _history
@@ -172,7 +173,10 @@ class MemoryStore:
             if following > self.revision:
                 await changed.wait()
 
-    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> int | None:
+    async def commit(
+        self, ops: Sequence[Op], guards: Sequence[Guard] = (), *, prompt: bool = False
+    ) -> int | None:
+        self.prompt_commits += prompt
         size = Txn(ops).size
         if not fits(len(ops), len(guards), size):
             raise TxnTooLarge(f"{len(ops)} ops, {len(guards)} guards, {size} bytes")
