@@ -111,6 +111,29 @@ async def test_reports_are_recorded_and_a_bad_one_changes_nothing() -> None:
         assert missing.status_code == 422
 
 
+def reports_counted(metrics: str) -> dict[str, float]:
+    prefix = "theseus_task_reports_received_total{outcome="
+    return {
+        line[len(prefix) :].split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(prefix)
+    }
+
+
+async def test_reports_are_counted_by_outcome_and_those_of_unknown_tasks_show() -> None:
+    """A report of a task this server's view lacks is dropped (the task is gone, or not seen
+    yet): ``theseus_task_reports_received_total`` shows it, where it used to vanish."""
+    async with inprocess_api() as api:
+        (task,) = (await register_with_tasks(api, 1))["tasks"]
+        batch = {"reports": [report(task["task_id"]), report("web-nosuchtask")]}
+        answer = await api.post(f"/v1/agent/{NODE}/reports", json=batch)
+        assert (answer.status_code, answer.json()) == (200, {"accepted": 2, "written": 1})
+        again = await api.post(f"/v1/agent/{NODE}/reports", json={"reports": batch["reports"][:1]})
+        assert again.json() == {"accepted": 1, "written": 0}
+        counted = reports_counted((await api.get("/metrics")).text)
+        assert counted == {"written": 1, "unchanged": 1, "unknown_task": 1, "other_node": 0}
+
+
 async def test_assignments_wait_for_a_change_after_the_index_given() -> None:
     async with inprocess_api() as api:
         listed = await register_with_tasks(api, 2)

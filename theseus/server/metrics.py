@@ -154,6 +154,19 @@ class ServerMetrics:
             "turns behind the rest of the event loop's work (theseus.server.agent_turns).",
             registry=r,
         )
+        self.task_reports = Counter(
+            "theseus_task_reports_received",
+            "Agents' reports of their tasks, by outcome (written: it changed the task's "
+            "status; unchanged; unknown_task: this server's view has no such task, which is "
+            "gone or not seen yet, and the report is dropped; other_node: an agent reported "
+            "another node's task, and it is dropped).",
+            ["outcome"],
+            registry=r,
+        )
+        self.reports_written = self.task_reports.labels("written")
+        self.reports_unchanged = self.task_reports.labels("unchanged")
+        self.reports_of_unknown_tasks = self.task_reports.labels("unknown_task")
+        self.reports_of_other_nodes = self.task_reports.labels("other_node")
         self.heartbeat_ok = self.heartbeats.labels("ok")
         self.heartbeat_unknown = self.heartbeats.labels("unknown_node")
 

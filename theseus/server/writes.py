@@ -347,14 +347,21 @@ class Writer:
         the cache has it (``_status_of``), so none is computed from an older one."""
         return await self.write_reports(self.decide_reports(reports))
 
-    def decide_reports(self, reports: list[TaskReport]) -> dict[str, TaskStatus]:
+    def decide_reports(
+        self, reports: list[TaskReport], unknown: list[str] | None = None
+    ) -> dict[str, TaskStatus]:
         """``record_reports``'s decision (no I/O): each task's new status, where a report
-        changes it."""
+        changes it. The ids of reports of tasks this server's view lacks go in ``unknown``."""
         state = self._cache.state
         statuses: dict[str, TaskStatus] = {}
         for report in reports:
             if report.task_id not in state.tasks:
-                continue  # the task is gone: the agent will drop its container
+                # The task is gone (the agent will drop its container), or this view has not
+                # seen it yet: an agent that moved here asks for what it saw written
+                # elsewhere (``theseus.api.peer_index``), so this is the first.
+                if unknown is not None:
+                    unknown.append(report.task_id)
+                continue
             previous = statuses.get(report.task_id) or self._status_of(report.task_id, state)
             status = next_status(previous, report)
             if changes(previous, status):

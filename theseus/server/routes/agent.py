@@ -146,8 +146,16 @@ async def reports(request: Request) -> Response:
             accepted = [
                 r for r in accepted if (task := tasks.get(r.task_id)) is None or task.node == node
             ]
-        statuses = ctx.writer.decide_reports(accepted)
+        unknown: list[str] = []
+        statuses = ctx.writer.decide_reports(accepted, unknown)
+    metrics = ctx.metrics
+    if len(accepted) < len(batch.reports):
+        metrics.reports_of_other_nodes.inc(len(batch.reports) - len(accepted))
+    if unknown:
+        metrics.reports_of_unknown_tasks.inc(len(unknown))
+    metrics.reports_unchanged.inc(len(accepted) - len(unknown) - len(statuses))
     written = await ctx.writer.write_reports(statuses)
+    metrics.reports_written.inc(written)
     return json_answer({"accepted": len(batch.reports), "written": written})
 
 
