@@ -1,6 +1,6 @@
-"""``next_status`` builds a task's status without validating it again, and ``changes`` compares
-two statuses without pydantic's ``==``: both must give what the validated, pydantic way gives,
-for any report after any status (pure)."""
+"""``next_status`` builds a task's status from a report, and ``changes`` compares two statuses
+without pydantic's ``==``: both must give what the pydantic way gives, for any report after any
+status (pure)."""
 
 from __future__ import annotations
 
