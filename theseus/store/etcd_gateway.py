@@ -1,14 +1,16 @@
 """Transactions through etcd's HTTP gateway (``POST /v3/kv/txn``: JSON over kept-alive HTTP/1.1
 connections), for the commits a person waits on. ``EtcdStore.commit(..., prompt=True)``
-(``theseus.store.etcd``) is its only caller: a user's deploy, scale or node control.
+(``theseus.store.etcd``) is its only caller: a person's deploy, scale, node control or
+access records (``theseus.server.writes``, ``theseus.server.access_writes``).
 
 Why: while thousands of agents keep the server's event loop busy, a round of it lasts tens of
 milliseconds, and a commit through gRPC's asyncio API spans four of them (the call queued,
 gRPC's poller thread waking the loop, the answer read, the caller resumed). A request on a
 plain asyncio connection spans two: written at once, its answer read in the round after it
 arrives (``bench/etcd_calls.py``; BENCHMARKS.md, issue 17's twenty-first session). The
-gateway costs etcd two to three times the CPU of the same call through gRPC (the ninth
-session), so the thousands of commits of plans, reports and heartbeats stay on gRPC.
+gateway costs etcd twice the CPU of the same small commit through gRPC, and five times for a
+plan's 256 keys (the twenty-third session), so the thousands of commits of plans, reports and
+heartbeats stay on gRPC.
 
 ``GatewayPool`` keeps a few idle connections to one member; ``GatewayError`` says what went
 wrong and whether the member seems gone (``member_failed``), as ``etcd_watch.WatchFailed``
