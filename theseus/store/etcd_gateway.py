@@ -20,7 +20,6 @@ does for the watch.
 from __future__ import annotations
 
 import asyncio
-import base64
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -29,12 +28,10 @@ import h11
 import orjson
 
 from theseus.store.base import Guard, ModRevisionIs, Op, Put
+from theseus.store.etcd_watch import MEMBER_FAILURE_CODES, REQUIRE_LEADER_HEADER, b64
 
 IDLE_KEPT = 4  # idle connections kept per member
 READ_SIZE = 1 << 16
-# gRPC codes (as the gateway reports them) after which another member may do better:
-# UNAVAILABLE (member down, or without a leader) and DEADLINE_EXCEEDED.
-_MEMBER_FAILURE_CODES = (14, 4)
 
 
 class GatewayError(Exception):
@@ -50,7 +47,7 @@ def txn_body(ops: Sequence[Op], guards: Sequence[Guard]) -> bytes:
     """The gateway's JSON for a transaction: every op if every guard holds, else nothing."""
     compare = [
         {
-            "key": _b64(guard.key.encode()),
+            "key": b64(guard.key.encode()),
             "target": "MOD" if isinstance(guard, ModRevisionIs) else "CREATE",
             "result": "EQUAL",
             ("mod_revision" if isinstance(guard, ModRevisionIs) else "create_revision"): str(
@@ -62,12 +59,12 @@ def txn_body(ops: Sequence[Op], guards: Sequence[Guard]) -> bytes:
     success: list[dict[str, Any]] = []
     for op in ops:
         if isinstance(op, Put):
-            put: dict[str, str] = {"key": _b64(op.key.encode()), "value": _b64(op.value)}
+            put: dict[str, str] = {"key": b64(op.key.encode()), "value": b64(op.value)}
             if op.lease:
                 put["lease"] = str(op.lease)
             success.append({"request_put": put})
         else:
-            success.append({"request_delete_range": {"key": _b64(op.key.encode())}})
+            success.append({"request_delete_range": {"key": b64(op.key.encode())}})
     return orjson.dumps({"compare": compare, "success": success})
 
 
@@ -82,16 +79,12 @@ def txn_outcome(status: int, body: bytes) -> int | None:
         message = answer.get("message", "") if isinstance(answer, dict) else ""
         raise GatewayError(
             f"etcd's gateway answered {status}: {message or 'no message'} (code {code})",
-            code in _MEMBER_FAILURE_CODES,
+            code in MEMBER_FAILURE_CODES,
         )
     # proto3's JSON leaves out a false ``succeeded``: a refused transaction has none.
     if not answer.get("succeeded", False):
         return None
     return int(answer["header"]["revision"])
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 class _Connection:
@@ -106,8 +99,7 @@ class _Connection:
             ("Host", host),
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
-            # etcd's "require leader": a member without a raft leader refuses at once.
-            ("Grpc-Metadata-hasleader", "true"),
+            REQUIRE_LEADER_HEADER,
         ]
         http = self.http
         self.writer.write(http.send(h11.Request(method="POST", target=path, headers=headers)))

@@ -37,7 +37,10 @@ READ_SIZE = 1 << 20  # bytes taken from the connection at most per read
 KEEPALIVE_IDLE, KEEPALIVE_GAP, KEEPALIVE_PROBES = 5, 2, 3  # seconds, seconds, probes
 # gRPC codes (as the gateway reports them) after which another member may do better:
 # UNAVAILABLE (member down, or without a leader) and DEADLINE_EXCEEDED.
-_MEMBER_FAILURE_CODES = (14, 4)
+MEMBER_FAILURE_CODES = (14, 4)
+# etcd's "require leader" (the gateway passes Grpc-Metadata-* headers on as gRPC metadata): a
+# member without a raft leader refuses a request at once, and cancels a stream.
+REQUIRE_LEADER_HEADER = ("Grpc-Metadata-hasleader", "true")
 
 
 class WatchFailed(Exception):
@@ -48,8 +51,9 @@ class WatchFailed(Exception):
         self.member_failed = member_failed
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+def b64(data: bytes) -> str:
+    """``data`` as the gateway's JSON carries bytes (keys, values)."""
+    return base64.b64encode(data).decode()
 
 
 async def open_watch(
@@ -79,8 +83,8 @@ async def open_watch(
     body = json.dumps(
         {
             "create_request": {
-                "key": _b64(start),
-                "range_end": _b64(end),
+                "key": b64(start.encode()),
+                "range_end": b64(end.encode()),
                 "start_revision": start_revision,
             }
         }
@@ -89,9 +93,7 @@ async def open_watch(
         ("Host", f"{host}:{port}"),
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),
-        # etcd's "require leader": a member without a raft leader cancels the stream at
-        # once (the gateway passes Grpc-Metadata-* headers on as gRPC metadata).
-        ("Grpc-Metadata-hasleader", "true"),
+        REQUIRE_LEADER_HEADER,
     ]
     writer.write(http.send(h11.Request(method="POST", target="/v3/watch", headers=headers)))
     writer.write(http.send(h11.Data(data=body)))
@@ -189,7 +191,7 @@ def _changes(line: bytes) -> Iterable[Change]:
     if error is not None:
         code = error.get("grpc_code", error.get("code"))
         text = error.get("message", "watch error")
-        raise WatchFailed(f"etcd watch: {text}", code in _MEMBER_FAILURE_CODES)
+        raise WatchFailed(f"etcd watch: {text}", code in MEMBER_FAILURE_CODES)
     result = message.get("result", {})
     if int(result.get("compact_revision", 0)):
         raise HistoryCompacted(f"compacted up to {result['compact_revision']}")
