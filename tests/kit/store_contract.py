@@ -19,6 +19,7 @@ from theseus.store.base import (
     CreateRevisionIs,
     Delete,
     Guard,
+    HistoryCompacted,
     ModRevisionIs,
     Op,
     Put,
@@ -138,8 +139,29 @@ _EACH_WAY: list[Check] = [
     leases_take_their_keys_with_them,
     transactions_beyond_the_limit_are_refused_before_anything_is_written,
 ]
+
+
+async def compaction_forgets_the_history_before_a_revision(store: Store, p: str) -> None:
+    first = await store.commit([Put(f"{p}c", b"1")])
+    second = await store.commit([Put(f"{p}c", b"2")])
+    assert first is not None and second is not None
+    await store.compact_history(second)
+    await store.compact_history(second)  # compacted that far already: no error
+    await store.compact_history(first)  # nor further back
+    entry = await store.get(f"{p}c")
+    assert entry is not None and entry.value == b"2"  # the current values stay
+    async with asyncio.timeout(10):
+        async for change in store.watch(f"{p}c", f"{p}d", second):  # the revision itself stays
+            assert (change.key, change.value, change.revision) == (f"{p}c", b"2", second)
+            break
+        with pytest.raises(HistoryCompacted):
+            async for _ in store.watch(f"{p}c", f"{p}d", first):
+                pass
+
+
 CHECKS: list[Check] = [
     *_EACH_WAY,
     watches_replay_a_range_from_a_revision,
+    compaction_forgets_the_history_before_a_revision,
     *(committing_promptly(check) for check in _EACH_WAY),
 ]

@@ -24,6 +24,7 @@ OPERATIONS = (
     "load",
     "current_revision",
     "commit",
+    "compact_history",
     "grant_lease",
     "refresh_lease",
     "revoke_lease",
@@ -75,6 +76,9 @@ class MeteredStore:
         self, ops: Sequence[Op], guards: Sequence[Guard] = (), *, prompt: bool = False
     ) -> int | None:
         return await self._timed("commit", lambda: self.inner.commit(ops, guards, prompt=prompt))
+
+    async def compact_history(self, revision: int) -> None:
+        await self._timed("compact_history", lambda: self.inner.compact_history(revision))
 
     async def grant_lease(self, ttl: int) -> int:
         return await self._timed("grant_lease", lambda: self.inner.grant_lease(ttl))

@@ -120,6 +120,12 @@ class Store(Protocol):
         that answers sooner on a busy server and costs etcd more (``EtcdStore.commit``)."""
         ...
 
+    async def compact_history(self, revision: int) -> None:
+        """Forget the history before ``revision`` (etcd's compaction); a watch from an older
+        revision then raises ``HistoryCompacted``. History compacted that far already is no
+        error."""
+        ...
+
     async def grant_lease(self, ttl: int) -> int: ...
 
     async def refresh_lease(self, lease_id: int) -> bool:

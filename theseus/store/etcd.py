@@ -377,6 +377,14 @@ class EtcdStore:
             self._gateway.close()
             self._gateway = None
 
+    async def compact_history(self, revision: int) -> None:
+        client = await self._session()
+        try:
+            await client.compact(revision)
+        except aetcd.ClientError as exc:
+            if "compacted" not in str(exc):  # else compacted that far already: done
+                raise self._unavailable(client, exc) from exc
+
     async def grant_lease(self, ttl: int) -> int:
         client = await self._session()
         try:

@@ -42,6 +42,7 @@ CALLS = (
     "current_revision",
     "watch",
     "commit",
+    "compact_history",
     "grant_lease",
     "refresh_lease",
     "revoke_lease",
@@ -230,6 +231,11 @@ class MemoryStore:
         position = bisect.bisect_right(self._history_revisions, self._compacted)
         del self._history[:position]
         del self._history_revisions[:position]
+
+    async def compact_history(self, revision: int) -> None:
+        await self._call("compact_history")
+        if revision - 1 > self._compacted:  # etcd keeps ``revision`` itself
+            self.compact(revision - 1)
 
     def expire_lease(self, lease_id: int) -> None:
         """End a lease now, as its TTL running out would."""
