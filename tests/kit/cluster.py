@@ -187,6 +187,7 @@ class Cluster:
         agent_cert_days: float | None = None,
         etcd: list[str] | None = None,
         peers: tuple[str, ...] = (),
+        etcd_compaction_interval: float | None = None,
     ) -> None:
         """A server against every etcd member (or the ``etcd`` endpoints given, e.g. a
         proxy's); ``name`` and ``port`` for a further one; ``peers``: the other servers'
@@ -200,6 +201,7 @@ class Cluster:
             pki_dir=self.pki.root if self.pki is not None else None,
             agent_cert_days=agent_cert_days,
             peers=peers,
+            etcd_compaction_interval=etcd_compaction_interval,
         )
         self.processes.start(name, server.argv(), role="server")
         self.servers[name] = server.port

@@ -90,6 +90,13 @@ def register(app: typer.Typer) -> None:
             help="Seconds of the leader's etcd lease: when the leader dies, another server "
             "takes over about this much later (2 is etcd's minimum with its default timings).",
         ),
+        etcd_compaction_interval: float = typer.Option(
+            300.0,
+            min=0,
+            help="Seconds between the leader's compactions of etcd's history, each keeping "
+            "one interval of it (kube-apiserver's --etcd-compaction-interval). 0: none, when "
+            "etcd compacts itself (--auto-compaction-retention).",
+        ),
         pki_dir: Path | None = typer.Option(
             None,
             "--pki-dir",
@@ -154,6 +161,7 @@ def register(app: typer.Typer) -> None:
             registry_repair_interval=registry_repair_interval,
             max_registering=max_registering,
             leader_lease_ttl=leader_lease_ttl,
+            etcd_compaction_interval=etcd_compaction_interval,
             pki_dir=pki_dir,
             agent_cert_days=agent_cert_days,
             insecure=insecure,

@@ -153,6 +153,7 @@ class ServerProcess:
     etcd_tls: EtcdTlsFiles | None = None  # its etcd client certificate, for a TLS etcd
     liveness_timeout: int | None = None
     registry_repair_interval: float | None = None
+    etcd_compaction_interval: float | None = None
     max_request_bytes: int | None = None
     log_level: str | None = None
     log: LogOptions | None = None  # its log to a rotated file (None: to stderr)
@@ -187,6 +188,8 @@ class ServerProcess:
             command += ["--liveness-timeout", str(self.liveness_timeout)]
         if self.registry_repair_interval is not None:
             command += ["--registry-repair-interval", number(self.registry_repair_interval)]
+        if self.etcd_compaction_interval is not None:
+            command += ["--etcd-compaction-interval", number(self.etcd_compaction_interval)]
         if self.max_request_bytes is not None:
             command += ["--max-request-bytes", str(self.max_request_bytes)]
         if self.log_level is not None:

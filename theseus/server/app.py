@@ -37,6 +37,7 @@ from theseus.server.audit import AuditLog
 from theseus.server.auth import AuditHook, AuthMiddleware
 from theseus.server.body_limit import BodyLimit
 from theseus.server.client_index import ClientIndex
+from theseus.server.compaction import HistoryCompactor
 from theseus.server.config import ServerConfig
 from theseus.server.context import ServerContext
 from theseus.server.events import metrics as event_metrics
@@ -219,6 +220,12 @@ def create_app(
             asyncio.create_task(cache.probe(), name="cache-probe"),
             asyncio.create_task(stalls.run(), name="stall-watch"),
             asyncio.create_task(ctx.audit.run(), name="audit"),
+            asyncio.create_task(
+                HistoryCompactor(
+                    store, lambda: leader.is_leader, config.etcd_compaction_interval, metrics
+                ).run(),
+                name="etcd-compaction",
+            ),
             asyncio.create_task(
                 EventKeeper(store, feed, lambda: leader.is_leader).run(), name="event-keeper"
             ),

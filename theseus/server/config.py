@@ -25,6 +25,9 @@ class ServerConfig:
     registry_repair_interval: float = 3.0  # seconds between anti-entropy passes
     max_registering: int = 32  # registrations in progress at once; more: 429 + Retry-After
     leader_lease_ttl: int = 2  # seconds: a dead leader is replaced about this much later
+    # Seconds between the leader's compactions of etcd's history (0: none), each up to the
+    # revision of one interval before (``theseus.server.compaction``).
+    etcd_compaction_interval: float = 300.0
     # TLS: the directory of the CA and this server's certificate (``theseus.security.files``);
     # None: plain HTTP, a development cluster on loopback, where callers need no token.
     pki_dir: Path | None = None

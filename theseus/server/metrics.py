@@ -163,6 +163,17 @@ class ServerMetrics:
             ["outcome"],
             registry=r,
         )
+        self.compactions = Counter(
+            "theseus_etcd_compactions",
+            "Compactions of etcd's history made by this server (the leader compacts every "
+            "--etcd-compaction-interval: theseus.server.compaction).",
+            registry=r,
+        )
+        self.compacted_revision = Gauge(
+            "theseus_etcd_compacted_revision",
+            "The revision before which this server last compacted etcd's history (0: never).",
+            registry=r,
+        )
         self.reports_written = self.task_reports.labels("written")
         self.reports_unchanged = self.task_reports.labels("unchanged")
         self.reports_of_unknown_tasks = self.task_reports.labels("unknown_task")
