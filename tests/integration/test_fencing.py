@@ -295,8 +295,8 @@ def test_a_server_cut_off_from_etcd_does_not_vouch_for_its_agents(
     docker_client: docker.DockerClient,
 ) -> None:
     """The agent reaches its server, but that server has lost etcd: it answers 503 (it
-    renews no lease), and the server that has etcd declares the node lost. The agent
-    fences itself all the same, and the 503 reaches its containers."""
+    cannot write that it heard the node), and the server that has etcd declares the node
+    lost. The agent fences itself all the same, and the 503 reaches its containers."""
     root = Path(tmp_path_factory.mktemp("fencing-etcd"))
     with cut_off_cluster(root, docker_client, "etcd") as (cluster, proxy):
         cut_and_heal(cluster, proxy, docker_client, "its view may be stale")

@@ -1,10 +1,11 @@
 """A stall of the leader is never blamed on the nodes (issue 17, first point).
 
-The one server is frozen (SIGSTOP) for 15 s: it answers no heartbeat meanwhile, and etcd lets
-every node's liveness lease run out. Woken, the leader finds no node alive, but it knows that
-it was stalled (``theseus.server.stall``): it holds node losses back for a grace period in which
-the agents, answered 404 for their lost leases, register again. No task is replaced, no
-container is touched, and the registry keeps them (real etcd, server and Docker agents).
+The one server is frozen (SIGSTOP) for 15 s: it answers no heartbeat meanwhile, so no node is
+heard for five times its TTL (``theseus.server.liveness``). Woken, the leader knows that it was
+stalled (``theseus.server.stall``): it counts no node unheard since before the stall's end, and
+declares none lost within the grace after it, in which the agents are heard again. No task is
+replaced, no container is touched, and the registry keeps them (real etcd, server and Docker
+agents).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 AGENTS = {"stall-1": {"address": "127.0.0.51"}, "stall-2": {"address": "127.0.0.52"}}
 STALL_SECONDS = 15  # the fault itself: the issue's three 20 MB bodies stall a leader this long
-HOLD_SECONDS = 8  # the grace (lease 3 s + one heartbeat) and then some: nothing may move
+HOLD_SECONDS = 8  # the grace (TTL 3 s + one heartbeat) and then some: nothing may move
 
 
 def registered(client: ServerClient, service: str) -> set[str]:
@@ -51,22 +52,20 @@ def test_a_stalled_leader_replaces_no_task_on_live_nodes(
                 )
             }
             cluster.kill("server", signal.SIGSTOP)
-            frozen_at = time.monotonic()
             try:
-                # Proof that the stall did what a real one does: etcd let the leases go.
-                wait_until(
-                    lambda: not etcd_dump(cluster, keys.ALIVE), 20, "every node's lease expired"
-                )
-                # The rest of the stall: its length is the fault being injected, not a wait
-                # for anything.
-                time.sleep(max(0.0, STALL_SECONDS - (time.monotonic() - frozen_at)))
+                # The stall: its length is the fault being injected, not a wait for anything.
+                # A second into it (a write the server had sent before it stopped is in),
+                # what the server last wrote of the nodes it heard...
+                time.sleep(1.0)
+                heard_before = etcd_dump(cluster, keys.HEARD)
+                time.sleep(STALL_SECONDS - 1.0)
+                # ...is still all: no node was heard for 14 s, nearly five TTLs.
+                assert heard_before and etcd_dump(cluster, keys.HEARD) == heard_before
             finally:
                 cluster.kill("server", signal.SIGCONT)
             woken_at = time.monotonic()
-            # What etcd holds at the wake, the leases' expiries included. The woken server
-            # answers as soon as its cache follows etcd again (it may still be applying the
-            # stall's changes), so "ready again" means: ready in a view that has them all,
-            # i.e. registered again since.
+            # What etcd holds at the wake. The woken server answers as soon as its cache
+            # follows etcd again, so "ready" means: ready in a view that has it all.
             woken_revision = etcd_revision(cluster)
             wait_until(
                 unless_unavailable(

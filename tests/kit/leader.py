@@ -22,16 +22,17 @@ from theseus.store.memory import MemoryStore
 async def commit_groups_and_live_node(
     store: MemoryStore, groups: list[GroupRecord], node: NodeRecord
 ) -> int:
-    """``groups`` and ``node`` written, the node alive on a 30-s lease; that lease's id."""
-    lease = await store.grant_lease(30)
-    await store.commit(
+    """``groups`` and ``node`` written, the node alive with a TTL of 30 s (never heard after:
+    lost 30 s after the leader's election); the revision."""
+    revision = await store.commit(
         [
             *(Put(keys.group_key(group.group_key.key), encode(group)) for group in groups),
             node_put(node),
-            alive_put(node.name, 0.0, 30, lease),
+            alive_put(node.name, 0.0, 30),
         ]
     )
-    return lease
+    assert revision is not None
+    return revision
 
 
 def make_leader(

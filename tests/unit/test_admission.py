@@ -9,10 +9,11 @@ import asyncio
 import httpx
 import pytest
 
-from tests.kit.app import inprocess_api
+from tests.kit.app import inprocess_server
 from tests.kit.wait import wait_until_async
 from theseus.agent.backoff import retrying
 from theseus.api.client import ApiError
+from theseus.api.schemas import NodeRegistration
 from theseus.server.admission import RETRY_MAX, Admission, Overloaded, retry_after
 from theseus.server.config import ServerConfig
 from theseus.store.memory import MemoryStore
@@ -75,19 +76,26 @@ def registration(name: str, address: str) -> dict[str, object]:
 
 
 async def test_a_server_refuses_registrations_beyond_its_places_but_not_heartbeats() -> None:
-    store = MemoryStore()
-    async with inprocess_api(ServerConfig(max_registering=2), store) as api:
+    async with inprocess_server(ServerConfig(max_registering=2), MemoryStore()) as (app, api):
         answer = await api.post("/v1/agent/register", json=registration("steady", "127.0.0.2"))
         assert answer.status_code == 200, answer.text
-        store.faults.hang("grant_lease")  # registrations of new nodes stay in progress
+        # Registrations of new nodes stay in progress (as when etcd is slow to take them).
+        writer = app.state.ctx.writer
+        register, release, held = writer._register_node, asyncio.Event(), []
+
+        async def slow_register(node: NodeRegistration) -> object:
+            held.append(node.name)
+            await release.wait()
+            return await register(node)
+
+        writer._register_node = slow_register
         pending = [
             asyncio.ensure_future(
                 api.post("/v1/agent/register", json=registration(f"n{i}", f"127.0.0.{3 + i}"))
             )
             for i in range(2)
         ]
-        async with asyncio.timeout(5):
-            await store.faults.wait_hanging("grant_lease", 2)
+        await wait_until_async(lambda: len(held) == 2, 5, "both registrations in progress")
         # Both places are taken; the registered node is kept alive all the same.
         beat = await api.post("/v1/agent/steady/heartbeat")
         assert beat.status_code == 200, beat.text
@@ -95,7 +103,7 @@ async def test_a_server_refuses_registrations_beyond_its_places_but_not_heartbea
         assert refused.status_code == 429, refused.text
         assert int(refused.headers["retry-after"]) >= 1
         assert "registrations are waiting" in refused.json()["message"]  # after its 5 s in line
-        store.faults.heal()
+        release.set()
         answers: list[httpx.Response] = await asyncio.gather(*pending)
         assert [a.status_code for a in answers] == [200, 200]
         again = await api.post("/v1/agent/register", json=registration("n9", "127.0.0.9"))

@@ -70,7 +70,7 @@ def changes(draw: st.DrawFn) -> list[Op]:
             status = make_status(task, state, healthy=healthy)
             ops.append(Put(keys.status_key(task.id), encode(status)))
         elif kind == "alive":
-            ops.append(alive_put(draw(st.sampled_from(NODES)), 1.0, 10, lease=0))
+            ops.append(alive_put(draw(st.sampled_from(NODES)), 1.0, 10))
         else:
             ops.append(Delete(draw(st.sampled_from(_deletable(tasks)))))
     return ops

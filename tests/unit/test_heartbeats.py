@@ -1,5 +1,5 @@
-"""Heartbeat timing scaled with the cluster: the target, the advice to agents, lease changes,
-and the TTL recorded in a node's ``alive`` value."""
+"""Heartbeat timing scaled with the cluster: the target, the advice to agents, TTL changes,
+the TTL recorded in a node's ``alive`` value, and a heartbeat's cost in writes (none)."""
 
 from __future__ import annotations
 
@@ -112,29 +112,23 @@ def test_every_heartbeat_keeps_its_node_alive_under_the_rules() -> None:
     assert lease == heartbeat_timing(700, 3, 100.0).ttl
 
 
-def test_alive_values_record_the_lease_ttl() -> None:
-    assert alive_ttl(alive_put("n1", 1700000000.5, 30, lease=7).value) == 30
+def test_alive_values_record_the_ttl() -> None:
+    assert alive_ttl(alive_put("n1", 1700000000.5, 30).value) == 30
     assert alive_ttl(b"1700000000.5") is None  # written by an older server
     assert alive_ttl(b"x y") is None
 
 
-async def test_a_nodes_concurrent_heartbeats_share_one_refresh(
+async def test_heartbeats_refresh_no_lease_and_share_their_writes(
     store: MemoryStore, cache: StateCache
 ) -> None:
     writer = Writer(store, cache, liveness_timeout=3)
-    await writer.register_node(
-        NodeRegistration(name="n1", address="127.0.0.2", agent_port=5051, cpus=1, mem=512)
-    )
-    store.faults.hang("refresh_lease")  # etcd is slow to answer
-    first = asyncio.ensure_future(writer.heartbeat("n1"))
-    await store.faults.wait_hanging("refresh_lease")
-    retry = asyncio.ensure_future(writer.heartbeat("n1"))  # the agent timed out and retried
-    await asyncio.sleep(0)  # the retry joins the refresh in progress
-    first.cancel()  # ...and hung up on the first one
-    refreshes = store.calls["refresh_lease"]
-    store.faults.heal()
-    assert await retry == HeartbeatTiming(1.0, 3)
-    assert store.calls["refresh_lease"] == refreshes == 1
-    assert await writer.heartbeat("n1") == HeartbeatTiming(1.0, 3)  # a later one refreshes
-    assert store.calls["refresh_lease"] == 2
+    for name in ("n1", "n2", "n3"):
+        await writer.register_node(
+            NodeRegistration(name=name, address="127.0.0.2", agent_port=5051, cpus=1, mem=512)
+        )
+    commits = store.calls["commit"]
+    timings = await asyncio.gather(*(writer.heartbeat(n) for n in ("n1", "n2", "n3") * 3))
+    assert set(timings) == {HeartbeatTiming(1.0, 3)}
+    assert store.calls["commit"] == commits + 1  # one heard record for the nine
+    assert store.calls["refresh_lease"] == store.calls["grant_lease"] == 0
     assert await writer.heartbeat("unknown") is None

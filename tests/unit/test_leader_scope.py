@@ -23,7 +23,7 @@ from theseus.server.settle import (
     Settling,
 )
 from theseus.store import keys
-from theseus.store.base import Put
+from theseus.store.base import Delete, Put
 from theseus.store.cache import StateCache
 from theseus.store.encoding import alive_put, encode, node_put, status_put
 from theseus.store.leadership import Leadership
@@ -38,7 +38,7 @@ async def test_a_report_is_registered_by_a_scoped_pass_and_a_node_loss_by_a_full
     store: MemoryStore, cache: StateCache
 ) -> None:
     web, db = make_group("web", instances=2), make_group("db", instances=1)
-    lease = await commit_groups_and_live_node(store, [web, db], make_node("n1"))
+    await commit_groups_and_live_node(store, [web, db], make_node("n1"))
     leader, metrics = make_leader(store, cache)
     running = asyncio.create_task(leader.run())
     try:
@@ -55,7 +55,8 @@ async def test_a_report_is_registered_by_a_scoped_pass_and_a_node_loss_by_a_full
         await wait_until_async(lambda: key in cache.state.registry, 10, "the task registered")
         assert passes(metrics, "changed") > before
         full_before = passes(metrics, "all")
-        await store.revoke_lease(lease)  # the node is lost: every group may change
+        # The node is lost (as the leader's sweep deletes it): every group may change.
+        await store.commit([Delete(keys.alive_key("n1"))])
         await wait_until_async(
             lambda: all(
                 (s := cache.state.statuses.get(t.id)) is not None and s.state is TaskState.LOST
@@ -123,8 +124,7 @@ async def test_a_deploy_sent_as_two_documents_is_placed_by_one_pass(
     each = SETTLE_MIN_PLACEMENTS
     web, db = (make_group(name, instances=each, cpus=0.01, mem=1) for name in ("web", "db"))
     node = make_node("n1", cpus=64.0, mem=1e6, port_range=(20000, 29999))
-    lease = await store.grant_lease(30)
-    await store.commit([node_put(node), alive_put(node.name, 0.0, 30, lease)])
+    await store.commit([node_put(node), alive_put(node.name, 0.0, 30)])
     leadership = Leadership(store, cache, "me", lease_ttl=5)
     leader = Leader(store, cache, leadership, registry_repair_interval=3600)
     running = asyncio.create_task(leader.run())
@@ -167,8 +167,7 @@ async def test_a_full_pass_in_a_child_repairs_the_registry_too(
     after it, though no repair was due (an hour apart), and the next repair is an interval
     away again."""
     node = make_node("n1", cpus=1000.0, mem=1e7)
-    lease = await store.grant_lease(30)
-    await store.commit([node_put(node), alive_put(node.name, 0.0, 30, lease)])
+    await store.commit([node_put(node), alive_put(node.name, 0.0, 30)])
     leader, metrics = make_leader(store, cache, fork_passes=True)
     running = asyncio.create_task(leader.run())
     try:

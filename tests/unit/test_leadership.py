@@ -155,12 +155,11 @@ async def test_a_leader_passing_in_a_child_process_places_tasks_or_falls_back_to
     monkeypatch.setattr(leader_module, "forked_pass", counted)
     monkeypatch.setattr(pass_process, "CHILD_MIN_PLACEMENTS", 2)  # 2 tasks are worth a child
     group, node = make_group("web", instances=2), make_node("n1")
-    lease = await store.grant_lease(30)
     await store.commit(
         [
             Put(keys.group_key(group.group_key.key), encode(group)),
             node_put(node),
-            alive_put(node.name, 0.0, 30, lease),
+            alive_put(node.name, 0.0, 30),
         ]
     )
     leader = Leader(store, cache, Leadership(store, cache, "me", lease_ttl=TTL), fork_passes=True)

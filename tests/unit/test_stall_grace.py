@@ -108,3 +108,17 @@ def test_one_stall_is_no_lag_and_a_loop_that_keeps_falling_behind_is() -> None:
     assert abs(watch.lag() - 0.7) < 1e-9
     tick_after(0.1)  # on time again
     assert watch.lag() < 1e-9
+
+
+def test_a_stall_not_noted_yet_ends_now_for_whoever_asks_first() -> None:
+    """The leader's sweep of lost nodes may run before the watch's tick after a stall: asked,
+    the watch counts the stall as ending now, and notes nothing (its tick still measures the
+    loop's lateness)."""
+    clock = Clock()
+    watch = StallWatch(tick=0.1, stall=1.0, clock=clock)
+    clock.now += 0.15
+    assert watch.stall_end() is None
+    clock.now += 15.0
+    assert watch.stall_end() == clock.now
+    assert watch.last_stall_end is None  # not noted
+    assert watch.check() == clock.now  # the tick notes it

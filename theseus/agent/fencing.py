@@ -33,7 +33,7 @@ from theseus.model.fields import NEVER
 from theseus.model.spec import GroupSpec
 
 # Never sooner than this many heartbeat intervals without an answer. In a big cluster agents
-# heartbeat only every few seconds, and a node's lease lasts at least three of the intervals
+# heartbeat only every few seconds, and a node's TTL is at least three of the intervals
 # its agent is told (``theseus.server.heartbeats``: ``ttl >= 3 * interval``; a shorter lease
 # is advised a faster pace): no server can declare the node lost, and replace its tasks,
 # before that. Stopping them sooner protects nothing and stops a healthy node's tasks when

@@ -11,7 +11,7 @@ meanwhile (a user's request, a heartbeat, the cache, the leader) runs between tw
 Kubernetes's API Priority and Fairness does the same with separate concurrency shares.
 
 Agents lose nothing by it: the work is the same and the server does it at the same rate;
-only the order changes. Heartbeats never wait here (a late one could cost a node's lease).
+only the order changes. Heartbeats never wait here (a late one could get a node declared lost).
 Created by ``theseus.server.app`` (``ServerContext.agent_turns``); taken by
 ``theseus.server.routes.agent``.
 """

@@ -48,6 +48,7 @@ from theseus.server.events.subscriptions import Subscriptions
 from theseus.server.group_tally import GroupTallies
 from theseus.server.hot_door import HotDoor, HotRoute
 from theseus.server.leader import Leader
+from theseus.server.liveness import HeardReporter
 from theseus.server.loop_sampler import LoopSampler
 from theseus.server.metered_store import MeteredStore
 from theseus.server.metrics import CONTENT_TYPE, ServerMetrics, exposition
@@ -161,12 +162,16 @@ def create_app(
         # are counted from it.
         cache.observers += [feed, tallies]
         server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
+        # Its heard records name it by address, not process: a restart writes the same key.
+        heard = HeardReporter(store, f"{socket.gethostname()}:{config.port}")
         writer = Writer(
             store,
             cache,
             config.liveness_timeout,
             config.max_heartbeats_per_second,
             config.heartbeat_interval,
+            heard,
+            metrics,
         )
         leadership = Leadership(
             store,
@@ -183,6 +188,7 @@ def create_app(
             registry_repair_interval=config.registry_repair_interval,
             stalls=stalls,
             loss_grace=writer.loss_grace,
+            node_ttl=writer.lease_ttl,
             metrics=metrics,
             fork_passes=True,  # big placing passes in a child (theseus.server.pass_process)
         )
@@ -242,6 +248,7 @@ def create_app(
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await heard.close()
             await store.close()
             if keepalive_store is not None:
                 await keepalive_store.close()

@@ -72,8 +72,9 @@ async def context(request: Request) -> ServerContext:
 
 async def etcd_judged_context(request: Request) -> ServerContext:
     """The context without the stale-view guard, for the routes whose answer etcd decides
-    rather than this server's view: a registration and a heartbeat each write to etcd (a lease
-    granted or refreshed), and fail with 503 when etcd is out of reach. Guarding them too would
+    rather than this server's view: a registration and a heartbeat each write to etcd (the
+    node's alive key, the node named in this server's heard record), and fail with 503 when
+    etcd is out of reach. Guarding them too would
     turn a server's busy loop (a cache behind while 3,000 agents join) into heartbeats refused
     and nodes declared lost: the collapse the guard must not cause."""
     ctx: ServerContext = request.app.state.ctx

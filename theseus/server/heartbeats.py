@@ -1,5 +1,5 @@
-"""How often agents heartbeat and how long a node's lease lasts, scaled with the cluster
-(pure; the writer and the agent routes apply it).
+"""How often agents heartbeat and how long a node may go unheard (its TTL, or "lease"),
+scaled with the cluster (pure; the writer and the agent routes apply it).
 
 Small clusters heartbeat every ``base_interval`` (1 s) and a node is lost after the liveness
 timeout. A big cluster would then send one heartbeat per node per second into the server,
@@ -14,10 +14,12 @@ With the defaults (1 s, 3 s, 100 per second) up to 100 nodes heartbeat every sec
 lost after 3 s; 1,000 nodes heartbeat every 10 s and are lost after 30 s. The interval is
 rounded to whole seconds so that a growing cluster changes it (and every node's lease) rarely.
 
-An etcd lease keeps the TTL it was granted with, so a changed TTL means a new lease. The
-order matters: an agent may only slow down once its lease lasts long enough for the new pace
-(``advised_interval``), and a lease may only shrink once its agent heartbeats at the faster
-pace (``lease_change``). Faster heartbeats than needed are always safe.
+A node's TTL (its "lease": an etcd lease of its own until issue 17's twenty-fourth session,
+``theseus.server.liveness``) is written in its ``alive`` key, where every server reads it, so
+a changed TTL is a write. The order matters: an agent may only slow down once its lease lasts
+long enough for the new pace (``advised_interval``), and a lease may only shrink once its
+agent heartbeats at the faster pace (``lease_change``). Faster heartbeats than needed are
+always safe.
 
 An agent's long-poll for its assignments (answered at once when they change, else when its
 wait runs out) is held longer in a big cluster too: with every agent asking for 30 s, 5,000

@@ -58,6 +58,7 @@ from theseus.reconciler.scope import (
     repair_due,
 )
 from theseus.server.gc_policy import made_old
+from theseus.server.liveness import lost_nodes
 from theseus.server.metrics import ServerMetrics
 from theseus.server.pass_process import (
     PassProcessFailed,
@@ -67,9 +68,10 @@ from theseus.server.pass_process import (
 )
 from theseus.server.settle import SETTLE_QUIET, Settling
 from theseus.server.stall import StallWatch, spared_nodes
-from theseus.store.base import Store, StoreUnavailable
+from theseus.store import keys
+from theseus.store.base import Delete, ModRevisionIs, Store, StoreUnavailable
 from theseus.store.cache import StateCache
-from theseus.store.commit import PARALLEL_TXNS, commit_all, commit_txns
+from theseus.store.commit import PARALLEL_TXNS, Txn, commit_all, commit_txns
 from theseus.store.encoding import (
     EncodedPlan,
     encode_forgotten_deployments,
@@ -81,6 +83,8 @@ from theseus.store.leadership import Leadership, Term
 log = logging.getLogger(__name__)
 
 TICK = 1.0
+SWEEP_EVERY = 0.5  # seconds between two looks for nodes no server heard for their TTL
+DEFAULT_TTL = 3  # seconds: a node's TTL when its alive key gives none
 # Changes arriving within this window are reconciled in one pass (e.g. a burst of reports).
 COALESCE = 0.005
 SLOW_PASS = 0.5  # seconds: passes slower than this are logged with their breakdown
@@ -107,6 +111,7 @@ class Leader:
         registry_repair_interval: float = 3.0,
         stalls: StallWatch | None = None,
         loss_grace: Callable[[], float] = lambda: 0.0,
+        node_ttl: Callable[[str], int] | None = None,
         metrics: ServerMetrics | None = None,
         fork_passes: bool = False,
     ) -> None:
@@ -115,6 +120,8 @@ class Leader:
         self._metrics = metrics if metrics is not None else ServerMetrics()
         self._stalls = stalls or StallWatch()
         self._loss_grace = loss_grace  # seconds: how long node losses wait (``stall``)
+        # Seconds a node may go unheard (``liveness``): by default, what its alive key says.
+        self._node_ttl = node_ttl or (lambda node: cache.lease_ttls.get(node, DEFAULT_TTL))
         self._leading_since = 0.0
         self._absent_at_election: frozenset[str] | None = None
         self._cache = cache
@@ -165,9 +172,54 @@ class Leader:
                 await asyncio.sleep(0.2)
 
     async def _reconcile_while_leading(self, term: Term) -> None:
-        last_commit = 0
         self._leading_since = time.monotonic()
         self._absent_at_election = None
+        sweep = asyncio.create_task(self._sweep_lost_nodes(term), name="lost-nodes")
+        try:
+            await self._reconcile_passes(term)
+        finally:
+            sweep.cancel()
+
+    async def _sweep_lost_nodes(self, term: Term) -> None:
+        """While the term lasts: delete the ``alive`` key of each node that no server heard
+        for its TTL (``theseus.server.liveness``), fenced, and guarded by the key's revision
+        (a node that registered again meanwhile keeps it)."""
+        while not term.over:
+            await asyncio.sleep(SWEEP_EVERY)
+            if self._cache.out_of_touch() is not None and not await self._cache.confirm():
+                continue  # who was heard, as this cache says, may be behind etcd
+            heard = self._cache.heard
+            now = time.monotonic()
+            floor = max(self._leading_since, self._stalls.stall_end() or -math.inf)
+            lost = lost_nodes(
+                self._cache.state.alive, heard.at, self._node_ttl, now, floor, self._loss_grace()
+            )
+            if not lost:
+                continue
+            units = [
+                Txn(
+                    [Delete(keys.alive_key(node))],
+                    [ModRevisionIs(keys.alive_key(node), heard.alive_revisions.get(node, 0))],
+                )
+                for node in lost
+            ]
+            # ...and by every heard record as this cache has it: a heartbeat answered since
+            # (its record written, not yet seen here) keeps its node.
+            records = [ModRevisionIs(k, r) for k, r in heard.record_revisions.items()]
+            try:
+                committed = await commit_all(self._store, units, shared=[term.fence, *records])
+            except StoreUnavailable as exc:
+                log.warning("lost nodes not declared (%s); trying again", exc)
+                continue
+            if committed.refused:
+                continue  # heard or registered again, or the term is over: decided again
+            for node in lost:
+                unheard = now - max(heard.at.get(node, floor), floor)
+                log.info("node %s lost: not heard for %.1f s", node, unheard)
+            self._metrics.nodes_lost.inc(len(lost))
+
+    async def _reconcile_passes(self, term: Term) -> None:
+        last_commit = 0
         self._last_repair = -math.inf  # the first pass as leader compares with etcd itself
         last: LastPass | None = None  # the term's last committed pass (None: the next is full)
         while not term.over:

@@ -163,6 +163,18 @@ class ServerMetrics:
             ["outcome"],
             registry=r,
         )
+        self.node_ttl_changes = Counter(
+            "theseus_node_ttl_changes",
+            "Nodes given a new TTL at a heartbeat, as the cluster's size called for "
+            "(theseus.server.heartbeats); each is a write of the node's alive key.",
+            registry=r,
+        )
+        self.nodes_lost = Counter(
+            "theseus_nodes_declared_lost",
+            "Nodes this server, leading, declared lost: no server heard them for their TTL "
+            "(theseus.server.liveness). Their tasks are then replaced.",
+            registry=r,
+        )
         self.compactions = Counter(
             "theseus_etcd_compactions",
             "Compactions of etcd's history made by this server (the leader compacts every "

@@ -86,6 +86,16 @@ class StallWatch:
         self._last = now
         return self.last_stall_end
 
+    def stall_end(self) -> float | None:
+        """When the last stall ended, one not noted yet (the loop is back, its tick has not
+        come round) ending now; unlike ``check``, notes nothing (the ticks' lateness stays the
+        loop's lag). For the leader's sweep of lost nodes, which may run first after a
+        stall."""
+        now = self._clock()
+        if now - self._last - self._tick > self._stall:
+            return now
+        return self.last_stall_end
+
     def _where(self) -> str:
         """Where the sampler saw the loop since the last look (nothing unless it was late)."""
         if self.sampler is None:

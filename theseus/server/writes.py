@@ -21,12 +21,10 @@ change whose client reads by index (``theseus.server.client_index``).
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import TypeVar
 
 from theseus.api.schemas import NodeRegistration, TaskReport
@@ -47,6 +45,8 @@ from theseus.server.heartbeats import (
     heartbeat_timing,
     lease_change,
 )
+from theseus.server.liveness import HeardReporter
+from theseus.server.metrics import ServerMetrics
 from theseus.server.reports import changes, next_status
 from theseus.server.status_commits import StatusCommits
 from theseus.store import keys
@@ -131,15 +131,19 @@ class Writer:
         liveness_timeout: int,
         max_heartbeats_per_second: float = 100.0,
         heartbeat_interval: float = 1.0,
+        heard: HeardReporter | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._store = store
         self._cache = cache
+        # The nodes this server heard, written for the leader (``theseus.server.liveness``).
+        self.heard = heard if heard is not None else HeardReporter(store, "server")
+        self._metrics = metrics if metrics is not None else ServerMetrics()
         self.liveness_timeout = liveness_timeout
         self.max_heartbeats_per_second = max_heartbeats_per_second
         self.heartbeat_interval = heartbeat_interval  # the pace of a small cluster
         self._last_heartbeat: dict[str, float] = {}  # node -> monotonic time, on this server
         self._joining = 0  # registrations in progress on this server
-        self._heartbeats: dict[str, asyncio.Future[HeartbeatTiming | None]] = {}  # in progress
         # Statuses written by this server, with their revision, until its cache applies them.
         self._unapplied: dict[str, tuple[int, TaskStatus]] = {}
         self._status_commits = StatusCommits(store)
@@ -166,7 +170,8 @@ class Writer:
         return timing.ttl + timing.interval
 
     def lease_ttl(self, node: str) -> int:
-        # Unknown (an older server granted it): the shortest TTL any server grants.
+        """Seconds ``node`` may go unheard before the leader declares it lost (its alive
+        key's; unknown, as an older server wrote it: the shortest any server gives)."""
         return self._cache.lease_ttls.get(node, self.liveness_timeout)
 
     def advised_interval(self, node: str) -> float:
@@ -284,11 +289,10 @@ class Writer:
         ops: list[Op] = []
         if previous != record:
             ops.append(node_put(record))
-        lease = state.alive.get(record.name)
-        if lease is None or not await self._store.refresh_lease(lease):
-            ttl = self.timing().ttl
-            lease = await self._store.grant_lease(ttl)
-            ops.append(alive_put(record.name, time.time(), ttl, lease))
+        if record.name not in state.alive:
+            ops.append(alive_put(record.name, time.time(), self.timing().ttl))
+        else:
+            await self.heard.heard(record.name)  # alive already: a sign of life, as a heartbeat
         if ops:
             revision = await self._store.commit(ops)
             if revision is not None:
@@ -302,40 +306,22 @@ class Writer:
             await self._cache.wait_for_revision(revision)
 
     async def heartbeat(self, node: str) -> HeartbeatTiming | None:
-        """Refresh the node's liveness lease, or replace it by one of the TTL the cluster's
-        size now calls for; the node's timing from now on (the interval its agent should
-        keep and its lease's TTL), or None if the node must register again.
-
-        A heartbeat of a node whose previous one is still in progress shares its outcome:
-        when etcd is slow, agents time out and retry, and every retry would otherwise queue
-        one more refresh behind the others and make it slower still."""
-        pending = self._heartbeats.get(node)
-        if pending is None:
-            pending = asyncio.ensure_future(self._heartbeat(node))
-            self._heartbeats[node] = pending
-            pending.add_done_callback(partial(self._heartbeat_done, node))
-        # Shielded: an agent that hangs up must not cancel the refresh others wait for.
-        return await asyncio.shield(pending)
-
-    def _heartbeat_done(self, node: str, done: asyncio.Future[HeartbeatTiming | None]) -> None:
-        if self._heartbeats.get(node) is done:
-            del self._heartbeats[node]
-        if not done.cancelled():
-            done.exception()  # retrieved, even when every caller has gone
-
-    async def _heartbeat(self, node: str) -> HeartbeatTiming | None:
-        lease = self._cache.state.alive.get(node)
-        if lease is None or not await self._store.refresh_lease(lease):
+        """Note that ``node`` was heard (``theseus.server.liveness``: the leader declares lost
+        the nodes no server heard for their TTL: answered once etcd has it) and, when the
+        cluster's size now calls for another TTL, write it; the node's timing from now on (the
+        interval its agent should keep, and its TTL), or None if the node must register again
+        (it is not alive). ``StoreUnavailable`` if this server cannot write to etcd."""
+        if node not in self._cache.state.alive:
             return None
+        await self.heard.heard(node)
         now = time.monotonic()
         previous = self._last_heartbeat.get(node)
         self._last_heartbeat[node] = now
         ttl = self.lease_ttl(node)
         target = self.timing()
         if lease_change(ttl, target, None if previous is None else now - previous):
-            # Refreshed first: a node whose lease had already expired registers again.
-            lease = await self._store.grant_lease(target.ttl)
-            await self._store.commit([alive_put(node, time.time(), target.ttl, lease)])
+            await self._store.commit([alive_put(node, time.time(), target.ttl)])
+            self._metrics.node_ttl_changes.inc()
             ttl = target.ttl
         return HeartbeatTiming(advised_interval(ttl, target, self.heartbeat_interval), ttl)
 

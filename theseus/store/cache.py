@@ -10,10 +10,10 @@ own node's assignments change, a discovery watch only when one of its services c
 writer only when the cache reaches its revision. (With one shared "something changed" event,
 1,000 agents would all wake on each of the tens of thousands of changes a big deploy makes.)
 
-Besides the state it keeps what the server's hot paths need: the TTL of each node's lease (from
-its ``alive`` value: the heartbeat timing depends on it), a revision per group and one for the
-set of live nodes (the group views are memoised on them), and the records this server is
-writing itself (``expect``), taken back as they are when the watch returns them.
+Besides the state it keeps what the server's hot paths need: each node's TTL (its ``alive``
+value: the heartbeat timing depends on it) and when it was last heard (``heard``), a revision
+per group and one for the set of live nodes (the group views are memoised on them), and the
+records this server writes itself (``expect``), taken back as they are from the watch.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from theseus.store.access import AccessState
 from theseus.store.base import Change, Entry, HistoryCompacted, Store, StoreUnavailable
 from theseus.store.encoding import alive_ttl
 from theseus.store.expected import Expected, ExpectedRecords
+from theseus.store.heard import NodesHeard
 from theseus.store.key_roles import plans_from, record_at
 from theseus.store.shared_specs import SharedSpecs
 from theseus.store.signals import KeyedSignal, Pulse
@@ -92,7 +93,8 @@ class StateCache:
         # and to each service's registry entries (for discovery watches).
         self.node_index: dict[str, int] = {}
         self.registry_index: dict[str, int] = {}
-        self.lease_ttls: dict[str, int] = {}  # node -> TTL of its alive lease, when known
+        self.lease_ttls: dict[str, int] = {}  # node -> the TTL its alive key gives, if any
+        self.heard = NodesHeard()  # when each node was last heard, for the leader
         # Revision of the last change to each group's tasks or their statuses (the group views
         # are memoised on it, with ``alive_index``), and the finer ones the leader scopes by.
         self.task_changes = TaskChanges()
@@ -333,6 +335,7 @@ class StateCache:
         self.state = ClusterState(revision=revision)
         self.access = AccessState()
         self.lease_ttls = {}
+        self.heard.record_revisions.clear()  # records gone meanwhile would guard for ever
         self.task_changes.clear()
         self._specs.clear()
         for entry in entries:
@@ -415,11 +418,14 @@ class StateCache:
                 if node_name not in state.alive:
                     self.alive_index = revision
                 state.alive[node_name] = lease
+                self.heard.alive(node_name, revision)
                 ttl = alive_ttl(value)
                 if ttl is None:
                     self.lease_ttls.pop(node_name, None)
                 else:
                     self.lease_ttls[node_name] = ttl
+            elif key.startswith(keys.HEARD):
+                self.heard.record(key, value, revision)
             elif key.startswith(keys.CONTROL):
                 state.controls[key.removeprefix(keys.CONTROL)] = NodeControl.model_validate_json(
                     value
@@ -470,6 +476,9 @@ class StateCache:
             if state.alive.pop(key.removeprefix(keys.ALIVE), None) is not None:
                 self.alive_index = revision
             self.lease_ttls.pop(key.removeprefix(keys.ALIVE), None)
+            self.heard.gone(key.removeprefix(keys.ALIVE))
+        elif key.startswith(keys.HEARD):
+            self.heard.record_revisions.pop(key, None)
         elif key.startswith(keys.CONTROL):
             state.controls.pop(key.removeprefix(keys.CONTROL), None)
             self.nodes_index = revision

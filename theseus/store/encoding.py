@@ -155,10 +155,10 @@ def control_op(node: str, control: NodeControl | None) -> Op:
     return Put(key, encode(control)) if control else Delete(key)
 
 
-def alive_put(node: str, at: float, ttl: int, lease: int) -> Put:
-    """A node's liveness key, attached to its lease: when the lease was granted, and the
-    lease's TTL (an etcd lease keeps the TTL it was granted with; every server must know it)."""
-    return Put(keys.alive_key(node), f"{at:.3f} {ttl}".encode(), lease=lease)
+def alive_put(node: str, at: float, ttl: int) -> Put:
+    """A node's liveness key: when it was written, and how long the node may go unheard
+    before the leader deletes it (``theseus.server.liveness``; every server must know it)."""
+    return Put(keys.alive_key(node), f"{at:.3f} {ttl}".encode())
 
 
 def alive_ttl(value: bytes) -> int | None:

@@ -33,13 +33,14 @@ def record_at(state: ClusterState, key: str) -> object:
 
 def plans_from(key: str, live_set_changed: bool) -> bool:
     """Whether a change at ``key`` can alter what a reconcile pass plans: every change but a
-    live node's lease replaced (``live_set_changed`` False: the same nodes are alive), the
+    live node's TTL changed (``live_set_changed`` False: the same nodes are alive), the
     registry (the leader plans from its own view of what it wrote, and compares it with
-    etcd's on a timer) and the access keys.
+    etcd's on a timer), the access keys and the servers' heard records (the leader's sweep
+    reads those: ``theseus.server.liveness``).
 
     At 5,000 nodes a registration storm is followed by some 4,000 leases replaced, as the
     cluster's size calls for longer ones (``theseus.server.heartbeats``), and each woke the
     leader for a pass that copied the whole state and found nothing to do."""
     if key.startswith(keys.ALIVE):
         return live_set_changed
-    return not key.startswith((keys.REGISTRY, keys.ACL))
+    return not key.startswith((keys.REGISTRY, keys.ACL, keys.HEARD))

@@ -8,7 +8,9 @@
     /theseus/tasks/<task id>       TaskRecord   (desired state; written by the leader only)
     /theseus/status/<task id>      TaskStatus   (observed state; from agents' reports)
     /theseus/nodes/<node>          NodeRecord   (what the agent declared)
-    /theseus/alive/<node>          liveness, attached to the node's lease
+    /theseus/alive/<node>          liveness: while it exists the node is alive; the TTL
+                                   it may go unheard (deleted by the leader past it)
+    /theseus/heard/<server>        the nodes that server heard since its previous record
     /theseus/control/<node>        NodeControl  (the operator's drain / eligibility)
     /theseus/versions/<service>/<labels JSON>/<n>   SpecVersion (a group's spec history)
     /theseus/deployments/<id>      DeploymentRecord (one change of a group, followed)
@@ -43,6 +45,7 @@ TASKS = PREFIX + "tasks/"
 STATUS = PREFIX + "status/"
 NODES = PREFIX + "nodes/"
 ALIVE = PREFIX + "alive/"
+HEARD = PREFIX + "heard/"
 CONTROL = PREFIX + "control/"
 VERSIONS = PREFIX + "versions/"
 DEPLOYMENTS = PREFIX + "deployments/"
@@ -86,6 +89,10 @@ def node_key(name: str) -> str:
 
 def alive_key(name: str) -> str:
     return ALIVE + name
+
+
+def heard_key(server: str) -> str:
+    return HEARD + server
 
 
 def control_key(name: str) -> str:

@@ -88,8 +88,9 @@ _WAIT = TypeAdapter(Annotated[float, Field(allow_inf_nan=False)])  # NaN would s
 
 
 async def heartbeat(request: Request) -> Response:
-    """Refresh the node's liveness; the body's ``usage`` (what its tasks use) is kept in this
-    server's memory for ``theseus nodes``, never written to etcd."""
+    """The node was heard: answered once etcd has it (``theseus.server.liveness``); the
+    body's ``usage`` (what its tasks use) is kept in this server's memory for ``theseus
+    nodes``, never written to etcd."""
     node = request.path_params["node"]
     ctx = await etcd_judged_context(request)
     raw = await request.body()
