@@ -7,7 +7,8 @@ temp dir), registers one node, deploys 4 tasks on it, then sends the requests an
 one at a time on one kept-alive connection, in blocks of ``--block`` per route, the routes
 interleaved for ``--rounds`` rounds (the heartbeats keep the node alive):
 
-* ``heartbeat``: ``POST /v1/agent/{node}/heartbeat`` (an etcd lease refresh);
+* ``heartbeat``: ``POST /v1/agent/{node}/heartbeat`` (answered once the server's next heard
+  record, which names the node, is in etcd);
 * ``assignments``: ``GET /v1/agent/{node}/assignments`` at its current index with ``wait=0``
   (answered at once: the memoised list of 4 tasks);
 * ``reports``: ``POST /v1/agent/{node}/reports`` of the 4 tasks, unchanged (nothing written);

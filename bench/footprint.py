@@ -109,7 +109,7 @@ def run(args: argparse.Namespace, children: Processes) -> list[tuple[str, float,
         rows.append(measure(f"agent ({driver} driver): registered, idle, no task", child))
     for child in idle.values():
         child.stop()
-    # They leave the cluster when their lease runs out (liveness timeout, 3 s by default).
+    # They leave the cluster once no server heard them for their TTL (3 s by default).
     wait_until(lambda: not set(idle) & set(ready_nodes(http)), 30, "the idle agents gone", 0.2)
 
     # 2. the server with running tasks on three sim agents

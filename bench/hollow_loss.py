@@ -10,12 +10,14 @@ Starts one etcd, ONE ``theseus server`` and ``--workers`` processes of hollow no
 all run and the agents have settled on the heartbeat pace the cluster's size calls for, then
 SIGKILLs the first hollow process at t = 0 and polls every 0.2 s for:
 
-* the killed nodes not ready any more (``GET /v1/nodes``: ``down`` once their leases ran out);
+* the killed nodes not ready any more (``GET /v1/nodes``: ``down`` once no server heard them
+  for their TTL);
 * then every task running again on the other nodes (``GET /v1/tasks``).
 
-The stated bound: a node is lost once its lease runs out, at most its TTL after its last
-heartbeat (``theseus.server.heartbeats``: 30 s at 1,000 nodes, heartbeats every 10 s), and its
-tasks are replaced by the next pass. Prints the TTL the server gave and both times.
+The stated bound: a node is lost once no server heard it for its TTL, at most its TTL after
+its last heartbeat and the leader's next sweep (every 0.5 s) after that
+(``theseus.server.heartbeats``: 30 s at 1,000 nodes, heartbeats every 10 s), and its tasks are
+replaced by the next pass. Prints the TTL the server gave and both times.
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     # What the server computes for this many live nodes (theseus.server.heartbeats).
     timing = heartbeat_timing(args.nodes, LIVENESS_TIMEOUT, MAX_HEARTBEATS_PER_SECOND)
     interval, ttl = timing.interval, float(timing.ttl)
-    # A settling time, not a wait on a condition (the API does not show a node's lease): two
-    # intervals, after which every agent has heartbeated at the cluster's pace and had its
-    # lease renewed for it, so that the loss is measured against the stated TTL.
+    # A settling time, not a wait on a condition (the API does not show a node's TTL): two
+    # intervals, after which every agent has heartbeated at the cluster's pace and been given
+    # the TTL for it, so that the loss is measured against the stated TTL.
     time.sleep(2 * interval)
     victim = workers[0]
     per_worker = -(-args.nodes // args.workers)

@@ -84,8 +84,9 @@ HEARTBEAT_ROUTE = "/v1/agent/{node}/heartbeat"
 def heartbeat_times(samples: Scrape) -> Counter[str]:
     """The server's heartbeat answers so far: how many (``n``), their total seconds (``s``),
     how many took over a second (``slow``), and the same total for the lease refresh in
-    each (``refresh s``, ``refresh n``): a heartbeat waits for its etcd lease refresh; and the
-    leases granted (``grants``: a node's registration, or its lease replaced by one of the TTL
+    each (``refresh s``, ``refresh n``): a heartbeat waited for its etcd lease refresh, before
+    issue 17's twenty-fourth session; and the leases granted or TTLs changed since (``grants``:
+    a node's registration, or its lease replaced by one of the TTL
     the cluster's size calls for)."""
     times: Counter[str] = Counter()
     for name, labels, value in samples:
@@ -105,7 +106,7 @@ def heartbeat_times(samples: Scrape) -> Counter[str]:
         elif (
             labels.get("operation") == "grant_lease"
             and name == "theseus_etcd_request_duration_seconds_count"
-        ):
+        ) or name == "theseus_node_ttl_changes_total":
             times["grants"] += value
     return times
 
