@@ -184,8 +184,18 @@ class Leader:
         """While the term lasts: delete the ``alive`` key of each node that no server heard
         for its TTL (``theseus.server.liveness``), fenced, and guarded by the key's revision
         (a node that registered again meanwhile keeps it)."""
+        refused = False
         while not term.over:
-            await asyncio.sleep(SWEEP_EVERY)
+            if refused:  # a heard record came in since we looked: look again once we have it
+                try:
+                    caught_up = await self._store.current_revision()
+                except StoreUnavailable:
+                    caught_up = 0
+                await self._cache.wait_for_revision(caught_up, timeout=SWEEP_EVERY)
+                await asyncio.sleep(SWEEP_EVERY / 10)  # never a loop of refusals
+            else:
+                await asyncio.sleep(SWEEP_EVERY)
+            refused = False
             if self._cache.out_of_touch() is not None and not await self._cache.confirm():
                 continue  # who was heard, as this cache says, may be behind etcd
             heard = self._cache.heard
@@ -212,7 +222,8 @@ class Leader:
                 log.warning("lost nodes not declared (%s); trying again", exc)
                 continue
             if committed.refused:
-                continue  # heard or registered again, or the term is over: decided again
+                refused = True  # heard or registered again, or the term is over
+                continue
             for node in lost:
                 unheard = now - max(heard.at.get(node, floor), floor)
                 log.info("node %s lost: not heard for %.1f s", node, unheard)
