@@ -128,9 +128,10 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=100)
     parser.add_argument("--workers", type=int, default=4, help="hollow-node processes")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds, per phase")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    with children_in_temp_dir("theseus-loss-") as children:
+    with children_in_temp_dir("theseus-loss-", args.keep) as children:
         code = run(args, children)
     sys.exit(code)
 
