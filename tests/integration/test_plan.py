@@ -19,10 +19,11 @@ WEB = {"image": "theseus/busybox:latest", "instances": 2, "cpus": 0.1, "mem": 64
 
 
 def state_dump(cluster: Cluster) -> list[tuple[str, str, int]]:
-    """The cluster's state in etcd, without the audit log and the kept events (records of
-    earlier writes and changes, written in the background whenever they land)."""
+    """The cluster's state in etcd, without the audit log, the kept events and the servers'
+    heard records (records of earlier writes, changes and heartbeats, written in the
+    background whenever they land)."""
     dump = etcd_dump(cluster, "/theseus/")  # keys in base64, as etcdctl prints them
-    logs = (b"/theseus/audit/", b"/theseus/events/")
+    logs = (b"/theseus/audit/", b"/theseus/events/", b"/theseus/heard/")
     return [kv for kv in dump if not base64.b64decode(kv[0]).startswith(logs)]
 
 
