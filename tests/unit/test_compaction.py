@@ -7,18 +7,11 @@ import asyncio
 
 import pytest
 
+from tests.kit.clock import ManualClock
 from theseus.server.compaction import HistoryCompactor, Mark, compaction_due
 from theseus.server.metrics import ServerMetrics
 from theseus.store.base import HistoryCompacted, Put
 from theseus.store.memory import MemoryStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_revision_read_one_interval_ago_is_due() -> None:
@@ -28,7 +21,7 @@ def test_the_revision_read_one_interval_ago_is_due() -> None:
 
 
 async def test_only_the_leader_compacts_and_one_interval_of_history_stays() -> None:
-    store, clock, leading = MemoryStore(), Clock(), [False]
+    store, clock, leading = MemoryStore(), ManualClock(1000.0), [False]
     metrics = ServerMetrics()
     compactor = HistoryCompactor(store, lambda: leading[0], 300.0, metrics, clock)
     for n in range(5):
@@ -65,7 +58,7 @@ async def test_only_the_leader_compacts_and_one_interval_of_history_stays() -> N
 
 
 async def test_a_new_term_reads_its_own_mark_first() -> None:
-    store, clock, leading = MemoryStore(), Clock(), [True]
+    store, clock, leading = MemoryStore(), ManualClock(1000.0), [True]
     compactor = HistoryCompactor(store, lambda: leading[0], 300.0, ServerMetrics(), clock)
     await store.commit([Put("/k", b"1")])
     await compactor.step()
@@ -78,7 +71,7 @@ async def test_a_new_term_reads_its_own_mark_first() -> None:
 
 
 async def test_etcd_out_of_reach_is_tried_again() -> None:
-    store, clock = MemoryStore(), Clock()
+    store, clock = MemoryStore(), ManualClock(1000.0)
     compactor = HistoryCompactor(store, lambda: True, 300.0, ServerMetrics(), clock)
     await store.commit([Put("/k", b"1")])
     await compactor.step()

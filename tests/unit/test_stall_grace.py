@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tests.kit.builders import created, make_group, make_node, make_state, make_task, plan_of
 from tests.kit.builders import running as running_statuses
+from tests.kit.clock import ManualClock
 from theseus.model.tasks import TaskState
 from theseus.reconciler.registry import desired_registry
 from theseus.server.stall import StallWatch, spared_nodes
@@ -13,16 +14,8 @@ from theseus.server.stall import StallWatch, spared_nodes
 NODES = [make_node("n1"), make_node("n2"), make_node("n3")]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_late_tick_is_a_stall_and_a_timely_one_is_not() -> None:
-    clock = Clock()
+    clock = ManualClock()
     watch = StallWatch(tick=0.1, stall=1.0, clock=clock)
     clock.now += 0.15
     assert watch.check() is None
@@ -87,13 +80,7 @@ def test_once_the_grace_is_over_the_node_is_lost_as_ever() -> None:
 
 
 def test_one_stall_is_no_lag_and_a_loop_that_keeps_falling_behind_is() -> None:
-    class Clock:
-        now = 0.0
-
-        def __call__(self) -> float:
-            return self.now
-
-    clock = Clock()
+    clock = ManualClock(0.0)
     watch = StallWatch(tick=0.1, stall=1.0, clock=clock)
 
     def tick_after(seconds: float) -> None:
@@ -114,7 +101,7 @@ def test_a_stall_not_noted_yet_ends_now_for_whoever_asks_first() -> None:
     """The leader's sweep of lost nodes may run before the watch's tick after a stall: asked,
     the watch counts the stall as ending now, and notes nothing (its tick still measures the
     loop's lateness)."""
-    clock = Clock()
+    clock = ManualClock()
     watch = StallWatch(tick=0.1, stall=1.0, clock=clock)
     clock.now += 0.15
     assert watch.stall_end() is None

@@ -30,7 +30,6 @@ leader does not sweep while its cache cannot show it follows etcd.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -38,8 +37,6 @@ from collections.abc import Callable, Iterable, Mapping
 from theseus.store import keys
 from theseus.store.base import Put, Store, StoreUnavailable
 from theseus.store.heard import heard_value
-
-log = logging.getLogger(__name__)
 
 # Seconds from the start of one of a server's heard records to the next, at least: the
 # heartbeats answered meanwhile wait for the next, and share it.
