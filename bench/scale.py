@@ -32,8 +32,9 @@ clocks), how far the server's view trailed etcd (its answers' ``X-Theseus-Index`
 etcd's revision, sampled every 0.1 s) and etcd's own answer time, each probe's slowest
 answers with when they were sent, the server's CPU seconds and peak RSS (sampled VmRSS every
 0.1 s, and the kernel's VmHWM), the requests it answered by route (and their mean answer),
-etcd's writes (deltas of its /metrics counters), and the CPU of etcd and of the hollow-node
-processes, which share the machine's cores with the server. Prints one table and the running
+etcd's writes (deltas of its /metrics counters), and the CPU of etcd, of the hollow-node
+processes and of this benchmark's own process (its probes, polls and samplers), which all
+share the machine's cores with the server. Prints one table and the running
 count over time (with the view's lag).
 """
 
@@ -219,6 +220,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     before = etcd_counters(etcd_port)
     scraped_before, etcd_scraped_before = scrape(http), scrape(etcd_http)
     cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
+    own_before = cpu_seconds(os.getpid())
     children_before = children_cpu_seconds(server.pid)
     probes: list[Probe] = []
     probe_url = url
@@ -292,6 +294,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     scraped_after, etcd_scraped_after = scrape(http), scrape(etcd_http)
     cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
     children_used = children_cpu_seconds(server.pid) - children_before
+    own_used = cpu_seconds(os.getpid()) - own_before
     _, hwm = memory_mib(server.pid)
     lost = log_count(worker_logs, "does not know node") - lost_before
     # An agent that reached no server for too long stops its tasks (the leader replaces them).
@@ -377,6 +380,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     )
     hollow_cpu = sum(v for k, v in cpu_used.items() if k.startswith("hollow-"))
     rows.append((f"hollow nodes' CPU ({len(workers)} processes)", f"{hollow_cpu:.1f} s"))
+    rows.append(("this benchmark's own CPU (its probes, polls and scrapes)", f"{own_used:.1f} s"))
     rows.append(("node leases lost during the run (re-registrations)", f"{lost:,}"))
     rows.append(("leader step-downs (whole server life)", f"{step_downs}"))
     rows.append(("agents that fenced their tasks (no server reached)", f"{fenced:,}"))

@@ -311,7 +311,7 @@ class EtcdWatchers(Periodic):
 
     def sample(self) -> None:
         try:
-            text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5.0).text
+            text = self.http.get(f"http://127.0.0.1:{self.port}/metrics").text
         except httpx.HTTPError:
             return
         committed = applied = 0.0
@@ -343,7 +343,7 @@ class EtcdRevisions(Periodic):
         body = {"key": "YmVuY2gtcmV2aXNpb24=", "count_only": True}  # "bench-revision"
         sent = time.monotonic()
         try:
-            answer = httpx.post(f"http://127.0.0.1:{self.port}/v3/kv/range", json=body, timeout=5.0)
+            answer = self.http.post(f"http://127.0.0.1:{self.port}/v3/kv/range", json=body)
             revision = int(answer.json()["header"]["revision"])
         except (httpx.HTTPError, KeyError, ValueError):
             return
