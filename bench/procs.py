@@ -123,9 +123,9 @@ class Periodic:
     """Calls ``sample`` every ``interval`` seconds in a thread while in a ``with`` block (the
     first call at once). A sampler that asks over HTTP uses ``http``: one client, kept
     alive for the block. A client per request (``httpx.get``) builds an SSL context each time
-    (15-30 ms of CPU, even for plain HTTP): at 5,000 × 50,000, etcd sampled 14 times a second
-    that way, the benchmark's own process took 0.45 of the two cores it measures (23-27 s of
-    CPU during a deploy of 51-58 s; 3-4 s with one client), and its threads' timings, the
+    (about 30 ms of CPU here, plain HTTP too): at 5,000 × 50,000, etcd sampled 14 times a second
+    that way, the benchmark's own process took 0.45 of the two cores it measures (21-27 s of
+    CPU during a deploy of 49-58 s; 3-4 s with one client), and its threads' timings, the
     API probes' and etcd's read, waited on that process's GIL."""
 
     interval: float
