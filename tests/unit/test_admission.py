@@ -26,13 +26,6 @@ def test_retry_after_is_the_time_to_finish_those_in_line() -> None:
     assert retry_after(10_000, 50.0) == RETRY_MAX
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_registrations_wait_in_line_then_are_turned_away_and_a_lag_refuses() -> None:
     lag = 0.0
     admission = Admission(loop_lag=lambda: lag, limit=2, max_waiting=1, queue_wait=0.2)

@@ -8,17 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.kit.clock import ManualClock
 from theseus.store.base import Put
 from theseus.store.cache import OUT_OF_TOUCH, WATCH_STUCK_AFTER, StateCache
 from theseus.store.memory import MemoryStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Probed:
@@ -26,7 +19,7 @@ class Probed:
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
-        self.clock = Clock()
+        self.clock = ManualClock(1000.0)
         self.cache = StateCache(store, clock=self.clock)
         self.task: asyncio.Task[None] | None = None
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.kit.clock import ManualClock
 from theseus.server.gc_policy import FreezeSurvivors, Step, decide, made_old
 
 
@@ -23,21 +24,13 @@ class Cycle:
         self.me = self
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1000.0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def policy(clock: Clock) -> Iterator[tuple[FreezeSurvivors, list[tuple[int, float]]]]:
+def policy(clock: ManualClock) -> Iterator[tuple[FreezeSurvivors, list[tuple[int, float]]]]:
     pauses: list[tuple[int, float]] = []
     installed = FreezeSurvivors(
         thaw_interval=600.0, clock=clock, on_pause=lambda g, s: pauses.append((g, s))
@@ -90,7 +83,7 @@ def test_the_collector_starts_only_young_collections_by_itself(
 
 
 def test_a_frozen_cycle_is_freed_at_the_next_thaw(
-    clock: Clock, policy: tuple[FreezeSurvivors, list[tuple[int, float]]]
+    clock: ManualClock, policy: tuple[FreezeSurvivors, list[tuple[int, float]]]
 ) -> None:
     installed, _ = policy
     cycle = Cycle()
@@ -140,7 +133,7 @@ def test_the_thread_examines_the_whole_heap_every_interval() -> None:
     assert not any(t.name == "gc thaws" for t in threading.enumerate())
 
 
-def test_uninstall_thaws_everything(clock: Clock) -> None:
+def test_uninstall_thaws_everything(clock: ManualClock) -> None:
     installed = FreezeSurvivors(clock=clock, on_pause=lambda g, s: None)
     installed.install()
     assert gc.get_freeze_count() > 0, "what the process held at start is frozen at once"

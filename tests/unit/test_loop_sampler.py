@@ -10,17 +10,10 @@ from collections import Counter
 
 import pytest
 
+from tests.kit.clock import ManualClock
 from tests.kit.wait import wait_until
 from theseus.server.loop_sampler import LoopSampler, describe, summary
 from theseus.server.stall import StallWatch
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def held_up(release: threading.Event) -> None:
@@ -58,7 +51,7 @@ def test_the_sampler_sees_a_held_thread_only_while_it_is_late() -> None:
     held = threading.Thread(target=held_up, args=(release,), daemon=True)
     held.start()
     assert held.ident is not None
-    clock = Clock()
+    clock = ManualClock()
     last_seen = clock.now
     sampler = LoopSampler(held.ident, lambda: last_seen, after=0.2, clock=clock)
     try:
@@ -77,7 +70,7 @@ def test_the_sampler_sees_a_held_thread_only_while_it_is_late() -> None:
 
 
 def test_the_samplers_thread_looks_by_itself() -> None:
-    clock = Clock()
+    clock = ManualClock()
     sampler = LoopSampler(threading.get_ident(), lambda: 0.0, period=0.01, clock=clock)
     sampler.start()  # the loop was last seen 100 s ago
     try:
@@ -87,7 +80,7 @@ def test_the_samplers_thread_looks_by_itself() -> None:
 
 
 def test_a_late_tick_is_logged_with_where_the_loop_was(caplog: pytest.LogCaptureFixture) -> None:
-    clock, seen = Clock(), []
+    clock, seen = ManualClock(), []
     watch = StallWatch(tick=0.1, stall=1.0, slow=0.25, clock=clock, observe=seen.append)
 
     class Sampled(LoopSampler):
