@@ -220,7 +220,8 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     before = etcd_counters(etcd_port)
     scraped_before, etcd_scraped_before = scrape(http), scrape(etcd_http)
     cpu_before = {c.name: cpu_seconds(c.pid) for c in [server, etcd, *workers]}
-    own_before = cpu_seconds(os.getpid())
+    # This process's own CPU, without the children it waits for (py-spy, with --py-spy).
+    own_before = time.process_time()
     children_before = children_cpu_seconds(server.pid)
     probes: list[Probe] = []
     probe_url = url
@@ -294,7 +295,7 @@ def run(args: argparse.Namespace, children: Processes) -> int:
     scraped_after, etcd_scraped_after = scrape(http), scrape(etcd_http)
     cpu_used = {c.name: cpu_seconds(c.pid) - cpu_before[c.name] for c in [server, etcd, *workers]}
     children_used = children_cpu_seconds(server.pid) - children_before
-    own_used = cpu_seconds(os.getpid()) - own_before
+    own_used = time.process_time() - own_before
     _, hwm = memory_mib(server.pid)
     lost = log_count(worker_logs, "does not know node") - lost_before
     # An agent that reached no server for too long stops its tasks (the leader replaces them).
