@@ -5,6 +5,7 @@ loss, which every group depends on, is handled by a pass over all of them."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -159,31 +160,52 @@ async def test_a_full_pass_in_a_child_spaces_the_registry_repairs(
         running.cancel()
 
 
-async def test_a_full_pass_in_a_child_repairs_the_registry_too(
+async def test_a_pass_in_a_child_keeps_its_scope_and_repairs_only_when_due(
     store: MemoryStore, cache: StateCache
 ) -> None:
-    """A pass in a child looks at every group, as the registry's repair does: it compares
-    with what etcd holds, so an entry written there by hand (none of the leader's) is gone
-    after it, though no repair was due (an hour apart), and the next repair is an interval
-    away again."""
+    """A pass worth a child (a group scaled up by ``CHILD_MIN_PLACEMENTS``) looks, there too,
+    at the groups that changed only: it compares the registry with the leader's view,
+    not with what etcd holds, so an entry written there by hand (none of the leader's) stays
+    until the next repair, which is an hour away here; its own tasks are registered. (In a
+    child a full pass had looked at every task of a 50,000-task deploy each time it
+    registered some that started.)"""
     node = make_node("n1", cpus=1000.0, mem=1e7)
     await store.commit([node_put(node), alive_put(node.name, 0.0, 30)])
     leader, metrics = make_leader(store, cache, fork_passes=True)
     running = asyncio.create_task(leader.run())
     try:
         # The term's first pass is a repair (of an empty registry): then none is due.
-        await wait_until_async(lambda: passes(metrics, "all") >= 1, 10, "the first pass")
+        await wait_until_async(lambda: leader._last_repair > -math.inf, 10, "the first repair")
         repaired_at = leader._last_repair
-        web = make_group("web", instances=SETTLE_MIN_PLACEMENTS)
+        # A new group changes the set of groups, which every pass is decided on (a full
+        # pass): the group is there first, and scaled up.
+        web = make_group("web", instances=1)
+        await store.commit([Put(keys.group_key(web.group_key.key), encode(web))])
+        await wait_until_async(lambda: cache.state.tasks_of(web.group_key.key), 10, "placed")
         stray = registry.container_key(web.group_key, "no-such-task")
         await store.commit([Put(stray, b'{"host": "198.18.0.9"}')])
         await wait_until_async(lambda: stray in cache.state.registry, 10, "the stray entry seen")
-        await store.commit([Put(keys.group_key(web.group_key.key), encode(web))])
+        wanted = 1 + SETTLE_MIN_PLACEMENTS
+        bigger = web.model_copy(update={"spec": web.spec.model_copy(update={"instances": wanted})})
+        await store.commit([Put(keys.group_key(web.group_key.key), encode(bigger))])
         await wait_until_async(
-            lambda: metrics.passes.labels("child", "all")._value.get() == 1, 20, "a child pass"
+            lambda: metrics.passes.labels("child", "changed")._value.get() == 1,
+            20,
+            "a scoped pass in a child",
         )
-        await wait_until_async(lambda: stray not in cache.state.registry, 10, "the entry gone")
-        assert leader._last_repair > repaired_at
+        await wait_until_async(
+            lambda: len(cache.state.tasks_of(web.group_key.key)) == wanted, 10, "all placed"
+        )
+        task = next(iter(cache.state.tasks_of(web.group_key.key)))
+        running_status = TaskStatus(
+            task_id=task.id, state=TaskState.RUNNING, started_at=1.0, updated_at=1.0
+        )
+        await store.commit([status_put(running_status)])
+        key = registry.container_key(task.group_key, task.id)
+        await wait_until_async(lambda: key in cache.state.registry, 10, "the task registered")
+        assert stray in cache.state.registry
+        assert metrics.passes.labels("child", "all")._value.get() == 0
+        assert leader._last_repair == repaired_at
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from tests.kit.builders import apply_plan, make_group, make_node, make_state, plan_of
+from theseus.model.registry import group_prefix
 from theseus.model.state import ClusterState
 from theseus.reconciler.reconcile import reconcile
 from theseus.reconciler.registry import EncodingMemo
@@ -68,6 +69,23 @@ def test_a_forked_pass_plans_what_a_pass_in_this_process_plans() -> None:
     assert all(
         result.encoded.expected[task_key(t.id)].record is t for t in result.plan.task_puts.values()
     )
+
+
+def test_a_forked_pass_keeps_the_scope_it_was_given() -> None:
+    """Scoped to one group (the other one's registry entries gone from the view, as a full
+    pass would see and put back): the child writes the scoped group's entries only, as the
+    same pass in this process does."""
+    state = running_cluster()
+    web, db = make_group("web").group_key, make_group("db").group_key
+    state.registry.clear()
+    only = frozenset({web.key})
+    result = forked_pass(state, 100.0, {}, only=only)
+    here = reconcile(state, 100.0, only=only)
+    assert result.plan.registry_puts
+    assert set(result.plan.registry_puts) == set(here.registry_puts)
+    assert all(key.startswith(group_prefix(web)) for key in result.plan.registry_puts)
+    full = reconcile(state, 100.0).registry_puts
+    assert any(key.startswith(group_prefix(db)) for key in full)
 
 
 def test_the_memo_comes_back_under_the_parents_objects() -> None:

@@ -28,15 +28,14 @@ change can call for that task's registry entry, and, through the group's readine
 step of its rollout. So the pass still weighs the whole group's counts (``converge``), but
 looks task by task only at the tasks whose status changed and those it writes itself.
 During a deploy at 5,000 nodes, these are the passes that register the tasks as they start:
-a few thousand tasks spread over all 500 groups, of 50,000.
+from a few thousand to most of the 50,000 tasks, spread over all 500 groups.
 
 The registry's anti-entropy (``repair_due``: the pass compares with what etcd holds, not with
 what the leader wrote) is a full pass too. It runs every ``registry_repair_interval`` seconds,
 or every ten full passes' time if that is longer, so that at 50,000 tasks it takes about a
 tenth of the leader's time rather than a fifth; a full pass also finds what only it looks for
 (statuses whose task is gone, the history that has grown too old). A pass in a child process
-(``theseus.server.pass_process``) is a full one whatever its scope, so the leader makes it the
-repair too, and the next repair is an interval away again.
+(``theseus.server.pass_process``) keeps its scope: it is the repair only when one is due.
 """
 
 from __future__ import annotations

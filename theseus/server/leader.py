@@ -339,31 +339,34 @@ class Leader:
         and the view is only changed by a commit, which waits for the pass.
 
         A pass worth a child process (many placements to make, or very many tasks to look
-        at) is a full one, so it repairs too: the repair it saves is another full pass in a
-        child (at 5,000 nodes, a second of CPU), which came due in the middle of a deploy."""
+        at) has the same scope there: the passes that register a big deploy's tasks as they
+        start look at those that started since the last pass, where a full pass in a child
+        looked at all 50,000 tasks each time (a second or two of CPU at 5,000 nodes)."""
         with self._pass_lock:
             # Read here, off the loop (a look at every task of the scope): the indexes are
             # the cache's own, so they may run ahead of the snapshot, which only widens it.
             changes = self._cache.task_changes
             light = light_scope(last, snapshot, only, changes.records, changes.statuses)
+            if not repair:
+                snapshot.registry = self._registry_view
+            scope = "all" if only is None else "changed"
             started = time.monotonic()
             if self._fork_passes and worth_a_child(snapshot, only, light):
                 try:
-                    done = forked_pass(snapshot, now, self._encodings)
+                    done = forked_pass(snapshot, now, self._encodings, only, light)
                 except (OSError, PassProcessFailed) as exc:
                     log.warning("reconcile pass in a child process failed (%s): in a thread", exc)
                 else:
-                    # A full pass: what spaces the registry's repairs (``repair_due``). Left
-                    # at a small cluster's thread pass, the repair came every 3 s at 50,000
-                    # tasks, and each was a full pass in a child.
-                    self._full_took = time.monotonic() - started
+                    if only is None:
+                        # What spaces the registry's repairs (``repair_due``): left at a
+                        # small cluster's thread pass, the repair came every 3 s at 50,000
+                        # tasks, and each was a full pass in a child.
+                        self._full_took = time.monotonic() - started
                     self.child_peak_rss = max(self.child_peak_rss, done.child_peak_rss)
-                    self._metrics.passes.labels("child", "all").inc()
+                    self._metrics.passes.labels("child", scope).inc()
                     placed = _placements(snapshot, done.plan)
-                    return done.plan, done.encoded, done.tracked, placed, True
-            if not repair:
-                snapshot.registry = self._registry_view
-            self._metrics.passes.labels("thread", "all" if only is None else "changed").inc()
+                    return done.plan, done.encoded, done.tracked, placed, repair
+            self._metrics.passes.labels("thread", scope).inc()
             started = time.monotonic()
             tracked = track(snapshot, now)
             plan = reconcile(snapshot, now, memo=self._encodings, only=only, light=light)

@@ -25,7 +25,8 @@ A pass goes to a child when it has placements to make, or looks at very many tas
 parent (a steady pass over 20,000 tasks took 0.6-1.3 s in a child against 0.3 s in the
 thread, and a deploy's reports call for about twenty of them), while placing is what takes
 the CPU (105 µs a task). From ``CHILD_MIN_TASKS`` tasks on, though, looking is a GIL held
-for seconds, which the event loop cannot spare. A pass in a child is a full one.
+for seconds, which the event loop cannot spare. A pass in a child has the scope the leader
+gave it, as in the thread: all groups, or only those that changed, some of them lightly.
 
 If the child ends without an answer (killed, out of memory), ``PassProcessFailed`` is raised
 and the leader runs that pass in its thread instead.
@@ -180,18 +181,32 @@ def _child(compute: Callable[[], object], read_fd: int, write_fd: int) -> None:
         os._exit(code)
 
 
-def forked_pass(snapshot: ClusterState, now: float, memo: EncodingMemo) -> PassResult:
-    """One pass over ``snapshot`` in a child; ``memo`` is brought up to date in the parent."""
-    result, peak_rss = run_forked(lambda: _compute(snapshot, now, memo))
+def forked_pass(
+    snapshot: ClusterState,
+    now: float,
+    memo: EncodingMemo,
+    only: frozenset[str] | None = None,
+    light: Mapping[str, frozenset[str]] | None = None,
+) -> PassResult:
+    """One pass over ``snapshot`` in a child (over the groups ``only`` names, or all; some of
+    them ``light``ly: ``theseus.reconciler.reconcile``); ``memo`` is brought up to date in
+    the parent."""
+    result, peak_rss = run_forked(lambda: _compute(snapshot, now, memo, only, light))
     result.child_peak_rss = peak_rss
     _apply_memo(memo, result, snapshot)
     return result
 
 
-def _compute(snapshot: ClusterState, now: float, memo: EncodingMemo) -> PassResult:
+def _compute(
+    snapshot: ClusterState,
+    now: float,
+    memo: EncodingMemo,
+    only: frozenset[str] | None = None,
+    light: Mapping[str, frozenset[str]] | None = None,
+) -> PassResult:
     before = dict(memo)
     tracked = track(snapshot, now)
-    plan = reconcile(snapshot, now, memo=memo)
+    plan = reconcile(snapshot, now, memo=memo, only=only, light=light)
     changed = {
         key: _entry(encoded) for key, encoded in memo.items() if before.get(key) is not encoded
     }
