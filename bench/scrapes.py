@@ -55,7 +55,7 @@ def gc_pauses(samples: Scrape) -> Counter[str]:
 
 def passes(samples: Scrape) -> Counter[str]:
     """The leader's reconcile passes so far, by where they ran and their scope
-    (``child all``, ``thread all``, ``thread changed``)."""
+    (``child all``, ``child changed``, ``thread all``, ``thread changed``)."""
     counted: Counter[str] = Counter()
     for name, labels, value in samples:
         if name == "theseus_reconcile_passes_total":
@@ -242,8 +242,9 @@ def loop_rows(before: Scrape, after: Scrape) -> Rows:
     ran.subtract(passes(before))
     return [
         (
-            "leader passes during the run: in a child / in the thread, over all / scoped",
-            f"{ran['child all']:,.0f} / {ran['thread all']:,.0f} / {ran['thread changed']:,.0f}",
+            "leader passes during the run: in a child, over all / scoped; in the thread, same",
+            f"{ran['child all']:,.0f} / {ran['child changed']:,.0f}; "
+            f"{ran['thread all']:,.0f} / {ran['thread changed']:,.0f}",
         ),
         (
             "server GC pauses during the run, generation 0 / 1 / 2",
