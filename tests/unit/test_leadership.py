@@ -5,7 +5,7 @@ holds the leader key (the fence), even while it still believes it leads."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import pytest
@@ -146,11 +146,17 @@ async def test_a_leader_passing_in_a_child_process_places_tasks_or_falls_back_to
     forked: list[bool] = []
     real_forked_pass = leader_module.forked_pass
 
-    def counted(snapshot: ClusterState, now: float, memo: EncodingMemo) -> PassResult:
+    def counted(
+        snapshot: ClusterState,
+        now: float,
+        memo: EncodingMemo,
+        only: frozenset[str] | None = None,
+        light: Mapping[str, frozenset[str]] | None = None,
+    ) -> PassResult:
         forked.append(True)
         if child_fails:
             raise PassProcessFailed("the pass's process ended without an answer (status=9)")
-        return real_forked_pass(snapshot, now, memo)
+        return real_forked_pass(snapshot, now, memo, only, light)
 
     monkeypatch.setattr(leader_module, "forked_pass", counted)
     monkeypatch.setattr(pass_process, "CHILD_MIN_PLACEMENTS", 2)  # 2 tasks are worth a child
