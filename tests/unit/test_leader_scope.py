@@ -13,7 +13,7 @@ from tests.kit.builders import make_group, make_node
 from tests.kit.leader import commit_groups_and_live_node, make_leader
 from tests.kit.wait import wait_until_async
 from theseus.model import registry
-from theseus.model.tasks import TaskState, TaskStatus
+from theseus.model.tasks import TaskRecord, TaskState, TaskStatus
 from theseus.server.leader import MAX_REST, MIN_REST, REST_FACTOR, Leader, rest_after
 from theseus.server.metrics import ServerMetrics
 from theseus.server.settle import (
@@ -35,6 +35,12 @@ def passes(metrics: ServerMetrics, scope: str) -> float:
     return metrics.passes.labels("thread", scope)._value.get()
 
 
+async def report_running(store: MemoryStore, task: TaskRecord) -> None:
+    """The task's status as its agent's report writes it: running."""
+    status = TaskStatus(task_id=task.id, state=TaskState.RUNNING, started_at=1.0, updated_at=1.0)
+    await store.commit([status_put(status)])
+
+
 async def test_a_report_is_registered_by_a_scoped_pass_and_a_node_loss_by_a_full_one(
     store: MemoryStore, cache: StateCache
 ) -> None:
@@ -48,10 +54,7 @@ async def test_a_report_is_registered_by_a_scoped_pass_and_a_node_loss_by_a_full
         )
         before = passes(metrics, "changed")
         task = next(iter(cache.state.tasks_of(web.group_key.key)))
-        running_status = TaskStatus(
-            task_id=task.id, state=TaskState.RUNNING, started_at=1.0, updated_at=1.0
-        )
-        await store.commit([status_put(running_status)])
+        await report_running(store, task)
         key = registry.container_key(task.group_key, task.id)
         await wait_until_async(lambda: key in cache.state.registry, 10, "the task registered")
         assert passes(metrics, "changed") > before
@@ -197,10 +200,7 @@ async def test_a_pass_in_a_child_keeps_its_scope_and_repairs_only_when_due(
             lambda: len(cache.state.tasks_of(web.group_key.key)) == wanted, 10, "all placed"
         )
         task = next(iter(cache.state.tasks_of(web.group_key.key)))
-        running_status = TaskStatus(
-            task_id=task.id, state=TaskState.RUNNING, started_at=1.0, updated_at=1.0
-        )
-        await store.commit([status_put(running_status)])
+        await report_running(store, task)
         key = registry.container_key(task.group_key, task.id)
         await wait_until_async(lambda: key in cache.state.registry, 10, "the task registered")
         assert stray in cache.state.registry
