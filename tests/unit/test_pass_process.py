@@ -143,7 +143,8 @@ def test_a_pass_that_looks_at_very_many_tasks_is_worth_a_child(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Placing nothing, a pass over 50,000 tasks still held the GIL for seconds in the
-    leader's thread: from ``CHILD_MIN_TASKS`` tasks in its scope on, it goes to a child."""
+    leader's thread: from ``CHILD_MIN_TASKS`` tasks in its scope looked at in full on, it goes
+    to a child."""
     monkeypatch.setattr(pass_process, "CHILD_MIN_TASKS", 400)
     nodes = [make_node(f"n{i}", cpus=1000.0, mem=1e7) for i in range(3)]
     state = make_state(
@@ -156,7 +157,14 @@ def test_a_pass_that_looks_at_very_many_tasks_is_worth_a_child(
     web, api = key_of["web"], key_of["api"]
     assert worth_a_child(state, frozenset({web, api}))
     assert not worth_a_child(state, frozenset({web}))  # 300 tasks: the thread
-    # Looked at lightly (only statuses of live tasks changed), a group counts the tasks it
-    # names: a deploy's passes that register its started tasks stay in the thread.
+    # Looked at lightly (only statuses of live tasks changed), a group's tasks do not count,
+    # however many started: a deploy's passes that register its started tasks stay in the
+    # thread, where they cost a child's fraction (the module's docstring).
     started = frozenset(sorted(state.tasks_by_group[web])[:50])
     assert not worth_a_child(state, frozenset({web, api}), {web: started, api: frozenset()})
+    every = {key: frozenset(state.tasks_by_group[key]) for key in (web, api)}
+    assert not worth_a_child(state, frozenset({web, api}), every)
+    # A group looked at in full beside light ones counts all its tasks.
+    monkeypatch.setattr(pass_process, "CHILD_MIN_TASKS", 300)
+    assert worth_a_child(state, frozenset({web, api}), {api: every[api]})
+    assert not worth_a_child(state, frozenset({web, api}), {web: every[web]})

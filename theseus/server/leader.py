@@ -339,9 +339,9 @@ class Leader:
         and the view is only changed by a commit, which waits for the pass.
 
         A pass worth a child process (many placements to make, or very many tasks to look
-        at) has the same scope there: the passes that register a big deploy's tasks as they
-        start look at those that started since the last pass, where a full pass in a child
-        looked at all 50,000 tasks each time (a second or two of CPU at 5,000 nodes)."""
+        at in full) has the same scope there. The passes that register a big deploy's tasks
+        as they start look at those that started since the last pass, lightly, and stay in
+        this thread (``pass_process.worth_a_child``)."""
         with self._pass_lock:
             # Read here, off the loop (a look at every task of the scope): the indexes are
             # the cache's own, so they may run ahead of the snapshot, which only widens it.

@@ -28,6 +28,13 @@ the CPU (105 µs a task). From ``CHILD_MIN_TASKS`` tasks on, though, looking is 
 for seconds, which the event loop cannot spare. A pass in a child has the scope the leader
 gave it, as in the thread: all groups, or only those that changed, some of them lightly.
 
+The tasks a pass looks at lightly (only their statuses changed: the passes that register a
+deploy's tasks as they start) never send it to a child. Such a pass registers 30,000-40,000
+tasks in 0.6-0.9 s in the thread; in a child at 5,000 nodes it took 1.0-1.5 s there, and
+while it ran the parent, busy with the agents' reports, copied every page it wrote to (its
+system time went from about 0.08 to 0.36 cores), and then read the child's answer: 2-3 s of the
+server's CPU for the same work (BENCHMARKS.md, issue 17, twenty-seventh session).
+
 If the child ends without an answer (killed, out of memory), ``PassProcessFailed`` is raised
 and the leader runs that pass in its thread instead.
 """
@@ -56,11 +63,12 @@ T = TypeVar("T")
 # Placements from which a pass is worth a child: about 50 ms of placing, as much as a fork of
 # a server with 10,000 tasks costs.
 CHILD_MIN_PLACEMENTS = 500
-# Tasks a pass looks at from which it is worth a child though it places nothing. Looking at
-# 50,000 tasks takes 0.45 s alone; in the leader's thread at 5,000 nodes, while a deploy's
-# reports made every group change, each such pass took 1-3 s and held the GIL half of that
-# time away from the event loop (heartbeats answered in seconds, reports timed out). Below
-# this, a thread is cheaper: the child pays for every page it touches (BENCHMARKS.md).
+# Tasks a pass looks at in full (not lightly: see above) from which it is worth a child though
+# it places nothing. Looking at 50,000 tasks takes 0.45 s alone; in the leader's thread at
+# 5,000 nodes, while a deploy's reports made every group change, each such pass took 1-3 s
+# and held the GIL half of that time away from the event loop (heartbeats answered in
+# seconds, reports timed out). Below this, a thread is cheaper: the child pays for every page
+# it touches (BENCHMARKS.md).
 CHILD_MIN_TASKS = 30_000
 
 
@@ -94,18 +102,16 @@ def worth_a_child(
     only: frozenset[str] | None = None,
     light: Mapping[str, frozenset[str]] | None = None,
 ) -> bool:
-    """Whether a pass over ``state`` (over the groups ``only`` names, or all; of the
-    ``light`` ones, the tasks they name) looks at ``CHILD_MIN_TASKS`` tasks or more, or may
-    place ``CHILD_MIN_PLACEMENTS`` or more: tasks without a node, and the instances the groups
-    lack (a new or scaled group's tasks are created by the pass that places them)."""
+    """Whether a pass over ``state`` (over the groups ``only`` names, or all) looks at
+    ``CHILD_MIN_TASKS`` tasks or more in full (those of the ``light`` groups do not count:
+    see the module's docstring), or may place ``CHILD_MIN_PLACEMENTS`` or more: tasks without
+    a node, and the instances the groups lack (a new or scaled group's tasks are created by
+    the pass that places them)."""
     if only is None:
         looked_at = len(state.tasks)
     else:
         light = light or {}
-        looked_at = sum(
-            len(light[key]) if key in light else len(state.tasks_by_group.get(key, ()))
-            for key in only
-        )
+        looked_at = sum(len(state.tasks_by_group.get(key, ())) for key in only if key not in light)
     if looked_at >= CHILD_MIN_TASKS:
         return True
     missing = instances_lacking(state)
