@@ -7,8 +7,11 @@ temp dir), registers one node, deploys 4 tasks on it, then sends the requests an
 one at a time on one kept-alive connection, in blocks of ``--block`` per route, the routes
 interleaved for ``--rounds`` rounds (the heartbeats keep the node alive):
 
-* ``heartbeat``: ``POST /v1/agent/{node}/heartbeat`` (answered once the server's next heard
-  record, which names the node, is in etcd);
+* ``heartbeat``: ``POST /v1/agent/{node}/heartbeat``, answered once the server's next heard
+  record, which names the node, is in etcd: the heard records are at least 0.2 s apart
+  (``theseus.server.liveness.SPACING``), so these go ``HEARTBEATS_AT_ONCE`` at a time, each
+  on a kept-alive connection of its own (one after another, a block took over a minute and
+  the server's CPU at rest over it was most of what it measured);
 * ``assignments``: ``GET /v1/agent/{node}/assignments`` at its current index with ``wait=0``
   (answered at once: the memoised list of 4 tasks);
 * ``reports``: ``POST /v1/agent/{node}/reports`` of the 4 tasks, unchanged (nothing written);
@@ -32,8 +35,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 
 import httpx
 import uvloop
@@ -41,6 +47,7 @@ from procs import children_in_temp_dir, cpu_seconds, start_etcd, start_server, w
 
 NODE = "bench-node"
 TASKS = 4
+HEARTBEATS_AT_ONCE = 50  # heartbeats in flight: they share the server's heard records
 
 
 def prepare(http: httpx.Client) -> tuple[int, dict[str, object]]:
@@ -73,16 +80,31 @@ def prepare(http: httpx.Client) -> tuple[int, dict[str, object]]:
     return int(answer["index"]), batch
 
 
+Call = Callable[[httpx.Client], httpx.Response]
+
+
 def measure(
-    pid: int, calls: dict[str, Callable[[], httpx.Response]], block: int, rounds: int
+    pid: int,
+    http: httpx.Client,
+    calls: dict[str, Call],
+    block: int,
+    rounds: int,
+    at_once: dict[str, ThreadPoolExecutor],
 ) -> None:
+    """Per route, ``block`` calls a round: one after another on ``http``, or through the
+    route's pool of ``at_once``, each of its threads on a client of its own."""
     cpu: dict[str, list[float]] = {name: [] for name in calls}
     wall: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
             used, started = cpu_seconds(pid), time.perf_counter()
-            for _ in range(block):
-                call().raise_for_status()
+            pool = at_once.get(name)
+            if pool is None:
+                for _ in range(block):
+                    call(http).raise_for_status()
+            else:
+                for answer in pool.map(_on_own_client, repeat(call, block), repeat(http)):
+                    answer.raise_for_status()
             wall[name].append(1e6 * (time.perf_counter() - started) / block)
             cpu[name].append(1e6 * (cpu_seconds(pid) - used) / block)
     print(f"{'route':14s} {'server CPU/request':>20s} {'(min-max)':>12s} {'wall/request':>14s}")
@@ -92,6 +114,18 @@ def measure(
             f"{name:14s} {statistics.median(cpu[name]):17.0f} us {low:5.0f}-{high:<5.0f}"
             f" {statistics.median(wall[name]):11.0f} us"
         )
+
+
+_local = threading.local()
+
+
+def _on_own_client(call: Call, like: httpx.Client) -> httpx.Response:
+    """``call`` on this thread's client to the same server as ``like`` (its connection kept
+    alive from one call to the next)."""
+    client: httpx.Client | None = getattr(_local, "client", None)
+    if client is None:
+        client = _local.client = httpx.Client(base_url=like.base_url, timeout=10.0)
+    return call(client)
 
 
 def client_cost(url: str, path: str, index: int, block: int, rounds: int) -> None:
@@ -147,16 +181,21 @@ def main() -> None:
         with httpx.Client(base_url=url, timeout=10.0) as http:
             index, batch = prepare(http)
             node = f"/v1/agent/{NODE}"
-            calls = {
-                "heartbeat": lambda: http.post(f"{node}/heartbeat", json={"usage": None}),
-                "assignments": lambda: http.get(
+            calls: dict[str, Call] = {
+                "heartbeat": lambda c: c.post(f"{node}/heartbeat", json={"usage": None}),
+                "assignments": lambda c: c.get(
                     f"{node}/assignments", params={"index": index, "wait": 0}
                 ),
-                "reports": lambda: http.post(f"{node}/reports", json=batch),
-                "health": lambda: http.get("/v1/health"),
+                "reports": lambda c: c.post(f"{node}/reports", json=batch),
+                "health": lambda c: c.get("/v1/health"),
             }
-            print(f"{args.rounds} rounds of {args.block} requests per route, one connection")
-            measure(server.pid, calls, args.block, args.rounds)
+            print(
+                f"{args.rounds} rounds of {args.block} requests per route, one connection"
+                f" (heartbeats: {HEARTBEATS_AT_ONCE} at once, a connection each)"
+            )
+            with ThreadPoolExecutor(HEARTBEATS_AT_ONCE) as heartbeats:
+                at_once = {"heartbeat": heartbeats}
+                measure(server.pid, http, calls, args.block, args.rounds, at_once)
             if args.client:
                 path = f"{node}/assignments?index={index}&wait=0"
                 client_cost(url, path, index, args.block, args.rounds)
