@@ -30,10 +30,10 @@ gave it, as in the thread: all groups, or only those that changed, some of them 
 
 The tasks a pass looks at lightly (only their statuses changed: the passes that register a
 deploy's tasks as they start) never send it to a child. Such a pass registers 30,000-40,000
-tasks in 0.6-0.9 s in the thread; in a child at 5,000 nodes it took 1.0-1.5 s there, and
-while it ran the parent, busy with the agents' reports, copied every page it wrote to (its
-system time went from about 0.08 to 0.36 cores), and then read the child's answer: 2-3 s of the
-server's CPU for the same work (BENCHMARKS.md, issue 17, twenty-seventh session).
+tasks in 0.6-1.0 s in the thread. In a child at 5,000 nodes it took 1.5 s there; while it
+ran, the parent, busy with the agents' reports, copied every page it wrote to (its system
+time went from 0.04-0.18 to 0.20-0.48 cores, about 0.7 s more), and then it read the child's
+answer (BENCHMARKS.md, issue 17, twenty-seventh session).
 
 If the child ends without an answer (killed, out of memory), ``PassProcessFailed`` is raised
 and the leader runs that pass in its thread instead.
